@@ -1,0 +1,158 @@
+"""The enumerated values both services and the schema share (pure Python, no I/O).
+
+The database stores these as text guarded by CHECK constraints; the proto enums carry the same
+names with a prefix (`MESSAGE_STATE_QUEUED` <-> `MessageState.QUEUED`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """A membership's role inside its workspace."""
+
+    PARENT_ADMIN = "parent_admin"
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+class MessageState(StrEnum):
+    """Lifecycle state of one invite message."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    CANCELLED = "cancelled"
+
+
+FINAL_MESSAGE_STATES = frozenset(
+    {MessageState.READ, MessageState.FAILED, MessageState.BLOCKED, MessageState.CANCELLED}
+)
+"""States a message never leaves by itself. `sent`/`delivered` are settled but may still advance;
+runs count them as done (see dispatch_service.domain)."""
+
+
+class RejectionReason(StrEnum):
+    """Why a recipient was blocked or failed."""
+
+    DO_NOT_MESSAGE = "do_not_message"
+    NO_PHONE = "no_phone"
+    INVALID_PHONE = "invalid_phone"
+    DUPLICATE_TARGET = "duplicate_target"
+    ALREADY_INVITED = "already_invited"
+    GUEST_INACTIVE = "guest_inactive"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    PROVIDER_REJECTED = "provider_rejected"
+
+
+class RunState(StrEnum):
+    """State of an invite send run."""
+
+    QUEUED = "queued"
+    DISPATCHING = "dispatching"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class TemplateCategory(StrEnum):
+    """Meta's template category."""
+
+    MARKETING = "MARKETING"
+    UTILITY = "UTILITY"
+    AUTHENTICATION = "AUTHENTICATION"
+
+
+class TemplateStatus(StrEnum):
+    """A template's approval status."""
+
+    APPROVED = "APPROVED"
+    PENDING = "PENDING"
+    REJECTED = "REJECTED"
+    PAUSED = "PAUSED"
+    DISABLED = "DISABLED"
+
+
+class DnmSource(StrEnum):
+    """Where a do-not-message entry came from."""
+
+    OPERATOR = "operator"
+    USER_PREFERENCES_STOP = "user_preferences_stop"
+    INBOUND_STOP_KEYWORD = "inbound_stop_keyword"
+    PROVIDER_ERROR_131050 = "provider_error_131050"
+
+
+class ImportSource(StrEnum):
+    """Where an import's rows came from."""
+
+    CSV = "csv"
+    CONTACTS = "contacts"
+    MANUAL = "manual"
+
+
+class ImportRowOutcome(StrEnum):
+    """What happened to one import row."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    REACTIVATED = "reactivated"
+    WARNING_MALFORMED_PHONE = "warning_malformed_phone"
+    SKIPPED_NO_PHONE = "skipped_no_phone"
+
+
+class PhoneStatus(StrEnum):
+    """Whether a person's phone could be normalised."""
+
+    VALID = "valid"
+    MALFORMED = "malformed"
+    MISSING = "missing"
+
+
+class AudienceMode(StrEnum):
+    """How an event's base audience is chosen."""
+
+    ALL = "all"
+    TAGS = "tags"
+    SIDES = "sides"
+    EXPLICIT = "explicit"
+
+
+class AudienceOverrideKind(StrEnum):
+    """An explicit household listed on an audience."""
+
+    MEMBER = "member"  # part of an EXPLICIT audience
+    INCLUDE = "include"
+    EXCLUDE = "exclude"
+
+
+class ApplyOutcome(StrEnum):
+    """What applying one provider status did (recorded on every status event)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    AFTER_TERMINAL = "after_terminal"
+    UNKNOWN_STATUS = "unknown_status"
+    ORPHANED = "orphaned"
+
+
+class ReceiptState(StrEnum):
+    """Processing state of a stored webhook receipt."""
+
+    PENDING = "pending"  # verified, waiting to be forwarded to ApplyStatus
+    APPLIED = "applied"  # ApplyStatus succeeded for every update in it
+    FLAGGED = "flagged"  # stored but never applied (not JSON, unknown shape or sender)
+
+
+class ReceiptFlag(StrEnum):
+    """Why a receipt was flagged instead of applied."""
+
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_SHAPE = "unknown_shape"
+    UNKNOWN_SENDER = "unknown_sender"
