@@ -44,13 +44,13 @@ CATALOGUE: dict[int, CatalogueEntry] = {
         403,
         "The WhatsApp Business Account is restricted for violating a policy.",
     ),
-    130429: CatalogueEntry(
-        "Rate limit hit", 400, "Cloud API message throughput has been reached."
-    ),
+    130429: CatalogueEntry("Rate limit hit", 400, "Cloud API message throughput has been reached."),
     131000: CatalogueEntry(
         "Something went wrong", 500, "Message failed to send due to an unknown error."
     ),
-    131008: CatalogueEntry("Required parameter is missing", 400, "A required parameter is missing."),
+    131008: CatalogueEntry(
+        "Required parameter is missing", 400, "A required parameter is missing."
+    ),
     131009: CatalogueEntry("Parameter value is not valid", 400, "A parameter value is not valid."),
     131016: CatalogueEntry(
         "Service unavailable", 503, "A service is temporarily unavailable. Please try again."
@@ -182,4 +182,3 @@ def webhook_error(error: GraphError) -> dict[str, Any]:
         "error_data": {"details": error.details},
         "href": ERROR_CODES_HREF,
     }
-

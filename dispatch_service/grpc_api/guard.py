@@ -1,0 +1,119 @@
+"""The server interceptor every invites.v1 call goes through: credential check, then error mapping.
+
+Health and reflection are not guarded, so operators can probe the server with grpcurl.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from dispatch_service.errors import DispatchError, PermissionDenied, Unauthenticated
+from dispatch_service.grpc_api.errors import internal_status, to_status
+
+log = logging.getLogger(__name__)
+
+GUARDED_PREFIX = "/invites.v1."
+INGESTOR_METHODS = frozenset({"/invites.v1.DispatchService/ApplyStatus"})
+
+
+class Credentials:
+    """The bearer tokens the server accepts, by kind."""
+
+    def __init__(self, backend_tokens: list[str], ingestor_token: str) -> None:
+        self._backend = [t.encode() for t in backend_tokens]
+        self._ingestor = ingestor_token.encode()
+
+    def check(self, method: str, metadata: tuple[tuple[str, Any], ...]) -> None:
+        """Raise unless the call carries the credential its method needs."""
+        header = next((str(v) for k, v in metadata if k == "authorization"), "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("missing bearer token in the authorization metadata")
+        presented = token.encode()
+        is_ingestor = hmac.compare_digest(presented, self._ingestor)
+        is_backend = any(hmac.compare_digest(presented, t) for t in self._backend)
+        if not (is_ingestor or is_backend):
+            raise Unauthenticated("invalid bearer token")
+        if (method in INGESTOR_METHODS) != is_ingestor:
+            raise PermissionDenied("this credential may not call this method")
+
+
+async def _abort(context: Any, error: BaseException, method: str) -> None:
+    if isinstance(error, DispatchError):
+        await context.abort_with_status(to_status(error))
+    log.exception("unhandled error in %s", method, exc_info=error)
+    await context.abort_with_status(internal_status())
+
+
+class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Checks credentials and turns exceptions into statuses for every invites.v1 method."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(GUARDED_PREFIX):
+            return handler
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        return self._wrap(handler, method, metadata)
+
+    def _wrap(self, handler: Any, method: str, metadata: tuple[tuple[str, Any], ...]) -> Any:
+        # grpc's stubs type method handlers as sync; under grpc.aio the behaviours are coroutines.
+        check = self._credentials.check
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                try:
+                    check(method, metadata)
+                    return await inner(request, context)
+                except aio.AbortError:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, method)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                try:
+                    check(method, metadata)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except aio.AbortError:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, method)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
+        if handler.stream_unary:
+            inner_client_stream = handler.stream_unary
+
+            async def stream_unary(requests: AsyncIterator[Any], context: Any) -> Any:
+                try:
+                    check(method, metadata)
+                    return await inner_client_stream(requests, context)
+                except aio.AbortError:
+                    raise
+                except Exception as error:
+                    await _abort(context, error, method)
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
+        return handler

@@ -1,0 +1,97 @@
+"""Test harness: every test that needs Postgres gets its own freshly migrated database.
+
+TEST_DATABASE_URL (any database on the server; we create our own beside it) is used when set;
+otherwise an embedded Postgres (pgserver) is started once for the session. Migrations run once
+into a template database; each test clones it (CREATE DATABASE ... TEMPLATE), so tests are
+isolated even when they start real service processes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from common.db.embedded import start_embedded_postgres
+from common.db.engine import make_engine, make_sessions
+from common.db.migrate import upgrade
+from common.db.urls import with_database
+
+
+def _admin(server_url: str) -> psycopg.Connection:
+    return psycopg.connect(with_database(server_url, "postgres"), autocommit=True)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """Create database `name` (optionally from a template) and return its URL."""
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with _admin(server_url) as conn:
+        conn.execute(statement)
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name`, closing any connection left to it."""
+    with _admin(server_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Postgres server URL: TEST_DATABASE_URL's server, or an embedded one for this session."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        return configured
+    return start_embedded_postgres(Path(tmp_path_factory.mktemp("pgdata")))
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url: str) -> Iterator[str]:
+    """A database migrated to head once per session; tests clone it."""
+    name = f"invites_tmpl_{uuid.uuid4().hex[:10]}"
+    url = create_database(pg_server_url, name)
+    upgrade(url)
+    yield name
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test only (libpq URL)."""
+    name = f"invites_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_server_url, name, template=template_database)
+    yield url
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def empty_database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"invites_empty_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_server_url, name)
+    yield url
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An async engine on this test's database."""
+    engine = make_engine(database_url, pool_size=5, max_overflow=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """A session factory on this test's database."""
+    return make_sessions(engine)

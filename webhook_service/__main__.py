@@ -1,0 +1,30 @@
+"""`python -m webhook_service`: run the webhook ingestor."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common.observability import configure_logging
+from common.settings import host_port, load_settings
+from webhook_service.app import create_app
+from webhook_service.settings import WebhookSettings
+
+
+def main() -> None:
+    """Load and validate settings (exit 2 when they are wrong), then serve until SIGTERM/SIGINT."""
+    settings = load_settings(WebhookSettings)
+    configure_logging("webhook", settings.log_level)
+    host, port = host_port(settings.webhook_listen)
+    # run_app handles SIGTERM/SIGINT: stop accepting, let requests finish, then run cleanup_ctx.
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        shutdown_timeout=settings.webhook_grace_seconds,
+        access_log=None,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
