@@ -1,4 +1,4 @@
-"""An embedded Postgres (the `pgserver` package) for `invites up` and the tests: no set-up needed."""
+"""An embedded Postgres (the `pgserver` package) for `invites up` and the tests: no set-up."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri())
 
 

@@ -1,0 +1,215 @@
+"""`invites up`, `invites migrate` and `invites sandbox`: running the stack on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+
+from common.db.embedded import ensure_database, start_embedded_postgres
+from common.db.migrate import upgrade
+
+console = Console(stderr=True, highlight=False)
+
+SANDBOX_LISTEN = "127.0.0.1:8090"
+STARTUP_TIMEOUT_SECONDS = 30.0
+# Credentials `up` generates when they are not set; stable across restarts (kept in the state dir).
+GENERATED = (
+    "DISPATCH_BACKEND_TOKENS",
+    "DISPATCH_INGESTOR_TOKEN",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+)
+LOCAL_PHONE_NUMBER_ID = "100000000000001"
+
+
+def register(commands: Any) -> None:
+    """Add the stack commands to the `invites` parser."""
+    up = commands.add_parser("up", help="run the whole stack locally (embedded Postgres + sandbox)")
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("INVITES_STATE_DIR", ".invites")),
+        help="where the embedded Postgres and generated local credentials live (default .invites)",
+    )
+    up.add_argument("--no-sandbox", action="store_true", help="do not start the Meta sandbox")
+    up.set_defaults(handler=run_up)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
+    migrate.set_defaults(handler=run_migrate)
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run the local Meta Cloud API sandbox", add_help=False
+    )
+    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
+    sandbox.set_defaults(handler=run_sandbox)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Apply migrations to DATABASE_URL."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        console.print("configuration error:\n  DATABASE_URL: is required")
+        return 2
+    upgrade(url)
+    console.print("migrations applied")
+    return 0
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    """Delegate to the sandbox's own command line."""
+    from sandbox.main import main as sandbox_main
+
+    return sandbox_main(args.rest)
+
+
+def local_credentials(state_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """Values for unset credentials (generated once, kept in state_dir) and their names."""
+    stored_path = state_dir / "local-credentials.env"
+    stored: dict[str, str] = {}
+    if stored_path.exists():
+        for line in stored_path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            stored[key] = value
+    values: dict[str, str] = {}
+    generated: list[str] = []
+    for name in GENERATED:
+        if os.environ.get(name):
+            continue
+        values[name] = stored.get(name) or f"local-{secrets.token_urlsafe(18)}"
+        generated.append(name)
+    stored.update(values)
+    stored_path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+    stored_path.chmod(0o600)
+    return values, generated
+
+
+def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, str], list[str]]:
+    """The environment the services run with: what is set, plus generated local values."""
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        console.print(f"starting embedded Postgres in {state_dir / 'pgdata'} ...")
+        server_url = start_embedded_postgres(state_dir / "pgdata")
+        env["DATABASE_URL"] = ensure_database(server_url, "invites")
+    values, generated = local_credentials(state_dir)
+    env.update(values)
+    env.setdefault("DISPATCH_LISTEN", "127.0.0.1:50051")
+    env.setdefault("DISPATCH_TARGET", env["DISPATCH_LISTEN"])
+    env.setdefault("WEBHOOK_LISTEN", "127.0.0.1:8080")
+    env.setdefault("WHATSAPP_PHONE_NUMBER_ID", LOCAL_PHONE_NUMBER_ID)
+    if with_sandbox:
+        env.setdefault("WHATSAPP_API_BASE_URL", f"http://{SANDBOX_LISTEN}")
+        env.setdefault("SANDBOX_LISTEN", SANDBOX_LISTEN)
+        env.setdefault("SANDBOX_ACCESS_TOKEN", env["WHATSAPP_ACCESS_TOKEN"])
+        env.setdefault("SANDBOX_APP_SECRET", env["WHATSAPP_APP_SECRET"].split(",")[0])
+        env.setdefault("SANDBOX_PHONE_NUMBER_ID", env["WHATSAPP_PHONE_NUMBER_ID"])
+        env.setdefault("SANDBOX_CALLBACK_URL", f"http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
+        env.setdefault("SANDBOX_CONTROL_ENABLED", "true")
+    return env, generated
+
+
+@contextmanager
+def processes(specs: list[tuple[str, list[str]]], env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Start each (name, argv) child; on exit SIGTERM them all and wait (SIGKILL after a grace)."""
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, argv in specs:
+            children[name] = subprocess.Popen([sys.executable, *argv], env=env)
+        yield children
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def wait_for_dispatch(target: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> bool:
+    """Poll the dispatch service's health check until SERVING or the timeout."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.3)
+    return False
+
+
+def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bool) -> None:
+    """Where everything listens, the generated credentials, and what to try next."""
+    target = env["DISPATCH_LISTEN"]
+    console.print("\n[bold green]invite dispatch is up[/]")
+    console.print(f"  dispatch (gRPC)   {target}")
+    console.print(f"  webhook ingestor  http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
+    if with_sandbox:
+        console.print(f"  Meta sandbox      {env['WHATSAPP_API_BASE_URL']}")
+    if generated:
+        console.print("\ngenerated local credentials (set these variables to use your own):")
+        for name in generated:
+            console.print(f"  {name}={env[name]}")
+    token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
+    console.print("\ntry:")
+    console.print(f"  grpcurl -plaintext {target} list")
+    console.print(f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check")
+    console.print(
+        f"  grpcurl -plaintext -H 'authorization: Bearer {token}' {target} "
+        "describe invites.v1.DispatchService"
+    )
+    console.print("\nCtrl-C stops everything.")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Run migrations and every service until Ctrl-C or SIGTERM."""
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with_sandbox = not args.no_sandbox and not os.environ.get("WHATSAPP_API_BASE_URL")
+    env, generated = stack_environment(state_dir, with_sandbox)
+    upgrade(env["DATABASE_URL"])
+    specs = [("dispatch", ["-m", "dispatch_service"]), ("webhook", ["-m", "webhook_service"])]
+    if with_sandbox:
+        specs.insert(0, ("sandbox", ["-m", "sandbox"]))
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    with processes(specs, env) as children:
+        if not wait_for_dispatch(env["DISPATCH_LISTEN"]):
+            console.print("[red]the dispatch service did not become healthy; see its log above[/]")
+            return 1
+        print_next_steps(env, generated, with_sandbox)
+        try:
+            while not stop:
+                exited = [name for name, child in children.items() if child.poll() is not None]
+                if exited:
+                    console.print(f"[red]{', '.join(exited)} exited; stopping the stack[/]")
+                    return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    console.print("stopped")
+    return 0
