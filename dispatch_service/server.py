@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -15,12 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from common.observability import start_metrics_server
 from common.settings import split_secrets
+from dispatch_service.bootstrap import Deps, build_deps
 from dispatch_service.grpc_api.admin_servicer import AdminServiceServicer
 from dispatch_service.grpc_api.dispatch_servicer import DispatchServiceServicer
 from dispatch_service.grpc_api.guard import Credentials, GuardInterceptor
@@ -33,30 +31,6 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 DB_PROBE_SECONDS = 2.0
-
-
-@dataclass
-class Deps:
-    """What the servicers and workers talk to; tests build their own."""
-
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def close(self) -> None:
-        """Stop background work and dispose of the engine."""
-        for task in self.background:
-            task.cancel()
-        for task in self.background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.engine.dispose()
-
-
-def build_deps(settings: DispatchSettings) -> Deps:
-    """The production dependencies: one engine and its session factory."""
-    engine = make_engine(settings.database_url)
-    return Deps(engine=engine, sessions=make_sessions(engine))
 
 
 def _credentials(settings: DispatchSettings) -> Credentials:
@@ -82,8 +56,8 @@ def _server_credentials(settings: DispatchSettings) -> grpc.ServerCredentials | 
 def build_server(settings: DispatchSettings, deps: Deps) -> tuple[aio.Server, HealthServicer, int]:
     """The gRPC server with its guard, services, health and reflection, bound but not started."""
     server = aio.server(interceptors=[GuardInterceptor(_credentials(settings))])
-    dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServiceServicer(), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServiceServicer(), server)
+    dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServiceServicer(deps), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServiceServicer(deps), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

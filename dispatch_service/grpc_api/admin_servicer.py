@@ -12,6 +12,7 @@ from grpc import aio
 
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
+from dispatch_service.bootstrap import Deps
 from dispatch_service.grpc_api.unimplemented import unimplemented
 
 Context = aio.ServicerContext[Any, Any]
@@ -19,6 +20,9 @@ Context = aio.ServicerContext[Any, Any]
 
 class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     """invites.v1.AdminService."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
 
     async def CreateWorkspace(
         self, request: pb.CreateWorkspaceRequest, context: Context
