@@ -24,7 +24,7 @@ def insert(conn: psycopg.Connection[Any], table: str, **values: Any) -> uuid.UUI
     columns = ", ".join(values)
     marks = ", ".join(["%s"] * len(values))
     conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
-    return values["id"]  # type: ignore[no-any-return]
+    return values["id"]
 
 
 class World:
