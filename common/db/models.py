@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -428,6 +429,7 @@ class PrecheckCandidate(Base):
     guest_unit_id: Mapped[uuid.UUID] = _fk("guest_unit.id")
     person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
     display_name: Mapped[str] = mapped_column(Text, server_default="")
+    guest_unit_name: Mapped[str] = mapped_column(Text, server_default="")
     phone_e164: Mapped[str | None] = mapped_column(Text)
     eligible: Mapped[bool] = mapped_column(Boolean)
     rejection_reason: Mapped[str | None] = mapped_column(Text)
@@ -464,6 +466,8 @@ class InviteSendRun(Base):
     __table_args__ = (
         one_of("state", RunState),
         UniqueConstraint("workspace_id", "idempotency_key"),
+        # A precheck is sent at most once: a second run from it would invite everyone again.
+        UniqueConstraint("precheck_id"),
         Index(None, "event_id", "created_at"),
         Index(
             "ix_invite_send_run_active",
@@ -526,6 +530,8 @@ class InviteMessage(Base):
         UniqueConstraint("run_id", "position"),
         Index(None, "run_id", "state"),
         Index(None, "event_id", "phone_e164"),
+        # GetEventInvitations: each household's latest invitation, paged by household.
+        Index("ix_invite_message_event_unit", "event_id", "guest_unit_id", "created_at"),
         Index(
             "ix_invite_message_claimable",
             "run_id",
@@ -537,6 +543,51 @@ class InviteMessage(Base):
             "sending_at",
             postgresql_where=text("state = 'sending'"),
         ),
+    )
+
+
+class InviteRunCount(Base):
+    """Message counts of a run by (state, reason, error code): the projection GetRunStatus reads.
+
+    Maintained only by statement-level triggers on invite_message (migration 0004), so every
+    writer keeps it right. Rows are sharded by the writing backend's pid: concurrent writers
+    never touch the same row (no lock waits, no deadlocks); readers sum the shards.
+    """
+
+    __tablename__ = "invite_run_count"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("invite_send_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
+    error_code: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="0")
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class SenderRateLimit(Base):
+    """The send schedule of one sender phone number id, shared by every dispatcher replica.
+
+    A GCRA limiter: `next_slot_at` is the earliest moment the next message may go out; a claim
+    takes slots and moves it forward by 1/rate each. `rate_factor` (0..1] scales the configured
+    rate down after a 130429 and recovers over time from `rate_factor_at`.
+    """
+
+    __tablename__ = "sender_rate_limit"
+
+    sender_phone_number_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    next_slot_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    rate_factor: Mapped[float] = mapped_column(Double, server_default="1")
+    rate_factor_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    throttled_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+    __table_args__ = (
+        CheckConstraint("rate_factor > 0 AND rate_factor <= 1", name="rate_factor_range"),
     )
 
 
