@@ -21,7 +21,7 @@ from rich.console import Console
 from common.db.embedded import ensure_database, start_embedded_postgres
 from common.db.migrate import upgrade
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SANDBOX_LISTEN = "127.0.0.1:8090"
 STARTUP_TIMEOUT_SECONDS = 30.0
