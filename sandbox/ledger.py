@@ -73,7 +73,9 @@ class Ledger:
         """The sequence number the next entry gets (1-based)."""
         return len(self.entries) + 1
 
-    def page(self, *, after: int = 0, limit: int = 1000, wa_id: str | None = None) -> list[LedgerEntry]:
+    def page(
+        self, *, after: int = 0, limit: int = 1000, wa_id: str | None = None
+    ) -> list[LedgerEntry]:
         """Entries with ``seq > after``, optionally for one recipient, at most ``limit``."""
         candidates = self.entries[after:]
         if wa_id is not None:

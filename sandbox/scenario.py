@@ -219,8 +219,15 @@ class ScenarioError(Exception):
     """A scenario file that cannot be read or does not validate."""
 
 
+BUILTIN_SCENARIOS = Path(__file__).parent / "scenarios"
+
+
 def load_scenario(path: Path) -> Scenario:
-    """Read a scenario from a ``.json`` or ``.toml`` file."""
+    """Read a scenario from a ``.json`` or ``.toml`` file; a bare name that is not a file names
+    one shipped in ``sandbox/scenarios`` (``demo``, ``chaos``)."""
+    builtin = BUILTIN_SCENARIOS / f"{path.name}.json"
+    if not path.exists() and path == Path(path.name) and builtin.exists():
+        path = builtin
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
@@ -335,7 +342,9 @@ class SendDecider:
             if not self._fires(index, rule, send.wa_id):
                 continue
             if rule.ambiguous is not None:
-                return Accepted(template, ambiguous=rule.ambiguous, reply_delay=rule.delay_ms / 1000)
+                return Accepted(
+                    template, ambiguous=rule.ambiguous, reply_delay=rule.delay_ms / 1000
+                )
             if rule.effective_delivery() == "sync":
                 raise Rejected(rule.error())
             return Accepted(template, async_error=rule.error())

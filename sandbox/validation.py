@@ -148,7 +148,7 @@ def _callback_data(value: Any) -> str | None:
     if len(value) > CALLBACK_DATA_MAX_LENGTH:
         raise _invalid(
             100,
-            f"Param biz_opaque_callback_data must be at most {CALLBACK_DATA_MAX_LENGTH} characters.",
+            f"Param biz_opaque_callback_data is longer than {CALLBACK_DATA_MAX_LENGTH} characters.",
         )
     return value
 

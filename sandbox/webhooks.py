@@ -247,7 +247,9 @@ class WebhookSender:
             await self._slots.acquire()
 
     async def _attempt(self, body: bytes, signature: str) -> bool:
-        assert self._client is not None and self._url is not None  # started, URL configured
+        # Only reachable after start() and with a URL: schedule() drops events otherwise.
+        assert self._client is not None
+        assert self._url is not None
         try:
             response = await self._client.post(
                 self._url,
@@ -263,4 +265,3 @@ class WebhookSender:
             return False
         # Meta treats anything but 200 as not delivered (reference §5).
         return response.status_code == 200
-

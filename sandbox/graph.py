@@ -1,0 +1,43 @@
+"""The Graph API route: ``POST /{version}/{phone_number_id}/messages``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from sandbox.service import SandboxService
+
+GRAPH_SEND_PATH = r"/{version:v\d+\.\d+}/{phone_number_id:\d+}/messages"
+
+
+class GraphRoutes:
+    """Translates HTTP to :meth:`SandboxService.submit_send` and back."""
+
+    def __init__(self, service: SandboxService) -> None:
+        self._service = service
+
+    def routes(self) -> list[web.RouteDef]:
+        """The route table."""
+        return [web.post(GRAPH_SEND_PATH, self.send_message)]
+
+    async def send_message(self, request: web.Request) -> web.StreamResponse:
+        """Answer a template send the way Meta would under the current scenario."""
+        outcome = self._service.submit_send(
+            request.match_info["phone_number_id"],
+            request.headers.get("Authorization"),
+            await request.read(),
+        )
+        if outcome.latency:
+            await asyncio.sleep(outcome.latency)
+        if outcome.reply == "drop":
+            # The send is in the ledger and its webhooks are scheduled; the client only sees
+            # the connection close, as when Meta accepted a request whose reply was lost.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=outcome.status)
+        if outcome.reply == "delay":
+            await asyncio.sleep(outcome.reply_delay)
+        return web.Response(
+            status=outcome.status, body=outcome.body, content_type="application/json"
+        )

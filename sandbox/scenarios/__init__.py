@@ -1,0 +1,1 @@
+"""Scenario files shipped with the sandbox (``--scenario demo`` or ``--scenario chaos``)."""
