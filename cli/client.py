@@ -65,12 +65,12 @@ class Client:
         return cls(channel=channel, token=args.token, actor=args.actor)
 
     @property
-    def dispatch(self) -> dispatch_pb2_grpc.DispatchServiceStub:
+    def dispatch(self) -> dispatch_pb2_grpc.DispatchServiceAsyncStub:
         """The DispatchService stub."""
         return dispatch_pb2_grpc.DispatchServiceStub(self.channel)
 
     @property
-    def admin(self) -> admin_pb2_grpc.AdminServiceStub:
+    def admin(self) -> admin_pb2_grpc.AdminServiceAsyncStub:
         """The AdminService stub."""
         return admin_pb2_grpc.AdminServiceStub(self.channel)
 
