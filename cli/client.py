@@ -64,6 +64,11 @@ class Client:
             channel = aio.insecure_channel(args.target)
         return cls(channel=channel, token=args.token, actor=args.actor)
 
+    @classmethod
+    def connect(cls, target: str, token: str, actor: str = "") -> Client:
+        """An insecure channel to `target` (local use: `invites up`, the demo, tests)."""
+        return cls(channel=aio.insecure_channel(target), token=token, actor=actor)
+
     @property
     def dispatch(self) -> dispatch_pb2_grpc.DispatchServiceAsyncStub:
         """The DispatchService stub."""

@@ -23,11 +23,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command module's subcommands."""
-    from cli.commands import runs, stack
+    from cli.commands import demo, runs, stack
 
     parser = argparse.ArgumentParser(prog="invites", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, runs):
+    for module in (stack, runs, demo):
         module.register(commands)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
+from cli.commands.demo import Demo, register_sandbox_template, seed_demo
 from common.db.embedded import ensure_database, start_embedded_postgres
 from common.db.migrate import upgrade
 
@@ -34,6 +36,7 @@ GENERATED = (
     "WHATSAPP_VERIFY_TOKEN",
 )
 LOCAL_PHONE_NUMBER_ID = "100000000000001"
+DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.json"
 
 
 def register(commands: Any) -> None:
@@ -118,6 +121,7 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
         env.setdefault("SANDBOX_PHONE_NUMBER_ID", env["WHATSAPP_PHONE_NUMBER_ID"])
         env.setdefault("SANDBOX_CALLBACK_URL", f"http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
         env.setdefault("SANDBOX_CONTROL_ENABLED", "true")
+        env.setdefault("SANDBOX_SCENARIO", str(DEMO_SCENARIO))
     return env, generated
 
 
@@ -180,6 +184,39 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
     console.print("\nCtrl-C stops everything.")
 
 
+def seed_demo_stack(env: dict[str, str], state_dir: Path) -> Demo | None:
+    """Seed the demo workspace through the API; a failure is reported, not fatal."""
+    token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
+    try:
+        register_sandbox_template(env["WHATSAPP_API_BASE_URL"])
+        return asyncio.run(seed_demo(env["DISPATCH_LISTEN"], token, state_dir))
+    except Exception as error:  # the stack is still useful without the demo data
+        console.print(f"[yellow]could not seed the demo workspace: {error}[/]")
+        return None
+
+
+def print_demo(demo: Demo) -> None:
+    """The demo workspace's ids and the commands that use them."""
+    console.print("\ndemo workspace (seeded idempotently):")
+    console.print(f"  workspace  {demo.workspace_id}")
+    console.print(f"  actor      {demo.actor_id}   (parent_admin; INVITES_ACTOR)")
+    console.print(f"  event      {demo.event_id}")
+    console.print(f"  template   {demo.template_id}")
+    console.print("\nin a second terminal:")
+    console.print(
+        f"  export INVITES_TARGET={demo.target} INVITES_TOKEN={demo.token} "
+        f"INVITES_ACTOR={demo.actor_id}"
+    )
+    console.print("  .venv/bin/invites demo")
+    console.print(
+        f"  grpcurl -plaintext -H 'authorization: Bearer {demo.token}' "
+        f"-H 'x-actor-id: {demo.actor_id}' "
+        f'-d \'{{"event_id": "{demo.event_id}", "template_id": "{demo.template_id}"}}\' '
+        f"{demo.target} invites.v1.DispatchService/PrecheckSend"
+    )
+    console.print("  .venv/bin/invites watch RUN_ID   (the run id `invites demo` prints)")
+
+
 def run_up(args: argparse.Namespace) -> int:
     """Run migrations and every service until Ctrl-C or SIGTERM."""
     state_dir: Path = args.state_dir
@@ -201,7 +238,10 @@ def run_up(args: argparse.Namespace) -> int:
         if not wait_for_dispatch(env["DISPATCH_LISTEN"]):
             console.print("[red]the dispatch service did not become healthy; see its log above[/]")
             return 1
+        demo = seed_demo_stack(env, state_dir) if with_sandbox else None
         print_next_steps(env, generated, with_sandbox)
+        if demo is not None:
+            print_demo(demo)
         try:
             while not stop:
                 exited = [name for name, child in children.items() if child.poll() is not None]

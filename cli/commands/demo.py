@@ -1,0 +1,224 @@
+"""The first-run demo: a seeded workspace (`invites up` calls `seed_demo`) and `invites demo`.
+
+Seeding goes through the public gRPC API, like any backend would, and is idempotent: the ids
+are kept in `<state dir>/demo.json`, and a second `invites up` reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from rich.table import Table
+
+from cli.client import Client, ServerError
+from cli.commands import runs
+from cli.output import enum_name
+from common.generated.invites.v1 import admin_pb2, dispatch_pb2, types_pb2
+
+console = Console(highlight=False, soft_wrap=True)
+
+SAMPLE_CSV = Path(__file__).resolve().parent.parent / "data" / "sample_guests.csv"
+DEMO_FILE = "demo.json"
+DEMO_TEMPLATE = "event_invitation"
+DEMO_LANGUAGE = "en_US"
+DEMO_VARIABLES = ("guest_name", "event_name")
+DEMO_DNM_PHONE = "+15550100050"
+CHUNK_BYTES = 64 * 1024
+
+
+@dataclass
+class Demo:
+    """What `invites demo` needs: where to connect and the seeded ids."""
+
+    target: str
+    token: str
+    actor_id: str
+    workspace_id: str
+    event_id: str
+    template_id: str
+
+    def save(self, state_dir: Path) -> None:
+        """Write demo.json (owner-readable only: it holds a local token)."""
+        path = state_dir / DEMO_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Demo | None:
+        """The saved demo, if any."""
+        path = state_dir / DEMO_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def register(commands: Any) -> None:
+    """Add `invites demo`."""
+    demo = commands.add_parser("demo", help="send the demo workspace's invitations and watch them")
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("INVITES_STATE_DIR", ".invites")),
+        help="where `invites up` keeps demo.json (default .invites)",
+    )
+    demo.set_defaults(handler=lambda args: asyncio.run(run_demo(args)))
+
+
+async def _csv_chunks(path: Path, key: str) -> AsyncIterator[admin_pb2.ImportGuestsRequest]:
+    yield admin_pb2.ImportGuestsRequest(
+        header=admin_pb2.ImportHeader(
+            idempotency_key=key, source=admin_pb2.IMPORT_SOURCE_CSV, file_name=path.name
+        )
+    )
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield admin_pb2.ImportGuestsRequest(chunk=chunk)
+
+
+async def _still_valid(demo: Demo) -> bool:
+    client = Client.connect(demo.target, demo.token, demo.actor_id)
+    try:
+        await client.call(client.admin.ListTemplates, admin_pb2.ListTemplatesRequest())
+        return True
+    except ServerError:
+        return False
+    finally:
+        await client.close()
+
+
+async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
+    """Create (or reuse) the demo workspace: admin, households, event, template, one DNM."""
+    existing = Demo.load(state_dir)
+    if existing and existing.target == target and await _still_valid(existing):
+        return existing
+    client = Client.connect(target, token, actor="")
+    try:
+        created = await client.call(
+            client.admin.CreateWorkspace,
+            admin_pb2.CreateWorkspaceRequest(
+                name="Demo wedding", default_region="US", admin_display_name="Demo organiser"
+            ),
+        )
+        client.actor = created.admin.member_id
+        await client.admin.ImportGuests(
+            _csv_chunks(SAMPLE_CSV, "demo-sample-guests"), metadata=client.metadata(), timeout=60
+        )
+        starts = Timestamp()
+        starts.FromDatetime(datetime.now(UTC).replace(microsecond=0) + timedelta(days=60))
+        event = await client.call(
+            client.admin.CreateEvent,
+            admin_pb2.CreateEventRequest(
+                name="Sam & Alex's wedding", starts_at=starts, location="Old Town Hall"
+            ),
+        )
+        await client.call(
+            client.admin.SetEventAudience,
+            admin_pb2.SetEventAudienceRequest(
+                event_id=event.event.event_id,
+                audience=admin_pb2.Audience(mode=admin_pb2.AUDIENCE_MODE_ALL),
+            ),
+        )
+        template = await client.call(
+            client.admin.RegisterTemplate,
+            admin_pb2.RegisterTemplateRequest(
+                template=admin_pb2.Template(
+                    name=DEMO_TEMPLATE,
+                    language=DEMO_LANGUAGE,
+                    category=types_pb2.TEMPLATE_CATEGORY_MARKETING,
+                    variables=list(DEMO_VARIABLES),
+                    status=types_pb2.TEMPLATE_STATUS_APPROVED,
+                )
+            ),
+        )
+        await client.call(
+            client.admin.AddDoNotMessage,
+            admin_pb2.AddDoNotMessageRequest(
+                phone=DEMO_DNM_PHONE, reason="asked not to be messaged"
+            ),
+        )
+    finally:
+        await client.close()
+    demo = Demo(
+        target=target,
+        token=token,
+        actor_id=created.admin.member_id,
+        workspace_id=created.workspace.workspace_id,
+        event_id=event.event.event_id,
+        template_id=template.template.template_id,
+    )
+    demo.save(state_dir)
+    return demo
+
+
+def register_sandbox_template(sandbox_url: str) -> None:
+    """Teach the sandbox the demo template (it validates sends like Meta does)."""
+    httpx.post(
+        f"{sandbox_url}/_sandbox/templates",
+        json={
+            "name": DEMO_TEMPLATE,
+            "language": DEMO_LANGUAGE,
+            "body_params": len(DEMO_VARIABLES),
+            "category": "MARKETING",
+        },
+        timeout=5,
+    ).raise_for_status()
+
+
+def summary_table(status: dispatch_pb2.RunStatus) -> Table:
+    """The demo's closing summary: lifecycle counts, blocked reasons, failure codes."""
+    table = Table("outcome", "count", title="demo run summary")
+    for item in status.by_state:
+        table.add_row(enum_name(types_pb2.MessageState, item.state), str(item.count))
+    for reason in status.blocked_by_reason:
+        table.add_row(
+            f"blocked: {enum_name(types_pb2.RejectionReason, reason.reason)}", str(reason.count)
+        )
+    for code in status.failed_by_error_code:
+        table.add_row(f"failed: error {code.error_code}", str(code.count))
+    return table
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """Precheck, send and watch the demo event; end with a summary."""
+    demo = Demo.load(args.state_dir)
+    if demo is None:
+        console.print(f"no demo found in {args.state_dir}: start the stack with `make up` first")
+        return 2
+    client = Client.connect(demo.target, demo.token, demo.actor_id)
+    try:
+        precheck = await client.call(
+            client.dispatch.PrecheckSend,
+            dispatch_pb2.PrecheckSendRequest(
+                event_id=demo.event_id, template_id=demo.template_id, page_size=10
+            ),
+        )
+        runs.show_precheck(precheck)
+        if precheck.eligible_count == 0:
+            console.print("everyone eligible was already invited; nothing new to send")
+            return 0
+        started = await client.call(
+            client.dispatch.StartRun,
+            dispatch_pb2.StartRunRequest(
+                precheck_id=precheck.precheck_id, idempotency_key=f"demo-{precheck.precheck_id}"
+            ),
+        )
+        console.print(f"run [bold]{started.run.run_id}[/] started; watching it")
+        # The demo's failures are on purpose (the sandbox scenario scripts them): exit 0 once final.
+        await runs.watch_run(client, started.run.run_id)
+        final = await client.call(
+            client.dispatch.GetRunStatus,
+            dispatch_pb2.GetRunStatusRequest(run_id=started.run.run_id),
+        )
+        console.print(summary_table(final.status))
+        return 0
+    finally:
+        await client.close()
