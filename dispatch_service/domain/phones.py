@@ -1,0 +1,59 @@
+"""Phone normalisation to E.164 with `phonenumbers` and a workspace's default region (pure).
+
+A phone is one of three things (common.vocabulary.PhoneStatus):
+
+* ``valid``: libphonenumber parses it *and* says the number is valid for its region; it gets an
+  E.164 form (``+12025550123``), which is the guest's identity inside a workspace;
+* ``malformed``: something was written but it is not a valid number (kept as written, never
+  inviteable);
+* ``missing``: nothing (or only whitespace) was written.
+
+Normalising is idempotent: the E.164 form of a valid phone normalises to itself whatever the region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+from common.vocabulary import PhoneStatus
+
+# libphonenumber's own limit on what it will try to parse; longer input is malformed by definition.
+MAX_PHONE_LENGTH = 250
+
+
+@dataclass(frozen=True)
+class NormalisedPhone:
+    """The outcome of normalising one phone as written."""
+
+    raw: str
+    status: PhoneStatus
+    e164: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """True when the phone has an E.164 form (the only inviteable kind)."""
+        return self.status is PhoneStatus.VALID
+
+
+def is_supported_region(region: str) -> bool:
+    """True for an ISO 3166 alpha-2 region libphonenumber knows (upper case, e.g. "GB")."""
+    return region in phonenumbers.SUPPORTED_REGIONS
+
+
+def normalise_phone(raw: str, default_region: str) -> NormalisedPhone:
+    """Normalise `raw` to E.164, reading numbers without a country code in `default_region`."""
+    text = raw.strip()
+    if not text:
+        return NormalisedPhone(raw=raw, status=PhoneStatus.MISSING)
+    if len(text) > MAX_PHONE_LENGTH:
+        return NormalisedPhone(raw=raw, status=PhoneStatus.MALFORMED)
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        return NormalisedPhone(raw=raw, status=PhoneStatus.MALFORMED)
+    if not phonenumbers.is_valid_number(number):
+        return NormalisedPhone(raw=raw, status=PhoneStatus.MALFORMED)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return NormalisedPhone(raw=raw, status=PhoneStatus.VALID, e164=e164)
