@@ -196,6 +196,13 @@ class Scenario(_Model):
     wa_ids: dict[str, str] = {}
     """Recipient digits -> the ``wa_id`` Meta reports, for numbers where the two differ."""
 
+    @field_validator("wa_ids", mode="before")
+    @classmethod
+    def _digit_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {_digits(str(key)): wa_id for key, wa_id in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _unique_templates(self) -> Self:
         keys = [(template.name, template.language) for template in self.templates]

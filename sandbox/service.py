@@ -203,7 +203,11 @@ class SandboxService:
     # --- control ---------------------------------------------------------------------------
 
     def use_scenario(self, scenario: Scenario) -> None:
-        """Replace the scenario in force (state such as the ledger is kept)."""
+        """Replace the scenario in force (state such as the ledger is kept). A scenario with a
+        different seed restarts the random sequence from it, unless the settings fix the seed."""
+        if self.settings.seed is None and scenario.seed != self.scenario.seed:
+            self._seed = scenario.seed
+            self.rng.seed(self._seed)
         self.decider.use(scenario)
 
     def register_template(self, template: TemplateSpec) -> None:

@@ -86,7 +86,7 @@ class WebhookSender:
     async def start(self, client: httpx.AsyncClient) -> None:
         """Start delivering through ``client`` (owned by the caller)."""
         self._client = client
-        self._scheduler = asyncio.create_task(self._run(), name="sandbox-webhook-scheduler")
+        self._start_scheduler()
 
     async def stop(self) -> None:
         """Stop the scheduler and abandon in-flight POSTs (a sandbox keeps no outbox)."""
@@ -100,13 +100,18 @@ class WebhookSender:
 
     async def reset(self) -> None:
         """Drop everything scheduled, held or being redelivered, and zero the counters."""
-        deliveries = [*self._deliveries]
-        for task in deliveries:
-            task.cancel()
-        await asyncio.gather(*deliveries, return_exceptions=True)
+        running = self._scheduler is not None
+        await self.stop()
+        # A delivery task cancelled before it first ran never released its slot: start afresh.
+        self._slots = asyncio.Semaphore(self._concurrency)
         self._timeline.clear()
         self._held.clear()
         self.counters = DeliveryCounters()
+        if running:
+            self._start_scheduler()
+
+    def _start_scheduler(self) -> None:
+        self._scheduler = asyncio.create_task(self._run(), name="sandbox-webhook-scheduler")
 
     def schedule(self, item: WebhookItem, due: float) -> bool:
         """Deliver ``item`` at monotonic time ``due``; False if it was dropped."""

@@ -109,6 +109,28 @@ async def test_reset_forgets_sends_and_restarts_the_seeded_sequence(
     assert first == second
 
 
+async def test_reset_drops_pending_webhooks_and_delivery_goes_on(
+    client: httpx.AsyncClient,
+) -> None:
+    async with (
+        serve_recorder() as hooks,
+        serve(local_settings(callback_url=hooks.url), scenario=scenario()) as sandbox,
+    ):
+        url = sandbox.base_url
+        await client.patch(f"{url}/_sandbox/scenario", json={"webhooks": {"sent": {"ms": 60_000}}})
+        await send(client, sandbox, "16505550001")
+        await client.post(f"{url}/_sandbox/reset")
+        flushed = await client.post(
+            f"{url}/_sandbox/webhooks/flush", json={"include_scheduled": True}
+        )
+        await client.patch(f"{url}/_sandbox/scenario", json={"webhooks": {"sent": {"ms": 0}}})
+        wamid = (await send(client, sandbox, "16505550002")).json()["messages"][0]["id"]
+        [status] = await hooks.wait_for_statuses(1)
+
+    assert flushed.json()["released"] == 0
+    assert (status["id"], status["recipient_id"]) == (wamid, "16505550002")
+
+
 async def test_scenario_patch_toggles_account_errors(client: httpx.AsyncClient) -> None:
     async with serve(local_settings(), scenario=scenario()) as sandbox:
         url = f"{sandbox.base_url}/_sandbox/scenario"

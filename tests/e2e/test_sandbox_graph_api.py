@@ -80,6 +80,19 @@ async def test_accepted_send_has_metas_shape_and_lands_in_the_ledger(
         assert entry["language"] == "en_US"
 
 
+async def test_wa_id_can_differ_from_the_number_sent_to(client: httpx.AsyncClient) -> None:
+    mapped = scenario(wa_ids={"+54 9 11 2345 6789": "5411123456789"})
+    async with serve(local_settings(), scenario=mapped) as sandbox:
+        response = await client.post(
+            sandbox.send_url(), json=template_message("+5491123456789"), headers=AUTH
+        )
+
+        assert response.json()["contacts"] == [
+            {"input": "+5491123456789", "wa_id": "5411123456789"}
+        ]
+        assert sandbox.service.ledger.per_recipient == {"5411123456789": 1}
+
+
 async def test_every_send_gets_a_fresh_wamid(client: httpx.AsyncClient) -> None:
     async with serve(local_settings(), scenario=scenario()) as sandbox:
         replies = await asyncio.gather(
