@@ -121,7 +121,7 @@ class WebhookRecorder:
     posts: list[ReceivedPost] = field(default_factory=list)
     attempts: int = 0
     url: str = ""
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     async def handle(self, request: web.Request) -> web.Response:
         """The webhook endpoint."""
