@@ -13,7 +13,9 @@ from grpc import aio
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
+from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.unimplemented import unimplemented
+from dispatch_service.use_cases.apply_status import apply_status
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -66,4 +68,6 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
     async def ApplyStatus(
         self, request: pb.ApplyStatusRequest, context: Context
     ) -> pb.ApplyStatusResponse:
-        await unimplemented(context, "ApplyStatus")
+        command = status_mapping.to_command(request)
+        result = await apply_status(command, self.deps.sessions)
+        return status_mapping.to_response(result)

@@ -1,0 +1,177 @@
+"""The message lifecycle rules for provider statuses (pure: no I/O, no framework imports).
+
+Ranks: ``queued``/``sending`` 0 < ``sent`` 1 < ``delivered`` 2 < ``read`` 3.
+
+* A status of higher rank advances the state; a lower or equal one never regresses it (``stale``),
+  but still fills its own timestamp.
+* ``failed`` is terminal and may follow queued, sending, sent or delivered. ``read`` is final
+  success: a ``failed`` after ``read`` is recorded and ignored, as is a ``read`` after
+  ``failed`` (``after_terminal``). A ``sent`` or ``delivered`` after ``failed`` fills its
+  timestamp (the message was sent, then failed to deliver), nothing else.
+* Statuses this system does not track (``played``, ``deleted``, future ones) change nothing.
+* Blocked or cancelled messages were never sent: any status is ``after_terminal`` and changes
+  nothing.
+
+Timestamps come from the provider and are chosen so the result does not depend on the order in
+which a consistent set of statuses arrives (Meta delivers out of order):
+
+* ``sent_at`` is the provider's ``sent`` time; it replaces the dispatcher's accept time.
+* ``delivered_at`` is the earliest time the message is known to be delivered: the ``delivered``
+  time, or the ``read`` time when ``delivered`` never came ("read implies delivered").
+* ``read_at`` / ``failed_at`` are the provider's ``read`` / ``failed`` times.
+
+Duplicates (the same status twice for one message) are decided by the caller's event log (the
+``status_event`` unique key); :func:`replay` models them for the property tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
+
+SENT = MessageState.SENT.value
+DELIVERED = MessageState.DELIVERED.value
+READ = MessageState.READ.value
+FAILED = MessageState.FAILED.value
+
+TRACKED_STATUSES = frozenset({SENT, DELIVERED, READ, FAILED})
+"""Provider statuses that take part in the lifecycle; any other is recorded and ignored."""
+
+RANK: dict[MessageState, int] = {
+    MessageState.QUEUED: 0,
+    MessageState.SENDING: 0,
+    MessageState.SENT: 1,
+    MessageState.DELIVERED: 2,
+    MessageState.READ: 3,
+}
+"""Progress ranks of the states a provider status may advance from or to."""
+
+NEVER_SENT = frozenset({MessageState.BLOCKED, MessageState.CANCELLED})
+
+OPT_OUT_ERROR_CODE = 131050
+"""Meta: the user stopped marketing messages from this business."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderError:
+    """One entry of a failed status' ``errors``."""
+
+    code: int
+    title: str = ""
+    details: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """What the lifecycle needs from one provider status: which one, when, and its errors."""
+
+    status: str
+    at: datetime
+    errors: tuple[ProviderError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """One provider status as reported through a webhook, with what identifies its message."""
+
+    provider_message_id: str
+    """The provider's message id (wamid)."""
+    report: ProviderStatus
+    phone_number_id: str
+    """The sender phone number id the webhook was addressed to."""
+    recipient_id: str = ""
+    """The recipient's WhatsApp id."""
+    callback_data: str = ""
+    """biz_opaque_callback_data: our invite_message id, as sent."""
+    receipt_id: uuid.UUID | None = None
+    """The webhook receipt it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """The part of a message the status path may change."""
+
+    state: MessageState
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failed_at: datetime | None = None
+    error: ProviderError | None = None
+    rejection_reason: RejectionReason | None = None
+
+
+def _earliest(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate < current else current
+
+
+def _fill_timestamp(message: Lifecycle, status: ProviderStatus) -> Lifecycle:
+    """Fill the timestamp(s) a sent/delivered/read status speaks for, whatever the state."""
+    if status.status == SENT:
+        return replace(message, sent_at=status.at)
+    if status.status == DELIVERED:
+        return replace(message, delivered_at=_earliest(message.delivered_at, status.at))
+    if status.status == READ:
+        return replace(
+            message,
+            read_at=message.read_at or status.at,
+            delivered_at=_earliest(message.delivered_at, status.at),
+        )
+    return message
+
+
+def _fail(message: Lifecycle, status: ProviderStatus) -> Lifecycle:
+    return replace(
+        message,
+        state=MessageState.FAILED,
+        failed_at=status.at,
+        error=status.errors[0] if status.errors else None,
+        rejection_reason=RejectionReason.PROVIDER_REJECTED,
+    )
+
+
+def apply_status(message: Lifecycle, status: ProviderStatus) -> tuple[ApplyOutcome, Lifecycle]:
+    """Apply one (not duplicate) provider status: what it did, and the message afterwards."""
+    if status.status not in TRACKED_STATUSES:
+        return ApplyOutcome.UNKNOWN_STATUS, message
+    if message.state in NEVER_SENT:
+        return ApplyOutcome.AFTER_TERMINAL, message
+    if message.state == MessageState.FAILED:
+        if status.status in (SENT, DELIVERED):
+            return ApplyOutcome.AFTER_TERMINAL, _fill_timestamp(message, status)
+        return ApplyOutcome.AFTER_TERMINAL, message
+    if status.status == FAILED:
+        if message.state == MessageState.READ:
+            return ApplyOutcome.AFTER_TERMINAL, message
+        return ApplyOutcome.APPLIED, _fail(message, status)
+    filled = _fill_timestamp(message, status)
+    if RANK[MessageState(status.status)] > RANK[message.state]:
+        return ApplyOutcome.APPLIED, replace(filled, state=MessageState(status.status))
+    return ApplyOutcome.STALE, filled
+
+
+def replay(
+    message: Lifecycle, statuses: Iterable[ProviderStatus]
+) -> tuple[Lifecycle, list[ApplyOutcome]]:
+    """Apply statuses in arrival order; a status already seen for the message is a duplicate.
+
+    This is the rule's whole answer for one message, which the SQL path must reproduce.
+    """
+    seen: set[str] = set()
+    outcomes: list[ApplyOutcome] = []
+    for status in statuses:
+        if status.status in seen:
+            outcomes.append(ApplyOutcome.DUPLICATE)
+            continue
+        seen.add(status.status)
+        outcome, message = apply_status(message, status)
+        outcomes.append(outcome)
+    return message, outcomes
+
+
+def opts_out(status: ProviderStatus) -> bool:
+    """A failed status whose error says the user stopped marketing messages (131050)."""
+    return status.status == FAILED and any(e.code == OPT_OUT_ERROR_CODE for e in status.errors)

@@ -1,0 +1,153 @@
+"""Opt-out signals from the provider: stop keywords in inbound texts and marketing preferences.
+
+An inbound text opts the sender out when the *whole* message, ignoring case, accents,
+punctuation, symbols (emoji) and surrounding or repeated whitespace, is one of the clear opt-out
+words below. Only unambiguous words are listed: "cancel", "end", "quit", "alto" or "sair" could
+be a guest cancelling their attendance or a plain word in a conversation, and blocking a guest by
+mistake is worse than asking them to use the documented word. "Please stop texting me" is not
+matched either: a whole-message match keeps false positives out, and Meta's own marketing
+preference (``user_preferences``) covers the in-app opt-out.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from common.vocabulary import DnmSource
+
+STOP_KEYWORDS = frozenset(
+    {
+        # English
+        "stop",
+        "stop all",
+        "stopall",
+        "unsubscribe",
+        "opt out",
+        "optout",
+        # Spanish / Portuguese
+        "baja",
+        "darme de baja",
+        "parar",
+        "descadastrar",
+        # French (accents are folded: arrêt -> arret, désabonner -> desabonner)
+        "arret",
+        "desabonner",
+        "desinscrire",
+        # German
+        "stopp",
+        "abmelden",
+        "abbestellen",
+        # Italian
+        "disiscrivi",
+        "disiscriviti",
+        # Dutch
+        "afmelden",
+        "uitschrijven",
+    }
+)
+"""Normalised whole-message opt-out words (see the module docstring for what is left out)."""
+
+_SPACES = re.compile(r"\s+")
+
+MARKETING_CATEGORY = "marketing_messages"
+PREFERENCE_STOP = "stop"
+
+
+def normalise_text(text: str) -> str:
+    """Casefold, drop accents, punctuation and symbols, and collapse whitespace."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    kept = "".join(
+        " " if unicodedata.category(ch)[0] in "PSZ" else ch
+        for ch in decomposed
+        if unicodedata.category(ch) != "Mn"
+    )
+    return _SPACES.sub(" ", kept).strip()
+
+
+def is_stop_keyword(text: str) -> bool:
+    """True when the whole message is an opt-out word (``STOP``, `` stop! ``, ``Arrêt``...)."""
+    return normalise_text(text) in STOP_KEYWORDS
+
+
+def is_marketing_stop(category: str, value: str) -> bool:
+    """True for a ``user_preferences`` change that stops marketing messages."""
+    return category == MARKETING_CATEGORY and value.strip().lower() == PREFERENCE_STOP
+
+
+def phone_from_wa_id(wa_id: str) -> str | None:
+    """The E.164 phone of a WhatsApp id ('+' + digits), or None when it is not a phone number."""
+    digits = wa_id.strip().lstrip("+")
+    if digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and digits[0] != "0":
+        return "+" + digits
+    return None
+
+
+OPT_OUT_REASONS: dict[DnmSource, str] = {
+    DnmSource.USER_PREFERENCES_STOP: "the user stopped marketing messages in WhatsApp",
+    DnmSource.INBOUND_STOP_KEYWORD: "the user replied with a stop keyword",
+    DnmSource.PROVIDER_ERROR_131050: "Meta error 131050: the user stopped marketing messages",
+}
+"""The do-not-message reason text recorded for each automatic source."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceUpdate:
+    """A user's marketing preference change (``user_preferences`` webhook, or the older
+    ``system``/``user_preference_changed`` message)."""
+
+    phone_number_id: str
+    wa_id: str
+    category: str
+    value: str
+    at: datetime
+    receipt_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundText:
+    """A text message a user sent to the business number."""
+
+    phone_number_id: str
+    from_wa_id: str
+    text: str
+    at: datetime
+    provider_message_id: str = ""
+    receipt_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A phone to add to do-not-message in every workspace that uses ``phone_number_id``."""
+
+    phone_number_id: str
+    phone_e164: str
+    source: DnmSource
+    receipt_id: uuid.UUID | None = None
+
+    @property
+    def reason(self) -> str:
+        """The reason text recorded on the entry."""
+        return OPT_OUT_REASONS[self.source]
+
+
+def opt_out_from_preference(update: PreferenceUpdate) -> OptOut | None:
+    """The opt-out a preference change asks for; ``resume`` never removes an entry by itself
+    (removal is an operator's audited decision)."""
+    phone = phone_from_wa_id(update.wa_id)
+    if phone is None or not is_marketing_stop(update.category, update.value):
+        return None
+    return OptOut(update.phone_number_id, phone, DnmSource.USER_PREFERENCES_STOP, update.receipt_id)
+
+
+def opt_out_from_text(message: InboundText) -> OptOut | None:
+    """The opt-out an inbound stop keyword asks for."""
+    phone = phone_from_wa_id(message.from_wa_id)
+    if phone is None or not is_stop_keyword(message.text):
+        return None
+    return OptOut(
+        message.phone_number_id, phone, DnmSource.INBOUND_STOP_KEYWORD, message.receipt_id
+    )
