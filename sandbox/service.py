@@ -100,13 +100,14 @@ class SandboxService:
             if account_error is not None:
                 raise Rejected(account_error)
             send = parse_template_send(raw)
-            decision = self.decider.decide(send, phone_number_id, time.monotonic())
+            now = time.monotonic()  # one reading: the cap and the ledger must see the same time
+            decision = self.decider.decide(send, phone_number_id, now)
         except Rejected as rejected:
             self.ledger.rejected[rejected.error.code] += 1
             return SendOutcome(
                 rejected.error.http_status, self._error_body(rejected.error), latency
             )
-        entry = self._record(send, phone_number_id, decision)
+        entry = self._record(send, phone_number_id, decision, now)
         self._schedule_statuses(entry, decision)
         if decision.ambiguous == "server_error":
             return SendOutcome(500, self._error_body(graph_error(131000)), latency)
@@ -147,7 +148,9 @@ class SandboxService:
                 )
             )
 
-    def _record(self, send: TemplateSend, phone_number_id: str, decision: Accepted) -> LedgerEntry:
+    def _record(
+        self, send: TemplateSend, phone_number_id: str, decision: Accepted, now: float
+    ) -> LedgerEntry:
         wa_id = self.scenario.wa_ids.get(send.wa_id, send.wa_id)
         entry = LedgerEntry(
             seq=self.ledger.next_seq(),
@@ -162,7 +165,7 @@ class SandboxService:
             header_parameters=send.header_parameters,
             callback_data=send.callback_data,
             accepted_at=time.time(),
-            monotonic=time.monotonic(),
+            monotonic=now,
             reply="ok" if decision.ambiguous is None else decision.ambiguous,
             async_error_code=decision.async_error.code if decision.async_error else None,
         )

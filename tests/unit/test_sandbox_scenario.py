@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sandbox.errors import Rejected, graph_error
+from sandbox.ledger import max_in_any_second
 from sandbox.scenario import (
     BUILTIN_SCENARIOS,
     Accepted,
@@ -95,6 +96,26 @@ def test_throughput_cap_counts_accepted_sends_in_any_one_second_window() -> None
     assert rejected_code(decide, send(), 1.05) is None  # the send at 0.0 left the window
     assert rejected_code(decide, send(), 1.06) == 130429
     assert decide.accepted == 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    cap=st.integers(1, 20),
+    gaps=st.lists(st.floats(0.0, 0.3, allow_nan=False), min_size=1, max_size=300),
+)
+def test_cap_rejects_exactly_when_the_last_second_is_full(cap: int, gaps: list[float]) -> None:
+    decide = decider(throughput={"max_per_second": cap})
+    now, accepted = 0.0, []
+    for gap in gaps:
+        now += gap
+        in_window = sum(1 for t in accepted if now - 1.0 < t <= now)
+        code = rejected_code(decide, send(), now)
+        assert (code == 130429) == (in_window >= cap)
+        if code is None:
+            accepted.append(now)
+
+    # the ledger's figure counts windows the same way, so it never shows more than the cap
+    assert max_in_any_second(accepted) <= cap
 
 
 def test_throughput_cap_is_per_phone_number_id() -> None:
