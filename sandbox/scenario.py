@@ -283,13 +283,16 @@ class SendDecider:
         self.accepted = 0
         self._window = ThroughputWindow()
         self._fired: defaultdict[tuple[int, str], int] = defaultdict(int)
-        self.use(scenario)
+        self.scenario = scenario
+        self._templates = _template_index(scenario)
 
     def use(self, scenario: Scenario) -> None:
-        """Switch to ``scenario``; fault counters restart because rules are matched by index."""
+        """Switch to ``scenario``. How often each fault fired is kept unless the faults changed
+        (counters are per rule index), so registering a template mid-test changes nothing else."""
+        if scenario.faults != self.scenario.faults:
+            self._fired.clear()
         self.scenario = scenario
-        self._templates = {(t.name, t.language): t for t in scenario.templates}
-        self._fired.clear()
+        self._templates = _template_index(scenario)
 
     def reset(self) -> None:
         """Forget all sends (the scenario stays)."""
@@ -443,6 +446,10 @@ def _reordered(timeline: list[PlannedStatus], rng: random.Random) -> list[Planne
         clock = max(clock, event.happens_after)
         arrived.append(replace(event, arrives_after=clock))
     return arrived
+
+
+def _template_index(scenario: Scenario) -> dict[tuple[str, str], TemplateSpec]:
+    return {(template.name, template.language): template for template in scenario.templates}
 
 
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sandbox.scenario import (
     Scenario,
     ScenarioError,
     SendDecider,
+    TemplateSpec,
     Webhooks,
     load_scenario,
     plan_statuses,
@@ -132,6 +133,17 @@ def test_fault_for_chosen_recipient_fires_the_given_number_of_times() -> None:
     assert [rejected_code(decide, flaky) for _ in range(4)] == [131000, 131000, None, None]
     assert rejected_code(decide, send()) is None
     assert decide.accepted == 3
+
+
+def test_fault_counters_survive_scenario_changes_that_keep_the_faults() -> None:
+    decide = decider(faults=[{"code": 131000, "times": 1}])
+    assert rejected_code(decide, send()) == 131000
+
+    decide.use(decide.scenario.with_template(TemplateSpec(name="other", language="en_US")))
+    assert rejected_code(decide, send()) is None
+
+    decide.use(decide.scenario.patched({"faults": [{"code": 131016, "times": 1}]}))
+    assert rejected_code(decide, send()) == 131016
 
 
 def test_sync_fault_error_carries_catalogue_http_status() -> None:
