@@ -279,7 +279,7 @@ async def test_redelivery_is_bounded_in_time_and_survives_connection_errors(
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/webhooks/whatsapp"
-    retry = {"max_attempts": 50, "initial_ms": 40, "multiplier": 2, "max_elapsed_s": 0.25}
+    retry = {"max_attempts": 50, "initial_ms": 50, "multiplier": 2, "max_elapsed_s": 0.3}
     async with serve(
         local_settings(callback_url=dead_url),
         scenario=scenario(delivered_share=0, retry=retry),
@@ -288,7 +288,7 @@ async def test_redelivery_is_bounded_in_time_and_survives_connection_errors(
         await asyncio.sleep(0.6)
         counters = sandbox.service.webhooks.snapshot()
 
-    # attempts at ~0, 0.04, 0.12 s; the next wait (0.16 s) would pass 0.25 s, so it stops
+    # attempts at ~0, 0.05, 0.15 s; the next wait (0.2 s) would pass 0.3 s, so it stops
     assert counters["attempts_failed"] == 3
     assert counters["posts_dropped"] == 1
 
