@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from common.settings import Secret, SecretList, ServiceSettings
@@ -48,6 +50,79 @@ class DispatchSettings(ServiceSettings):
 
     precheck_ttl_seconds: int = Field(default=3600, ge=60)
     """PRECHECK_TTL_SECONDS: how long a precheck may be started after it was made."""
+
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """IMPORT_MAX_BYTES: the largest guest CSV ImportGuests accepts (default 50 MiB); a larger
+    file is refused as a whole (INVALID_ARGUMENT) and nothing of it is stored."""
+
+    whatsapp_parameter_format: Literal["positional", "named"] = "positional"
+    """WHATSAPP_PARAMETER_FORMAT: `positional` ({{1}} templates) or `named` (send each body
+    parameter with its variable name as `parameter_name`)."""
+
+    dispatcher_enabled: bool = True
+    """DISPATCHER_ENABLED: run the send worker in this process (false: serve the API only)."""
+
+    dispatch_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
+    """DISPATCH_RATE_PER_SECOND: messages per second per sender phone number id, across all
+    replicas together (Meta's default is 80; up to 1,000 after Meta's throughput upgrade)."""
+
+    dispatch_rate_headroom: float = Field(default=0.05, ge=0, lt=0.5)
+    """DISPATCH_RATE_HEADROOM: fraction kept below the rate so network jitter never pushes a
+    one-second window over the provider's cap (0.05 sends at 95% of the rate)."""
+
+    dispatch_rate_recovery_per_second: float = Field(default=0.05, gt=0, le=1)
+    """DISPATCH_RATE_RECOVERY_PER_SECOND: after a 130429 halved the rate, how fast (fraction of
+    the full rate per second) it climbs back."""
+
+    dispatch_throttle_backoff_seconds: float = Field(default=1.0, ge=0, le=60)
+    """DISPATCH_THROTTLE_BACKOFF_SECONDS: pause of a sender's schedule after a 130429."""
+
+    dispatch_schedule_horizon_seconds: float = Field(default=0.2, gt=0, le=5)
+    """DISPATCH_SCHEDULE_HORIZON_SECONDS: how far ahead a replica claims send slots; bounds
+    how many claimed-but-unsent messages a killed replica can leave behind (rate * horizon)."""
+
+    dispatch_max_attempts: int = Field(default=5, ge=1, le=20)
+    """DISPATCH_MAX_ATTEMPTS: provider calls per message before a transient error is final
+    (failed, retries_exhausted)."""
+
+    dispatch_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    """DISPATCH_BACKOFF_BASE_SECONDS: first retry waits up to this long (full jitter), doubling
+    per attempt."""
+
+    dispatch_backoff_cap_seconds: float = Field(default=300.0, gt=0)
+    """DISPATCH_BACKOFF_CAP_SECONDS: the longest wait between two attempts."""
+
+    dispatch_lease_seconds: float = Field(default=30.0, gt=0)
+    """DISPATCH_LEASE_SECONDS: how long past its slot a claimed message stays leased to the
+    replica that claimed it (added to the provider timeout)."""
+
+    dispatch_outcome_unknown_seconds: float = Field(default=900.0, gt=0)
+    """DISPATCH_OUTCOME_UNKNOWN_SECONDS: a message still `sending` this long after its call
+    (and no longer leased) is failed with reason outcome_unknown; webhooks usually resolve it
+    long before."""
+
+    dispatch_provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    """DISPATCH_PROVIDER_TIMEOUT_SECONDS: read/write timeout of one provider call; a timeout
+    is an ambiguous outcome (never re-sent)."""
+
+    dispatch_provider_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    """DISPATCH_PROVIDER_CONNECT_TIMEOUT_SECONDS: connect timeout (safe to retry)."""
+
+    dispatcher_concurrency: int = Field(default=400, ge=1, le=5000)
+    """DISPATCHER_CONCURRENCY: messages one replica may have claimed at once (scheduled or in a
+    provider call); also the HTTP connection limit. 1,000 msg/s at 200 ms latency needs ~250."""
+
+    dispatcher_claim_batch_size: int = Field(default=200, ge=1, le=5000)
+    """DISPATCHER_CLAIM_BATCH_SIZE: most messages claimed in one transaction."""
+
+    dispatcher_poll_seconds: float = Field(default=0.2, gt=0, le=10)
+    """DISPATCHER_POLL_SECONDS: idle wait before looking for due messages again."""
+
+    dispatcher_flush_seconds: float = Field(default=0.02, gt=0, le=5)
+    """DISPATCHER_FLUSH_SECONDS: results are written in batches at least this often."""
+
+    dispatcher_reconcile_seconds: float = Field(default=1.0, gt=0, le=300)
+    """DISPATCHER_RECONCILE_SECONDS: how often runs are completed and unknown outcomes failed."""
 
     @field_validator("whatsapp_api_version")
     @classmethod

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the send path (default registry, served by the metrics endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SENDS = Counter(
+    "invites_dispatch_sends_total",
+    "Provider calls by outcome class (accepted, transient, recipient_backoff, terminal, halt, "
+    "ambiguous) and messages released unsent (released) or blocked at claim time (blocked).",
+    ["outcome"],
+)
+RETRIES = Counter(
+    "invites_dispatch_retries_total",
+    "Messages queued again after a failed call, by retry class.",
+    ["retry_class"],
+)
+PROVIDER_LATENCY = Histogram(
+    "invites_dispatch_provider_latency_seconds",
+    "Duration of one provider send call.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+QUEUE_DEPTH = Gauge(
+    "invites_dispatch_queue_depth",
+    "Queued messages of active runs (as last seen by this replica's reconciler).",
+)
+IN_FLIGHT = Gauge(
+    "invites_dispatch_in_flight",
+    "Messages this replica has claimed and not yet recorded (scheduled or in a provider call).",
+)
+CURRENT_RATE = Gauge(
+    "invites_dispatch_rate_per_second",
+    "The send rate the shared schedule hands out for a sender, as last seen by this replica.",
+    ["sender"],
+)
+RUN_TRANSITIONS = Counter(
+    "invites_dispatch_run_transitions_total",
+    "Run state changes made by the dispatcher and reconciler (paused, completed).",
+    ["state"],
+)
+OUTCOME_UNKNOWN = Counter(
+    "invites_dispatch_outcome_unknown_total",
+    "Messages the reconciler failed as outcome_unknown after the window passed.",
+)

@@ -1,0 +1,121 @@
+"""Send runs: which state changes are allowed, when a run is done, and its counts (pure).
+
+Run states::
+
+    queued ──(first claim)──> dispatching ──(no message queued or sending)──> completed
+       │                        │    ^
+       │                        │    └──── ResumeRun ────┐
+       │                        └── halt error ──> paused ┘
+       └───────────── CancelRun (from queued, dispatching or paused) ──────> cancelled
+
+Message states that count as *done* for a run: everything except `queued` and `sending`.
+`sent` and `delivered` are settled (a message may legitimately stay there forever: read receipts
+off, phone never back online), so a run completes once none of its messages is waiting for a
+send or for the outcome of one; later webhooks still advance the messages and the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.errors import FailedPrecondition
+
+ACTIVE_RUN_STATES = frozenset({RunState.QUEUED, RunState.DISPATCHING})
+"""Runs the dispatcher claims messages from."""
+
+FINAL_RUN_STATES = frozenset({RunState.COMPLETED, RunState.CANCELLED})
+
+PENDING_MESSAGE_STATES = frozenset({MessageState.QUEUED, MessageState.SENDING})
+"""Messages that keep a run from completing."""
+
+CANCELLABLE_RUN_STATES = frozenset({RunState.QUEUED, RunState.DISPATCHING, RunState.PAUSED})
+
+K = TypeVar("K")
+
+
+def require_cancellable(state: RunState) -> None:
+    """FailedPrecondition unless a run in `state` may be cancelled."""
+    if state not in CANCELLABLE_RUN_STATES:
+        raise FailedPrecondition(f"a {state.value} run cannot be cancelled", reason="RUN_FINAL")
+
+
+def require_resumable(state: RunState) -> None:
+    """FailedPrecondition unless a run in `state` may be resumed (only paused runs)."""
+    if state is not RunState.PAUSED:
+        raise FailedPrecondition(
+            f"only a paused run can be resumed; this one is {state.value}",
+            reason="RUN_NOT_PAUSED",
+        )
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """One row of the count projection: messages in `state` with `reason` and `error_code`."""
+
+    state: MessageState
+    reason: RejectionReason | None
+    error_code: int | None
+    count: int
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """A run's messages counted every way GetRunStatus reports them."""
+
+    total: int
+    by_state: dict[MessageState, int]
+    blocked_by_reason: dict[RejectionReason, int] = field(default_factory=dict)
+    failed_by_error_code: dict[int, int] = field(default_factory=dict)
+    failed_by_reason: dict[RejectionReason, int] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        """Messages still waiting for a send or for a send's outcome."""
+        return sum(self.by_state[s] for s in PENDING_MESSAGE_STATES)
+
+    @property
+    def done(self) -> int:
+        """Messages in a state that no longer needs the dispatcher (see the module docstring)."""
+        return self.total - self.pending
+
+    @property
+    def progress(self) -> float:
+        """done / total in 0..1 (1 for an empty run)."""
+        return self.done / self.total if self.total else 1.0
+
+
+def summarise_counts(rows: Iterable[CountRow]) -> RunCounts:
+    """Fold projection rows into a run's counts (every state present, zeros included)."""
+    by_state = dict.fromkeys(MessageState, 0)
+    blocked: dict[RejectionReason, int] = {}
+    failed_codes: dict[int, int] = {}
+    failed_reasons: dict[RejectionReason, int] = {}
+    for row in rows:
+        by_state[row.state] += row.count
+        if row.state is MessageState.BLOCKED and row.reason is not None:
+            blocked[row.reason] = blocked.get(row.reason, 0) + row.count
+        if row.state is MessageState.FAILED:
+            if row.error_code:
+                failed_codes[row.error_code] = failed_codes.get(row.error_code, 0) + row.count
+            if row.reason is not None:
+                failed_reasons[row.reason] = failed_reasons.get(row.reason, 0) + row.count
+    return RunCounts(
+        total=sum(by_state.values()),
+        by_state=by_state,
+        blocked_by_reason=_nonzero(blocked),
+        failed_by_error_code=_nonzero(failed_codes),
+        failed_by_reason=_nonzero(failed_reasons),
+    )
+
+
+def _nonzero(counts: Mapping[K, int]) -> dict[K, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def pause_reason(code: int | None, title: str, meaning: str) -> str:
+    """The operator-facing reason a run paused: the provider's code and words, and ours."""
+    prefix = f"provider error {code}" if code is not None else "provider error"
+    return f"{prefix}: {title or meaning} ({meaning}); fix it, then ResumeRun or CancelRun"

@@ -1,0 +1,118 @@
+"""The per-sender send schedule shared by all dispatcher replicas (pure; stored in Postgres).
+
+A GCRA ("generic cell rate algorithm") limiter: the schedule keeps `next_slot_at`, the earliest
+moment the next message may go out. Taking k slots hands out the moments
+`start, start + 1/r, ..., start + (k-1)/r` with `start = max(next_slot_at, now)` and moves
+`next_slot_at` to `start + k/r`. Replicas take slots inside one row lock, so sends of all
+replicas together are spaced 1/r apart: there is no burst, and any one-second window holds at
+most r of them. Slots are only handed out up to `horizon` seconds ahead, so a replica never
+holds (and, if killed, never strands) more than about r * horizon claimed messages.
+
+r = configured rate * (1 - headroom) * rate_factor:
+
+* headroom keeps the schedule a little below the provider's cap, because the moment a request
+  reaches the provider jitters by a few milliseconds around its slot;
+* rate_factor (0..1] drops to half on a 130429 (at most once per `halve_interval`), pushes the
+  schedule back by `backoff`, and recovers linearly by `recovery_per_second` to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+MIN_RATE_FACTOR = 1 / 64
+
+
+@dataclass(frozen=True)
+class RateSettings:
+    """The tunables of one sender's schedule."""
+
+    messages_per_second: float
+    headroom: float = 0.05
+    horizon_seconds: float = 0.2
+    recovery_per_second: float = 0.05
+    throttle_backoff_seconds: float = 1.0
+    halve_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class SendSchedule:
+    """The stored state of one sender's schedule."""
+
+    next_slot_at: datetime
+    rate_factor: float
+    rate_factor_at: datetime
+
+
+def current_factor(schedule: SendSchedule, now: datetime, settings: RateSettings) -> float:
+    """The rate factor at `now`, recovered linearly since it was last lowered."""
+    elapsed = max(0.0, (now - schedule.rate_factor_at).total_seconds())
+    return min(1.0, schedule.rate_factor + elapsed * settings.recovery_per_second)
+
+
+def effective_rate(schedule: SendSchedule, now: datetime, settings: RateSettings) -> float:
+    """Messages per second the schedule hands out at `now`."""
+    factor = current_factor(schedule, now, settings)
+    return settings.messages_per_second * (1.0 - settings.headroom) * factor
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Slots handed out: `count` moments from `first`, `interval` seconds apart."""
+
+    count: int
+    first: datetime
+    interval: float
+
+    def at(self, index: int) -> datetime:
+        """The moment of slot `index` (0-based)."""
+        return self.first + timedelta(seconds=index * self.interval)
+
+
+def batch_floor(schedule: SendSchedule, now: datetime, settings: RateSettings, limit: int) -> int:
+    """The fewest slots worth a claim: half a horizon's worth (capped by `limit`), so replicas
+    make a few large claims rather than a stream of one-message transactions."""
+    half_horizon = int(effective_rate(schedule, now, settings) * settings.horizon_seconds / 2)
+    return max(1, min(limit, half_horizon))
+
+
+def available_slots(
+    schedule: SendSchedule, now: datetime, settings: RateSettings, min_count: int = 1
+) -> Slots:
+    """Every slot from the next free one up to now + horizon; none when fewer than `min_count`."""
+    rate = effective_rate(schedule, now, settings)
+    start = max(schedule.next_slot_at, now)
+    room = (now + timedelta(seconds=settings.horizon_seconds) - start).total_seconds()
+    count = int(room * rate) + 1 if room >= 0 else 0
+    return Slots(count=count if count >= min_count else 0, first=start, interval=1.0 / rate)
+
+
+def take(schedule: SendSchedule, slots: Slots, used: int) -> SendSchedule:
+    """The schedule after the first `used` of `slots` were taken."""
+    if used <= 0:
+        return schedule
+    return replace(schedule, next_slot_at=slots.at(used))
+
+
+def wait_seconds(
+    schedule: SendSchedule, now: datetime, settings: RateSettings, min_count: int = 1
+) -> float:
+    """How long until a claim would get at least `min_count` slots (at least a millisecond)."""
+    rate = effective_rate(schedule, now, settings)
+    start = max(schedule.next_slot_at, now)
+    ready = start + timedelta(seconds=(min_count - 1) / rate - settings.horizon_seconds)
+    return max(0.001, (ready - now).total_seconds())
+
+
+def throttled(schedule: SendSchedule, now: datetime, settings: RateSettings) -> SendSchedule:
+    """The schedule after the provider answered 130429: half the rate, and a pause."""
+    pause_until = now + timedelta(seconds=settings.throttle_backoff_seconds)
+    paused = replace(schedule, next_slot_at=max(schedule.next_slot_at, pause_until))
+    lowered_recently = schedule.rate_factor < 1.0 and (
+        (now - schedule.rate_factor_at).total_seconds() < settings.halve_interval_seconds
+    )
+    if lowered_recently:
+        return paused  # many in-flight calls hit the same limit: halve once per interval
+    factor = max(MIN_RATE_FACTOR, current_factor(schedule, now, settings) / 2)
+    return replace(paused, rate_factor=factor, rate_factor_at=now)

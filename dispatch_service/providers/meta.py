@@ -1,0 +1,182 @@
+"""The Meta WhatsApp Cloud API adapter: the only place httpx exceptions are caught.
+
+`POST {base}/{version}/{phone_number_id}/messages` with a template body (reference §1):
+`to` is the E.164 number without '+', the template's body parameters are text parameters in
+template order, and `biz_opaque_callback_data` is our message id. The reply is classified with
+dispatch_service.domain.retry:
+
+* 2xx with `messages[0].id`: accepted (wamid, `contacts[0].wa_id`, `message_status` kept);
+* 2xx we cannot read: ambiguous (Meta may well have accepted it);
+* 5xx: ambiguous, whatever the body says;
+* other statuses: by `error.code` (reference §2.3);
+* connect errors and pool timeouts: transient (the request never left this process);
+* read/write timeouts, dropped connections and other transport errors: ambiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Literal
+
+import httpx
+
+from dispatch_service.dispatcher.metrics import PROVIDER_LATENCY
+from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
+from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+
+log = logging.getLogger(__name__)
+
+ParameterFormat = Literal["positional", "named"]
+
+
+def build_http_client(
+    *,
+    timeout_seconds: float,
+    connect_timeout_seconds: float,
+    max_connections: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The process's one AsyncClient for provider calls, with explicit timeouts and limits."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+        ),
+        transport=transport,
+    )
+
+
+class MetaCloudProvider:
+    """Sends template messages through the Meta WhatsApp Cloud API."""
+
+    name = "meta"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_version: str,
+        access_token: str,
+        parameter_format: ParameterFormat = "positional",
+    ) -> None:
+        self._client = client
+        self._base = f"{base_url.rstrip('/')}/{api_version}"
+        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self._named = parameter_format == "named"
+
+    def request_body(self, send: TemplateSend) -> dict[str, Any]:
+        """The JSON body of a template send (reference §1)."""
+        names = send.body_parameter_names
+        parameters: list[dict[str, str]] = []
+        for index, text in enumerate(send.body_parameters):
+            parameter = {"type": "text", "text": text}
+            if self._named and index < len(names):
+                parameter["parameter_name"] = names[index]
+            parameters.append(parameter)
+        template: dict[str, Any] = {"name": send.template_name, "language": {"code": send.language}}
+        if parameters:
+            template["components"] = [{"type": "body", "parameters": parameters}]
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": send.to_e164.lstrip("+"),
+            "type": "template",
+            "template": template,
+            "biz_opaque_callback_data": str(send.message_id),
+        }
+
+    async def send_template(self, send: TemplateSend) -> SendOutcome:
+        """Send one template message and classify what came back (never raises for I/O)."""
+        url = f"{self._base}/{send.sender_id}/messages"
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(
+                url, json=self.request_body(send), headers=self._headers
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            return _transport_failure(RetryClass.TRANSIENT, error, "not sent")
+        except httpx.TransportError as error:
+            return _transport_failure(RetryClass.AMBIGUOUS, error, "may have been sent")
+        finally:
+            PROVIDER_LATENCY.observe(time.perf_counter() - started)
+        return parse_response(response.status_code, response.content)
+
+
+def _transport_failure(retry_class: RetryClass, error: httpx.TransportError, what: str) -> Failed:
+    kind = type(error).__name__
+    return Failed(
+        retry_class=retry_class,
+        error_code=None,
+        error_title=f"{kind}: {what}",
+        error_details=f"the provider call ended with {kind} before an answer arrived",
+    )
+
+
+def parse_response(status: int, body: bytes) -> SendOutcome:
+    """Classify one Graph API answer (see the module docstring)."""
+    payload = _json(body)
+    if 200 <= status < 300:
+        return _accepted(payload) or Failed(
+            retry_class=RetryClass.AMBIGUOUS,
+            error_code=None,
+            error_title=f"HTTP {status} without a message id",
+            error_details="the provider answered success but the body had no messages[0].id",
+            http_status=status,
+        )
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    rule: CodeRule = classify_http_error(status, code)
+    error_data = error.get("error_data")
+    details = error_data.get("details") if isinstance(error_data, dict) else None
+    return Failed(
+        retry_class=rule.retry_class,
+        error_code=code,
+        error_title=_title(error.get("message"), code) or rule.meaning,
+        error_details=str(details) if details else rule.meaning,
+        lowers_rate=rule.lowers_rate,
+        adds_do_not_message=rule.adds_do_not_message,
+        http_status=status,
+    )
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _accepted(payload: Any) -> Accepted | None:
+    if not isinstance(payload, dict):
+        return None
+    messages = payload.get("messages")
+    if not (isinstance(messages, list) and messages and isinstance(messages[0], dict)):
+        return None
+    wamid = messages[0].get("id")
+    if not isinstance(wamid, str) or not wamid:
+        return None
+    contacts = payload.get("contacts")
+    wa_id = None
+    if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):
+        value = contacts[0].get("wa_id")
+        wa_id = value if isinstance(value, str) else None
+    status = messages[0].get("message_status")
+    return Accepted(
+        provider_message_id=wamid,
+        recipient_id=wa_id,
+        message_status=status if isinstance(status, str) else "accepted",
+    )
+
+
+def _title(message: Any, code: int | None) -> str:
+    """Meta's message is "(#code) title": keep the title."""
+    if not isinstance(message, str):
+        return ""
+    prefix = f"(#{code}) "
+    return message[len(prefix) :] if code is not None and message.startswith(prefix) else message
