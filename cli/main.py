@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch to the chosen command and map failures to exit codes."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:
+        # The sandbox owns its flags (argparse cannot pass options through a subcommand).
+        from sandbox.main import main as sandbox_main
+
+        return sandbox_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

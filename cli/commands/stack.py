@@ -54,11 +54,8 @@ def register(commands: Any) -> None:
     migrate = commands.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     migrate.set_defaults(handler=run_migrate)
 
-    sandbox = commands.add_parser(
-        "sandbox", help="run the local Meta Cloud API sandbox", add_help=False
-    )
-    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
-    sandbox.set_defaults(handler=run_sandbox)
+    # `invites sandbox ...` is routed to sandbox.main by cli.main; listed here for --help.
+    commands.add_parser("sandbox", help="run the local Meta Cloud API sandbox (see sandbox --help)")
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -70,13 +67,6 @@ def run_migrate(args: argparse.Namespace) -> int:
     upgrade(url)
     console.print("migrations applied")
     return 0
-
-
-def run_sandbox(args: argparse.Namespace) -> int:
-    """Delegate to the sandbox's own command line."""
-    from sandbox.main import main as sandbox_main
-
-    return sandbox_main(args.rest)
 
 
 def local_credentials(state_dir: Path) -> tuple[dict[str, str], list[str]]:
