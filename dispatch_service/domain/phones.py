@@ -2,11 +2,18 @@
 
 A phone is one of three things (common.vocabulary.PhoneStatus):
 
-* ``valid``: libphonenumber parses it *and* says the number is valid for its region; it gets an
-  E.164 form (``+12025550123``), which is the guest's identity inside a workspace;
-* ``malformed``: something was written but it is not a valid number (kept as written, never
+* ``valid``: libphonenumber parses it and it is a *possible* full number for its country (right
+  country code and length); it gets an E.164 form (``+12025550123``), which is the guest's
+  identity inside a workspace;
+* ``malformed``: something was written but it cannot be a full number (kept as written, never
   inviteable);
 * ``missing``: nothing (or only whitespace) was written.
+
+Why "possible" and not libphonenumber's stricter "valid": whether a number reaches WhatsApp is
+Meta's call (it answers 131026 otherwise), libphonenumber's range metadata lags new allocations,
+and the fictional ranges used for tests and demos (+1 555 01xx, +44 7700 900xxx) are not "valid"
+ranges. What we refuse is what can never be a number: wrong length, unknown country code, a
+local-only number without its area code. Extensions are dropped (E.164 has none).
 
 Normalising is idempotent: the E.164 form of a valid phone normalises to itself whatever the region.
 """
@@ -19,6 +26,7 @@ import phonenumbers
 
 from common.vocabulary import PhoneStatus
 
+IS_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 # libphonenumber's own limit on what it will try to parse; longer input is malformed by definition.
 MAX_PHONE_LENGTH = 250
 
@@ -53,7 +61,7 @@ def normalise_phone(raw: str, default_region: str) -> NormalisedPhone:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
         return NormalisedPhone(raw=raw, status=PhoneStatus.MALFORMED)
-    if not phonenumbers.is_valid_number(number):
+    if phonenumbers.is_possible_number_with_reason(number) != IS_POSSIBLE:
         return NormalisedPhone(raw=raw, status=PhoneStatus.MALFORMED)
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return NormalisedPhone(raw=raw, status=PhoneStatus.VALID, e164=e164)

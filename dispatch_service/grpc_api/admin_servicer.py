@@ -1,6 +1,8 @@
 """AdminService: transport only (proto to command, use case, result to proto).
 
-Methods whose issue has not landed answer UNIMPLEMENTED.
+Mapping lives in admin_mapping; errors are raised, and the guard interceptor turns them into
+statuses. Every call except CreateWorkspace acts as the `x-actor-id` membership, whose workspace
+and role the use cases read from the database.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from grpc import aio
 
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
+from common.vocabulary import ImportSource, Role, TemplateCategory, TemplateStatus
 from dispatch_service.bootstrap import Deps
-from dispatch_service.grpc_api.unimplemented import unimplemented
+from dispatch_service.grpc_api import admin_mapping as m
+from dispatch_service.grpc_api.actor import actor_id
+from dispatch_service.use_cases import do_not_message, events, guests, templates, workspaces
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -23,98 +28,209 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.sessions = deps.sessions
+
+    # --- workspaces and members ----------------------------------------------------------------
 
     async def CreateWorkspace(
         self, request: pb.CreateWorkspaceRequest, context: Context
     ) -> pb.CreateWorkspaceResponse:
-        await unimplemented(context, "CreateWorkspace")
+        command = workspaces.new_workspace(
+            name=request.name,
+            default_region=request.default_region,
+            sender_phone_number_id=request.sender_phone_number_id,
+            admin_display_name=request.admin_display_name,
+            default_sender_phone_number_id=self.deps.settings.whatsapp_phone_number_id,
+        )
+        workspace, admin = await workspaces.create_workspace(self.sessions, command)
+        return pb.CreateWorkspaceResponse(
+            workspace=m.workspace_pb(workspace), admin=m.member_pb(admin)
+        )
 
     async def AddMember(
         self, request: pb.AddMemberRequest, context: Context
     ) -> pb.AddMemberResponse:
-        await unimplemented(context, "AddMember")
+        role = m.from_proto_enum(Role, request.role, "role")
+        member = await workspaces.add_member(
+            self.sessions, actor_id(context), request.display_name, role
+        )
+        return pb.AddMemberResponse(member=m.member_pb(member))
 
     async def RemoveMember(
         self, request: pb.RemoveMemberRequest, context: Context
     ) -> pb.RemoveMemberResponse:
-        await unimplemented(context, "RemoveMember")
+        member_id = m.parse_id(request.member_id, "member_id")
+        await workspaces.remove_member(self.sessions, actor_id(context), member_id)
+        return pb.RemoveMemberResponse()
 
     async def ListMembers(
         self, request: pb.ListMembersRequest, context: Context
     ) -> pb.ListMembersResponse:
-        await unimplemented(context, "ListMembers")
+        members = await workspaces.list_members(self.sessions, actor_id(context))
+        return pb.ListMembersResponse(members=[m.member_pb(x) for x in members])
+
+    # --- events and audiences ------------------------------------------------------------------
 
     async def CreateEvent(
         self, request: pb.CreateEventRequest, context: Context
     ) -> pb.CreateEventResponse:
-        await unimplemented(context, "CreateEvent")
+        event = await events.create_event(
+            self.sessions,
+            actor_id(context),
+            name=request.name,
+            starts_at=m.request_time(request, "starts_at"),
+            location=request.location,
+        )
+        return pb.CreateEventResponse(event=m.event_pb(event))
 
     async def UpdateEvent(
         self, request: pb.UpdateEventRequest, context: Context
     ) -> pb.UpdateEventResponse:
-        await unimplemented(context, "UpdateEvent")
+        event_id = m.parse_id(request.event.event_id, "event.event_id")
+        event = await events.update_event(
+            self.sessions, actor_id(context), event_id, m.event_changes(request.event)
+        )
+        return pb.UpdateEventResponse(event=m.event_pb(event))
 
     async def ListEvents(
         self, request: pb.ListEventsRequest, context: Context
     ) -> pb.ListEventsResponse:
-        await unimplemented(context, "ListEvents")
+        listed = await events.list_workspace_events(self.sessions, actor_id(context))
+        return pb.ListEventsResponse(events=[m.event_pb(e) for e in listed])
 
     async def SetEventAudience(
         self, request: pb.SetEventAudienceRequest, context: Context
     ) -> pb.SetEventAudienceResponse:
-        await unimplemented(context, "SetEventAudience")
+        event_id = m.parse_id(request.event_id, "event_id")
+        audience, count = await events.set_event_audience(
+            self.sessions, actor_id(context), event_id, m.audience_from_pb(request.audience)
+        )
+        return pb.SetEventAudienceResponse(
+            audience=m.audience_pb(audience), resolved_guest_unit_count=count
+        )
 
     async def GetEventAudience(
         self, request: pb.GetEventAudienceRequest, context: Context
     ) -> pb.GetEventAudienceResponse:
-        await unimplemented(context, "GetEventAudience")
+        event_id = m.parse_id(request.event_id, "event_id")
+        audience, count = await events.get_event_audience(
+            self.sessions, actor_id(context), event_id
+        )
+        return pb.GetEventAudienceResponse(
+            audience=m.audience_pb(audience), resolved_guest_unit_count=count
+        )
+
+    # --- templates -----------------------------------------------------------------------------
 
     async def RegisterTemplate(
         self, request: pb.RegisterTemplateRequest, context: Context
     ) -> pb.RegisterTemplateResponse:
-        await unimplemented(context, "RegisterTemplate")
+        given = request.template
+        command = templates.new_template(
+            name=given.name,
+            language=given.language,
+            category=m.from_proto_enum(TemplateCategory, given.category, "template.category"),
+            variables=tuple(given.variables),
+            status=m.from_proto_enum(TemplateStatus, given.status, "template.status"),
+        )
+        template = await templates.register_template(self.sessions, actor_id(context), command)
+        return pb.RegisterTemplateResponse(template=m.template_pb(template))
 
     async def UpdateTemplateStatus(
         self, request: pb.UpdateTemplateStatusRequest, context: Context
     ) -> pb.UpdateTemplateStatusResponse:
-        await unimplemented(context, "UpdateTemplateStatus")
+        template_id = m.parse_id(request.template_id, "template_id")
+        status = m.from_proto_enum(TemplateStatus, request.status, "status")
+        template = await templates.update_template_status(
+            self.sessions, actor_id(context), template_id, status
+        )
+        return pb.UpdateTemplateStatusResponse(template=m.template_pb(template))
 
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: Context
     ) -> pb.ListTemplatesResponse:
-        await unimplemented(context, "ListTemplates")
+        listed = await templates.list_workspace_templates(self.sessions, actor_id(context))
+        return pb.ListTemplatesResponse(templates=[m.template_pb(t) for t in listed])
+
+    # --- guests --------------------------------------------------------------------------------
 
     async def ImportGuests(
         self, requests: AsyncIterator[pb.ImportGuestsRequest], context: Context
     ) -> pb.ImportGuestsResponse:
-        await unimplemented(context, "ImportGuests")
+        actor = actor_id(context)
+        stream = aiter(requests)
+        header = m.import_request(await anext(stream, None))
+        result = await guests.import_guests_csv(
+            self.sessions, actor, header, m.csv_chunks(stream), self.deps.settings.import_max_bytes
+        )
+        return pb.ImportGuestsResponse(
+            import_run=m.import_run_pb(result.run), created=result.created
+        )
 
     async def UpsertGuests(
         self, request: pb.UpsertGuestsRequest, context: Context
     ) -> pb.UpsertGuestsResponse:
-        await unimplemented(context, "UpsertGuests")
+        rows = [m.guest_input(number, row) for number, row in enumerate(request.rows, start=1)]
+        command = guests.rows_import_request(
+            request.idempotency_key, m.from_proto_enum(ImportSource, request.source, "source"), rows
+        )
+        result = await guests.upsert_guests(self.sessions, actor_id(context), command, rows)
+        return pb.UpsertGuestsResponse(
+            import_run=m.import_run_pb(result.run), created=result.created
+        )
 
     async def ListImportRows(
         self, request: pb.ListImportRowsRequest, context: Context
     ) -> pb.ListImportRowsResponse:
-        await unimplemented(context, "ListImportRows")
+        run_id = m.parse_id(request.import_run_id, "import_run_id")
+        run, rows, token = await guests.list_run_rows(
+            self.sessions,
+            actor_id(context),
+            run_id,
+            m.outcomes_from_pb(request.outcomes),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListImportRowsResponse(
+            import_run=m.import_run_pb(run),
+            rows=[m.import_row_pb(r) for r in rows],
+            next_page_token=token,
+        )
 
     async def ListGuestUnits(
         self, request: pb.ListGuestUnitsRequest, context: Context
     ) -> pb.ListGuestUnitsResponse:
-        await unimplemented(context, "ListGuestUnits")
+        units, token = await guests.list_households(
+            self.sessions, actor_id(context), request.page_size, request.page_token
+        )
+        return pb.ListGuestUnitsResponse(
+            guest_units=[m.guest_unit_pb(u) for u in units], next_page_token=token
+        )
+
+    # --- do-not-message ------------------------------------------------------------------------
 
     async def AddDoNotMessage(
         self, request: pb.AddDoNotMessageRequest, context: Context
     ) -> pb.AddDoNotMessageResponse:
-        await unimplemented(context, "AddDoNotMessage")
+        entry, created = await do_not_message.add_do_not_message(
+            self.sessions, actor_id(context), request.phone, request.reason
+        )
+        return pb.AddDoNotMessageResponse(entry=m.dnm_entry_pb(entry), created=created)
 
     async def RemoveDoNotMessage(
         self, request: pb.RemoveDoNotMessageRequest, context: Context
     ) -> pb.RemoveDoNotMessageResponse:
-        await unimplemented(context, "RemoveDoNotMessage")
+        entry = await do_not_message.remove_do_not_message(
+            self.sessions, actor_id(context), request.phone, request.reason
+        )
+        return pb.RemoveDoNotMessageResponse(entry=m.dnm_entry_pb(entry))
 
     async def ListDoNotMessage(
         self, request: pb.ListDoNotMessageRequest, context: Context
     ) -> pb.ListDoNotMessageResponse:
-        await unimplemented(context, "ListDoNotMessage")
+        entries, token = await do_not_message.list_do_not_message(
+            self.sessions, actor_id(context), request.page_size, request.page_token
+        )
+        return pb.ListDoNotMessageResponse(
+            entries=[m.dnm_entry_pb(e) for e in entries], next_page_token=token
+        )

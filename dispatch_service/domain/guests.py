@@ -1,0 +1,518 @@
+"""Guest import rules (pure): the CSV format, row preparation and the per-batch import plan.
+
+CSV format (UTF-8, optional BOM, header row first, comma-separated, RFC 4180 quoting):
+
+    column      required  meaning
+    name        yes       the person's display name
+    phone       yes       the phone as written; normalised to E.164 with the workspace's region
+    household   no        the household's name; rows with the same name form one household
+                          (empty: the person is a household of their own, named after them)
+    tags        no        semicolon-separated labels for audience filters ("family;vip")
+    side        no        for example "bride" or "groom"
+    is_contact  no        yes/true/1/x marks the household's designated contact
+
+Header names are matched case-insensitively; an unknown, duplicated or missing required column
+rejects the whole file, and so does a structurally broken CSV (unterminated quote, a row with a
+different number of fields than the header). Everything else is a row-level outcome:
+
+    created                  a new person (valid phone) was stored
+    updated                  a person with the same normalised phone existed and was updated
+    reactivated              that person, or the household they landed in, was inactive
+    warning_malformed_phone  stored with the phone as written; never inviteable
+    skipped_no_phone         nothing stored: the row has no phone
+
+Identity is the normalised phone (unique per workspace). People without a valid phone are matched
+by name inside their household, so re-importing a file never duplicates them. A person is in at
+most one active household: a row naming another household moves them (the old membership is
+closed). A household's designated contact is the first ``is_contact`` row for it in the import;
+otherwise its current contact is kept while it has a valid phone; otherwise the first person with
+a valid phone to join it. Tags are added (never removed); a non-empty side replaces the old one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from common.vocabulary import ImportRowOutcome, PhoneStatus
+from dispatch_service.domain.audience import normalise_label
+from dispatch_service.domain.phones import NormalisedPhone, normalise_phone
+from dispatch_service.errors import FieldViolation, InvalidArgument
+
+REQUIRED_COLUMNS = ("name", "phone")
+OPTIONAL_COLUMNS = ("household", "tags", "side", "is_contact")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+TAG_SEPARATOR = ";"
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "n"})
+MAX_FIELD_CHARS = 1000
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestInput:
+    """One input row as the operator wrote it (CSV line, contact or manual entry)."""
+
+    row_number: int
+    name: str
+    phone: str
+    household: str = ""
+    tags: tuple[str, ...] = ()
+    side: str = ""
+    is_contact: bool = False
+    raw: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def parse_header(fields: Sequence[str]) -> tuple[str, ...]:
+    """The canonical column names of a CSV header, or InvalidArgument naming every problem."""
+    columns = tuple(f.strip().lstrip("\ufeff").casefold() for f in fields)
+    violations = [
+        FieldViolation("csv.header", f"unknown column {c!r} (known: {', '.join(KNOWN_COLUMNS)})")
+        for c in dict.fromkeys(columns)
+        if c not in KNOWN_COLUMNS
+    ]
+    violations += [
+        FieldViolation("csv.header", f"column {c!r} appears more than once")
+        for c in dict.fromkeys(columns)
+        if columns.count(c) > 1
+    ]
+    violations += [
+        FieldViolation("csv.header", f"missing required column {c!r}")
+        for c in REQUIRED_COLUMNS
+        if c not in columns
+    ]
+    if violations:
+        raise InvalidArgument(*violations)
+    return columns
+
+
+def parse_flag(value: str) -> bool | None:
+    """yes/true/1/y/x -> True, no/false/0/n/empty -> False, anything else -> None."""
+    word = value.strip().casefold()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def csv_record_to_input(
+    columns: Sequence[str], values: Sequence[str], row_number: int
+) -> GuestInput:
+    """A guest input from one CSV record (the caller checked its length)."""
+    raw = dict(zip(columns, values, strict=True))
+    notes: list[str] = []
+    flag = parse_flag(raw.get("is_contact", ""))
+    if flag is None:
+        notes.append(f"is_contact {raw['is_contact']!r} not understood; treated as no")
+    return GuestInput(
+        row_number=row_number,
+        name=raw["name"],
+        phone=raw["phone"],
+        household=raw.get("household", ""),
+        tags=tuple(raw.get("tags", "").split(TAG_SEPARATOR)),
+        side=raw.get("side", ""),
+        is_contact=bool(flag),
+        raw=raw,
+        notes=tuple(notes),
+    )
+
+
+class CsvGuestReader:
+    """Incremental CSV reader: feed byte chunks, get guest inputs; never holds the whole file.
+
+    UTF-8 is decoded incrementally (a chunk may end inside a character). Lines are handed to the
+    csv module only in groups with an even number of quote characters, so a quoted field may
+    span lines and chunks (RFC 4180 doubles quotes inside quoted fields, keeping the parity).
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+        self._bytes = 0
+        self._partial_line = ""
+        self._pending: list[str] = []
+        self._pending_quotes = 0
+        self._line_number = 0  # physical lines handed to the csv module so far
+        self.columns: tuple[str, ...] | None = None
+        self.rows_read = 0
+
+    def feed(self, chunk: bytes) -> list[GuestInput]:
+        """The rows completed by this chunk."""
+        try:
+            text = self._decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            raise self._not_utf8(error) from None
+        if "\x00" in text:
+            offset = self._bytes + chunk.index(b"\x00")
+            raise InvalidArgument(
+                FieldViolation("csv", f"the file contains a NUL byte (offset {offset}): not text")
+            )
+        self._bytes += len(chunk)
+        lines = (self._partial_line + text).split("\n")
+        self._partial_line = lines.pop()
+        return self._take_lines(line + "\n" for line in lines)
+
+    def finish(self) -> list[GuestInput]:
+        """The last rows; InvalidArgument if the file ends inside a character or a quoted field."""
+        try:
+            tail = self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            raise self._not_utf8(error) from None
+        last = self._partial_line + tail
+        self._partial_line = ""
+        rows = self._take_lines([last] if last else [])
+        if self._pending:
+            raise InvalidArgument(
+                FieldViolation(
+                    "csv",
+                    f"line {self._line_number + 1}: a quoted field is never closed",
+                )
+            )
+        if self.columns is None:
+            raise InvalidArgument(FieldViolation("csv", "the file is empty (no header row)"))
+        return rows
+
+    def _not_utf8(self, error: UnicodeDecodeError) -> InvalidArgument:
+        offset = self._bytes + error.start
+        return InvalidArgument(
+            FieldViolation("csv", f"the file is not UTF-8 (invalid byte at offset {offset})")
+        )
+
+    def _take_lines(self, lines: Iterable[str]) -> list[GuestInput]:
+        complete: list[str] = []
+        for line in lines:
+            self._pending.append(line)
+            self._pending_quotes += line.count('"')
+            if self._pending_quotes % 2 == 0:
+                complete += self._pending
+                self._pending, self._pending_quotes = [], 0
+        return list(self._records(complete)) if complete else []
+
+    def _records(self, lines: list[str]) -> Iterator[GuestInput]:
+        first_line = self._line_number + 1
+        reader = csv.reader(lines, strict=True)
+        try:
+            for values in reader:
+                line_number = first_line + reader.line_num - 1
+                if not values or (len(values) == 1 and not values[0].strip()):
+                    continue  # blank line
+                yield from self._record(values, line_number)
+        except csv.Error as error:
+            line_number = first_line + reader.line_num - 1
+            raise InvalidArgument(
+                FieldViolation("csv", f"line {line_number}: malformed CSV ({error})")
+            ) from None
+        finally:
+            self._line_number += len(lines)
+
+    def _record(self, values: list[str], line_number: int) -> Iterator[GuestInput]:
+        if self.columns is None:
+            self.columns = parse_header(values)
+            return
+        if len(values) != len(self.columns):
+            raise InvalidArgument(
+                FieldViolation(
+                    "csv",
+                    f"line {line_number}: {len(values)} fields, the header has {len(self.columns)}",
+                )
+            )
+        if any(len(v) > MAX_FIELD_CHARS for v in values):
+            raise InvalidArgument(
+                FieldViolation(
+                    "csv", f"line {line_number}: a field is over {MAX_FIELD_CHARS} chars"
+                )
+            )
+        self.rows_read += 1
+        yield csv_record_to_input(self.columns, values, self.rows_read)
+
+
+# --- preparing rows ----------------------------------------------------------------------------
+
+
+def clean_text(value: str) -> str:
+    """Trimmed, inner whitespace collapsed (names compare this way)."""
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class PreparedRow:
+    """A row with its phone normalised and its names, tags and side cleaned."""
+
+    row_number: int
+    household: str
+    display_name: str
+    phone: NormalisedPhone
+    tags: tuple[str, ...]
+    side: str | None
+    is_contact: bool
+    raw: Mapping[str, str]
+    notes: tuple[str, ...]
+
+
+def prepare_row(row: GuestInput, default_region: str) -> PreparedRow:
+    """Normalise one input row; an empty household becomes the person's own, named after them."""
+    notes = list(row.notes)
+    name, household = clean_text(row.name), clean_text(row.household)
+    if not household:
+        household = name or clean_text(row.phone)
+        if household:
+            notes.append("no household given: the guest is a household of their own")
+    tags = tuple(dict.fromkeys(t for t in map(normalise_label, row.tags) if t))
+    return PreparedRow(
+        row_number=row.row_number,
+        household=household,
+        display_name=name,
+        phone=normalise_phone(row.phone, default_region),
+        tags=tags,
+        side=normalise_label(row.side) or None,
+        is_contact=row.is_contact,
+        raw=row.raw,
+        notes=tuple(notes),
+    )
+
+
+# --- planning one batch ------------------------------------------------------------------------
+
+
+@dataclass
+class KnownPerson:
+    """A person as the database (or an earlier row of this batch) knows them."""
+
+    id: uuid.UUID
+    active: bool
+    guest_unit_id: uuid.UUID | None
+    """Their active household at the start of the batch, then as the plan moves them."""
+    phone_valid: bool
+    display_name: str = ""
+
+
+@dataclass
+class KnownUnit:
+    """A household as the database (or an earlier row of this batch) knows it."""
+
+    id: uuid.UUID
+    name: str
+    active: bool
+    contact_person_id: uuid.UUID | None
+    contact_phone_valid: bool
+    side: str | None
+    new: bool = False
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What happened to one row."""
+
+    row_number: int
+    outcome: ImportRowOutcome
+    phone_e164: str | None
+    person_id: uuid.UUID | None
+    message: str
+    raw: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NewPerson:
+    """A person to insert."""
+
+    id: uuid.UUID
+    display_name: str
+    raw_phone: str
+    phone_status: PhoneStatus
+    phone_e164: str | None
+
+
+@dataclass(frozen=True)
+class PersonUpdate:
+    """New values for an existing person (always made active)."""
+
+    id: uuid.UUID
+    display_name: str
+    raw_phone: str
+
+
+@dataclass
+class BatchPlan:
+    """Every write one batch needs, in an order the database accepts."""
+
+    new_persons: list[NewPerson] = field(default_factory=list)
+    person_updates: dict[uuid.UUID, PersonUpdate] = field(default_factory=dict)
+    new_units: list[KnownUnit] = field(default_factory=list)
+    changed_units: list[KnownUnit] = field(default_factory=list)
+    closed_memberships: list[uuid.UUID] = field(default_factory=list)
+    """Persons whose active membership (at batch start) must be closed."""
+    opened_memberships: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
+    """(guest unit id, person id) memberships to open."""
+    tag_links: set[tuple[uuid.UUID, str]] = field(default_factory=set)
+    units_to_repair: set[uuid.UUID] = field(default_factory=set)
+    """Households that lost a member: re-check their contact and whether any member is left."""
+    rows: list[RowResult] = field(default_factory=list)
+
+
+def person_key(display_name: str) -> str:
+    """How people without a valid phone are matched inside their household."""
+    return display_name.casefold()
+
+
+@dataclass
+class ImportPlanner:
+    """Plans import batches; remembers across batches which households got an explicit contact."""
+
+    explicit_contacts: set[uuid.UUID] = field(default_factory=set)
+
+    def plan(
+        self,
+        rows: Sequence[PreparedRow],
+        persons_by_phone: dict[str, KnownPerson],
+        units_by_name: dict[str, KnownUnit],
+        units_by_id: dict[uuid.UUID, KnownUnit],
+        unphoned_by_unit: dict[tuple[uuid.UUID, str], KnownPerson],
+    ) -> BatchPlan:
+        """Decide every row's outcome and the writes (the lookups are updated in place)."""
+        batch = _Batch(self, persons_by_phone, units_by_name, units_by_id, unphoned_by_unit)
+        for row in rows:
+            batch.apply(row)
+        return batch.finish()
+
+
+@dataclass
+class _Batch:
+    planner: ImportPlanner
+    persons_by_phone: dict[str, KnownPerson]
+    units_by_name: dict[str, KnownUnit]
+    units_by_id: dict[uuid.UUID, KnownUnit]
+    unphoned_by_unit: dict[tuple[uuid.UUID, str], KnownPerson]
+    plan: BatchPlan = field(default_factory=BatchPlan)
+    start_unit: dict[uuid.UUID, uuid.UUID | None] = field(default_factory=dict)
+    touched: dict[uuid.UUID, KnownPerson] = field(default_factory=dict)
+
+    def apply(self, row: PreparedRow) -> None:
+        if row.phone.status is PhoneStatus.MISSING:
+            self._result(row, ImportRowOutcome.SKIPPED_NO_PHONE, None, "the row has no phone")
+            return
+        unit, unit_was_inactive = self._unit(row)
+        person, existed, person_was_inactive = self._person(row, unit)
+        self._move(person, unit)
+        self._designate_contact(unit, person, row.is_contact)
+        self.plan.tag_links.update((unit.id, tag) for tag in row.tags)
+        if row.side and row.side != unit.side:
+            unit.side, unit.changed = row.side, True
+        if not row.phone.valid:
+            outcome, note = (
+                ImportRowOutcome.WARNING_MALFORMED_PHONE,
+                f"malformed phone {row.phone.raw!r}",
+            )
+        elif not existed:
+            outcome, note = ImportRowOutcome.CREATED, ""
+        elif person_was_inactive or unit_was_inactive:
+            outcome, note = ImportRowOutcome.REACTIVATED, ""
+        else:
+            outcome, note = ImportRowOutcome.UPDATED, ""
+        self._result(row, outcome, person.id, note)
+
+    def _result(
+        self, row: PreparedRow, outcome: ImportRowOutcome, person: uuid.UUID | None, note: str
+    ) -> None:
+        message = "; ".join(n for n in (note, *row.notes) if n)
+        self.plan.rows.append(
+            RowResult(row.row_number, outcome, row.phone.e164, person, message, row.raw)
+        )
+
+    def _unit(self, row: PreparedRow) -> tuple[KnownUnit, bool]:
+        unit = self.units_by_name.get(row.household)
+        if unit is None:
+            unit = KnownUnit(
+                id=uuid.uuid4(),
+                name=row.household,
+                active=True,
+                contact_person_id=None,
+                contact_phone_valid=False,
+                side=None,
+                new=True,
+            )
+            self.units_by_name[unit.name] = self.units_by_id[unit.id] = unit
+            self.plan.new_units.append(unit)
+            return unit, False
+        was_inactive = not unit.active
+        if was_inactive:
+            unit.active, unit.changed = True, True
+        return unit, was_inactive
+
+    def _person(self, row: PreparedRow, unit: KnownUnit) -> tuple[KnownPerson, bool, bool]:
+        phone = row.phone
+        if phone.e164 is not None:
+            person = self.persons_by_phone.get(phone.e164)
+        else:
+            person = self.unphoned_by_unit.get((unit.id, person_key(row.display_name)))
+        if person is None:
+            person = KnownPerson(
+                id=uuid.uuid4(), active=True, guest_unit_id=None, phone_valid=phone.valid
+            )
+            self.start_unit[person.id] = None
+            self.plan.new_persons.append(
+                NewPerson(person.id, row.display_name, phone.raw, phone.status, phone.e164)
+            )
+            self._remember(person, row, unit)
+            return person, False, False
+        was_inactive = not person.active
+        person.active = True
+        self.start_unit.setdefault(person.id, person.guest_unit_id)
+        # Applied after this batch's inserts, so it also covers a person an earlier row created.
+        self.plan.person_updates[person.id] = PersonUpdate(
+            person.id, row.display_name or person.display_name, phone.raw
+        )
+        self._remember(person, row, unit)
+        return person, True, was_inactive
+
+    def _remember(self, person: KnownPerson, row: PreparedRow, unit: KnownUnit) -> None:
+        person.display_name = row.display_name or person.display_name
+        self.touched[person.id] = person
+        if row.phone.e164 is not None:
+            self.persons_by_phone[row.phone.e164] = person
+        else:
+            self.unphoned_by_unit[(unit.id, person_key(person.display_name))] = person
+
+    def _move(self, person: KnownPerson, unit: KnownUnit) -> None:
+        old_id = person.guest_unit_id
+        if old_id == unit.id:
+            return
+        person.guest_unit_id = unit.id
+        if old_id is None:
+            return
+        self.plan.units_to_repair.add(old_id)
+        old = self.units_by_id.get(old_id)
+        if old is not None and old.contact_person_id == person.id:
+            old.contact_person_id, old.contact_phone_valid, old.changed = None, False, True
+
+    def _designate_contact(self, unit: KnownUnit, person: KnownPerson, is_contact: bool) -> None:
+        if unit.id in self.planner.explicit_contacts:
+            return
+        if is_contact:
+            self.planner.explicit_contacts.add(unit.id)
+        elif unit.contact_person_id is not None and (
+            unit.contact_phone_valid or not person.phone_valid
+        ):
+            return
+        if unit.contact_person_id != person.id:
+            unit.contact_person_id, unit.changed = person.id, True
+        unit.contact_phone_valid = person.phone_valid
+
+    def finish(self) -> BatchPlan:
+        plan = self.plan
+        for person in self.touched.values():
+            start = self.start_unit.get(person.id)
+            if person.guest_unit_id == start:
+                continue
+            if start is not None:
+                plan.closed_memberships.append(person.id)
+            if person.guest_unit_id is not None:
+                plan.opened_memberships.append((person.guest_unit_id, person.id))
+        plan.changed_units = [u for u in self.units_by_id.values() if u.changed and not u.new]
+        return plan

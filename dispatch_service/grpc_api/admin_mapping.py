@@ -1,0 +1,306 @@
+"""AdminService mapping: proto requests to use-case arguments, results back to proto messages.
+
+Proto enums carry the vocabulary's values with a prefix (`ROLE_PARENT_ADMIN` <->
+`Role.PARENT_ADMIN`); `*_UNSPECIFIED` (and numbers no enum value has) map to None.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.db.models import DoNotMessageEntry, Event, ImportRun, Membership, Template, Workspace
+from common.generated.invites.v1 import admin_pb2 as pb
+from common.generated.invites.v1 import types_pb2
+from common.vocabulary import (
+    AudienceMode,
+    DnmSource,
+    ImportRowOutcome,
+    ImportSource,
+    Role,
+    TemplateCategory,
+    TemplateStatus,
+)
+from dispatch_service.domain.audience import AudienceDefinition, build_audience
+from dispatch_service.domain.guests import GuestInput
+from dispatch_service.errors import FieldViolation, InvalidArgument
+from dispatch_service.persistence.guests import GuestUnitView, ImportRowView
+from dispatch_service.use_cases.events import EventChanges
+from dispatch_service.use_cases.guests import ImportRequest, csv_import_request, guest_row
+
+V = TypeVar("V", bound=StrEnum)
+
+PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
+    Role: (types_pb2.Role, "ROLE_"),
+    TemplateCategory: (types_pb2.TemplateCategory, "TEMPLATE_CATEGORY_"),
+    TemplateStatus: (types_pb2.TemplateStatus, "TEMPLATE_STATUS_"),
+    DnmSource: (types_pb2.DnmSource, "DNM_SOURCE_"),
+    AudienceMode: (pb.AudienceMode, "AUDIENCE_MODE_"),
+    ImportSource: (pb.ImportSource, "IMPORT_SOURCE_"),
+    ImportRowOutcome: (pb.ImportRowOutcome, "IMPORT_ROW_OUTCOME_"),
+}
+
+
+# --- primitives --------------------------------------------------------------------------------
+
+
+def from_proto_enum(vocabulary: type[V], number: int, field: str) -> V | None:
+    """The vocabulary value of a proto enum number; None when unspecified."""
+    enum, prefix = PREFIXES[vocabulary]
+    if number == 0:
+        return None
+    try:
+        name: str = enum.Name(number)
+    except ValueError:
+        raise InvalidArgument(FieldViolation(field, f"unknown value {number}")) from None
+    by_name = {prefix + v.value.upper(): v for v in vocabulary}
+    return by_name[name]
+
+
+def to_proto_enum(value: StrEnum | str, vocabulary: type[StrEnum]) -> Any:
+    """The proto enum number of a vocabulary value (as stored in the database).
+
+    Typed Any: each proto enum field has its own ValueType; the number is what they take.
+    """
+    enum, prefix = PREFIXES[vocabulary]
+    return enum.Value(prefix + str(value).upper())
+
+
+def parse_id(value: str, field: str) -> uuid.UUID:
+    """A UUID request field, or InvalidArgument naming the field."""
+    if not value:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(FieldViolation(field, "is not a valid id")) from None
+
+
+def parse_ids(values: Any, field: str) -> list[uuid.UUID]:
+    """A repeated UUID field; every bad element is named (field[index])."""
+    ids, violations = [], []
+    for index, value in enumerate(values):
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            violations.append(FieldViolation(f"{field}[{index}]", "is not a valid id"))
+    if violations:
+        raise InvalidArgument(*violations)
+    return ids
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp (None stays unset)."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def request_time(message: Any, field: str) -> datetime | None:
+    """A timestamp field of a request as an aware UTC datetime; None when unset."""
+    if not message.HasField(field):
+        return None
+    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
+    return value
+
+
+# --- workspaces and members --------------------------------------------------------------------
+
+
+def workspace_pb(workspace: Workspace) -> pb.Workspace:
+    """A workspace message."""
+    return pb.Workspace(
+        workspace_id=str(workspace.id),
+        name=workspace.name,
+        default_region=workspace.default_region,
+        sender_phone_number_id=workspace.sender_phone_number_id,
+    )
+
+
+def member_pb(member: Membership) -> pb.Member:
+    """A member message."""
+    return pb.Member(
+        member_id=str(member.id),
+        workspace_id=str(member.workspace_id),
+        display_name=member.display_name,
+        role=to_proto_enum(member.role, Role),
+    )
+
+
+# --- events and audiences ----------------------------------------------------------------------
+
+
+def event_pb(event: Event) -> pb.Event:
+    """An event message."""
+    return pb.Event(
+        event_id=str(event.id),
+        name=event.name,
+        starts_at=timestamp(event.starts_at),
+        location=event.location,
+    )
+
+
+def event_changes(event: pb.Event) -> EventChanges:
+    """UpdateEvent's changes: empty fields are kept."""
+    return EventChanges(
+        name=event.name or None,
+        starts_at=request_time(event, "starts_at"),
+        location=event.location or None,
+    )
+
+
+def audience_from_pb(audience: pb.Audience) -> AudienceDefinition:
+    """A validated audience definition from its message."""
+    return build_audience(
+        from_proto_enum(AudienceMode, audience.mode, "audience.mode"),
+        tags=audience.tags,
+        sides=audience.sides,
+        guest_unit_ids=parse_ids(audience.guest_unit_ids, "audience.guest_unit_ids"),
+        include_guest_unit_ids=parse_ids(
+            audience.include_guest_unit_ids, "audience.include_guest_unit_ids"
+        ),
+        exclude_guest_unit_ids=parse_ids(
+            audience.exclude_guest_unit_ids, "audience.exclude_guest_unit_ids"
+        ),
+    )
+
+
+def audience_pb(audience: AudienceDefinition | None) -> pb.Audience:
+    """An audience message (mode UNSPECIFIED when none is set)."""
+    if audience is None:
+        return pb.Audience()
+    return pb.Audience(
+        mode=to_proto_enum(audience.mode, AudienceMode),
+        tags=audience.tags,
+        sides=audience.sides,
+        guest_unit_ids=[str(i) for i in audience.guest_unit_ids],
+        include_guest_unit_ids=[str(i) for i in audience.include_guest_unit_ids],
+        exclude_guest_unit_ids=[str(i) for i in audience.exclude_guest_unit_ids],
+    )
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+
+def template_pb(template: Template) -> pb.Template:
+    """A template message."""
+    return pb.Template(
+        template_id=str(template.id),
+        name=template.name,
+        language=template.language,
+        category=to_proto_enum(template.category, TemplateCategory),
+        variables=list(template.variables),
+        status=to_proto_enum(template.status, TemplateStatus),
+    )
+
+
+# --- guests ------------------------------------------------------------------------------------
+
+
+def import_request(first: pb.ImportGuestsRequest | None) -> ImportRequest:
+    """The validated header, which must be the stream's first message."""
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidArgument(
+            FieldViolation("header", "the first message must be the header, then the chunks")
+        )
+    header = first.header
+    return csv_import_request(
+        header.idempotency_key,
+        from_proto_enum(ImportSource, header.source, "header.source"),
+        header.file_name,
+    )
+
+
+async def csv_chunks(stream: AsyncIterator[pb.ImportGuestsRequest]) -> AsyncIterator[bytes]:
+    """The CSV bytes of the rest of the stream (a second header is an error)."""
+    async for message in stream:
+        if message.WhichOneof("part") == "header":
+            raise InvalidArgument(FieldViolation("header", "only the first message is a header"))
+        yield message.chunk
+
+
+def guest_input(row_number: int, row: pb.GuestRow) -> GuestInput:
+    """An UpsertGuests row as an import input (row numbers start at 1)."""
+    return guest_row(
+        row_number,
+        household=row.household,
+        name=row.name,
+        phone=row.phone,
+        tags=list(row.tags),
+        side=row.side,
+        is_contact=row.is_contact,
+    )
+
+
+def import_run_pb(run: ImportRun) -> pb.ImportRun:
+    """An import run message with its counters."""
+    return pb.ImportRun(
+        import_run_id=str(run.id),
+        source=to_proto_enum(run.source, ImportSource),
+        idempotency_key=run.idempotency_key,
+        total_rows=run.total_rows,
+        created=run.created,
+        updated=run.updated,
+        reactivated=run.reactivated,
+        warning_malformed_phone=run.warning_malformed_phone,
+        skipped_no_phone=run.skipped_no_phone,
+        finished_at=timestamp(run.finished_at),
+    )
+
+
+def outcomes_from_pb(values: Any) -> list[ImportRowOutcome]:
+    """The outcome filter of ListImportRows (unspecified values are refused)."""
+    outcomes = []
+    for index, number in enumerate(values):
+        outcome = from_proto_enum(ImportRowOutcome, number, f"outcomes[{index}]")
+        if outcome is None:
+            raise InvalidArgument(FieldViolation(f"outcomes[{index}]", "must be specified"))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def import_row_pb(row: ImportRowView) -> pb.ImportRowResult:
+    """One import row's outcome."""
+    return pb.ImportRowResult(
+        row_number=row.row_number,
+        outcome=to_proto_enum(row.outcome, ImportRowOutcome),
+        phone_e164=row.phone_e164 or "",
+        message=row.message,
+        person_id=str(row.person_id) if row.person_id else "",
+    )
+
+
+def guest_unit_pb(unit: GuestUnitView) -> pb.GuestUnit:
+    """A household message."""
+    return pb.GuestUnit(
+        guest_unit_id=str(unit.id),
+        name=unit.name,
+        contact_person_id=str(unit.contact_person_id) if unit.contact_person_id else "",
+        contact_phone_e164=unit.contact_phone_e164 or "",
+        tags=unit.tags,
+        side=unit.side or "",
+        member_count=unit.member_count,
+        active=unit.active,
+    )
+
+
+# --- do-not-message ----------------------------------------------------------------------------
+
+
+def dnm_entry_pb(entry: DoNotMessageEntry) -> pb.DoNotMessageEntry:
+    """A do-not-message entry message."""
+    return pb.DoNotMessageEntry(
+        entry_id=str(entry.id),
+        phone_e164=entry.phone_e164,
+        reason=entry.reason,
+        source=to_proto_enum(entry.source, DnmSource),
+        actor_id=str(entry.actor_id) if entry.actor_id else "",
+        created_at=timestamp(entry.created_at),
+    )

@@ -1,0 +1,469 @@
+"""Guests in Postgres: import runs, the per-batch lookups and writes, and guest listings.
+
+Imports are the hot path (100,000 rows): every batch is a handful of set-based statements that
+take whole columns as arrays (``INSERT ... SELECT FROM unnest(...)``), never one statement per
+row. Imports of one workspace are serialised with a transaction-scoped advisory lock, so two
+imports never race on the same phone or household name.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db.models import ImportRun
+from common.vocabulary import ImportRowOutcome, ImportSource, PhoneStatus
+from dispatch_service.domain.guests import (
+    BatchPlan,
+    KnownPerson,
+    KnownUnit,
+    PreparedRow,
+    person_key,
+)
+from dispatch_service.errors import NotFound
+
+# --- import runs -------------------------------------------------------------------------------
+
+
+async def lock_workspace_imports(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Serialise imports of one workspace until this transaction ends."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('guests.import:' || :ws, 0))"),
+        {"ws": str(workspace_id)},
+    )
+
+
+async def find_import_run(
+    session: AsyncSession, workspace_id: uuid.UUID, idempotency_key: str
+) -> ImportRun | None:
+    """The run an earlier import under this key created, if any."""
+    return await session.scalar(
+        select(ImportRun).where(
+            ImportRun.workspace_id == workspace_id, ImportRun.idempotency_key == idempotency_key
+        )
+    )
+
+
+async def get_import_run(
+    session: AsyncSession, workspace_id: uuid.UUID, import_run_id: uuid.UUID
+) -> ImportRun:
+    """The import run, or NotFound (another workspace's run looks the same)."""
+    run = await session.scalar(
+        select(ImportRun).where(
+            ImportRun.id == import_run_id, ImportRun.workspace_id == workspace_id
+        )
+    )
+    if run is None:
+        raise NotFound("no such import run in this workspace", reason="IMPORT_RUN_NOT_FOUND")
+    return run
+
+
+async def create_import_run(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    actor_id: uuid.UUID,
+    source: ImportSource,
+    idempotency_key: str,
+    file_name: str,
+) -> ImportRun:
+    """A new run with zero counters (filled in by finish_import_run)."""
+    run = ImportRun(
+        id=uuid.uuid4(),
+        workspace_id=workspace_id,
+        actor_id=actor_id,
+        source=source.value,
+        idempotency_key=idempotency_key,
+        file_name=file_name,
+    )
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def finish_import_run(
+    session: AsyncSession, run: ImportRun, counts: dict[ImportRowOutcome, int]
+) -> ImportRun:
+    """Store the run's counters and finish time."""
+    values: dict[str, Any] = {outcome.value: counts.get(outcome, 0) for outcome in ImportRowOutcome}
+    values["total_rows"] = sum(counts.values())
+    values["finished_at"] = datetime.now(UTC)
+    await session.execute(update(ImportRun).where(ImportRun.id == run.id).values(**values))
+    await session.refresh(run)
+    return run
+
+
+# --- per-batch lookups -------------------------------------------------------------------------
+
+PERSONS_BY_PHONE = text("""
+SELECT gi.phone_e164, p.id, p.active, p.display_name, m.guest_unit_id
+FROM guest_identity gi
+JOIN person p ON p.id = gi.person_id
+LEFT JOIN guest_unit_membership m
+  ON m.workspace_id = gi.workspace_id AND m.person_id = p.id AND m.active
+WHERE gi.workspace_id = :ws AND gi.phone_e164 = ANY(CAST(:phones AS text[]))
+""")
+
+UNITS = text("""
+SELECT gu.id, gu.name, gu.active, gu.contact_person_id, gu.side,
+       coalesce(p.phone_status = 'valid', false) AS contact_valid
+FROM guest_unit gu
+LEFT JOIN person p ON p.id = gu.contact_person_id
+WHERE gu.workspace_id = :ws
+  AND (gu.name = ANY(CAST(:names AS text[])) OR gu.id = ANY(CAST(:ids AS uuid[])))
+""")
+
+UNPHONED_MEMBERS = text("""
+SELECT m.guest_unit_id, p.id, p.active, p.display_name
+FROM guest_unit_membership m
+JOIN person p ON p.id = m.person_id
+WHERE m.guest_unit_id = ANY(CAST(:units AS uuid[])) AND m.active AND p.phone_status <> 'valid'
+ORDER BY m.joined_at, p.id
+""")
+
+
+@dataclass
+class BatchState:
+    """What the planner needs to know about the people and households a batch mentions."""
+
+    persons_by_phone: dict[str, KnownPerson]
+    units_by_name: dict[str, KnownUnit]
+    units_by_id: dict[uuid.UUID, KnownUnit]
+    unphoned_by_unit: dict[tuple[uuid.UUID, str], KnownPerson]
+
+
+async def load_batch_state(
+    session: AsyncSession, workspace_id: uuid.UUID, rows: Sequence[PreparedRow]
+) -> BatchState:
+    """The existing people (by phone) and households (by name, or holding those people)."""
+    phones = sorted({r.phone.e164 for r in rows if r.phone.e164})
+    persons: dict[str, KnownPerson] = {}
+    if phones:
+        result = await session.execute(PERSONS_BY_PHONE, {"ws": workspace_id, "phones": phones})
+        for row in result:
+            persons[row.phone_e164] = KnownPerson(
+                row.id, row.active, row.guest_unit_id, True, row.display_name
+            )
+    names = sorted({r.household for r in rows})
+    held = sorted({p.guest_unit_id for p in persons.values() if p.guest_unit_id}, key=str)
+    units = await session.execute(UNITS, {"ws": workspace_id, "names": names, "ids": held})
+    by_id: dict[uuid.UUID, KnownUnit] = {
+        u.id: KnownUnit(u.id, u.name, u.active, u.contact_person_id, u.contact_valid, u.side)
+        for u in units
+    }
+    state = BatchState(persons, {u.name: u for u in by_id.values()}, by_id, {})
+    if any(r.phone.status is PhoneStatus.MALFORMED for r in rows) and by_id:
+        members = await session.execute(UNPHONED_MEMBERS, {"units": list(by_id)})
+        for m in members:
+            known = KnownPerson(m.id, m.active, m.guest_unit_id, False, m.display_name)
+            state.unphoned_by_unit.setdefault((m.guest_unit_id, person_key(m.display_name)), known)
+    return state
+
+
+# --- per-batch writes --------------------------------------------------------------------------
+
+INSERT_PERSONS = text("""
+INSERT INTO person (id, workspace_id, display_name, raw_phone, phone_status, phone_e164)
+SELECT u.id, :ws, u.name, u.raw, u.status, u.e164
+FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:raws AS text[]),
+            CAST(:statuses AS text[]), CAST(:e164s AS text[])) AS u(id, name, raw, status, e164)
+""")
+
+INSERT_IDENTITIES = text("""
+INSERT INTO guest_identity (workspace_id, phone_e164, person_id)
+SELECT :ws, u.phone, u.person
+FROM unnest(CAST(:phones AS text[]), CAST(:persons AS uuid[])) AS u(phone, person)
+""")
+
+UPDATE_PERSONS = text("""
+UPDATE person SET display_name = u.name, raw_phone = u.raw, active = true, updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:raws AS text[]))
+  AS u(id, name, raw)
+WHERE person.id = u.id
+""")
+
+INSERT_UNITS = text("""
+INSERT INTO guest_unit (id, workspace_id, name, contact_person_id, side)
+SELECT u.id, :ws, u.name, u.contact, u.side
+FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[]), CAST(:contacts AS uuid[]),
+            CAST(:sides AS text[])) AS u(id, name, contact, side)
+""")
+
+UPDATE_UNITS = text("""
+UPDATE guest_unit SET active = u.active, contact_person_id = u.contact, side = u.side,
+       updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:actives AS boolean[]), CAST(:contacts AS uuid[]),
+            CAST(:sides AS text[])) AS u(id, active, contact, side)
+WHERE guest_unit.id = u.id
+""")
+
+CLOSE_MEMBERSHIPS = text("""
+UPDATE guest_unit_membership SET active = false, left_at = now()
+WHERE workspace_id = :ws AND active AND person_id = ANY(CAST(:persons AS uuid[]))
+""")
+
+OPEN_MEMBERSHIPS = text("""
+INSERT INTO guest_unit_membership (workspace_id, guest_unit_id, person_id)
+SELECT :ws, u.unit, u.person
+FROM unnest(CAST(:units AS uuid[]), CAST(:persons AS uuid[])) AS u(unit, person)
+""")
+
+INSERT_TAGS = text("""
+INSERT INTO tag (workspace_id, name)
+SELECT :ws, n FROM unnest(CAST(:names AS text[])) AS n
+ON CONFLICT (workspace_id, name) DO NOTHING
+""")
+
+LINK_TAGS = text("""
+INSERT INTO guest_unit_tag (guest_unit_id, tag_id)
+SELECT u.unit, t.id
+FROM unnest(CAST(:units AS uuid[]), CAST(:names AS text[])) AS u(unit, name)
+JOIN tag t ON t.workspace_id = :ws AND t.name = u.name
+ON CONFLICT DO NOTHING
+""")
+
+# A household that lost a member keeps its contact while that contact is still an active member;
+# otherwise the best remaining member (valid phone first, longest-standing) becomes the contact.
+# A household nobody is left in becomes inactive.
+REPAIR_UNITS = text("""
+UPDATE guest_unit gu SET
+  contact_person_id = CASE
+    WHEN EXISTS (SELECT 1 FROM guest_unit_membership m
+                 WHERE m.guest_unit_id = gu.id AND m.person_id = gu.contact_person_id AND m.active)
+    THEN gu.contact_person_id
+    ELSE (SELECT m.person_id FROM guest_unit_membership m JOIN person p ON p.id = m.person_id
+          WHERE m.guest_unit_id = gu.id AND m.active
+          ORDER BY (p.phone_status = 'valid') DESC, m.joined_at, p.display_name, p.id LIMIT 1)
+  END,
+  active = gu.active AND EXISTS (SELECT 1 FROM guest_unit_membership m
+                                 WHERE m.guest_unit_id = gu.id AND m.active),
+  updated_at = now()
+WHERE gu.id = ANY(CAST(:ids AS uuid[]))
+""")
+
+INSERT_ROWS = text("""
+INSERT INTO import_row (import_run_id, row_number, outcome, raw, phone_e164, person_id, message)
+SELECT :run, u.n, u.outcome, CAST(u.raw AS jsonb), u.phone, u.person, u.message
+FROM unnest(CAST(:numbers AS integer[]), CAST(:outcomes AS text[]), CAST(:raws AS text[]),
+            CAST(:phones AS text[]), CAST(:persons AS uuid[]), CAST(:messages AS text[]))
+  AS u(n, outcome, raw, phone, person, message)
+""")
+
+
+async def _run(session: AsyncSession, statement: Any, params: dict[str, Any]) -> None:
+    await session.execute(statement, params)
+
+
+async def _write_people(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) -> None:
+    new = plan.new_persons
+    if new:
+        await _run(
+            session,
+            INSERT_PERSONS,
+            {
+                "ws": ws,
+                "ids": [p.id for p in new],
+                "names": [p.display_name for p in new],
+                "raws": [p.raw_phone for p in new],
+                "statuses": [p.phone_status.value for p in new],
+                "e164s": [p.phone_e164 for p in new],
+            },
+        )
+        phoned = [p for p in new if p.phone_e164]
+        if phoned:
+            await _run(
+                session,
+                INSERT_IDENTITIES,
+                {
+                    "ws": ws,
+                    "phones": [p.phone_e164 for p in phoned],
+                    "persons": [p.id for p in phoned],
+                },
+            )
+    updates = list(plan.person_updates.values())
+    if updates:
+        await _run(
+            session,
+            UPDATE_PERSONS,
+            {
+                "ids": [u.id for u in updates],
+                "names": [u.display_name for u in updates],
+                "raws": [u.raw_phone for u in updates],
+            },
+        )
+
+
+async def _write_units(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) -> None:
+    if plan.new_units:
+        units = plan.new_units
+        await _run(
+            session,
+            INSERT_UNITS,
+            {
+                "ws": ws,
+                "ids": [u.id for u in units],
+                "names": [u.name for u in units],
+                "contacts": [u.contact_person_id for u in units],
+                "sides": [u.side for u in units],
+            },
+        )
+    if plan.closed_memberships:
+        await _run(session, CLOSE_MEMBERSHIPS, {"ws": ws, "persons": plan.closed_memberships})
+    if plan.opened_memberships:
+        units_, persons = zip(*plan.opened_memberships, strict=True)
+        await _run(
+            session, OPEN_MEMBERSHIPS, {"ws": ws, "units": list(units_), "persons": list(persons)}
+        )
+    if plan.changed_units:
+        changed = plan.changed_units
+        await _run(
+            session,
+            UPDATE_UNITS,
+            {
+                "ids": [u.id for u in changed],
+                "actives": [u.active for u in changed],
+                "contacts": [u.contact_person_id for u in changed],
+                "sides": [u.side for u in changed],
+            },
+        )
+    if plan.tag_links:
+        links = sorted(plan.tag_links, key=lambda link: (str(link[0]), link[1]))
+        await _run(session, INSERT_TAGS, {"ws": ws, "names": sorted({n for _, n in links})})
+        await _run(
+            session,
+            LINK_TAGS,
+            {"ws": ws, "units": [u for u, _ in links], "names": [n for _, n in links]},
+        )
+    if plan.units_to_repair:
+        await _run(session, REPAIR_UNITS, {"ids": list(plan.units_to_repair)})
+
+
+async def _write_rows(session: AsyncSession, run_id: uuid.UUID, plan: BatchPlan) -> None:
+    rows = plan.rows
+    if not rows:
+        return
+    await _run(
+        session,
+        INSERT_ROWS,
+        {
+            "run": run_id,
+            "numbers": [r.row_number for r in rows],
+            "outcomes": [r.outcome.value for r in rows],
+            "raws": [json.dumps(dict(r.raw), ensure_ascii=False) for r in rows],
+            "phones": [r.phone_e164 for r in rows],
+            "persons": [r.person_id for r in rows],
+            "messages": [r.message for r in rows],
+        },
+    )
+
+
+async def write_batch(
+    session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID, plan: BatchPlan
+) -> None:
+    """Apply one batch plan: people, identities, households, memberships, tags, import rows."""
+    await _write_people(session, workspace_id, plan)
+    await _write_units(session, workspace_id, plan)
+    await _write_rows(session, run_id, plan)
+
+
+# --- listings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportRowView:
+    """One stored import row."""
+
+    row_number: int
+    outcome: ImportRowOutcome
+    phone_e164: str | None
+    person_id: uuid.UUID | None
+    message: str
+
+
+async def list_import_rows(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    outcomes: Sequence[ImportRowOutcome],
+    after_row: int,
+    limit: int,
+) -> list[ImportRowView]:
+    """Rows of a run after `after_row`, in input order, optionally only some outcomes."""
+    statement = text(
+        "SELECT row_number, outcome, phone_e164, person_id, message FROM import_row"
+        " WHERE import_run_id = :run AND row_number > :after"
+        " AND (cardinality(CAST(:outcomes AS text[])) = 0"
+        "      OR outcome = ANY(CAST(:outcomes AS text[])))"
+        " ORDER BY row_number LIMIT :limit"
+    )
+    result = await session.execute(
+        statement,
+        {
+            "run": run_id,
+            "after": after_row,
+            "outcomes": [o.value for o in outcomes],
+            "limit": limit,
+        },
+    )
+    return [
+        ImportRowView(
+            r.row_number, ImportRowOutcome(r.outcome), r.phone_e164, r.person_id, r.message
+        )
+        for r in result
+    ]
+
+
+@dataclass(frozen=True)
+class GuestUnitView:
+    """A household as listed to operators."""
+
+    id: uuid.UUID
+    name: str
+    contact_person_id: uuid.UUID | None
+    contact_phone_e164: str | None
+    tags: tuple[str, ...]
+    side: str | None
+    member_count: int
+    active: bool
+
+
+GUEST_UNITS = text("""
+SELECT gu.id, gu.name, gu.contact_person_id, p.phone_e164, gu.side, gu.active,
+       (SELECT count(*) FROM guest_unit_membership m
+        WHERE m.guest_unit_id = gu.id AND m.active) AS members,
+       coalesce((SELECT array_agg(t.name ORDER BY t.name) FROM guest_unit_tag gut
+                 JOIN tag t ON t.id = gut.tag_id WHERE gut.guest_unit_id = gu.id), '{}') AS tags
+FROM guest_unit gu
+LEFT JOIN person p ON p.id = gu.contact_person_id
+WHERE gu.workspace_id = :ws AND gu.name COLLATE "C" > CAST(:after AS text) COLLATE "C"
+ORDER BY gu.name COLLATE "C"
+LIMIT :limit
+""")
+
+
+async def list_guest_units(
+    session: AsyncSession, workspace_id: uuid.UUID, after_name: str, limit: int
+) -> list[GuestUnitView]:
+    """Households by name (byte order) after `after_name` ("" for the first page)."""
+    result = await session.execute(
+        GUEST_UNITS, {"ws": workspace_id, "after": after_name, "limit": limit}
+    )
+    return [
+        GuestUnitView(
+            r.id,
+            r.name,
+            r.contact_person_id,
+            r.phone_e164,
+            tuple(r.tags),
+            r.side,
+            r.members,
+            r.active,
+        )
+        for r in result
+    ]

@@ -1,0 +1,285 @@
+"""Guest imports (a streamed CSV, or explicit contact/manual rows) and guest listings.
+
+An import is one transaction: the import run, every person, household, membership, tag and
+import row commit together, or nothing does (a file rejected as a whole leaves no trace). Rows
+are read, planned and written in batches, so a 100,000-row file is never held in memory.
+The same idempotency key again returns the first run and changes nothing.
+See dispatch_service/domain/guests.py for the row rules and docs/guests.md for the format.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.db.models import ImportRun
+from common.vocabulary import ImportRowOutcome, ImportSource
+from dispatch_service.domain.actors import WRITERS, Actor
+from dispatch_service.domain.guests import (
+    MAX_FIELD_CHARS,
+    TAG_SEPARATOR,
+    CsvGuestReader,
+    GuestInput,
+    ImportPlanner,
+    prepare_row,
+)
+from dispatch_service.domain.paging import encode_page_token, page_request
+from dispatch_service.errors import FieldViolation, InvalidArgument
+from dispatch_service.persistence.audit_log import record_audit
+from dispatch_service.persistence.guests import (
+    GuestUnitView,
+    ImportRowView,
+    create_import_run,
+    find_import_run,
+    finish_import_run,
+    get_import_run,
+    list_guest_units,
+    list_import_rows,
+    load_batch_state,
+    lock_workspace_imports,
+    write_batch,
+)
+from dispatch_service.persistence.workspaces import get_workspace
+from dispatch_service.use_cases.acting import READERS, acting
+
+BATCH_ROWS = 2000
+MAX_KEY = 200
+MAX_UPSERT_ROWS = 10_000
+ROW_SOURCES = frozenset({ImportSource.CONTACTS, ImportSource.MANUAL})
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What an import is: its idempotency key, source and a file name for display."""
+
+    idempotency_key: str
+    source: ImportSource
+    file_name: str = ""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The import run, and whether this call performed it (False: the key was used before)."""
+
+    run: ImportRun
+    created: bool
+
+
+def csv_import_request(
+    idempotency_key: str, source: ImportSource | None, file_name: str
+) -> ImportRequest:
+    """Validate an ImportGuests header (an unset source means CSV)."""
+    violations = _key_violations(idempotency_key, "header.idempotency_key")
+    if source not in (None, ImportSource.CSV):
+        violations.append(
+            FieldViolation("header.source", "ImportGuests takes CSV; send rows with UpsertGuests")
+        )
+    if len(file_name) > MAX_FIELD_CHARS:
+        violations.append(FieldViolation("header.file_name", "is too long"))
+    if violations:
+        raise InvalidArgument(*violations)
+    return ImportRequest(idempotency_key, ImportSource.CSV, file_name)
+
+
+def rows_import_request(
+    idempotency_key: str, source: ImportSource | None, rows: Sequence[GuestInput]
+) -> ImportRequest:
+    """Validate an UpsertGuests request (source CONTACTS or MANUAL)."""
+    violations = _key_violations(idempotency_key, "idempotency_key")
+    if source not in ROW_SOURCES:
+        violations.append(FieldViolation("source", "must be CONTACTS or MANUAL"))
+    if not rows or len(rows) > MAX_UPSERT_ROWS:
+        violations.append(FieldViolation("rows", f"must hold 1 to {MAX_UPSERT_ROWS} rows"))
+    for index, row in enumerate(rows):
+        texts = (row.household, row.name, row.phone, row.side, *row.tags)
+        if any(len(t) > MAX_FIELD_CHARS or "\x00" in t for t in texts):
+            violations.append(
+                FieldViolation(
+                    f"rows[{index}]", f"fields must be text under {MAX_FIELD_CHARS} chars"
+                )
+            )
+    if violations or source is None:
+        raise InvalidArgument(*violations)
+    return ImportRequest(idempotency_key, source)
+
+
+def _key_violations(key: str, field: str) -> list[FieldViolation]:
+    if not key.strip():
+        return [FieldViolation(field, "is required (importing again under it changes nothing)")]
+    if len(key) > MAX_KEY:
+        return [FieldViolation(field, f"must be at most {MAX_KEY} characters")]
+    return []
+
+
+def guest_row(
+    row_number: int,
+    *,
+    household: str,
+    name: str,
+    phone: str,
+    tags: Sequence[str],
+    side: str,
+    is_contact: bool,
+) -> GuestInput:
+    """A guest input from an explicit row (UpsertGuests), with its raw form for the import row."""
+    raw = {
+        "household": household,
+        "name": name,
+        "phone": phone,
+        "tags": TAG_SEPARATOR.join(tags),
+        "side": side,
+        "is_contact": "yes" if is_contact else "",
+    }
+    return GuestInput(row_number, name, phone, household, tuple(tags), side, is_contact, raw)
+
+
+async def csv_batches(
+    chunks: AsyncIterable[bytes], max_bytes: int, batch_rows: int | None = None
+) -> AsyncIterator[list[GuestInput]]:
+    """Batches of rows read incrementally from CSV chunks, refusing files over `max_bytes`."""
+    batch_rows = batch_rows or BATCH_ROWS
+    reader = CsvGuestReader()
+    pending: list[GuestInput] = []
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > max_bytes:
+            raise InvalidArgument(
+                FieldViolation(
+                    "chunk", f"the file is larger than the import limit of {max_bytes} bytes"
+                )
+            )
+        pending += reader.feed(chunk)
+        while len(pending) >= batch_rows:
+            yield pending[:batch_rows]
+            pending = pending[batch_rows:]
+    pending += reader.finish()
+    for start in range(0, len(pending), batch_rows):
+        yield pending[start : start + batch_rows]
+
+
+async def _row_batches(rows: Sequence[GuestInput]) -> AsyncIterator[list[GuestInput]]:
+    size = BATCH_ROWS
+    for start in range(0, len(rows), size):
+        yield list(rows[start : start + size])
+
+
+async def _import(
+    session: AsyncSession,
+    actor: Actor,
+    request: ImportRequest,
+    batches: AsyncIterator[list[GuestInput]],
+) -> ImportResult:
+    await lock_workspace_imports(session, actor.workspace_id)
+    earlier = await find_import_run(session, actor.workspace_id, request.idempotency_key)
+    if earlier is not None:
+        return ImportResult(earlier, created=False)
+    workspace = await get_workspace(session, actor.workspace_id)
+    run = await create_import_run(
+        session,
+        workspace_id=actor.workspace_id,
+        actor_id=actor.member_id,
+        source=request.source,
+        idempotency_key=request.idempotency_key,
+        file_name=request.file_name,
+    )
+    planner, counts = ImportPlanner(), Counter[ImportRowOutcome]()
+    async for batch in batches:
+        rows = [prepare_row(row, workspace.default_region) for row in batch]
+        state = await load_batch_state(session, actor.workspace_id, rows)
+        plan = planner.plan(
+            rows,
+            state.persons_by_phone,
+            state.units_by_name,
+            state.units_by_id,
+            state.unphoned_by_unit,
+        )
+        await write_batch(session, actor.workspace_id, run.id, plan)
+        counts.update(r.outcome for r in plan.rows)
+    run = await finish_import_run(session, run, counts)
+    record_audit(
+        session,
+        workspace_id=actor.workspace_id,
+        actor_id=actor.member_id,
+        action="guests.import",
+        subject_type="import_run",
+        subject_id=run.id,
+        details={
+            "source": run.source,
+            "file_name": run.file_name,
+            "idempotency_key": run.idempotency_key,
+            "total_rows": run.total_rows,
+            **{o.value: counts.get(o, 0) for o in ImportRowOutcome},
+        },
+    )
+    return ImportResult(run, created=True)
+
+
+async def import_guests_csv(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    request: ImportRequest,
+    chunks: AsyncIterable[bytes],
+    max_bytes: int,
+) -> ImportResult:
+    """Import a CSV streamed as byte chunks (admin or parent_admin)."""
+    async with acting(sessions, actor_id, WRITERS, "import guests") as (session, actor):
+        return await _import(session, actor, request, csv_batches(chunks, max_bytes))
+
+
+async def upsert_guests(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    request: ImportRequest,
+    rows: Sequence[GuestInput],
+) -> ImportResult:
+    """Import explicit rows (contacts or manual entry) with the same rules as a CSV."""
+    async with acting(sessions, actor_id, WRITERS, "import guests") as (session, actor):
+        return await _import(session, actor, request, _row_batches(rows))
+
+
+async def list_run_rows(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    import_run_id: uuid.UUID,
+    outcomes: Sequence[ImportRowOutcome],
+    page_size: int,
+    page_token: str,
+) -> tuple[ImportRun, list[ImportRowView], str]:
+    """The run, a page of its rows in input order, and the next page's token."""
+    page = page_request(page_size, page_token, key_length=1)
+    after = page.after[0] if page.after else 0
+    if not isinstance(after, int):
+        raise InvalidArgument(FieldViolation("page_token", "is not a token this list returned"))
+    async with acting(sessions, actor_id, READERS, "list import rows") as (session, actor):
+        run = await get_import_run(session, actor.workspace_id, import_run_id)
+        rows = await list_import_rows(session, run.id, outcomes, after, page.size + 1)
+    token = ""
+    if len(rows) > page.size:
+        rows = rows[: page.size]
+        token = encode_page_token([rows[-1].row_number])
+    return run, rows, token
+
+
+async def list_households(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[GuestUnitView], str]:
+    """A page of the workspace's households by name and the next page's token."""
+    page = page_request(page_size, page_token, key_length=1)
+    after = page.after[0] if page.after else ""
+    if not isinstance(after, str):
+        raise InvalidArgument(FieldViolation("page_token", "is not a token this list returned"))
+    async with acting(sessions, actor_id, READERS, "list households") as (session, actor):
+        units = await list_guest_units(session, actor.workspace_id, after, page.size + 1)
+    token = ""
+    if len(units) > page.size:
+        units = units[: page.size]
+        token = encode_page_token([units[-1].name])
+    return units, token
