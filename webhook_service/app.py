@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,7 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db.engine import make_engine
+from common.settings import split_secrets
+from webhook_service import inbox
+from webhook_service.forwarder import Forwarder
+from webhook_service.metrics import POST_SECONDS, POSTS
 from webhook_service.settings import WebhookSettings
+from webhook_service.signature import Verdict, parse_signature, verify
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,19 @@ class Deps:
 
 SETTINGS = web.AppKey("settings", WebhookSettings)
 DEPS = web.AppKey("deps", Deps)
+APP_SECRETS = web.AppKey("app_secrets", list[bytes])
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+CHANNEL_OPTIONS = (
+    # Reconnect within seconds once the dispatch service is back (gRPC's default backoff grows
+    # to two minutes, which would hold pending receipts long after an outage ended).
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+)
+"""Options of the ingestor's channel to the dispatch service."""
 
 
 def dispatch_channel(settings: WebhookSettings) -> aio.Channel:
@@ -45,8 +65,8 @@ def dispatch_channel(settings: WebhookSettings) -> aio.Channel:
     if settings.dispatch_tls_ca_file:
         with open(settings.dispatch_tls_ca_file, "rb") as ca:
             credentials = grpc.ssl_channel_credentials(ca.read())
-        return aio.secure_channel(settings.dispatch_target, credentials)
-    return aio.insecure_channel(settings.dispatch_target)
+        return aio.secure_channel(settings.dispatch_target, credentials, options=CHANNEL_OPTIONS)
+    return aio.insecure_channel(settings.dispatch_target, options=CHANNEL_OPTIONS)
 
 
 def build_deps(settings: WebhookSettings) -> Deps:
@@ -66,9 +86,62 @@ async def verify_subscription(request: web.Request) -> web.Response:
     return web.Response(status=403, text="verification failed")
 
 
+def _refuse(status: int, verdict: str, reason: str) -> web.Response:
+    POSTS.labels(verdict).inc()
+    return web.Response(status=status, text=reason)
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it grows past `limit` bytes (never read whole)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
-    """POST /webhooks/whatsapp: lands with the status-ingestion issue; until then 501."""
-    return web.Response(status=501, text="webhook ingestion is not implemented yet")
+    """POST /webhooks/whatsapp: verify, store the raw body, answer 200; forwarding is async."""
+    started = time.perf_counter()
+    try:
+        return await _receive(request)
+    finally:
+        POST_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _receive(request: web.Request) -> web.Response:
+    limit = request.app[SETTINGS].webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _refuse(413, "too_large", "body too large")
+    header = request.headers.get("X-Hub-Signature-256")
+    presented = parse_signature(header)
+    if presented is Verdict.MISSING or presented is Verdict.MALFORMED:
+        return _refuse(401, presented.value, "missing or malformed X-Hub-Signature-256")
+    body = await read_bounded(request, limit)
+    if body is None:
+        return _refuse(413, "too_large", "body too large")
+    if not body:
+        return _refuse(400, "empty_body", "empty body")
+    secrets: list[bytes] = request.app[APP_SECRETS]
+    if verify(body, header, secrets) is not Verdict.VALID:
+        return _refuse(403, Verdict.MISMATCH.value, "signature does not match")
+    try:
+        receipt = await inbox.store(
+            request.app[DEPS].engine, body, hashlib.sha256(body).digest(), request.headers
+        )
+    except Exception:
+        # Nothing stored: a 5xx makes Meta deliver it again later, which is what we want.
+        log.exception("could not store a verified webhook")
+        return _refuse(503, "storage_error", "try again later")
+    if receipt is None:
+        POSTS.labels("duplicate").inc()
+    else:
+        POSTS.labels("stored").inc()
+        request.app[FORWARDER].submit(receipt)
+    return web.Response(text="ok")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -101,13 +174,23 @@ def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Appli
     """The ingestor application; `deps` default to the production ones, built on start-up."""
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
     app[SETTINGS] = settings
+    app[APP_SECRETS] = [s.encode() for s in split_secrets(settings.whatsapp_app_secret)]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[DEPS] = deps or build_deps(settings)
         yield
         await app[DEPS].close()
 
+    async def forwarding(app: web.Application) -> AsyncIterator[None]:
+        forwarder = Forwarder(settings, app[DEPS].engine, app[DEPS].channel)
+        app[FORWARDER] = forwarder
+        forwarder.start()
+        yield
+        await forwarder.stop(settings.webhook_grace_seconds)
+
+    # Cleanup runs in reverse: the forwarder stops before the engine and channel close.
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(forwarding)
     app.router.add_get(WEBHOOK_PATH, verify_subscription)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
     app.router.add_get("/healthz", healthz)

@@ -33,3 +33,35 @@ class WebhookSettings(ServiceSettings):
 
     webhook_grace_seconds: float = Field(default=10.0, ge=0)
     """WEBHOOK_GRACE_SECONDS: how long in-flight requests may finish on shutdown."""
+
+    webhook_forward_batch_receipts: int = Field(default=200, ge=1, le=10_000)
+    """WEBHOOK_FORWARD_BATCH_RECEIPTS: at most this many receipts per ApplyStatus call."""
+
+    webhook_forward_batch_updates: int = Field(default=2_000, ge=1, le=10_000)
+    """WEBHOOK_FORWARD_BATCH_UPDATES: stop adding receipts to a call past this many updates
+    (a single receipt is never split; Meta batches at most 1,000 updates per POST)."""
+
+    webhook_forward_concurrency: int = Field(default=2, ge=1, le=64)
+    """WEBHOOK_FORWARD_CONCURRENCY: ApplyStatus calls the forwarder keeps in flight at once."""
+
+    webhook_forward_deadline_seconds: float = Field(default=10.0, gt=0)
+    """WEBHOOK_FORWARD_DEADLINE_SECONDS: the deadline of every ApplyStatus call."""
+
+    webhook_forward_attempts: int = Field(default=3, ge=1, le=10)
+    """WEBHOOK_FORWARD_ATTEMPTS: calls per fresh batch before leaving it to the sweeper
+    (transient errors only, with exponential backoff and jitter)."""
+
+    webhook_forward_backoff_seconds: float = Field(default=0.2, gt=0)
+    """WEBHOOK_FORWARD_BACKOFF_SECONDS: the first retry's backoff; it doubles per attempt."""
+
+    webhook_forward_queue_limit: int = Field(default=20_000, ge=1)
+    """WEBHOOK_FORWARD_QUEUE_LIMIT: fresh receipts waiting in memory; beyond it (or while the
+    dispatch service fails) they wait in the database for the sweeper instead."""
+
+    webhook_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    """WEBHOOK_SWEEP_INTERVAL_SECONDS: how often pending receipts are looked for and
+    re-forwarded (after a crash, or while the dispatch service was down)."""
+
+    webhook_sweep_min_age_seconds: float = Field(default=60.0, ge=0)
+    """WEBHOOK_SWEEP_MIN_AGE_SECONDS: the sweeper leaves receipts younger than this to the
+    forwarder of the ingestor that stored them."""

@@ -1,0 +1,387 @@
+"""The ingestor on real Postgres with a real in-process dispatch service (gRPC on a free port).
+
+POSTs go through aiohttp's test client to the real app; nothing about the status path is faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from grpc import aio
+
+from common.db.engine import make_engine, make_sessions
+from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
+from dispatch_service.bootstrap import Deps as DispatchDeps
+from dispatch_service.server import build_server
+from dispatch_service.settings import DispatchSettings
+from tests.status_support import (
+    SENDER,
+    SeededRun,
+    change,
+    encode,
+    envelope,
+    seed_run,
+    seed_workspace,
+    sign,
+    status_item,
+    statuses_body,
+)
+from webhook_service.app import CHANNEL_OPTIONS, create_app
+from webhook_service.app import Deps as WebhookDeps
+from webhook_service.forwarder import Forwarder
+from webhook_service.settings import WebhookSettings
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+INGESTOR_TOKEN = "test-ingestor-token"
+SECRET, NEXT_SECRET = "test-app-secret", "test-next-app-secret"
+PATH = "/webhooks/whatsapp"
+MAX_BODY = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DispatchServer:
+    """The real dispatch gRPC server, stoppable and restartable on the same port."""
+
+    def __init__(self, database_url: str) -> None:
+        self.target = f"127.0.0.1:{free_port()}"
+        self.settings = DispatchSettings(
+            database_url=database_url,
+            dispatch_listen=self.target,
+            dispatch_metrics_listen="",
+            dispatch_backend_tokens="test-backend-token",
+            dispatch_ingestor_token=INGESTOR_TOKEN,
+            whatsapp_access_token="test-access-token",
+            whatsapp_phone_number_id=SENDER,
+        )
+        self.engine = make_engine(database_url, pool_size=4, max_overflow=4)
+        self.server: aio.Server | None = None
+
+    async def start(self) -> None:
+        deps = DispatchDeps(self.settings, self.engine, make_sessions(self.engine))
+        self.server, _, _ = build_server(self.settings, deps)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+            self.server = None
+
+
+def webhook_settings(database_url: str, target: str, **overrides: Any) -> WebhookSettings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "dispatch_target": target,
+        "dispatch_ingestor_token": INGESTOR_TOKEN,
+        "whatsapp_app_secret": f"{SECRET},{NEXT_SECRET}",
+        "whatsapp_verify_token": "test-verify-token",
+        "webhook_max_body_bytes": MAX_BODY,
+        "webhook_forward_deadline_seconds": 2.0,
+        "webhook_forward_backoff_seconds": 0.05,
+        "webhook_sweep_interval_seconds": 0.2,
+        "webhook_sweep_min_age_seconds": 0.3,
+        **overrides,
+    }
+    return WebhookSettings(**values)
+
+
+@pytest.fixture
+async def dispatch(database_url: str) -> AsyncIterator[DispatchServer]:
+    server = DispatchServer(database_url)
+    await server.start()
+    yield server
+    await server.stop()
+    await server.engine.dispose()
+
+
+@pytest.fixture
+async def client(
+    database_url: str, dispatch: DispatchServer
+) -> AsyncIterator[TestClient[Any, Any]]:
+    settings = webhook_settings(database_url, dispatch.target)
+    deps = WebhookDeps(
+        make_engine(database_url, pool_size=4), aio.insecure_channel(dispatch.target)
+    )
+    async with TestClient(TestServer(create_app(settings, deps))) as test_client:
+        yield test_client
+
+
+Post = Callable[..., Awaitable[ClientResponse]]
+
+
+@pytest.fixture
+def post(client: TestClient[Any, Any]) -> Post:
+    async def send(body: bytes, signature: str | None = "sign", **kwargs: Any) -> ClientResponse:
+        headers = {"Content-Type": "application/json"}
+        if signature == "sign":
+            signature = sign(body, SECRET)
+        if signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        return await client.post(PATH, data=body, headers=headers, **kwargs)
+
+    return send
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(sql, list(params)).fetchall()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def receipts(database_url: str) -> list[tuple[Any, ...]]:
+    return query(database_url, "SELECT state, flag FROM webhook_receipt ORDER BY received_at")
+
+
+def states(database_url: str, run: SeededRun) -> list[str]:
+    rows = query(
+        database_url,
+        "SELECT state FROM invite_message WHERE run_id = %s ORDER BY position",
+        run.run_id,
+    )
+    return [r[0] for r in rows]
+
+
+async def test_a_signed_status_is_stored_as_received_answered_and_applied(
+    database_url: str, post: Post
+) -> None:
+    run = seed_run(database_url, 1)
+    body = statuses_body([status_item(run.wamids[0] or "", "delivered", 1_900_000_000)])
+    response = await post(body)
+    assert response.status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", None)])
+    (stored,) = query(
+        database_url,
+        "SELECT body, body_sha256, headers, signature_verdict, phone_number_id, workspace_id,"
+        " attempts, applied_at IS NOT NULL FROM webhook_receipt",
+    )
+    assert stored[0] == body
+    assert stored[1] == hashlib.sha256(body).digest()
+    assert stored[2]["x-hub-signature-256"] == sign(body, SECRET)
+    assert stored[2]["content-type"] == "application/json"
+    assert stored[3:] == ("valid", SENDER, run.workspace_id, 1, True)
+    assert states(database_url, run) == ["delivered"]
+
+
+async def test_forged_tampered_and_unsigned_posts_store_nothing(
+    database_url: str, post: Post
+) -> None:
+    run = seed_run(database_url, 1)
+    body = statuses_body([status_item(run.wamids[0] or "", "read", 1_900_000_000)])
+    good = sign(body, SECRET)
+    cases = [
+        (None, 401),
+        ("", 401),
+        (good[len("sha256=") :], 401),  # no prefix
+        (good[:-2], 401),  # wrong length
+        (sign(body, "some-other-secret"), 403),
+        (sign(body + b" ", SECRET), 403),  # valid signature of another body
+    ]
+    for signature, expected in cases:
+        response = await post(body, signature=signature)
+        assert response.status == expected, signature
+    tampered = body.replace(b'"read"', b'"sent"')
+    assert (await post(tampered, signature=good)).status == 403
+    assert (await post(b"", signature=sign(b"", SECRET))).status == 400
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(0,)]
+    assert states(database_url, run) == ["sent"]
+
+
+async def test_upper_case_hex_and_either_rotation_secret_are_accepted(
+    database_url: str, post: Post
+) -> None:
+    first = statuses_body([status_item("wamid.rot1", "sent", 1_900_000_000)])
+    second = statuses_body([status_item("wamid.rot2", "sent", 1_900_000_000)])
+    upper = "sha256=" + sign(first, SECRET)[len("sha256=") :].upper()
+    assert (await post(first, signature=upper)).status == 200
+    assert (await post(second, signature=sign(second, NEXT_SECRET))).status == 200
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(2,)]
+
+
+async def test_bodies_over_the_limit_get_413_and_are_never_stored(
+    database_url: str, client: TestClient[Any, Any], post: Post
+) -> None:
+    big = encode(envelope([change({"statuses": []})])) + b" " * MAX_BODY
+    assert (await post(big)).status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # chunked: no Content-Length to check first
+        for _ in range(MAX_BODY // 1024 + 2):
+            yield b" " * 1024
+
+    headers = {"X-Hub-Signature-256": sign(b"x", SECRET)}
+    response = await client.post(PATH, data=chunks(), headers=headers)
+    assert response.status == 413
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(0,)]
+
+
+async def test_an_identical_redelivery_is_the_same_receipt(database_url: str, post: Post) -> None:
+    body = statuses_body([status_item("wamid.dup", "sent", 1_900_000_000)])
+    assert [(await post(body)).status for _ in range(3)] == [200, 200, 200]
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("body", "flag"),
+    [
+        (b"{not json", "invalid_json"),
+        ((CORPUS / "truncated.json").read_bytes(), "invalid_json"),
+        ((CORPUS / "not_whatsapp_object.json").read_bytes(), "unknown_shape"),
+        ((CORPUS / "status_without_id.json").read_bytes(), "unknown_shape"),
+    ],
+)
+async def test_unreadable_verified_bodies_are_stored_flagged_and_acknowledged(
+    database_url: str, post: Post, body: bytes, flag: str
+) -> None:
+    assert (await post(body)).status == 200
+    await eventually(lambda: receipts(database_url) == [("flagged", flag)])
+    assert query(database_url, "SELECT body FROM webhook_receipt") == [(body,)]
+
+
+async def test_an_unknown_sender_is_flagged_and_never_applied(
+    database_url: str, post: Post
+) -> None:
+    run = seed_run(database_url, 1)
+    body = statuses_body([status_item(run.wamids[0] or "", "read", 1_900_000_000)], sender="999")
+    assert (await post(body)).status == 200
+    await eventually(lambda: receipts(database_url) == [("flagged", "unknown_sender")])
+    assert states(database_url, run) == ["sent"]
+    assert query(database_url, "SELECT count(*) FROM status_event") == [(0,)]
+
+
+async def test_a_sender_shared_by_two_workspaces_binds_no_single_workspace(
+    database_url: str, post: Post
+) -> None:
+    run = seed_run(database_url, 1)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed_workspace(conn)
+    body = statuses_body([status_item(run.wamids[0] or "", "read", 1_900_000_000)])
+    assert (await post(body)).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", None)])
+    assert query(database_url, "SELECT phone_number_id, workspace_id FROM webhook_receipt") == [
+        (SENDER, None)
+    ]
+    assert states(database_url, run) == ["read"]
+
+
+@pytest.mark.parametrize("name", ["template_status_update.json", "value_level_error.json"])
+async def test_notifications_without_updates_are_applied(
+    database_url: str, post: Post, name: str
+) -> None:
+    assert (await post((CORPUS / name).read_bytes())).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", None)])
+
+
+async def test_opt_outs_from_webhooks_reach_do_not_message(database_url: str, post: Post) -> None:
+    seed_run(database_url, 1)
+    for name in ("user_preferences_stop.json", "unicode_escaped_inbound.json"):
+        assert (await post((CORPUS / name).read_bytes())).status == 200
+    await eventually(lambda: [s for s, _ in receipts(database_url)] == ["applied", "applied"])
+    assert query(
+        database_url, "SELECT phone_e164, source FROM do_not_message_entry ORDER BY phone_e164"
+    ) == [("+16505551234", "user_preferences_stop"), ("+46700000001", "inbound_stop_keyword")]
+
+
+async def test_nothing_is_lost_while_the_dispatch_service_is_down(
+    database_url: str, dispatch: DispatchServer, post: Post
+) -> None:
+    run = seed_run(database_url, 6)
+    await dispatch.stop()
+    for n, wamid in enumerate(run.wamids):
+        body = statuses_body([status_item(wamid or "", "read", 1_900_000_000 + n)])
+        assert (await post(body)).status == 200
+    await asyncio.sleep(0.8)  # the forwarder and the sweeper both try, and fail
+    assert {s for s, _ in receipts(database_url)} == {"pending"}
+    (attempted,) = query(database_url, "SELECT min(attempts), max(last_error) FROM webhook_receipt")
+    assert attempted[0] >= 1
+    assert "UNAVAILABLE" in attempted[1]
+    await dispatch.start()
+    await eventually(lambda: {s for s, _ in receipts(database_url)} == {"applied"})
+    assert states(database_url, run) == ["read"] * 6
+
+
+async def test_sweepers_of_several_ingestors_share_pending_receipts(
+    database_url: str, dispatch: DispatchServer, client: TestClient[Any, Any]
+) -> None:
+    run = seed_run(database_url, 40)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for n, wamid in enumerate(run.wamids):
+            body = statuses_body([status_item(wamid or "", "delivered", 1_900_000_000 + n)])
+            conn.execute(
+                "INSERT INTO webhook_receipt (body, body_sha256, signature_verdict, state,"
+                " received_at) VALUES (%s, %s, 'valid', 'pending', now() - interval '1 hour')",
+                [body, hashlib.sha256(body).digest()],
+            )
+    # The app's own forwarder is one ingestor; two more run their sweeps at the same time.
+    settings = webhook_settings(database_url, dispatch.target, webhook_forward_batch_receipts=7)
+    engine = make_engine(database_url, pool_size=4)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    others = [Forwarder(settings, engine, channel) for _ in range(2)]
+    try:
+
+        async def drain(forwarder: Forwarder) -> int:
+            total = 0
+            while swept := await forwarder.sweep_once():
+                total += swept
+            return total
+
+        counts = await asyncio.gather(*(drain(f) for f in others))
+    finally:
+        await channel.close(None)
+        await engine.dispose()
+    await eventually(lambda: {s for s, _ in receipts(database_url)} == {"applied"})
+    assert sum(counts) <= 40
+    assert query(database_url, "SELECT max(attempts) FROM webhook_receipt") == [(1,)]
+    assert states(database_url, run) == ["delivered"] * 40
+
+
+async def test_the_dispatch_service_refuses_callers_without_the_ingestor_token(
+    dispatch: DispatchServer,
+) -> None:
+    async with aio.insecure_channel(dispatch.target) as channel:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
+        for metadata, code in [
+            ((), grpc.StatusCode.UNAUTHENTICATED),
+            ((("authorization", "Bearer wrong"),), grpc.StatusCode.UNAUTHENTICATED),
+            ((("authorization", "Bearer test-backend-token"),), grpc.StatusCode.PERMISSION_DENIED),
+        ]:
+            with pytest.raises(aio.AioRpcError) as caught:
+                await stub.ApplyStatus(
+                    dispatch_pb2.ApplyStatusRequest(), metadata=metadata, timeout=5
+                )
+            assert caught.value.code() == code
+        reply = await stub.ApplyStatus(
+            dispatch_pb2.ApplyStatusRequest(),
+            metadata=(("authorization", f"Bearer {INGESTOR_TOKEN}"),),
+            timeout=5,
+        )
+        assert list(reply.status_outcomes) == []
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.ApplyStatus(
+                dispatch_pb2.ApplyStatusRequest(
+                    statuses=[dispatch_pb2.StatusUpdate(status="sent")]
+                ),
+                metadata=(("authorization", f"Bearer {INGESTOR_TOKEN}"),),
+                timeout=5,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "statuses[0].provider_message_id" in (caught.value.details() or "")

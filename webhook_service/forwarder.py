@@ -1,0 +1,365 @@
+"""Forwarding receipts to the dispatch service's ApplyStatus, promptly and without losing any.
+
+Two paths share one planning step (normalise, bind senders, build one request):
+
+* **Fresh receipts.** The POST handler hands each stored receipt to :meth:`Forwarder.submit`.
+  A loop woken by an ``asyncio.Event`` gathers what is waiting (up to N receipts / M updates),
+  sends one ApplyStatus call (deadline on every call, a few retries with exponential backoff
+  and jitter on transient errors) and keeps up to K calls in flight, so batches grow with load.
+* **The sweeper.** Every few seconds it claims pending receipts older than a minimum age with
+  ``FOR UPDATE SKIP LOCKED`` (several ingestors share the work, none forwards a receipt another
+  one holds), forwards them, and records the outcome in the same transaction. It is what
+  delivers receipts stored while the dispatch service was down, or before a crash.
+
+A receipt is marked ``applied`` only after ApplyStatus succeeded for every update in it.
+When a call fails, its receipts stay ``pending`` (attempts and last error recorded) and the
+forwarder stops calling for a sweep interval: fresh receipts then simply wait in the database
+for the sweeper, so memory stays bounded while the dispatch service is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from common.generated.invites.v1 import dispatch_pb2 as pb
+from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
+from common.vocabulary import ReceiptFlag, ReceiptState
+from webhook_service import inbox, metrics
+from webhook_service.inbox import Receipt, Settlement
+from webhook_service.normalise import Normalised, normalise
+from webhook_service.settings import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def _timestamp(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+@dataclass
+class Plan:
+    """One ApplyStatus request built from some receipts, and what to record on each."""
+
+    request: pb.ApplyStatusRequest = field(default_factory=pb.ApplyStatusRequest)
+    forwarded: list[Settlement] = field(default_factory=list)
+    """Receipts that become applied when the call succeeds (or stay pending when it fails)."""
+    settled: list[Settlement] = field(default_factory=list)
+    """Receipts settled whatever the call does (flagged, or nothing to forward)."""
+
+    @property
+    def has_updates(self) -> bool:
+        r = self.request
+        return bool(r.statuses or r.preferences or r.inbound_texts)
+
+
+def _add_updates(
+    request: pb.ApplyStatusRequest, receipt_id: str, updates: Normalised, known: set[str]
+) -> int:
+    """Add a receipt's updates for known senders to `request`; returns how many were dropped."""
+    dropped = 0
+    for s in updates.statuses:
+        if s.phone_number_id not in known:
+            dropped += 1
+            continue
+        request.statuses.append(
+            pb.StatusUpdate(
+                receipt_id=receipt_id,
+                phone_number_id=s.phone_number_id,
+                provider_message_id=s.provider_message_id,
+                status=s.status,
+                provider_timestamp=_timestamp(s.timestamp),
+                recipient_id=s.recipient_id,
+                callback_data=s.callback_data,
+                errors=[
+                    pb.ProviderError(code=e.code, title=e.title, details=e.details)
+                    for e in s.errors
+                ],
+            )
+        )
+    for p in updates.preferences:
+        if p.phone_number_id not in known:
+            dropped += 1
+            continue
+        request.preferences.append(
+            pb.PreferenceUpdate(
+                receipt_id=receipt_id,
+                phone_number_id=p.phone_number_id,
+                wa_id=p.wa_id,
+                category=p.category,
+                value=p.value,
+                provider_timestamp=_timestamp(p.timestamp),
+            )
+        )
+    for t in updates.inbound_texts:
+        if t.phone_number_id not in known:
+            dropped += 1
+            continue
+        request.inbound_texts.append(
+            pb.InboundText(
+                receipt_id=receipt_id,
+                phone_number_id=t.phone_number_id,
+                from_wa_id=t.from_wa_id,
+                provider_message_id=t.message_id,
+                text=t.text,
+                provider_timestamp=_timestamp(t.timestamp),
+            )
+        )
+    return dropped
+
+
+async def plan(conn: AsyncConnection, receipts: Sequence[Receipt]) -> Plan:
+    """Normalise receipts, bind them to workspaces and build the ApplyStatus request."""
+    normalised = [(r, normalise(r.body)) for r in receipts]
+    ids = sorted({pnid for _, n in normalised for pnid in n.phone_number_ids})
+    bindings = await inbox.sender_bindings(conn, ids)
+    known = set(bindings)
+    result = Plan()
+    for receipt, updates in normalised:
+        rid = receipt.id
+        if updates.flag is not None:
+            log.warning(
+                "receipt flagged %s: %s",
+                updates.flag.value,
+                updates.problem,
+                extra={"receipt_id": rid},
+            )
+            result.settled.append(Settlement(rid, ReceiptState.FLAGGED, flag=updates.flag.value))
+            continue
+        first = updates.phone_number_ids[0] if updates.phone_number_ids else None
+        settlement = Settlement(
+            rid, ReceiptState.APPLIED, phone_number_id=first, workspace_id=bindings.get(first or "")
+        )
+        if updates.phone_number_ids and not known.intersection(updates.phone_number_ids):
+            log.warning("receipt flagged unknown_sender", extra={"receipt_id": rid})
+            result.settled.append(
+                Settlement(
+                    rid,
+                    ReceiptState.FLAGGED,
+                    flag=ReceiptFlag.UNKNOWN_SENDER.value,
+                    phone_number_id=first,
+                )
+            )
+            continue
+        for error in updates.value_errors:
+            log.warning(
+                "provider reported error %d: %s", error.code, error.title, extra={"receipt_id": rid}
+            )
+        dropped = _add_updates(result.request, str(rid), updates, known)
+        if dropped:
+            log.warning(
+                "%d updates for unknown sender ids skipped", dropped, extra={"receipt_id": rid}
+            )
+        if updates.update_count - dropped:
+            result.forwarded.append(settlement)
+        else:
+            result.settled.append(settlement)  # template/account notifications: nothing to send
+    return result
+
+
+class Forwarder:
+    """Forwards fresh receipts as they arrive and sweeps pending ones; one per ingestor."""
+
+    def __init__(
+        self, settings: WebhookSettings, engine: AsyncEngine, channel: aio.Channel
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._stub = pb_grpc.DispatchServiceStub(channel)
+        token = settings.dispatch_ingestor_token.get_secret_value()
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._queue: deque[Receipt] = deque()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.webhook_forward_concurrency)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._paused_until = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the forwarding loop and the sweeper."""
+        self._tasks = [
+            asyncio.create_task(self._forward_loop(), name="forwarder"),
+            asyncio.create_task(self._sweep_loop(), name="sweeper"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking work, let in-flight calls finish for up to `grace` seconds, then cancel.
+
+        Receipts not applied by then stay pending and are swept later (here or elsewhere)."""
+        for task in self._tasks:
+            task.cancel()
+        if self._calls:
+            await asyncio.wait(self._calls, timeout=grace)
+        for task in (*self._tasks, *self._calls):
+            task.cancel()
+        for task in (*self._tasks, *self._calls):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def submit(self, receipt: Receipt) -> None:
+        """Hand a freshly stored receipt to the forwarder (never blocks)."""
+        if len(self._queue) >= self._settings.webhook_forward_queue_limit or self._paused():
+            return  # it is durable: the sweeper forwards it
+        self._queue.append(receipt)
+        self._wake.set()
+
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    # --- fresh receipts ----------------------------------------------------------------------
+
+    def _take_batch(self) -> list[Receipt]:
+        batch: list[Receipt] = []
+        size = 0
+        limit = self._settings.webhook_forward_batch_updates
+        while self._queue and len(batch) < self._settings.webhook_forward_batch_receipts:
+            # A rough count (bodies are parsed later); 200 bytes per status is conservative.
+            weight = max(1, len(self._queue[0].body) // 200)
+            if batch and size + weight > limit:
+                break
+            batch.append(self._queue.popleft())
+            size += weight
+        return batch
+
+    async def _forward_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._slots.acquire()
+                batch = self._take_batch()
+                if not batch:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._forward_fresh(batch))
+                self._calls.add(task)
+                task.add_done_callback(self._call_done)
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._calls.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("forwarding failed", exc_info=error)
+
+    async def _forward_fresh(self, receipts: list[Receipt]) -> None:
+        if self._paused():
+            return  # left pending for the sweeper
+        async with self._engine.connect() as conn:
+            work = await plan(conn, receipts)
+        error = await self._call(work, attempts=self._settings.webhook_forward_attempts)
+        if error is not None:
+            self._paused_until = time.monotonic() + self._settings.webhook_sweep_interval_seconds
+        async with self._engine.begin() as conn:
+            await self._settle(conn, work, error, path="fresh")
+
+    # --- the sweeper -------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        interval = self._settings.webhook_sweep_interval_seconds
+        while True:
+            try:
+                swept = await self.sweep_once()
+                pending, oldest = await inbox.pending_stats(self._engine)
+                metrics.UNAPPLIED.set(pending)
+                metrics.OLDEST_UNAPPLIED.set(oldest)
+            except Exception:
+                log.exception("sweep failed")
+                swept = 0
+            # A full batch means more may be waiting: go again at once.
+            if swept < self._settings.webhook_forward_batch_receipts:
+                await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    async def sweep_once(self) -> int:
+        """Forward one batch of old pending receipts; returns how many were claimed."""
+        async with self._engine.begin() as conn:
+            receipts = await inbox.claim_pending(
+                conn,
+                limit=self._settings.webhook_forward_batch_receipts,
+                min_age_seconds=self._settings.webhook_sweep_min_age_seconds,
+            )
+            if not receipts:
+                return 0
+            work = await plan(conn, receipts)
+            error = await self._call(work, attempts=1)
+            if error is None:
+                self._paused_until = 0.0  # the dispatch service answers again
+            await self._settle(conn, work, error, path="sweep")
+        log.info("swept %d pending receipts", len(receipts), extra={"count": len(receipts)})
+        return len(receipts)
+
+    # --- shared ------------------------------------------------------------------------------
+
+    async def _call(self, work: Plan, *, attempts: int) -> str | None:
+        """Send the plan's request; None on success, else the last error's code name."""
+        if not work.has_updates:
+            return None
+        error = "not attempted"
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._stub.ApplyStatus(
+                    work.request,
+                    timeout=self._settings.webhook_forward_deadline_seconds,
+                    metadata=self._metadata,
+                )
+            except aio.AioRpcError as failure:
+                error = failure.code().name
+                metrics.FORWARD_CALLS.labels(error).inc()
+                log.warning(
+                    "ApplyStatus failed (%s), attempt %d of %d",
+                    error,
+                    attempt,
+                    attempts,
+                    extra={"count": len(work.forwarded)},
+                )
+                if failure.code() not in TRANSIENT_CODES or attempt == attempts:
+                    break
+                backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            else:
+                metrics.FORWARD_CALLS.labels("ok").inc()
+                r = work.request
+                metrics.UPDATES_FORWARDED.labels("statuses").inc(len(r.statuses))
+                metrics.UPDATES_FORWARDED.labels("preferences").inc(len(r.preferences))
+                metrics.UPDATES_FORWARDED.labels("inbound_texts").inc(len(r.inbound_texts))
+                return None
+        return error
+
+    async def _settle(
+        self, conn: AsyncConnection, work: Plan, error: str | None, path: str
+    ) -> None:
+        forwarded = work.forwarded
+        if error is not None:
+            forwarded = [
+                Settlement(s.receipt_id, ReceiptState.PENDING, error=f"ApplyStatus: {error}")
+                for s in forwarded
+            ]
+        for state, flag, lag in await inbox.settle(conn, [*work.settled, *forwarded]):
+            if state == ReceiptState.APPLIED:
+                metrics.FORWARD_LAG.observe(lag)
+            if state != ReceiptState.PENDING:
+                metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()

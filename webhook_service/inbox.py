@@ -1,0 +1,153 @@
+"""The durable inbox: webhook receipts in Postgres (SQLAlchemy Core on the ingestor's engine).
+
+A receipt is stored before Meta gets its 200, with the body exactly as received. An identical
+redelivery has the same SHA-256 and is the same receipt (INSERT … ON CONFLICT DO NOTHING).
+A receipt stays ``pending`` until ApplyStatus succeeded for it, then it is ``applied``; or it
+is ``flagged`` when it can never be applied (not JSON, unknown shape, unknown sender).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+KEPT_HEADERS = (
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-hub-signature-256",
+    "x-forwarded-for",
+    "x-request-id",
+)
+"""Request headers stored with a receipt (the signature is kept: it is what proves the body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A stored receipt as the forwarder needs it."""
+
+    id: uuid.UUID
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What to record on a receipt after a forwarding attempt."""
+
+    receipt_id: uuid.UUID
+    state: str  # pending (attempt failed), applied, flagged
+    flag: str | None = None
+    phone_number_id: str | None = None
+    workspace_id: uuid.UUID | None = None
+    error: str | None = None
+
+
+INSERT_RECEIPT = text("""
+    INSERT INTO webhook_receipt (body, body_sha256, headers, signature_verdict, state)
+    VALUES (:body, :sha256, CAST(:headers AS jsonb), 'valid', 'pending')
+    ON CONFLICT (body_sha256) DO NOTHING
+    RETURNING id, received_at
+""")
+CLAIM_PENDING = text("""
+    SELECT id, body, received_at FROM webhook_receipt
+    WHERE state = 'pending' AND received_at < now() - make_interval(secs => :min_age)
+    ORDER BY attempts, received_at
+    LIMIT :limit
+    FOR NO KEY UPDATE SKIP LOCKED
+""")
+SENDER_BINDINGS = text("""
+    SELECT sender_phone_number_id AS phone_number_id, count(*) AS workspaces,
+           min(id::text) AS some_workspace
+    FROM workspace WHERE sender_phone_number_id = ANY(CAST(:ids AS text[]))
+    GROUP BY sender_phone_number_id
+""")
+SETTLE = text("""
+    UPDATE webhook_receipt AS r
+    SET state = v.state, flag = v.flag,
+        phone_number_id = COALESCE(v.phone_number_id, r.phone_number_id),
+        workspace_id = COALESCE(v.workspace_id, r.workspace_id),
+        applied_at = CASE WHEN v.state = 'applied' THEN now() ELSE r.applied_at END,
+        attempts = r.attempts + 1, last_error = v.error
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]), CAST(:flags AS text[]),
+                CAST(:phone_number_ids AS text[]), CAST(:workspace_ids AS uuid[]),
+                CAST(:errors AS text[]))
+         AS v(id, state, flag, phone_number_id, workspace_id, error)
+    WHERE r.id = v.id AND r.state = 'pending'
+    RETURNING r.state, r.flag, EXTRACT(EPOCH FROM (now() - r.received_at)) AS lag
+""")
+PENDING_STATS = text("""
+    SELECT count(*) AS pending, EXTRACT(EPOCH FROM now() - min(received_at)) AS oldest
+    FROM webhook_receipt WHERE state = 'pending'
+""")
+
+
+async def store(
+    engine: AsyncEngine, body: bytes, sha256: bytes, headers: Mapping[str, str]
+) -> Receipt | None:
+    """Store a verified body; None when the same body is already stored (a redelivery)."""
+    kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            INSERT_RECEIPT, {"body": body, "sha256": sha256, "headers": json.dumps(kept)}
+        )
+        row = result.first()
+    return None if row is None else Receipt(row.id, body, row.received_at)
+
+
+async def claim_pending(
+    conn: AsyncConnection, *, limit: int, min_age_seconds: float
+) -> list[Receipt]:
+    """Lock up to `limit` pending receipts older than `min_age_seconds`, skipping ones another
+    ingestor holds; the locks last until `conn`'s transaction ends.
+
+    NO KEY UPDATE, not UPDATE: while the lock is held, ApplyStatus (another connection) inserts
+    status events referencing these receipts, which takes KEY SHARE locks on them."""
+    rows = await conn.execute(CLAIM_PENDING, {"limit": limit, "min_age": min_age_seconds})
+    return [Receipt(row.id, bytes(row.body), row.received_at) for row in rows]
+
+
+async def sender_bindings(
+    conn: AsyncConnection, phone_number_ids: Sequence[str]
+) -> dict[str, uuid.UUID | None]:
+    """Known sender phone number ids -> their workspace when exactly one uses it, else None."""
+    if not phone_number_ids:
+        return {}
+    rows = await conn.execute(SENDER_BINDINGS, {"ids": list(phone_number_ids)})
+    return {
+        row.phone_number_id: uuid.UUID(row.some_workspace) if row.workspaces == 1 else None
+        for row in rows
+    }
+
+
+async def settle(
+    conn: AsyncConnection, settlements: Sequence[Settlement]
+) -> list[tuple[str, str | None, float]]:
+    """Record an attempt's outcome on still-pending receipts: (state, flag, lag seconds) each."""
+    if not settlements:
+        return []
+    rows = await conn.execute(
+        SETTLE,
+        {
+            "ids": [s.receipt_id for s in settlements],
+            "states": [s.state for s in settlements],
+            "flags": [s.flag for s in settlements],
+            "phone_number_ids": [s.phone_number_id for s in settlements],
+            "workspace_ids": [s.workspace_id for s in settlements],
+            "errors": [s.error for s in settlements],
+        },
+    )
+    return [(row.state, row.flag, float(row.lag)) for row in rows]
+
+
+async def pending_stats(engine: AsyncEngine) -> tuple[int, float]:
+    """How many receipts are pending and the oldest one's age in seconds."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(PENDING_STATS)).one()
+    return int(row.pending), float(row.oldest or 0.0)

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the ingestor (default registry, served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POSTS = Counter(
+    "invites_webhook_posts_total",
+    "Webhook POSTs by verdict: stored, duplicate (same body again), too_large, empty_body, "
+    "signature_missing, signature_malformed, signature_mismatch, storage_error.",
+    ["verdict"],
+)
+POST_SECONDS = Histogram(
+    "invites_webhook_post_seconds",
+    "Time to answer a webhook POST (verify and store).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+RECEIPTS_SETTLED = Counter(
+    "invites_webhook_receipts_settled_total",
+    "Receipts taken out of pending: applied, or flagged (invalid_json, unknown_shape, "
+    "unknown_sender), by the forwarder (fresh) or the sweeper (sweep).",
+    ["result", "path"],
+)
+UPDATES_FORWARDED = Counter(
+    "invites_webhook_updates_forwarded_total",
+    "Updates ApplyStatus accepted, by kind (statuses, preferences, inbound_texts).",
+    ["kind"],
+)
+FORWARD_CALLS = Counter(
+    "invites_webhook_forward_calls_total",
+    "ApplyStatus calls by result (ok, or the gRPC status code name).",
+    ["result"],
+)
+FORWARD_LAG = Histogram(
+    "invites_webhook_forward_lag_seconds",
+    "From a receipt being stored to it being applied.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0),
+)
+UNAPPLIED = Gauge(
+    "invites_webhook_unapplied_receipts",
+    "Receipts still pending (as last counted by this ingestor's sweeper).",
+)
+OLDEST_UNAPPLIED = Gauge(
+    "invites_webhook_oldest_unapplied_age_seconds",
+    "Age of the oldest pending receipt (as last seen by this ingestor's sweeper).",
+)
