@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db.engine import make_engine, make_sessions
+from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
+from dispatch_service.providers.base import Provider
+from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
 from dispatch_service.settings import DispatchSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,18 +27,87 @@ class Deps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    provider: Provider | None = None
+    """The messaging provider runs send through (None: this process sends nothing)."""
+    http_client: httpx.AsyncClient | None = None
+    """The process's one HTTP client for provider calls, closed with the deps."""
+    dispatcher: Dispatcher | None = None
+    """The send worker, started by `start_workers` (None when DISPATCHER_ENABLED=false)."""
+    dispatcher_task: asyncio.Task[None] | None = None
+
+    @property
+    def provider_name(self) -> str:
+        """The provider new messages are recorded with."""
+        return self.provider.name if self.provider is not None else MetaCloudProvider.name
+
+    def start_workers(self) -> None:
+        """Start the dispatcher (if any) as a background task."""
+        if self.dispatcher is not None and self.dispatcher_task is None:
+            self.dispatcher_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+
+    def stop_workers(self) -> None:
+        """Ask the dispatcher to stop claiming; in-flight sends finish (awaited by `close`)."""
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
 
     async def close(self) -> None:
-        """Stop background work and dispose of the engine."""
+        """Stop background work, let in-flight sends finish, close the HTTP client and engine."""
+        self.stop_workers()
+        if self.dispatcher_task is not None:
+            grace = self.settings.dispatch_provider_timeout_seconds + 5.0
+            try:
+                await asyncio.wait_for(asyncio.shield(self.dispatcher_task), grace)
+            except TimeoutError:
+                log.warning("dispatcher did not stop within %.0fs; cancelling it", grace)
+                self.dispatcher_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.dispatcher_task
         for task in self.background:
             task.cancel()
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.http_client is not None:
+            await self.http_client.aclose()
         await self.engine.dispose()
 
 
+def build_provider(
+    settings: DispatchSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[MetaCloudProvider, httpx.AsyncClient]:
+    """The Meta Cloud API provider over one AsyncClient with explicit timeouts and limits."""
+    client = build_http_client(
+        timeout_seconds=settings.dispatch_provider_timeout_seconds,
+        connect_timeout_seconds=settings.dispatch_provider_connect_timeout_seconds,
+        max_connections=settings.dispatcher_concurrency,
+        transport=transport,
+    )
+    provider = MetaCloudProvider(
+        client,
+        base_url=settings.whatsapp_api_base_url,
+        api_version=settings.whatsapp_api_version,
+        access_token=settings.whatsapp_access_token.get_secret_value(),
+        parameter_format=settings.whatsapp_parameter_format,
+    )
+    return provider, client
+
+
 def build_deps(settings: DispatchSettings) -> Deps:
-    """The production dependencies: one engine and its session factory."""
-    engine = make_engine(settings.database_url)
-    return Deps(settings=settings, engine=engine, sessions=make_sessions(engine))
+    """The production dependencies: one engine, one HTTP client, the provider, the dispatcher."""
+    pool = max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
+    engine = make_engine(settings.database_url, pool_size=pool)
+    sessions = make_sessions(engine)
+    provider, client = build_provider(settings)
+    dispatcher = (
+        Dispatcher(sessions, provider, DispatcherConfig.from_settings(settings))
+        if settings.dispatcher_enabled
+        else None
+    )
+    return Deps(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        provider=provider,
+        http_client=client,
+        dispatcher=dispatcher,
+    )

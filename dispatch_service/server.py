@@ -108,6 +108,7 @@ async def serve(settings: DispatchSettings, deps: Deps | None = None) -> None:
     if settings.dispatch_metrics_listen:
         start_metrics_server(settings.dispatch_metrics_listen)
     deps.background.append(asyncio.create_task(track_database_health(deps.engine, health_servicer)))
+    deps.start_workers()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +117,7 @@ async def serve(settings: DispatchSettings, deps: Deps | None = None) -> None:
     log.info(
         "shutting down: health NOT_SERVING, draining for %.1fs", settings.dispatch_grace_seconds
     )
+    deps.stop_workers()  # no new claims; in-flight sends finish and are recorded in close()
     for task in deps.background:
         task.cancel()
     await health_servicer.enter_graceful_shutdown()

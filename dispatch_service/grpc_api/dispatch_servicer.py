@@ -1,7 +1,4 @@
-"""DispatchService: transport only (proto to command, use case, result to proto).
-
-Methods whose issue has not landed answer UNIMPLEMENTED.
-"""
+"""DispatchService: transport only (proto to command, use case, result to proto)."""
 
 from __future__ import annotations
 
@@ -13,9 +10,19 @@ from grpc import aio
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
+from dispatch_service.grpc_api import dispatch_mapping as mapping
 from dispatch_service.grpc_api import status_mapping
-from dispatch_service.grpc_api.unimplemented import unimplemented
+from dispatch_service.grpc_api.actor import actor_id
+from dispatch_service.use_cases import reads
 from dispatch_service.use_cases.apply_status import apply_status
+from dispatch_service.use_cases.precheck import parse_uuid, precheck_command, precheck_send
+from dispatch_service.use_cases.runs import (
+    cancel_run,
+    resume_run,
+    run_command,
+    start_run,
+    start_run_command,
+)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -29,41 +36,72 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
     async def PrecheckSend(
         self, request: pb.PrecheckSendRequest, context: Context
     ) -> pb.PrecheckSendResponse:
-        await unimplemented(context, "PrecheckSend")
+        command = precheck_command(
+            actor_id(context),
+            request.event_id,
+            request.template_id,
+            request.page_size,
+            list(request.resend_phones),
+        )
+        ttl = self.deps.settings.precheck_ttl_seconds
+        return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl))
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
-        await unimplemented(context, "StartRun")
+        command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)
+        result = await start_run(self.deps.sessions, command, self.deps.provider_name)
+        return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 
     async def GetRunStatus(
         self, request: pb.GetRunStatusRequest, context: Context
     ) -> pb.GetRunStatusResponse:
-        await unimplemented(context, "GetRunStatus")
+        run_id = parse_uuid(request.run_id, "run_id")
+        status = await reads.get_run_status(self.deps.sessions, actor_id(context), run_id)
+        return pb.GetRunStatusResponse(status=mapping.run_status(status))
 
     async def ListRunMessages(
         self, request: pb.ListRunMessagesRequest, context: Context
     ) -> pb.ListRunMessagesResponse:
-        await unimplemented(context, "ListRunMessages")
+        page = await reads.list_run_messages(
+            self.deps.sessions,
+            actor_id(context),
+            parse_uuid(request.run_id, "run_id"),
+            states=mapping.states_from_proto(request.states, "states"),
+            reasons=mapping.reasons_from_proto(request.reasons, "reasons"),
+            size=reads.page_size(request.page_size),
+            token=request.page_token,
+        )
+        return mapping.messages_response(page)
 
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: Context
     ) -> pb.CancelRunResponse:
-        await unimplemented(context, "CancelRun")
+        run = await cancel_run(self.deps.sessions, run_command(actor_id(context), request.run_id))
+        return pb.CancelRunResponse(run=mapping.run_message(run))
 
     async def ResumeRun(
         self, request: pb.ResumeRunRequest, context: Context
     ) -> pb.ResumeRunResponse:
-        await unimplemented(context, "ResumeRun")
+        run = await resume_run(self.deps.sessions, run_command(actor_id(context), request.run_id))
+        return pb.ResumeRunResponse(run=mapping.run_message(run))
 
     async def WatchRun(
         self, request: pb.WatchRunRequest, context: Context
     ) -> AsyncIterator[pb.WatchRunResponse]:
-        await unimplemented(context, "WatchRun")
-        yield pb.WatchRunResponse()
+        run_id = parse_uuid(request.run_id, "run_id")
+        async for status in reads.watch_run(self.deps.sessions, actor_id(context), run_id):
+            yield pb.WatchRunResponse(status=mapping.run_status(status))
 
     async def GetEventInvitations(
         self, request: pb.GetEventInvitationsRequest, context: Context
     ) -> pb.GetEventInvitationsResponse:
-        await unimplemented(context, "GetEventInvitations")
+        result = await reads.get_event_invitations(
+            self.deps.sessions,
+            actor_id(context),
+            parse_uuid(request.event_id, "event_id"),
+            size=reads.page_size(request.page_size),
+            token=request.page_token,
+        )
+        return mapping.event_invitations_response(result)
 
     async def ApplyStatus(
         self, request: pb.ApplyStatusRequest, context: Context

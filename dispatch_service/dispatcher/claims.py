@@ -1,0 +1,113 @@
+"""One claim: a transaction that takes send slots and due messages and marks them `sending`.
+
+In one transaction, in this lock order (the same everywhere, so claims never deadlock):
+
+1. the sender's schedule row (FOR UPDATE): every replica's claims for a sender take turns here,
+   and the slots it offers bound the claim;
+2. the run row (FOR NO KEY UPDATE): CancelRun, ResumeRun and a pause wait for the claim, or the
+   claim sees the run is no longer active and takes nothing; a queued run starts dispatching;
+3. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
+   other's rows);
+4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
+   reason persisted;
+5. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+
+The transaction commits before any provider call: a crash after it leaves `sending` rows that
+are never re-sent automatically (see the reconciler).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch_service.dispatcher.metrics import SENDS
+from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.persistence.messages import (
+    ActiveRun,
+    block_do_not_message,
+    lock_claimable,
+    lock_run_for_claim,
+    mark_sending,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message this replica marked `sending`, to be sent at its slot."""
+
+    id: uuid.UUID
+    run: ActiveRun
+    phone_e164: str
+    variables: tuple[str, ...]
+    attempt: int
+    """This call's number (1-based): attempt_count after the claim."""
+    send_at: float
+    """The slot, on this process's time.monotonic() clock."""
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What one claim took, and when trying again could be worthwhile."""
+
+    messages: list[ClaimedMessage]
+    blocked: int
+    run_active: bool
+    """False when the run stopped accepting claims (paused, cancelled, completed)."""
+    exhausted: bool
+    """True when the run had fewer due messages than the claim could take."""
+    wait_seconds: float
+    """When no slot was free: how long until one is."""
+
+
+@dataclass(frozen=True)
+class ClaimSettings:
+    """How much one claim may take and how long its leases last."""
+
+    owner: str
+    lease_seconds: float
+
+
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    limiter: SenderRateLimiter,
+    run: ActiveRun,
+    limit: int,
+    settings: ClaimSettings,
+) -> ClaimResult:
+    """Claim up to `limit` due messages of `run` (one transaction; see the module docstring)."""
+    async with sessions() as session, session.begin():
+        reservation = await limiter.reserve(session, run.sender, limit)
+        monotonic_at_db_now = time.monotonic()
+        if reservation.slots.count == 0:
+            return ClaimResult([], 0, True, False, reservation.wait_seconds)
+        if await lock_run_for_claim(session, run.id) is None:
+            return ClaimResult([], 0, False, True, 0.0)
+        wanted = min(limit, reservation.slots.count)
+        candidates = await lock_claimable(session, run.id, wanted)
+        blocked = await block_do_not_message(session, run.workspace_id, candidates)
+        sendable = [c for c in candidates if c.id not in blocked]
+        slots = [reservation.slots.at(i) for i in range(len(sendable))]
+        lease = timedelta(seconds=settings.lease_seconds)
+        await mark_sending(
+            session, [c.id for c in sendable], [s + lease for s in slots], settings.owner
+        )
+        await limiter.commit(session, reservation, len(sendable))
+    if blocked:
+        SENDS.labels("blocked").inc(len(blocked))
+    messages = [
+        ClaimedMessage(
+            id=c.id,
+            run=run,
+            phone_e164=c.phone_e164,
+            variables=c.variables,
+            attempt=c.attempt_count + 1,
+            send_at=monotonic_at_db_now + (slot - reservation.db_now).total_seconds(),
+        )
+        for c, slot in zip(sendable, slots, strict=True)
+    ]
+    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0)

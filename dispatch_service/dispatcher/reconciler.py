@@ -1,0 +1,56 @@
+"""The reconciler: settles what no send result will (every replica runs it; all steps are
+idempotent conditional updates, so replicas running it at once do no harm).
+
+* Unknown outcomes: a message still `sending` `outcome_unknown_seconds` after its call and no
+  longer leased (the call ended ambiguously, or the replica that made it died) is failed with
+  reason outcome_unknown. It is never sent again: Meta offers no way to ask whether it went out,
+  and a duplicate invitation is the failure this system exists to avoid. A webhook arriving
+  before the window ends settles it instead (ApplyStatus matches by wamid or callback data).
+* Cancelled runs: a queued message left behind by a result written during the cancel.
+* Completion: an active run with no message queued or sending is completed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch_service.dispatcher.metrics import OUTCOME_UNKNOWN, QUEUE_DEPTH, RUN_TRANSITIONS
+from dispatch_service.persistence.messages import (
+    cancel_stragglers,
+    complete_finished_runs,
+    fail_unknown_outcomes,
+    queue_depth,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """One pass settles unknown outcomes, cancelled stragglers and finished runs."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], outcome_unknown_seconds: float
+    ) -> None:
+        self.sessions = sessions
+        self.outcome_unknown_seconds = outcome_unknown_seconds
+
+    async def reconcile(self) -> None:
+        """One pass (three short transactions)."""
+        async with self.sessions() as session, session.begin():
+            unknown = await fail_unknown_outcomes(session, self.outcome_unknown_seconds)
+            await cancel_stragglers(session)
+        for message_id, run_id in unknown:
+            log.warning(
+                "no outcome known for a send after the window: failed as outcome_unknown",
+                extra={"run_id": run_id, "message_id": message_id},
+            )
+        OUTCOME_UNKNOWN.inc(len(unknown))
+        async with self.sessions() as session, session.begin():
+            completed = await complete_finished_runs(session)
+        for run_id in completed:
+            RUN_TRANSITIONS.labels("completed").inc()
+            log.info("run completed", extra={"run_id": run_id})
+        async with self.sessions() as session:
+            QUEUE_DEPTH.set(await queue_depth(session))

@@ -1,0 +1,349 @@
+"""The dispatcher: a background worker inside the dispatch service (several replicas may run).
+
+Three cooperating loops per replica:
+
+* claim loop: for each active run (round robin per sender) claim due messages into send slots
+  (dispatcher.claims), as long as this replica has room (`concurrency` messages claimed and not
+  yet recorded), then start one task per message that waits for its slot and calls the provider;
+* flush loop: outcomes are written in batches every `flush_seconds` (dispatcher.results); a
+  failed write is retried, the outcomes stay in memory meanwhile;
+* reconciler loop: completes runs, fails unknown outcomes after their window
+  (dispatcher.reconciler).
+
+Stopping (`stop()`): no more claims; messages waiting for their slot are released unsent (back
+to `queued`); provider calls in flight finish and are recorded. A hard kill instead leaves
+`sending` rows, which are never re-sent: a webhook or the reconciler settles them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
+from dispatch_service.dispatcher.metrics import IN_FLIGHT
+from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.dispatcher.results import (
+    Released,
+    Result,
+    RetryPolicy,
+    observe,
+    write_results,
+)
+from dispatch_service.domain.retry import Backoff
+from dispatch_service.domain.send_rate import RateSettings
+from dispatch_service.persistence.messages import ActiveRun, active_runs, run_states
+from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
+from dispatch_service.settings import DispatchSettings
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = frozenset({"queued", "dispatching"})
+RUNS_REFRESH_SECONDS = 0.5
+STATES_REFRESH_SECONDS = 0.1
+FLUSH_RETRY_SECONDS = 0.5
+SINGLE_WRITE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """The dispatcher's tunables (built from DispatchSettings, or directly by tests)."""
+
+    rate: RateSettings
+    retry: RetryPolicy
+    concurrency: int
+    claim_batch_size: int
+    poll_seconds: float
+    flush_seconds: float
+    reconcile_seconds: float
+    lease_seconds: float
+    outcome_unknown_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: DispatchSettings) -> DispatcherConfig:
+        """The configuration the service's settings describe."""
+        return cls(
+            rate=RateSettings(
+                messages_per_second=settings.dispatch_rate_per_second,
+                headroom=settings.dispatch_rate_headroom,
+                horizon_seconds=settings.dispatch_schedule_horizon_seconds,
+                recovery_per_second=settings.dispatch_rate_recovery_per_second,
+                throttle_backoff_seconds=settings.dispatch_throttle_backoff_seconds,
+            ),
+            retry=RetryPolicy(
+                max_attempts=settings.dispatch_max_attempts,
+                backoff=Backoff(
+                    settings.dispatch_backoff_base_seconds, settings.dispatch_backoff_cap_seconds
+                ),
+            ),
+            concurrency=settings.dispatcher_concurrency,
+            claim_batch_size=settings.dispatcher_claim_batch_size,
+            poll_seconds=settings.dispatcher_poll_seconds,
+            flush_seconds=settings.dispatcher_flush_seconds,
+            reconcile_seconds=settings.dispatcher_reconcile_seconds,
+            lease_seconds=settings.dispatch_lease_seconds
+            + settings.dispatch_provider_timeout_seconds,
+            outcome_unknown_seconds=settings.dispatch_outcome_unknown_seconds,
+        )
+
+
+def replica_name() -> str:
+    """A lease owner name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    """Claims, sends and records invite messages until stopped."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        provider: Provider,
+        config: DispatcherConfig,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.provider = provider
+        self.config = config
+        self.owner = owner or replica_name()
+        self.rng = rng or random.Random()
+        self.limiter = SenderRateLimiter(config.rate)
+        self.reconciler = Reconciler(sessions, config.outcome_unknown_seconds)
+        self._claim_settings = ClaimSettings(owner=self.owner, lease_seconds=config.lease_seconds)
+        self._reserved = 0
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._results: list[Result] = []
+        self._have_results = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._task_runs: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._states_at = 0.0
+        self._stopped_runs: set[uuid.UUID] = set()
+        self._runs: list[ActiveRun] = []
+        self._runs_at = 0.0
+        self._turn: dict[str, int] = defaultdict(int)
+        self._loops: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until `stop()` (or cancellation, which stops gracefully too)."""
+        log.info("dispatcher %s starting", self.owner)
+        flusher = asyncio.create_task(self._flush_loop(), name="dispatcher-flush")
+        reconciler = asyncio.create_task(self._reconcile_loop(), name="dispatcher-reconcile")
+        self._loops = [flusher, reconciler]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._drain()
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
+            log.info("dispatcher %s stopped", self.owner)
+
+    def stop(self) -> None:
+        """Ask the dispatcher to stop: no new claims; in-flight calls finish and are recorded."""
+        self._stopping.set()
+        self._room.set()
+
+    async def _drain(self) -> None:
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._have_results.set()
+        flusher = self._loops[0]
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(flusher)
+
+    # --- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    pause = await self._claim_round()
+                except Exception:
+                    log.exception("claim round failed; retrying")
+                    pause = self.config.poll_seconds
+                if pause > 0:
+                    await self._wait(pause)
+        except asyncio.CancelledError:
+            self._stopping.set()
+
+    async def _wait(self, seconds: float) -> None:
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), seconds)
+
+    async def _claim_round(self) -> float:
+        """Claim what there is room and slots for; returns how long to wait before the next."""
+        await self._refresh()
+        if self._free() <= 0:
+            return self.config.poll_seconds
+        by_sender: dict[str, list[ActiveRun]] = defaultdict(list)
+        for run in self._runs:
+            if run.id not in self._stopped_runs:
+                by_sender[run.sender].append(run)
+        if not by_sender:
+            return self.config.poll_seconds
+        waits = [await self._claim_for_sender(s, runs) for s, runs in by_sender.items()]
+        return min(waits)
+
+    async def _claim_for_sender(self, sender: str, runs: Sequence[ActiveRun]) -> float:
+        start = self._turn[sender]
+        for offset in range(len(runs)):
+            free = self._free()
+            if free <= 0 or self._stopping.is_set():
+                return self.config.poll_seconds
+            run = runs[(start + offset) % len(runs)]
+            limit = min(self.config.claim_batch_size, free)
+            result = await claim(self.sessions, self.limiter, run, limit, self._claim_settings)
+            if not result.run_active:
+                self._stopped_runs.add(run.id)
+            for message in result.messages:
+                self._schedule(message)
+            if result.wait_seconds > 0:
+                return result.wait_seconds  # no slot for this sender yet
+            if result.messages and not result.exhausted:
+                self._turn[sender] = start + offset + 1
+                return 0.0  # there is more right away
+        self._turn[sender] = start + 1
+        return self.config.poll_seconds
+
+    def _free(self) -> int:
+        return self.config.concurrency - self._reserved
+
+    async def _refresh(self) -> None:
+        """Reload active runs now and then, and learn which runs with messages held here
+        stopped (paused, cancelled) meanwhile, so their waiting messages are not sent."""
+        now = time.monotonic()
+        if now - self._runs_at >= RUNS_REFRESH_SECONDS:
+            async with self.sessions() as session:
+                self._runs = await active_runs(session)
+            self._runs_at = now
+            self._stopped_runs -= {run.id for run in self._runs}
+        held = set(self._task_runs.values())
+        if held and now - self._states_at >= STATES_REFRESH_SECONDS:
+            async with self.sessions() as session:
+                states = await run_states(session, list(held))
+            self._states_at = now
+            self._stopped_runs |= {r for r, s in states.items() if s not in ACTIVE_STATES}
+        self._stopped_runs &= held | {run.id for run in self._runs}
+
+    # --- sending --------------------------------------------------------------------------
+
+    def _schedule(self, message: ClaimedMessage) -> None:
+        self._reserved += 1
+        IN_FLIGHT.inc()
+        task = asyncio.create_task(self._send_at_slot(message))
+        self._tasks.add(task)
+        self._task_runs[task] = message.run.id
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._task_runs.pop(task, None)
+
+    async def _send_at_slot(self, message: ClaimedMessage) -> None:
+        delay = message.send_at - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set() or message.run.id in self._stopped_runs:
+            self._record(Result(message, Released()))
+            return
+        self._record(Result(message, await self._call(message)))
+
+    async def _call(self, message: ClaimedMessage) -> SendOutcome:
+        run = message.run
+        send = TemplateSend(
+            message_id=message.id,
+            sender_id=run.sender,
+            to_e164=message.phone_e164,
+            template_name=run.template_name,
+            language=run.language,
+            body_parameters=message.variables,
+            body_parameter_names=run.variable_names,
+        )
+        return await self.provider.send_template(send)
+
+    def _record(self, result: Result) -> None:
+        self._results.append(result)
+        self._have_results.set()
+
+    # --- recording ------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._results:
+                if self._stopping.is_set() and not self._tasks:
+                    return
+                self._have_results.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._have_results.wait(), 1.0)
+                continue
+            await asyncio.sleep(self.config.flush_seconds)
+            batch, self._results = self._results, []
+            await self._write(batch)
+            self._reserved -= len(batch)
+            IN_FLIGHT.dec(len(batch))
+            self._room.set()
+
+    async def _write(self, batch: list[Result]) -> None:
+        """Write a batch; retry while the database is away; isolate a row that keeps failing."""
+        for attempt in range(1, 1_000_000):
+            try:
+                await self._write_once(batch)
+                return
+            except Exception:
+                if len(batch) > 1 and attempt >= SINGLE_WRITE_ATTEMPTS:
+                    for result in batch:
+                        await self._write_single(result)
+                    return
+                log.exception("writing %d send results failed; retrying", len(batch))
+                await asyncio.sleep(FLUSH_RETRY_SECONDS)
+
+    async def _write_single(self, result: Result) -> None:
+        for _ in range(SINGLE_WRITE_ATTEMPTS):
+            try:
+                await self._write_once([result])
+                return
+            except Exception:
+                await asyncio.sleep(FLUSH_RETRY_SECONDS)
+        # Left `sending`: a webhook or the reconciler settles it; it is never re-sent.
+        log.error(
+            "could not record a send result; the message stays sending",
+            extra={"run_id": result.message.run.id, "message_id": result.message.id},
+        )
+
+    async def _write_once(self, batch: list[Result]) -> None:
+        async with self.sessions() as session, session.begin():
+            effects = await write_results(session, batch, self.config.retry, self.owner, self.rng)
+        observe(batch, effects)
+        self._stopped_runs |= effects.paused_runs
+        for sender in effects.throttled_senders:
+            await self.limiter.throttle(self.sessions, sender)
+
+    # --- reconciling ----------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await self.reconciler.reconcile()
+            except Exception:
+                log.exception("reconciliation failed; retrying")
+            await asyncio.sleep(self.config.reconcile_seconds)

@@ -1,0 +1,381 @@
+"""Send runs in Postgres: creating one from a precheck, reading it, its counts, state changes.
+
+The message rows of a run are created by one INSERT ... SELECT from precheck_candidate (no
+round trip per recipient); the run's counts come from invite_run_count, which triggers on
+invite_message keep right for every writer.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.db.models import (
+    AuditEntry,
+    Event,
+    InviteSendRun,
+    Precheck,
+    Template,
+    Workspace,
+)
+from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.runs import CountRow
+from dispatch_service.domain.template_variables import (
+    EventFacts,
+    VariableSource,
+    event_value,
+)
+from dispatch_service.errors import NotFound
+from dispatch_service.persistence.prechecks import INVITED_STATES
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    event_id: uuid.UUID
+    template_id: uuid.UUID
+    language: str
+    precheck_id: uuid.UUID
+    actor_id: uuid.UUID
+    idempotency_key: str
+    sender_phone_number_id: str
+    state: RunState
+    pause_reason: str | None
+    total_count: int
+    eligible_count: int
+    blocked_count: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _record(run: InviteSendRun) -> RunRecord:
+    return RunRecord(
+        id=run.id,
+        workspace_id=run.workspace_id,
+        event_id=run.event_id,
+        template_id=run.template_id,
+        language=run.language,
+        precheck_id=run.precheck_id,
+        actor_id=run.actor_id,
+        idempotency_key=run.idempotency_key,
+        sender_phone_number_id=run.sender_phone_number_id,
+        state=RunState(run.state),
+        pause_reason=run.pause_reason,
+        total_count=run.total_count,
+        eligible_count=run.eligible_count,
+        blocked_count=run.blocked_count,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+    )
+
+
+async def load_run(
+    session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
+) -> RunRecord:
+    """The run `run_id` of `workspace_id` (optionally locked FOR UPDATE), or NotFound."""
+    statement = select(InviteSendRun).where(
+        InviteSendRun.id == run_id, InviteSendRun.workspace_id == workspace_id
+    )
+    if lock:
+        statement = statement.with_for_update()
+    run = await session.scalar(statement.execution_options(populate_existing=True))
+    if run is None:
+        raise NotFound("no such run in this workspace", reason="RUN_NOT_FOUND")
+    return _record(run)
+
+
+async def find_run_by_key(
+    session: AsyncSession, workspace_id: uuid.UUID, idempotency_key: str
+) -> RunRecord | None:
+    """The run started with `idempotency_key` in the workspace, if any."""
+    run = await session.scalar(
+        select(InviteSendRun)
+        .where(
+            InviteSendRun.workspace_id == workspace_id,
+            InviteSendRun.idempotency_key == idempotency_key,
+        )
+        .execution_options(populate_existing=True)
+    )
+    return _record(run) if run is not None else None
+
+
+async def find_run_by_precheck(session: AsyncSession, precheck_id: uuid.UUID) -> RunRecord | None:
+    """The run started from `precheck_id`, if any."""
+    run = await session.scalar(
+        select(InviteSendRun).where(InviteSendRun.precheck_id == precheck_id)
+    )
+    return _record(run) if run is not None else None
+
+
+@dataclass(frozen=True)
+class PrecheckRecord:
+    """What StartRun needs from a precheck."""
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    template_id: uuid.UUID
+    expires_at: datetime
+    resend_phones: tuple[str, ...]
+
+
+async def load_precheck(
+    session: AsyncSession, workspace_id: uuid.UUID, precheck_id: uuid.UUID
+) -> PrecheckRecord:
+    """The precheck `precheck_id` of `workspace_id`, or NotFound."""
+    row = await session.scalar(
+        select(Precheck).where(Precheck.id == precheck_id, Precheck.workspace_id == workspace_id)
+    )
+    if row is None:
+        raise NotFound("no such precheck in this workspace", reason="PRECHECK_NOT_FOUND")
+    return PrecheckRecord(
+        id=row.id,
+        event_id=row.event_id,
+        template_id=row.template_id,
+        expires_at=row.expires_at,
+        resend_phones=tuple(row.resend_phones),
+    )
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    """A template as a run uses it."""
+
+    id: uuid.UUID
+    name: str
+    language: str
+    status: str
+    variables: tuple[str, ...]
+
+
+async def load_template(session: AsyncSession, template_id: uuid.UUID) -> TemplateRecord:
+    """The template `template_id` (the caller scoped it to the workspace)."""
+    row = await session.get_one(Template, template_id)
+    return TemplateRecord(row.id, row.name, row.language, row.status, tuple(row.variables))
+
+
+async def lock_event(session: AsyncSession, event_id: uuid.UUID) -> EventFacts:
+    """Lock the event row (StartRuns of one event run one at a time) and return its facts."""
+    row = await session.scalar(select(Event).where(Event.id == event_id).with_for_update())
+    if row is None:
+        raise NotFound("no such event in this workspace", reason="EVENT_NOT_FOUND")
+    return EventFacts(name=row.name, starts_at=row.starts_at, location=row.location)
+
+
+async def sender_of(session: AsyncSession, workspace_id: uuid.UUID) -> str:
+    """The workspace's sender phone number id."""
+    return str(
+        await session.scalar(
+            select(Workspace.sender_phone_number_id).where(Workspace.id == workspace_id)
+        )
+    )
+
+
+def _variables_sql(
+    sources: Sequence[VariableSource], event: EventFacts
+) -> tuple[str, dict[str, str]]:
+    """A jsonb_build_array(...) of each message's frozen variable values, and its parameters."""
+    parts: list[str] = []
+    params: dict[str, str] = {}
+    for index, source in enumerate(sources):
+        if source is VariableSource.CONTACT_NAME:
+            parts.append("coalesce(nullif(btrim(c.display_name), ''), c.guest_unit_name)")
+        elif source is VariableSource.HOUSEHOLD_NAME:
+            parts.append("c.guest_unit_name")
+        else:
+            params[f"v{index}"] = event_value(source, event)
+            parts.append(f"CAST(:v{index} AS text)")
+    return f"jsonb_build_array({', '.join(parts)})", params
+
+
+INSERT_MESSAGES = """
+WITH inserted AS (
+  INSERT INTO invite_message (run_id, workspace_id, event_id, position, guest_unit_id,
+    person_id, phone_e164, variables, state, rejection_reason, provider)
+  SELECT :run, :ws, :event, c.position, c.guest_unit_id, c.person_id, c.phone_e164,
+    {variables},
+    CASE WHEN c.eligible AND NOT x.invited THEN 'queued' ELSE 'blocked' END,
+    CASE WHEN NOT c.eligible THEN c.rejection_reason
+         WHEN x.invited THEN :already_invited END,
+    :provider
+  FROM precheck_candidate c
+  CROSS JOIN LATERAL (SELECT CASE
+    WHEN c.eligible AND c.phone_e164 <> ALL(CAST(:resend AS text[])) THEN EXISTS (
+      SELECT 1 FROM invite_message p
+      WHERE p.event_id = :event AND p.phone_e164 = c.phone_e164
+        AND p.state = ANY(CAST(:invited_states AS text[])))
+    ELSE false END AS invited) x
+  WHERE c.precheck_id = :precheck
+  ORDER BY c.position
+  RETURNING state)
+SELECT count(*), count(*) FILTER (WHERE state = 'queued') FROM inserted
+"""
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """The header of a run about to be created."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    event_id: uuid.UUID
+    template: TemplateRecord
+    precheck: PrecheckRecord
+    actor_id: uuid.UUID
+    idempotency_key: str
+    sender_phone_number_id: str
+    provider: str
+
+
+async def create_run(
+    session: AsyncSession,
+    run: NewRun,
+    sources: Sequence[VariableSource],
+    event: EventFacts,
+) -> tuple[int, int]:
+    """Insert the run and one message per candidate; returns (total, eligible).
+
+    Candidates eligible at precheck time whose phone got a (non-failed) invitation for this
+    event since then are blocked as already_invited, unless the precheck listed them for resend:
+    two runs started from two prechecks taken at the same time never invite anyone twice (the
+    caller holds the event row lock).
+    """
+    session.add(
+        InviteSendRun(
+            id=run.id,
+            workspace_id=run.workspace_id,
+            event_id=run.event_id,
+            template_id=run.template.id,
+            language=run.template.language,
+            precheck_id=run.precheck.id,
+            actor_id=run.actor_id,
+            idempotency_key=run.idempotency_key,
+            sender_phone_number_id=run.sender_phone_number_id,
+            state=RunState.QUEUED.value,
+        )
+    )
+    await session.flush()
+    variables, params = _variables_sql(sources, event)
+    # Only the variables expression is spliced in: built above from our own constants.
+    result = await session.execute(
+        text(INSERT_MESSAGES.replace("{variables}", variables)),
+        {
+            "run": run.id,
+            "ws": run.workspace_id,
+            "event": run.event_id,
+            "precheck": run.precheck.id,
+            "provider": run.provider,
+            "already_invited": RejectionReason.ALREADY_INVITED.value,
+            "resend": list(run.precheck.resend_phones),
+            "invited_states": [s.value for s in INVITED_STATES],
+            **params,
+        },
+    )
+    row = result.one()
+    total, eligible = int(row[0]), int(row[1])
+    state = RunState.QUEUED if eligible else RunState.COMPLETED
+    await session.execute(
+        text(
+            "UPDATE invite_send_run SET total_count = :total, eligible_count = :eligible,"
+            " blocked_count = :total - :eligible, state = :state,"
+            " finished_at = CASE WHEN :state = 'completed' THEN now() END WHERE id = :run"
+        ),
+        {"total": total, "eligible": eligible, "state": state.value, "run": run.id},
+    )
+    return total, eligible
+
+
+def audit(
+    session: AsyncSession,
+    *,
+    workspace_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    action: str,
+    subject_type: str,
+    subject_id: uuid.UUID | str,
+    details: dict[str, Any],
+) -> None:
+    """Add an audit entry to the session's transaction."""
+    session.add(
+        AuditEntry(
+            workspace_id=workspace_id,
+            actor_id=actor_id,
+            action=action,
+            subject_type=subject_type,
+            subject_id=str(subject_id),
+            details=json.loads(json.dumps(details, default=str)),
+        )
+    )
+
+
+COUNTS = text(
+    "SELECT state, reason, error_code, sum(count) AS n FROM invite_run_count"
+    " WHERE run_id = :run GROUP BY state, reason, error_code HAVING sum(count) <> 0"
+)
+
+
+async def run_counts(session: AsyncSession, run_id: uuid.UUID) -> list[CountRow]:
+    """The run's message counts from the trigger-maintained projection."""
+    rows = await session.execute(COUNTS, {"run": run_id})
+    return [
+        CountRow(
+            state=MessageState(r.state),
+            reason=RejectionReason(r.reason) if r.reason else None,
+            error_code=int(r.error_code) or None,
+            count=int(r.n),
+        )
+        for r in rows
+    ]
+
+
+async def set_run_state(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    state: RunState,
+    *,
+    pause_reason: str | None = None,
+    finished: bool = False,
+) -> None:
+    """Write a run's new state (the caller checked the transition under a lock)."""
+    await session.execute(
+        text(
+            "UPDATE invite_send_run SET state = :state, pause_reason = :reason,"
+            " updated_at = now(), finished_at = CASE WHEN :finished THEN now() END"
+            " WHERE id = :run"
+        ),
+        {"state": state.value, "reason": pause_reason, "finished": finished, "run": run_id},
+    )
+
+
+async def cancel_queued_messages(session: AsyncSession, run_id: uuid.UUID) -> int:
+    """Queued messages of the run become cancelled; returns how many."""
+    result = await session.execute(
+        text(
+            "UPDATE invite_message SET state = 'cancelled', updated_at = now(),"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE run_id = :run AND state = 'queued'"
+        ),
+        {"run": run_id},
+    )
+    return cast(CursorResult[Any], result).rowcount
+
+
+async def event_runs(
+    session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
+) -> list[RunRecord]:
+    """The event's runs, newest first."""
+    rows = await session.scalars(
+        select(InviteSendRun)
+        .where(InviteSendRun.workspace_id == workspace_id, InviteSendRun.event_id == event_id)
+        .order_by(InviteSendRun.created_at.desc(), InviteSendRun.id)
+    )
+    return [_record(r) for r in rows]

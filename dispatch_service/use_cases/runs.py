@@ -1,0 +1,267 @@
+"""StartRun, CancelRun and ResumeRun: the run's writes, each one transaction, parent_admin only.
+
+StartRun is idempotent by key: the same key with the same precheck returns the existing run
+(`created=False`), the same key with another precheck is ALREADY_EXISTS. Two concurrent calls
+with one key race on the UNIQUE (workspace_id, idempotency_key) constraint; the loser answers
+with the winner's run. A precheck starts at most one run (UNIQUE precheck_id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from psycopg import errors as pg_errors
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.vocabulary import RunState, TemplateStatus
+from dispatch_service.domain.actors import SENDERS, Actor, require_role
+from dispatch_service.domain.runs import require_cancellable, require_resumable
+from dispatch_service.domain.template_variables import (
+    PER_RECIPIENT,
+    EventFacts,
+    VariableSource,
+    event_value,
+    variable_sources,
+)
+from dispatch_service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
+from dispatch_service.persistence.actors import load_actor
+from dispatch_service.persistence.runs import (
+    NewRun,
+    PrecheckRecord,
+    RunRecord,
+    TemplateRecord,
+    audit,
+    cancel_queued_messages,
+    create_run,
+    find_run_by_key,
+    find_run_by_precheck,
+    load_precheck,
+    load_run,
+    load_template,
+    lock_event,
+    sender_of,
+    set_run_state,
+)
+from dispatch_service.use_cases.precheck import parse_uuid
+
+MAX_KEY_LENGTH = 200
+IDEMPOTENCY_CONSTRAINT = "uq_invite_send_run_workspace_id_idempotency_key"
+
+
+@dataclass(frozen=True)
+class StartRunCommand:
+    """A validated StartRun request."""
+
+    actor_id: uuid.UUID
+    precheck_id: uuid.UUID
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class StartRunResult:
+    """The run, and whether this call created it."""
+
+    run: RunRecord
+    created: bool
+
+
+def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartRunCommand:
+    """Validate the raw request; InvalidArgument lists every bad field."""
+    violations: list[FieldViolation] = []
+    parsed: uuid.UUID | None = None
+    try:
+        parsed = uuid.UUID(precheck_id)
+    except ValueError:
+        violations.append(FieldViolation("precheck_id", "must be a UUID"))
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.strip():
+        violations.append(FieldViolation("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} chars"))
+    if violations or parsed is None:
+        raise InvalidArgument(*violations)
+    return StartRunCommand(actor_id=actor_id, precheck_id=parsed, idempotency_key=key)
+
+
+async def start_run(
+    sessions: async_sessionmaker[AsyncSession], command: StartRunCommand, provider: str
+) -> StartRunResult:
+    """Create the run, its messages and the invite.send audit entry in one transaction."""
+    try:
+        async with sessions() as session, session.begin():
+            return await _start(session, command, provider)
+    except IntegrityError as error:
+        if not _is_idempotency_race(error):
+            raise
+    # Another call with the same key committed first: answer with its run.
+    async with sessions() as session, session.begin():
+        actor = await load_actor(session, command.actor_id)
+        existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
+        if existing is None:  # pragma: no cover - the constraint said it exists
+            raise FailedPrecondition("the run could not be created; try again")
+        return _replay(existing, command)
+
+
+def _is_idempotency_race(error: IntegrityError) -> bool:
+    cause = error.orig
+    return (
+        isinstance(cause, pg_errors.UniqueViolation)
+        and cause.diag.constraint_name == IDEMPOTENCY_CONSTRAINT
+    )
+
+
+def _replay(existing: RunRecord, command: StartRunCommand) -> StartRunResult:
+    if existing.precheck_id != command.precheck_id:
+        raise AlreadyExists(
+            "this idempotency key already started a run from another precheck",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    return StartRunResult(run=existing, created=False)
+
+
+async def _start(session: AsyncSession, command: StartRunCommand, provider: str) -> StartRunResult:
+    actor = await load_actor(session, command.actor_id)
+    require_role(actor, SENDERS, "start a send run")
+    existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
+    if existing is not None:
+        return _replay(existing, command)
+    precheck = await load_precheck(session, actor.workspace_id, command.precheck_id)
+    event = await lock_event(session, precheck.event_id)
+    # Starts of one event run one at a time from here: look for the key again under the lock.
+    existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
+    if existing is not None:
+        return _replay(existing, command)
+    if precheck.expires_at <= datetime.now(UTC):
+        raise FailedPrecondition(
+            "the precheck expired; run PrecheckSend again", reason="PRECHECK_EXPIRED"
+        )
+    template = await load_template(session, precheck.template_id)
+    _require_approved(template)
+    sources = variable_sources(template.variables)
+    _require_event_values(sources, event)
+    used = await find_run_by_precheck(session, precheck.id)
+    if used is not None:
+        raise FailedPrecondition(
+            f"the precheck already started run {used.id}; run PrecheckSend again",
+            reason="PRECHECK_USED",
+        )
+    sender = await sender_of(session, actor.workspace_id)
+    run = _new_run(actor, precheck, template, command, sender, provider)
+    total, eligible = await create_run(session, run, sources, event)
+    audit(
+        session,
+        workspace_id=actor.workspace_id,
+        actor_id=actor.member_id,
+        action="invite.send",
+        subject_type="invite_send_run",
+        subject_id=run.id,
+        details={
+            "event_id": precheck.event_id,
+            "precheck_id": precheck.id,
+            "template": f"{template.name}/{template.language}",
+            "idempotency_key": command.idempotency_key,
+            "total": total,
+            "eligible": eligible,
+            "blocked": total - eligible,
+        },
+    )
+    return StartRunResult(run=await load_run(session, actor.workspace_id, run.id), created=True)
+
+
+def _require_approved(template: TemplateRecord) -> None:
+    if template.status != TemplateStatus.APPROVED.value:
+        raise FailedPrecondition(
+            f"template {template.name} ({template.language}) is {template.status}, not APPROVED",
+            reason="TEMPLATE_NOT_APPROVED",
+        )
+
+
+def _require_event_values(sources: Sequence[VariableSource], event: EventFacts) -> None:
+    empty = [s.value for s in sources if s not in PER_RECIPIENT and not event_value(s, event)]
+    if empty:
+        raise FailedPrecondition(
+            f"the template uses {', '.join(empty)} but the event has no value for it",
+            reason="EMPTY_TEMPLATE_VALUE",
+        )
+
+
+def _new_run(
+    actor: Actor,
+    precheck: PrecheckRecord,
+    template: TemplateRecord,
+    command: StartRunCommand,
+    sender: str,
+    provider: str,
+) -> NewRun:
+    return NewRun(
+        id=uuid.uuid4(),
+        workspace_id=actor.workspace_id,
+        event_id=precheck.event_id,
+        template=template,
+        precheck=precheck,
+        actor_id=actor.member_id,
+        idempotency_key=command.idempotency_key,
+        sender_phone_number_id=sender,
+        provider=provider,
+    )
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """CancelRun / ResumeRun: who, and which run."""
+
+    actor_id: uuid.UUID
+    run_id: uuid.UUID
+
+
+def run_command(actor_id: uuid.UUID, run_id: str) -> RunCommand:
+    """Validate a run id."""
+    return RunCommand(actor_id=actor_id, run_id=parse_uuid(run_id, "run_id"))
+
+
+async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCommand) -> RunRecord:
+    """Cancel a run: its queued messages become cancelled; messages already in a provider call
+    finish (their outcome is recorded as usual). Audited as invite.cancel."""
+    async with sessions() as session, session.begin():
+        actor = await load_actor(session, command.actor_id)
+        require_role(actor, SENDERS, "cancel a send run")
+        run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
+        require_cancellable(run.state)
+        cancelled = await cancel_queued_messages(session, run.id)
+        await set_run_state(session, run.id, RunState.CANCELLED, finished=True)
+        audit(
+            session,
+            workspace_id=actor.workspace_id,
+            actor_id=actor.member_id,
+            action="invite.cancel",
+            subject_type="invite_send_run",
+            subject_id=run.id,
+            details={"cancelled_messages": cancelled, "previous_state": run.state.value},
+        )
+        return await load_run(session, actor.workspace_id, run.id)
+
+
+async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCommand) -> RunRecord:
+    """Resume a paused run: the dispatcher claims its queued messages again. Audited."""
+    async with sessions() as session, session.begin():
+        actor = await load_actor(session, command.actor_id)
+        require_role(actor, SENDERS, "resume a send run")
+        run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
+        require_resumable(run.state)
+        await set_run_state(session, run.id, RunState.DISPATCHING)
+        audit(
+            session,
+            workspace_id=actor.workspace_id,
+            actor_id=actor.member_id,
+            action="invite.resume",
+            subject_type="invite_send_run",
+            subject_id=run.id,
+            details={"pause_reason": run.pause_reason},
+        )
+        return await load_run(session, actor.workspace_id, run.id)

@@ -1,0 +1,287 @@
+"""The dispatcher on real Postgres against a recording fake of Meta (httpx.MockTransport):
+every outcome class, do-not-message at send time, per-recipient back-off, the reconciler."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.use_cases.runs import resume_run, run_command
+from tests.integration.dispatch_support import (
+    FakeMeta,
+    accept,
+    graph_error,
+    precheck_and_start,
+    running,
+    seed_world,
+    wait_for,
+)
+from tests.integration.factories import Seeder
+
+PHONES = [f"+1415555{n:04d}" for n in range(10)]
+
+
+async def run_state(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> str:
+    async with sessions() as session:
+        return str(
+            await session.scalar(
+                text("SELECT state FROM invite_send_run WHERE id = :id"), {"id": run_id}
+            )
+        )
+
+
+async def messages(sessions: async_sessionmaker[AsyncSession]) -> dict[str, dict[str, Any]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT phone_e164, state, rejection_reason, error_code, attempt_count,"
+                " provider_message_id, wa_id, sent_at, next_attempt_at FROM invite_message"
+            )
+        )
+        return {r.phone_e164: dict(r._mapping) for r in rows}
+
+
+def completed(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> Any:
+    async def check() -> bool:
+        return await run_state(sessions, run_id) == "completed"
+
+    return check
+
+
+async def test_every_eligible_recipient_is_sent_once_and_the_run_completes(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, [*PHONES, None])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert all(fake.sends_to(p) == 1 for p in PHONES)
+    assert len(fake.sends) == len(PHONES)
+    for phone in PHONES:
+        row = stored[phone]
+        assert row["state"] == "sent"
+        assert row["provider_message_id"].startswith("wamid.")
+        assert row["wa_id"] == phone.lstrip("+")
+        assert row["sent_at"] is not None
+        assert row["attempt_count"] == 1
+    callbacks = {body["biz_opaque_callback_data"] for _, body in fake.sends}
+    async with sessions() as session:
+        ids = set(map(str, await session.scalars(text("SELECT id FROM invite_message"))))
+    assert callbacks <= ids
+
+
+async def test_transient_errors_are_retried_then_sent(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:3])
+    run = (await precheck_and_start(sessions, world)).run
+
+    def flaky(body: dict[str, Any], before: int) -> httpx.Response:
+        return graph_error(131000) if before < 2 else accept(body, before)
+
+    fake = FakeMeta(script=flaky)
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert {p: (r["state"], r["attempt_count"]) for p, r in stored.items()} == {
+        p: ("sent", 3) for p in PHONES[:3]
+    }
+    assert all(r["error_code"] is None for r in stored.values())
+
+
+async def test_transient_errors_past_the_attempt_limit_fail_retries_exhausted(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:1])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta(script=lambda body, n: graph_error(131016, 400))
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    row = (await messages(sessions))[PHONES[0]]
+    assert (row["state"], row["rejection_reason"], row["error_code"]) == (
+        "failed",
+        "retries_exhausted",
+        131016,
+    )
+    assert fake.sends_to(PHONES[0]) == 3
+
+
+async def test_terminal_errors_fail_with_the_code_and_131050_joins_do_not_message(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:3])
+    run = (await precheck_and_start(sessions, world)).run
+    codes = {PHONES[0].lstrip("+"): 131026, PHONES[1].lstrip("+"): 131050}
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        code = codes.get(body["to"])
+        return graph_error(code) if code else accept(body, before)
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert (stored[PHONES[0]]["state"], stored[PHONES[0]]["error_code"]) == ("failed", 131026)
+    assert stored[PHONES[0]]["rejection_reason"] == "provider_rejected"
+    assert (stored[PHONES[1]]["state"], stored[PHONES[1]]["error_code"]) == ("failed", 131050)
+    assert stored[PHONES[2]]["state"] == "sent"
+    assert len(fake.sends) == 3
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT phone_e164, source FROM do_not_message_entry") == [
+            (PHONES[1], "provider_error_131050")
+        ]
+        assert seed.rows(
+            "SELECT action, details->>'phone_e164' FROM audit_entry WHERE action = 'dnm.add'"
+        ) == [("dnm.add", PHONES[1])]
+
+
+async def test_a_halt_error_pauses_the_run_and_resume_continues(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:5])
+    run = (await precheck_and_start(sessions, world)).run
+    token_expired = True
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        return (
+            graph_error(190, 401, "Access token has expired")
+            if token_expired
+            else accept(body, before)
+        )
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake, claim_batch_size=2, concurrency=2):
+
+        async def paused() -> bool:
+            return await run_state(sessions, run.id) == "paused"
+
+        await wait_for(paused, what="run paused")
+        async with sessions() as session:
+            reason = await session.scalar(
+                text("SELECT pause_reason FROM invite_send_run WHERE id = :id"), {"id": run.id}
+            )
+            pending = await session.scalar(
+                text("SELECT count(*) FROM invite_message WHERE state = 'queued'")
+            )
+        assert "190" in str(reason)
+        assert pending == 5  # nothing was sent: every message is queued again
+        calls_while_paused = len(fake.sends)
+        assert calls_while_paused <= 2
+        token_expired = False
+        await resume_run(sessions, run_command(world.parent_admin, str(run.id)))
+        await wait_for(completed(sessions, run.id), what="run completed after resume")
+    stored = await messages(sessions)
+    assert {r["state"] for r in stored.values()} == {"sent"}
+    # each recipient was accepted exactly once; only the calls refused with 190 came twice
+    assert len(fake.sends) == 5 + calls_while_paused
+    assert all(1 <= fake.sends_to(p) <= 2 for p in PHONES[:5])
+
+
+async def test_ambiguous_outcomes_are_never_resent_and_fail_after_the_window(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:3])
+    run = (await precheck_and_start(sessions, world)).run
+    answers: dict[str, httpx.Response | Exception] = {
+        PHONES[0].lstrip("+"): httpx.ReadTimeout("slow"),
+        PHONES[1].lstrip("+"): graph_error(131000, 500),
+    }
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response | Exception:
+        return answers.get(body["to"]) or accept(body, before)
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake, outcome_unknown_seconds=1.0):
+
+        async def two_unresolved() -> bool:
+            stored = await messages(sessions)
+            return stored[PHONES[2]]["state"] == "sent" and len(fake.sends) == 3
+
+        await wait_for(two_unresolved, what="the sends")
+        stored = await messages(sessions)
+        assert stored[PHONES[0]]["state"] == "sending"
+        assert stored[PHONES[1]]["state"] == "sending"
+        assert await run_state(sessions, run.id) == "dispatching"  # not done while unresolved
+        await wait_for(completed(sessions, run.id), what="run completed after the window")
+    stored = await messages(sessions)
+    for phone in PHONES[:2]:
+        assert (stored[phone]["state"], stored[phone]["rejection_reason"]) == (
+            "failed",
+            "outcome_unknown",
+        )
+        assert fake.sends_to(phone) == 1
+
+
+async def test_a_phone_blocked_after_the_precheck_is_blocked_at_send_time(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    run = (await precheck_and_start(sessions, world)).run
+    with Seeder(database_url) as seed:
+        seed.do_not_message(world.workspace_id, PHONES[0])
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert (stored[PHONES[0]]["state"], stored[PHONES[0]]["rejection_reason"]) == (
+        "blocked",
+        "do_not_message",
+    )
+    assert fake.sends_to(PHONES[0]) == 0
+    assert stored[PHONES[1]]["state"] == "sent"
+
+
+async def test_131056_backs_off_one_recipient_without_holding_up_the_others(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:4])
+    run = (await precheck_and_start(sessions, world)).run
+    slow = PHONES[0].lstrip("+")
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        return graph_error(131056) if body["to"] == slow and before == 0 else accept(body, before)
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake):
+
+        async def others_sent() -> bool:
+            stored = await messages(sessions)
+            return all(stored[p]["state"] == "sent" for p in PHONES[1:4])
+
+        await wait_for(others_sent, what="the other recipients")
+        row = (await messages(sessions))[PHONES[0]]
+        assert row["state"] == "queued"
+        assert row["error_code"] == 131056
+        assert row["next_attempt_at"] is not None  # 4^0 = 1 s later
+        await wait_for(completed(sessions, run.id), what="run completed")
+    first, second = [t for t, body in fake.sends if body["to"] == slow]
+    assert second - first >= 0.9
+
+
+async def test_the_reconciler_fails_a_crashed_replicas_sends_only_after_lease_and_window(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    await precheck_and_start(sessions, world)
+    with Seeder(database_url) as seed:  # what a replica killed mid-call leaves behind
+        seed.conn.execute(
+            "UPDATE invite_message SET state = 'sending', attempt_count = 1,"
+            " sending_at = now() - interval '1 hour', lease_owner = 'dead',"
+            " lease_expires_at = now() + CASE WHEN phone_e164 = %s"
+            " THEN interval '1 hour' ELSE interval '-1 second' END",
+            (PHONES[0],),
+        )
+    await Reconciler(sessions, outcome_unknown_seconds=60).reconcile()
+    stored = await messages(sessions)
+    assert stored[PHONES[0]]["state"] == "sending"  # still leased
+    assert (stored[PHONES[1]]["state"], stored[PHONES[1]]["rejection_reason"]) == (
+        "failed",
+        "outcome_unknown",
+    )
