@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db.engine import make_engine
 from common.settings import split_secrets
-from webhook_service import inbox
 from webhook_service.forwarder import Forwarder
+from webhook_service.inbox import ReceiptWriter
 from webhook_service.metrics import POST_SECONDS, POSTS
 from webhook_service.settings import WebhookSettings
 from webhook_service.signature import Verdict, parse_signature, verify
@@ -47,6 +47,7 @@ SETTINGS = web.AppKey("settings", WebhookSettings)
 DEPS = web.AppKey("deps", Deps)
 APP_SECRETS = web.AppKey("app_secrets", list[bytes])
 FORWARDER = web.AppKey("forwarder", Forwarder)
+WRITER = web.AppKey("writer", ReceiptWriter)
 
 
 CHANNEL_OPTIONS = (
@@ -129,12 +130,11 @@ async def _receive(request: web.Request) -> web.Response:
     if verify(body, header, secrets) is not Verdict.VALID:
         return _refuse(403, Verdict.MISMATCH.value, "signature does not match")
     try:
-        receipt = await inbox.store(
-            request.app[DEPS].engine, body, hashlib.sha256(body).digest(), request.headers
+        receipt = await request.app[WRITER].store(
+            body, hashlib.sha256(body).digest(), request.headers
         )
     except Exception:
-        # Nothing stored: a 5xx makes Meta deliver it again later, which is what we want.
-        log.exception("could not store a verified webhook")
+        # Nothing stored (the writer logged why): a 5xx makes Meta deliver it again later.
         return _refuse(503, "storage_error", "try again later")
     if receipt is None:
         POSTS.labels("duplicate").inc()
@@ -181,6 +181,13 @@ def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Appli
         yield
         await app[DEPS].close()
 
+    async def storing(app: web.Application) -> AsyncIterator[None]:
+        writer = ReceiptWriter(app[DEPS].engine)
+        app[WRITER] = writer
+        writer.start()
+        yield
+        await writer.stop()
+
     async def forwarding(app: web.Application) -> AsyncIterator[None]:
         forwarder = Forwarder(settings, app[DEPS].engine, app[DEPS].channel)
         app[FORWARDER] = forwarder
@@ -188,8 +195,9 @@ def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Appli
         yield
         await forwarder.stop(settings.webhook_grace_seconds)
 
-    # Cleanup runs in reverse: the forwarder stops before the engine and channel close.
+    # Cleanup runs in reverse: the forwarder, then the writer, stop before the engine closes.
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(storing)
     app.cleanup_ctx.append(forwarding)
     app.router.add_get(WEBHOOK_PATH, verify_subscription)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)

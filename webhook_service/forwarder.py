@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,49 @@ def _add_updates(
     return dropped
 
 
-async def plan(conn: AsyncConnection, receipts: Sequence[Receipt]) -> Plan:
+class SenderCache:
+    """Sender phone number ids known to belong to workspaces, remembered for a short while.
+
+    Only known ids are cached, so a workspace created for a new number is seen at once; a
+    number moved away from every workspace is still accepted for up to `ttl` seconds, which is
+    harmless: ApplyStatus only touches messages whose run used that number.
+    """
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self._ttl = ttl
+        self._known: dict[str, tuple[uuid.UUID | None, float]] = {}
+
+    async def bindings(
+        self, db: AsyncConnection | AsyncEngine, phone_number_ids: Sequence[str]
+    ) -> dict[str, uuid.UUID | None]:
+        """Known ids -> their workspace when exactly one workspace uses them, else None."""
+        now = time.monotonic()
+        found = {
+            pnid: entry[0]
+            for pnid in phone_number_ids
+            if (entry := self._known.get(pnid)) is not None and entry[1] > now
+        }
+        missing = [pnid for pnid in phone_number_ids if pnid not in found]
+        if missing:
+            if isinstance(db, AsyncEngine):
+                async with db.connect() as conn:
+                    fresh = await inbox.sender_bindings(conn, missing)
+            else:
+                fresh = await inbox.sender_bindings(db, missing)
+            self._known.update((pnid, (ws, now + self._ttl)) for pnid, ws in fresh.items())
+            found.update(fresh)
+        return found
+
+
+async def plan(
+    db: AsyncConnection | AsyncEngine,
+    receipts: Sequence[Receipt],
+    senders: SenderCache | None = None,
+) -> Plan:
     """Normalise receipts, bind them to workspaces and build the ApplyStatus request."""
     normalised = [(r, normalise(r.body)) for r in receipts]
     ids = sorted({pnid for _, n in normalised for pnid in n.phone_number_ids})
-    bindings = await inbox.sender_bindings(conn, ids)
+    bindings = await (senders or SenderCache(ttl=0)).bindings(db, ids)
     known = set(bindings)
     result = Plan()
     for receipt, updates in normalised:
@@ -197,6 +236,7 @@ class Forwarder:
         self._calls: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._paused_until = 0.0
+        self._senders = SenderCache()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -269,8 +309,7 @@ class Forwarder:
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
         if self._paused():
             return  # left pending for the sweeper
-        async with self._engine.connect() as conn:
-            work = await plan(conn, receipts)
+        work = await plan(self._engine, receipts, self._senders)
         error = await self._call(work, attempts=self._settings.webhook_forward_attempts)
         if error is not None:
             self._paused_until = time.monotonic() + self._settings.webhook_sweep_interval_seconds
@@ -304,7 +343,7 @@ class Forwarder:
             )
             if not receipts:
                 return 0
-            work = await plan(conn, receipts)
+            work = await plan(conn, receipts, self._senders)
             error = await self._call(work, attempts=1)
             if error is None:
                 self._paused_until = 0.0  # the dispatch service answers again

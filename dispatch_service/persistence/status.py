@@ -33,6 +33,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -126,14 +127,19 @@ class _Batch:
 
 
 # --- statements ---------------------------------------------------------------------------------
+# Batches travel as one JSON parameter (jsonb_to_recordset / a JSON array of ids): Postgres parses
+# JSON in C, which is several times cheaper than the driver building one typed array per column.
+# Lists of ids come as a JSON array: ARRAY(SELECT jsonb_array_elements_text(...)).
 
-# The two lock queries read the same columns (what _message() needs); kept literal for clarity.
+# The two lock queries read the same columns (what _message() needs).
 LOCK_BY_PROVIDER_ID = text("""
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
            m.rejection_reason, r.sender_phone_number_id
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
-    WHERE m.provider = :provider AND m.provider_message_id = ANY(CAST(:wamids AS text[]))
+    WHERE m.provider = :provider
+      AND m.provider_message_id = ANY(ARRAY(
+          SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
     ORDER BY m.id
     FOR UPDATE OF m
 """)
@@ -142,7 +148,7 @@ LOCK_BY_ID = text("""
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
            m.rejection_reason, r.sender_phone_number_id
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
-    WHERE m.id = ANY(CAST(:ids AS uuid[]))
+    WHERE m.id = ANY(CAST(ARRAY(SELECT jsonb_array_elements_text(CAST(:ids AS jsonb))) AS uuid[]))
     ORDER BY m.id
     FOR UPDATE OF m
 """)
@@ -151,7 +157,9 @@ LOCK_WAMIDS = text("""
 """)
 ANY_MESSAGE_WITH = text("""
     SELECT 1 FROM invite_message
-    WHERE provider = :provider AND provider_message_id = ANY(CAST(:wamids AS text[]))
+    WHERE provider = :provider
+      AND provider_message_id = ANY(ARRAY(
+          SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
     LIMIT 1
 """)
 ORPHANS_FOR = text("""
@@ -159,8 +167,10 @@ ORPHANS_FOR = text("""
            recipient_id, errors
     FROM status_event
     WHERE outcome = 'orphaned' AND provider = :provider
-      AND (provider_message_id = ANY(CAST(:wamids AS text[]))
-           OR callback_data = ANY(CAST(:callbacks AS text[])))
+      AND (provider_message_id = ANY(ARRAY(
+               SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
+           OR callback_data = ANY(ARRAY(
+               SELECT jsonb_array_elements_text(CAST(:callbacks AS jsonb)))))
     ORDER BY id
     FOR UPDATE
 """)
@@ -169,13 +179,11 @@ INSERT_EVENTS = text("""
         provider, provider_message_id, status, provider_timestamp, message_id, receipt_id,
         phone_number_id, recipient_id, callback_data, errors, outcome, resolved_at)
     SELECT :provider, v.wamid, v.status, v.at, v.message_id, r.id,
-           v.pnid, v.recipient, v.callback, CAST(v.errors AS jsonb), v.outcome,
+           v.pnid, v.recipient, v.callback, v.errors, v.outcome,
            CASE WHEN v.message_id IS NULL THEN NULL ELSE now() END
-    FROM unnest(CAST(:wamids AS text[]), CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
-                CAST(:message_ids AS uuid[]), CAST(:receipt_ids AS uuid[]), CAST(:pnids AS text[]),
-                CAST(:recipients AS text[]), CAST(:callbacks AS text[]), CAST(:errors AS text[]),
-                CAST(:outcomes AS text[]))
-         AS v(wamid, status, at, message_id, receipt_id, pnid, recipient, callback, errors, outcome)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(wamid text, status text, at timestamptz, message_id uuid, receipt_id uuid,
+              pnid text, recipient text, callback text, errors jsonb, outcome text)
     LEFT JOIN webhook_receipt r ON r.id = v.receipt_id
     ORDER BY v.wamid, v.status
     ON CONFLICT (provider, provider_message_id, status) DO NOTHING
@@ -185,8 +193,8 @@ SET_EVENT_OUTCOMES = text("""
     UPDATE status_event AS e
     SET outcome = v.outcome, message_id = COALESCE(v.message_id, e.message_id),
         resolved_at = CASE WHEN v.message_id IS NULL THEN e.resolved_at ELSE now() END
-    FROM unnest(CAST(:wamids AS text[]), CAST(:statuses AS text[]), CAST(:outcomes AS text[]),
-                CAST(:message_ids AS uuid[])) AS v(wamid, status, outcome, message_id)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(wamid text, status text, outcome text, message_id uuid)
     WHERE e.provider = :provider AND e.provider_message_id = v.wamid AND e.status = v.status
 """)
 UPDATE_MESSAGES = text("""
@@ -196,22 +204,18 @@ UPDATE_MESSAGES = text("""
         error_title = v.error_title, error_details = v.error_details,
         rejection_reason = v.rejection_reason, provider_message_id = v.wamid, wa_id = v.wa_id,
         updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]), CAST(:sent_ats AS timestamptz[]),
-                CAST(:delivered_ats AS timestamptz[]), CAST(:read_ats AS timestamptz[]),
-                CAST(:failed_ats AS timestamptz[]), CAST(:error_codes AS int[]),
-                CAST(:error_titles AS text[]), CAST(:error_details AS text[]),
-                CAST(:reasons AS text[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]))
-         AS v(id, state, sent_at, delivered_at, read_at, failed_at, error_code, error_title,
-              error_details, rejection_reason, wamid, wa_id)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id uuid, state text, sent_at timestamptz, delivered_at timestamptz,
+              read_at timestamptz, failed_at timestamptz, error_code int, error_title text,
+              error_details text, rejection_reason text, wamid text, wa_id text)
     WHERE m.id = v.id
 """)
 ADD_OPT_OUTS = text("""
     WITH candidate AS (
         SELECT DISTINCT ON (w.id, v.phone) w.id AS workspace_id, v.phone, v.source, v.reason,
                v.receipt_id
-        FROM unnest(CAST(:pnids AS text[]), CAST(:phones AS text[]), CAST(:sources AS text[]),
-                    CAST(:reasons AS text[]), CAST(:receipt_ids AS text[]))
-             AS v(pnid, phone, source, reason, receipt_id)
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS v(pnid text, phone text, source text, reason text, receipt_id text)
         JOIN workspace w ON w.sender_phone_number_id = v.pnid
         ORDER BY w.id, v.phone
     ), added AS (
@@ -227,6 +231,19 @@ ADD_OPT_OUTS = text("""
     FROM added a JOIN candidate c ON c.workspace_id = a.workspace_id AND c.phone = a.phone_e164
     RETURNING workspace_id, details ->> 'source' AS source
 """)
+
+
+def _json(value: Any) -> str:
+    """One JSON parameter: datetimes as ISO 8601 (with offset), UUIDs as strings."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_scalar)
+
+
+def _json_scalar(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
 # --- reading rows -------------------------------------------------------------------------------
@@ -271,11 +288,8 @@ def _errors_from_json(raw: Any) -> tuple[ProviderError, ...]:
     )
 
 
-def _errors_to_json(errors: Iterable[ProviderError]) -> str:
-    return json.dumps(
-        [{"code": e.code, "title": e.title, "details": e.details} for e in errors],
-        ensure_ascii=False,
-    )
+def _errors_to_json(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
+    return [{"code": e.code, "title": e.title, "details": e.details} for e in errors]
 
 
 def _as_uuid(value: str) -> uuid.UUID | None:
@@ -296,10 +310,10 @@ async def _lock_messages(
 ) -> list[_Message]:
     if wamids:
         result = await session.execute(
-            LOCK_BY_PROVIDER_ID, {"provider": PROVIDER, "wamids": list(wamids)}
+            LOCK_BY_PROVIDER_ID, {"provider": PROVIDER, "wamids": _json(list(wamids))}
         )
     elif ids:
-        result = await session.execute(LOCK_BY_ID, {"ids": list(ids)})
+        result = await session.execute(LOCK_BY_ID, {"ids": _json(list(ids))})
     else:
         return []
     return [_message(row) for row in result]
@@ -319,8 +333,8 @@ async def _orphans_for(session: AsyncSession, messages: Iterable[_Message]) -> l
         ORPHANS_FOR,
         {
             "provider": PROVIDER,
-            "wamids": [m.provider_message_id for m in messages if m.provider_message_id],
-            "callbacks": [str(m.id) for m in messages],
+            "wamids": _json([m.provider_message_id for m in messages if m.provider_message_id]),
+            "callbacks": _json([str(m.id) for m in messages]),
         },
     )
     return [
@@ -385,39 +399,44 @@ async def _write_messages(session: AsyncSession, messages: Iterable[_Message]) -
     changed = [m for m in messages if m.changed]
     if not changed:
         return
-    after = [m.after for m in changed]
-    await session.execute(
-        UPDATE_MESSAGES,
+    rows = [
         {
-            "ids": [m.id for m in changed],
-            "states": [a.state.value for a in after],
-            "sent_ats": [a.sent_at for a in after],
-            "delivered_ats": [a.delivered_at for a in after],
-            "read_ats": [a.read_at for a in after],
-            "failed_ats": [a.failed_at for a in after],
-            "error_codes": [a.error.code if a.error else None for a in after],
-            "error_titles": [a.error.title if a.error else None for a in after],
-            "error_details": [a.error.details if a.error else None for a in after],
-            "reasons": [a.rejection_reason.value if a.rejection_reason else None for a in after],
-            "wamids": [m.provider_message_id for m in changed],
-            "wa_ids": [m.wa_id for m in changed],
-        },
+            "id": m.id,
+            "state": m.after.state.value,
+            "sent_at": m.after.sent_at,
+            "delivered_at": m.after.delivered_at,
+            "read_at": m.after.read_at,
+            "failed_at": m.after.failed_at,
+            "error_code": m.after.error.code if m.after.error else None,
+            "error_title": m.after.error.title if m.after.error else None,
+            "error_details": m.after.error.details if m.after.error else None,
+            "rejection_reason": m.after.rejection_reason,
+            "wamid": m.provider_message_id,
+            "wa_id": m.wa_id,
+        }
+        for m in changed
+    ]
+    await session.execute(UPDATE_MESSAGES, {"rows": _json(rows)})
+
+
+def _outcome_rows(
+    items: Iterable[tuple[str, str, ApplyOutcome, uuid.UUID | None]],
+) -> str:
+    return _json(
+        [
+            {"wamid": wamid, "status": status, "outcome": outcome.value, "message_id": message_id}
+            for wamid, status, outcome, message_id in items
+        ]
     )
 
 
 async def _write_orphans(session: AsyncSession, orphans: Iterable[_Orphan]) -> None:
     resolved = [o for o in orphans if o.message_id is not None]
     if resolved:
-        await session.execute(
-            SET_EVENT_OUTCOMES,
-            {
-                "provider": PROVIDER,
-                "wamids": [o.provider_message_id for o in resolved],
-                "statuses": [o.report.status for o in resolved],
-                "outcomes": [o.outcome.value for o in resolved],
-                "message_ids": [o.message_id for o in resolved],
-            },
+        rows = _outcome_rows(
+            (o.provider_message_id, o.report.status, o.outcome, o.message_id) for o in resolved
         )
+        await session.execute(SET_EVENT_OUTCOMES, {"provider": PROVIDER, "rows": rows})
 
 
 # --- the batch ----------------------------------------------------------------------------------
@@ -464,7 +483,9 @@ async def _guard_unmatched(session: AsyncSession, batch: _Batch) -> None:
     if not unmatched:
         return
     await _lock_wamids(session, unmatched)
-    found = await session.execute(ANY_MESSAGE_WITH, {"provider": PROVIDER, "wamids": unmatched})
+    found = await session.execute(
+        ANY_MESSAGE_WITH, {"provider": PROVIDER, "wamids": _json(unmatched)}
+    )
     if found.first() is not None:
         raise RetryableConflict("a message received its provider id while the batch was applied")
 
@@ -489,25 +510,24 @@ def _replay_batch(batch: _Batch, skip: set[int]) -> dict[int, ApplyOutcome]:
 async def _insert_events(
     session: AsyncSession, batch: _Batch, outcomes: dict[int, ApplyOutcome]
 ) -> set[tuple[str, str]]:
-    indexes = sorted(outcomes)
-    updates = [batch.updates[i] for i in indexes]
-    targets = [batch.target.get(i) for i in indexes]
-    result = await session.execute(
-        INSERT_EVENTS,
-        {
-            "provider": PROVIDER,
-            "wamids": [u.provider_message_id for u in updates],
-            "statuses": [u.report.status for u in updates],
-            "ats": [u.report.at for u in updates],
-            "message_ids": [t.id if t else None for t in targets],
-            "receipt_ids": [u.receipt_id for u in updates],
-            "pnids": [u.phone_number_id for u in updates],
-            "recipients": [u.recipient_id for u in updates],
-            "callbacks": [u.callback_data for u in updates],
-            "errors": [_errors_to_json(u.report.errors) for u in updates],
-            "outcomes": [outcomes[i].value for i in indexes],
-        },
-    )
+    rows = []
+    for i in sorted(outcomes):
+        update, target = batch.updates[i], batch.target.get(i)
+        rows.append(
+            {
+                "wamid": update.provider_message_id,
+                "status": update.report.status,
+                "at": update.report.at,
+                "message_id": target.id if target else None,
+                "receipt_id": update.receipt_id,
+                "pnid": update.phone_number_id,
+                "recipient": update.recipient_id,
+                "callback": update.callback_data,
+                "errors": _errors_to_json(update.report.errors),
+                "outcome": outcomes[i].value,
+            }
+        )
+    result = await session.execute(INSERT_EVENTS, {"provider": PROVIDER, "rows": _json(rows)})
     return {(row.provider_message_id, row.status) for row in result}
 
 
@@ -557,19 +577,16 @@ def _key(update: StatusUpdate) -> tuple[str, str]:
 async def _fix_outcomes(
     session: AsyncSession, batch: _Batch, outcomes: dict[int, ApplyOutcome]
 ) -> None:
-    indexes = sorted(outcomes)
-    await session.execute(
-        SET_EVENT_OUTCOMES,
-        {
-            "provider": PROVIDER,
-            "wamids": [batch.updates[i].provider_message_id for i in indexes],
-            "statuses": [batch.updates[i].report.status for i in indexes],
-            "outcomes": [outcomes[i].value for i in indexes],
-            "message_ids": [
-                t.id if (t := batch.target.get(i)) is not None else None for i in indexes
-            ],
-        },
+    rows = _outcome_rows(
+        (
+            batch.updates[i].provider_message_id,
+            batch.updates[i].report.status,
+            outcomes[i],
+            t.id if (t := batch.target.get(i)) is not None else None,
+        )
+        for i in sorted(outcomes)
     )
+    await session.execute(SET_EVENT_OUTCOMES, {"provider": PROVIDER, "rows": rows})
 
 
 def _results(batch: _Batch, outcomes: dict[int, ApplyOutcome]) -> list[StatusApplication]:
@@ -619,16 +636,17 @@ async def add_opt_outs(session: AsyncSession, opt_outs: Sequence[OptOut]) -> dic
     """
     if not opt_outs:
         return {}
-    result = await session.execute(
-        ADD_OPT_OUTS,
+    rows = [
         {
-            "pnids": [o.phone_number_id for o in opt_outs],
-            "phones": [o.phone_e164 for o in opt_outs],
-            "sources": [o.source.value for o in opt_outs],
-            "reasons": [o.reason for o in opt_outs],
-            "receipt_ids": [str(o.receipt_id) if o.receipt_id else None for o in opt_outs],
-        },
-    )
+            "pnid": o.phone_number_id,
+            "phone": o.phone_e164,
+            "source": o.source.value,
+            "reason": o.reason,
+            "receipt_id": o.receipt_id,
+        }
+        for o in opt_outs
+    ]
+    result = await session.execute(ADD_OPT_OUTS, {"rows": _json(rows)})
     added: dict[str, int] = defaultdict(int)
     for row in result:
         added[row.source] += 1

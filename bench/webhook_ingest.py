@@ -1,0 +1,291 @@
+"""Benchmark: signed webhook POSTs to committed state, against real processes on loopback.
+
+Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python \
+           bench/webhook_ingest.py [--posts-single 6000] [--posts-batched 400] [--concurrency 64]
+
+Creates a scratch database beside DATABASE_URL, migrates it, seeds one run of `sent` messages
+with known provider ids, starts `python -m dispatch_service` and `python -m webhook_service`
+on free ports, and sends a bounded number of signed POSTs (bodies signed before timing) with a
+fixed number of concurrent connections:
+
+* one status per POST (`delivered`), then
+* 50 statuses per POST (`read`, across two changes of one entry).
+
+For each it prints: POSTs/s and status events/s acknowledged (200 = the receipt is committed),
+events/s until every status is applied to its message (ApplyStatus committed), and POST latency
+percentiles. The figures are printed, never asserted. The scratch database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import psycopg
+from psycopg import sql
+
+from common.db.migrate import upgrade
+from common.db.urls import with_database
+
+ROOT = Path(__file__).resolve().parents[1]
+SENDER = "106540352242922"
+APP_SECRET = "bench-app-secret"
+SEED = """
+INSERT INTO workspace (id, name, default_region, sender_phone_number_id)
+VALUES (%(ws)s, 'bench', 'US', %(sender)s);
+INSERT INTO membership (id, workspace_id, display_name, role)
+VALUES (%(member)s, %(ws)s, 'bench', 'parent_admin');
+INSERT INTO event (id, workspace_id, name, starts_at) VALUES (%(ev)s, %(ws)s, 'bench', now());
+INSERT INTO template (id, workspace_id, name, language, category, status)
+VALUES (%(tpl)s, %(ws)s, 'bench', 'en_US', 'MARKETING', 'APPROVED');
+INSERT INTO guest_unit (id, workspace_id, name) VALUES (%(unit)s, %(ws)s, 'bench');
+INSERT INTO precheck (id, workspace_id, event_id, template_id, actor_id, audience_hash,
+                      total_count, eligible_count, blocked_count, expires_at)
+VALUES (%(pre)s, %(ws)s, %(ev)s, %(tpl)s, %(member)s, 'h', %(n)s, %(n)s, 0, now());
+INSERT INTO invite_send_run (id, workspace_id, event_id, template_id, language, precheck_id,
+                             actor_id, idempotency_key, sender_phone_number_id, state)
+VALUES (%(run)s, %(ws)s, %(ev)s, %(tpl)s, 'en_US', %(pre)s, %(member)s, 'bench', %(sender)s,
+        'dispatching');
+INSERT INTO invite_message (run_id, workspace_id, event_id, position, guest_unit_id, phone_e164,
+                            state, provider_message_id, sent_at)
+SELECT %(run)s, %(ws)s, %(ev)s, i, %(unit)s, '+1202' || lpad(i::text, 7, '0'), 'sent',
+       'wamid.bench.' || i, now()
+FROM generate_series(0, %(n)s - 1) AS i;
+ANALYZE;
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(with_database(url, "postgres"), autocommit=True)
+
+
+def body_for(statuses: list[tuple[int, str]], timestamp: int) -> bytes:
+    items = [
+        {"id": f"wamid.bench.{n}", "status": s, "timestamp": str(timestamp), "recipient_id": "1202"}
+        for n, s in statuses
+    ]
+    halves = [items[: len(items) // 2 or 1], items[len(items) // 2 or 1 :]]
+    changes = [
+        {
+            "field": "messages",
+            "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": SENDER},
+                "statuses": half,
+            },
+        }
+        for half in halves
+        if half
+    ]
+    payload = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": changes}]}
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def signed(body: bytes) -> tuple[bytes, str]:
+    return body, "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"{url} did not become ready")
+
+
+async def send_all(url: str, posts: list[tuple[bytes, str]], concurrency: int) -> list[float]:
+    """POST everything with `concurrency` workers; returns each POST's latency in seconds."""
+    queue = list(reversed(posts))
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while queue:
+                body, signature = queue.pop()
+                started = time.perf_counter()
+                async with session.post(
+                    url,
+                    data=body,
+                    headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"POST answered {response.status}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def applied_count(db_url: str, state: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM invite_message WHERE state = %s", [state]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def scenario(
+    label: str,
+    url: str,
+    db_url: str,
+    posts: list[tuple[bytes, str]],
+    events: int,
+    state: str,
+    concurrency: int,
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        since = conn.execute("SELECT clock_timestamp()").fetchone()
+    started = time.perf_counter()
+    latencies = await send_all(url, posts, concurrency)
+    acked = time.perf_counter() - started
+    while applied_count(db_url, state) < events:
+        if time.perf_counter() - started > 300:
+            raise SystemExit(f"{label}: not every status was applied within 300 s")
+        await asyncio.sleep(0.05)
+    applied = time.perf_counter() - started
+    with psycopg.connect(db_url) as conn:
+        lag = conn.execute(
+            "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY"
+            " extract(epoch FROM applied_at - received_at)) FROM webhook_receipt"
+            " WHERE state = 'applied' AND received_at >= %s",
+            [since[0] if since else None],
+        ).fetchone()
+    print(f"== {label}: {len(posts)} POSTs, {events} status events, {concurrency} connections")
+    print(f"   acknowledged: {len(posts) / acked:,.0f} POSTs/s, {events / acked:,.0f} events/s")
+    print(f"   applied:      {events / applied:,.0f} events/s (all in {applied:.2f} s)")
+    p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    print(
+        f"   POST latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
+    if lag and lag[0] is not None:
+        print(f"   receipt stored -> applied: p99 {float(lag[0]) * 1000:.0f} ms")
+
+
+async def main_async(args: argparse.Namespace, db_url: str) -> None:
+    dispatch, webhook = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DISPATCH_", "WHATSAPP_", "WEBHOOK_"))
+    }
+    env.update(
+        DATABASE_URL=db_url,
+        DISPATCH_LISTEN=dispatch,
+        DISPATCH_TARGET=dispatch,
+        DISPATCH_METRICS_LISTEN="",
+        DISPATCH_BACKEND_TOKENS="bench-backend-token",
+        DISPATCH_INGESTOR_TOKEN="bench-ingestor-token",
+        DISPATCHER_ENABLED="false",
+        WEBHOOK_LISTEN=webhook,
+        WHATSAPP_ACCESS_TOKEN="bench-access-token",
+        WHATSAPP_APP_SECRET=APP_SECRET,
+        WHATSAPP_VERIFY_TOKEN="bench-verify-token",
+        WHATSAPP_PHONE_NUMBER_ID=SENDER,
+        LOG_LEVEL="WARNING",
+    )
+    logs = Path(args.log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = [
+        start("dispatch_service", env, logs / "bench-dispatch.log"),
+        start("webhook_service", env, logs / "bench-webhook.log"),
+    ]
+    try:
+        await wait_http(f"http://{webhook}/readyz")
+        url = f"http://{webhook}/webhooks/whatsapp"
+        now = int(time.time())
+        single = [signed(body_for([(n, "delivered")], now)) for n in range(args.posts_single)]
+        await scenario(
+            "one status per POST", url, db_url, single, len(single), "delivered", args.concurrency
+        )
+        batched = [
+            signed(body_for([(p * 50 + k, "read") for k in range(50)], now + 1))
+            for p in range(args.posts_batched)
+        ]
+        await scenario(
+            "50 statuses per POST",
+            url,
+            db_url,
+            batched,
+            50 * len(batched),
+            "read",
+            args.concurrency,
+        )
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts-single", type=int, default=6000)
+    parser.add_argument("--posts-batched", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--log-dir", default="/tmp")
+    args = parser.parse_args()
+    server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"bench_webhook_{uuid.uuid4().hex[:10]}"
+    messages = max(args.posts_single, 50 * args.posts_batched)
+    with admin(server) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db_url = with_database(server, name)
+    try:
+        upgrade(db_url)
+        ids = {k: uuid.uuid4() for k in ("ws", "member", "ev", "tpl", "unit", "pre", "run")}
+        # Client-side binding: the seed is several statements in one execute.
+        with psycopg.connect(db_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+            conn.execute(SEED, {**ids, "n": messages, "sender": SENDER})
+        asyncio.run(main_async(args, db_url))
+    finally:
+        with admin(server) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+if __name__ == "__main__":
+    main()
