@@ -12,9 +12,11 @@ Two paths share one planning step (normalise, bind senders, build one request):
   delivers receipts stored while the dispatch service was down, or before a crash.
 
 A receipt is marked ``applied`` only after ApplyStatus succeeded for every update in it.
-When a call fails, its receipts stay ``pending`` (attempts and last error recorded) and the
-forwarder stops calling for a sweep interval: fresh receipts then simply wait in the database
-for the sweeper, so memory stays bounded while the dispatch service is down.
+When a call fails with a transient error, its receipts stay ``pending`` (attempts and last
+error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
+queued in memory (they wait in the database, so memory stays bounded however long the dispatch
+service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
+interval, so the backlog drains within an interval of the dispatch service answering again.
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ class Plan:
     """Receipts settled whatever the call does (flagged, or nothing to forward)."""
 
     @property
-    def has_updates(self) -> bool:
+    def update_count(self) -> int:
         r = self.request
-        return bool(r.statuses or r.preferences or r.inbound_texts)
+        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts)
 
 
 def _add_updates(
@@ -170,14 +172,17 @@ async def plan(
     db: AsyncConnection | AsyncEngine,
     receipts: Sequence[Receipt],
     senders: SenderCache | None = None,
-) -> Plan:
-    """Normalise receipts, bind them to workspaces and build the ApplyStatus request."""
+    max_updates: int = 2_000,
+) -> list[Plan]:
+    """Normalise receipts, bind them to workspaces and build ApplyStatus requests of at most
+    `max_updates` updates each (a receipt is never split, so one may carry more)."""
     normalised = [(r, normalise(r.body)) for r in receipts]
     ids = sorted({pnid for _, n in normalised for pnid in n.phone_number_ids})
     bindings = await (senders or SenderCache(ttl=0)).bindings(db, ids)
     known = set(bindings)
-    result = Plan()
+    plans = [Plan()]
     for receipt, updates in normalised:
+        result = plans[-1]
         rid = receipt.id
         if updates.flag is not None:
             log.warning(
@@ -207,6 +212,9 @@ async def plan(
             log.warning(
                 "provider reported error %d: %s", error.code, error.title, extra={"receipt_id": rid}
             )
+        if result.update_count and result.update_count + updates.update_count > max_updates:
+            result = Plan()
+            plans.append(result)
         dropped = _add_updates(result.request, str(rid), updates, known)
         if dropped:
             log.warning(
@@ -216,7 +224,7 @@ async def plan(
             result.forwarded.append(settlement)
         else:
             result.settled.append(settlement)  # template/account notifications: nothing to send
-    return result
+    return plans
 
 
 class Forwarder:
@@ -235,7 +243,8 @@ class Forwarder:
         self._slots = asyncio.Semaphore(settings.webhook_forward_concurrency)
         self._calls: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._paused_until = 0.0
+        self._degraded = False
+        """True after a call failed, until one succeeds: the sweeper is then in charge."""
         self._senders = SenderCache()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -263,13 +272,10 @@ class Forwarder:
 
     def submit(self, receipt: Receipt) -> None:
         """Hand a freshly stored receipt to the forwarder (never blocks)."""
-        if len(self._queue) >= self._settings.webhook_forward_queue_limit or self._paused():
+        if self._degraded or len(self._queue) >= self._settings.webhook_forward_queue_limit:
             return  # it is durable: the sweeper forwards it
         self._queue.append(receipt)
         self._wake.set()
-
-    def _paused(self) -> bool:
-        return time.monotonic() < self._paused_until
 
     # --- fresh receipts ----------------------------------------------------------------------
 
@@ -307,14 +313,11 @@ class Forwarder:
             log.error("forwarding failed", exc_info=error)
 
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
-        if self._paused():
+        if self._degraded:
             return  # left pending for the sweeper
-        work = await plan(self._engine, receipts, self._senders)
-        error = await self._call(work, attempts=self._settings.webhook_forward_attempts)
-        if error is not None:
-            self._paused_until = time.monotonic() + self._settings.webhook_sweep_interval_seconds
+        plans = await self._plan(self._engine, receipts)
         async with self._engine.begin() as conn:
-            await self._settle(conn, work, error, path="fresh")
+            await self._deliver(conn, plans, self._settings.webhook_forward_attempts, "fresh")
 
     # --- the sweeper -------------------------------------------------------------------------
 
@@ -329,33 +332,42 @@ class Forwarder:
             except Exception:
                 log.exception("sweep failed")
                 swept = 0
-            # A full batch means more may be waiting: go again at once.
-            if swept < self._settings.webhook_forward_batch_receipts:
+            # A full batch that went through means more may be waiting: go again at once.
+            if self._degraded or swept < self._settings.webhook_forward_batch_receipts:
                 await asyncio.sleep(interval * random.uniform(0.8, 1.2))
 
     async def sweep_once(self) -> int:
-        """Forward one batch of old pending receipts; returns how many were claimed."""
+        """Forward one batch of pending receipts; returns how many were claimed.
+
+        Normally only receipts older than the minimum age are taken (younger ones belong to the
+        forwarder of the ingestor that stored them); while degraded, every pending receipt is,
+        so the backlog drains within one sweep interval of the dispatch service answering."""
+        min_age = 0.0 if self._degraded else self._settings.webhook_sweep_min_age_seconds
         async with self._engine.begin() as conn:
             receipts = await inbox.claim_pending(
-                conn,
-                limit=self._settings.webhook_forward_batch_receipts,
-                min_age_seconds=self._settings.webhook_sweep_min_age_seconds,
+                conn, limit=self._settings.webhook_forward_batch_receipts, min_age_seconds=min_age
             )
             if not receipts:
                 return 0
-            work = await plan(conn, receipts, self._senders)
-            error = await self._call(work, attempts=1)
-            if error is None:
-                self._paused_until = 0.0  # the dispatch service answers again
-            await self._settle(conn, work, error, path="sweep")
+            await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
         log.info("swept %d pending receipts", len(receipts), extra={"count": len(receipts)})
         return len(receipts)
 
     # --- shared ------------------------------------------------------------------------------
 
+    async def _plan(self, db: AsyncConnection | AsyncEngine, receipts: list[Receipt]) -> list[Plan]:
+        return await plan(db, receipts, self._senders, self._settings.webhook_forward_batch_updates)
+
+    async def _deliver(
+        self, conn: AsyncConnection, plans: list[Plan], attempts: int, path: str
+    ) -> None:
+        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`)."""
+        for work in plans:
+            await self._settle(conn, work, await self._call(work, attempts=attempts), path)
+
     async def _call(self, work: Plan, *, attempts: int) -> str | None:
         """Send the plan's request; None on success, else the last error's code name."""
-        if not work.has_updates:
+        if not work.update_count:
             return None
         error = "not attempted"
         for attempt in range(1, attempts + 1):
@@ -376,10 +388,14 @@ class Forwarder:
                     extra={"count": len(work.forwarded)},
                 )
                 if failure.code() not in TRANSIENT_CODES or attempt == attempts:
+                    # Whatever the cause (an outage, a wrong token), stop calling per receipt
+                    # and let the sweeper retry everything once per interval.
+                    self._degraded = True
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             else:
+                self._degraded = False
                 metrics.FORWARD_CALLS.labels("ok").inc()
                 r = work.request
                 metrics.UPDATES_FORWARDED.labels("statuses").inc(len(r.statuses))

@@ -49,6 +49,9 @@ INFORMATIONAL_FIELDS = frozenset(
 """Documented change fields that we recognise but that carry nothing for the status path."""
 
 MAX_TIMESTAMP = 10**11  # year ~5138: anything larger is not Unix seconds
+MAX_UPDATES = 10_000
+"""More updates than this in one body is not a Meta webhook (Meta batches at most 1,000), and
+ApplyStatus refuses calls this large: such a body is flagged unknown_shape."""
 
 
 class ShapeError(ValueError):
@@ -308,6 +311,8 @@ def normalise(body: bytes) -> Normalised:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem=str(error)[:300])
     if out.known_changes == 0:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="no change this system reads")
+    if len(out.statuses) + len(out.preferences) + len(out.inbound_texts) > MAX_UPDATES:
+        return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="too many updates in one body")
     return Normalised(
         phone_number_ids=tuple(out.phone_number_ids),
         statuses=tuple(out.statuses),

@@ -54,9 +54,9 @@ class WebhookSettings(ServiceSettings):
     webhook_forward_backoff_seconds: float = Field(default=0.2, gt=0)
     """WEBHOOK_FORWARD_BACKOFF_SECONDS: the first retry's backoff; it doubles per attempt."""
 
-    webhook_forward_queue_limit: int = Field(default=20_000, ge=1)
-    """WEBHOOK_FORWARD_QUEUE_LIMIT: fresh receipts waiting in memory; beyond it (or while the
-    dispatch service fails) they wait in the database for the sweeper instead."""
+    webhook_forward_queue_limit: int = Field(default=5_000, ge=1)
+    """WEBHOOK_FORWARD_QUEUE_LIMIT: fresh receipts waiting in memory; beyond it (or while calls
+    to the dispatch service fail) they wait in the database for the sweeper instead."""
 
     webhook_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     """WEBHOOK_SWEEP_INTERVAL_SECONDS: how often pending receipts are looked for and
@@ -64,4 +64,5 @@ class WebhookSettings(ServiceSettings):
 
     webhook_sweep_min_age_seconds: float = Field(default=60.0, ge=0)
     """WEBHOOK_SWEEP_MIN_AGE_SECONDS: the sweeper leaves receipts younger than this to the
-    forwarder of the ingestor that stored them."""
+    forwarder of the ingestor that stored them (unless calls are failing: then it takes all).
+    Keep it above attempts x deadline so a slow call is not duplicated by a sweep."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from grpc import aio
+from prometheus_client import REGISTRY
 
 from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
@@ -38,7 +41,8 @@ from tests.status_support import (
 )
 from webhook_service.app import CHANNEL_OPTIONS, create_app
 from webhook_service.app import Deps as WebhookDeps
-from webhook_service.forwarder import Forwarder
+from webhook_service.forwarder import Forwarder, plan
+from webhook_service.inbox import Receipt
 from webhook_service.settings import WebhookSettings
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
@@ -385,3 +389,48 @@ async def test_the_dispatch_service_refuses_callers_without_the_ingestor_token(
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "statuses[0].provider_message_id" in (caught.value.details() or "")
+
+
+async def test_identical_posts_at_the_same_moment_are_one_receipt(
+    database_url: str, post: Post
+) -> None:
+    body = statuses_body([status_item("wamid.same", "sent", 1_900_000_000)])
+    responses = await asyncio.gather(*(post(body) for _ in range(20)))
+    assert [r.status for r in responses] == [200] * 20
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(1,)]
+
+
+async def test_requests_are_cut_at_the_update_limit_without_splitting_a_receipt(
+    database_url: str,
+) -> None:
+    seed_run(database_url, 1)
+    bodies = [
+        statuses_body([status_item(f"wamid.p{n}.{k}", "sent", 1_900_000_000) for k in range(3)])
+        for n in range(4)
+    ]
+    receipts_ = [Receipt(uuid.uuid4(), body, datetime.now(UTC)) for body in bodies]
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        plans = await plan(engine, receipts_, max_updates=5)
+    finally:
+        await engine.dispose()
+    assert [len(p.request.statuses) for p in plans] == [3, 3, 3, 3]
+    assert [s.receipt_id for p in plans for s in p.forwarded] == [r.id for r in receipts_]
+
+
+async def test_metrics_count_posts_by_verdict(client: TestClient[Any, Any], post: Post) -> None:
+    def value(verdict: str) -> float:
+        sample = REGISTRY.get_sample_value("invites_webhook_posts_total", {"verdict": verdict})
+        return sample or 0.0
+
+    verdicts = ("stored", "duplicate", "signature_mismatch", "signature_missing")
+    before = {v: value(v) for v in verdicts}
+    body = statuses_body([status_item("wamid.metrics", "sent", 1_900_000_000)])
+    await post(body)
+    await post(body)
+    await post(body, signature=sign(body, "wrong"))
+    await post(body, signature=None)
+    assert {v: value(v) - before[v] for v in verdicts} == dict.fromkeys(verdicts, 1.0)
+    text = await (await client.get("/metrics")).text()
+    assert 'invites_webhook_posts_total{verdict="stored"}' in text
+    assert "invites_webhook_unapplied_receipts" in text

@@ -175,3 +175,17 @@ def test_a_messages_change_without_metadata_is_an_unknown_shape() -> None:
     payload = json.loads((CORPUS / "read.json").read_bytes())
     del payload["entry"][0]["changes"][0]["value"]["metadata"]
     assert normalise(json.dumps(payload).encode()).flag is ReceiptFlag.UNKNOWN_SHAPE
+
+
+def test_more_updates_than_any_meta_batch_is_an_unknown_shape() -> None:
+    items = [
+        {"id": f"wamid.{n}", "status": "sent", "timestamp": "1750030073"} for n in range(10_001)
+    ]
+    value = {"metadata": {"phone_number_id": SENDER}, "statuses": items}
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+    }
+    got = normalise(json.dumps(payload).encode())
+    assert got.flag is ReceiptFlag.UNKNOWN_SHAPE
+    assert got.update_count == 0
