@@ -9,10 +9,13 @@ See dispatch_service/domain/guests.py for the row rules and docs/guests.md for t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +28,7 @@ from dispatch_service.domain.guests import (
     CsvGuestReader,
     GuestInput,
     ImportPlanner,
+    PreparedRow,
     prepare_row,
 )
 from dispatch_service.domain.paging import encode_page_token, page_request
@@ -49,6 +53,7 @@ from dispatch_service.use_cases.acting import READERS, acting
 BATCH_ROWS = 2000
 MAX_KEY = 200
 MAX_UPSERT_ROWS = 10_000
+T = TypeVar("T")
 ROW_SOURCES = frozenset({ImportSource.CONTACTS, ImportSource.MANUAL})
 
 
@@ -168,6 +173,48 @@ async def _row_batches(rows: Sequence[GuestInput]) -> AsyncIterator[list[GuestIn
         yield list(rows[start : start + size])
 
 
+async def _prepared(
+    batches: AsyncIterator[list[GuestInput]], region: str
+) -> AsyncIterator[list[PreparedRow]]:
+    async for batch in batches:
+        yield [prepare_row(row, region) for row in batch]
+
+
+_END = object()
+
+
+async def read_ahead(source: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+    """`source`'s items, produced by a task of their own up to `depth` items ahead.
+
+    Reading and preparing rows (CSV parsing, phone normalisation) is CPU work; writing a batch is
+    waiting on Postgres. Running the first in its own task lets it use those waits, so the two
+    overlap. An error in `source` is raised here, at the item where it happened.
+    """
+    queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue(depth)
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                await queue.put((item, None))
+            await queue.put((_END, None))
+        except Exception as error:  # handed to the consumer, which raises it
+            await queue.put((_END, error))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            item, error = await queue.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _import(
     session: AsyncSession,
     actor: Actor,
@@ -188,8 +235,7 @@ async def _import(
         file_name=request.file_name,
     )
     planner, counts = ImportPlanner(), Counter[ImportRowOutcome]()
-    async for batch in batches:
-        rows = [prepare_row(row, workspace.default_region) for row in batch]
+    async for rows in read_ahead(_prepared(batches, workspace.default_region)):
         state = await load_batch_state(session, actor.workspace_id, rows)
         plan = planner.plan(
             rows,
