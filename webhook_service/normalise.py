@@ -49,9 +49,9 @@ INFORMATIONAL_FIELDS = frozenset(
 """Documented change fields that we recognise but that carry nothing for the status path."""
 
 MAX_TIMESTAMP = 10**11  # year ~5138: anything larger is not Unix seconds
-MAX_UPDATES = 10_000
-"""More updates than this in one body is not a Meta webhook (Meta batches at most 1,000), and
-ApplyStatus refuses calls this large: such a body is flagged unknown_shape."""
+MAX_UPDATES = 5_000
+"""More updates than this in one body is not a Meta webhook (Meta batches at most 1,000); such a
+body is flagged unknown_shape rather than sent as one oversized ApplyStatus call."""
 
 
 class ShapeError(ValueError):
