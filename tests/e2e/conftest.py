@@ -204,3 +204,53 @@ def webhook_process(
     service = start_service("webhook", "webhook_service")
     wait_for_http(service, f"http://{service.env['WEBHOOK_LISTEN']}/healthz")
     return service
+
+
+@dataclass
+class CliResult:
+    """What one `invites` command did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+InvitesCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def invites_cli(dispatch_process: ServiceProcess) -> InvitesCli:
+    """Run the real `invites` CLI (a subprocess) against `dispatch_process`.
+
+    `invites_cli("members", "list", actor=member_id)` sets INVITES_TARGET and INVITES_TOKEN (the
+    backend token) and, when given, INVITES_ACTOR; extra environment via `env={...}`. Returns the
+    exit code and output; fails the test when it takes longer than `timeout` seconds.
+    """
+
+    def run(
+        *args: str,
+        actor: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        cwd: Path | None = None,
+    ) -> CliResult:
+        variables = {
+            **dispatch_process.env,
+            "INVITES_TARGET": dispatch_process.env["DISPATCH_LISTEN"],
+            "INVITES_TOKEN": BACKEND_TOKEN,
+            "INVITES_ACTOR": actor,
+            "COLUMNS": "200",  # wide tables: ids are never wrapped
+            **(env or {}),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=variables,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run

@@ -1,0 +1,121 @@
+"""`invites bootstrap` (a first workspace and its parent admin) and `invites members ...`.
+
+invites bootstrap --name "Smith wedding" --region US --admin-name "Sam"
+export INVITES_ACTOR=<printed member id>
+invites members add "Alex" --role admin
+invites members list
+invites members remove <member id>
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.client import Client
+from cli.commands.admin_support import add_command, add_group, console, fields, table
+from cli.output import enum_name, print_json
+from common.generated.invites.v1 import admin_pb2 as pb
+from common.generated.invites.v1 import types_pb2
+
+ROLES = {
+    "parent_admin": types_pb2.ROLE_PARENT_ADMIN,
+    "admin": types_pb2.ROLE_ADMIN,
+    "viewer": types_pb2.ROLE_VIEWER,
+}
+
+
+def register(commands: Any) -> None:
+    """Add `bootstrap` and `members`."""
+    bootstrap = add_command(
+        commands,
+        "bootstrap",
+        "create a workspace and its first parent admin; prints the INVITES_ACTOR to export",
+        run_bootstrap,
+    )
+    bootstrap.add_argument("--name", required=True, help="the workspace's name")
+    bootstrap.add_argument(
+        "--region", required=True, help="ISO 3166 region for phones without a country code (US)"
+    )
+    bootstrap.add_argument("--admin-name", required=True, help="the first parent admin's name")
+    bootstrap.add_argument(
+        "--sender-phone-number-id",
+        default="",
+        help="WhatsApp phone number id to send from (default: the service's)",
+    )
+    bootstrap.add_argument("--json", action="store_true", help="print JSON")
+
+    members = add_group(commands, "members", "list, add and remove workspace members")
+    listing = add_command(members, "list", "list the workspace's members", run_list)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    add = add_command(members, "add", "add a member (parent admins only)", run_add)
+    add.add_argument("display_name")
+    add.add_argument("--role", choices=sorted(ROLES), required=True)
+    add.add_argument("--json", action="store_true", help="print JSON")
+    remove = add_command(members, "remove", "remove a member (parent admins only)", run_remove)
+    remove.add_argument("member_id")
+
+
+async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
+    """CreateWorkspace, then show the ids and the environment line to act as the admin."""
+    reply = await client.call(
+        client.admin.CreateWorkspace,
+        pb.CreateWorkspaceRequest(
+            name=args.name,
+            default_region=args.region,
+            sender_phone_number_id=args.sender_phone_number_id,
+            admin_display_name=args.admin_name,
+        ),
+    )
+    if args.json:
+        print_json(reply)
+        return 0
+    workspace, admin = reply.workspace, reply.admin
+    fields(
+        "workspace created",
+        [
+            ("workspace_id", workspace.workspace_id),
+            ("name", workspace.name),
+            ("default_region", workspace.default_region),
+            ("sender_phone_number_id", workspace.sender_phone_number_id),
+            ("parent_admin", f"{admin.display_name} ({admin.member_id})"),
+        ],
+    )
+    console.print("\nAct as this parent admin in the next commands:")
+    print(f"export INVITES_ACTOR={admin.member_id}")
+    return 0
+
+
+async def run_list(client: Client, args: argparse.Namespace) -> int:
+    """ListMembers."""
+    reply = await client.call(client.admin.ListMembers, pb.ListMembersRequest())
+    if args.json:
+        print_json(reply)
+        return 0
+    table(
+        "members",
+        ("member_id", "name", "role"),
+        [(m.member_id, m.display_name, enum_name(types_pb2.Role, m.role)) for m in reply.members],
+    )
+    return 0
+
+
+async def run_add(client: Client, args: argparse.Namespace) -> int:
+    """AddMember."""
+    reply = await client.call(
+        client.admin.AddMember,
+        pb.AddMemberRequest(display_name=args.display_name, role=ROLES[args.role]),
+    )
+    if args.json:
+        print_json(reply)
+        return 0
+    member = reply.member
+    console.print(f"added {member.display_name} as {args.role}: {member.member_id}")
+    return 0
+
+
+async def run_remove(client: Client, args: argparse.Namespace) -> int:
+    """RemoveMember."""
+    await client.call(client.admin.RemoveMember, pb.RemoveMemberRequest(member_id=args.member_id))
+    console.print(f"removed member {args.member_id}")
+    return 0
