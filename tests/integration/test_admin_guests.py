@@ -3,6 +3,7 @@ idempotency, reactivation, rejection of broken files (nothing stored), listings.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -439,3 +440,24 @@ async def test_guest_units_page_by_name(grpc_api: ApiClient) -> None:
         if not token:
             break
     assert seen == ["D", "a", "b", "c", "e"]  # byte order, the resolver's order too
+
+
+async def test_concurrent_imports_under_one_key_make_one_run(grpc_api: ApiClient) -> None:
+    _, admin = await _workspace(grpc_api)
+    replies = await asyncio.gather(
+        *(import_csv(grpc_api, admin, CSV, key="same", chunk=64) for _ in range(3))
+    )
+    assert sorted(r.created for r in replies) == [False, False, True]
+    assert len({r.import_run.import_run_id for r in replies}) == 1
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM import_run") == 1
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 4
+
+
+async def test_concurrent_imports_of_the_same_people_never_duplicate_them(
+    grpc_api: ApiClient,
+) -> None:
+    _, admin = await _workspace(grpc_api)
+    replies = await asyncio.gather(*(import_csv(grpc_api, admin, CSV, chunk=64) for _ in range(3)))
+    assert sorted(r.import_run.created for r in replies) == [0, 0, 3]
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 4
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM guest_unit") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -19,7 +20,7 @@ from tests.integration.admin_support import (
     rpc_error,
     scalar,
 )
-from tests.integration.conftest import ApiClient
+from tests.integration.conftest import ApiClient, code_of
 
 
 def template(
@@ -284,3 +285,35 @@ async def test_dnm_lists_page_and_stay_in_their_workspace(grpc_api: ApiClient) -
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+
+
+async def test_concurrent_adds_of_one_phone_make_one_entry(grpc_api: ApiClient) -> None:
+    created = await new_workspace(grpc_api)
+    admin = created.admin.member_id
+    replies = await asyncio.gather(
+        *(
+            grpc_api.admin.AddDoNotMessage(
+                pb.AddDoNotMessageRequest(phone=phone), metadata=grpc_api.md(admin)
+            )
+            for phone in ("+12025550101", "(202) 555-0101", "202 555 0101", "+1-202-555-0101")
+        )
+    )
+    assert sorted(r.created for r in replies) == [False, False, False, True]
+    assert len({r.entry.entry_id for r in replies}) == 1
+    actions = await audit_actions(grpc_api.sessions, created.workspace.workspace_id)
+    assert actions.count("dnm.add") == 1
+
+
+async def test_concurrent_registrations_of_one_template_make_one(grpc_api: ApiClient) -> None:
+    admin = (await new_workspace(grpc_api)).admin.member_id
+    results = await asyncio.gather(
+        *(
+            grpc_api.admin.RegisterTemplate(template(), metadata=grpc_api.md(admin))
+            for _ in range(3)
+        ),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 2
+    assert all(code_of(f) == grpc.StatusCode.ALREADY_EXISTS for f in failures)
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM template") == 1
