@@ -7,9 +7,23 @@ and their contacts. PrecheckSend and the run use only it, so their counts never 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, insert, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import (
@@ -111,9 +125,20 @@ async def unknown_guest_units(
     return ids - set(found)
 
 
+# The resolver is a hot path (100,000 households): it selects Core table columns, so rows come
+# back as plain Rows without ORM result processing.
+GU = cast(Table, GuestUnit.__table__)
+PERSON = cast(Table, Person.__table__)
+OVERRIDE = cast(Table, EventAudienceOverride.__table__)
+TAG = cast(Table, Tag.__table__)
+UNIT_TAG = cast(Table, GuestUnitTag.__table__)
+
+
 def _listed(event_id: uuid.UUID, kind: AudienceOverrideKind) -> ColumnElement[bool]:
-    return GuestUnit.id.in_(
-        select(Override.guest_unit_id).where(Override.event_id == event_id, Override.kind == kind)
+    return GU.c.id.in_(
+        select(OVERRIDE.c.guest_unit_id).where(
+            OVERRIDE.c.event_id == event_id, OVERRIDE.c.kind == kind.value
+        )
     )
 
 
@@ -123,14 +148,14 @@ def _base_set(
     if audience.mode is AudienceMode.ALL:
         return true()
     if audience.mode is AudienceMode.SIDES:
-        return GuestUnit.side.in_(audience.sides) if audience.sides else false()
+        return GU.c.side.in_(audience.sides) if audience.sides else false()
     if audience.mode is AudienceMode.TAGS:
         tagged = (
-            select(GuestUnitTag.guest_unit_id)
-            .join(Tag, Tag.id == GuestUnitTag.tag_id)
-            .where(Tag.workspace_id == workspace_id, Tag.name.in_(audience.tags))
+            select(UNIT_TAG.c.guest_unit_id)
+            .join(TAG, TAG.c.id == UNIT_TAG.c.tag_id)
+            .where(TAG.c.workspace_id == workspace_id, TAG.c.name.in_(audience.tags))
         )
-        return GuestUnit.id.in_(tagged)
+        return GU.c.id.in_(tagged)
     return _listed(event_id, AudienceOverrideKind.MEMBER)
 
 
@@ -141,7 +166,7 @@ def _selected(
         _base_set(workspace_id, event_id, audience), _listed(event_id, AudienceOverrideKind.INCLUDE)
     )
     return and_(
-        GuestUnit.workspace_id == workspace_id,
+        GU.c.workspace_id == workspace_id,
         included,
         not_(_listed(event_id, AudienceOverrideKind.EXCLUDE)),
     )
@@ -172,21 +197,20 @@ async def resolve_audience(
         )
     statement = (
         select(
-            GuestUnit.id,
-            GuestUnit.name,
-            Person.id,
-            func.coalesce(Person.display_name, ""),
-            Person.phone_e164,
-            func.coalesce(Person.phone_status, PhoneStatus.MISSING.value),
-            and_(GuestUnit.active, Person.active.is_not(False)),
+            GU.c.id,
+            GU.c.name,
+            PERSON.c.id.label("person_id"),
+            func.coalesce(PERSON.c.display_name, ""),
+            PERSON.c.phone_e164,
+            func.coalesce(PERSON.c.phone_status, PhoneStatus.MISSING.value),
+            and_(GU.c.active, PERSON.c.active.is_not(False)),
         )
-        .select_from(GuestUnit)
-        .outerjoin(Person, Person.id == GuestUnit.contact_person_id)
+        .select_from(GU.outerjoin(PERSON, PERSON.c.id == GU.c.contact_person_id))
         .where(_selected(workspace_id, event_id, audience))
         # Byte order ("C" collation): the same order whatever locale the database was created with.
-        .order_by(GuestUnit.name.collate("C"), GuestUnit.id)
+        .order_by(GU.c.name.collate("C"), GU.c.id)
     )
-    result = await session.execute(statement)
+    rows: Sequence[Any] = (await session.execute(statement)).all()
     statuses = {s.value: s for s in PhoneStatus}
     return [
         AudienceTarget(
@@ -198,7 +222,7 @@ async def resolve_audience(
             phone_status=statuses[status],
             active=bool(active),
         )
-        for unit_id, name, person_id, display_name, phone, status, active in result
+        for unit_id, name, person_id, display_name, phone, status, active in rows
     ]
 
 
@@ -210,8 +234,6 @@ async def count_audience(
     if audience is None:
         return 0
     count = await session.scalar(
-        select(func.count())
-        .select_from(GuestUnit)
-        .where(_selected(workspace_id, event_id, audience))
+        select(func.count()).select_from(GU).where(_selected(workspace_id, event_id, audience))
     )
     return int(count or 0)
