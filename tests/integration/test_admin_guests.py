@@ -461,3 +461,14 @@ async def test_concurrent_imports_of_the_same_people_never_duplicate_them(
     assert sorted(r.import_run.created for r in replies) == [0, 0, 3]
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 4
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM guest_unit") == 3
+
+
+async def test_a_used_key_answers_without_reading_a_large_stream(grpc_api: ApiClient) -> None:
+    _, admin = await _workspace(grpc_api)
+    first = await import_csv(grpc_api, admin, CSV, key="big")
+    large = "name,phone\n" + "".join(
+        f"Guest {i},+1202555{i % 10_000:04d}\n" for i in range(150_000)
+    )
+    again = await import_csv(grpc_api, admin, large, key="big", chunk=64 * 1024)
+    assert (again.created, again.import_run) == (False, first.import_run)
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 4
