@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -426,8 +427,11 @@ class PrecheckCandidate(Base):
         Uuid, ForeignKey("precheck.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    guest_unit_id: Mapped[uuid.UUID] = _fk("guest_unit.id")
-    person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
+    # A snapshot of who the resolver returned: no foreign keys to the guest tables (guests are
+    # never hard-deleted; a key check locks each parent row, which made a 100,000-row precheck
+    # several times slower). The run's messages copy these ids.
+    guest_unit_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     display_name: Mapped[str] = mapped_column(Text, server_default="")
     guest_unit_name: Mapped[str] = mapped_column(Text, server_default="")
     phone_e164: Mapped[str | None] = mapped_column(Text)
@@ -468,6 +472,8 @@ class InviteSendRun(Base):
         UniqueConstraint("workspace_id", "idempotency_key"),
         # A precheck is sent at most once: a second run from it would invite everyone again.
         UniqueConstraint("precheck_id"),
+        # The target of invite_message's (run, workspace, event) foreign key.
+        UniqueConstraint("id", "workspace_id", "event_id"),
         Index(None, "event_id", "created_at"),
         Index(
             "ix_invite_send_run_active",
@@ -483,12 +489,16 @@ class InviteMessage(Base):
     __tablename__ = "invite_message"
 
     id: Mapped[uuid.UUID] = _id()
-    run_id: Mapped[uuid.UUID] = _fk("invite_send_run.id")
-    workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
-    event_id: Mapped[uuid.UUID] = _fk("event.id")
+    # (run_id, workspace_id, event_id) is one foreign key to the run: a message can only carry
+    # its own run's workspace and event. The household and person ids are a snapshot of the
+    # precheck without foreign keys (guests are never hard-deleted; a key check per row and
+    # parent made StartRun of 100,000 messages several times slower).
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     position: Mapped[int] = mapped_column(Integer)
-    guest_unit_id: Mapped[uuid.UUID] = _fk("guest_unit.id")
-    person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
+    guest_unit_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     phone_e164: Mapped[str | None] = mapped_column(Text)
     variables: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
     state: Mapped[str] = mapped_column(Text)
@@ -512,6 +522,10 @@ class InviteMessage(Base):
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "workspace_id", "event_id"],
+            ["invite_send_run.id", "invite_send_run.workspace_id", "invite_send_run.event_id"],
+        ),
         one_of("state", MessageState),
         one_of("rejection_reason", RejectionReason),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),

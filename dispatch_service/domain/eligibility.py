@@ -25,14 +25,16 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from common.vocabulary import PhoneStatus, RejectionReason
 from dispatch_service.domain.audience import AudienceTarget
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One target of a precheck with its eligibility, at `position` (0-based) in the audience."""
+class Candidate(NamedTuple):
+    """One target of a precheck with its eligibility, at `position` (0-based) in the audience.
+
+    A NamedTuple rather than a frozen dataclass: a precheck makes 100,000 of them."""
 
     position: int
     target: AudienceTarget
@@ -73,10 +75,12 @@ def _canonical_positions(targets: Sequence[AudienceTarget]) -> dict[str, int]:
         phone = target.phone_e164
         if phone is None:
             continue
-        first.setdefault(phone, position)
-        if target.active:
-            first_active.setdefault(phone, position)
-    return first | first_active
+        if phone not in first:
+            first[phone] = position
+        if target.active and phone not in first_active:
+            first_active[phone] = position
+    first.update(first_active)
+    return first
 
 
 def _reason(
@@ -110,11 +114,14 @@ def blocked_by_reason(candidates: Iterable[Candidate]) -> dict[RejectionReason, 
 def audience_hash(candidates: Iterable[Candidate]) -> str:
     """A stable hash of the targets and their outcomes, in order (hex, 32 characters)."""
     digest = hashlib.blake2b(digest_size=16)
+    lines = []
     for c in candidates:
         t = c.target
-        line = (
-            f"{t.guest_unit_id}|{t.person_id or ''}|{t.phone_e164 or ''}|"
-            f"{c.reason.value if c.reason else 'eligible'}\n"
+        person = t.person_id.bytes if t.person_id else b""
+        outcome = c.reason.value if c.reason else "eligible"
+        lines.append(
+            b"%s|%s|%s|%s\n"
+            % (t.guest_unit_id.bytes, person, (t.phone_e164 or "").encode(), outcome.encode())
         )
-        digest.update(line.encode())
+    digest.update(b"".join(lines))
     return digest.hexdigest()

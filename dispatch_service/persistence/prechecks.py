@@ -41,6 +41,7 @@ _CANDIDATE_COLUMNS = (
     "eligible",
     "rejection_reason",
 )
+_CANDIDATE_TYPES = ("uuid", "int4", "uuid", "uuid", "text", "text", "text", "bool", "text")
 
 
 async def require_template(
@@ -54,18 +55,15 @@ async def require_template(
         raise NotFound("no such template in this workspace", reason="TEMPLATE_NOT_FOUND")
 
 
-async def do_not_message_phones(
-    session: AsyncSession, workspace_id: uuid.UUID, phones: Sequence[str]
-) -> frozenset[str]:
-    """Those of `phones` with an active do-not-message entry in the workspace."""
-    if not phones:
-        return frozenset()
+async def do_not_message_phones(session: AsyncSession, workspace_id: uuid.UUID) -> frozenset[str]:
+    """Every phone with an active do-not-message entry in the workspace (one indexed read; far
+    cheaper than sending 100,000 audience phones to the database to compare)."""
     rows = await session.scalars(
         text(
-            "SELECT phone_e164 FROM do_not_message_entry WHERE workspace_id = :ws"
-            " AND removed_at IS NULL AND phone_e164 = ANY(:phones)"
+            "SELECT phone_e164 FROM do_not_message_entry"
+            " WHERE workspace_id = :ws AND removed_at IS NULL"
         ),
-        {"ws": workspace_id, "phones": list(phones)},
+        {"ws": workspace_id},
     )
     return frozenset(rows)
 
@@ -119,8 +117,12 @@ async def store_precheck(
     )
     await session.flush()
     connection = await raw_connection(session)
-    statement = f"COPY precheck_candidate ({', '.join(_CANDIDATE_COLUMNS)}) FROM STDIN"
-    async with connection.cursor().copy(statement) as copy:
+    statement = (
+        f"COPY precheck_candidate ({', '.join(_CANDIDATE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    )
+    async with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        # Binary with declared types: no text formatting or parsing of 100,000 uuids.
+        copy.set_types(list(_CANDIDATE_TYPES))
         for c in candidates:
             t = c.target
             await copy.write_row(
@@ -132,7 +134,7 @@ async def store_precheck(
                     t.display_name,
                     t.guest_unit_name,
                     t.phone_e164,
-                    c.eligible,
+                    c.reason is None,
                     c.reason.value if c.reason else None,
                 )
             )

@@ -124,6 +124,7 @@ class PrecheckRecord:
     id: uuid.UUID
     event_id: uuid.UUID
     template_id: uuid.UUID
+    created_at: datetime
     expires_at: datetime
     resend_phones: tuple[str, ...]
 
@@ -141,6 +142,7 @@ async def load_precheck(
         id=row.id,
         event_id=row.event_id,
         template_id=row.template_id,
+        created_at=row.created_at,
         expires_at=row.expires_at,
         resend_phones=tuple(row.resend_phones),
     )
@@ -203,22 +205,31 @@ WITH inserted AS (
     person_id, phone_e164, variables, state, rejection_reason, provider)
   SELECT :run, :ws, :event, c.position, c.guest_unit_id, c.person_id, c.phone_e164,
     {variables},
-    CASE WHEN c.eligible AND NOT x.invited THEN 'queued' ELSE 'blocked' END,
-    CASE WHEN NOT c.eligible THEN c.rejection_reason
-         WHEN x.invited THEN :already_invited END,
-    :provider
+    CASE WHEN c.eligible THEN 'queued' ELSE 'blocked' END, c.rejection_reason, :provider
   FROM precheck_candidate c
-  CROSS JOIN LATERAL (SELECT CASE
-    WHEN c.eligible AND c.phone_e164 <> ALL(CAST(:resend AS text[])) THEN EXISTS (
-      SELECT 1 FROM invite_message p
-      WHERE p.event_id = :event AND p.phone_e164 = c.phone_e164
-        AND p.state = ANY(CAST(:invited_states AS text[])))
-    ELSE false END AS invited) x
   WHERE c.precheck_id = :precheck
   ORDER BY c.position
   RETURNING state)
 SELECT count(*), count(*) FILTER (WHERE state = 'queued') FROM inserted
 """
+
+# Phones invited by runs of the event that the precheck could not have seen: runs started
+# after it was taken (with a margin for a StartRun that was still committing at the time).
+INVITED_SINCE = text(
+    """
+    SELECT DISTINCT m.phone_e164 FROM invite_send_run r
+    JOIN invite_message m ON m.run_id = r.id
+    WHERE r.event_id = :event AND r.id <> :run
+      AND r.created_at > :since - interval '10 minutes'
+      AND m.phone_e164 IS NOT NULL AND m.state = ANY(CAST(:invited_states AS text[]))
+    """
+)
+BLOCK_INVITED = text(
+    """
+    UPDATE invite_message SET state = 'blocked', rejection_reason = 'already_invited'
+    WHERE run_id = :run AND state = 'queued' AND phone_e164 = ANY(CAST(:phones AS text[]))
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -274,14 +285,12 @@ async def create_run(
             "event": run.event_id,
             "precheck": run.precheck.id,
             "provider": run.provider,
-            "already_invited": RejectionReason.ALREADY_INVITED.value,
-            "resend": list(run.precheck.resend_phones),
-            "invited_states": [s.value for s in INVITED_STATES],
             **params,
         },
     )
     row = result.one()
     total, eligible = int(row[0]), int(row[1])
+    eligible -= await _block_invited_since(session, run)
     state = RunState.QUEUED if eligible else RunState.COMPLETED
     await session.execute(
         text(
@@ -292,6 +301,25 @@ async def create_run(
         {"total": total, "eligible": eligible, "state": state.value, "run": run.id},
     )
     return total, eligible
+
+
+async def _block_invited_since(session: AsyncSession, run: NewRun) -> int:
+    """Block (already_invited) phones a run started after the precheck invited meanwhile."""
+    phones = set(
+        await session.scalars(
+            INVITED_SINCE,
+            {
+                "event": run.event_id,
+                "run": run.id,
+                "since": run.precheck.created_at,
+                "invited_states": [s.value for s in INVITED_STATES],
+            },
+        )
+    ) - set(run.precheck.resend_phones)
+    if not phones:
+        return 0
+    result = await session.execute(BLOCK_INVITED, {"run": run.id, "phones": sorted(phones)})
+    return cast(CursorResult[Any], result).rowcount
 
 
 def audit(

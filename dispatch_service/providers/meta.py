@@ -39,6 +39,8 @@ def build_http_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """The process's one AsyncClient for provider calls, with explicit timeouts and limits."""
+    # httpx logs every request at INFO: a line per message at 1,000 messages/s is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
         limits=httpx.Limits(

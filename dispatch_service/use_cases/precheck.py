@@ -119,9 +119,8 @@ async def precheck_send(
         require_role(actor, WRITERS, "run a precheck")
         await require_template(session, actor.workspace_id, command.template_id)
         targets = await resolve_audience(session, actor.workspace_id, command.event_id)
-        phones = sorted({t.phone_e164 for t in targets if t.phone_e164})
         inputs = PolicyInputs(
-            do_not_message=await do_not_message_phones(session, actor.workspace_id, phones),
+            do_not_message=await do_not_message_phones(session, actor.workspace_id),
             already_invited=await invited_phones(session, command.event_id),
             resend_phones=frozenset(command.resend_phones),
         )

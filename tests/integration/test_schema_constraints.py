@@ -52,8 +52,11 @@ class World:
             category="MARKETING",
             status="APPROVED",
         )
-        self.precheck = insert(
-            conn,
+        self.run = self.new_run("key-1")
+
+    def new_precheck(self) -> uuid.UUID:
+        return insert(
+            self.conn,
             "precheck",
             workspace_id=self.workspace,
             event_id=self.event,
@@ -65,7 +68,6 @@ class World:
             blocked_count=0,
             expires_at="2030-01-01",
         )
-        self.run = self.new_run("key-1")
 
     def new_person(self, phone: str) -> uuid.UUID:
         return insert(
@@ -78,7 +80,7 @@ class World:
             phone_e164=phone,
         )
 
-    def new_run(self, key: str) -> uuid.UUID:
+    def new_run(self, key: str, precheck: uuid.UUID | None = None) -> uuid.UUID:
         return insert(
             self.conn,
             "invite_send_run",
@@ -86,7 +88,7 @@ class World:
             event_id=self.event,
             template_id=self.template,
             language="en_US",
-            precheck_id=self.precheck,
+            precheck_id=precheck or self.new_precheck(),
             actor_id=self.member,
             idempotency_key=key,
             sender_phone_number_id="1",
@@ -199,6 +201,30 @@ def test_run_idempotency_key_unique_per_workspace(world: World) -> None:
     with pytest.raises(errors.UniqueViolation):
         world.new_run("key-1")
     world.new_run("key-2")
+
+
+def test_a_precheck_starts_at_most_one_run(world: World) -> None:
+    precheck = world.new_precheck()
+    world.new_run("key-a", precheck)
+    with pytest.raises(errors.UniqueViolation):
+        world.new_run("key-b", precheck)
+
+
+def test_a_message_carries_its_own_runs_workspace_and_event(world: World) -> None:
+    other_event = insert(
+        world.conn, "event", workspace_id=world.workspace, name="Other", starts_at="2027-01-01"
+    )
+    with pytest.raises(errors.ForeignKeyViolation):
+        insert(
+            world.conn,
+            "invite_message",
+            run_id=world.run,
+            workspace_id=world.workspace,
+            event_id=other_event,
+            position=1,
+            guest_unit_id=world.unit,
+            state="queued",
+        )
 
 
 def test_one_webhook_receipt_per_body_hash(world: World) -> None:
