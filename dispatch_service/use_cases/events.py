@@ -159,6 +159,9 @@ async def set_event_audience(
         if unknown:
             raise InvalidArgument(*_id_violations(audience, unknown))
         await store_audience(session, actor.workspace_id, event_id, audience)
+        # Answer what was stored (ids in their stored order), exactly what GetEventAudience shows.
+        stored = await load_audience(session, actor.workspace_id, event_id)
+        assert stored is not None
         count = await count_audience(session, actor.workspace_id, event_id)
         record_audit(
             session,
@@ -177,7 +180,7 @@ async def set_event_audience(
                 "resolved_guest_unit_count": count,
             },
         )
-    return audience, count
+    return stored, count
 
 
 async def get_event_audience(
