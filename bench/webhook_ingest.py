@@ -1,19 +1,23 @@
 """Benchmark: signed webhook POSTs to committed state, against real processes on loopback.
 
 Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python \
-           bench/webhook_ingest.py [--posts-single 6000] [--posts-batched 400] [--concurrency 64]
+           bench/webhook_ingest.py [--posts-single 6000] [--posts-batched 400] [--rate 3000]
 
 Creates a scratch database beside DATABASE_URL, migrates it, seeds one run of `sent` messages
 with known provider ids, starts `python -m dispatch_service` and `python -m webhook_service`
-on free ports, and sends a bounded number of signed POSTs (bodies signed before timing) with a
-fixed number of concurrent connections:
+on free ports, and sends a bounded number of signed POSTs (bodies signed before timing):
 
-* one status per POST (`delivered`), then
-* 50 statuses per POST (`read`, across two changes of one entry).
+* saturating runs (closed loop, `--connections` back to back) with one status per POST
+  (`delivered`) and with 50 (`read`, across two changes of one entry): the capacity; latency
+  there is mostly queueing behind the other connections;
+* sustained runs (open loop, one POST every 1/rate s for `--paced-seconds`): 50 statuses per POST
+  at `--rate` events/s (the target: 3,000/s with p99 <= 50 ms), and one status per POST at
+  `--single-rate` POSTs/s.
 
 For each it prints: POSTs/s and status events/s acknowledged (200 = the receipt is committed),
-events/s until every status is applied to its message (ApplyStatus committed), and POST latency
-percentiles. The figures are printed, never asserted. The scratch database is dropped afterwards.
+events/s until every status is applied to its message (ApplyStatus committed), POST latency
+percentiles and the receipt-to-applied lag. The figures are printed, never asserted. Each run
+uses its own range of messages; the scratch database is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -124,35 +129,54 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"{url} did not become ready")
 
 
-async def send_all(url: str, posts: list[tuple[bytes, str]], concurrency: int) -> list[float]:
-    """POST everything with `concurrency` workers; returns each POST's latency in seconds."""
+Post = tuple[bytes, str]
+
+
+async def post_one(session: aiohttp.ClientSession, url: str, post: Post) -> float:
+    """POST one signed body; its latency in seconds (anything but 200 stops the bench)."""
+    body, signature = post
+    started = time.perf_counter()
+    headers = {"X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        if response.status != 200:
+            raise SystemExit(f"POST answered {response.status}")
+    return time.perf_counter() - started
+
+
+async def send_saturating(url: str, posts: list[Post], connections: int) -> list[float]:
+    """Closed loop: `connections` workers POST back to back (measures capacity)."""
     queue = list(reversed(posts))
     latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def worker() -> None:
             while queue:
-                body, signature = queue.pop()
-                started = time.perf_counter()
-                async with session.post(
-                    url,
-                    data=body,
-                    headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"POST answered {response.status}")
-                latencies.append(time.perf_counter() - started)
+                latencies.append(await post_one(session, url, queue.pop()))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(connections)))
     return latencies
 
 
-def applied_count(db_url: str, state: str) -> int:
+async def send_paced(url: str, posts: list[Post], per_second: float) -> list[float]:
+    """Open loop: one POST every 1/per_second s whatever the answers (a sustained rate)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
+        started = time.perf_counter()
+        tasks = []
+        for n, post in enumerate(posts):
+            delay = started + n / per_second - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post_one(session, url, post)))
+        return list(await asyncio.gather(*tasks))
+
+
+def applied_count(db_url: str, first: int, count: int, state: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM invite_message WHERE state = %s", [state]
+            "SELECT count(*) FROM invite_message WHERE position >= %s AND position < %s"
+            " AND state = %s",
+            [first, first + count, state],
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -162,23 +186,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def scenario(
-    label: str,
-    url: str,
-    db_url: str,
-    posts: list[tuple[bytes, str]],
-    events: int,
-    state: str,
-    concurrency: int,
-) -> None:
+@dataclass
+class Scenario:
+    """One measured run: `posts` POSTs of `per_post` statuses for messages from `first` on."""
+
+    label: str
+    first: int
+    posts: int
+    per_post: int
+    status: str
+    rate: float | None = None  # POSTs per second (paced); None: saturate with `connections`
+
+    @property
+    def events(self) -> int:
+        return self.posts * self.per_post
+
+    def bodies(self, timestamp: int) -> list[Post]:
+        return [
+            signed(
+                body_for(
+                    [
+                        (self.first + p * self.per_post + k, self.status)
+                        for k in range(self.per_post)
+                    ],
+                    timestamp,
+                )
+            )
+            for p in range(self.posts)
+        ]
+
+
+async def measure(scenario: Scenario, url: str, db_url: str, connections: int) -> None:
+    posts = scenario.bodies(int(time.time()))
     with psycopg.connect(db_url) as conn:
         since = conn.execute("SELECT clock_timestamp()").fetchone()
     started = time.perf_counter()
-    latencies = await send_all(url, posts, concurrency)
+    if scenario.rate is None:
+        latencies = await send_saturating(url, posts, connections)
+        how = f"{connections} connections, back to back"
+    else:
+        latencies = await send_paced(url, posts, scenario.rate)
+        how = f"paced at {scenario.rate * scenario.per_post:,.0f} events/s"
     acked = time.perf_counter() - started
-    while applied_count(db_url, state) < events:
+    while applied_count(db_url, scenario.first, scenario.events, scenario.status) < scenario.events:
         if time.perf_counter() - started > 300:
-            raise SystemExit(f"{label}: not every status was applied within 300 s")
+            raise SystemExit(f"{scenario.label}: not every status was applied within 300 s")
         await asyncio.sleep(0.05)
     applied = time.perf_counter() - started
     with psycopg.connect(db_url) as conn:
@@ -188,9 +240,13 @@ async def scenario(
             " WHERE state = 'applied' AND received_at >= %s",
             [since[0] if since else None],
         ).fetchone()
-    print(f"== {label}: {len(posts)} POSTs, {events} status events, {concurrency} connections")
-    print(f"   acknowledged: {len(posts) / acked:,.0f} POSTs/s, {events / acked:,.0f} events/s")
-    print(f"   applied:      {events / applied:,.0f} events/s (all in {applied:.2f} s)")
+    events = scenario.events
+    print(f"== {scenario.label}: {len(posts)} POSTs, {events} status events, {how}")
+    print(f"   acknowledged: {len(posts) / acked:,.0f} POSTs/s = {events / acked:,.0f} events/s")
+    print(
+        f"   applied:      {events / applied:,.0f} events/s"
+        f" (the last status applied {applied:.2f} s after the first POST)"
+    )
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     print(
         f"   POST latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms"
@@ -199,7 +255,24 @@ async def scenario(
         print(f"   receipt stored -> applied: p99 {float(lag[0]) * 1000:.0f} ms")
 
 
-async def main_async(args: argparse.Namespace, db_url: str) -> None:
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    """The runs, each on its own range of messages (so every status advances a message)."""
+    seconds = args.paced_seconds
+    plan = [
+        ("saturate, 1 status per POST", 1, args.posts_single, None),
+        ("saturate, 50 statuses per POST", 50, args.posts_batched, None),
+        ("sustained, 50 statuses per POST", 50, int(args.rate / 50 * seconds), args.rate / 50),
+        ("sustained, 1 status per POST", 1, int(args.single_rate * seconds), args.single_rate),
+    ]
+    runs, first = [], 0
+    for label, per_post, posts, rate in plan:
+        status = "read" if per_post > 1 else "delivered"
+        runs.append(Scenario(label, first, posts, per_post, status, rate))
+        first += posts * per_post
+    return runs
+
+
+async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]) -> None:
     dispatch, webhook = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {
         k: v
@@ -229,25 +302,8 @@ async def main_async(args: argparse.Namespace, db_url: str) -> None:
     ]
     try:
         await wait_http(f"http://{webhook}/readyz")
-        url = f"http://{webhook}/webhooks/whatsapp"
-        now = int(time.time())
-        single = [signed(body_for([(n, "delivered")], now)) for n in range(args.posts_single)]
-        await scenario(
-            "one status per POST", url, db_url, single, len(single), "delivered", args.concurrency
-        )
-        batched = [
-            signed(body_for([(p * 50 + k, "read") for k in range(50)], now + 1))
-            for p in range(args.posts_batched)
-        ]
-        await scenario(
-            "50 statuses per POST",
-            url,
-            db_url,
-            batched,
-            50 * len(batched),
-            "read",
-            args.concurrency,
-        )
+        for run in runs:
+            await measure(run, f"http://{webhook}/webhooks/whatsapp", db_url, args.connections)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -259,27 +315,31 @@ async def main_async(args: argparse.Namespace, db_url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--posts-single", type=int, default=6000)
-    parser.add_argument("--posts-batched", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--posts-single", type=int, default=6000, help="saturating, 1 per POST")
+    parser.add_argument("--posts-batched", type=int, default=400, help="saturating, 50 per POST")
+    parser.add_argument("--connections", type=int, default=64, help="for the saturating runs")
+    parser.add_argument("--rate", type=float, default=3000, help="sustained events/s, 50 per POST")
+    parser.add_argument("--single-rate", type=float, default=300, help="sustained POSTs/s, 1 each")
+    parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--log-dir", default="/tmp")
     args = parser.parse_args()
     server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
         "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    runs = scenarios(args)
     name = f"bench_webhook_{uuid.uuid4().hex[:10]}"
-    messages = max(args.posts_single, 50 * args.posts_batched)
     with admin(server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     db_url = with_database(server, name)
     try:
         upgrade(db_url)
         ids = {k: uuid.uuid4() for k in ("ws", "member", "ev", "tpl", "unit", "pre", "run")}
+        messages = sum(run.events for run in runs)
         # Client-side binding: the seed is several statements in one execute.
         with psycopg.connect(db_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
             conn.execute(SEED, {**ids, "n": messages, "sender": SENDER})
-        asyncio.run(main_async(args, db_url))
+        asyncio.run(main_async(args, db_url, runs))
     finally:
         with admin(server) as conn:
             conn.execute(

@@ -3,7 +3,8 @@
 Two paths share one planning step (normalise, bind senders, build one request):
 
 * **Fresh receipts.** The POST handler hands each stored receipt to :meth:`Forwarder.submit`.
-  A loop woken by an ``asyncio.Event`` gathers what is waiting (up to N receipts / M updates),
+  A loop woken by an ``asyncio.Event`` lingers a few milliseconds so neighbours can join, then
+  gathers what is waiting (up to N receipts / M updates),
   sends one ApplyStatus call (deadline on every call, a few retries with exponential backoff
   and jitter on transient errors) and keeps up to K calls in flight, so batches grow with load.
 * **The sweeper.** Every few seconds it claims pending receipts older than a minimum age with
@@ -293,9 +294,12 @@ class Forwarder:
         return batch
 
     async def _forward_loop(self) -> None:
+        linger = self._settings.webhook_forward_linger_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if linger and len(self._queue) < self._settings.webhook_forward_batch_receipts:
+                await asyncio.sleep(linger)  # let neighbours join: fewer, larger calls
             while self._queue:
                 await self._slots.acquire()
                 batch = self._take_batch()

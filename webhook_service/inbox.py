@@ -116,6 +116,8 @@ class ReceiptWriter:
     idle a POST waits for nothing but its own INSERT.
     """
 
+    FLUSHES_IN_FLIGHT = 2
+
     def __init__(self, engine: AsyncEngine, max_batch: int = 500) -> None:
         self._engine = engine
         self._max_batch = max_batch
@@ -146,15 +148,40 @@ class ReceiptWriter:
         return await done
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiting:
-                batch = self._waiting[: self._max_batch]
-                self._waiting = self._waiting[self._max_batch :]
-                await self._flush(batch)
+        # Two flushes may overlap: POSTs arriving during one commit go out with the next
+        # instead of waiting for it, which halves the wait at the tail.
+        slots = asyncio.Semaphore(self.FLUSHES_IN_FLIGHT)
+        flushes: set[asyncio.Task[None]] = set()
+
+        def finished(flush: asyncio.Task[None]) -> None:
+            flushes.discard(flush)
+            slots.release()
+
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._waiting:
+                    await slots.acquire()
+                    batch = self._waiting[: self._max_batch]
+                    self._waiting = self._waiting[self._max_batch :]
+                    flush = asyncio.create_task(self._flush(batch))
+                    flushes.add(flush)
+                    flush.add_done_callback(finished)
+        finally:
+            for flush in list(flushes):
+                flush.cancel()
 
     async def _flush(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._insert(batch)
+        except asyncio.CancelledError:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(ConnectionError("the receipt writer stopped"))
+            raise
+
+    async def _insert(self, batch: list[_Waiting]) -> None:
         try:
             async with self._engine.begin() as conn:
                 result = await conn.execute(

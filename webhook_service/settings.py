@@ -41,6 +41,10 @@ class WebhookSettings(ServiceSettings):
     """WEBHOOK_FORWARD_BATCH_UPDATES: stop adding receipts to a call past this many updates
     (a single receipt is never split; Meta batches at most 1,000 updates per POST)."""
 
+    webhook_forward_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    """WEBHOOK_FORWARD_LINGER_SECONDS: how long the forwarder waits after a receipt arrives so
+    that others can join its ApplyStatus call (fewer, larger calls; adds this much lag)."""
+
     webhook_forward_concurrency: int = Field(default=2, ge=1, le=64)
     """WEBHOOK_FORWARD_CONCURRENCY: ApplyStatus calls the forwarder keeps in flight at once."""
 
