@@ -1,19 +1,19 @@
 """Forwarding receipts to the dispatch service's ApplyStatus, promptly and without losing any.
 
-Two paths share one planning step (normalise, bind senders, build one request):
+Two paths share one planning step (normalise, bind senders, build requests of at most M updates):
 
 * **Fresh receipts.** The POST handler hands each stored receipt to :meth:`Forwarder.submit`.
   A loop woken by an ``asyncio.Event`` lingers a few milliseconds so neighbours can join, then
-  gathers what is waiting (up to N receipts / M updates),
-  sends one ApplyStatus call (deadline on every call, a few retries with exponential backoff
-  and jitter on transient errors) and keeps up to K calls in flight, so batches grow with load.
+  gathers what is waiting (up to N receipts), sends ApplyStatus (deadline on every call, a few
+  retries with exponential backoff and jitter on transient errors) and keeps up to K calls in
+  flight, so batches grow with load.
 * **The sweeper.** Every few seconds it claims pending receipts older than a minimum age with
-  ``FOR UPDATE SKIP LOCKED`` (several ingestors share the work, none forwards a receipt another
-  one holds), forwards them, and records the outcome in the same transaction. It is what
+  ``FOR NO KEY UPDATE SKIP LOCKED`` (several ingestors share the work, none forwards a receipt
+  another one holds), forwards them, and records the outcome in the same transaction. It is what
   delivers receipts stored while the dispatch service was down, or before a crash.
 
 A receipt is marked ``applied`` only after ApplyStatus succeeded for every update in it.
-When a call fails with a transient error, its receipts stay ``pending`` (attempts and last
+When a call fails, its receipts stay ``pending`` (attempts and last
 error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
 queued in memory (they wait in the database, so memory stays bounded however long the dispatch
 service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
