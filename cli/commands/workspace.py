@@ -10,6 +10,7 @@ invites members remove <member id>
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from cli.client import Client
@@ -33,11 +34,17 @@ def register(commands: Any) -> None:
         "create a workspace and its first parent admin; prints the INVITES_ACTOR to export",
         run_bootstrap,
     )
-    bootstrap.add_argument("--name", required=True, help="the workspace's name")
+    bootstrap.add_argument(
+        "--name", default="My workspace", help="the workspace's name (default: My workspace)"
+    )
     bootstrap.add_argument(
         "--region", required=True, help="ISO 3166 region for phones without a country code (US)"
     )
-    bootstrap.add_argument("--admin-name", required=True, help="the first parent admin's name")
+    bootstrap.add_argument(
+        "--admin-name",
+        default=os.environ.get("USER") or "Organiser",
+        help="the first parent admin's name (default: $USER)",
+    )
     bootstrap.add_argument(
         "--sender-phone-number-id",
         default="",
