@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -166,18 +167,28 @@ async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
     return demo
 
 
-def register_sandbox_template(sandbox_url: str) -> None:
-    """Teach the sandbox the demo template (it validates sends like Meta does)."""
-    httpx.post(
-        f"{sandbox_url}/_sandbox/templates",
-        json={
-            "name": DEMO_TEMPLATE,
-            "language": DEMO_LANGUAGE,
-            "body_params": len(DEMO_VARIABLES),
-            "category": "MARKETING",
-        },
-        timeout=5,
-    ).raise_for_status()
+def register_sandbox_template(sandbox_url: str, wait_seconds: float = 15.0) -> None:
+    """Teach the sandbox the demo template (it validates sends like Meta does).
+
+    Waits for the sandbox to answer first: it starts beside the services, not before them.
+    """
+    template = {
+        "name": DEMO_TEMPLATE,
+        "language": DEMO_LANGUAGE,
+        "body_params": len(DEMO_VARIABLES),
+        "category": "MARKETING",
+    }
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            httpx.post(
+                f"{sandbox_url}/_sandbox/templates", json=template, timeout=5
+            ).raise_for_status()
+            return
+        except httpx.TransportError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def summary_table(status: dispatch_pb2.RunStatus) -> Table:

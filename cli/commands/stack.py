@@ -104,8 +104,8 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
     env.setdefault("WEBHOOK_LISTEN", "127.0.0.1:8080")
     env.setdefault("WHATSAPP_PHONE_NUMBER_ID", LOCAL_PHONE_NUMBER_ID)
     if with_sandbox:
-        env.setdefault("WHATSAPP_API_BASE_URL", f"http://{SANDBOX_LISTEN}")
         env.setdefault("SANDBOX_LISTEN", SANDBOX_LISTEN)
+        env.setdefault("WHATSAPP_API_BASE_URL", f"http://{env['SANDBOX_LISTEN']}")
         env.setdefault("SANDBOX_ACCESS_TOKEN", env["WHATSAPP_ACCESS_TOKEN"])
         env.setdefault("SANDBOX_APP_SECRET", env["WHATSAPP_APP_SECRET"].split(",")[0])
         env.setdefault("SANDBOX_PHONE_NUMBER_ID", env["WHATSAPP_PHONE_NUMBER_ID"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,8 +61,44 @@ def test_up_serves_everything_on_an_embedded_postgres_and_stops_on_ctrl_c(tmp_pa
         assert "DISPATCH_BACKEND_TOKENS=local-" in output
         assert "given-verify-token" not in output
         assert (tmp_path / "state" / "pgdata" / "PG_VERSION").exists()
+        check_the_demo(tmp_path, env)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     assert health_status(dispatch, timeout=0.5) is None
+
+
+def invites(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def check_the_demo(tmp_path: Path, env: dict[str, str]) -> None:
+    """`invites demo` on the seeded workspace reaches a final summary; reads parse as JSON."""
+    state = str(tmp_path / "state")
+    demo = invites(tmp_path, env, "demo", "--state-dir", state, "--settle", "3")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "demo run summary" in demo.stdout
+    assert "blocked: do_not_message" in demo.stdout
+    run_id = re.search(r"run (\S+) started", demo.stdout)
+    assert run_id is not None
+    seeded = json.loads((tmp_path / "state" / "demo.json").read_text())
+    connection = {
+        **env,
+        "INVITES_TARGET": seeded["target"],
+        "INVITES_TOKEN": seeded["token"],
+        "INVITES_ACTOR": seeded["actor_id"],
+    }
+    status = invites(tmp_path, connection, "status", run_id.group(1), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"]["run"]["state"] == "RUN_STATE_COMPLETED"
+    missing = invites(tmp_path, connection, "status", "not-a-run-id")
+    assert missing.returncode == 3
+    assert "INVALID_ARGUMENT" in missing.stderr
