@@ -277,6 +277,11 @@ def prepare_row(row: GuestInput, default_region: str) -> PreparedRow:
     )
 
 
+def prepare_rows(rows: Sequence[GuestInput], default_region: str) -> list[PreparedRow]:
+    """`prepare_row` for a batch (a picklable top-level function: it may run in a worker)."""
+    return [prepare_row(row, default_region) for row in rows]
+
+
 # --- planning one batch ------------------------------------------------------------------------
 
 

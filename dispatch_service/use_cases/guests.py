@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,7 +32,7 @@ from dispatch_service.domain.guests import (
     GuestInput,
     ImportPlanner,
     PreparedRow,
-    prepare_row,
+    prepare_rows,
 )
 from dispatch_service.domain.paging import encode_page_token, page_request
 from dispatch_service.errors import FieldViolation, InvalidArgument
@@ -51,6 +54,7 @@ from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.use_cases.acting import READERS, acting
 
 BATCH_ROWS = 2000
+WORKER_FROM_BATCH = 2  # a single-batch import is prepared in process (no worker start-up)
 MAX_KEY = 200
 MAX_UPSERT_ROWS = 10_000
 T = TypeVar("T")
@@ -173,17 +177,53 @@ async def _row_batches(rows: Sequence[GuestInput]) -> AsyncIterator[list[GuestIn
         yield list(rows[start : start + size])
 
 
+def _worker_init() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the service shuts the import down
+    # (the worker then exits with its executor); the worker itself must not die mid-batch noisily.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class RowPreparer:
+    """Normalises batches of rows: in this process for a small import; in one worker process
+    from the second batch on, so phone normalisation (the import's main CPU cost) runs beside
+    the planning and writing here instead of taking turns with them. The worker is spawned (no
+    fork of a process running gRPC threads) and lives only as long as the import.
+    """
+
+    def __init__(self, default_region: str) -> None:
+        self.default_region = default_region
+        self._batches = 0
+        self._executor: ProcessPoolExecutor | None = None
+
+    async def prepare(self, batch: list[GuestInput]) -> list[PreparedRow]:
+        """The batch's rows, prepared."""
+        self._batches += 1
+        if self._batches < WORKER_FROM_BATCH:
+            return prepare_rows(batch, self.default_region)
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, prepare_rows, batch, self.default_region)
+
+    def close(self) -> None:
+        """Stop the worker, if one was started."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 async def _prepared(
-    batches: AsyncIterator[list[GuestInput]], region: str
+    batches: AsyncIterator[list[GuestInput]], preparer: RowPreparer
 ) -> AsyncIterator[list[PreparedRow]]:
     async for batch in batches:
-        yield [prepare_row(row, region) for row in batch]
+        yield await preparer.prepare(batch)
 
 
 _END = object()
 
 
-async def read_ahead(source: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+async def read_ahead(source: AsyncIterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
     """`source`'s items, produced by a task of their own up to `depth` items ahead.
 
     Reading and preparing rows (CSV parsing, phone normalisation) is CPU work; writing a batch is
@@ -215,6 +255,22 @@ async def read_ahead(source: AsyncIterator[T], depth: int = 2) -> AsyncIterator[
             await task
 
 
+async def _import_batch(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    run_id: uuid.UUID,
+    planner: ImportPlanner,
+    rows: list[PreparedRow],
+) -> list[ImportRowOutcome]:
+    """Look up what the rows mention, plan them, write the plan; the rows' outcomes."""
+    state = await load_batch_state(session, workspace_id, rows)
+    plan = planner.plan(
+        rows, state.persons_by_phone, state.units_by_name, state.units_by_id, state.unphoned_by_unit
+    )
+    await write_batch(session, workspace_id, run_id, plan)
+    return [r.outcome for r in plan.rows]
+
+
 async def _import(
     session: AsyncSession,
     actor: Actor,
@@ -235,17 +291,15 @@ async def _import(
         file_name=request.file_name,
     )
     planner, counts = ImportPlanner(), Counter[ImportRowOutcome]()
-    async for rows in read_ahead(_prepared(batches, workspace.default_region)):
-        state = await load_batch_state(session, actor.workspace_id, rows)
-        plan = planner.plan(
-            rows,
-            state.persons_by_phone,
-            state.units_by_name,
-            state.units_by_id,
-            state.unphoned_by_unit,
-        )
-        await write_batch(session, actor.workspace_id, run.id, plan)
-        counts.update(r.outcome for r in plan.rows)
+    preparer = RowPreparer(workspace.default_region)
+    try:
+        # aclosing: on an error the read-ahead task is stopped here, not when garbage collected.
+        async with contextlib.aclosing(read_ahead(_prepared(batches, preparer))) as prepared:
+            async for rows in prepared:
+                outcomes = await _import_batch(session, actor.workspace_id, run.id, planner, rows)
+                counts.update(outcomes)
+    finally:
+        preparer.close()
     run = await finish_import_run(session, run, counts)
     record_audit(
         session,
