@@ -79,7 +79,7 @@ def build_provider(
     client = build_http_client(
         timeout_seconds=settings.dispatch_provider_timeout_seconds,
         connect_timeout_seconds=settings.dispatch_provider_connect_timeout_seconds,
-        max_connections=settings.dispatcher_concurrency,
+        max_connections=settings.dispatch_http_connections,
         transport=transport,
     )
     provider = MetaCloudProvider(

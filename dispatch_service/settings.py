@@ -66,9 +66,10 @@ class DispatchSettings(ServiceSettings):
     """DISPATCH_RATE_PER_SECOND: messages per second per sender phone number id, across all
     replicas together (Meta's default is 80; up to 1,000 after Meta's throughput upgrade)."""
 
-    dispatch_rate_headroom: float = Field(default=0.05, ge=0, lt=0.5)
-    """DISPATCH_RATE_HEADROOM: fraction kept below the rate so network jitter never pushes a
-    one-second window over the provider's cap (0.05 sends at 95% of the rate)."""
+    dispatch_rate_headroom: float = Field(default=0.1, ge=0.05, le=0.5)
+    """DISPATCH_RATE_HEADROOM: fraction of the rate kept free so that late starts and network
+    jitter never push a one-second window over the provider's cap (0.1 schedules 90% of the
+    rate; at least 0.05, and at least 3 messages a second are always kept free)."""
 
     dispatch_rate_recovery_per_second: float = Field(default=0.05, gt=0, le=1)
     """DISPATCH_RATE_RECOVERY_PER_SECOND: after a 130429 halved the rate, how fast (fraction of
@@ -108,9 +109,14 @@ class DispatchSettings(ServiceSettings):
     dispatch_provider_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     """DISPATCH_PROVIDER_CONNECT_TIMEOUT_SECONDS: connect timeout (safe to retry)."""
 
-    dispatcher_concurrency: int = Field(default=400, ge=1, le=5000)
-    """DISPATCHER_CONCURRENCY: messages one replica may have claimed at once (scheduled or in a
-    provider call); also the HTTP connection limit. 1,000 msg/s at 200 ms latency needs ~250."""
+    dispatcher_concurrency: int = Field(default=1000, ge=1, le=10000)
+    """DISPATCHER_CONCURRENCY: messages one replica may hold at once: waiting for their send
+    slot, in a provider call, or waiting for their result to be written. 1,000 msg/s with
+    200 ms provider latency keeps ~600 busy (slot horizon + call + write)."""
+
+    dispatch_http_connections: int = Field(default=400, ge=1, le=5000)
+    """DISPATCH_HTTP_CONNECTIONS: the most provider connections one replica opens (calls in
+    flight at once: rate x latency, 200 at 1,000 msg/s and 200 ms)."""
 
     dispatcher_claim_batch_size: int = Field(default=200, ge=1, le=5000)
     """DISPATCHER_CLAIM_BATCH_SIZE: most messages claimed in one transaction."""

@@ -88,9 +88,10 @@ async def claim(
         if await lock_run_for_claim(session, run.id) is None:
             return ClaimResult([], 0, False, True, 0.0)
         wanted = min(limit, reservation.slots.count)
-        candidates = await lock_claimable(session, run.id, wanted)
-        blocked = await block_do_not_message(session, run.workspace_id, candidates)
-        sendable = [c for c in candidates if c.id not in blocked]
+        candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
+        blocked = [c.id for c in candidates if c.do_not_message]
+        await block_do_not_message(session, blocked)
+        sendable = [c for c in candidates if not c.do_not_message]
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
         lease = timedelta(seconds=settings.lease_seconds)
         await mark_sending(

@@ -42,3 +42,9 @@ OUTCOME_UNKNOWN = Counter(
     "invites_dispatch_outcome_unknown_total",
     "Messages the reconciler failed as outcome_unknown after the window passed.",
 )
+SLOT_LATENESS = Histogram(
+    "invites_dispatch_slot_lateness_seconds",
+    "How late a message's send started after its slot (the process was busy); past "
+    "DISPATCH_LATE_SLOT_SECONDS it is released instead of sent.",
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)

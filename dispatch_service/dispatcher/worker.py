@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
-from dispatch_service.dispatcher.metrics import IN_FLIGHT
+from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.dispatcher.results import (
@@ -55,6 +55,8 @@ RUNS_REFRESH_SECONDS = 0.5
 STATES_REFRESH_SECONDS = 0.1
 FLUSH_RETRY_SECONDS = 0.5
 SINGLE_WRITE_ATTEMPTS = 3
+FLUSH_WRITERS = 3
+MAX_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,14 @@ class Dispatcher:
                 return self.config.poll_seconds
             run = runs[(start + offset) % len(runs)]
             limit = min(self.config.claim_batch_size, free)
+            began = time.perf_counter()
             result = await claim(self.sessions, self.limiter, run, limit, self._claim_settings)
+            log.debug(
+                "claimed %d in %.1f ms",
+                len(result.messages),
+                (time.perf_counter() - began) * 1000,
+                extra={"run_id": run.id},
+            )
             if not result.run_active:
                 self._stopped_runs.add(run.id)
             for message in result.messages:
@@ -263,7 +272,12 @@ class Dispatcher:
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        if self._stopping.is_set() or message.run.id in self._stopped_runs:
+        lateness = time.monotonic() - message.send_at
+        SLOT_LATENESS.observe(max(0.0, lateness))
+        late = lateness > self.config.rate.late_tolerance_seconds
+        if late or self._stopping.is_set() or message.run.id in self._stopped_runs:
+            # A send far past its slot would land in a later second than the schedule gave
+            # it and could push that second over the rate: give the slot up, claim it again.
             self._record(Result(message, Released()))
             return
         self._record(Result(message, await self._call(message)))
@@ -288,20 +302,31 @@ class Dispatcher:
     # --- recording ------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        """Write results in batches, several transactions at once (FLUSH_WRITERS): rows are
+        locked in id order, so concurrent writers never deadlock."""
+        writers: set[asyncio.Task[None]] = set()
         while True:
             if not self._results:
-                if self._stopping.is_set() and not self._tasks:
+                if self._stopping.is_set() and not self._tasks and not writers:
                     return
                 self._have_results.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._have_results.wait(), 1.0)
                 continue
             await asyncio.sleep(self.config.flush_seconds)
-            batch, self._results = self._results, []
-            await self._write(batch)
-            self._reserved -= len(batch)
-            IN_FLIGHT.dec(len(batch))
-            self._room.set()
+            if len(writers) >= FLUSH_WRITERS:
+                await asyncio.wait(writers, return_when=asyncio.FIRST_COMPLETED)
+            batch, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+            writer = asyncio.create_task(self._write_and_release(batch))
+            writers.add(writer)
+            writer.add_done_callback(writers.discard)
+
+    async def _write_and_release(self, batch: list[Result]) -> None:
+        await self._write(batch)
+        self._reserved -= len(batch)
+        IN_FLIGHT.dec(len(batch))
+        self._room.set()
+        self._have_results.set()  # wakes the flush loop when it waits for the last writer
 
     async def _write(self, batch: list[Result]) -> None:
         """Write a batch; retry while the database is away; isolate a row that keeps failing."""
@@ -331,8 +356,11 @@ class Dispatcher:
         )
 
     async def _write_once(self, batch: list[Result]) -> None:
+        began = time.perf_counter()
         async with self.sessions() as session, session.begin():
             effects = await write_results(session, batch, self.config.retry, self.owner, self.rng)
+        elapsed = (time.perf_counter() - began) * 1000
+        log.debug("recorded %d results in %.1f ms", len(batch), elapsed)
         observe(batch, effects)
         self._stopped_runs |= effects.paused_runs
         for sender in effects.throttled_senders:

@@ -10,8 +10,10 @@ holds (and, if killed, never strands) more than about r * horizon claimed messag
 
 r = configured rate * (1 - headroom) * rate_factor:
 
-* headroom keeps the schedule a little below the provider's cap, because the moment a request
-  reaches the provider jitters by a few milliseconds around its slot;
+* headroom keeps the schedule below the provider's cap, because the moment a request reaches
+  the provider jitters around its slot (a busy process starts it late; the network and the
+  provider add more). A send that would start later than `late_tolerance_seconds` past its
+  slot is not started at all (the message goes back to the queue), which bounds the first part;
 * rate_factor (0..1] drops to half on a 130429 (at most once per `halve_interval`), pushes the
   schedule back by `backoff`, and recovers linearly by `recovery_per_second` to 1.
 """
@@ -24,16 +26,39 @@ from datetime import datetime, timedelta
 MIN_RATE_FACTOR = 1 / 64
 
 
+MIN_HEADROOM = 0.05
+MIN_HEADROOM_SLOTS = 3
+
+
 @dataclass(frozen=True)
 class RateSettings:
     """The tunables of one sender's schedule."""
 
     messages_per_second: float
-    headroom: float = 0.05
+    headroom: float = 0.1
     horizon_seconds: float = 0.2
     recovery_per_second: float = 0.05
     throttle_backoff_seconds: float = 1.0
     halve_interval_seconds: float = 1.0
+
+    @property
+    def effective_headroom(self) -> float:
+        """The headroom, but never less than 5% or MIN_HEADROOM_SLOTS slots a second (less
+        would leave a late-start tolerance of a few milliseconds: most sends given up)."""
+        floor = max(MIN_HEADROOM, MIN_HEADROOM_SLOTS / self.messages_per_second)
+        return min(0.5, max(self.headroom, floor))
+
+    @property
+    def late_tolerance_seconds(self) -> float:
+        """How late past its slot a send may still start.
+
+        Sends that start within L of their slots put at most r * (1 + L) + 1 of them in any
+        one-second window (r = the schedule's rate). Half of the headroom is spent on this
+        lateness, so that r * (1 + L) + 1 <= rate; the other half absorbs the jitter between
+        starting a request and the provider receiving it.
+        """
+        rate, headroom = self.messages_per_second, self.effective_headroom
+        return max(0.0, 0.5 * (headroom * rate - 1) / (rate * (1 - headroom)))
 
 
 @dataclass(frozen=True)
@@ -54,7 +79,7 @@ def current_factor(schedule: SendSchedule, now: datetime, settings: RateSettings
 def effective_rate(schedule: SendSchedule, now: datetime, settings: RateSettings) -> float:
     """Messages per second the schedule hands out at `now`."""
     factor = current_factor(schedule, now, settings)
-    return settings.messages_per_second * (1.0 - settings.headroom) * factor
+    return settings.messages_per_second * (1.0 - settings.effective_headroom) * factor
 
 
 @dataclass(frozen=True)

@@ -105,52 +105,54 @@ class ClaimCandidate:
     phone_e164: str
     variables: tuple[str, ...]
     attempt_count: int
+    do_not_message: bool
+    """The phone joined the workspace's do-not-message list since the precheck."""
 
 
 CLAIMABLE = text(
     """
-    SELECT id, phone_e164, variables, attempt_count FROM invite_message
-    WHERE run_id = :run AND state = 'queued'
-      AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())
-    ORDER BY next_attempt_at
+    SELECT m.id, m.phone_e164, m.variables, m.attempt_count,
+           EXISTS (SELECT 1 FROM do_not_message_entry d
+                   WHERE d.workspace_id = :ws AND d.phone_e164 = m.phone_e164
+                     AND d.removed_at IS NULL) AS do_not_message
+    FROM invite_message m
+    WHERE m.run_id = :run AND m.state = 'queued'
+      AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
+    ORDER BY m.next_attempt_at
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF m SKIP LOCKED
     """
 )
 
 
 async def lock_claimable(
-    session: AsyncSession, run_id: uuid.UUID, limit: int
+    session: AsyncSession, run_id: uuid.UUID, workspace_id: uuid.UUID, limit: int
 ) -> list[ClaimCandidate]:
-    """Up to `limit` due queued messages of the run, locked; others' locked rows are skipped."""
-    rows = await session.execute(CLAIMABLE, {"run": run_id, "limit": limit})
+    """Up to `limit` due queued messages of the run, locked (others' locked rows are skipped),
+    each with whether its phone is on the do-not-message list now."""
+    rows = await session.execute(CLAIMABLE, {"run": run_id, "ws": workspace_id, "limit": limit})
     return [
-        ClaimCandidate(r.id, r.phone_e164, tuple(str(v) for v in r.variables), r.attempt_count)
+        ClaimCandidate(
+            r.id,
+            r.phone_e164,
+            tuple(str(v) for v in r.variables),
+            r.attempt_count,
+            bool(r.do_not_message),
+        )
         for r in rows
     ]
 
 
-async def block_do_not_message(
-    session: AsyncSession, workspace_id: uuid.UUID, candidates: Sequence[ClaimCandidate]
-) -> set[uuid.UUID]:
-    """Block the candidates whose phone joined do-not-message since the precheck."""
-    if not candidates:
-        return set()
-    rows = await session.execute(
-        text(
-            """
-            UPDATE invite_message m SET state = 'blocked', rejection_reason = 'do_not_message',
-              next_attempt_at = NULL, updated_at = now()
-            WHERE m.id = ANY(:ids) AND EXISTS (
-              SELECT 1 FROM do_not_message_entry d
-              WHERE d.workspace_id = :ws AND d.phone_e164 = m.phone_e164
-                AND d.removed_at IS NULL)
-            RETURNING m.id
-            """
-        ),
-        {"ids": [c.id for c in candidates], "ws": workspace_id},
-    )
-    return {r.id for r in rows}
+async def block_do_not_message(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    """Block claimed messages whose phone joined do-not-message since the precheck."""
+    if ids:
+        await session.execute(
+            text(
+                "UPDATE invite_message SET state = 'blocked', rejection_reason = 'do_not_message',"
+                " next_attempt_at = NULL, updated_at = now() WHERE id = ANY(:ids)"
+            ),
+            {"ids": list(ids)},
+        )
 
 
 async def mark_sending(

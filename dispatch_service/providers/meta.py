@@ -24,6 +24,7 @@ import httpx
 
 from dispatch_service.dispatcher.metrics import PROVIDER_LATENCY
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
+from dispatch_service.providers.aiohttp_transport import AiohttpTransport
 from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,19 @@ def build_http_client(
     max_connections: int,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The process's one AsyncClient for provider calls, with explicit timeouts and limits."""
+    """The process's one AsyncClient for provider calls, with explicit timeouts and limits,
+    over the aiohttp-backed transport (see providers.aiohttp_transport) unless one is given."""
     # httpx logs every request at INFO: a line per message at 1,000 messages/s is noise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=30.0,
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        ),
-        transport=transport,
+        limits=limits,
+        transport=transport or AiohttpTransport(limits),
     )
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,10 +114,12 @@ class FakeMeta:
     script: Script = accept
     latency: float = 0.0
     sends: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    per_recipient: Counter[str] = field(default_factory=Counter)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        before = sum(1 for _, b in self.sends if b["to"] == body["to"])
+        before = self.per_recipient[body["to"]]
+        self.per_recipient[body["to"]] += 1
         self.sends.append((time.monotonic(), body))
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -127,7 +130,7 @@ class FakeMeta:
 
     def sends_to(self, phone: str) -> int:
         """How many requests went to `phone` (E.164)."""
-        return sum(1 for _, b in self.sends if b["to"] == phone.lstrip("+"))
+        return self.per_recipient[phone.lstrip("+")]
 
     def provider(self) -> MetaCloudProvider:
         """A Meta provider whose HTTP client talks to this fake."""
@@ -145,7 +148,7 @@ class FakeMeta:
 def test_config(**overrides: Any) -> DispatcherConfig:
     """Fast loops, a generous rate, short windows."""
     values: dict[str, Any] = {
-        "rate": RateSettings(messages_per_second=500, headroom=0.0, horizon_seconds=0.1),
+        "rate": RateSettings(messages_per_second=500, headroom=0.1, horizon_seconds=0.1),
         "retry": RetryPolicy(max_attempts=3, backoff=Backoff(0.05, 0.1)),
         "concurrency": 50,
         "claim_batch_size": 50,

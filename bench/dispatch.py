@@ -1,0 +1,351 @@
+"""Benchmark: the send path end to end against real processes (dispatch service + sandbox).
+
+Usage: .venv/bin/python bench/dispatch.py [--households 100000] [--messages 10000]
+           [--rate 1000] [--replicas 1] [--latencies 0,200] [--dispatch-seconds 15]
+
+Needs a local Postgres (BENCH_DATABASE_URL or DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres); a scratch database is created beside it and
+dropped afterwards. Prints figures, asserts nothing:
+
+* PrecheckSend on a `--households` audience (through gRPC, three times);
+* StartRun of that precheck (one transaction);
+* GetRunStatus p50/p99 on that run while it is being dispatched, and the dispatch service's RSS
+  (sampled during `--dispatch-seconds` of dispatching it; the run is then cancelled);
+* StartRun to provider-accepted in messages/s for a `--messages` run at each sandbox latency
+  (`--latencies` in ms), with the rate limit at `--rate`, and the busiest one-second window the
+  sandbox saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
+
+from common.db.migrate import upgrade
+from common.db.urls import with_database
+from common.generated.invites.v1 import dispatch_pb2 as pb
+from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
+from common.generated.invites.v1 import types_pb2 as types
+
+TOKEN = "bench-backend-token"
+ACCESS_TOKEN = "bench-access-token"
+SENDER = "100000000000001"
+
+SEED = """
+INSERT INTO workspace (id, name, default_region, sender_phone_number_id)
+VALUES (%(ws)s, 'bench', 'US', %(sender)s);
+INSERT INTO membership (id, workspace_id, display_name, role)
+VALUES (%(admin)s, %(ws)s, 'bench admin', 'parent_admin');
+INSERT INTO template (id, workspace_id, name, language, category, variables, status)
+VALUES (%(template)s, %(ws)s, 'event_invitation', 'en_US', 'MARKETING',
+        '{guest_name,event_date}', 'APPROVED');
+INSERT INTO tag (id, workspace_id, name) VALUES (%(tag)s, %(ws)s, 'throughput');
+INSERT INTO person (id, workspace_id, display_name, phone_status, phone_e164, raw_phone)
+SELECT md5('p' || i)::uuid, %(ws)s, 'Guest ' || i, 'valid', '+1415' || lpad(i::text, 7, '0'),
+       '+1415' || lpad(i::text, 7, '0')
+FROM generate_series(1, %(n)s) AS i;
+INSERT INTO guest_identity (workspace_id, phone_e164, person_id)
+SELECT %(ws)s, '+1415' || lpad(i::text, 7, '0'), md5('p' || i)::uuid
+FROM generate_series(1, %(n)s) AS i;
+INSERT INTO guest_unit (id, workspace_id, name, contact_person_id)
+SELECT md5('u' || i)::uuid, %(ws)s, 'Household ' || lpad(i::text, 7, '0'), md5('p' || i)::uuid
+FROM generate_series(1, %(n)s) AS i;
+INSERT INTO guest_unit_membership (workspace_id, guest_unit_id, person_id)
+SELECT %(ws)s, md5('u' || i)::uuid, md5('p' || i)::uuid FROM generate_series(1, %(n)s) AS i;
+INSERT INTO guest_unit_tag (guest_unit_id, tag_id)
+SELECT md5('u' || i)::uuid, %(tag)s FROM generate_series(1, %(m)s) AS i;
+ANALYZE;
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    name = f"bench_dispatch_{uuid.uuid4().hex[:8]}"
+    admin = with_database(server_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def event(conn: psycopg.Connection[Any], ws: uuid.UUID, mode: str, name: str) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    conn.execute(
+        "INSERT INTO event (id, workspace_id, name, starts_at, location)"
+        " VALUES (%s, %s, %s, '2030-06-01 17:30+00', 'Old Mill')",
+        (event_id, ws, name),
+    )
+    conn.execute(
+        "INSERT INTO event_audience (event_id, workspace_id, mode, tags)"
+        " VALUES (%s, %s, %s, '{throughput}')",
+        (event_id, ws, mode),
+    )
+    return event_id
+
+
+class Stack:
+    """The sandbox and dispatch replicas as processes, and a gRPC client."""
+
+    def __init__(self, database_url: str, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.sandbox = f"127.0.0.1:{free_port()}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.dispatch_pids: list[int] = []
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DISPATCH_BACKEND_TOKENS": TOKEN,
+            "DISPATCH_INGESTOR_TOKEN": "bench-ingestor-token",
+            "DISPATCH_METRICS_LISTEN": "",
+            "WHATSAPP_API_BASE_URL": f"http://{self.sandbox}",
+            "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN,
+            "WHATSAPP_PHONE_NUMBER_ID": SENDER,
+            "DISPATCH_RATE_PER_SECOND": str(args.rate),
+            "DISPATCHER_CONCURRENCY": str(args.concurrency),
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            "SANDBOX_LISTEN": self.sandbox,
+            "SANDBOX_ACCESS_TOKEN": ACCESS_TOKEN,
+            "SANDBOX_APP_SECRET": "bench-app-secret",
+            "SANDBOX_CONTROL_ENABLED": "true",
+        }
+        self.targets: list[str] = []
+
+    def start(self) -> None:
+        scenario = self.workdir / "scenario.json"
+        template = {"name": "event_invitation", "language": "en_US", "body_params": 2}
+        scenario.write_text(json.dumps({"templates": [template]}))
+        self._spawn("sandbox", {"SANDBOX_SCENARIO": str(scenario)})
+        for _ in range(self.args.replicas):
+            target = f"127.0.0.1:{free_port()}"
+            process = self._spawn("dispatch_service", {"DISPATCH_LISTEN": target})
+            self.targets.append(target)
+            self.dispatch_pids.append(process.pid)
+        self._wait_http(f"http://{self.sandbox}/healthz")
+        for target in self.targets:
+            self._wait_serving(target)
+        self.channel = grpc.insecure_channel(self.targets[0])
+        self.stub = pb_grpc.DispatchServiceStub(self.channel)
+
+    def _spawn(self, module: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{module}-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env={**self.env, **extra}, stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def _wait_http(url: str) -> None:
+        for _ in range(200):
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"{url} never answered")
+
+    @staticmethod
+    def _wait_serving(target: str) -> None:
+        for _ in range(200):
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
+        raise SystemExit(f"{target} never answered SERVING")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def md(self, actor: uuid.UUID) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {TOKEN}"), ("x-actor-id", str(actor)))
+
+    def sandbox_control(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"http://{self.sandbox}/_sandbox/{path}"
+        return httpx.request(method, url, json=body, timeout=30).json()
+
+    def rss_mb(self) -> float:
+        total = 0.0
+        for pid in self.dispatch_pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total = max(total, int(line.split()[1]) / 1024)
+        return total
+
+
+def precheck(stack: Stack, admin: uuid.UUID, event_id: uuid.UUID, template: uuid.UUID) -> Any:
+    return stack.stub.PrecheckSend(
+        pb.PrecheckSendRequest(event_id=str(event_id), template_id=str(template)),
+        metadata=stack.md(admin),
+        timeout=120,
+    )
+
+
+def start(stack: Stack, admin: uuid.UUID, precheck_id: str) -> Any:
+    return stack.stub.StartRun(
+        pb.StartRunRequest(precheck_id=precheck_id, idempotency_key=uuid.uuid4().hex),
+        metadata=stack.md(admin),
+        timeout=120,
+    )
+
+
+def counts(stack: Stack, admin: uuid.UUID, run_id: str) -> dict[int, int]:
+    status = stack.stub.GetRunStatus(
+        pb.GetRunStatusRequest(run_id=run_id), metadata=stack.md(admin), timeout=10
+    ).status
+    return {c.state: c.count for c in status.by_state}
+
+
+def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID) -> None:
+    admin, template = ids["admin"], ids["template"]
+    n = stack.args.households
+    for attempt in range(3):
+        started = time.perf_counter()
+        reply = precheck(stack, admin, event_id, template)
+        print(
+            f"PrecheckSend, {reply.total_count} households, run {attempt + 1}: "
+            f"{time.perf_counter() - started:.3f} s (target <= 1.5 s)"
+        )
+    started = time.perf_counter()
+    run = start(stack, admin, reply.precheck_id).run
+    print(f"StartRun, {n} recipients: {time.perf_counter() - started:.3f} s (target <= 5 s)")
+
+    latencies, rss = [], [stack.rss_mb()]
+    deadline = time.monotonic() + stack.args.dispatch_seconds
+    while time.monotonic() < deadline:
+        began = time.perf_counter()
+        counts(stack, admin, run.run_id)
+        latencies.append(time.perf_counter() - began)
+        if len(latencies) % 20 == 0:
+            rss.append(stack.rss_mb())
+        time.sleep(0.02)
+    sent = counts(stack, admin, run.run_id).get(types.MESSAGE_STATE_SENT, 0)
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    print(
+        f"GetRunStatus on the {n}-message run while dispatching ({len(latencies)} calls): "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 20 ms)"
+    )
+    print(
+        f"dispatch service RSS while dispatching it: max {max(rss):.0f} MB (target <= 300 MB); "
+        f"{sent} sent in {stack.args.dispatch_seconds:.0f} s"
+    )
+    stack.stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), metadata=stack.md(admin))
+
+
+def throughput(
+    stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, latency_ms: int
+) -> None:
+    admin = ids["admin"]
+    stack.sandbox_control("PATCH", "scenario", {"latency": {"ms": latency_ms, "jitter_ms": 0}})
+    stack.sandbox_control("POST", "reset")
+    reply = precheck(stack, admin, event_id, ids["template"])
+    started = time.perf_counter()
+    run = start(stack, admin, reply.precheck_id).run
+    total = reply.eligible_count
+    sent = 0
+    while sent < total:
+        time.sleep(0.05)
+        sent = counts(stack, admin, run.run_id).get(types.MESSAGE_STATE_SENT, 0)
+        if time.perf_counter() - started > total / 50 + 60:
+            break
+    elapsed = time.perf_counter() - started
+    stats = stack.sandbox_control("GET", "stats")
+    print(
+        f"StartRun to provider-accepted, sandbox latency {latency_ms} ms: {sent} messages in "
+        f"{elapsed:.2f} s = {sent / elapsed:.0f} msg/s (target >= 1,000; rate limit "
+        f"{stack.args.rate}/s); busiest second at the sandbox: {stats['max_sends_in_any_second']}; "
+        f"rejected: {stats['rejected_by_code'] or 'none'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--households", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=400)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--latencies", default="0,200")
+    parser.add_argument("--dispatch-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    server = (
+        os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    ids = {k: uuid.uuid4() for k in ("ws", "admin", "template", "tag")}
+    keep = os.environ.get("BENCH_WORKDIR")
+    with (
+        scratch_database(server) as url,
+        tempfile.TemporaryDirectory() if not keep else contextlib.nullcontext(keep) as workdir,
+    ):
+        upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            n = max(args.households, args.messages)
+            params = {**ids, "sender": SENDER, "n": n, "m": args.messages}
+            for statement in SEED.split(";"):
+                if statement.strip():
+                    conn.execute(statement, params)
+            everyone = event(conn, ids["ws"], "all", "everyone")
+            tagged = [
+                event(conn, ids["ws"], "tags", f"tp {i}")
+                for i, _ in enumerate(args.latencies.split(","))
+            ]
+        stack = Stack(url, args, Path(workdir))
+        try:
+            stack.start()
+            large_run(stack, ids, everyone)
+            for latency, event_id in zip(args.latencies.split(","), tagged, strict=True):
+                throughput(stack, ids, event_id, int(latency))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The send path as real processes: the sandbox (Meta), dispatch replicas and the ingestor, on
+this test's database, plus small sync clients for the gRPC API and the sandbox's control API.
+
+    stack = DispatchStack(start_service, stack_env, tmp_path)
+    stack.start_sandbox(scenario)
+    a = stack.start_dispatch("a", DISPATCH_RATE_PER_SECOND="200")
+    stack.start_webhook()
+    run_id = stack.precheck_and_start(world)
+    stack.wait_for_run(world, run_id, "completed")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from common.generated.invites.v1 import dispatch_pb2 as pb
+from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
+from common.generated.invites.v1 import types_pb2 as types
+from tests.e2e.conftest import (
+    BACKEND_TOKEN,
+    ServiceProcess,
+    StartService,
+    free_port,
+    wait_for_http,
+    wait_for_serving,
+)
+from tests.integration.dispatch_support import World
+
+TEMPLATE = {"name": "event_invitation", "language": "en_US", "body_params": 2}
+FAST_WEBHOOKS = {
+    "sent": {"ms": 20, "jitter_ms": 30},
+    "delivered": {"ms": 100, "jitter_ms": 200},
+    "read": {"ms": 300, "jitter_ms": 500},
+    "failed": {"ms": 50, "jitter_ms": 50},
+    "delivered_share": 1.0,
+}
+
+
+def scenario(**fields: Any) -> dict[str, Any]:
+    """A sandbox scenario with the test template and quick webhooks, plus `fields`."""
+    return {"templates": [TEMPLATE], "webhooks": FAST_WEBHOOKS, **fields}
+
+
+@dataclass
+class DispatchStack:
+    """Starts and talks to the processes of one test."""
+
+    start_service: StartService
+    env: dict[str, str]
+    tmp_path: Path
+    dispatchers: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def sandbox_url(self) -> str:
+        """The sandbox's base URL."""
+        return f"http://{self.env['SANDBOX_LISTEN']}"
+
+    def start_sandbox(self, scene: dict[str, Any]) -> ServiceProcess:
+        """The sandbox process with `scene`, answering /healthz."""
+        path = self.tmp_path / "scenario.json"
+        path.write_text(json.dumps(scene))
+        sandbox = self.start_service("sandbox", "sandbox", SANDBOX_SCENARIO=str(path))
+        wait_for_http(sandbox, f"{self.sandbox_url}/healthz")
+        return sandbox
+
+    def start_dispatch(self, name: str, **overrides: str) -> ServiceProcess:
+        """A dispatch replica answering SERVING (started again with its last settings when
+        `name` ran before)."""
+        previous = self.dispatchers.get(name)
+        listen = previous.env["DISPATCH_LISTEN"] if previous else f"127.0.0.1:{free_port()}"
+        settings = {"DISPATCH_LISTEN": listen, "DISPATCHER_POLL_SECONDS": "0.05", **overrides}
+        if previous is not None:
+            settings = {**previous.env, **settings}
+        service = self.start_service(f"dispatch-{name}", "dispatch_service", **settings)
+        self.dispatchers[name] = service
+        wait_for_serving(service)
+        return service
+
+    def start_webhook(self, dispatch_target: str) -> ServiceProcess:
+        """The ingestor, forwarding to `dispatch_target`."""
+        webhook = self.start_service("webhook", "webhook_service", DISPATCH_TARGET=dispatch_target)
+        wait_for_http(webhook, f"http://{self.env['WEBHOOK_LISTEN']}/healthz")
+        return webhook
+
+    def stub(self, target: str | None = None) -> tuple[grpc.Channel, pb_grpc.DispatchServiceStub]:
+        """A channel and DispatchService stub (to the first replica unless told)."""
+        target = target or next(iter(self.dispatchers.values())).env["DISPATCH_LISTEN"]
+        channel = grpc.insecure_channel(target)
+        return channel, pb_grpc.DispatchServiceStub(channel)
+
+    @staticmethod
+    def md(actor: object) -> tuple[tuple[str, str], ...]:
+        """Call metadata for `actor`."""
+        return (("authorization", f"Bearer {BACKEND_TOKEN}"), ("x-actor-id", str(actor)))
+
+    def precheck_and_start(self, world: World, key: str = "run-1") -> str:
+        """PrecheckSend + StartRun through the API; returns the run id."""
+        channel, stub = self.stub()
+        with channel:
+            precheck = stub.PrecheckSend(
+                pb.PrecheckSendRequest(
+                    event_id=str(world.event_id), template_id=str(world.template_id)
+                ),
+                metadata=self.md(world.admin),
+                timeout=30,
+            )
+            started = stub.StartRun(
+                pb.StartRunRequest(precheck_id=precheck.precheck_id, idempotency_key=key),
+                metadata=self.md(world.parent_admin),
+                timeout=30,
+            )
+        return str(started.run.run_id)
+
+    def status(self, world: World, run_id: str) -> pb.RunStatus:
+        """GetRunStatus through the API."""
+        channel, stub = self.stub()
+        with channel:
+            reply = stub.GetRunStatus(
+                pb.GetRunStatusRequest(run_id=run_id), metadata=self.md(world.viewer), timeout=10
+            )
+        return reply.status
+
+    def wait_for_run(
+        self, world: World, run_id: str, state: int, timeout: float = 60.0
+    ) -> pb.RunStatus:
+        """Poll GetRunStatus until the run is in `state` (a RUN_STATE_* value)."""
+        deadline = time.monotonic() + timeout
+        status = self.status(world, run_id)
+        while status.run.state != state:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"run still {types.RunState.Name(status.run.state)} after {timeout}s: {status}"
+                )
+            time.sleep(0.2)
+            status = self.status(world, run_id)
+        return status
+
+    def wait_for_counts(
+        self, world: World, run_id: str, done: Callable[[dict[str, int]], bool], timeout: float = 30
+    ) -> dict[str, int]:
+        """Poll the run's counts by state until `done(counts)`."""
+        deadline = time.monotonic() + timeout
+        counts = counts_by_state(self.status(world, run_id))
+        while not done(counts):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"counts never got there: {counts}")
+            time.sleep(0.2)
+            counts = counts_by_state(self.status(world, run_id))
+        return counts
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the sandbox's control API."""
+        response = httpx.request(
+            method, f"{self.sandbox_url}/_sandbox/{path}", json=body, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every accepted send, in order."""
+        entries: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = self.control("GET", f"ledger?after={after}&limit=5000")
+            entries += page["entries"]
+            if page["next_after"] is None:
+                return entries
+            after = page["next_after"]
+
+
+def counts_by_state(status: pb.RunStatus) -> dict[str, int]:
+    """{"sent": 3, ...} for the non-zero states of a RunStatus."""
+    return {
+        types.MessageState.Name(c.state).removeprefix("MESSAGE_STATE_").lower(): c.count
+        for c in status.by_state
+        if c.count
+    }
