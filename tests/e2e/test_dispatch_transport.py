@@ -1,0 +1,123 @@
+"""The provider's HTTP transport (httpx over aiohttp) against real local servers: answers come
+through intact, and failures keep the one distinction retries depend on: never sent (transient)
+versus maybe sent (ambiguous, never re-sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from dispatch_service.domain.retry import RetryClass
+from dispatch_service.providers.base import Accepted, Failed, TemplateSend
+from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
+
+SEND = TemplateSend(
+    message_id=uuid.uuid4(),
+    sender_id="100000000000001",
+    to_e164="+14155550100",
+    template_name="event_invitation",
+    language="en_US",
+    body_parameters=("Jane", "Sat 1 Jun 2030, 17:30"),
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def serve(handler: Handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/{version}/{sender}/messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def provider_for() -> AsyncIterator[Callable[[str], MetaCloudProvider]]:
+    clients = []
+
+    def make(base_url: str) -> MetaCloudProvider:
+        client = build_http_client(
+            timeout_seconds=0.5, connect_timeout_seconds=0.5, max_connections=4
+        )
+        clients.append(client)
+        return MetaCloudProvider(client, base_url=base_url, api_version="v21.0", access_token="t")
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_an_accepted_send_comes_through_with_the_request_intact(
+    provider_for: Callable[[str], MetaCloudProvider],
+) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    async def accept(request: web.Request) -> web.Response:
+        seen.append((request.headers["Authorization"], await request.json()))
+        return web.json_response(
+            {"contacts": [{"wa_id": "14155550100"}], "messages": [{"id": "wamid.X"}]}
+        )
+
+    runner, url = await serve(accept)
+    try:
+        outcome = await provider_for(url).send_template(SEND)
+    finally:
+        await runner.cleanup()
+    assert outcome == Accepted("wamid.X", "14155550100")
+    [(authorization, body)] = seen
+    assert authorization == "Bearer t"
+    assert body["biz_opaque_callback_data"] == str(SEND.message_id)
+
+
+async def test_a_refused_connection_was_never_sent(
+    provider_for: Callable[[str], MetaCloudProvider],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        outcome = await provider_for(f"http://127.0.0.1:{port}").send_template(SEND)
+    assert isinstance(outcome, Failed)
+    assert outcome.retry_class is RetryClass.TRANSIENT
+
+
+async def test_a_connection_dropped_after_the_request_is_ambiguous(
+    provider_for: Callable[[str], MetaCloudProvider],
+) -> None:
+    async def drop(request: web.Request) -> web.Response:
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()  # the provider took it, the answer never comes
+        await asyncio.sleep(0.1)
+        return web.Response()
+
+    runner, url = await serve(drop)
+    try:
+        outcome = await provider_for(url).send_template(SEND)
+    finally:
+        await runner.cleanup()
+    assert isinstance(outcome, Failed)
+    assert outcome.retry_class is RetryClass.AMBIGUOUS
+
+
+async def test_an_answer_slower_than_the_timeout_is_ambiguous(
+    provider_for: Callable[[str], MetaCloudProvider],
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.json_response({"messages": [{"id": "wamid.late"}]})
+
+    runner, url = await serve(slow)
+    try:
+        outcome = await provider_for(url).send_template(SEND)
+    finally:
+        await runner.cleanup()
+    assert isinstance(outcome, Failed)
+    assert outcome.retry_class is RetryClass.AMBIGUOUS
+    assert "Timeout" in outcome.error_title
