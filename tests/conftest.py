@@ -9,6 +9,7 @@ isolated even when they start real service processes.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,12 +48,18 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Postgres server URL: TEST_DATABASE_URL's server, or an embedded one for this session."""
+def pg_server_url() -> str:
+    """A Postgres server URL: TEST_DATABASE_URL's server, or an embedded one for this session.
+
+    The embedded data lives outside pytest's tmp_path tree: pytest prunes old numbered tmp
+    folders when other sessions start, which would delete a running server's data. It is
+    removed when the session ends.
+    """
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
         return configured
-    return start_embedded_postgres(Path(tmp_path_factory.mktemp("pgdata")))
+    data_dir = Path(tempfile.mkdtemp(prefix="invites-test-pgdata-"))
+    return start_embedded_postgres(data_dir, delete_on_exit=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,21 @@ from psycopg import sql
 from common.db.urls import with_database
 
 
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) a Postgres whose data lives in `data_dir`; return its server URL."""
+def start_embedded_postgres(data_dir: Path, *, delete_on_exit: bool = False) -> str:
+    """Start (or reuse) a Postgres whose data lives in `data_dir`; return its server URL.
+
+    The server stops when the last process using it exits; with `delete_on_exit` its data
+    directory is removed then too.
+    """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
         warnings.simplefilter("ignore")
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            str(data_dir), cleanup_mode="delete" if delete_on_exit else "stop"
+        )
     return str(server.get_uri())
 
 
