@@ -20,8 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
 from cli.commands.demo import Demo, register_sandbox_template, seed_demo
-from common.db.embedded import ensure_database, start_embedded_postgres
-from common.db.migrate import upgrade
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -60,6 +58,8 @@ def register(commands: Any) -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Apply migrations to DATABASE_URL."""
+    from common.db.migrate import upgrade  # alembic and sqlalchemy load slowly: only when used
+
     url = os.environ.get("DATABASE_URL")
     if not url:
         console.print("configuration error:\n  DATABASE_URL: is required")
@@ -92,6 +92,8 @@ def local_credentials(state_dir: Path) -> tuple[dict[str, str], list[str]]:
 
 def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, str], list[str]]:
     """The environment the services run with: what is set, plus generated local values."""
+    from common.db.embedded import ensure_database, start_embedded_postgres
+
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         console.print(f"starting embedded Postgres in {state_dir / 'pgdata'} ...")
@@ -212,6 +214,8 @@ def run_up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     with_sandbox = not args.no_sandbox and not os.environ.get("WHATSAPP_API_BASE_URL")
+    from common.db.migrate import upgrade
+
     env, generated = stack_environment(state_dir, with_sandbox)
     upgrade(env["DATABASE_URL"])
     specs = [("dispatch", ["-m", "dispatch_service"]), ("webhook", ["-m", "webhook_service"])]
