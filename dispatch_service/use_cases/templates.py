@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db.models import Template
 from common.vocabulary import TemplateCategory, TemplateStatus
 from dispatch_service.domain.actors import WRITERS
+from dispatch_service.domain.template_variables import SOURCES_BY_NAME
 from dispatch_service.errors import AlreadyExists, FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.templates import (
@@ -50,6 +51,10 @@ def _variable_violations(variables: tuple[str, ...]) -> list[FieldViolation]:
             violations.append(FieldViolation(field, f"must be 1 to {MAX_VARIABLE} characters"))
         elif name.strip().casefold() in seen:
             violations.append(FieldViolation(field, f"{name!r} appears more than once"))
+        elif name.strip().casefold() not in SOURCES_BY_NAME:
+            # Caught here rather than at StartRun: a template we cannot fill is never sendable.
+            known = ", ".join(sorted(SOURCES_BY_NAME))
+            violations.append(FieldViolation(field, f"no value for {name!r}; known: {known}"))
         seen.add(name.strip().casefold())
     return violations
 

@@ -101,7 +101,9 @@ async def test_a_duplicate_name_and_language_already_exists(grpc_api: ApiClient)
 async def test_bad_templates_name_their_fields(grpc_api: ApiClient) -> None:
     admin = (await new_workspace(grpc_api)).admin.member_id
     request = pb.RegisterTemplateRequest(
-        template=pb.Template(name="Bad Name", language="english", variables=["a", "A", ""])
+        template=pb.Template(
+            name="Bad Name", language="english", variables=["name", "NAME", "", "dress_code"]
+        )
     )
     error = await rpc_error(
         grpc_api.admin.RegisterTemplate(request, metadata=grpc_api.md(admin)),
@@ -111,8 +113,9 @@ async def test_bad_templates_name_their_fields(grpc_api: ApiClient) -> None:
         "template.name",
         "template.language",
         "template.category",
-        "template.variables[1]",
-        "template.variables[2]",
+        "template.variables[1]",  # a duplicate (case-insensitive)
+        "template.variables[2]",  # empty
+        "template.variables[3]",  # no value source: the run could never fill it
     }
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM template") == 0
 
