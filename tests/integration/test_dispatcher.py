@@ -3,6 +3,7 @@ every outcome class, do-not-message at send time, per-recipient back-off, the re
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.reconciler import Reconciler
-from dispatch_service.use_cases.runs import resume_run, run_command
+from dispatch_service.domain.send_rate import RateSettings
+from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
 from tests.integration.dispatch_support import (
     FakeMeta,
     accept,
@@ -21,7 +23,7 @@ from tests.integration.dispatch_support import (
     seed_world,
     wait_for,
 )
-from tests.integration.factories import Seeder
+from tests.integration.factories import DEFAULT_SENDER, Seeder
 
 PHONES = [f"+1415555{n:04d}" for n in range(10)]
 
@@ -285,3 +287,80 @@ async def test_the_reconciler_fails_a_crashed_replicas_sends_only_after_lease_an
         "failed",
         "outcome_unknown",
     )
+
+
+async def test_130429_lowers_the_shared_rate_and_the_message_is_sent_later(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    run = (await precheck_and_start(sessions, world)).run
+    throttled_once = False
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        nonlocal throttled_once
+        if not throttled_once:
+            throttled_once = True
+            return graph_error(130429, title="Rate limit hit")
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    with Seeder(database_url) as seed:
+        factor, throttled = seed.rows("SELECT rate_factor, throttled_count FROM sender_rate_limit")[
+            0
+        ]
+    assert (factor, throttled) == (0.5, 1)
+    stored = await messages(sessions)
+    assert {r["state"] for r in stored.values()} == {"sent"}
+    assert len(fake.sends) == 3  # the throttled one once more, never twice accepted
+
+
+async def test_cancel_during_a_run_stops_sending_and_the_run_is_cancelled(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES)
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta(latency=0.05)
+    async with running(sessions, fake, claim_batch_size=2, concurrency=2):
+        await wait_for(lambda: len(fake.sends) >= 2, what="the first sends")
+        await cancel_run(sessions, run_command(world.parent_admin, str(run.id)))
+        sends_at_cancel = len(fake.sends)
+        await asyncio.sleep(0.5)
+    assert len(fake.sends) <= sends_at_cancel + 2  # at most what was already claimed
+    stored = await messages(sessions)
+    states = [r["state"] for r in stored.values()]
+    assert set(states) <= {"sent", "cancelled"}
+    assert states.count("sent") == len(fake.sends)
+    assert await run_state(sessions, run.id) == "cancelled"
+
+
+async def test_stopping_gives_claimed_but_unsent_messages_back(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES)
+    await precheck_and_start(sessions, world)
+    fake = FakeMeta()
+    # A schedule far ahead: everything claimed waits for its slot when the replica stops.
+    with Seeder(database_url) as seed:
+        seed.conn.execute(
+            "INSERT INTO sender_rate_limit (sender_phone_number_id, next_slot_at)"
+            " VALUES (%s, now() + interval '3 seconds')",
+            (DEFAULT_SENDER,),
+        )
+    far_ahead = RateSettings(messages_per_second=100, horizon_seconds=5)
+    async with running(sessions, fake, rate=far_ahead, poll_seconds=0.01) as dispatcher:
+
+        async def claimed() -> bool:
+            async with sessions() as session:
+                return bool(
+                    await session.scalar(
+                        text("SELECT count(*) FROM invite_message WHERE state = 'sending'")
+                    )
+                )
+
+        await wait_for(claimed, what="a claim")
+        dispatcher.stop()
+    stored = await messages(sessions)
+    assert fake.sends == []
+    assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("queued", 0)}
