@@ -106,7 +106,8 @@ def test_throughput_cap_counts_accepted_sends_in_any_one_second_window() -> None
 )
 def test_cap_rejects_exactly_when_the_last_second_is_full(cap: int, gaps: list[float]) -> None:
     decide = decider(throughput={"max_per_second": cap})
-    now, accepted = 0.0, []
+    now = 0.0
+    accepted: list[float] = []
     for gap in gaps:
         now += gap
         in_window = sum(1 for t in accepted if now - 1.0 < t <= now)
