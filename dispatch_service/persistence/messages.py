@@ -19,7 +19,7 @@ from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.vocabulary import MessageState, RejectionReason, RunState
-from dispatch_service.persistence.runs import audit
+from dispatch_service.persistence.audit_log import record_audit
 
 # --- the dispatcher's view of runs --------------------------------------------------------------
 
@@ -380,7 +380,7 @@ async def add_do_not_message(session: AsyncSession, rows: Sequence[OptOutRow]) -
         if entry is None:
             continue
         added += 1
-        audit(
+        record_audit(
             session,
             workspace_id=row.workspace_id,
             actor_id=None,

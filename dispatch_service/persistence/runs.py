@@ -7,7 +7,6 @@ invite_message keep right for every writer.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from sqlalchemy import CursorResult, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import (
-    AuditEntry,
     Event,
     InviteSendRun,
     Precheck,
@@ -320,29 +318,6 @@ async def _block_invited_since(session: AsyncSession, run: NewRun) -> int:
         return 0
     result = await session.execute(BLOCK_INVITED, {"run": run.id, "phones": sorted(phones)})
     return cast(CursorResult[Any], result).rowcount
-
-
-def audit(
-    session: AsyncSession,
-    *,
-    workspace_id: uuid.UUID,
-    actor_id: uuid.UUID | None,
-    action: str,
-    subject_type: str,
-    subject_id: uuid.UUID | str,
-    details: dict[str, Any],
-) -> None:
-    """Add an audit entry to the session's transaction."""
-    session.add(
-        AuditEntry(
-            workspace_id=workspace_id,
-            actor_id=actor_id,
-            action=action,
-            subject_type=subject_type,
-            subject_id=str(subject_id),
-            details=json.loads(json.dumps(details, default=str)),
-        )
-    )
 
 
 COUNTS = text(

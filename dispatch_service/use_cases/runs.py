@@ -34,12 +34,12 @@ from dispatch_service.errors import (
     InvalidArgument,
 )
 from dispatch_service.persistence.actors import load_actor
+from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.runs import (
     NewRun,
     PrecheckRecord,
     RunRecord,
     TemplateRecord,
-    audit,
     cancel_queued_messages,
     create_run,
     find_run_by_key,
@@ -154,7 +154,7 @@ async def _start(session: AsyncSession, command: StartRunCommand, provider: str)
     sender = await sender_of(session, actor.workspace_id)
     run = _new_run(actor, precheck, template, command, sender, provider)
     total, eligible = await create_run(session, run, sources, event)
-    audit(
+    record_audit(
         session,
         workspace_id=actor.workspace_id,
         actor_id=actor.member_id,
@@ -235,7 +235,7 @@ async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
         require_cancellable(run.state)
         cancelled = await cancel_queued_messages(session, run.id)
         await set_run_state(session, run.id, RunState.CANCELLED, finished=True)
-        audit(
+        record_audit(
             session,
             workspace_id=actor.workspace_id,
             actor_id=actor.member_id,
@@ -255,7 +255,7 @@ async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_resumable(run.state)
         await set_run_state(session, run.id, RunState.DISPATCHING)
-        audit(
+        record_audit(
             session,
             workspace_id=actor.workspace_id,
             actor_id=actor.member_id,
