@@ -19,14 +19,12 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
+from cli.main import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
 from cli.output import enum_name, print_json, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
 console = Console(highlight=False, soft_wrap=True)
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_RUN_FAILURES = 4
 FINAL_RUN_STATES = (types_pb2.RUN_STATE_COMPLETED, types_pb2.RUN_STATE_CANCELLED)
 
 
