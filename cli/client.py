@@ -37,13 +37,26 @@ class ServerError(Exception):
         self.violations = violations
 
 
+def readable_file_or_empty(path: str) -> str:
+    """An argparse type: `path` unchanged when empty or a readable file, else a usage error."""
+    if path and not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}")
+    return path
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """--target, --token, --actor and --tls-ca-file, defaulting to the environment."""
     group = parser.add_argument_group("connection (flags override the environment)")
     group.add_argument("--target", default=os.environ.get("INVITES_TARGET", DEFAULT_TARGET))
     group.add_argument("--token", default=os.environ.get("INVITES_TOKEN", ""))
     group.add_argument("--actor", default=os.environ.get("INVITES_ACTOR", ""))
-    group.add_argument("--tls-ca-file", default=os.environ.get("INVITES_TLS_CA_FILE", ""))
+    # Checked while parsing (argparse applies `type` to the environment default too), so a
+    # wrong path is a usage error rather than a traceback when the channel opens.
+    group.add_argument(
+        "--tls-ca-file",
+        type=readable_file_or_empty,
+        default=os.environ.get("INVITES_TLS_CA_FILE", ""),
+    )
 
 
 @dataclass

@@ -26,3 +26,22 @@ def test_sandbox_options_reach_the_sandbox(capsys: pytest.CaptureFixture[str]) -
         main(["sandbox", "--help"])
     assert exited.value.code == 0
     assert "--scenario" in capsys.readouterr().out
+
+
+def test_an_unreadable_ca_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "some-run", "--tls-ca-file", "/no/such/ca.pem"])
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--tls-ca-file" in err
+    assert "Traceback" not in err
+
+
+def test_an_unreadable_ca_file_from_the_environment_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INVITES_TLS_CA_FILE", "/no/such/ca.pem")
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "some-run"])
+    assert exited.value.code == EXIT_USAGE
+    assert "--tls-ca-file" in capsys.readouterr().err
