@@ -10,12 +10,15 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dispatch_service.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+NOT_OUR_TOKEN = "is not a token this list returned"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,18 @@ def page_request(page_size: int, page_token: str, key_length: int) -> PageReques
         if isinstance(decoded, list) and len(decoded) == key_length:
             after = decoded
         else:
-            violations.append(FieldViolation("page_token", "is not a token this list returned"))
+            violations.append(FieldViolation("page_token", NOT_OUR_TOKEN))
     if violations:
         raise InvalidArgument(*violations)
     return PageRequest(size=page_size or DEFAULT_PAGE_SIZE, after=after)
+
+
+def single_key(page: PageRequest, kind: type[T], first: T) -> T:
+    """The one sort key of a single-key list's token (`first` on the first page), or
+    InvalidArgument when the token holds a value of another type."""
+    if page.after is None:
+        return first
+    key = page.after[0]
+    if not isinstance(key, kind):
+        raise InvalidArgument(FieldViolation("page_token", NOT_OUR_TOKEN))
+    return key

@@ -67,8 +67,8 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             parse_uuid(request.run_id, "run_id"),
             states=mapping.states_from_proto(request.states, "states"),
             reasons=mapping.reasons_from_proto(request.reasons, "reasons"),
-            size=reads.page_size(request.page_size),
-            token=request.page_token,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
         return mapping.messages_response(page)
 
@@ -98,8 +98,8 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             self.deps.sessions,
             actor_id(context),
             parse_uuid(request.event_id, "event_id"),
-            size=reads.page_size(request.page_size),
-            token=request.page_token,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
         return mapping.event_invitations_response(result)
 

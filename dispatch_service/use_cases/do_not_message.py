@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db.models import DoNotMessageEntry
 from common.vocabulary import DnmSource
 from dispatch_service.domain.actors import WRITERS
-from dispatch_service.domain.paging import encode_page_token, page_request
+from dispatch_service.domain.paging import NOT_OUR_TOKEN, encode_page_token, page_request
 from dispatch_service.domain.phones import normalise_phone
 from dispatch_service.errors import FieldViolation, InvalidArgument, NotFound
 from dispatch_service.persistence.audit_log import record_audit
@@ -119,9 +119,7 @@ async def list_do_not_message(
         try:
             after = (datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1]))
         except (TypeError, ValueError):
-            raise InvalidArgument(
-                FieldViolation("page_token", "is not a token this list returned")
-            ) from None
+            raise InvalidArgument(FieldViolation("page_token", NOT_OUR_TOKEN)) from None
     async with acting(sessions, actor_id, READERS, "list do-not-message entries") as (
         session,
         actor,

@@ -34,7 +34,7 @@ from dispatch_service.domain.guests import (
     PreparedRow,
     prepare_rows,
 )
-from dispatch_service.domain.paging import encode_page_token, page_request
+from dispatch_service.domain.paging import encode_page_token, page_request, single_key
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.guests import (
@@ -352,9 +352,7 @@ async def list_run_rows(
 ) -> tuple[ImportRun, list[ImportRowView], str]:
     """The run, a page of its rows in input order, and the next page's token."""
     page = page_request(page_size, page_token, key_length=1)
-    after = page.after[0] if page.after else 0
-    if not isinstance(after, int):
-        raise InvalidArgument(FieldViolation("page_token", "is not a token this list returned"))
+    after = single_key(page, int, 0)
     async with acting(sessions, actor_id, READERS, "list import rows") as (session, actor):
         run = await get_import_run(session, actor.workspace_id, import_run_id)
         rows = await list_import_rows(session, run.id, outcomes, after, page.size + 1)
@@ -373,9 +371,7 @@ async def list_households(
 ) -> tuple[list[GuestUnitView], str]:
     """A page of the workspace's households by name and the next page's token."""
     page = page_request(page_size, page_token, key_length=1)
-    after = page.after[0] if page.after else ""
-    if not isinstance(after, str):
-        raise InvalidArgument(FieldViolation("page_token", "is not a token this list returned"))
+    after = single_key(page, str, "")
     async with acting(sessions, actor_id, READERS, "list households") as (session, actor):
         units = await list_guest_units(session, actor.workspace_id, after, page.size + 1)
     token = ""

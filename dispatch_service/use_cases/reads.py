@@ -8,8 +8,6 @@ from invite_message itself; both are the same rows, so summary and listing alway
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +15,12 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import MessageState, RejectionReason
+from dispatch_service.domain.paging import (
+    NOT_OUR_TOKEN,
+    encode_page_token,
+    page_request,
+    single_key,
+)
 from dispatch_service.domain.runs import FINAL_RUN_STATES, RunCounts, summarise_counts
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
@@ -28,8 +32,6 @@ from dispatch_service.persistence.messages import (
 )
 from dispatch_service.persistence.runs import RunRecord, event_runs, load_run, run_counts
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 WATCH_POLL_SECONDS = 0.5
 
 
@@ -76,26 +78,6 @@ async def watch_run(
         await asyncio.sleep(poll_seconds)
 
 
-def page_size(requested: int, field: str = "page_size") -> int:
-    """The page size to use (default when 0); InvalidArgument outside 0..MAX_PAGE_SIZE."""
-    if not 0 <= requested <= MAX_PAGE_SIZE:
-        raise InvalidArgument(FieldViolation(field, f"must be 0..{MAX_PAGE_SIZE}"))
-    return requested or DEFAULT_PAGE_SIZE
-
-
-def encode_token(value: str) -> str:
-    """An opaque page token for a keyset value."""
-    return base64.urlsafe_b64encode(value.encode()).decode()
-
-
-def decode_token(token: str) -> str:
-    """The keyset value of a page token; InvalidArgument when it is not one of ours."""
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument(FieldViolation("page_token", "is not a valid page token")) from None
-
-
 @dataclass(frozen=True)
 class MessagePage:
     """A page of messages and the token of the next one ("" on the last page)."""
@@ -111,25 +93,26 @@ async def list_run_messages(
     *,
     states: Sequence[MessageState],
     reasons: Sequence[RejectionReason],
-    size: int,
-    token: str,
+    page_size: int,
+    page_token: str,
 ) -> MessagePage:
     """A page of the run's messages in audience order, optionally filtered by state/reason."""
-    after = -1
-    if token:
-        raw = decode_token(token)
-        if not raw.lstrip("-").isdigit():
-            raise InvalidArgument(FieldViolation("page_token", "is not a valid page token"))
-        after = int(raw)
+    page = page_request(page_size, page_token, key_length=1)
+    after = single_key(page, int, -1)
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
         await load_run(session, actor.workspace_id, run_id)
         rows = await run_messages(
-            session, run_id, after_position=after, states=states, reasons=reasons, limit=size + 1
+            session,
+            run_id,
+            after_position=after,
+            states=states,
+            reasons=reasons,
+            limit=page.size + 1,
         )
-    more = len(rows) > size
-    rows = rows[:size]
-    return MessagePage(rows, encode_token(str(rows[-1].position)) if more else "")
+    more = len(rows) > page.size
+    rows = rows[: page.size]
+    return MessagePage(rows, encode_page_token([rows[-1].position]) if more else "")
 
 
 @dataclass(frozen=True)
@@ -146,30 +129,29 @@ async def get_event_invitations(
     actor_id: uuid.UUID,
     event_id: uuid.UUID,
     *,
-    size: int,
-    token: str,
+    page_size: int,
+    page_token: str,
 ) -> EventInvitations:
     """The event's runs (newest first) and each household's latest invitation across them:
     one that went out (not blocked or cancelled) wins over one that did not, then the newest."""
+    page = page_request(page_size, page_token, key_length=1)
     after: uuid.UUID | None = None
-    if token:
+    if page.after is not None:
         try:
-            after = uuid.UUID(decode_token(token))
+            after = uuid.UUID(single_key(page, str, ""))
         except ValueError:
-            raise InvalidArgument(
-                FieldViolation("page_token", "is not a valid page token")
-            ) from None
+            raise InvalidArgument(FieldViolation("page_token", NOT_OUR_TOKEN)) from None
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
         await require_event(session, actor.workspace_id, event_id)
         runs = await event_runs(session, actor.workspace_id, event_id)
         rows = await event_latest_messages(
-            session, actor.workspace_id, event_id, after_guest_unit=after, limit=size + 1
+            session, actor.workspace_id, event_id, after_guest_unit=after, limit=page.size + 1
         )
-    more = len(rows) > size
-    rows = rows[:size]
+    more = len(rows) > page.size
+    rows = rows[: page.size]
     return EventInvitations(
         runs=runs,
         latest=rows,
-        next_page_token=encode_token(str(rows[-1].guest_unit_id)) if more else "",
+        next_page_token=encode_page_token([str(rows[-1].guest_unit_id)]) if more else "",
     )
