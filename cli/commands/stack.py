@@ -57,14 +57,28 @@ def register(commands: Any) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    """Apply migrations to DATABASE_URL."""
-    from common.db.migrate import upgrade  # alembic and sqlalchemy load slowly: only when used
+    """Apply migrations to DATABASE_URL (exit 2 when it is missing or wrong, 1 when unreachable)."""
+    # alembic and sqlalchemy load slowly: only when used
+    from sqlalchemy.exc import OperationalError
+
+    from common.db.migrate import upgrade
+    from common.settings import sqlalchemy_url
 
     url = os.environ.get("DATABASE_URL")
     if not url:
         console.print("configuration error:\n  DATABASE_URL: is required")
         return 2
-    upgrade(url)
+    try:
+        sqlalchemy_url(url)
+    except ValueError as error:
+        console.print(f"configuration error:\n  DATABASE_URL: {error}")
+        return 2
+    try:
+        upgrade(url)
+    except OperationalError as error:
+        # The driver's own message (it names host and port, never the password), no traceback.
+        console.print(f"error: could not apply migrations: {error.orig or error}", markup=False)
+        return 1
     console.print("migrations applied")
     return 0
 

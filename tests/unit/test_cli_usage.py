@@ -45,3 +45,22 @@ def test_an_unreadable_ca_file_from_the_environment_is_a_usage_error(
         main(["status", "some-run"])
     assert exited.value.code == EXIT_USAGE
     assert "--tls-ca-file" in capsys.readouterr().err
+
+
+def test_migrate_against_an_unreachable_database_says_so_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres:not-to-be-shown@127.0.0.1:1/x")
+    assert main(["migrate"]) == 1
+    err = capsys.readouterr().err
+    assert "could not apply migrations" in err
+    assert "Traceback" not in err
+    assert "not-to-be-shown" not in err
+
+
+def test_migrate_with_a_non_postgres_url_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://somewhere/db")
+    assert main(["migrate"]) == EXIT_USAGE
+    assert "DATABASE_URL" in capsys.readouterr().err
