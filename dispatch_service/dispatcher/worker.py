@@ -43,6 +43,7 @@ from dispatch_service.dispatcher.results import (
     write_results,
 )
 from dispatch_service.domain.retry import Backoff
+from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.messages import ActiveRun, active_runs, run_states
 from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
@@ -50,7 +51,6 @@ from dispatch_service.settings import DispatchSettings
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = frozenset({"queued", "dispatching"})
 RUNS_REFRESH_SECONDS = 0.5
 STATES_REFRESH_SECONDS = 0.1
 FLUSH_RETRY_SECONDS = 0.5
@@ -250,7 +250,7 @@ class Dispatcher:
             async with self.sessions() as session:
                 states = await run_states(session, list(held))
             self._states_at = now
-            self._stopped_runs |= {r for r, s in states.items() if s not in ACTIVE_STATES}
+            self._stopped_runs |= {r for r, s in states.items() if s not in ACTIVE_RUN_STATES}
         self._stopped_runs &= held | {run.id for run in self._runs}
 
     # --- sending --------------------------------------------------------------------------
