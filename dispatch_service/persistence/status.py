@@ -131,27 +131,28 @@ class _Batch:
 # JSON in C, which is several times cheaper than the driver building one typed array per column.
 # Lists of ids come as a JSON array: ARRAY(SELECT jsonb_array_elements_text(...)).
 
-# The two lock queries read the same columns (what _message() needs).
-LOCK_BY_PROVIDER_ID = text("""
+# The two lock queries differ only in how they find the messages; both read what _message() needs.
+_LOCK_MESSAGES = """
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
            m.rejection_reason, r.sender_phone_number_id
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
-    WHERE m.provider = :provider
-      AND m.provider_message_id = ANY(ARRAY(
-          SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
+    WHERE {match}
     ORDER BY m.id
     FOR UPDATE OF m
-""")
-LOCK_BY_ID = text("""
-    SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
-           m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
-           m.rejection_reason, r.sender_phone_number_id
-    FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
-    WHERE m.id = ANY(CAST(ARRAY(SELECT jsonb_array_elements_text(CAST(:ids AS jsonb))) AS uuid[]))
-    ORDER BY m.id
-    FOR UPDATE OF m
-""")
+"""
+LOCK_BY_PROVIDER_ID = text(
+    _LOCK_MESSAGES.format(
+        match="m.provider = :provider AND m.provider_message_id = ANY(ARRAY("
+        "SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))"
+    )
+)
+LOCK_BY_ID = text(
+    _LOCK_MESSAGES.format(
+        match="m.id = ANY(CAST(ARRAY("
+        "SELECT jsonb_array_elements_text(CAST(:ids AS jsonb))) AS uuid[]))"
+    )
+)
 LOCK_WAMIDS = text("""
     SELECT pg_advisory_xact_lock(:lock_class, k) FROM unnest(CAST(:keys AS int[])) AS k
 """)
