@@ -5,20 +5,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
+from cli.output import print_json
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 AdminHandler = Callable[[Client, argparse.Namespace], Awaitable[int]]
+PAGE_SIZE = 1000
+
+
+class Page(Protocol):
+    """A reply of a paged list call."""
+
+    @property
+    def next_page_token(self) -> str:
+        """Empty on the last page."""
+        ...
+
+
+PageT = TypeVar("PageT", bound=Page)
+ItemT = TypeVar("ItemT", bound=Message)
 
 
 def add_command(commands: Any, name: str, help_text: str, handler: AdminHandler) -> Any:
@@ -42,6 +58,29 @@ async def with_client(handler: AdminHandler, args: argparse.Namespace) -> int:
         return await handler(client, args)
     finally:
         await client.close()
+
+
+async def every_page(
+    fetch: Callable[[str], Awaitable[PageT]],
+    items: Callable[[PageT], Iterable[ItemT]],
+    as_json: bool,
+) -> tuple[list[ItemT], PageT]:
+    """Call `fetch(page_token)` until the last page; return the items and the last page.
+
+    With `as_json` each item is printed as a JSON line as its page arrives (scripts can stream
+    a long list) and none is kept."""
+    token = ""
+    kept: list[ItemT] = []
+    while True:
+        page = await fetch(token)
+        if as_json:
+            for item in items(page):
+                print_json(item, compact=True)
+        else:
+            kept += items(page)
+        token = page.next_page_token
+        if not token:
+            return kept, page
 
 
 def parse_time(value: str) -> Timestamp:

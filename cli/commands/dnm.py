@@ -11,7 +11,14 @@ import argparse
 from typing import Any
 
 from cli.client import Client
-from cli.commands.admin_support import add_command, add_group, console, table
+from cli.commands.admin_support import (
+    PAGE_SIZE,
+    add_command,
+    add_group,
+    console,
+    every_page,
+    table,
+)
 from cli.output import enum_name, print_json, timestamp
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import types_pb2
@@ -65,20 +72,14 @@ async def run_remove(client: Client, args: argparse.Namespace) -> int:
 
 async def run_list(client: Client, args: argparse.Namespace) -> int:
     """Every active entry (all pages)."""
-    token, entries = "", []
-    while True:
-        reply = await client.call(
+    entries, _ = await every_page(
+        lambda token: client.call(
             client.admin.ListDoNotMessage,
-            pb.ListDoNotMessageRequest(page_size=1000, page_token=token),
-        )
-        if args.json:
-            for entry in reply.entries:
-                print_json(entry, compact=True)
-        else:
-            entries += list(reply.entries)
-        token = reply.next_page_token
-        if not token:
-            break
+            pb.ListDoNotMessageRequest(page_size=PAGE_SIZE, page_token=token),
+        ),
+        lambda page: page.entries,
+        args.json,
+    )
     if not args.json:
         table(
             "do-not-message",

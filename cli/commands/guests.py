@@ -19,7 +19,15 @@ from typing import Any
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from cli.client import Client
-from cli.commands.admin_support import add_command, add_group, console, errors, table
+from cli.commands.admin_support import (
+    PAGE_SIZE,
+    add_command,
+    add_group,
+    console,
+    errors,
+    every_page,
+    table,
+)
 from cli.output import enum_name, print_json, timestamp
 from common.generated.invites.v1 import admin_pb2 as pb
 
@@ -194,27 +202,21 @@ def _rows_table(title: str, rows: Any) -> None:
 
 async def run_rows(client: Client, args: argparse.Namespace) -> int:
     """Every row of an import run (all pages), optionally only some outcomes."""
-    token, listed, run = "", [], None
-    while True:
-        reply = await client.call(
+    listed, last = await every_page(
+        lambda token: client.call(
             client.admin.ListImportRows,
             pb.ListImportRowsRequest(
                 import_run_id=args.import_run_id,
                 outcomes=[OUTCOMES[o] for o in args.outcome],
-                page_size=1000,
+                page_size=PAGE_SIZE,
                 page_token=token,
             ),
-        )
-        run = reply.import_run
-        if args.json:
-            for row in reply.rows:
-                print_json(row, compact=True)
-        else:
-            listed += list(reply.rows)
-        token = reply.next_page_token
-        if not token:
-            break
+        ),
+        lambda page: page.rows,
+        args.json,
+    )
     if not args.json:
+        run = last.import_run
         console.print(f"import run {run.import_run_id}, finished {timestamp(run.finished_at)}")
         _rows_table("rows", listed)
     return 0
@@ -222,20 +224,14 @@ async def run_rows(client: Client, args: argparse.Namespace) -> int:
 
 async def run_list(client: Client, args: argparse.Namespace) -> int:
     """Every household (all pages)."""
-    token, listed = "", []
-    while True:
-        reply = await client.call(
+    listed, _ = await every_page(
+        lambda token: client.call(
             client.admin.ListGuestUnits,
-            pb.ListGuestUnitsRequest(page_size=1000, page_token=token),
-        )
-        if args.json:
-            for unit in reply.guest_units:
-                print_json(unit, compact=True)
-        else:
-            listed += list(reply.guest_units)
-        token = reply.next_page_token
-        if not token:
-            break
+            pb.ListGuestUnitsRequest(page_size=PAGE_SIZE, page_token=token),
+        ),
+        lambda page: page.guest_units,
+        args.json,
+    )
     if not args.json:
         table(
             "households",

@@ -71,8 +71,13 @@ def test_a_new_user_goes_from_nothing_to_an_invitable_event(
     assert outcomes.count("IMPORT_ROW_OUTCOME_UPDATED") == 1
     skipped = json_lines(cli("guests", "rows", run_id, "--outcome", "skipped_no_phone", "--json"))
     assert [int(r["row_number"]) for r in skipped] == [125, 127]  # int64: JSON strings
+    skipped_table = ok(cli("guests", "rows", run_id, "--outcome", "skipped_no_phone"))
+    assert f"import run {run_id}, finished" in skipped_table.stdout
+    assert "125" in skipped_table.stdout
+    assert "127" in skipped_table.stdout
     households = json_lines(cli("guests", "list", "--json"))
     assert len(households) == 54
+    assert "households" in ok(cli("guests", "list")).stdout
     assert query(dispatch_process, "SELECT count(*) FROM person WHERE phone_status = 'malformed'")[
         0
     ] == (3,)
@@ -127,6 +132,7 @@ def test_a_new_user_goes_from_nothing_to_an_invitable_event(
     assert [(e["phone_e164"], e["source"]) for e in entries] == [
         ("+15550100050", "DNM_SOURCE_OPERATOR")
     ]
+    assert "+15550100050" in ok(cli("dnm", "list")).stdout
     actions = [a for (a,) in query(dispatch_process, "SELECT action FROM audit_entry ORDER BY id")]
     assert actions == [
         "workspace.create",
