@@ -22,7 +22,7 @@ from webhook_service.forwarder import Forwarder
 from webhook_service.inbox import ReceiptWriter
 from webhook_service.metrics import POST_SECONDS, POSTS
 from webhook_service.settings import WebhookSettings
-from webhook_service.signature import Verdict, parse_signature, verify
+from webhook_service.signature import Verdict, matches, parse_signature
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,8 @@ async def _receive(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].webhook_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _refuse(413, "too_large", "body too large")
-    header = request.headers.get("X-Hub-Signature-256")
-    presented = parse_signature(header)
-    if presented is Verdict.MISSING or presented is Verdict.MALFORMED:
+    presented = parse_signature(request.headers.get("X-Hub-Signature-256"))
+    if isinstance(presented, Verdict):  # missing or malformed
         return _refuse(401, presented.value, "missing or malformed X-Hub-Signature-256")
     body = await read_bounded(request, limit)
     if body is None:
@@ -127,7 +126,7 @@ async def _receive(request: web.Request) -> web.Response:
     if not body:
         return _refuse(400, "empty_body", "empty body")
     secrets: list[bytes] = request.app[APP_SECRETS]
-    if verify(body, header, secrets) is not Verdict.VALID:
+    if not matches(body, presented, secrets):
         return _refuse(403, Verdict.MISMATCH.value, "signature does not match")
     try:
         receipt = await request.app[WRITER].store(

@@ -46,8 +46,13 @@ def verify(body: bytes, header: str | None, secrets: Sequence[bytes]) -> Verdict
     presented = parse_signature(header)
     if isinstance(presented, Verdict):
         return presented
-    matches = [
-        hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).digest(), presented)
+    return Verdict.VALID if matches(body, presented, secrets) else Verdict.MISMATCH
+
+
+def matches(body: bytes, digest: bytes, secrets: Sequence[bytes]) -> bool:
+    """Whether `digest` (parsed by `parse_signature`) is HMAC-SHA256(secret, body) for a secret."""
+    results = [
+        hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).digest(), digest)
         for secret in secrets
     ]
-    return Verdict.VALID if any(matches) else Verdict.MISMATCH
+    return any(results)
