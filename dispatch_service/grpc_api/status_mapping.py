@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
@@ -30,6 +28,8 @@ OUTCOMES: dict[ApplyOutcome, pb.ApplyOutcome.ValueType] = {
     ApplyOutcome.ORPHANED: pb.APPLY_OUTCOME_ORPHANED,
 }
 
+_Timestamped = pb.StatusUpdate | pb.PreferenceUpdate | pb.InboundText
+
 
 class _Checker:
     """Collects field violations while converting."""
@@ -42,9 +42,14 @@ class _Checker:
             self.violations.append(FieldViolation(field, "is required"))
         return value.strip()
 
-    def timestamp(self, value: Timestamp, set_: bool, field: str) -> datetime:
-        if not set_ or value.seconds <= 0:
-            self.violations.append(FieldViolation(field, "is required (the provider's timestamp)"))
+    def provider_timestamp(self, item: _Timestamped, field: str) -> datetime:
+        value = item.provider_timestamp
+        if not item.HasField("provider_timestamp") or value.seconds <= 0:
+            self.violations.append(
+                FieldViolation(
+                    f"{field}.provider_timestamp", "is required (the provider's timestamp)"
+                )
+            )
             return datetime.fromtimestamp(0, UTC)
         return value.ToDatetime(tzinfo=UTC)
 
@@ -60,9 +65,7 @@ class _Checker:
 
 def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:
     errors = tuple(ProviderError(e.code, e.title, e.details) for e in item.errors)
-    at = check.timestamp(
-        item.provider_timestamp, item.HasField("provider_timestamp"), f"{field}.provider_timestamp"
-    )
+    at = check.provider_timestamp(item, field)
     return StatusUpdate(
         provider_message_id=check.required(
             item.provider_message_id, f"{field}.provider_message_id"
@@ -81,11 +84,7 @@ def _preference(check: _Checker, item: pb.PreferenceUpdate, field: str) -> Prefe
         wa_id=check.required(item.wa_id, f"{field}.wa_id"),
         category=item.category.strip(),
         value=check.required(item.value, f"{field}.value"),
-        at=check.timestamp(
-            item.provider_timestamp,
-            item.HasField("provider_timestamp"),
-            f"{field}.provider_timestamp",
-        ),
+        at=check.provider_timestamp(item, field),
         receipt_id=check.receipt(item.receipt_id, f"{field}.receipt_id"),
     )
 
@@ -95,11 +94,7 @@ def _inbound(check: _Checker, item: pb.InboundText, field: str) -> InboundText:
         phone_number_id=check.required(item.phone_number_id, f"{field}.phone_number_id"),
         from_wa_id=check.required(item.from_wa_id, f"{field}.from_wa_id"),
         text=item.text,
-        at=check.timestamp(
-            item.provider_timestamp,
-            item.HasField("provider_timestamp"),
-            f"{field}.provider_timestamp",
-        ),
+        at=check.provider_timestamp(item, field),
         provider_message_id=item.provider_message_id,
         receipt_id=check.receipt(item.receipt_id, f"{field}.receipt_id"),
     )

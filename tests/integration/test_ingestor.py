@@ -389,6 +389,7 @@ async def test_the_dispatch_service_refuses_callers_without_the_ingestor_token(
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "statuses[0].provider_message_id" in (caught.value.details() or "")
+        assert "statuses[0].provider_timestamp" in (caught.value.details() or "")
 
 
 async def test_identical_posts_at_the_same_moment_are_one_receipt(
