@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import RejectionReason
-from dispatch_service.domain.actors import WRITERS, require_role
+from dispatch_service.domain.actors import WRITERS
 from dispatch_service.domain.eligibility import (
     Candidate,
     PolicyInputs,
@@ -25,7 +25,6 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
@@ -34,6 +33,7 @@ from dispatch_service.persistence.prechecks import (
     require_template,
     store_precheck,
 )
+from dispatch_service.use_cases.acting import acting
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -114,9 +114,7 @@ async def precheck_send(
     sessions: async_sessionmaker[AsyncSession], command: PrecheckCommand, ttl_seconds: int
 ) -> PrecheckResult:
     """Resolve, evaluate and store one precheck (one transaction)."""
-    async with sessions() as session, session.begin():
-        actor = await load_actor(session, command.actor_id)
-        require_role(actor, WRITERS, "run a precheck")
+    async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
         await require_template(session, actor.workspace_id, command.template_id)
         targets = await resolve_audience(session, actor.workspace_id, command.event_id)
         inputs = PolicyInputs(

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import RunState, TemplateStatus
-from dispatch_service.domain.actors import SENDERS, Actor, require_role
+from dispatch_service.domain.actors import SENDERS, Actor
 from dispatch_service.domain.runs import require_cancellable, require_resumable
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
@@ -33,7 +33,6 @@ from dispatch_service.errors import (
     FieldViolation,
     InvalidArgument,
 )
-from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.runs import (
     NewRun,
@@ -51,6 +50,7 @@ from dispatch_service.persistence.runs import (
     sender_of,
     set_run_state,
 )
+from dispatch_service.use_cases.acting import READERS, acting
 from dispatch_service.use_cases.precheck import parse_uuid
 
 MAX_KEY_LENGTH = 200
@@ -94,14 +94,16 @@ async def start_run(
 ) -> StartRunResult:
     """Create the run, its messages and the invite.send audit entry in one transaction."""
     try:
-        async with sessions() as session, session.begin():
-            return await _start(session, command, provider)
+        async with acting(sessions, command.actor_id, SENDERS, "start a send run") as (
+            session,
+            actor,
+        ):
+            return await _start(session, actor, command, provider)
     except IntegrityError as error:
         if not _is_idempotency_race(error):
             raise
     # Another call with the same key committed first: answer with its run.
-    async with sessions() as session, session.begin():
-        actor = await load_actor(session, command.actor_id)
+    async with acting(sessions, command.actor_id, READERS, "read send runs") as (session, actor):
         existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
         if existing is None:  # pragma: no cover - the constraint said it exists
             raise FailedPrecondition("the run could not be created; try again")
@@ -125,9 +127,9 @@ def _replay(existing: RunRecord, command: StartRunCommand) -> StartRunResult:
     return StartRunResult(run=existing, created=False)
 
 
-async def _start(session: AsyncSession, command: StartRunCommand, provider: str) -> StartRunResult:
-    actor = await load_actor(session, command.actor_id)
-    require_role(actor, SENDERS, "start a send run")
+async def _start(
+    session: AsyncSession, actor: Actor, command: StartRunCommand, provider: str
+) -> StartRunResult:
     existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
     if existing is not None:
         return _replay(existing, command)
@@ -228,9 +230,7 @@ def run_command(actor_id: uuid.UUID, run_id: str) -> RunCommand:
 async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCommand) -> RunRecord:
     """Cancel a run: its queued messages become cancelled; messages already in a provider call
     finish (their outcome is recorded as usual). Audited as invite.cancel."""
-    async with sessions() as session, session.begin():
-        actor = await load_actor(session, command.actor_id)
-        require_role(actor, SENDERS, "cancel a send run")
+    async with acting(sessions, command.actor_id, SENDERS, "cancel a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_cancellable(run.state)
         cancelled = await cancel_queued_messages(session, run.id)
@@ -249,9 +249,7 @@ async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
 
 async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCommand) -> RunRecord:
     """Resume a paused run: the dispatcher claims its queued messages again. Audited."""
-    async with sessions() as session, session.begin():
-        actor = await load_actor(session, command.actor_id)
-        require_role(actor, SENDERS, "resume a send run")
+    async with acting(sessions, command.actor_id, SENDERS, "resume a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_resumable(run.state)
         await set_run_state(session, run.id, RunState.DISPATCHING)
