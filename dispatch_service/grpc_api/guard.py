@@ -46,7 +46,8 @@ class Credentials:
 
 async def _abort(context: Any, error: BaseException, method: str) -> None:
     if isinstance(error, DispatchError):
-        await context.abort_with_status(to_status(error))
+        await context.abort_with_status(to_status(error))  # raises AbortError
+        return
     log.exception("unhandled error in %s", method, exc_info=error)
     await context.abort_with_status(internal_status())
 
