@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from cli.client import Client, ServerError
 from cli.commands import runs
+from cli.commands.guests import csv_import_requests
 from cli.output import enum_name
 from common.generated.invites.v1 import admin_pb2, dispatch_pb2, types_pb2
 
@@ -35,7 +35,6 @@ DEMO_TEMPLATE = "event_invitation"
 DEMO_LANGUAGE = "en_US"
 DEMO_VARIABLES = ("guest_name", "event_name")
 DEMO_DNM_PHONE = "+12025550119"  # a household contact in the sample CSV
-CHUNK_BYTES = 64 * 1024
 
 
 @dataclass
@@ -62,15 +61,20 @@ class Demo:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
-def register(commands: Any) -> None:
-    """Add `invites demo`."""
-    demo = commands.add_parser("demo", help="send the demo workspace's invitations and watch them")
-    demo.add_argument(
+def add_state_dir_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--state-dir, shared by `up` (which writes there) and `demo` (which reads it)."""
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(os.environ.get("INVITES_STATE_DIR", ".invites")),
-        help="where `invites up` keeps demo.json (default .invites)",
+        help=f"{purpose} (default .invites, or INVITES_STATE_DIR)",
     )
+
+
+def register(commands: Any) -> None:
+    """Add `invites demo`."""
+    demo = commands.add_parser("demo", help="send the demo workspace's invitations and watch them")
+    add_state_dir_argument(demo, "where `invites up` keeps demo.json")
     demo.add_argument(
         "--settle",
         type=float,
@@ -79,17 +83,6 @@ def register(commands: Any) -> None:
         "receipts before the summary (default 20)",
     )
     demo.set_defaults(handler=lambda args: asyncio.run(run_demo(args)))
-
-
-async def _csv_chunks(path: Path, key: str) -> AsyncIterator[admin_pb2.ImportGuestsRequest]:
-    yield admin_pb2.ImportGuestsRequest(
-        header=admin_pb2.ImportHeader(
-            idempotency_key=key, source=admin_pb2.IMPORT_SOURCE_CSV, file_name=path.name
-        )
-    )
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            yield admin_pb2.ImportGuestsRequest(chunk=chunk)
 
 
 async def _still_valid(demo: Demo) -> bool:
@@ -118,7 +111,9 @@ async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
         )
         client.actor = created.admin.member_id
         await client.admin.ImportGuests(
-            _csv_chunks(SAMPLE_CSV, "demo-sample-guests"), metadata=client.metadata(), timeout=60
+            csv_import_requests(SAMPLE_CSV, "demo-sample-guests"),
+            metadata=client.metadata(),
+            timeout=60,
         )
         starts = Timestamp()
         starts.FromDatetime(datetime.now(UTC).replace(microsecond=0) + timedelta(days=60))

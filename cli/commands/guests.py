@@ -87,9 +87,10 @@ def file_key(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-async def _requests(
-    path: Path, key: str, progress: Progress | None, size: int
+async def csv_import_requests(
+    path: Path, key: str, progress: Progress | None = None, size: int = 0
 ) -> AsyncIterator[pb.ImportGuestsRequest]:
+    """The ImportGuests stream for a CSV file: the header, then chunks (advancing `progress`)."""
     yield pb.ImportGuestsRequest(
         header=pb.ImportHeader(
             idempotency_key=key, source=pb.IMPORT_SOURCE_CSV, file_name=path.name
@@ -143,14 +144,18 @@ async def run_import(client: Client, args: argparse.Namespace) -> int:
     key = args.key or await asyncio.to_thread(file_key, path)
     if args.json:
         reply = await client.call(
-            client.admin.ImportGuests, _requests(path, key, None, size), IMPORT_DEADLINE_SECONDS
+            client.admin.ImportGuests,
+            csv_import_requests(path, key, None, size),
+            IMPORT_DEADLINE_SECONDS,
         )
         print_json(reply)
         return 0
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     with Progress(*columns, TransferSpeedColumn(), console=errors, transient=True) as progress:
         reply = await client.call(
-            client.admin.ImportGuests, _requests(path, key, progress, size), IMPORT_DEADLINE_SECONDS
+            client.admin.ImportGuests,
+            csv_import_requests(path, key, progress, size),
+            IMPORT_DEADLINE_SECONDS,
         )
     show_run(reply.import_run, reply.created)
     await _show_problems(client, reply.import_run.import_run_id)

@@ -19,7 +19,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
-from cli.commands.demo import Demo, register_sandbox_template, seed_demo
+from cli.commands.demo import (
+    Demo,
+    add_state_dir_argument,
+    register_sandbox_template,
+    seed_demo,
+)
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -40,12 +45,7 @@ DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / 
 def register(commands: Any) -> None:
     """Add the stack commands to the `invites` parser."""
     up = commands.add_parser("up", help="run the whole stack locally (embedded Postgres + sandbox)")
-    up.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("INVITES_STATE_DIR", ".invites")),
-        help="where the embedded Postgres and generated local credentials live (default .invites)",
-    )
+    add_state_dir_argument(up, "where the embedded Postgres and generated local credentials live")
     up.add_argument("--no-sandbox", action="store_true", help="do not start the Meta sandbox")
     up.set_defaults(handler=run_up)
 
