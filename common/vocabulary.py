@@ -30,13 +30,6 @@ class MessageState(StrEnum):
     CANCELLED = "cancelled"
 
 
-FINAL_MESSAGE_STATES = frozenset(
-    {MessageState.READ, MessageState.FAILED, MessageState.BLOCKED, MessageState.CANCELLED}
-)
-"""States a message never leaves by itself. `sent`/`delivered` are settled but may still advance;
-runs count them as done (see dispatch_service.domain)."""
-
-
 class RejectionReason(StrEnum):
     """Why a recipient was blocked or failed."""
 

@@ -7,6 +7,8 @@
     ├── NotFound                   no such id in the caller's workspace         NOT_FOUND
     ├── FailedPrecondition         the system is not in a state that allows it  FAILED_PRECONDITION
     └── AlreadyExists              a different request already used the key     ALREADY_EXISTS
+        └── IdempotencyKeyRace     persistence: a concurrent StartRun won the key (answered
+                                   with the winner's run, never sent to a client)
 
 The one table mapping these to gRPC status codes is dispatch_service/grpc_api/errors.py.
 """
@@ -77,7 +79,8 @@ class AlreadyExists(DispatchError):
     reason = "ALREADY_EXISTS"
 
 
-def require(condition: bool, field: str, description: str) -> None:
-    """Raise InvalidArgument for `field` unless `condition` holds."""
-    if not condition:
-        raise InvalidArgument(FieldViolation(field, description))
+class IdempotencyKeyRace(AlreadyExists):
+    """Persistence: a concurrent StartRun committed the same idempotency key first (StartRun
+    answers with that run instead)."""
+
+    reason = "IDEMPOTENCY_KEY_RACE"

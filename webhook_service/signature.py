@@ -41,14 +41,6 @@ def parse_signature(header: str | None) -> bytes | Verdict:
     return bytes.fromhex(digest)
 
 
-def verify(body: bytes, header: str | None, secrets: Sequence[bytes]) -> Verdict:
-    """Check `header` against HMAC-SHA256(secret, body) for every configured secret."""
-    presented = parse_signature(header)
-    if isinstance(presented, Verdict):
-        return presented
-    return Verdict.VALID if matches(body, presented, secrets) else Verdict.MISMATCH
-
-
 def matches(body: bytes, digest: bytes, secrets: Sequence[bytes]) -> bool:
     """Whether `digest` (parsed by `parse_signature`) is HMAC-SHA256(secret, body) for a secret."""
     results = [

@@ -9,8 +9,3 @@ def with_database(url: str, name: str) -> str:
     """The same server URL pointing at database `name`."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def database_name(url: str) -> str:
-    """The database a URL points at."""
-    return urlsplit(url).path.lstrip("/") or "postgres"

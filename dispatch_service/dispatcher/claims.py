@@ -27,13 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.metrics import SENDS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
-from dispatch_service.persistence.messages import (
-    ActiveRun,
-    block_do_not_message,
-    lock_claimable,
-    lock_run_for_claim,
-    mark_sending,
-)
+from dispatch_service.persistence.claims import ActiveRun, lock_claimable, lock_run_for_claim
+from dispatch_service.persistence.message_transitions import block_at_send, mark_sending
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ async def claim(
         wanted = min(limit, reservation.slots.count)
         candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
-        await block_do_not_message(session, blocked)
+        await block_at_send(session, blocked)
         sendable = [c for c in candidates if not c.do_not_message]
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
         lease = timedelta(seconds=settings.lease_seconds)

@@ -15,11 +15,6 @@ RETRIES = Counter(
     "Messages queued again after a failed call, by retry class.",
     ["retry_class"],
 )
-PROVIDER_LATENCY = Histogram(
-    "invites_dispatch_provider_latency_seconds",
-    "Duration of one provider send call.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
 QUEUE_DEPTH = Gauge(
     "invites_dispatch_queue_depth",
     "Queued messages of active runs (as last seen by this replica's reconciler).",

@@ -17,11 +17,11 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.metrics import OUTCOME_UNKNOWN, QUEUE_DEPTH, RUN_TRANSITIONS
-from dispatch_service.persistence.messages import (
+from dispatch_service.persistence import run_transitions
+from dispatch_service.persistence.claims import queue_depth
+from dispatch_service.persistence.message_transitions import (
     cancel_stragglers,
-    complete_finished_runs,
     fail_unknown_outcomes,
-    queue_depth,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Reconciler:
             )
         OUTCOME_UNKNOWN.inc(len(unknown))
         async with self.sessions() as session, session.begin():
-            completed = await complete_finished_runs(session)
+            completed = await run_transitions.complete_finished(session)
         for run_id in completed:
             RUN_TRANSITIONS.labels("completed").inc()
             log.info("run completed", extra={"run_id": run_id})

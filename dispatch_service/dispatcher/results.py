@@ -7,7 +7,8 @@ Per outcome class (dispatch_service.domain.retry):
   arrived before the wamid was stored are applied now;
 * transient / recipient back-off: `queued` again with next_attempt_at, or `failed`
   (retries_exhausted) once the attempts are used up;
-* terminal: `failed` (provider_rejected); 131050 also adds the phone to do-not-message;
+* terminal: `failed` (provider_rejected); an opt-out error (131050) also adds the phone to
+  Do-Not-Message through the one writer (scope: every workspace sending from the number);
 * halt: the message goes back to `queued` and its run is paused with the reason;
 * ambiguous: stays `sending`, lease released; the reconciler or a webhook settles it;
 * released (claimed, never sent: run stopped or shutting down): back to `queued`.
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import RejectionReason
+from common.vocabulary import DnmSource
 from dispatch_service.dispatcher.claims import ClaimedMessage
 from dispatch_service.dispatcher.metrics import RETRIES, RUN_TRANSITIONS, SENDS
+from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.retry import (
     Backoff,
     NextStep,
@@ -37,13 +39,13 @@ from dispatch_service.domain.retry import (
     decide,
 )
 from dispatch_service.domain.runs import pause_reason
-from dispatch_service.persistence.messages import (
+from dispatch_service.domain.transitions import MessageEvent
+from dispatch_service.persistence import run_transitions
+from dispatch_service.persistence.claims import lock_messages
+from dispatch_service.persistence.do_not_message import add_entries
+from dispatch_service.persistence.message_transitions import (
     AcceptedRow,
     ErrorRow,
-    OptOutRow,
-    add_do_not_message,
-    lock_messages,
-    pause_run,
     record_accepted,
     record_ambiguous,
     record_failed,
@@ -101,7 +103,7 @@ class _Plan:
     halted: list[ErrorRow] = field(default_factory=list)
     ambiguous: list[ErrorRow] = field(default_factory=list)
     released: list[uuid.UUID] = field(default_factory=list)
-    opt_outs: list[OptOutRow] = field(default_factory=list)
+    opt_outs: list[DoNotMessageRequest] = field(default_factory=list)
     pauses: dict[uuid.UUID, str] = field(default_factory=dict)
     throttled: set[str] = field(default_factory=set)
 
@@ -152,7 +154,13 @@ def _plan_failure(
         writes.rejected.append(row)
         if failed.adds_do_not_message:
             writes.opt_outs.append(
-                OptOutRow(message.run.workspace_id, message.phone_e164, message.id, message.run.id)
+                provider_opt_out(
+                    message.run.sender,
+                    message.phone_e164,
+                    DnmSource.PROVIDER_ERROR_131050,
+                    message_id=message.id,
+                    run_id=message.run.id,
+                )
             )
     elif decision.step is NextStep.PAUSE_RUN:
         writes.halted.append(row)
@@ -178,15 +186,15 @@ async def write_results(
     if writes.accepted:
         await apply_orphaned_statuses(session, [row.id for row in writes.accepted])
     await record_requeued(session, writes.requeued, writes.delays)
-    await record_failed(session, writes.exhausted, RejectionReason.RETRIES_EXHAUSTED)
-    await record_failed(session, writes.rejected, RejectionReason.PROVIDER_REJECTED)
-    await add_do_not_message(session, writes.opt_outs)
+    await record_failed(session, writes.exhausted, MessageEvent.RETRIES_EXHAUSTED)
+    await record_failed(session, writes.rejected, MessageEvent.TERMINAL_ERROR)
+    await add_entries(session, writes.opt_outs)
     await record_halted(session, writes.halted)
     await record_ambiguous(session, writes.ambiguous)
     await release_unsent(session, writes.released, owner)
     effects = BatchEffects(throttled_senders=set(writes.throttled))
     for run_id, reason in writes.pauses.items():
-        if await pause_run(session, run_id, reason):
+        if await run_transitions.pause(session, run_id, reason):
             effects.paused_runs.add(run_id)
     return effects
 

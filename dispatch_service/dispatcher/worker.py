@@ -45,7 +45,7 @@ from dispatch_service.dispatcher.results import (
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
-from dispatch_service.persistence.messages import ActiveRun, active_runs, run_states
+from dispatch_service.persistence.claims import ActiveRun, active_runs, run_states
 from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
 from dispatch_service.settings import DispatchSettings
 

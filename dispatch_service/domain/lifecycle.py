@@ -1,6 +1,9 @@
 """The message lifecycle rules for provider statuses (pure: no I/O, no framework imports).
 
-Ranks: ``queued``/``sending`` 0 < ``sent`` 1 < ``delivered`` 2 < ``read`` 3.
+Which state a provider status moves a message to is the state machine's answer
+(``domain/transitions.py``: the ``provider_*`` events, built from the ranks ``queued``/``sending``
+0 < ``sent`` 1 < ``delivered`` 2 < ``read`` 3). This module adds what the table does not say: what
+a status that moves nothing means (``stale`` or ``after_terminal``) and which timestamps it fills.
 
 * A status of higher rank advances the state; a lower or equal one never regresses it (``stale``),
   but still fills its own timestamp.
@@ -32,6 +35,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
+from dispatch_service.domain.retry import classify_code
+from dispatch_service.domain.transitions import (
+    MESSAGE_TRANSITIONS,
+    PROVIDER_STATUS_EVENTS,
+    MessageEvent,
+    message_step,
+)
 
 SENT = MessageState.SENT.value
 DELIVERED = MessageState.DELIVERED.value
@@ -41,19 +51,7 @@ FAILED = MessageState.FAILED.value
 TRACKED_STATUSES = frozenset({SENT, DELIVERED, READ, FAILED})
 """Provider statuses that take part in the lifecycle; any other is recorded and ignored."""
 
-RANK: dict[MessageState, int] = {
-    MessageState.QUEUED: 0,
-    MessageState.SENDING: 0,
-    MessageState.SENT: 1,
-    MessageState.DELIVERED: 2,
-    MessageState.READ: 3,
-}
-"""Progress ranks of the states a provider status may advance from or to."""
-
 NEVER_SENT = frozenset({MessageState.BLOCKED, MessageState.CANCELLED})
-
-OPT_OUT_ERROR_CODE = 131050
-"""Meta: the user stopped marketing messages from this business."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +127,7 @@ def _fail(message: Lifecycle, status: ProviderStatus) -> Lifecycle:
         state=MessageState.FAILED,
         failed_at=status.at,
         error=status.errors[0] if status.errors else None,
-        rejection_reason=RejectionReason.PROVIDER_REJECTED,
+        rejection_reason=MESSAGE_TRANSITIONS[MessageEvent.PROVIDER_FAILED].reason,
     )
 
 
@@ -137,20 +135,22 @@ def apply_status(message: Lifecycle, status: ProviderStatus) -> tuple[ApplyOutco
     """Apply one (not duplicate) provider status: what it did, and the message afterwards."""
     if status.status not in TRACKED_STATUSES:
         return ApplyOutcome.UNKNOWN_STATUS, message
+    reported = MessageState(status.status)
+    target = message_step(message.state, PROVIDER_STATUS_EVENTS[reported])
+    if target is MessageState.FAILED:
+        return ApplyOutcome.APPLIED, _fail(message, status)
+    if target is not None:
+        return ApplyOutcome.APPLIED, replace(_fill_timestamp(message, status), state=target)
+    # The table forbids the move: say why, and keep what the status still tells us.
     if message.state in NEVER_SENT:
         return ApplyOutcome.AFTER_TERMINAL, message
-    if message.state == MessageState.FAILED:
-        if status.status in (SENT, DELIVERED):
+    if message.state is MessageState.FAILED:
+        if reported in (MessageState.SENT, MessageState.DELIVERED):
             return ApplyOutcome.AFTER_TERMINAL, _fill_timestamp(message, status)
         return ApplyOutcome.AFTER_TERMINAL, message
-    if status.status == FAILED:
-        if message.state == MessageState.READ:
-            return ApplyOutcome.AFTER_TERMINAL, message
-        return ApplyOutcome.APPLIED, _fail(message, status)
-    filled = _fill_timestamp(message, status)
-    if RANK[MessageState(status.status)] > RANK[message.state]:
-        return ApplyOutcome.APPLIED, replace(filled, state=MessageState(status.status))
-    return ApplyOutcome.STALE, filled
+    if reported is MessageState.FAILED:  # after read: final success stands
+        return ApplyOutcome.AFTER_TERMINAL, message
+    return ApplyOutcome.STALE, _fill_timestamp(message, status)
 
 
 def replay(
@@ -173,5 +173,7 @@ def replay(
 
 
 def opts_out(status: ProviderStatus) -> bool:
-    """A failed status whose error says the user stopped marketing messages (131050)."""
-    return status.status == FAILED and any(e.code == OPT_OUT_ERROR_CODE for e in status.errors)
+    """A failed status whose error the error table says means an opt-out (131050)."""
+    return status.status == FAILED and any(
+        classify_code(e.code).adds_do_not_message for e in status.errors
+    )

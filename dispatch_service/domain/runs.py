@@ -1,6 +1,6 @@
-"""Send runs: which state changes are allowed, when a run is done, and its counts (pure).
+"""Send runs: when a run is done, the guards CancelRun and ResumeRun apply, and counts (pure).
 
-Run states::
+The run state machine itself is the table in ``domain/transitions.py``::
 
     queued ──(first claim)──> dispatching ──(no message queued or sending)──> completed
        │                        │    ^
@@ -21,30 +21,36 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.transitions import (
+    MESSAGE_TRANSITIONS,
+    RUN_TRANSITIONS,
+    MessageEvent,
+    RunEvent,
+    run_step,
+)
 from dispatch_service.errors import FailedPrecondition
 
-ACTIVE_RUN_STATES = frozenset({RunState.QUEUED, RunState.DISPATCHING})
-"""Runs the dispatcher claims messages from."""
+ACTIVE_RUN_STATES = RUN_TRANSITIONS[RunEvent.COMPLETED].sources
+"""Runs the dispatcher claims messages from (the states a run completes from)."""
 
-FINAL_RUN_STATES = frozenset({RunState.COMPLETED, RunState.CANCELLED})
-
-PENDING_MESSAGE_STATES = frozenset({MessageState.QUEUED, MessageState.SENDING})
-"""Messages that keep a run from completing."""
-
-CANCELLABLE_RUN_STATES = frozenset({RunState.QUEUED, RunState.DISPATCHING, RunState.PAUSED})
+PENDING_MESSAGE_STATES = (
+    MESSAGE_TRANSITIONS[MessageEvent.CLAIMED].sources
+    | MESSAGE_TRANSITIONS[MessageEvent.ACCEPTED].sources
+)
+"""Messages that keep a run from completing: waiting for a send, or for a send's outcome."""
 
 K = TypeVar("K")
 
 
 def require_cancellable(state: RunState) -> None:
     """FailedPrecondition unless a run in `state` may be cancelled."""
-    if state not in CANCELLABLE_RUN_STATES:
+    if run_step(state, RunEvent.CANCELLED) is None:
         raise FailedPrecondition(f"a {state.value} run cannot be cancelled", reason="RUN_FINAL")
 
 
 def require_resumable(state: RunState) -> None:
     """FailedPrecondition unless a run in `state` may be resumed (only paused runs)."""
-    if state is not RunState.PAUSED:
+    if run_step(state, RunEvent.RESUMED) is None:
         raise FailedPrecondition(
             f"only a paused run can be resumed; this one is {state.value}",
             reason="RUN_NOT_PAUSED",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from common.vocabulary import DnmSource
+from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 
 STOP_KEYWORDS = frozenset(
     {
@@ -86,14 +87,6 @@ def phone_from_wa_id(wa_id: str) -> str | None:
     return None
 
 
-OPT_OUT_REASONS: dict[DnmSource, str] = {
-    DnmSource.USER_PREFERENCES_STOP: "the user stopped marketing messages in WhatsApp",
-    DnmSource.INBOUND_STOP_KEYWORD: "the user replied with a stop keyword",
-    DnmSource.PROVIDER_ERROR_131050: "Meta error 131050: the user stopped marketing messages",
-}
-"""The do-not-message reason text recorded for each automatic source."""
-
-
 @dataclass(frozen=True, slots=True)
 class PreferenceUpdate:
     """A user's marketing preference change (``user_preferences`` webhook, or the older
@@ -119,35 +112,25 @@ class InboundText:
     receipt_id: uuid.UUID | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OptOut:
-    """A phone to add to do-not-message in every workspace that uses ``phone_number_id``."""
-
-    phone_number_id: str
-    phone_e164: str
-    source: DnmSource
-    receipt_id: uuid.UUID | None = None
-
-    @property
-    def reason(self) -> str:
-        """The reason text recorded on the entry."""
-        return OPT_OUT_REASONS[self.source]
-
-
-def opt_out_from_preference(update: PreferenceUpdate) -> OptOut | None:
+def opt_out_from_preference(update: PreferenceUpdate) -> DoNotMessageRequest | None:
     """The opt-out a preference change asks for; ``resume`` never removes an entry by itself
     (removal is an operator's audited decision)."""
     phone = phone_from_wa_id(update.wa_id)
     if phone is None or not is_marketing_stop(update.category, update.value):
         return None
-    return OptOut(update.phone_number_id, phone, DnmSource.USER_PREFERENCES_STOP, update.receipt_id)
+    return provider_opt_out(
+        update.phone_number_id, phone, DnmSource.USER_PREFERENCES_STOP, receipt_id=update.receipt_id
+    )
 
 
-def opt_out_from_text(message: InboundText) -> OptOut | None:
+def opt_out_from_text(message: InboundText) -> DoNotMessageRequest | None:
     """The opt-out an inbound stop keyword asks for."""
     phone = phone_from_wa_id(message.from_wa_id)
     if phone is None or not is_stop_keyword(message.text):
         return None
-    return OptOut(
-        message.phone_number_id, phone, DnmSource.INBOUND_STOP_KEYWORD, message.receipt_id
+    return provider_opt_out(
+        message.phone_number_id,
+        phone,
+        DnmSource.INBOUND_STOP_KEYWORD,
+        receipt_id=message.receipt_id,
     )

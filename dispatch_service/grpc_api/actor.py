@@ -7,6 +7,7 @@ from typing import Any
 
 from grpc import aio
 
+from dispatch_service.domain.ids import parse_uuid_or_none
 from dispatch_service.errors import Unauthenticated
 
 ACTOR_HEADER = "x-actor-id"
@@ -18,7 +19,7 @@ def actor_id(context: aio.ServicerContext[Any, Any]) -> uuid.UUID:
     raw = next((str(v) for k, v in metadata if k == ACTOR_HEADER), "")
     if not raw:
         raise Unauthenticated(f"missing {ACTOR_HEADER} metadata (the acting membership id)")
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise Unauthenticated(f"{ACTOR_HEADER} is not a membership id") from None
+    parsed = parse_uuid_or_none(raw)
+    if parsed is None:
+        raise Unauthenticated(f"{ACTOR_HEADER} is not a membership id")
+    return parsed

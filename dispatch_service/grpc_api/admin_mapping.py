@@ -6,7 +6,6 @@ Proto enums carry the vocabulary's values with a prefix (`ROLE_PARENT_ADMIN` <->
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,8 +27,9 @@ from common.vocabulary import (
 )
 from dispatch_service.domain.audience import AudienceDefinition, build_audience
 from dispatch_service.domain.guests import GuestInput
+from dispatch_service.domain.ids import parse_uuids
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.persistence.guests import GuestUnitView, ImportRowView
+from dispatch_service.read_models import GuestUnitView, ImportRowView
 from dispatch_service.use_cases.events import EventChanges
 from dispatch_service.use_cases.guests import ImportRequest, csv_import_request, guest_row
 
@@ -69,29 +69,6 @@ def to_proto_enum(value: StrEnum | str, vocabulary: type[StrEnum]) -> Any:
     """
     enum, prefix = PREFIXES[vocabulary]
     return enum.Value(prefix + str(value).upper())
-
-
-def parse_id(value: str, field: str) -> uuid.UUID:
-    """A UUID request field, or InvalidArgument naming the field."""
-    if not value:
-        raise InvalidArgument(FieldViolation(field, "is required"))
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(FieldViolation(field, "is not a valid id")) from None
-
-
-def parse_ids(values: Any, field: str) -> list[uuid.UUID]:
-    """A repeated UUID field; every bad element is named (field[index])."""
-    ids, violations = [], []
-    for index, value in enumerate(values):
-        try:
-            ids.append(uuid.UUID(value))
-        except ValueError:
-            violations.append(FieldViolation(f"{field}[{index}]", "is not a valid id"))
-    if violations:
-        raise InvalidArgument(*violations)
-    return ids
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -162,11 +139,11 @@ def audience_from_pb(audience: pb.Audience) -> AudienceDefinition:
         from_proto_enum(AudienceMode, audience.mode, "audience.mode"),
         tags=audience.tags,
         sides=audience.sides,
-        guest_unit_ids=parse_ids(audience.guest_unit_ids, "audience.guest_unit_ids"),
-        include_guest_unit_ids=parse_ids(
+        guest_unit_ids=parse_uuids(audience.guest_unit_ids, "audience.guest_unit_ids"),
+        include_guest_unit_ids=parse_uuids(
             audience.include_guest_unit_ids, "audience.include_guest_unit_ids"
         ),
-        exclude_guest_unit_ids=parse_ids(
+        exclude_guest_unit_ids=parse_uuids(
             audience.exclude_guest_unit_ids, "audience.exclude_guest_unit_ids"
         ),
     )

@@ -16,6 +16,7 @@ from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
 from common.vocabulary import ImportSource, Role, TemplateCategory, TemplateStatus
 from dispatch_service.bootstrap import Deps
+from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
 from dispatch_service.use_cases import do_not_message, events, guests, templates, workspaces
@@ -59,7 +60,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def RemoveMember(
         self, request: pb.RemoveMemberRequest, context: Context
     ) -> pb.RemoveMemberResponse:
-        member_id = m.parse_id(request.member_id, "member_id")
+        member_id = parse_uuid(request.member_id, "member_id")
         await workspaces.remove_member(self.sessions, actor_id(context), member_id)
         return pb.RemoveMemberResponse()
 
@@ -86,7 +87,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def UpdateEvent(
         self, request: pb.UpdateEventRequest, context: Context
     ) -> pb.UpdateEventResponse:
-        event_id = m.parse_id(request.event.event_id, "event.event_id")
+        event_id = parse_uuid(request.event.event_id, "event.event_id")
         event = await events.update_event(
             self.sessions, actor_id(context), event_id, m.event_changes(request.event)
         )
@@ -101,7 +102,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def SetEventAudience(
         self, request: pb.SetEventAudienceRequest, context: Context
     ) -> pb.SetEventAudienceResponse:
-        event_id = m.parse_id(request.event_id, "event_id")
+        event_id = parse_uuid(request.event_id, "event_id")
         audience, count = await events.set_event_audience(
             self.sessions, actor_id(context), event_id, m.audience_from_pb(request.audience)
         )
@@ -112,7 +113,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def GetEventAudience(
         self, request: pb.GetEventAudienceRequest, context: Context
     ) -> pb.GetEventAudienceResponse:
-        event_id = m.parse_id(request.event_id, "event_id")
+        event_id = parse_uuid(request.event_id, "event_id")
         audience, count = await events.get_event_audience(
             self.sessions, actor_id(context), event_id
         )
@@ -139,7 +140,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def UpdateTemplateStatus(
         self, request: pb.UpdateTemplateStatusRequest, context: Context
     ) -> pb.UpdateTemplateStatusResponse:
-        template_id = m.parse_id(request.template_id, "template_id")
+        template_id = parse_uuid(request.template_id, "template_id")
         status = m.from_proto_enum(TemplateStatus, request.status, "status")
         template = await templates.update_template_status(
             self.sessions, actor_id(context), template_id, status
@@ -182,7 +183,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     async def ListImportRows(
         self, request: pb.ListImportRowsRequest, context: Context
     ) -> pb.ListImportRowsResponse:
-        run_id = m.parse_id(request.import_run_id, "import_run_id")
+        run_id = parse_uuid(request.import_run_id, "import_run_id")
         run, rows, token = await guests.list_run_rows(
             self.sessions,
             actor_id(context),

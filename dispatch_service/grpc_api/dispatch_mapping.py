@@ -15,8 +15,7 @@ from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.persistence.messages import MessageView
-from dispatch_service.persistence.runs import RunRecord
+from dispatch_service.read_models import MessageView, RunRecord
 from dispatch_service.use_cases.precheck import PrecheckResult
 from dispatch_service.use_cases.reads import EventInvitations, MessagePage, RunStatus
 

@@ -10,12 +10,13 @@ from grpc import aio
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
+from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.grpc_api import dispatch_mapping as mapping
 from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.actor import actor_id
 from dispatch_service.use_cases import reads
 from dispatch_service.use_cases.apply_status import apply_status
-from dispatch_service.use_cases.precheck import parse_uuid, precheck_command, precheck_send
+from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.runs import (
     cancel_run,
     resume_run,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.vocabulary import ApplyOutcome
+from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.errors import FieldViolation, InvalidArgument
@@ -56,11 +57,10 @@ class _Checker:
     def receipt(self, value: str, field: str) -> uuid.UUID | None:
         if not value:
             return None
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            self.violations.append(FieldViolation(field, "must be a UUID"))
-            return None
+        parsed = parse_uuid_or_none(value)
+        if parsed is None:
+            self.violations.append(FieldViolation(field, NOT_AN_ID))
+        return parsed
 
 
 def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:

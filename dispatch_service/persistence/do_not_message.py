@@ -1,56 +1,109 @@
-"""Do-not-message entries in Postgres (one active entry per phone; removals kept as history)."""
+"""Do-not-message entries in Postgres: the one writer for every source, removal, and listings.
+
+One active entry per (workspace, phone); removals are kept as history. :func:`add_entries` is the
+only statement that inserts entries: the operator path, the status path (preferences, stop
+keywords, opt-out statuses) and the dispatcher (opt-out errors on a send) all call it, so the scope
+rule (``domain/do_not_message.py``) and the ``dnm.add`` audit entry are the same for every source.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import DoNotMessageEntry
 from common.vocabulary import DnmSource
+from dispatch_service.domain.do_not_message import DnmScope, DoNotMessageRequest
 
 Entry = DoNotMessageEntry
 
-
-async def add_entry(
-    session: AsyncSession,
-    *,
-    workspace_id: uuid.UUID,
-    phone_e164: str,
-    reason: str,
-    source: DnmSource,
-    actor_id: uuid.UUID | None,
-) -> tuple[Entry, bool]:
-    """The active entry for the phone and whether this call created it (race-safe)."""
-    entry_id = await session.scalar(
-        insert(Entry)
-        .values(
-            id=uuid.uuid4(),
-            workspace_id=workspace_id,
-            phone_e164=phone_e164,
-            reason=reason,
-            source=source.value,
-            actor_id=actor_id,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["workspace_id", "phone_e164"],
-            index_where=text("removed_at IS NULL"),
-        )
-        .returning(Entry.id)
+# One statement for a whole batch: the requests are resolved to workspaces by the scope rule
+# (a workspace id, or every workspace sending from a sender number), inserted where no active
+# entry exists, and each entry actually added is audited as dnm.add in the same statement.
+ADD_ENTRIES = text("""
+    WITH request AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS v(workspace_id uuid, pnid text, phone text, source text, reason text,
+                 actor_id uuid, context jsonb)
+    ), candidate AS (
+        SELECT DISTINCT ON (w.id, v.phone) w.id AS workspace_id, v.phone, v.source, v.reason,
+               v.actor_id, v.context
+        FROM request v
+        JOIN workspace w ON w.id = v.workspace_id OR w.sender_phone_number_id = v.pnid
+        ORDER BY w.id, v.phone
+    ), added AS (
+        INSERT INTO do_not_message_entry (workspace_id, phone_e164, reason, source, actor_id)
+        SELECT workspace_id, phone, reason, source, actor_id FROM candidate
+        ON CONFLICT (workspace_id, phone_e164) WHERE removed_at IS NULL DO NOTHING
+        RETURNING id, workspace_id, phone_e164, source, reason, actor_id
+    ), audited AS (
+        INSERT INTO audit_entry (workspace_id, actor_id, action, subject_type, subject_id,
+                                 details)
+        SELECT a.workspace_id, a.actor_id, 'dnm.add', 'do_not_message_entry', a.id::text,
+               c.context || jsonb_build_object('phone_e164', a.phone_e164, 'source', a.source,
+                                               'reason', a.reason)
+        FROM added a JOIN candidate c
+          ON c.workspace_id = a.workspace_id AND c.phone = a.phone_e164
     )
-    created = entry_id is not None
-    entry = await session.scalar(
-        select(Entry).where(
+    SELECT id, workspace_id, phone_e164, source FROM added
+""")
+
+
+@dataclass(frozen=True)
+class AddedEntry:
+    """An entry :func:`add_entries` created."""
+
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    phone_e164: str
+    source: DnmSource
+
+
+def _row(request: DoNotMessageRequest) -> dict[str, object]:
+    by_workspace = request.scope is DnmScope.WORKSPACE
+    return {
+        "workspace_id": str(request.workspace_id) if by_workspace else None,
+        "pnid": None if by_workspace else request.phone_number_id,
+        "phone": request.phone_e164,
+        "source": request.source.value,
+        "reason": request.reason,
+        "actor_id": str(request.actor_id) if request.actor_id else None,
+        "context": dict(request.context),
+    }
+
+
+async def add_entries(
+    session: AsyncSession, requests: Sequence[DoNotMessageRequest]
+) -> list[AddedEntry]:
+    """Block each request's phone in the workspaces its scope names; idempotent (a phone with
+    an active entry is left as it is). Returns the entries this call added, each audited."""
+    if not requests:
+        return []
+    rows = json.dumps([_row(r) for r in requests], separators=(",", ":"))
+    result = await session.execute(ADD_ENTRIES, {"rows": rows})
+    return [AddedEntry(r.id, r.workspace_id, r.phone_e164, DnmSource(r.source)) for r in result]
+
+
+async def active_entry(
+    session: AsyncSession, workspace_id: uuid.UUID, phone_e164: str
+) -> Entry | None:
+    """The phone's active entry in the workspace, if it is blocked."""
+    entry: Entry | None = await session.scalar(
+        select(Entry)
+        .where(
             Entry.workspace_id == workspace_id,
             Entry.phone_e164 == phone_e164,
             Entry.removed_at.is_(None),
         )
+        .execution_options(populate_existing=True)
     )
-    assert entry is not None  # inserted now, or the conflicting active entry
-    return entry, created
+    return entry
 
 
 async def remove_entry(

@@ -29,6 +29,7 @@ from dispatch_service.domain.guests import (
     person_key,
 )
 from dispatch_service.errors import NotFound
+from dispatch_service.read_models import GuestUnitView, ImportRowView
 
 # --- import runs -------------------------------------------------------------------------------
 
@@ -349,17 +350,6 @@ async def write_batch(
 # --- listings ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImportRowView:
-    """One stored import row."""
-
-    row_number: int
-    outcome: ImportRowOutcome
-    phone_e164: str | None
-    person_id: uuid.UUID | None
-    message: str
-
-
 async def list_import_rows(
     session: AsyncSession,
     run_id: uuid.UUID,
@@ -390,20 +380,6 @@ async def list_import_rows(
         )
         for r in result
     ]
-
-
-@dataclass(frozen=True)
-class GuestUnitView:
-    """A household as listed to operators."""
-
-    id: uuid.UUID
-    name: str
-    contact_person_id: uuid.UUID | None
-    contact_phone_e164: str | None
-    tags: tuple[str, ...]
-    side: str | None
-    member_count: int
-    active: bool
 
 
 GUEST_UNITS = text("""

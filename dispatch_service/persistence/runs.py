@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, text
+from psycopg import errors as pg_errors
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import (
@@ -30,30 +31,12 @@ from dispatch_service.domain.template_variables import (
     VariableSource,
     event_value,
 )
-from dispatch_service.errors import NotFound
+from dispatch_service.errors import IdempotencyKeyRace, NotFound
+from dispatch_service.persistence import message_transitions, run_transitions
 from dispatch_service.persistence.prechecks import INVITED_STATES
+from dispatch_service.read_models import RunRecord
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run as stored."""
-
-    id: uuid.UUID
-    workspace_id: uuid.UUID
-    event_id: uuid.UUID
-    template_id: uuid.UUID
-    language: str
-    precheck_id: uuid.UUID
-    actor_id: uuid.UUID
-    idempotency_key: str
-    sender_phone_number_id: str
-    state: RunState
-    pause_reason: str | None
-    total_count: int
-    eligible_count: int
-    blocked_count: int
-    created_at: datetime
-    finished_at: datetime | None
+IDEMPOTENCY_CONSTRAINT = "uq_invite_send_run_workspace_id_idempotency_key"
 
 
 def _record(run: InviteSendRun) -> RunRecord:
@@ -222,12 +205,6 @@ INVITED_SINCE = text(
       AND m.phone_e164 IS NOT NULL AND m.state = ANY(CAST(:invited_states AS text[]))
     """
 )
-BLOCK_INVITED = text(
-    """
-    UPDATE invite_message SET state = 'blocked', rejection_reason = 'already_invited'
-    WHERE run_id = :run AND state = 'queued' AND phone_e164 = ANY(CAST(:phones AS text[]))
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -272,7 +249,12 @@ async def create_run(
             state=RunState.QUEUED.value,
         )
     )
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        if _violates(error, IDEMPOTENCY_CONSTRAINT):
+            raise IdempotencyKeyRace("another StartRun committed this key first") from error
+        raise
     variables, params = _variables_sql(sources, event)
     # Only the variables expression is spliced in: built above from our own constants.
     result = await session.execute(
@@ -289,16 +271,21 @@ async def create_run(
     row = result.one()
     total, eligible = int(row[0]), int(row[1])
     eligible -= await _block_invited_since(session, run)
-    state = RunState.QUEUED if eligible else RunState.COMPLETED
     await session.execute(
         text(
             "UPDATE invite_send_run SET total_count = :total, eligible_count = :eligible,"
-            " blocked_count = :total - :eligible, state = :state,"
-            " finished_at = CASE WHEN :state = 'completed' THEN now() END WHERE id = :run"
+            " blocked_count = :total - :eligible WHERE id = :run"
         ),
-        {"total": total, "eligible": eligible, "state": state.value, "run": run.id},
+        {"total": total, "eligible": eligible, "run": run.id},
     )
+    if not eligible:
+        await run_transitions.complete_finished(session, run.id)
     return total, eligible
+
+
+def _violates(error: IntegrityError, constraint: str) -> bool:
+    cause = error.orig
+    return isinstance(cause, pg_errors.UniqueViolation) and cause.diag.constraint_name == constraint
 
 
 async def _block_invited_since(session: AsyncSession, run: NewRun) -> int:
@@ -316,8 +303,7 @@ async def _block_invited_since(session: AsyncSession, run: NewRun) -> int:
     ) - set(run.precheck.resend_phones)
     if not phones:
         return 0
-    result = await session.execute(BLOCK_INVITED, {"run": run.id, "phones": sorted(phones)})
-    return cast(CursorResult[Any], result).rowcount
+    return await message_transitions.block_already_invited(session, run.id, sorted(phones))
 
 
 COUNTS = text(
@@ -338,38 +324,6 @@ async def run_counts(session: AsyncSession, run_id: uuid.UUID) -> list[CountRow]
         )
         for r in rows
     ]
-
-
-async def set_run_state(
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    state: RunState,
-    *,
-    pause_reason: str | None = None,
-    finished: bool = False,
-) -> None:
-    """Write a run's new state (the caller checked the transition under a lock)."""
-    await session.execute(
-        text(
-            "UPDATE invite_send_run SET state = :state, pause_reason = :reason,"
-            " updated_at = now(), finished_at = CASE WHEN :finished THEN now() END"
-            " WHERE id = :run"
-        ),
-        {"state": state.value, "reason": pause_reason, "finished": finished, "run": run_id},
-    )
-
-
-async def cancel_queued_messages(session: AsyncSession, run_id: uuid.UUID) -> int:
-    """Queued messages of the run become cancelled; returns how many."""
-    result = await session.execute(
-        text(
-            "UPDATE invite_message SET state = 'cancelled', updated_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE run_id = :run AND state = 'queued'"
-        ),
-        {"run": run_id},
-    )
-    return cast(CursorResult[Any], result).rowcount
 
 
 async def event_runs(

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import httpx
 
-from dispatch_service.dispatcher.metrics import PROVIDER_LATENCY
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
 from dispatch_service.providers.aiohttp_transport import AiohttpTransport
 from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+from dispatch_service.providers.metrics import PROVIDER_LATENCY
 
 log = logging.getLogger(__name__)
 

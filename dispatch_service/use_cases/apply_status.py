@@ -20,16 +20,17 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import ApplyOutcome, DnmSource
+from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.lifecycle import StatusUpdate, opts_out
 from dispatch_service.domain.stop_keywords import (
     InboundText,
-    OptOut,
     PreferenceUpdate,
     opt_out_from_preference,
     opt_out_from_text,
     phone_from_wa_id,
 )
 from dispatch_service.persistence import status as status_store
+from dispatch_service.persistence.do_not_message import add_entries
 from dispatch_service.persistence.status import StatusApplication
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,23 @@ class ApplyStatusResult:
 
 def collect_opt_outs(
     command: ApplyStatusCommand, applications: Sequence[StatusApplication]
-) -> list[OptOut]:
+) -> list[DoNotMessageRequest]:
     """Every opt-out the batch asks for: 131050 failures, marketing stops, stop keywords.
 
     A duplicate status asks for nothing (it was acted on when first seen). A 131050 blocks the
     recipient's WhatsApp id and, when it differs, the phone the matched message was sent to.
     """
-    opt_outs: list[OptOut] = []
+    opt_outs: list[DoNotMessageRequest] = []
     for update, application in zip(command.statuses, applications, strict=True):
         if application.outcome is ApplyOutcome.DUPLICATE or not opts_out(update.report):
             continue
         phones = {phone_from_wa_id(update.recipient_id), application.message_phone}
         opt_outs.extend(
-            OptOut(
-                update.phone_number_id, phone, DnmSource.PROVIDER_ERROR_131050, update.receipt_id
+            provider_opt_out(
+                update.phone_number_id,
+                phone,
+                DnmSource.PROVIDER_ERROR_131050,
+                receipt_id=update.receipt_id,
             )
             for phone in sorted(p for p in phones if p)
         )
@@ -107,8 +111,8 @@ async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
 ) -> tuple[list[StatusApplication], dict[str, int]]:
     applications = await status_store.apply_status_updates(session, command.statuses)
-    added = await status_store.add_opt_outs(session, collect_opt_outs(command, applications))
-    return applications, added
+    added = await add_entries(session, collect_opt_outs(command, applications))
+    return applications, dict(Tally(entry.source.value for entry in added))
 
 
 async def apply_status(

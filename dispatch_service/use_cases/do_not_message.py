@@ -1,8 +1,10 @@
 """Do-Not-Message entries an operator adds, removes and lists (every change audited).
 
 An active entry blocks its phone in every event of the workspace: prechecks and the dispatcher
-read active entries. Phones are normalised with the workspace's default region, so "+1 202 555
-0123" and "(202) 555-0123" are the same entry.
+read active entries. An operator's entry applies to their own workspace (the scope rule is in
+``domain/do_not_message.py``; entries are written by the one writer in
+``persistence/do_not_message.py``). Phones are normalised with the workspace's default region,
+so "+1 202 555 0123" and "(202) 555-0123" are the same entry.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import DoNotMessageEntry
-from common.vocabulary import DnmSource
 from dispatch_service.domain.actors import WRITERS
+from dispatch_service.domain.do_not_message import operator_entry
 from dispatch_service.domain.paging import NOT_OUR_TOKEN, encode_page_token, page_request
 from dispatch_service.domain.phones import normalise_phone
 from dispatch_service.errors import FieldViolation, InvalidArgument, NotFound
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.do_not_message import (
-    add_entry,
+    active_entry,
+    add_entries,
     list_active_entries,
     remove_entry,
 )
@@ -54,24 +57,10 @@ async def add_do_not_message(
         actor,
     ):
         e164 = await _phone_e164(session, actor.workspace_id, phone)
-        entry, created = await add_entry(
-            session,
-            workspace_id=actor.workspace_id,
-            phone_e164=e164,
-            reason=reason.strip(),
-            source=DnmSource.OPERATOR,
-            actor_id=actor.member_id,
-        )
-        if created:
-            record_audit(
-                session,
-                workspace_id=actor.workspace_id,
-                actor_id=actor.member_id,
-                action="dnm.add",
-                subject_type="do_not_message_entry",
-                subject_id=entry.id,
-                details={"phone_e164": e164, "reason": entry.reason, "source": entry.source},
-            )
+        request = operator_entry(actor.workspace_id, actor.member_id, e164, reason.strip())
+        created = bool(await add_entries(session, [request]))
+        entry = await active_entry(session, actor.workspace_id, e164)
+        assert entry is not None  # added now, or the active entry that was already there
     return entry, created
 
 

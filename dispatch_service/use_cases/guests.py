@@ -38,8 +38,6 @@ from dispatch_service.domain.paging import encode_page_token, page_request, sing
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.guests import (
-    GuestUnitView,
-    ImportRowView,
     create_import_run,
     find_import_run,
     finish_import_run,
@@ -51,6 +49,7 @@ from dispatch_service.persistence.guests import (
     write_batch,
 )
 from dispatch_service.persistence.workspaces import get_workspace
+from dispatch_service.read_models import GuestUnitView, ImportRowView
 from dispatch_service.use_cases.acting import READERS, acting
 
 BATCH_ROWS = 2000

@@ -24,6 +24,7 @@ from dispatch_service.domain.eligibility import (
     blocked_by_reason,
     evaluate_audience,
 )
+from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.prechecks import (
@@ -69,14 +70,6 @@ class PrecheckResult:
         return self.total_count - self.eligible_count
 
 
-def parse_uuid(value: str, field: str) -> uuid.UUID:
-    """`value` as a UUID, or InvalidArgument naming `field`."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(FieldViolation(field, "must be a UUID")) from None
-
-
 def precheck_command(
     actor_id: uuid.UUID,
     event_id: str,
@@ -88,10 +81,10 @@ def precheck_command(
     violations: list[FieldViolation] = []
     ids: dict[str, uuid.UUID] = {}
     for field, raw in (("event_id", event_id), ("template_id", template_id)):
-        try:
-            ids[field] = uuid.UUID(raw)
-        except ValueError:
-            violations.append(FieldViolation(field, "must be a UUID"))
+        if (violation := id_violation(raw, field)) is not None:
+            violations.append(violation)
+        else:
+            ids[field] = parse_uuid(raw, field)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         violations.append(FieldViolation("page_size", f"must be 0..{MAX_PAGE_SIZE}"))
     bad = [p for p in resend_phones if not E164.match(p)]

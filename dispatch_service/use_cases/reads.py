@@ -21,16 +21,14 @@ from dispatch_service.domain.paging import (
     page_request,
     single_key,
 )
-from dispatch_service.domain.runs import FINAL_RUN_STATES, RunCounts, summarise_counts
+from dispatch_service.domain.runs import RunCounts, summarise_counts
+from dispatch_service.domain.transitions import FINAL_RUN_STATES
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import require_event
-from dispatch_service.persistence.messages import (
-    MessageView,
-    event_latest_messages,
-    run_messages,
-)
-from dispatch_service.persistence.runs import RunRecord, event_runs, load_run, run_counts
+from dispatch_service.persistence.message_listings import event_latest_messages, run_messages
+from dispatch_service.persistence.runs import event_runs, load_run, run_counts
+from dispatch_service.read_models import MessageView, RunRecord
 
 WATCH_POLL_SECONDS = 0.5
 

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from psycopg import errors as pg_errors
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import RunState, TemplateStatus
+from common.vocabulary import TemplateStatus
 from dispatch_service.domain.actors import SENDERS, Actor
+from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.runs import require_cancellable, require_resumable
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
@@ -31,15 +30,15 @@ from dispatch_service.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
+    IdempotencyKeyRace,
     InvalidArgument,
 )
+from dispatch_service.persistence import message_transitions, run_transitions
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.runs import (
     NewRun,
     PrecheckRecord,
-    RunRecord,
     TemplateRecord,
-    cancel_queued_messages,
     create_run,
     find_run_by_key,
     find_run_by_precheck,
@@ -48,13 +47,11 @@ from dispatch_service.persistence.runs import (
     load_template,
     lock_event,
     sender_of,
-    set_run_state,
 )
+from dispatch_service.read_models import RunRecord
 from dispatch_service.use_cases.acting import READERS, acting
-from dispatch_service.use_cases.precheck import parse_uuid
 
 MAX_KEY_LENGTH = 200
-IDEMPOTENCY_CONSTRAINT = "uq_invite_send_run_workspace_id_idempotency_key"
 
 
 @dataclass(frozen=True)
@@ -78,10 +75,10 @@ def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartR
     """Validate the raw request; InvalidArgument lists every bad field."""
     violations: list[FieldViolation] = []
     parsed: uuid.UUID | None = None
-    try:
-        parsed = uuid.UUID(precheck_id)
-    except ValueError:
-        violations.append(FieldViolation("precheck_id", "must be a UUID"))
+    if (violation := id_violation(precheck_id, "precheck_id")) is not None:
+        violations.append(violation)
+    else:
+        parsed = parse_uuid(precheck_id, "precheck_id")
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.strip():
         violations.append(FieldViolation("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} chars"))
     if violations or parsed is None:
@@ -99,23 +96,14 @@ async def start_run(
             actor,
         ):
             return await _start(session, actor, command, provider)
-    except IntegrityError as error:
-        if not _is_idempotency_race(error):
-            raise
+    except IdempotencyKeyRace:
+        pass
     # Another call with the same key committed first: answer with its run.
     async with acting(sessions, command.actor_id, READERS, "read send runs") as (session, actor):
         existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
         if existing is None:  # pragma: no cover - the constraint said it exists
             raise FailedPrecondition("the run could not be created; try again")
         return _replay(existing, command)
-
-
-def _is_idempotency_race(error: IntegrityError) -> bool:
-    cause = error.orig
-    return (
-        isinstance(cause, pg_errors.UniqueViolation)
-        and cause.diag.constraint_name == IDEMPOTENCY_CONSTRAINT
-    )
 
 
 def _replay(existing: RunRecord, command: StartRunCommand) -> StartRunResult:
@@ -233,8 +221,8 @@ async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
     async with acting(sessions, command.actor_id, SENDERS, "cancel a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_cancellable(run.state)
-        cancelled = await cancel_queued_messages(session, run.id)
-        await set_run_state(session, run.id, RunState.CANCELLED, finished=True)
+        cancelled = await message_transitions.cancel_queued(session, run.id)
+        await run_transitions.cancel(session, run.id)
         record_audit(
             session,
             workspace_id=actor.workspace_id,
@@ -252,7 +240,7 @@ async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
     async with acting(sessions, command.actor_id, SENDERS, "resume a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_resumable(run.state)
-        await set_run_state(session, run.id, RunState.DISPATCHING)
+        await run_transitions.resume(session, run.id)
         record_audit(
             session,
             workspace_id=actor.workspace_id,

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
 from dispatch_service.domain.lifecycle import (
-    RANK,
     Lifecycle,
     ProviderError,
     ProviderStatus,
@@ -18,6 +17,7 @@ from dispatch_service.domain.lifecycle import (
     opts_out,
     replay,
 )
+from dispatch_service.domain.transitions import RANK
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 A = ApplyOutcome

@@ -7,11 +7,19 @@ import hmac
 
 import pytest
 
-from webhook_service.signature import Verdict, parse_signature, verify
+from webhook_service.signature import Verdict, matches, parse_signature
 
 SECRET = b"first-app-secret"
 NEXT_SECRET = b"second-app-secret"
 BODY = b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[]}]}'
+
+
+def verify(body: bytes, value: str | None, secrets: list[bytes]) -> Verdict:
+    """The verdict the webhook handler reaches: parse the header once, then match the digest."""
+    presented = parse_signature(value)
+    if isinstance(presented, Verdict):
+        return presented
+    return Verdict.VALID if matches(body, presented, secrets) else Verdict.MISMATCH
 
 
 def header(body: bytes, secret: bytes = SECRET) -> str:

@@ -1,0 +1,193 @@
+"""Which message a provider status belongs to, and in which order statuses are replayed (pure).
+
+``persistence/status.py`` locks rows and writes results; every decision in between is here:
+
+* **Matching.** A status names its message by provider message id, or (for an id nobody has
+  yet) by ``biz_opaque_callback_data``, our message id as sent. Either way it only belongs to a
+  message whose run sends from the sender number the webhook was addressed to. The first status
+  matched to a message with no provider id gives it one (and its recipient's WhatsApp id).
+* **Duplicates in a batch.** Only the first of the same (provider id, status) in a batch counts;
+  the others answer ``duplicate``.
+* **Orphans.** A tracked status whose message is unknown is held (``orphaned``) and applied when
+  the message's provider id is stored or its callback data matches. Held statuses of a message
+  are replayed before the batch's new ones, each group in arrival order.
+* **Untracked statuses** (``played``, future ones) are recorded and never held or applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from common.vocabulary import ApplyOutcome
+from dispatch_service.domain.ids import parse_uuid_or_none
+from dispatch_service.domain.lifecycle import (
+    TRACKED_STATUSES,
+    Lifecycle,
+    ProviderStatus,
+    StatusUpdate,
+    apply_status,
+)
+
+
+def is_tracked(status: ProviderStatus) -> bool:
+    """Whether a status takes part in the lifecycle (others are recorded and ignored)."""
+    return status.status in TRACKED_STATUSES
+
+
+@dataclass(slots=True)
+class MatchedMessage:
+    """A locked message: what it was and what the statuses make of it."""
+
+    id: uuid.UUID
+    sender: str
+    phone_e164: str | None
+    provider_message_id: str | None
+    wa_id: str | None
+    before: Lifecycle
+    after: Lifecycle
+    assigned_wamid: bool = False
+    assigned_wa_id: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the message must be written back."""
+        return self.after != self.before or self.assigned_wamid or self.assigned_wa_id
+
+    def take(self, wamid: str, sender: str, recipient_id: str) -> bool:
+        """Whether a status (wamid, sender) belongs here; records a first wamid / wa_id."""
+        if self.sender != sender:
+            return False
+        if self.provider_message_id is None:
+            self.provider_message_id = wamid
+            self.assigned_wamid = True
+        elif self.provider_message_id != wamid:
+            return False
+        if self.wa_id is None and recipient_id:
+            self.wa_id = recipient_id
+            self.assigned_wa_id = True
+        return True
+
+
+@dataclass(slots=True)
+class HeldStatus:
+    """An orphaned status (kept from an earlier batch) about to be resolved."""
+
+    id: int
+    provider_message_id: str
+    phone_number_id: str
+    callback_data: str
+    recipient_id: str
+    report: ProviderStatus
+    outcome: ApplyOutcome = ApplyOutcome.ORPHANED
+    message_id: uuid.UUID | None = None
+
+
+def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:
+    """Find each held status' message (by provider id, else callback data)."""
+    by_wamid = {m.provider_message_id: m for m in messages.values() if m.provider_message_id}
+    for status in held:
+        message = by_wamid.get(status.provider_message_id)
+        if message is None and (callback_id := parse_uuid_or_none(status.callback_data)):
+            message = messages.get(callback_id)
+        if message is not None and message.take(
+            status.provider_message_id, status.phone_number_id, status.recipient_id
+        ):
+            status.message_id = message.id
+            by_wamid[status.provider_message_id] = message
+
+
+def replay_held(held: Iterable[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:
+    """Apply each matched held status to its message, in arrival order."""
+    for status in held:
+        if status.message_id is not None:
+            message = messages[status.message_id]
+            status.outcome, message.after = apply_status(message.after, status.report)
+
+
+@dataclass(slots=True)
+class StatusBatch:
+    """One ApplyStatus batch: its statuses and the messages they matched."""
+
+    updates: Sequence[StatusUpdate]
+    first_of: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Index of the first update of each (provider id, status): the others are duplicates."""
+    target: dict[int, MatchedMessage] = field(default_factory=dict)
+    messages: dict[uuid.UUID, MatchedMessage] = field(default_factory=dict)
+    known_wamids: set[str] = field(default_factory=set)
+    """Provider ids some message had when the batch locked its messages (any sender)."""
+
+    def __post_init__(self) -> None:
+        for i, update in enumerate(self.updates):
+            self.first_of.setdefault(status_key(update), i)
+
+    def unique_indexes(self) -> list[int]:
+        """The first update of each (provider id, status), in arrival order."""
+        return sorted(self.first_of.values())
+
+    def wamids(self) -> list[str]:
+        """The distinct provider ids the batch names (sorted: the lock order)."""
+        return sorted({self.updates[i].provider_message_id for i in self.unique_indexes()})
+
+    def callback_ids(self, by_wamid: dict[str, MatchedMessage]) -> set[uuid.UUID]:
+        """Message ids named by callback data of statuses whose provider id matched nothing."""
+        ids = set()
+        for i in self.unique_indexes():
+            update = self.updates[i]
+            callback_id = parse_uuid_or_none(update.callback_data)
+            if update.provider_message_id not in by_wamid and callback_id is not None:
+                ids.add(callback_id)
+        return ids
+
+    def match(self, by_wamid: dict[str, MatchedMessage]) -> None:
+        """Give each unique status its message (by provider id, else by callback data)."""
+        self.known_wamids = {w for w in by_wamid if w}
+        by_wamid = dict(by_wamid)
+        for i in self.unique_indexes():
+            update = self.updates[i]
+            message = by_wamid.get(update.provider_message_id)
+            if message is None and (cid := parse_uuid_or_none(update.callback_data)):
+                message = self.messages.get(cid)
+            if message is not None and message.take(
+                update.provider_message_id, update.phone_number_id, update.recipient_id
+            ):
+                self.target[i] = message
+                by_wamid[update.provider_message_id] = message
+
+    def unmatched_wamids(self) -> list[str]:
+        """Provider ids of tracked statuses no message has: they will be held as orphans."""
+        return sorted(
+            {
+                self.updates[i].provider_message_id
+                for i in self.unique_indexes()
+                if i not in self.target
+                and self.updates[i].provider_message_id not in self.known_wamids
+                and is_tracked(self.updates[i].report)
+            }
+        )
+
+    def replay(self, skip: set[int]) -> dict[int, ApplyOutcome]:
+        """Outcomes of the unique statuses (minus `skip`), applied per message in order."""
+        outcomes: dict[int, ApplyOutcome] = {}
+        for i in self.unique_indexes():
+            if i in skip:
+                continue
+            update, message = self.updates[i], self.target.get(i)
+            if not is_tracked(update.report):
+                outcomes[i] = ApplyOutcome.UNKNOWN_STATUS
+            elif message is None:
+                outcomes[i] = ApplyOutcome.ORPHANED
+            else:
+                outcomes[i], message.after = apply_status(message.after, update.report)
+        return outcomes
+
+    def reset(self) -> None:
+        """Forget what replaying did (before replaying again without some statuses)."""
+        for message in self.messages.values():
+            message.after = message.before
+
+
+def status_key(update: StatusUpdate) -> tuple[str, str]:
+    """What makes two statuses the same: (provider message id, status)."""
+    return update.provider_message_id, update.report.status

@@ -1,0 +1,393 @@
+"""Every statement that changes ``invite_message.state``, each tied to its transitions.
+
+The message state machine is the table in ``domain/transitions.py``. Each statement here names
+the transition(s) it makes; its ``WHERE state IN (...)``, its target state and the rejection
+reason it records are read from that table, never typed again. Nothing else in the code base
+updates ``invite_message`` (a test greps for it, and the test databases audit every state change
+against the table).
+
+Writes are conditional on the state the writer expects, so a webhook that already moved a message
+(ApplyStatus) is never overwritten by a late send result: a late result can only fill a missing
+provider id or wa_id. Writes are set-based (one statement per kind of change for a whole batch)
+and fire the run-counter triggers like every other writer.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.vocabulary import RunState
+from dispatch_service.domain.status_matching import MatchedMessage
+from dispatch_service.domain.transitions import (
+    MESSAGE_TRANSITIONS,
+    PROVIDER_STATUS_EVENTS,
+    RANK,
+    MessageEvent,
+    allowed_moves,
+)
+from dispatch_service.persistence.state_sql import literal, quoted
+
+E = MessageEvent
+T = MESSAGE_TRANSITIONS
+
+
+def _from(*events: MessageEvent) -> str:
+    """The quoted source states of `events` (for ``state IN (...)``)."""
+    return quoted(frozenset().union(*(T[e].sources for e in events)))
+
+
+def _to(event: MessageEvent) -> str:
+    return literal(T[event].target)
+
+
+def _reason(event: MessageEvent) -> str:
+    reason = T[event].reason
+    assert reason is not None, f"{event} records no reason"
+    return literal(reason)
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+# --- the dispatcher's claim -----------------------------------------------------------------
+
+
+async def block_at_send(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    """``blocked_at_send``: claimed messages whose phone joined Do-Not-Message since the
+    precheck are blocked with that reason."""
+    if ids:
+        await session.execute(
+            text(
+                f"UPDATE invite_message SET state = {_to(E.BLOCKED_AT_SEND)},"
+                f" rejection_reason = {_reason(E.BLOCKED_AT_SEND)},"
+                " next_attempt_at = NULL, updated_at = now()"
+                f" WHERE id = ANY(:ids) AND state IN ({_from(E.BLOCKED_AT_SEND)})"
+            ),
+            {"ids": list(ids)},
+        )
+
+
+MARK_SENDING = text(f"""
+    UPDATE invite_message m SET state = {_to(E.CLAIMED)}, attempt_count = m.attempt_count + 1,
+      sending_at = clock_timestamp(), lease_owner = :owner,
+      lease_expires_at = v.lease, next_attempt_at = NULL, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
+    WHERE m.id = v.id AND m.state IN ({_from(E.CLAIMED)})
+""")
+
+
+async def mark_sending(
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    lease_expires: Sequence[datetime],
+    owner: str,
+) -> None:
+    """``claimed``: the messages go `sending` (one more attempt) before any provider call."""
+    await session.execute(
+        MARK_SENDING, {"ids": list(ids), "leases": list(lease_expires), "owner": owner}
+    )
+
+
+# --- send results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AcceptedRow:
+    """A provider-accepted message."""
+
+    id: uuid.UUID
+    provider_message_id: str
+    wa_id: str | None
+
+
+# States in which a message has been sent (it keeps or gains a sent_at).
+_SENT_OR_LATER = quoted({s for s, rank in RANK.items() if rank >= RANK[T[E.ACCEPTED].target]})
+RECORD_ACCEPTED = text(f"""
+    UPDATE invite_message m SET
+      state = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN {_to(E.ACCEPTED)}
+                   ELSE m.state END,
+      sent_at = CASE WHEN m.state IN ({_from(E.ACCEPTED)}, {_SENT_OR_LATER})
+                     THEN coalesce(m.sent_at, clock_timestamp()) ELSE m.sent_at END,
+      provider_message_id = coalesce(m.provider_message_id, v.wamid),
+      wa_id = coalesce(m.wa_id, v.wa_id),
+      error_code = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL ELSE m.error_code END,
+      error_title = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL ELSE m.error_title END,
+      error_details = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL
+                           ELSE m.error_details END,
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]))
+      AS v(id, wamid, wa_id)
+    WHERE m.id = v.id
+""")
+
+
+async def record_accepted(session: AsyncSession, rows: Sequence[AcceptedRow]) -> None:
+    """``accepted``: `sending` -> `sent` (sent_at provisional: the `sent` webhook's timestamp
+    replaces it). A message a webhook already advanced keeps its state; only a missing provider
+    id / wa_id is filled in."""
+    if not rows:
+        return
+    await session.execute(
+        RECORD_ACCEPTED,
+        {
+            "ids": [r.id for r in rows],
+            "wamids": [r.provider_message_id for r in rows],
+            "wa_ids": [r.wa_id for r in rows],
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """A message with the provider's (or transport's) error."""
+
+    id: uuid.UUID
+    error_code: int | None
+    error_title: str
+    error_details: str
+
+
+_ERROR_VALUES = """
+    unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]), CAST(:titles AS text[]),
+           CAST(:details AS text[]), CAST(:extra AS float8[])) AS v(id, code, title, details, extra)
+"""
+
+
+def _requeue(event: MessageEvent) -> TextClause:
+    """`event` (transient_error or halted), or ``stopped_by_cancel`` when the run was cancelled:
+    due after each row's delay in seconds; the error is kept for display."""
+    return text(f"""
+        UPDATE invite_message m SET
+          state = CASE WHEN r.state = {literal(RunState.CANCELLED)}
+                       THEN {_to(E.STOPPED_BY_CANCEL)} ELSE {_to(event)} END,
+          next_attempt_at = clock_timestamp() + make_interval(secs => v.extra),
+          error_code = v.code, error_title = v.title, error_details = v.details,
+          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+        FROM invite_send_run r, {_ERROR_VALUES}
+        WHERE m.id = v.id AND m.state IN ({_from(event, E.STOPPED_BY_CANCEL)})
+          AND r.id = m.run_id
+    """)
+
+
+def _fail(event: MessageEvent) -> TextClause:
+    """`event`: `sending` -> `failed` with the event's reason and the provider's error."""
+    return text(f"""
+        UPDATE invite_message m SET state = {_to(event)}, rejection_reason = {_reason(event)},
+          failed_at = clock_timestamp(), next_attempt_at = NULL,
+          error_code = v.code, error_title = v.title, error_details = v.details,
+          lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+        FROM {_ERROR_VALUES}
+        WHERE m.id = v.id AND m.state IN ({_from(event)})
+    """)
+
+
+REQUEUE = {event: _requeue(event) for event in (E.TRANSIENT_ERROR, E.HALTED)}
+FAIL = {event: _fail(event) for event in (E.RETRIES_EXHAUSTED, E.TERMINAL_ERROR)}
+AMBIGUOUS = text(f"""
+    UPDATE invite_message m SET state = {_to(E.AMBIGUOUS)}, error_code = v.code,
+      error_title = v.title, error_details = v.details, lease_owner = NULL,
+      lease_expires_at = NULL, updated_at = now()
+    FROM {_ERROR_VALUES}
+    WHERE m.id = v.id AND m.state IN ({_from(E.AMBIGUOUS)})
+""")
+
+
+def _error_params(rows: Sequence[ErrorRow], extra: Sequence[float] | None = None) -> dict[str, Any]:
+    return {
+        "ids": [r.id for r in rows],
+        "codes": [r.error_code for r in rows],
+        "titles": [r.error_title for r in rows],
+        "details": [r.error_details for r in rows],
+        "extra": list(extra) if extra is not None else [0.0] * len(rows),
+    }
+
+
+async def record_requeued(
+    session: AsyncSession, rows: Sequence[ErrorRow], delays: Sequence[float]
+) -> None:
+    """``transient_error`` (or ``stopped_by_cancel``): back to `queued`, due after each row's
+    delay in seconds; the error is kept for display."""
+    if rows:
+        await session.execute(REQUEUE[E.TRANSIENT_ERROR], _error_params(rows, delays))
+
+
+async def record_halted(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:
+    """``halted`` (or ``stopped_by_cancel``): back to `queued` (not sent), due at once after a
+    resume, with the error for display."""
+    if rows:
+        await session.execute(REQUEUE[E.HALTED], _error_params(rows))
+
+
+async def record_failed(session: AsyncSession, rows: Sequence[ErrorRow], event: E) -> None:
+    """``retries_exhausted`` or ``terminal_error``: `sending` -> `failed` with the reason of
+    the transition and the provider's code, title and details."""
+    if rows:
+        await session.execute(FAIL[event], _error_params(rows))
+
+
+async def record_ambiguous(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:
+    """``ambiguous``: stays `sending` (never re-sent); the lease ends so the reconciler may
+    fail it later."""
+    if rows:
+        await session.execute(AMBIGUOUS, _error_params(rows))
+
+
+RELEASE_UNSENT = text(f"""
+    UPDATE invite_message m SET
+      state = CASE WHEN r.state = {literal(RunState.CANCELLED)}
+                   THEN {_to(E.STOPPED_BY_CANCEL)} ELSE {_to(E.RELEASED)} END,
+      attempt_count = greatest(m.attempt_count - 1, 0), sending_at = NULL,
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM invite_send_run r
+    WHERE m.id = ANY(:ids) AND m.state IN ({_from(E.RELEASED, E.STOPPED_BY_CANCEL)})
+      AND m.lease_owner = :owner AND r.id = m.run_id
+""")
+
+
+async def release_unsent(session: AsyncSession, ids: Sequence[uuid.UUID], owner: str) -> None:
+    """``released`` (or ``stopped_by_cancel``): claimed messages this replica never called the
+    provider for go back to `queued`, and the attempt is given back."""
+    if ids:
+        await session.execute(RELEASE_UNSENT, {"ids": list(ids), "owner": owner})
+
+
+# --- reconciliation and cancellation --------------------------------------------------------
+
+FAIL_UNKNOWN_OUTCOMES = text(f"""
+    WITH due AS (
+      SELECT id FROM invite_message
+      WHERE state IN ({_from(E.OUTCOME_WINDOW_ELAPSED)})
+        AND sending_at < clock_timestamp() - make_interval(secs => :window)
+        AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())
+      ORDER BY id
+      FOR UPDATE SKIP LOCKED)
+    UPDATE invite_message m SET state = {_to(E.OUTCOME_WINDOW_ELAPSED)},
+      rejection_reason = {_reason(E.OUTCOME_WINDOW_ELAPSED)},
+      failed_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL,
+      updated_at = now()
+    FROM due WHERE m.id = due.id
+    RETURNING m.id, m.run_id
+""")
+
+
+async def fail_unknown_outcomes(
+    session: AsyncSession, window_seconds: float
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``outcome_window_elapsed``: messages `sending` for longer than the window and no longer
+    leased fail as outcome_unknown. Returns (message id, run id) of each."""
+    rows = await session.execute(FAIL_UNKNOWN_OUTCOMES, {"window": window_seconds})
+    return [(r.id, r.run_id) for r in rows]
+
+
+async def cancel_stragglers(session: AsyncSession) -> int:
+    """``cancelled``: queued messages of runs cancelled in the last hour (a result written while
+    the run was being cancelled may have queued one again)."""
+    result = await session.execute(
+        text(f"""
+            UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now()
+            FROM invite_send_run r
+            WHERE r.state = {literal(RunState.CANCELLED)}
+              AND r.finished_at > now() - interval '1 hour'
+              AND m.run_id = r.id AND m.state IN ({_from(E.CANCELLED)})
+        """)
+    )
+    return _rowcount(result)
+
+
+async def cancel_queued(session: AsyncSession, run_id: uuid.UUID) -> int:
+    """``cancelled``: the run's queued messages (CancelRun); returns how many."""
+    result = await session.execute(
+        text(
+            f"UPDATE invite_message SET state = {_to(E.CANCELLED)}, updated_at = now(),"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            f" WHERE run_id = :run AND state IN ({_from(E.CANCELLED)})"
+        ),
+        {"run": run_id},
+    )
+    return _rowcount(result)
+
+
+async def block_already_invited(
+    session: AsyncSession, run_id: uuid.UUID, phones: Sequence[str]
+) -> int:
+    """``blocked_already_invited``: the run's queued messages to `phones` (StartRun found
+    another run invited them since the precheck); returns how many."""
+    result = await session.execute(
+        text(
+            f"UPDATE invite_message SET state = {_to(E.BLOCKED_ALREADY_INVITED)},"
+            f" rejection_reason = {_reason(E.BLOCKED_ALREADY_INVITED)}"
+            f" WHERE run_id = :run AND state IN ({_from(E.BLOCKED_ALREADY_INVITED)})"
+            " AND phone_e164 = ANY(CAST(:phones AS text[]))"
+        ),
+        {"run": run_id, "phones": list(phones)},
+    )
+    return _rowcount(result)
+
+
+# --- provider statuses (ApplyStatus) --------------------------------------------------------
+
+PROVIDER_MOVES = allowed_moves({e: T[e] for e in PROVIDER_STATUS_EVENTS.values()})
+"""The (from, to) pairs a provider status may make (``provider_*`` transitions)."""
+
+WRITE_PROVIDER_STATUSES = text("""
+    UPDATE invite_message AS m
+    SET state = v.state, sent_at = v.sent_at, delivered_at = v.delivered_at,
+        read_at = v.read_at, failed_at = v.failed_at, error_code = v.error_code,
+        error_title = v.error_title, error_details = v.error_details,
+        rejection_reason = v.rejection_reason, provider_message_id = v.wamid, wa_id = v.wa_id,
+        updated_at = now()
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id uuid, before text, state text, sent_at timestamptz, delivered_at timestamptz,
+              read_at timestamptz, failed_at timestamptz, error_code int, error_title text,
+              error_details text, rejection_reason text, wamid text, wa_id text)
+    WHERE m.id = v.id AND m.state = v.before
+""")
+
+
+def _status_row(message: MatchedMessage) -> dict[str, Any]:
+    before, after = message.before.state, message.after.state
+    if before != after and (before, after) not in PROVIDER_MOVES:
+        raise ValueError(f"no provider transition moves a message from {before} to {after}")
+    error = message.after.error
+    return {
+        "id": str(message.id),
+        "before": before.value,
+        "state": after.value,
+        "sent_at": _iso(message.after.sent_at),
+        "delivered_at": _iso(message.after.delivered_at),
+        "read_at": _iso(message.after.read_at),
+        "failed_at": _iso(message.after.failed_at),
+        "error_code": error.code if error else None,
+        "error_title": error.title if error else None,
+        "error_details": error.details if error else None,
+        "rejection_reason": message.after.rejection_reason,
+        "wamid": message.provider_message_id,
+        "wa_id": message.wa_id,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def write_provider_statuses(
+    session: AsyncSession, messages: Iterable[MatchedMessage]
+) -> None:
+    """``provider_sent`` / ``provider_delivered`` / ``provider_read`` / ``provider_failed``
+    (and the timestamps, ids and errors statuses fill without a move): write back each changed
+    message of an ApplyStatus batch. The rows are locked by the caller; a move outside the
+    table is a bug and raises before anything is written."""
+    rows = [_status_row(m) for m in messages if m.changed]
+    if rows:
+        await session.execute(
+            WRITE_PROVIDER_STATUSES, {"rows": json.dumps(rows, separators=(",", ":"))}
+        )

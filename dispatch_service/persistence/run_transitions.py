@@ -1,0 +1,88 @@
+"""Every statement that changes ``invite_send_run.state``, each tied to its transition.
+
+The run state machine is the table in ``domain/transitions.py``; each statement's
+``WHERE state IN (...)`` and target come from it. Nothing else updates a run's state (a test
+greps for it, and the test databases audit every state change against the table).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dispatch_service.domain.runs import PENDING_MESSAGE_STATES
+from dispatch_service.domain.transitions import RUN_TRANSITIONS, RunEvent
+from dispatch_service.persistence.state_sql import literal, quoted
+
+E = RunEvent
+T = RUN_TRANSITIONS
+
+
+def _from(event: RunEvent) -> str:
+    return quoted(T[event].sources)
+
+
+def _to(event: RunEvent) -> str:
+    return literal(T[event].target)
+
+
+START = text(
+    f"UPDATE invite_send_run SET state = {_to(E.STARTED)}, updated_at = now()"
+    f" WHERE id = :run AND state IN ({_from(E.STARTED)})"
+)
+PAUSE = text(
+    f"UPDATE invite_send_run SET state = {_to(E.PAUSED)}, pause_reason = :reason,"
+    f" updated_at = now() WHERE id = :run AND state IN ({_from(E.PAUSED)})"
+)
+RESUME = text(
+    f"UPDATE invite_send_run SET state = {_to(E.RESUMED)}, pause_reason = NULL,"
+    f" updated_at = now() WHERE id = :run AND state IN ({_from(E.RESUMED)})"
+)
+CANCEL = text(
+    f"UPDATE invite_send_run SET state = {_to(E.CANCELLED)}, pause_reason = NULL,"
+    f" updated_at = now(), finished_at = now() WHERE id = :run AND state IN ({_from(E.CANCELLED)})"
+)
+COMPLETE = text(f"""
+    UPDATE invite_send_run r SET state = {_to(E.COMPLETED)}, finished_at = now(),
+      updated_at = now()
+    WHERE r.state IN ({_from(E.COMPLETED)}) AND (CAST(:run AS uuid) IS NULL OR r.id = :run)
+      AND NOT EXISTS (SELECT 1 FROM invite_message m
+                      WHERE m.run_id = r.id AND m.state IN ({quoted(PENDING_MESSAGE_STATES)}))
+    RETURNING r.id
+""")
+
+
+def _changed(result: Any) -> bool:
+    return cast(CursorResult[Any], result).rowcount > 0
+
+
+async def start(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """``started``: a queued run's first claim makes it dispatching."""
+    return _changed(await session.execute(START, {"run": run_id}))
+
+
+async def pause(session: AsyncSession, run_id: uuid.UUID, reason: str) -> bool:
+    """``paused``: an active run stops with `reason`; False when it was not active any more."""
+    return _changed(await session.execute(PAUSE, {"run": run_id, "reason": reason}))
+
+
+async def resume(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """``resumed``: a paused run dispatches again (ResumeRun)."""
+    return _changed(await session.execute(RESUME, {"run": run_id}))
+
+
+async def cancel(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    """``cancelled``: CancelRun (the caller cancels its queued messages in the same
+    transaction)."""
+    return _changed(await session.execute(CANCEL, {"run": run_id}))
+
+
+async def complete_finished(
+    session: AsyncSession, run_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """``completed``: active runs (or just `run_id`) with no message pending; their ids."""
+    rows = await session.execute(COMPLETE, {"run": run_id})
+    return [r.id for r in rows]
