@@ -3,7 +3,9 @@
 TEST_DATABASE_URL (any database on the server; we create our own beside it) is used when set;
 otherwise an embedded Postgres (pgserver) is started once for the session. Migrations run once
 into a template database; each test clones it (CREATE DATABASE ... TEMPLATE), so tests are
-isolated even when they start real service processes.
+isolated even when they start real service processes. The template also records every message
+and run state change (tests/transition_audit.py): a test whose code moved a state outside the
+domain's transition tables fails at teardown.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from common.db.embedded import start_embedded_postgres
 from common.db.engine import make_engine, make_sessions
 from common.db.migrate import upgrade
 from common.db.urls import with_database
+from tests.transition_audit import check_transitions, install_transition_audit
 
 
 def _admin(server_url: str) -> psycopg.Connection:
@@ -68,6 +71,7 @@ def template_database(pg_server_url: str) -> Iterator[str]:
     name = f"invites_tmpl_{uuid.uuid4().hex[:10]}"
     url = create_database(pg_server_url, name)
     upgrade(url)
+    install_transition_audit(url)
     yield name
     drop_database(pg_server_url, name)
 
@@ -78,7 +82,10 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
     name = f"invites_test_{uuid.uuid4().hex[:12]}"
     url = create_database(pg_server_url, name, template=template_database)
     yield url
-    drop_database(pg_server_url, name)
+    try:
+        check_transitions(url)
+    finally:
+        drop_database(pg_server_url, name)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The server interceptor every invites.v1 call goes through: credential check, then error mapping.
 
-Health and reflection are not guarded, so operators can probe the server with grpcurl.
+Health and reflection are not guarded, so operators can probe the server with grpcurl. The guard
+fails closed: an invites.v1 method of a kind it does not wrap (bidirectional streaming, or a
+future kind) is refused with INTERNAL, never served without its credential check.
 """
 
 from __future__ import annotations
@@ -117,4 +119,20 @@ class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                     await _abort(context, error, method)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
-        return handler
+        return _refused(handler, method, kwargs)
+
+
+def _refused(handler: Any, method: str, kwargs: dict[str, Any]) -> Any:
+    """A handler of the same kind that refuses every call: the guard cannot wrap this kind."""
+    log.error("refusing %s: the credential guard does not handle its handler kind", method)
+
+    async def refuse_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        await context.abort_with_status(internal_status())
+        yield  # pragma: no cover - abort raises; this only makes the function a generator
+
+    async def refuse(request: Any, context: Any) -> Any:
+        await context.abort_with_status(internal_status())
+
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)

@@ -144,6 +144,33 @@ async def test_terminal_errors_fail_with_the_code_and_131050_joins_do_not_messag
         ) == [("dnm.add", PHONES[1])]
 
 
+async def test_an_opt_out_error_blocks_the_phone_in_every_workspace_of_the_sender(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The scope rule: an opt-out on a sender number holds for every workspace sending from it;
+    a workspace with another number is not touched."""
+    world = seed_world(database_url, PHONES[:1])
+    with Seeder(database_url) as seed:
+        sibling = seed.workspace(sender=DEFAULT_SENDER)
+        elsewhere = seed.workspace(sender="100000000000999")
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta(script=lambda body, before: graph_error(131050))
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    with Seeder(database_url) as seed:
+        blocked = seed.rows(
+            "SELECT workspace_id, phone_e164, source FROM do_not_message_entry ORDER BY 1"
+        )
+        audited = seed.rows(
+            "SELECT workspace_id, details->>'run_id' FROM audit_entry WHERE action = 'dnm.add'"
+        )
+    assert sorted(blocked) == sorted(
+        [(ws, PHONES[0], "provider_error_131050") for ws in (world.workspace_id, sibling)]
+    )
+    assert elsewhere not in {ws for ws, _, _ in blocked}
+    assert sorted(audited) == sorted([(ws, str(run.id)) for ws in (world.workspace_id, sibling)])
+
+
 async def test_a_halt_error_pauses_the_run_and_resume_continues(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
