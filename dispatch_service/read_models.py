@@ -1,14 +1,18 @@
-"""Read models: what the reads return, as plain values (no ORM objects, no SQL).
+"""Read models: what the reads return, as plain values or read-only views (no SQL here).
 
-Persistence builds these from rows; use cases pass them on; ``grpc_api`` maps them to protobuf
-without importing persistence or ORM models.
+Persistence builds the dataclasses from rows; the admin records (workspace, member, event,
+template, import run, Do-Not-Message entry) are described by read-only protocols that the stored
+records satisfy. Use cases pass either on; ``grpc_api`` maps them to protobuf without importing
+persistence or ORM models.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from common.vocabulary import ImportRowOutcome, MessageState, RejectionReason, RunState
 
@@ -80,3 +84,101 @@ class ImportRowView:
     phone_e164: str | None
     person_id: uuid.UUID | None
     message: str
+
+
+class WorkspaceView(Protocol):
+    """A workspace as the admin API shows it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def default_region(self) -> str: ...
+    @property
+    def sender_phone_number_id(self) -> str: ...
+
+
+class MemberView(Protocol):
+    """A membership as the admin API shows it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def workspace_id(self) -> uuid.UUID: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+class EventView(Protocol):
+    """An event as the admin API shows it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def starts_at(self) -> datetime | None: ...
+    @property
+    def location(self) -> str: ...
+
+
+class TemplateView(Protocol):
+    """A template as the admin API shows it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def variables(self) -> Sequence[str]: ...
+    @property
+    def status(self) -> str: ...
+
+
+class ImportRunView(Protocol):
+    """A guest import run with its counters."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def total_rows(self) -> int: ...
+    @property
+    def created(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def reactivated(self) -> int: ...
+    @property
+    def warning_malformed_phone(self) -> int: ...
+    @property
+    def skipped_no_phone(self) -> int: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+class DoNotMessageEntryView(Protocol):
+    """A Do-Not-Message entry."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def phone_e164(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def actor_id(self) -> uuid.UUID | None: ...
+    @property
+    def created_at(self) -> datetime: ...

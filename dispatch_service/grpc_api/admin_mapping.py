@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.db.models import DoNotMessageEntry, Event, ImportRun, Membership, Template, Workspace
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 from common.vocabulary import (
@@ -29,7 +28,16 @@ from dispatch_service.domain.audience import AudienceDefinition, build_audience
 from dispatch_service.domain.guests import GuestInput
 from dispatch_service.domain.ids import parse_uuids
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.read_models import GuestUnitView, ImportRowView
+from dispatch_service.read_models import (
+    DoNotMessageEntryView,
+    EventView,
+    GuestUnitView,
+    ImportRowView,
+    ImportRunView,
+    MemberView,
+    TemplateView,
+    WorkspaceView,
+)
 from dispatch_service.use_cases.events import EventChanges
 from dispatch_service.use_cases.guests import ImportRequest, csv_import_request, guest_row
 
@@ -91,7 +99,7 @@ def request_time(message: Any, field: str) -> datetime | None:
 # --- workspaces and members --------------------------------------------------------------------
 
 
-def workspace_pb(workspace: Workspace) -> pb.Workspace:
+def workspace_pb(workspace: WorkspaceView) -> pb.Workspace:
     """A workspace message."""
     return pb.Workspace(
         workspace_id=str(workspace.id),
@@ -101,7 +109,7 @@ def workspace_pb(workspace: Workspace) -> pb.Workspace:
     )
 
 
-def member_pb(member: Membership) -> pb.Member:
+def member_pb(member: MemberView) -> pb.Member:
     """A member message."""
     return pb.Member(
         member_id=str(member.id),
@@ -114,7 +122,7 @@ def member_pb(member: Membership) -> pb.Member:
 # --- events and audiences ----------------------------------------------------------------------
 
 
-def event_pb(event: Event) -> pb.Event:
+def event_pb(event: EventView) -> pb.Event:
     """An event message."""
     return pb.Event(
         event_id=str(event.id),
@@ -166,7 +174,7 @@ def audience_pb(audience: AudienceDefinition | None) -> pb.Audience:
 # --- templates ---------------------------------------------------------------------------------
 
 
-def template_pb(template: Template) -> pb.Template:
+def template_pb(template: TemplateView) -> pb.Template:
     """A template message."""
     return pb.Template(
         template_id=str(template.id),
@@ -216,7 +224,7 @@ def guest_input(row_number: int, row: pb.GuestRow) -> GuestInput:
     )
 
 
-def import_run_pb(run: ImportRun) -> pb.ImportRun:
+def import_run_pb(run: ImportRunView) -> pb.ImportRun:
     """An import run message with its counters."""
     return pb.ImportRun(
         import_run_id=str(run.id),
@@ -271,7 +279,7 @@ def guest_unit_pb(unit: GuestUnitView) -> pb.GuestUnit:
 # --- do-not-message ----------------------------------------------------------------------------
 
 
-def dnm_entry_pb(entry: DoNotMessageEntry) -> pb.DoNotMessageEntry:
+def dnm_entry_pb(entry: DoNotMessageEntryView) -> pb.DoNotMessageEntry:
     """A do-not-message entry message."""
     return pb.DoNotMessageEntry(
         entry_id=str(entry.id),
