@@ -9,7 +9,9 @@ dropped afterwards. Prints figures, asserts nothing:
 
 * PrecheckSend on a `--households` audience (through gRPC, three times);
 * StartRun of that precheck (one transaction);
-* GetRunStatus p50/p99 on that run while it is being dispatched, and the dispatch service's RSS
+* GetRunStatus p50/p99 on that run while it is being dispatched (each replica is an API server
+  plus a send worker process; `--embedded` runs the worker inside the API server instead), and
+  the dispatch processes' RSS
   (sampled during `--dispatch-seconds` of dispatching it; the run is then cancelled);
 * StartRun to provider-accepted in messages/s for a `--messages` run at each sandbox latency
   (`--latencies` in ms), with the rate limit at `--rate`, and the busiest one-second window the
@@ -142,17 +144,29 @@ class Stack:
             "SANDBOX_CONTROL_ENABLED": "true",
         }
         self.targets: list[str] = []
+        self.workers: list[str] = []
 
     def start(self) -> None:
         scenario = self.workdir / "scenario.json"
         template = {"name": "event_invitation", "language": "en_US", "body_params": 2}
         scenario.write_text(json.dumps({"templates": [template]}))
         self._spawn("sandbox", {"SANDBOX_SCENARIO": str(scenario)})
+        embedded = "true" if self.args.embedded else "false"
         for _ in range(self.args.replicas):
             target = f"127.0.0.1:{free_port()}"
-            process = self._spawn("dispatch_service", {"DISPATCH_LISTEN": target})
+            process = self._spawn(
+                "dispatch_service", {"DISPATCH_LISTEN": target, "DISPATCHER_ENABLED": embedded}
+            )
             self.targets.append(target)
             self.dispatch_pids.append(process.pid)
+            if not self.args.embedded:  # the send worker in a process of its own
+                health = f"127.0.0.1:{free_port()}"
+                worker = self._spawn(
+                    "dispatch_service.dispatcher",
+                    {"DISPATCHER_HEALTH_LISTEN": health, "DISPATCHER_METRICS_LISTEN": ""},
+                )
+                self.workers.append(health)
+                self.dispatch_pids.append(worker.pid)
         # An API-only replica (DISPATCHER_ENABLED=false) shows what a read costs on a process
         # that is not also sending.
         self.reader = f"127.0.0.1:{free_port()}"
@@ -160,7 +174,7 @@ class Stack:
             "dispatch_service", {"DISPATCH_LISTEN": self.reader, "DISPATCHER_ENABLED": "false"}
         )
         self._wait_http(f"http://{self.sandbox}/healthz")
-        for target in [*self.targets, self.reader]:
+        for target in [*self.targets, *self.workers, self.reader]:
             self._wait_serving(target)
         self.channel = grpc.insecure_channel(self.targets[0])
         self.stub = pb_grpc.DispatchServiceStub(self.channel)
@@ -266,8 +280,13 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID) -> N
     run = start(stack, admin, reply.precheck_id).run
     print(f"StartRun, {n} recipients: {time.perf_counter() - started:.3f} s (target <= 5 s)")
 
-    latencies: dict[str, list[float]] = {"the dispatching replica": [], "an API-only replica": []}
-    stubs = {"the dispatching replica": stack.stub, "an API-only replica": stack.reader_stub}
+    first = (
+        "the API replica with the worker embedded"
+        if stack.args.embedded
+        else "the API replica (the worker in its own process)"
+    )
+    latencies: dict[str, list[float]] = {first: [], "an API-only replica": []}
+    stubs = {first: stack.stub, "an API-only replica": stack.reader_stub}
     rss = [stack.rss_mb()]
     deadline = time.monotonic() + stack.args.dispatch_seconds
     calls = 0
@@ -290,7 +309,7 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID) -> N
             f"({len(values)} calls): p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 20 ms)"
         )
     print(
-        f"dispatch service RSS while dispatching it: max {max(rss):.0f} MB (target <= 300 MB); "
+        f"dispatch processes' RSS while dispatching it: max {max(rss):.0f} MB (target <= 300 MB); "
         f"{sent} sent in {stack.args.dispatch_seconds:.0f} s"
     )
     stack.stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), metadata=stack.md(admin))
@@ -331,6 +350,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1000)
     parser.add_argument("--headroom", type=float, default=0.1)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run each replica's send worker inside its API server (DISPATCHER_ENABLED=true)",
+    )
     parser.add_argument("--latencies", default="0,200")
     parser.add_argument("--dispatch-seconds", type=float, default=15.0)
     args = parser.parse_args()

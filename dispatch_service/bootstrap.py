@@ -1,4 +1,5 @@
-"""The dispatch service's dependencies, built once per process by the composition root."""
+"""The dispatch service's dependencies, built once per process by a composition root (the API
+server's ``server.py``, the send worker's ``dispatcher/process.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from common.db.engine import make_engine, make_sessions
 from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
 from dispatch_service.providers.base import Provider
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
-from dispatch_service.settings import DispatchSettings
+from dispatch_service.settings import DispatchSettings, SendSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,7 @@ class Deps:
         """Stop background work, let in-flight sends finish, close the HTTP client and engine."""
         self.stop_workers()
         if self.dispatcher_task is not None:
-            grace = self.settings.dispatch_provider_timeout_seconds + 5.0
-            try:
-                await asyncio.wait_for(asyncio.shield(self.dispatcher_task), grace)
-            except TimeoutError:
-                log.warning("dispatcher did not stop within %.0fs; cancelling it", grace)
-                self.dispatcher_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.dispatcher_task
+            await finish_dispatcher(self.dispatcher_task, self.settings)
         for task in self.background:
             task.cancel()
         for task in self.background:
@@ -72,8 +66,21 @@ class Deps:
         await self.engine.dispose()
 
 
+async def finish_dispatcher(task: asyncio.Task[None], settings: SendSettings) -> None:
+    """Wait for a stopping dispatcher's in-flight sends (a provider timeout and a margin), then
+    cancel it."""
+    grace = settings.dispatch_provider_timeout_seconds + 5.0
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace)
+    except TimeoutError:
+        log.warning("dispatcher did not stop within %.0fs; cancelling it", grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def build_provider(
-    settings: DispatchSettings, transport: httpx.AsyncBaseTransport | None = None
+    settings: SendSettings, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[MetaCloudProvider, httpx.AsyncClient]:
     """The Meta Cloud API provider over one AsyncClient with explicit timeouts and limits."""
     client = build_http_client(
@@ -92,9 +99,14 @@ def build_provider(
     return provider, client
 
 
+def pool_size(settings: SendSettings) -> int:
+    """Database connections a sending process keeps (claims and result writes run in parallel)."""
+    return max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
+
+
 def build_deps(settings: DispatchSettings) -> Deps:
     """The production dependencies: one engine, one HTTP client, the provider, the dispatcher."""
-    pool = max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
+    pool = pool_size(settings)
     engine = make_engine(settings.database_url, pool_size=pool)
     sessions = make_sessions(engine)
     provider, client = build_provider(settings)

@@ -71,19 +71,24 @@ def build_server(settings: DispatchSettings, deps: Deps) -> tuple[aio.Server, He
     return server, health_servicer, port
 
 
-async def _set_health(health_servicer: HealthServicer, serving: bool) -> None:
+async def _set_health(
+    health_servicer: HealthServicer, serving: bool, names: tuple[str, ...]
+) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *names):
         await health_servicer.set(name, status)
 
 
-async def track_database_health(engine: AsyncEngine, health_servicer: HealthServicer) -> None:
-    """SERVING only while the database answers; probed every DB_PROBE_SECONDS."""
-    await _set_health(health_servicer, False)
+async def track_database_health(
+    engine: AsyncEngine, health_servicer: HealthServicer, names: tuple[str, ...] = SERVICE_NAMES
+) -> None:
+    """SERVING (overall and for `names`) only while the database answers; probed every
+    DB_PROBE_SECONDS."""
+    await _set_health(health_servicer, False, names)
     serving: bool | None = False
     while True:
         try:
@@ -94,7 +99,7 @@ async def track_database_health(engine: AsyncEngine, health_servicer: HealthServ
             answers = False
         if answers != serving:
             log.info("database %s", "answers" if answers else "does not answer")
-            await _set_health(health_servicer, answers)
+            await _set_health(health_servicer, answers, names)
             serving = answers
         await asyncio.sleep(DB_PROBE_SECONDS)
 

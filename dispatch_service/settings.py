@@ -1,4 +1,10 @@
-"""The dispatch service's configuration, read from the environment and validated at start-up."""
+"""The dispatch service's configuration, read from the environment and validated at start-up.
+
+Two processes read it: the API server (`python -m dispatch_service`, :class:`DispatchSettings`)
+and the send worker (`python -m dispatch_service.dispatcher`, :class:`WorkerSettings`). What both
+need to send (database, provider, rate limit, retries) is :class:`SendSettings`; the API's
+credentials and listen address are not required of a worker.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +15,9 @@ from pydantic import Field, field_validator
 from common.settings import Secret, SecretList, ServiceSettings
 
 
-class DispatchSettings(ServiceSettings):
-    """Everything the dispatch service needs. Field names are the environment variables."""
-
-    dispatch_listen: str = "127.0.0.1:50051"
-    """DISPATCH_LISTEN: host:port the gRPC server binds."""
-
-    dispatch_metrics_listen: str = "127.0.0.1:9101"
-    """DISPATCH_METRICS_LISTEN: host:port for Prometheus metrics; empty disables them."""
-
-    dispatch_backend_tokens: SecretList
-    """DISPATCH_BACKEND_TOKENS: backend clients' bearer token(s), comma-separated (rotation)."""
-
-    dispatch_ingestor_token: Secret
-    """DISPATCH_INGESTOR_TOKEN: the bearer token only the webhook ingestor sends (ApplyStatus)."""
-
-    dispatch_tls_cert_file: str = ""
-    """DISPATCH_TLS_CERT_FILE: PEM certificate chain; with the key file, the server speaks TLS."""
-
-    dispatch_tls_key_file: str = ""
-    """DISPATCH_TLS_KEY_FILE: PEM private key for DISPATCH_TLS_CERT_FILE."""
-
-    dispatch_tls_client_ca_file: str = ""
-    """DISPATCH_TLS_CLIENT_CA_FILE: CA bundle; when set, clients need a certificate (mTLS)."""
-
-    dispatch_grace_seconds: float = Field(default=10.0, ge=0)
-    """DISPATCH_GRACE_SECONDS: how long in-flight calls may finish after SIGTERM."""
+class SendSettings(ServiceSettings):
+    """What sending needs, in the worker and in an API server that embeds it. Field names are
+    the environment variables."""
 
     whatsapp_api_base_url: str = "https://graph.facebook.com"
     """WHATSAPP_API_BASE_URL: the Graph API origin (the sandbox's URL locally)."""
@@ -45,22 +28,9 @@ class DispatchSettings(ServiceSettings):
     whatsapp_access_token: Secret
     """WHATSAPP_ACCESS_TOKEN: the system-user token used to send messages."""
 
-    whatsapp_phone_number_id: str = Field(min_length=1)
-    """WHATSAPP_PHONE_NUMBER_ID: the default sender phone number id for new workspaces."""
-
-    precheck_ttl_seconds: int = Field(default=3600, ge=60)
-    """PRECHECK_TTL_SECONDS: how long a precheck may be started after it was made."""
-
-    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
-    """IMPORT_MAX_BYTES: the largest guest CSV ImportGuests accepts (default 50 MiB); a larger
-    file is refused as a whole (INVALID_ARGUMENT) and nothing of it is stored."""
-
     whatsapp_parameter_format: Literal["positional", "named"] = "positional"
     """WHATSAPP_PARAMETER_FORMAT: `positional` ({{1}} templates) or `named` (send each body
     parameter with its variable name as `parameter_name`)."""
-
-    dispatcher_enabled: bool = True
-    """DISPATCHER_ENABLED: run the send worker in this process (false: serve the API only)."""
 
     dispatch_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
     """DISPATCH_RATE_PER_SECOND: messages per second per sender phone number id, across all
@@ -136,3 +106,56 @@ class DispatchSettings(ServiceSettings):
         if not value.startswith("v"):
             raise ValueError("must look like v21.0")
         return value
+
+
+class DispatchSettings(SendSettings):
+    """The API server (`python -m dispatch_service`)."""
+
+    dispatch_listen: str = "127.0.0.1:50051"
+    """DISPATCH_LISTEN: host:port the gRPC server binds."""
+
+    dispatch_metrics_listen: str = "127.0.0.1:9101"
+    """DISPATCH_METRICS_LISTEN: host:port for Prometheus metrics; empty disables them."""
+
+    dispatch_backend_tokens: SecretList
+    """DISPATCH_BACKEND_TOKENS: backend clients' bearer token(s), comma-separated (rotation)."""
+
+    dispatch_ingestor_token: Secret
+    """DISPATCH_INGESTOR_TOKEN: the bearer token only the webhook ingestor sends (ApplyStatus)."""
+
+    dispatch_tls_cert_file: str = ""
+    """DISPATCH_TLS_CERT_FILE: PEM certificate chain; with the key file, the server speaks TLS."""
+
+    dispatch_tls_key_file: str = ""
+    """DISPATCH_TLS_KEY_FILE: PEM private key for DISPATCH_TLS_CERT_FILE."""
+
+    dispatch_tls_client_ca_file: str = ""
+    """DISPATCH_TLS_CLIENT_CA_FILE: CA bundle; when set, clients need a certificate (mTLS)."""
+
+    dispatch_grace_seconds: float = Field(default=10.0, ge=0)
+    """DISPATCH_GRACE_SECONDS: how long in-flight calls may finish after SIGTERM."""
+
+    whatsapp_phone_number_id: str = Field(min_length=1)
+    """WHATSAPP_PHONE_NUMBER_ID: the default sender phone number id for new workspaces."""
+
+    precheck_ttl_seconds: int = Field(default=3600, ge=60)
+    """PRECHECK_TTL_SECONDS: how long a precheck may be started after it was made."""
+
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """IMPORT_MAX_BYTES: the largest guest CSV ImportGuests accepts (default 50 MiB); a larger
+    file is refused as a whole (INVALID_ARGUMENT) and nothing of it is stored."""
+
+    dispatcher_enabled: bool = False
+    """DISPATCHER_ENABLED: also run the send worker inside the API server (small installs);
+    by default the API only serves, and `python -m dispatch_service.dispatcher` sends."""
+
+
+class WorkerSettings(SendSettings):
+    """The send worker (`python -m dispatch_service.dispatcher`)."""
+
+    dispatcher_health_listen: str = "127.0.0.1:50052"
+    """DISPATCHER_HEALTH_LISTEN: host:port of the worker's gRPC health service (SERVING while
+    the database answers)."""
+
+    dispatcher_metrics_listen: str = "127.0.0.1:9103"
+    """DISPATCHER_METRICS_LISTEN: host:port for the worker's Prometheus metrics; empty disables."""

@@ -232,7 +232,11 @@ def run_up(args: argparse.Namespace) -> int:
 
     env, generated = stack_environment(state_dir, with_sandbox)
     upgrade(env["DATABASE_URL"])
-    specs = [("dispatch", ["-m", "dispatch_service"]), ("webhook", ["-m", "webhook_service"])]
+    specs = [
+        ("dispatch", ["-m", "dispatch_service"]),
+        ("dispatcher", ["-m", "dispatch_service.dispatcher"]),
+        ("webhook", ["-m", "webhook_service"]),
+    ]
     if with_sandbox:
         specs.insert(0, ("sandbox", ["-m", "sandbox"]))
     stop = False

@@ -47,7 +47,7 @@ from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs, run_states
 from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
-from dispatch_service.settings import DispatchSettings
+from dispatch_service.settings import SendSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ MAX_BATCH = 500
 
 @dataclass(frozen=True)
 class DispatcherConfig:
-    """The dispatcher's tunables (built from DispatchSettings, or directly by tests)."""
+    """The dispatcher's tunables (built from SendSettings, or directly by tests)."""
 
     rate: RateSettings
     retry: RetryPolicy
@@ -74,7 +74,7 @@ class DispatcherConfig:
     outcome_unknown_seconds: float
 
     @classmethod
-    def from_settings(cls, settings: DispatchSettings) -> DispatcherConfig:
+    def from_settings(cls, settings: SendSettings) -> DispatcherConfig:
         """The configuration the service's settings describe."""
         return cls(
             rate=RateSettings(

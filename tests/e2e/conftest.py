@@ -162,9 +162,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
-def wait_for_serving(service: ServiceProcess, timeout: float = STARTUP_SECONDS) -> None:
-    """Wait until the dispatch service at service.env['DISPATCH_LISTEN'] answers SERVING."""
-    target = service.env["DISPATCH_LISTEN"]
+def wait_for_serving(
+    service: ServiceProcess, timeout: float = STARTUP_SECONDS, listen_key: str = "DISPATCH_LISTEN"
+) -> None:
+    """Wait until the gRPC health service at service.env[listen_key] answers SERVING (the
+    dispatch API by default; DISPATCHER_HEALTH_LISTEN for a send worker)."""
+    target = service.env[listen_key]
 
     def serving() -> bool:
         if service.process.poll() is not None:

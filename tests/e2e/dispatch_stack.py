@@ -3,7 +3,9 @@ this test's database, plus small sync clients for the gRPC API and the sandbox's
 
     stack = DispatchStack(start_service, stack_env, tmp_path)
     stack.start_sandbox(scenario)
-    a = stack.start_dispatch("a", DISPATCH_RATE_PER_SECOND="200")
+    a = stack.start_dispatch("a", DISPATCH_RATE_PER_SECOND="200")   # API + embedded worker
+    api = stack.start_dispatch("api", DISPATCHER_ENABLED="false")   # or an API-only replica
+    w = stack.start_worker("w1", DISPATCH_RATE_PER_SECOND="200")     # and separate workers
     stack.start_webhook()
     run_id = stack.precheck_and_start(world)
     stack.wait_for_run(world, run_id, "completed")
@@ -57,6 +59,7 @@ class DispatchStack:
     env: dict[str, str]
     tmp_path: Path
     dispatchers: dict[str, ServiceProcess] = field(default_factory=dict)
+    workers: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
     def sandbox_url(self) -> str:
@@ -72,16 +75,42 @@ class DispatchStack:
         return sandbox
 
     def start_dispatch(self, name: str, **overrides: str) -> ServiceProcess:
-        """A dispatch replica answering SERVING (started again with its last settings when
-        `name` ran before)."""
+        """A dispatch API replica answering SERVING, with the send worker embedded unless
+        DISPATCHER_ENABLED=false is given (started again with its last settings when `name`
+        ran before)."""
         previous = self.dispatchers.get(name)
         listen = previous.env["DISPATCH_LISTEN"] if previous else f"127.0.0.1:{free_port()}"
-        settings = {"DISPATCH_LISTEN": listen, "DISPATCHER_POLL_SECONDS": "0.05", **overrides}
+        settings = {
+            "DISPATCH_LISTEN": listen,
+            "DISPATCHER_ENABLED": "true",
+            "DISPATCHER_POLL_SECONDS": "0.05",
+            **overrides,
+        }
         if previous is not None:
             settings = {**previous.env, **settings}
         service = self.start_service(f"dispatch-{name}", "dispatch_service", **settings)
         self.dispatchers[name] = service
         wait_for_serving(service)
+        return service
+
+    def start_worker(self, name: str, **overrides: str) -> ServiceProcess:
+        """A send worker process (`python -m dispatch_service.dispatcher`) answering SERVING on
+        its health port (started again with its last settings when `name` ran before)."""
+        previous = self.workers.get(name)
+        health = (
+            previous.env["DISPATCHER_HEALTH_LISTEN"] if previous else f"127.0.0.1:{free_port()}"
+        )
+        settings = {
+            "DISPATCHER_HEALTH_LISTEN": health,
+            "DISPATCHER_METRICS_LISTEN": "",
+            "DISPATCHER_POLL_SECONDS": "0.05",
+            **overrides,
+        }
+        if previous is not None:
+            settings = {**previous.env, **settings}
+        service = self.start_service(f"worker-{name}", "dispatch_service.dispatcher", **settings)
+        self.workers[name] = service
+        wait_for_serving(service, listen_key="DISPATCHER_HEALTH_LISTEN")
         return service
 
     def start_webhook(self, dispatch_target: str) -> ServiceProcess:

@@ -1,6 +1,7 @@
-"""Crash safety and the shared rate limit with two real dispatch replicas against the sandbox.
+"""Crash safety and the shared rate limit with two real send worker processes (beside an API-only
+dispatch server) against the sandbox.
 
-One replica is killed with SIGKILL at random moments (and restarted) while a run of 2,000
+One worker is killed with SIGKILL at random moments (and restarted) while a run of 2,000
 recipients is being sent. The sandbox's ledger is the truth: nobody may appear twice; every
 eligible recipient is either sent exactly once or settled as outcome_unknown; the run completes;
 and no one-second window holds more sends than the configured rate."""
@@ -66,9 +67,10 @@ def test_killing_a_replica_at_random_moments_never_sends_anyone_twice(
 ) -> None:
     stack = DispatchStack(start_service, stack_env, tmp_path)
     stack.start_sandbox(scenario(latency={"ms": 20, "jitter_ms": 30}))
-    survivor = stack.start_dispatch("b", **replica_settings(RATE))
-    stack.start_dispatch("a", **replica_settings(RATE))
-    stack.start_webhook(survivor.env["DISPATCH_LISTEN"])
+    api = stack.start_dispatch("api", DISPATCHER_ENABLED="false")
+    stack.start_worker("b", **replica_settings(RATE))
+    stack.start_worker("a", **replica_settings(RATE))
+    stack.start_webhook(api.env["DISPATCH_LISTEN"])
     world = seed_bulk_world(database_url, RECIPIENTS)
     run_id = stack.precheck_and_start(world)
 
@@ -76,10 +78,10 @@ def test_killing_a_replica_at_random_moments_never_sends_anyone_twice(
     kills = 0
     started = time.monotonic()
     while kills < 3 and time.monotonic() - started < 30:
-        time.sleep(rng.uniform(0.2, 1.2))  # the replica is serving and claiming by now
-        stack.dispatchers["a"].kill()
+        time.sleep(rng.uniform(0.2, 1.2))  # the worker is serving and claiming by now
+        stack.workers["a"].kill()
         kills += 1
-        stack.start_dispatch("a")
+        stack.start_worker("a")
     stack.wait_for_run(world, run_id, types.RUN_STATE_COMPLETED, timeout=90)
 
     ledger = stack.ledger()
@@ -110,8 +112,9 @@ def test_two_replicas_together_never_exceed_the_rate_cap(
     rate = 100
     stack = DispatchStack(start_service, stack_env, tmp_path)
     stack.start_sandbox(scenario(throughput={"max_per_second": rate}))
-    stack.start_dispatch("a", DISPATCH_RATE_PER_SECOND=str(rate))
-    stack.start_dispatch("b", DISPATCH_RATE_PER_SECOND=str(rate))
+    stack.start_dispatch("api", DISPATCHER_ENABLED="false")
+    stack.start_worker("a", DISPATCH_RATE_PER_SECOND=str(rate))
+    stack.start_worker("b", DISPATCH_RATE_PER_SECOND=str(rate))
     world = seed_bulk_world(database_url, 400)
     run_id = stack.precheck_and_start(world)
     stack.wait_for_run(world, run_id, types.RUN_STATE_COMPLETED, timeout=60)

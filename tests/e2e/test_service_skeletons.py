@@ -1,10 +1,12 @@
-"""Both services really serve: health, reflection, credentials, the handshake, graceful stop."""
+"""The services really serve: health, reflection, credentials, the handshake, graceful stop (the
+dispatch API, the send worker and the ingestor)."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import httpx
@@ -22,6 +24,7 @@ from tests.e2e.conftest import (
     VERIFY_TOKEN,
     ServiceProcess,
     StartService,
+    free_port,
     health_status,
     wait_until,
 )
@@ -101,6 +104,42 @@ def test_sigterm_flips_health_to_not_serving_then_exits_cleanly(
     assert "shutting down" in dispatch_process.log()
 
 
+def test_the_send_worker_needs_no_api_credential_serves_health_and_stops_cleanly(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    api_only = ("DISPATCH_BACKEND_TOKENS", "DISPATCH_INGESTOR_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")
+    health = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in stack_env.items() if k not in api_only}
+    env.update(DISPATCHER_HEALTH_LISTEN=health, DISPATCHER_METRICS_LISTEN="")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dispatch_service.dispatcher"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        wait_until(lambda: health_status(health) == serving, 30, "the worker to answer SERVING")
+        assert health_status(health, "invites.v1.Dispatcher") == serving
+        with grpc.insecure_channel(health) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=20
+            )
+            assert next(watch).status == serving
+            process.send_signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert process.wait(timeout=25) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log.read_text()
+    assert "shutting down" in output
+    assert "stopped" in output
+
+
 def test_webhook_verification_handshake(webhook_process: ServiceProcess) -> None:
     url = f"http://{webhook_process.env['WEBHOOK_LISTEN']}/webhooks/whatsapp"
     ok = httpx.get(
@@ -138,6 +177,7 @@ def test_readyz_follows_the_dispatch_service(
         ("dispatch_service", "WHATSAPP_ACCESS_TOKEN", "unset"),
         ("dispatch_service", "DISPATCH_INGESTOR_TOKEN", "empty"),
         ("dispatch_service", "DISPATCH_BACKEND_TOKENS", "placeholder"),
+        ("dispatch_service.dispatcher", "WHATSAPP_ACCESS_TOKEN", "unset"),
         ("webhook_service", "WHATSAPP_APP_SECRET", "unset"),
         ("webhook_service", "WHATSAPP_VERIFY_TOKEN", "placeholder"),
     ],

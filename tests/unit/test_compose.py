@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_SECRETS = {
     "dispatch": {"DISPATCH_BACKEND_TOKENS", "DISPATCH_INGESTOR_TOKEN", "WHATSAPP_ACCESS_TOKEN"},
+    "dispatcher": {"WHATSAPP_ACCESS_TOKEN"},
     "webhook": {"DISPATCH_INGESTOR_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"},
 }
 
@@ -24,13 +25,14 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_the_sandbox_profile(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "migrate", "dispatch", "webhook", "sandbox"} <= set(services)
+    assert {"postgres", "migrate", "dispatch", "dispatcher", "webhook", "sandbox"} <= set(services)
+    assert services["dispatcher"]["command"] == ["python", "-m", "dispatch_service.dispatcher"]
     assert services["sandbox"]["profiles"] == ["sandbox"]
     assert "healthcheck" in services["postgres"]
     assert services["migrate"]["restart"] == "no"
 
 
-@pytest.mark.parametrize("service", ["dispatch", "webhook"])
+@pytest.mark.parametrize("service", ["dispatch", "dispatcher", "webhook"])
 def test_apps_wait_for_a_healthy_database_and_a_finished_migration(
     compose: dict[str, Any], service: str
 ) -> None:
@@ -40,7 +42,7 @@ def test_apps_wait_for_a_healthy_database_and_a_finished_migration(
     assert "healthcheck" in compose["services"][service]
 
 
-@pytest.mark.parametrize("service", ["dispatch", "webhook"])
+@pytest.mark.parametrize("service", ["dispatch", "dispatcher", "webhook"])
 def test_required_secrets_have_no_default(compose: dict[str, Any], service: str) -> None:
     environment = compose["services"][service]["environment"]
     for name in REQUIRED_SECRETS[service]:
@@ -49,7 +51,7 @@ def test_required_secrets_have_no_default(compose: dict[str, Any], service: str)
 
 def test_every_variable_the_apps_read_is_documented(compose: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text()
-    for service in ("dispatch", "webhook"):
+    for service in ("dispatch", "dispatcher", "webhook"):
         for name in compose["services"][service]["environment"]:
             assert f"`{name}`" in readme or name in readme, name
 

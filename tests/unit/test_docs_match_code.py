@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from dispatch_service.settings import DispatchSettings
+from dispatch_service.settings import DispatchSettings, WorkerSettings
 from sandbox.config import SandboxSettings
 from webhook_service.settings import WebhookSettings
 
@@ -23,6 +23,7 @@ def _variables(settings: type[BaseSettings]) -> list[str]:
     ("settings", "doc"),
     [
         (DispatchSettings, "README.md"),
+        (WorkerSettings, "README.md"),
         (WebhookSettings, "README.md"),
         (SandboxSettings, "sandbox/README.md"),
     ],
