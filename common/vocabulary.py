@@ -88,6 +88,13 @@ class DnmSource(StrEnum):
     PROVIDER_ERROR_131050 = "provider_error_131050"
 
 
+class SenderProvider(StrEnum):
+    """Which provider a workspace sends through (and a webhook receipt came from)."""
+
+    META = "meta"
+    TWILIO = "twilio"
+
+
 class ImportSource(StrEnum):
     """Where an import's rows came from."""
 
