@@ -44,7 +44,10 @@ def create_app(
     app.cleanup_ctx.append(_webhook_delivery(settings, http_client))
     if settings.twilio_auth_token is not None:
         twilio = TwilioSide(
-            service, settings.twilio_auth_token.get_secret_value(), settings.webhook_timeout_seconds
+            service,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.webhook_timeout_seconds,
+            settings.webhook_concurrency,
         )
         app[TWILIO] = twilio
         app.router.add_routes(twilio.routes())

@@ -110,10 +110,14 @@ class _Reply:
 class TwilioSide:
     """The Twilio half of a sandbox: shares the service's scenario, decider, rng and ledger."""
 
-    def __init__(self, service: Any, auth_token: str, client_timeout: float = 5.0) -> None:
+    def __init__(
+        self, service: Any, auth_token: str, client_timeout: float = 5.0, concurrency: int = 8
+    ) -> None:
         self._service = service
         self._token = auth_token
         self._timeout = client_timeout
+        self._concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.callbacks_acknowledged = 0
@@ -125,7 +129,12 @@ class TwilioSide:
 
     async def start(self) -> None:
         """Open the callback client."""
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout))
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout),
+            limits=httpx.Limits(
+                max_connections=self._concurrency, max_keepalive_connections=self._concurrency
+            ),
+        )
 
     async def stop(self) -> None:
         """Cancel scheduled callbacks and close the client."""
@@ -309,7 +318,8 @@ class TwilioSide:
         for attempt in range(1, retry.max_attempts + 1):
             try:
                 assert self._client is not None
-                response = await self._client.post(url, data=form, headers=headers)
+                async with self._slots:  # at most `concurrency` callbacks in flight
+                    response = await self._client.post(url, data=form, headers=headers)
                 if 200 <= response.status_code < 300:
                     self.callbacks_acknowledged += 1
                     return

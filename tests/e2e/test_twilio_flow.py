@@ -54,7 +54,7 @@ def make_twilio(database_url: str, world: World) -> None:
         )
         seed.rows(
             "UPDATE template SET twilio_content_sid = %s WHERE workspace_id = %s RETURNING id",
-            content_sid(TEMPLATE["name"], TEMPLATE["language"]),
+            content_sid(str(TEMPLATE["name"]), str(TEMPLATE["language"])),
             world.workspace_id,
         )
 
@@ -168,11 +168,15 @@ def test_killing_a_replica_mid_twilio_run_never_sends_anyone_twice(
     with Seeder(database_url) as seed:
         rows = seed.rows("SELECT phone_e164, state, rejection_reason FROM invite_message")
     assert len(rows) == recipients
+    outcome_unknown = 0
     for phone, state, reason in rows:
         if state in ("sent", "delivered", "read"):
             assert per_recipient[phone.lstrip("+")] == 1, phone
         else:
             assert (state, reason) == ("failed", "outcome_unknown"), (phone, state, reason)
+            outcome_unknown += 1
     assert kills == 2
+    assert outcome_unknown < recipients // 4
+    print(f"kills={kills} outcome_unknown={outcome_unknown} sent={len(ledger)}")
     stats = stack.control("GET", "stats")
     assert stats["max_sends_in_any_second"] <= rate
