@@ -241,3 +241,17 @@ async def test_an_inbound_stop_adds_the_sender_to_do_not_message(
         run.workspace_id,
     )
     assert rows == sorted((phone, "inbound_stop_keyword") for phone in run.phones)
+
+
+async def test_without_a_twilio_token_the_route_is_not_served(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    settings = webhook_settings(database_url, dispatch.target)
+    deps = WebhookDeps(
+        make_engine(database_url, pool_size=2), aio.insecure_channel(dispatch.target)
+    )
+    async with TestClient(TestServer(create_app(settings, deps))) as meta_only:
+        form = {"MessageSid": "SM1", "MessageStatus": "read"}
+        signature = RequestValidator(TOKEN).compute_signature(PUBLIC_URL, form)
+        assert await post_signed(meta_only, form, signature=signature) == 404
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(0,)]

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from twilio.request_validator import RequestValidator
 
+from common.settings import describe_errors, split_secrets
 from common.vocabulary import ReceiptFlag
 from dispatch_service.domain.retry import ERROR_CODES, RetryClass, classify_http_error
 from dispatch_service.providers.base import Accepted, Failed, TemplateSend
@@ -21,6 +24,8 @@ from dispatch_service.providers.twilio import (
     parse_response,
     status_callback_url,
 )
+from dispatch_service.settings import DispatchSettings
+from webhook_service.settings import WebhookSettings
 from webhook_service.twilio import (
     matches,
     normalise_twilio,
@@ -229,3 +234,67 @@ def test_answers_are_classified_with_the_one_error_table() -> None:
     assert error(503, 21211).retry_class is RetryClass.AMBIGUOUS
     assert parse_response(201, b"{}").retry_class is RetryClass.AMBIGUOUS
     assert classify_http_error(502, None).retry_class is RetryClass.AMBIGUOUS
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+BASE: dict[str, Any] = {
+    "database_url": "postgresql://u@h/db",
+    "dispatch_ingestor_token": "ingestor-token-1",
+}
+
+
+def _dispatch(**extra: str) -> DispatchSettings:
+    values: dict[str, Any] = {
+        **BASE,
+        "dispatch_backend_tokens": "backend-token-1",
+        "whatsapp_access_token": "access-token-1",
+        "whatsapp_phone_number_id": "1",
+        **extra,
+    }
+    return DispatchSettings(**values)
+
+
+def _webhook(**extra: str) -> WebhookSettings:
+    values: dict[str, Any] = {
+        **BASE,
+        "whatsapp_app_secret": "app-secret-1",
+        "whatsapp_verify_token": "verify-1",
+        **extra,
+    }
+    return WebhookSettings(**values)
+
+
+def test_twilio_is_optional_and_complete_when_configured() -> None:
+    assert _dispatch().twilio_auth_token is None
+    assert _webhook().twilio_auth_token is None
+    url = "https://hooks.example.org/webhooks/twilio"
+    dispatch = _dispatch(twilio_auth_token="tok-one,tok-two", twilio_status_callback_url=url)
+    assert dispatch.twilio_auth_token is not None
+    assert split_secrets(dispatch.twilio_auth_token) == ["tok-one", "tok-two"]
+    assert _webhook(twilio_auth_token="tok-one", twilio_webhook_url=url).twilio_webhook_url == url
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"twilio_auth_token": "tok-one"},  # no callback URL
+        {"twilio_auth_token": "tok-one", "twilio_status_callback_url": "ftp://h/x"},
+        {"twilio_auth_token": "tok-one", "twilio_status_callback_url": "https://my_host/x"},
+        {"twilio_auth_token": "changeme", "twilio_status_callback_url": "https://h.example/x"},
+        {"twilio_auth_token": "tok-one,", "twilio_status_callback_url": "https://h.example/x"},
+    ],
+)
+def test_incomplete_twilio_settings_stop_start_up_without_printing_the_token(
+    extra: dict[str, str],
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _dispatch(**extra)
+    message = describe_errors(caught.value)
+    assert "tok-one" not in message
+    assert "changeme" not in message
+
+
+def test_the_ingestor_needs_the_public_url_with_a_token() -> None:
+    with pytest.raises(ValidationError):
+        _webhook(twilio_auth_token="tok-one")
