@@ -298,3 +298,40 @@ def test_incomplete_twilio_settings_stop_start_up_without_printing_the_token(
 def test_the_ingestor_needs_the_public_url_with_a_token() -> None:
     with pytest.raises(ValidationError):
         _webhook(twilio_auth_token="tok-one")
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (httpx.ConnectError("refused"), RetryClass.TRANSIENT),
+        (httpx.ConnectTimeout("slow connect"), RetryClass.TRANSIENT),
+        (httpx.ReadTimeout("no answer"), RetryClass.AMBIGUOUS),
+        (httpx.RemoteProtocolError("dropped"), RetryClass.AMBIGUOUS),
+    ],
+)
+async def test_transport_failures_are_transient_only_before_the_request_left(
+    raised: Exception, expected: RetryClass
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise raised
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        provider = TwilioProvider(
+            client,
+            base_url="https://api.twilio.example",
+            auth_token="tok",
+            status_callback_url="https://h.example/webhooks/twilio",
+        )
+        send = TemplateSend(uuid.uuid4(), "whatsapp:+1555", "+15551234567", "t", "en", ())
+        outcome = await provider.send_template_via(
+            send, TwilioRoute("AC1", "whatsapp:+1555", "HX1")
+        )
+    assert isinstance(outcome, Failed)
+    assert outcome.retry_class is expected
+    (request,) = seen
+    assert request.url.path == "/2010-04-01/Accounts/AC1/Messages.json"
+    assert request.headers["Authorization"].startswith("Basic ")
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
