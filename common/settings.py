@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,17 @@ SecretList = Annotated[SecretStr, AfterValidator(_secret_list)]
 def split_secrets(value: SecretStr) -> list[str]:
     """The individual secrets of a `SecretList`."""
     return [p.strip() for p in value.get_secret_value().split(",") if p.strip()]
+
+
+def public_callback_url(name: str, url: str) -> str:
+    """A URL a provider can call back (Twilio: http(s), a host without underscores), stripped;
+    raises ValueError naming `name` otherwise."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http(s) URL when Twilio is configured")
+    if "_" in parts.hostname:
+        raise ValueError(f"{name}: Twilio refuses host names with underscores")
+    return url.strip()
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -79,6 +79,14 @@ class DnmSource(StrEnum):
     USER_PREFERENCES_STOP = "user_preferences_stop"
     INBOUND_STOP_KEYWORD = "inbound_stop_keyword"
     PROVIDER_ERROR_131050 = "provider_error_131050"
+    PROVIDER_ERROR_21610 = "provider_error_21610"
+
+
+class SenderProvider(StrEnum):
+    """Which provider a workspace sends through (and a webhook receipt came from)."""
+
+    META = "meta"
+    TWILIO = "twilio"
 
 
 class ImportSource(StrEnum):

@@ -12,9 +12,12 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db.engine import make_engine, make_sessions
+from common.settings import split_secrets
 from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
 from dispatch_service.providers.base import Provider
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
+from dispatch_service.providers.routing import RoutingProvider
+from dispatch_service.providers.twilio import TwilioProvider
 from dispatch_service.settings import DispatchSettings, SendSettings
 
 log = logging.getLogger(__name__)
@@ -104,12 +107,34 @@ def pool_size(settings: SendSettings) -> int:
     return max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
 
 
+def build_twilio_provider(
+    settings: SendSettings, client: httpx.AsyncClient
+) -> TwilioProvider | None:
+    """The Twilio provider over the same client, or None when TWILIO_AUTH_TOKEN is unset."""
+    if settings.twilio_auth_token is None:
+        return None
+    return TwilioProvider(
+        client,
+        base_url=settings.twilio_api_base_url,
+        auth_token=split_secrets(settings.twilio_auth_token)[0],
+        status_callback_url=settings.twilio_status_callback_url,
+    )
+
+
+def build_sending_provider(
+    settings: SendSettings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[RoutingProvider, httpx.AsyncClient]:
+    """The provider a sending process uses: each sender's own (Meta or Twilio) over one client."""
+    meta, client = build_provider(settings)
+    return RoutingProvider(sessions, meta, build_twilio_provider(settings, client)), client
+
+
 def build_deps(settings: DispatchSettings) -> Deps:
     """The production dependencies: one engine, one HTTP client, the provider, the dispatcher."""
     pool = pool_size(settings)
     engine = make_engine(settings.database_url, pool_size=pool)
     sessions = make_sessions(engine)
-    provider, client = build_provider(settings)
+    provider, client = build_sending_provider(settings, sessions)
     dispatcher = (
         Dispatcher(sessions, provider, DispatcherConfig.from_settings(settings))
         if settings.dispatcher_enabled

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from common.settings import Secret, SecretList, ServiceSettings
+from common.settings import Secret, SecretList, ServiceSettings, public_callback_url
 
 
 class SendSettings(ServiceSettings):
@@ -27,6 +27,17 @@ class SendSettings(ServiceSettings):
 
     whatsapp_access_token: Secret
     """WHATSAPP_ACCESS_TOKEN: the system-user token used to send messages."""
+
+    twilio_auth_token: SecretList | None = None
+    """TWILIO_AUTH_TOKEN: Twilio auth token(s), comma-separated; the first signs API calls.
+    Unset: this deployment sends nothing through Twilio (Twilio senders' runs pause)."""
+
+    twilio_api_base_url: str = "https://api.twilio.com"
+    """TWILIO_API_BASE_URL: the Twilio REST API origin (the sandbox's URL locally)."""
+
+    twilio_status_callback_url: str = ""
+    """TWILIO_STATUS_CALLBACK_URL: the public URL of the ingestor's /webhooks/twilio, sent as
+    every message's StatusCallback (required with TWILIO_AUTH_TOKEN; no underscores in the host)."""
 
     whatsapp_parameter_format: Literal["positional", "named"] = "positional"
     """WHATSAPP_PARAMETER_FORMAT: `positional` ({{1}} templates) or `named` (send each body
@@ -99,6 +110,14 @@ class SendSettings(ServiceSettings):
 
     dispatcher_reconcile_seconds: float = Field(default=1.0, gt=0, le=300)
     """DISPATCHER_RECONCILE_SECONDS: how often runs are completed and unknown outcomes failed."""
+
+    @model_validator(mode="after")
+    def _twilio_complete(self) -> SendSettings:
+        if self.twilio_auth_token is not None:
+            self.twilio_status_callback_url = public_callback_url(
+                "TWILIO_STATUS_CALLBACK_URL", self.twilio_status_callback_url
+            )
+        return self
 
     @field_validator("whatsapp_api_version")
     @classmethod

@@ -12,9 +12,12 @@ from sandbox.control import ControlRoutes
 from sandbox.graph import GraphRoutes
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.service import SandboxService
+from sandbox.twilio import TwilioSide
 
 SANDBOX = web.AppKey("sandbox", SandboxService)
 """The app's :class:`SandboxService`, for embedding and tests."""
+TWILIO = web.AppKey("twilio", TwilioSide)
+"""The app's Twilio side, when SANDBOX_TWILIO_AUTH_TOKEN is set."""
 
 
 def create_app(
@@ -39,6 +42,22 @@ def create_app(
     if settings.control_enabled:
         app.router.add_routes(ControlRoutes(service).routes())
     app.cleanup_ctx.append(_webhook_delivery(settings, http_client))
+    if settings.twilio_auth_token is not None:
+        twilio = TwilioSide(
+            service,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.webhook_timeout_seconds,
+            settings.webhook_concurrency,
+        )
+        app[TWILIO] = twilio
+        app.router.add_routes(twilio.routes())
+
+        async def twilio_callbacks(app: web.Application) -> AsyncIterator[None]:
+            await twilio.start()
+            yield
+            await twilio.stop()
+
+        app.cleanup_ctx.append(twilio_callbacks)
     return app
 
 

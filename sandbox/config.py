@@ -25,6 +25,10 @@ class SandboxSettings(BaseSettings):
     app_secret: SecretStr = Field(min_length=1)
     """Key of the HMAC-SHA256 in ``X-Hub-Signature-256`` on every webhook POST."""
 
+    twilio_auth_token: SecretStr | None = None
+    """The Twilio auth token: basic-auth password of the Messages API and key of the
+    X-Twilio-Signature on status callbacks. Unset: the sandbox does not play Twilio."""
+
     callback_url: str | None = None
     """Webhook URL (e.g. ``http://127.0.0.1:8080/webhooks/whatsapp``); unset = no webhooks."""
 

@@ -23,6 +23,15 @@ from webhook_service.inbox import ReceiptWriter
 from webhook_service.metrics import POST_SECONDS, POSTS
 from webhook_service.settings import WebhookSettings
 from webhook_service.signature import Verdict, matches, parse_signature
+from webhook_service.twilio import (
+    FORM_CONTENT_TYPE,
+    SIGNATURE_HEADER,
+    TWILIO_WEBHOOK_PATH,
+    parse_form,
+    receipt_body,
+    request_url,
+)
+from webhook_service.twilio import matches as twilio_matches
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,7 @@ class Deps:
 SETTINGS = web.AppKey("settings", WebhookSettings)
 DEPS = web.AppKey("deps", Deps)
 APP_SECRETS = web.AppKey("app_secrets", list[bytes])
+TWILIO_TOKENS = web.AppKey("twilio_tokens", list[str])
 FORWARDER = web.AppKey("forwarder", Forwarder)
 WRITER = web.AppKey("writer", ReceiptWriter)
 
@@ -143,6 +153,51 @@ async def _receive(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def receive_twilio(request: web.Request) -> web.Response:
+    """POST /webhooks/twilio: verify X-Twilio-Signature over the configured public URL and the
+    form (webhook_service.twilio), store the receipt, answer 200; forwarding is async."""
+    started = time.perf_counter()
+    try:
+        return await _receive_twilio(request)
+    finally:
+        POST_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _receive_twilio(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    limit = settings.webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _refuse(413, "too_large", "body too large")
+    presented = request.headers.get(SIGNATURE_HEADER, "").strip()
+    if not presented:
+        return _refuse(401, Verdict.MISSING.value, f"missing {SIGNATURE_HEADER}")
+    if request.content_type != FORM_CONTENT_TYPE:
+        return _refuse(415, "not_a_form", "expected an application/x-www-form-urlencoded body")
+    form = await read_bounded(request, limit)
+    if form is None:
+        return _refuse(413, "too_large", "body too large")
+    params = parse_form(form)
+    if params is None:
+        return _refuse(400, "invalid_form", "body is not a UTF-8 form")
+    url = request_url(settings.twilio_webhook_url, request.rel_url.raw_query_string)
+    tokens: list[str] = request.app[TWILIO_TOKENS]
+    if not twilio_matches(url, params, presented, tokens):
+        return _refuse(403, Verdict.MISMATCH.value, "signature does not match")
+    body = receipt_body(url, form)
+    try:
+        receipt = await request.app[WRITER].store(
+            body, hashlib.sha256(body).digest(), request.headers, provider="twilio"
+        )
+    except Exception:
+        return _refuse(503, "storage_error", "try again later")
+    if receipt is None:
+        POSTS.labels("duplicate").inc()
+    else:
+        POSTS.labels("stored").inc()
+        request.app[FORWARDER].submit(receipt)
+    return web.Response(text="<Response/>", content_type="text/xml")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -174,6 +229,8 @@ def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Appli
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
     app[SETTINGS] = settings
     app[APP_SECRETS] = [s.encode() for s in split_secrets(settings.whatsapp_app_secret)]
+    twilio_tokens = settings.twilio_auth_token
+    app[TWILIO_TOKENS] = split_secrets(twilio_tokens) if twilio_tokens is not None else []
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[DEPS] = deps or build_deps(settings)
@@ -200,6 +257,8 @@ def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Appli
     app.cleanup_ctx.append(forwarding)
     app.router.add_get(WEBHOOK_PATH, verify_subscription)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    if app[TWILIO_TOKENS]:
+        app.router.add_post(TWILIO_WEBHOOK_PATH, receive_twilio)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

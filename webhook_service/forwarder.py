@@ -44,6 +44,7 @@ from webhook_service import inbox, metrics
 from webhook_service.inbox import Receipt, Settlement
 from webhook_service.normalise import Normalised, normalise
 from webhook_service.settings import WebhookSettings
+from webhook_service.twilio import normalise_twilio
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,12 @@ class SenderCache:
         return found
 
 
+def _normalise(receipt: Receipt) -> Normalised:
+    if receipt.provider == "twilio":
+        return normalise_twilio(receipt.body, receipt.received_at)
+    return normalise(receipt.body)
+
+
 async def plan(
     db: AsyncConnection | AsyncEngine,
     receipts: Sequence[Receipt],
@@ -177,7 +184,7 @@ async def plan(
 ) -> list[Plan]:
     """Normalise receipts, bind them to workspaces and build ApplyStatus requests of at most
     `max_updates` updates each (a receipt is never split, so one may carry more)."""
-    normalised = [(r, normalise(r.body)) for r in receipts]
+    normalised = [(r, _normalise(r)) for r in receipts]
     ids = sorted({pnid for _, n in normalised for pnid in n.phone_number_ids})
     bindings = await (senders or SenderCache(ttl=0)).bindings(db, ids)
     known = set(bindings)

@@ -27,6 +27,7 @@ KEPT_HEADERS = (
     "content-length",
     "user-agent",
     "x-hub-signature-256",
+    "x-twilio-signature",
     "x-forwarded-for",
     "x-request-id",
 )
@@ -40,6 +41,8 @@ class Receipt:
     id: uuid.UUID
     body: bytes
     received_at: datetime
+    provider: str = "meta"
+    """meta (a Graph JSON body) or twilio (webhook_service.twilio.receipt_body)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +58,16 @@ class Settlement:
 
 
 INSERT_RECEIPTS = text("""
-    INSERT INTO webhook_receipt (body, body_sha256, headers, signature_verdict, state)
-    SELECT v.body, v.sha256, CAST(v.headers AS jsonb), 'valid', 'pending'
-    FROM unnest(CAST(:bodies AS bytea[]), CAST(:hashes AS bytea[]), CAST(:headers AS text[]))
-         AS v(body, sha256, headers)
+    INSERT INTO webhook_receipt (body, body_sha256, headers, signature_verdict, state, provider)
+    SELECT v.body, v.sha256, CAST(v.headers AS jsonb), 'valid', 'pending', v.provider
+    FROM unnest(CAST(:bodies AS bytea[]), CAST(:hashes AS bytea[]), CAST(:headers AS text[]),
+                CAST(:providers AS text[]))
+         AS v(body, sha256, headers, provider)
     ON CONFLICT (body_sha256) DO NOTHING
     RETURNING id, body_sha256, received_at
 """)
 CLAIM_PENDING = text("""
-    SELECT id, body, received_at FROM webhook_receipt
+    SELECT id, body, received_at, provider FROM webhook_receipt
     WHERE state = 'pending' AND received_at < now() - make_interval(secs => :min_age)
     ORDER BY attempts, received_at
     LIMIT :limit
@@ -105,6 +109,7 @@ class _Waiting:
     body: bytes
     sha256: bytes
     headers: str
+    provider: str
     done: asyncio.Future[Receipt | None]
 
 
@@ -140,10 +145,12 @@ class ReceiptWriter:
                 item.done.set_exception(ConnectionError("the receipt writer stopped"))
         self._waiting = []
 
-    async def store(self, body: bytes, sha256: bytes, headers: Mapping[str, str]) -> Receipt | None:
+    async def store(
+        self, body: bytes, sha256: bytes, headers: Mapping[str, str], provider: str = "meta"
+    ) -> Receipt | None:
         """Store a verified body once committed; None when the same body is already stored."""
         done: asyncio.Future[Receipt | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(body, sha256, kept_headers(headers), done))
+        self._waiting.append(_Waiting(body, sha256, kept_headers(headers), provider, done))
         self._wake.set()
         return await done
 
@@ -190,6 +197,7 @@ class ReceiptWriter:
                         "bodies": [item.body for item in batch],
                         "hashes": [item.sha256 for item in batch],
                         "headers": [item.headers for item in batch],
+                        "providers": [item.provider for item in batch],
                     },
                 )
                 stored = {bytes(row.body_sha256): row for row in result}
@@ -202,7 +210,11 @@ class ReceiptWriter:
         for item in batch:
             row = stored.pop(item.sha256, None)  # a second identical body in the batch: None
             if not item.done.done():
-                receipt = Receipt(row.id, item.body, row.received_at) if row is not None else None
+                receipt = (
+                    Receipt(row.id, item.body, row.received_at, item.provider)
+                    if row is not None
+                    else None
+                )
                 item.done.set_result(receipt)
 
 
@@ -215,7 +227,7 @@ async def claim_pending(
     NO KEY UPDATE, not UPDATE: while the lock is held, ApplyStatus (another connection) inserts
     status events referencing these receipts, which takes KEY SHARE locks on them."""
     rows = await conn.execute(CLAIM_PENDING, {"limit": limit, "min_age": min_age_seconds})
-    return [Receipt(row.id, bytes(row.body), row.received_at) for row in rows]
+    return [Receipt(row.id, bytes(row.body), row.received_at, row.provider) for row in rows]
 
 
 async def sender_bindings(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from common.settings import Secret, SecretList, ServiceSettings
+from common.settings import Secret, SecretList, ServiceSettings, public_callback_url
 
 
 class WebhookSettings(ServiceSettings):
@@ -27,6 +27,14 @@ class WebhookSettings(ServiceSettings):
 
     whatsapp_verify_token: Secret
     """WHATSAPP_VERIFY_TOKEN: the token Meta echoes in the GET verification handshake."""
+
+    twilio_auth_token: SecretList | None = None
+    """TWILIO_AUTH_TOKEN: Twilio auth token(s) for X-Twilio-Signature, comma-separated
+    (rotation). Unset: POST /webhooks/twilio is not served."""
+
+    twilio_webhook_url: str = ""
+    """TWILIO_WEBHOOK_URL: the public URL Twilio calls for /webhooks/twilio, exactly as given
+    to Twilio (the signature covers it; required with TWILIO_AUTH_TOKEN)."""
 
     webhook_max_body_bytes: int = Field(default=3_500_000, ge=1024)
     """WEBHOOK_MAX_BODY_BYTES: larger POST bodies get 413 (Meta sends up to 3 MB)."""
@@ -70,3 +78,10 @@ class WebhookSettings(ServiceSettings):
     """WEBHOOK_SWEEP_MIN_AGE_SECONDS: the sweeper leaves receipts younger than this to the
     forwarder of the ingestor that stored them (unless calls are failing: then it takes all).
     Keep it above attempts x deadline so a slow call is not duplicated by a sweep."""
+
+    @model_validator(mode="after")
+    def _twilio_complete(self) -> WebhookSettings:
+        if self.twilio_auth_token is not None:
+            url = public_callback_url("TWILIO_WEBHOOK_URL", self.twilio_webhook_url)
+            self.twilio_webhook_url = url.split("?", 1)[0]
+        return self

@@ -35,6 +35,15 @@ DEMO_TEMPLATE = "event_invitation"
 DEMO_LANGUAGE = "en_US"
 DEMO_VARIABLES = ("guest_name", "event_name")
 DEMO_DNM_PHONE = "+12025550119"  # a household contact in the sample CSV
+PROVIDERS = ("meta", "twilio")
+# The Twilio demo workspace: a made-up account and WhatsApp sender (the sandbox accepts any).
+DEMO_TWILIO_ACCOUNT_SID = "AC" + "d" * 32
+DEMO_TWILIO_SENDER = "whatsapp:+15550783881"
+
+
+def demo_file(provider: str) -> str:
+    """demo.json for the Meta workspace, demo-twilio.json for the Twilio one."""
+    return DEMO_FILE if provider == "meta" else f"demo-{provider}.json"
 
 
 @dataclass
@@ -48,16 +57,16 @@ class Demo:
     event_id: str
     template_id: str
 
-    def save(self, state_dir: Path) -> None:
+    def save(self, state_dir: Path, provider: str = "meta") -> None:
         """Write demo.json (owner-readable only: it holds a local token)."""
-        path = state_dir / DEMO_FILE
+        path = state_dir / demo_file(provider)
         path.write_text(json.dumps(asdict(self), indent=2))
         path.chmod(0o600)
 
     @classmethod
-    def load(cls, state_dir: Path) -> Demo | None:
+    def load(cls, state_dir: Path, provider: str = "meta") -> Demo | None:
         """The saved demo, if any."""
-        path = state_dir / DEMO_FILE
+        path = state_dir / demo_file(provider)
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
@@ -75,6 +84,13 @@ def register(commands: Any) -> None:
     """Add `invites demo`."""
     demo = commands.add_parser("demo", help="send the demo workspace's invitations and watch them")
     add_state_dir_argument(demo, "where `invites up` keeps demo.json")
+    demo.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="meta",
+        help="send through the demo workspace of this provider (default meta; twilio: the "
+        "sandbox plays Twilio's Messages API and status callbacks)",
+    )
     demo.add_argument(
         "--settle",
         type=float,
@@ -96,19 +112,37 @@ async def _still_valid(demo: Demo) -> bool:
         await client.close()
 
 
-async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
+def _workspace_request(provider: str) -> admin_pb2.CreateWorkspaceRequest:
+    if provider == "twilio":
+        return admin_pb2.CreateWorkspaceRequest(
+            name="Demo wedding (Twilio)",
+            default_region="US",
+            admin_display_name="Demo organiser",
+            sender_provider=admin_pb2.SENDER_PROVIDER_TWILIO,
+            sender_phone_number_id=DEMO_TWILIO_SENDER,
+            twilio_account_sid=DEMO_TWILIO_ACCOUNT_SID,
+        )
+    return admin_pb2.CreateWorkspaceRequest(
+        name="Demo wedding", default_region="US", admin_display_name="Demo organiser"
+    )
+
+
+def _content_sid(provider: str) -> str:
+    if provider != "twilio":
+        return ""
+    from sandbox.twilio import content_sid  # the SID the sandbox gives the demo template
+
+    return content_sid(DEMO_TEMPLATE, DEMO_LANGUAGE)
+
+
+async def seed_demo(target: str, token: str, state_dir: Path, provider: str = "meta") -> Demo:
     """Create (or reuse) the demo workspace: admin, households, event, template, one DNM."""
-    existing = Demo.load(state_dir)
+    existing = Demo.load(state_dir, provider)
     if existing and existing.target == target and await _still_valid(existing):
         return existing
     client = Client.connect(target, token, actor="")
     try:
-        created = await client.call(
-            client.admin.CreateWorkspace,
-            admin_pb2.CreateWorkspaceRequest(
-                name="Demo wedding", default_region="US", admin_display_name="Demo organiser"
-            ),
-        )
+        created = await client.call(client.admin.CreateWorkspace, _workspace_request(provider))
         client.actor = created.admin.member_id
         await client.admin.ImportGuests(
             csv_import_requests(SAMPLE_CSV, "demo-sample-guests"),
@@ -139,6 +173,7 @@ async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
                     category=types_pb2.TEMPLATE_CATEGORY_MARKETING,
                     variables=list(DEMO_VARIABLES),
                     status=types_pb2.TEMPLATE_STATUS_APPROVED,
+                    twilio_content_sid=_content_sid(provider),
                 )
             ),
         )
@@ -158,7 +193,7 @@ async def seed_demo(target: str, token: str, state_dir: Path) -> Demo:
         event_id=event.event.event_id,
         template_id=template.template.template_id,
     )
-    demo.save(state_dir)
+    demo.save(state_dir, provider)
     return demo
 
 
@@ -222,9 +257,12 @@ async def settled_status(client: Client, run_id: str, settle: float) -> dispatch
 
 async def run_demo(args: argparse.Namespace) -> int:
     """Precheck, send and watch the demo event; end with a summary."""
-    demo = Demo.load(args.state_dir)
+    demo = Demo.load(args.state_dir, args.provider)
     if demo is None:
-        console.print(f"no demo found in {args.state_dir}: start the stack with `make up` first")
+        console.print(
+            f"no {args.provider} demo found in {args.state_dir}: start the stack with "
+            "`make up` first"
+        )
         return 2
     client = Client.connect(demo.target, demo.token, demo.actor_id)
     try:

@@ -83,7 +83,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def local_credentials(state_dir: Path) -> tuple[dict[str, str], list[str]]:
+def local_credentials(
+    state_dir: Path, names: tuple[str, ...] = GENERATED
+) -> tuple[dict[str, str], list[str]]:
     """Values for unset credentials (generated once, kept in state_dir) and their names."""
     stored_path = state_dir / "local-credentials.env"
     stored: dict[str, str] = {}
@@ -93,7 +95,7 @@ def local_credentials(state_dir: Path) -> tuple[dict[str, str], list[str]]:
             stored[key] = value
     values: dict[str, str] = {}
     generated: list[str] = []
-    for name in GENERATED:
+    for name in names:
         if os.environ.get(name):
             continue
         values[name] = stored.get(name) or f"local-{secrets.token_urlsafe(18)}"
@@ -113,7 +115,10 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
         console.print(f"starting embedded Postgres in {state_dir / 'pgdata'} ...")
         server_url = start_embedded_postgres(state_dir / "pgdata")
         env["DATABASE_URL"] = ensure_database(server_url, "invites")
-    values, generated = local_credentials(state_dir)
+    # With the sandbox, Twilio is played locally too (a generated auth token); without it, Twilio
+    # is only configured when TWILIO_AUTH_TOKEN and its URLs are set (docs/operations.md).
+    names = (*GENERATED, "TWILIO_AUTH_TOKEN") if with_sandbox else GENERATED
+    values, generated = local_credentials(state_dir, names)
     env.update(values)
     env.setdefault("DISPATCH_LISTEN", "127.0.0.1:50051")
     env.setdefault("DISPATCH_TARGET", env["DISPATCH_LISTEN"])
@@ -128,6 +133,11 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
         env.setdefault("SANDBOX_CALLBACK_URL", f"http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
         env.setdefault("SANDBOX_CONTROL_ENABLED", "true")
         env.setdefault("SANDBOX_SCENARIO", str(DEMO_SCENARIO))
+        twilio_callback = f"http://{env['WEBHOOK_LISTEN']}/webhooks/twilio"
+        env.setdefault("TWILIO_API_BASE_URL", f"http://{env['SANDBOX_LISTEN']}")
+        env.setdefault("TWILIO_STATUS_CALLBACK_URL", twilio_callback)
+        env.setdefault("TWILIO_WEBHOOK_URL", twilio_callback)
+        env.setdefault("SANDBOX_TWILIO_AUTH_TOKEN", env["TWILIO_AUTH_TOKEN"].split(",")[0])
     return env, generated
 
 
@@ -173,6 +183,8 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
     console.print("\n[bold green]invite dispatch is up[/]")
     console.print(f"  dispatch (gRPC)   {target}")
     console.print(f"  webhook ingestor  http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
+    if env.get("TWILIO_WEBHOOK_URL"):
+        console.print(f"  Twilio callbacks  {env['TWILIO_WEBHOOK_URL']}")
     if with_sandbox:
         console.print(f"  Meta sandbox      {env['WHATSAPP_API_BASE_URL']}")
     if generated:
@@ -195,7 +207,10 @@ def seed_demo_stack(env: dict[str, str], state_dir: Path) -> Demo | None:
     token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
     try:
         register_sandbox_template(env["WHATSAPP_API_BASE_URL"])
-        return asyncio.run(seed_demo(env["DISPATCH_LISTEN"], token, state_dir))
+        demo = asyncio.run(seed_demo(env["DISPATCH_LISTEN"], token, state_dir))
+        if env.get("SANDBOX_TWILIO_AUTH_TOKEN"):
+            asyncio.run(seed_demo(env["DISPATCH_LISTEN"], token, state_dir, "twilio"))
+        return demo
     except Exception as error:  # the stack is still useful without the demo data
         console.print(f"[yellow]could not seed the demo workspace: {error}[/]")
         return None
@@ -214,6 +229,7 @@ def print_demo(demo: Demo) -> None:
         f"INVITES_ACTOR={demo.actor_id}"
     )
     console.print("  .venv/bin/invites demo")
+    console.print("  .venv/bin/invites demo --provider twilio   (the sandbox plays Twilio)")
     console.print(
         f"  grpcurl -plaintext -H 'authorization: Bearer {demo.token}' "
         f"-H 'x-actor-id: {demo.actor_id}' "

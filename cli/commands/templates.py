@@ -42,6 +42,11 @@ def register(commands: Any) -> None:
     register_.add_argument(
         "--status", choices=sorted(STATUSES), default="pending", help="default: pending"
     )
+    register_.add_argument(
+        "--twilio-content-sid",
+        default="",
+        help="the Twilio Content SID (HX...) it is sent as by a Twilio workspace",
+    )
     register_.add_argument("--json", action="store_true", help="print JSON")
     status = add_command(templates, "status", "change a template's approval status", run_status)
     status.add_argument("template_id")
@@ -62,6 +67,7 @@ def show_template(title: str, template: pb.Template) -> None:
             ("category", enum_name(types_pb2.TemplateCategory, template.category)),
             ("variables", ", ".join(template.variables)),
             ("status", enum_name(types_pb2.TemplateStatus, template.status)),
+            ("twilio_content_sid", template.twilio_content_sid or "-"),
         ],
     )
 
@@ -74,6 +80,7 @@ async def run_register(client: Client, args: argparse.Namespace) -> int:
         category=CATEGORIES[args.category],
         variables=args.variable,
         status=STATUSES[args.status],
+        twilio_content_sid=args.twilio_content_sid,
     )
     reply = await client.call(
         client.admin.RegisterTemplate, pb.RegisterTemplateRequest(template=template)

@@ -25,6 +25,8 @@ ROLES = {
     "viewer": types_pb2.ROLE_VIEWER,
 }
 
+PROVIDERS = {"meta": pb.SENDER_PROVIDER_META, "twilio": pb.SENDER_PROVIDER_TWILIO}
+
 
 def register(commands: Any) -> None:
     """Add `bootstrap` and `members`."""
@@ -48,7 +50,14 @@ def register(commands: Any) -> None:
     bootstrap.add_argument(
         "--sender-phone-number-id",
         default="",
-        help="WhatsApp phone number id to send from (default: the service's)",
+        help="Meta: WhatsApp phone number id to send from (default: the service's); "
+        "Twilio: whatsapp:+E164 or a Messaging Service SID (MG...)",
+    )
+    bootstrap.add_argument(
+        "--provider", choices=sorted(PROVIDERS), default="meta", help="default: meta"
+    )
+    bootstrap.add_argument(
+        "--twilio-account-sid", default="", help="Twilio only: the account SID (AC...)"
     )
     bootstrap.add_argument("--json", action="store_true", help="print JSON")
 
@@ -72,6 +81,8 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             default_region=args.region,
             sender_phone_number_id=args.sender_phone_number_id,
             admin_display_name=args.admin_name,
+            sender_provider=PROVIDERS[args.provider],
+            twilio_account_sid=args.twilio_account_sid,
         ),
     )
     if args.json:
@@ -85,6 +96,7 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             ("name", workspace.name),
             ("default_region", workspace.default_region),
             ("sender_phone_number_id", workspace.sender_phone_number_id),
+            ("sender_provider", enum_name(pb.SenderProvider, workspace.sender_provider)),
             ("parent_admin", f"{admin.display_name} ({admin.member_id})"),
         ],
     )

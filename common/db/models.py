@@ -52,6 +52,7 @@ from common.vocabulary import (
     RejectionReason,
     Role,
     RunState,
+    SenderProvider,
     TemplateCategory,
     TemplateStatus,
 )
@@ -103,11 +104,21 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(Text)
     default_region: Mapped[str] = mapped_column(Text)
     sender_phone_number_id: Mapped[str] = mapped_column(Text, index=True)
+    """Meta: the phone number id (digits). Twilio: the sender as Twilio writes it in callbacks,
+    'whatsapp:+E164' (a From number) or a Messaging Service SID (MG...)."""
+    sender_provider: Mapped[str] = mapped_column(Text, server_default="meta")
+    twilio_account_sid: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         CheckConstraint("length(name) > 0", name="name_not_empty"),
         CheckConstraint("default_region ~ '^[A-Z]{2}$'", name="default_region_iso"),
+        one_of("sender_provider", SenderProvider),
+        CheckConstraint(
+            "sender_provider <> 'twilio' OR (twilio_account_sid ~ '^AC[0-9a-fA-F]{32}$' AND "
+            "sender_phone_number_id ~ '^(whatsapp:\\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$')",
+            name="twilio_sender",
+        ),
     )
 
 
@@ -357,10 +368,16 @@ class Template(Base):
     category: Mapped[str] = mapped_column(Text)
     variables: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     status: Mapped[str] = mapped_column(Text)
+    twilio_content_sid: Mapped[str | None] = mapped_column(Text)
+    """The Twilio Content API SID (HX...) this template is sent as through Twilio."""
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
+        CheckConstraint(
+            "twilio_content_sid IS NULL OR twilio_content_sid ~ '^HX[0-9a-fA-F]{32}$'",
+            name="twilio_content_sid_format",
+        ),
         one_of("category", TemplateCategory),
         one_of("status", TemplateStatus),
         UniqueConstraint("workspace_id", "name", "language"),
@@ -618,6 +635,8 @@ class WebhookReceipt(Base):
     body_sha256: Mapped[bytes] = mapped_column(LargeBinary)
     headers: Mapped[dict[str, str]] = mapped_column(JSONB, server_default="{}")
     signature_verdict: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text, server_default="meta")
+    """meta: a Graph JSON body; twilio: a form-encoded Twilio callback."""
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     workspace_id: Mapped[uuid.UUID | None] = _fk("workspace.id", nullable=True)
     state: Mapped[str] = mapped_column(Text)
@@ -630,6 +649,7 @@ class WebhookReceipt(Base):
     __table_args__ = (
         UniqueConstraint("body_sha256"),
         one_of("state", ReceiptState),
+        one_of("provider", SenderProvider, name="provider_valid"),
         one_of("flag", ReceiptFlag),
         CheckConstraint("signature_verdict = 'valid'", name="signature_verdict_valid"),
         Index(

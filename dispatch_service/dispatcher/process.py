@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.db.engine import make_engine, make_sessions
 from common.observability import start_metrics_server
-from dispatch_service.bootstrap import build_provider, finish_dispatcher, pool_size
+from dispatch_service.bootstrap import build_sending_provider, finish_dispatcher, pool_size
 from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
 from dispatch_service.server import track_database_health
 from dispatch_service.settings import WorkerSettings
@@ -54,10 +54,9 @@ async def run_worker(settings: WorkerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     engine = make_engine(settings.database_url, pool_size=pool_size(settings))
-    provider, client = build_provider(settings)
-    dispatcher = Dispatcher(
-        make_sessions(engine), provider, DispatcherConfig.from_settings(settings)
-    )
+    sessions = make_sessions(engine)
+    provider, client = build_sending_provider(settings, sessions)
+    dispatcher = Dispatcher(sessions, provider, DispatcherConfig.from_settings(settings))
     server, health_servicer, port = build_health_server(settings.dispatcher_health_listen)
     await server.start()
     log.info("send worker health on %s (port %d)", settings.dispatcher_health_listen, port)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import DnmSource
 from dispatch_service.dispatcher.claims import ClaimedMessage
 from dispatch_service.dispatcher.metrics import RETRIES, RUN_TRANSITIONS, SENDS
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
@@ -152,12 +151,13 @@ def _plan_failure(
         writes.exhausted.append(row)
     elif decision.step is NextStep.FAIL_REJECTED:
         writes.rejected.append(row)
-        if failed.adds_do_not_message:
+        source = classify_code(failed.error_code).opt_out if failed.error_code else None
+        if source is not None:
             writes.opt_outs.append(
                 provider_opt_out(
                     message.run.sender,
                     message.phone_e164,
-                    DnmSource.PROVIDER_ERROR_131050,
+                    source,
                     message_id=message.id,
                     run_id=message.run.id,
                 )

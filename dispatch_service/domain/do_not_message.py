@@ -39,6 +39,7 @@ SCOPE_OF: Mapping[DnmSource, DnmScope] = {
     DnmSource.USER_PREFERENCES_STOP: DnmScope.SENDER_NUMBER,
     DnmSource.INBOUND_STOP_KEYWORD: DnmScope.SENDER_NUMBER,
     DnmSource.PROVIDER_ERROR_131050: DnmScope.SENDER_NUMBER,
+    DnmSource.PROVIDER_ERROR_21610: DnmScope.SENDER_NUMBER,
 }
 """The scope rule, by source (a test keeps it total over DnmSource)."""
 
@@ -46,6 +47,7 @@ AUTOMATIC_REASONS: Mapping[DnmSource, str] = {
     DnmSource.USER_PREFERENCES_STOP: "the user stopped marketing messages in WhatsApp",
     DnmSource.INBOUND_STOP_KEYWORD: "the user replied with a stop keyword",
     DnmSource.PROVIDER_ERROR_131050: "Meta error 131050: the user stopped marketing messages",
+    DnmSource.PROVIDER_ERROR_21610: "Twilio error 21610: the recipient opted out of this sender",
 }
 """The reason recorded on entries no person wrote (an operator gives their own)."""
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
+from common.vocabulary import ApplyOutcome, DnmSource, MessageState, RejectionReason
 from dispatch_service.domain.retry import classify_code
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -172,8 +172,14 @@ def replay(
     return message, outcomes
 
 
+def opt_out_source(status: ProviderStatus) -> DnmSource | None:
+    """The Do-Not-Message source of a failed status whose error the error table says is an
+    opt-out (Meta 131050, Twilio 21610), else None."""
+    if status.status != FAILED:
+        return None
+    return next((s for e in status.errors if (s := classify_code(e.code).opt_out)), None)
+
+
 def opts_out(status: ProviderStatus) -> bool:
-    """A failed status whose error the error table says means an opt-out (131050)."""
-    return status.status == FAILED and any(
-        classify_code(e.code).adds_do_not_message for e in status.errors
-    )
+    """A failed status whose error means an opt-out."""
+    return opt_out_source(status) is not None

@@ -32,8 +32,10 @@ understand risks duplicates, and a human can start a new run.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+
+from common.vocabulary import DnmSource
 
 
 class RetryClass(StrEnum):
@@ -49,14 +51,20 @@ class RetryClass(StrEnum):
 
 @dataclass(frozen=True)
 class CodeRule:
-    """How one Meta error code is handled."""
+    """How one provider error code (Meta's or Twilio's) is handled."""
 
     retry_class: RetryClass
     meaning: str
     lowers_rate: bool = False
     """130429: the sender's shared rate is lowered and backs off."""
-    adds_do_not_message: bool = False
-    """131050: the recipient stopped marketing messages; the phone joins do-not-message."""
+    opt_out: DnmSource | None = None
+    """131050 (Meta) and 21610 (Twilio): the recipient opted out; the phone joins Do-Not-Message
+    with this source."""
+
+    @property
+    def adds_do_not_message(self) -> bool:
+        """Whether the code means the recipient opted out."""
+        return self.opt_out is not None
 
 
 T, R, TERM, H = (
@@ -103,7 +111,9 @@ ERROR_CODES: dict[int, CodeRule] = {
     131048: CodeRule(H, "spam rate limit: check the number's quality"),
     131049: CodeRule(TERM, "per-user marketing cap: not delivered (try after 24 h)"),
     131050: CodeRule(
-        TERM, "user stopped marketing messages from this business", adds_do_not_message=True
+        TERM,
+        "user stopped marketing messages from this business",
+        opt_out=DnmSource.PROVIDER_ERROR_131050,
     ),
     131051: CodeRule(TERM, "unsupported message type"),
     131053: CodeRule(TERM, "media upload failed"),
@@ -119,7 +129,32 @@ ERROR_CODES: dict[int, CodeRule] = {
     132015: CodeRule(H, "template paused for low quality"),
     132016: CodeRule(H, "template permanently disabled"),
     133010: CodeRule(H, "phone number not registered on the platform"),
+    # Twilio (reference meta-2026-and-twilio §6.6). Its codes never collide with Meta's, so
+    # both providers share this one table; the HTTP rule (5xx ambiguous) is the same.
+    20003: CodeRule(H, "Twilio: authentication failed (account SID or auth token)"),
+    20404: CodeRule(H, "Twilio: account or resource not found"),
+    20429: CodeRule(T, "Twilio: too many concurrent requests", lowers_rate=True),
+    21211: CodeRule(TERM, "Twilio: invalid 'To' phone number"),
+    21408: CodeRule(TERM, "Twilio: region not enabled for this account"),
+    21610: CodeRule(
+        TERM,
+        "Twilio: the recipient opted out of this sender (STOP)",
+        opt_out=DnmSource.PROVIDER_ERROR_21610,
+    ),
+    21655: CodeRule(H, "Twilio: the ContentSid is invalid"),
+    30008: CodeRule(TERM, "Twilio: unknown delivery error"),
+    63003: CodeRule(TERM, "Twilio: channel could not find the To address"),
+    63014: CodeRule(TERM, "Twilio: blocked by the user (block or consent withdrawn)"),
+    63016: CodeRule(TERM, "Twilio: free-form message outside the 24 h window (use ContentSid)"),
+    63018: CodeRule(T, "Twilio: rate limit exceeded for this sender", lowers_rate=True),
+    63024: CodeRule(TERM, "Twilio: invalid recipient (not on WhatsApp, old client, ToS)"),
+    63028: CodeRule(H, "Twilio: ContentVariables do not match the template's placeholders"),
+    63032: CodeRule(TERM, "Twilio: user is in a marketing-message experiment"),
 }
+# 63049 is Meta's 131049 seen through Twilio: whatever 131049 does, 63049 does.
+ERROR_CODES[63049] = replace(
+    ERROR_CODES[131049], meaning="Twilio: Meta declined a marketing message (per-user cap)"
+)
 
 _PERMISSION_RANGE = range(200, 300)
 UNKNOWN_CODE = CodeRule(TERM, "unknown error code")

@@ -21,6 +21,7 @@ from common.vocabulary import (
     ImportRowOutcome,
     ImportSource,
     Role,
+    SenderProvider,
     TemplateCategory,
     TemplateStatus,
 )
@@ -51,6 +52,7 @@ PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
     AudienceMode: (pb.AudienceMode, "AUDIENCE_MODE_"),
     ImportSource: (pb.ImportSource, "IMPORT_SOURCE_"),
     ImportRowOutcome: (pb.ImportRowOutcome, "IMPORT_ROW_OUTCOME_"),
+    SenderProvider: (pb.SenderProvider, "SENDER_PROVIDER_"),
 }
 
 
@@ -106,6 +108,8 @@ def workspace_pb(workspace: WorkspaceView) -> pb.Workspace:
         name=workspace.name,
         default_region=workspace.default_region,
         sender_phone_number_id=workspace.sender_phone_number_id,
+        sender_provider=to_proto_enum(workspace.sender_provider, SenderProvider),
+        twilio_account_sid=workspace.twilio_account_sid or "",
     )
 
 
@@ -183,6 +187,7 @@ def template_pb(template: TemplateView) -> pb.Template:
         category=to_proto_enum(template.category, TemplateCategory),
         variables=list(template.variables),
         status=to_proto_enum(template.status, TemplateStatus),
+        twilio_content_sid=template.twilio_content_sid or "",
     )
 
 

@@ -14,7 +14,7 @@ from grpc import aio
 
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
-from common.vocabulary import ImportSource, Role, TemplateCategory, TemplateStatus
+from common.vocabulary import ImportSource, Role, SenderProvider, TemplateCategory, TemplateStatus
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.grpc_api import admin_mapping as m
@@ -42,6 +42,10 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             sender_phone_number_id=request.sender_phone_number_id,
             admin_display_name=request.admin_display_name,
             default_sender_phone_number_id=self.deps.settings.whatsapp_phone_number_id,
+            sender_provider=m.from_proto_enum(
+                SenderProvider, request.sender_provider, "sender_provider"
+            ),
+            twilio_account_sid=request.twilio_account_sid,
         )
         workspace, admin = await workspaces.create_workspace(self.sessions, command)
         return pb.CreateWorkspaceResponse(
@@ -133,6 +137,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             category=m.from_proto_enum(TemplateCategory, given.category, "template.category"),
             variables=tuple(given.variables),
             status=m.from_proto_enum(TemplateStatus, given.status, "template.status"),
+            twilio_content_sid=given.twilio_content_sid,
         )
         template = await templates.register_template(self.sessions, actor_id(context), command)
         return pb.RegisterTemplateResponse(template=m.template_pb(template))

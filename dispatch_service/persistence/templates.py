@@ -22,6 +22,7 @@ async def insert_template(
     category: TemplateCategory,
     variables: list[str],
     status: TemplateStatus,
+    twilio_content_sid: str | None = None,
 ) -> Template | None:
     """The new template, or None when the workspace already has this name + language."""
     template_id = await session.scalar(
@@ -34,6 +35,7 @@ async def insert_template(
             category=category.value,
             variables=variables,
             status=status.value,
+            twilio_content_sid=twilio_content_sid,
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "name", "language"])
         .returning(Template.id)

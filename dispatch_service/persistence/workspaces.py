@@ -14,7 +14,13 @@ from dispatch_service.errors import NotFound
 
 
 async def insert_workspace(
-    session: AsyncSession, *, name: str, default_region: str, sender_phone_number_id: str
+    session: AsyncSession,
+    *,
+    name: str,
+    default_region: str,
+    sender_phone_number_id: str,
+    sender_provider: str = "meta",
+    twilio_account_sid: str | None = None,
 ) -> Workspace:
     """A new workspace (flushed, so it has its id)."""
     workspace = Workspace(
@@ -22,6 +28,8 @@ async def insert_workspace(
         name=name,
         default_region=default_region,
         sender_phone_number_id=sender_phone_number_id,
+        sender_provider=sender_provider,
+        twilio_account_sid=twilio_account_sid,
     )
     session.add(workspace)
     await session.flush()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import ApplyOutcome, DnmSource
+from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
-from dispatch_service.domain.lifecycle import StatusUpdate, opts_out
+from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
 from dispatch_service.domain.stop_keywords import (
     InboundText,
     PreferenceUpdate,
@@ -86,14 +86,15 @@ def collect_opt_outs(
     """
     opt_outs: list[DoNotMessageRequest] = []
     for update, application in zip(command.statuses, applications, strict=True):
-        if application.outcome is ApplyOutcome.DUPLICATE or not opts_out(update.report):
+        source = opt_out_source(update.report)
+        if application.outcome is ApplyOutcome.DUPLICATE or source is None:
             continue
         phones = {phone_from_wa_id(update.recipient_id), application.message_phone}
         opt_outs.extend(
             provider_opt_out(
                 update.phone_number_id,
                 phone,
-                DnmSource.PROVIDER_ERROR_131050,
+                source,
                 receipt_id=update.receipt_id,
             )
             for phone in sorted(p for p in phones if p)

@@ -25,6 +25,7 @@ from dispatch_service.use_cases.acting import READERS, acting
 # languages are codes like "en", "en_US", "pt_BR", "zh_HK".
 TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
+CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 MAX_VARIABLE = 100
 MAX_VARIABLES = 100
 
@@ -38,6 +39,8 @@ class NewTemplate:
     category: TemplateCategory
     variables: tuple[str, ...]
     status: TemplateStatus
+    twilio_content_sid: str | None = None
+    """The Twilio Content SID it is sent as by Twilio workspaces."""
 
 
 def _variable_violations(variables: tuple[str, ...]) -> list[FieldViolation]:
@@ -66,9 +69,15 @@ def new_template(
     category: TemplateCategory | None,
     variables: tuple[str, ...],
     status: TemplateStatus | None,
+    twilio_content_sid: str = "",
 ) -> NewTemplate:
     """Validate a RegisterTemplate request; an unset status registers it as PENDING."""
     violations = []
+    content_sid = twilio_content_sid.strip()
+    if content_sid and not CONTENT_SID.match(content_sid):
+        violations.append(
+            FieldViolation("template.twilio_content_sid", "must be HX followed by 32 hex digits")
+        )
     if not TEMPLATE_NAME.match(name):
         violations.append(
             FieldViolation("template.name", "must be lowercase letters, digits and underscores")
@@ -88,6 +97,7 @@ def new_template(
         category=category,
         variables=tuple(v.strip() for v in variables),
         status=status or TemplateStatus.PENDING,
+        twilio_content_sid=content_sid or None,
     )
 
 
@@ -104,6 +114,7 @@ async def register_template(
             category=command.category,
             variables=list(command.variables),
             status=command.status,
+            twilio_content_sid=command.twilio_content_sid,
         )
         if template is None:
             raise AlreadyExists(
@@ -123,6 +134,7 @@ async def register_template(
                 "category": template.category,
                 "variables": list(template.variables),
                 "status": template.status,
+                "twilio_content_sid": template.twilio_content_sid,
             },
         )
     return template

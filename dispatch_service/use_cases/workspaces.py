@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import Membership, Workspace
-from common.vocabulary import Role
+from common.vocabulary import Role, SenderProvider
 from dispatch_service.domain.actors import SENDERS
 from dispatch_service.domain.phones import is_supported_region
 from dispatch_service.errors import FailedPrecondition, FieldViolation, InvalidArgument
@@ -31,6 +31,8 @@ from dispatch_service.use_cases.acting import READERS, acting
 
 MAX_NAME = 200
 PHONE_NUMBER_ID = re.compile(r"^[0-9]{1,64}$")
+TWILIO_SENDER = re.compile(r"^(whatsapp:\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$")
+TWILIO_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 MEMBER_MANAGERS = SENDERS  # parent_admin only
 
 
@@ -42,6 +44,8 @@ class NewWorkspace:
     default_region: str
     sender_phone_number_id: str
     admin_display_name: str
+    sender_provider: SenderProvider = SenderProvider.META
+    twilio_account_sid: str | None = None
 
 
 def text_violation(field: str, value: str, *, required: bool = True) -> FieldViolation | None:
@@ -60,10 +64,16 @@ def new_workspace(
     sender_phone_number_id: str,
     admin_display_name: str,
     default_sender_phone_number_id: str,
+    sender_provider: SenderProvider | None = None,
+    twilio_account_sid: str = "",
 ) -> NewWorkspace:
-    """Validate a CreateWorkspace request; the sender defaults to the service's own number id."""
+    """Validate a CreateWorkspace request; a Meta sender defaults to the service's own number
+    id; a Twilio one needs its sender and account SID."""
     region = default_region.strip().upper()
-    sender = sender_phone_number_id.strip() or default_sender_phone_number_id
+    provider = sender_provider or SenderProvider.META
+    twilio = provider is SenderProvider.TWILIO
+    sender = sender_phone_number_id.strip() or ("" if twilio else default_sender_phone_number_id)
+    account = twilio_account_sid.strip()
     violations = [
         v
         for v in (
@@ -76,13 +86,37 @@ def new_workspace(
         violations.append(
             FieldViolation("default_region", "must be an ISO 3166 region code such as US or GB")
         )
-    if not PHONE_NUMBER_ID.match(sender):
-        violations.append(
-            FieldViolation("sender_phone_number_id", "must be a WhatsApp phone number id (digits)")
-        )
+    if twilio:
+        if not TWILIO_SENDER.match(sender):
+            violations.append(
+                FieldViolation(
+                    "sender_phone_number_id",
+                    "a Twilio sender is whatsapp:+E164 or a Messaging Service SID (MG...)",
+                )
+            )
+        if not TWILIO_ACCOUNT_SID.match(account):
+            violations.append(
+                FieldViolation("twilio_account_sid", "must be AC followed by 32 hex digits")
+            )
+    else:
+        if not PHONE_NUMBER_ID.match(sender):
+            violations.append(
+                FieldViolation(
+                    "sender_phone_number_id", "must be a WhatsApp phone number id (digits)"
+                )
+            )
+        if account:
+            violations.append(FieldViolation("twilio_account_sid", "only for Twilio senders"))
     if violations:
         raise InvalidArgument(*violations)
-    return NewWorkspace(name.strip(), region, sender, admin_display_name.strip())
+    return NewWorkspace(
+        name.strip(),
+        region,
+        sender,
+        admin_display_name.strip(),
+        provider,
+        account if twilio else None,
+    )
 
 
 async def create_workspace(
@@ -95,6 +129,8 @@ async def create_workspace(
             name=command.name,
             default_region=command.default_region,
             sender_phone_number_id=command.sender_phone_number_id,
+            sender_provider=command.sender_provider.value,
+            twilio_account_sid=command.twilio_account_sid,
         )
         admin = await insert_member(
             session,

@@ -21,7 +21,9 @@ def test_up_serves_everything_on_an_embedded_postgres_and_stops_on_ctrl_c(tmp_pa
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "DISPATCH_", "WHATSAPP_", "SANDBOX_", "WEBHOOK_"))
+        if not k.startswith(
+            ("DATABASE_URL", "DISPATCH_", "WHATSAPP_", "SANDBOX_", "WEBHOOK_", "TWILIO_")
+        )
     }
     env.update(
         DISPATCH_LISTEN=dispatch,
@@ -62,6 +64,8 @@ def test_up_serves_everything_on_an_embedded_postgres_and_stops_on_ctrl_c(tmp_pa
         assert "given-verify-token" not in output
         assert (tmp_path / "state" / "pgdata" / "PG_VERSION").exists()
         check_the_demo(tmp_path, env)
+        check_the_twilio_demo(tmp_path, env)
+        assert "TWILIO_AUTH_TOKEN=local-" in output  # generated for the sandbox's Twilio side
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
@@ -102,3 +106,33 @@ def check_the_demo(tmp_path: Path, env: dict[str, str]) -> None:
     missing = invites(tmp_path, connection, "status", "not-a-run-id")
     assert missing.returncode == 3
     assert "INVALID_ARGUMENT" in missing.stderr
+
+
+def check_the_twilio_demo(tmp_path: Path, env: dict[str, str]) -> None:
+    """`invites demo --provider twilio`: the same run through the sandbox playing Twilio; its
+    messages carry Twilio SIDs and their statuses came back through POST /webhooks/twilio."""
+    state = str(tmp_path / "state")
+    demo = invites(
+        tmp_path, env, "demo", "--provider", "twilio", "--state-dir", state, "--settle", "3"
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "demo run summary" in demo.stdout
+    assert "blocked: do_not_message" in demo.stdout
+    assert "failed: error 63024" in demo.stdout  # the scenario's 131026, as Twilio says it
+    run_id = re.search(r"run (\S+) started", demo.stdout)
+    assert run_id is not None
+    seeded = json.loads((tmp_path / "state" / "demo-twilio.json").read_text())
+    connection = {
+        **env,
+        "INVITES_TARGET": seeded["target"],
+        "INVITES_TOKEN": seeded["token"],
+        "INVITES_ACTOR": seeded["actor_id"],
+    }
+    listed = invites(tmp_path, connection, "messages", run_id.group(1), "--json")
+    assert listed.returncode == 0, listed.stderr
+    messages = json.loads(listed.stdout)["messages"]
+    sids = [m.get("provider_message_id", "") for m in messages]
+    assert any(sid.startswith("SM") for sid in sids)
+    assert not any(sid.startswith("wamid.") for sid in sids)
+    states = {m["state"] for m in messages}
+    assert states & {"MESSAGE_STATE_DELIVERED", "MESSAGE_STATE_READ"}, states

@@ -62,9 +62,11 @@ def test_codes_are_classified_as_the_reference_table_says(code: int, expected: R
     assert classify_code(code).retry_class is expected
 
 
-def test_only_130429_lowers_the_rate_and_only_131050_adds_do_not_message() -> None:
-    assert [c for c, r in ERROR_CODES.items() if r.lowers_rate] == [130429]
-    assert [c for c, r in ERROR_CODES.items() if r.adds_do_not_message] == [131050]
+def test_only_throttles_lower_the_rate_and_only_opt_outs_add_do_not_message() -> None:
+    # Meta 130429; Twilio 20429 and 63018 (reference meta-2026-and-twilio §6.6).
+    assert sorted(c for c, r in ERROR_CODES.items() if r.lowers_rate) == [20429, 63018, 130429]
+    # Meta 131050; Twilio 21610 (STOP).
+    assert sorted(c for c, r in ERROR_CODES.items() if r.adds_do_not_message) == [21610, 131050]
 
 
 def test_a_5xx_is_ambiguous_even_with_a_transient_code_in_its_body() -> None:

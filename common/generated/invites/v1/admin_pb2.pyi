@@ -26,6 +26,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SenderProvider:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SenderProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SenderProvider.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SENDER_PROVIDER_UNSPECIFIED: _SenderProvider.ValueType  # 0
+    """Not set: Meta."""
+    SENDER_PROVIDER_META: _SenderProvider.ValueType  # 1
+    """The WhatsApp Cloud API, directly."""
+    SENDER_PROVIDER_TWILIO: _SenderProvider.ValueType  # 2
+    """Twilio's Programmable Messaging (WhatsApp senders)."""
+
+class SenderProvider(_SenderProvider, metaclass=_SenderProviderEnumTypeWrapper):
+    """Which provider a workspace sends its invitations through."""
+
+SENDER_PROVIDER_UNSPECIFIED: SenderProvider.ValueType  # 0
+"""Not set: Meta."""
+SENDER_PROVIDER_META: SenderProvider.ValueType  # 1
+"""The WhatsApp Cloud API, directly."""
+SENDER_PROVIDER_TWILIO: SenderProvider.ValueType  # 2
+"""Twilio's Programmable Messaging (WhatsApp senders)."""
+Global___SenderProvider: _TypeAlias = SenderProvider  # noqa: Y015
+
 class _AudienceMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -132,6 +156,8 @@ class Workspace(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DEFAULT_REGION_FIELD_NUMBER: _builtins.int
     SENDER_PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
+    SENDER_PROVIDER_FIELD_NUMBER: _builtins.int
+    TWILIO_ACCOUNT_SID_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -139,7 +165,13 @@ class Workspace(_message.Message):
     default_region: _builtins.str
     """ISO 3166 region used to normalise phones written without a country code (for example "GB")."""
     sender_phone_number_id: _builtins.str
-    """The WhatsApp business phone number id its invitations are sent from."""
+    """The sender its invitations go out from. Meta: the WhatsApp business phone number id.
+    Twilio: the From address "whatsapp:+E164" or a Messaging Service SID ("MG...").
+    """
+    sender_provider: Global___SenderProvider.ValueType
+    """The provider it sends through."""
+    twilio_account_sid: _builtins.str
+    """Twilio only: the account SID ("AC...") the sender belongs to."""
     def __init__(
         self,
         *,
@@ -147,10 +179,12 @@ class Workspace(_message.Message):
         name: _builtins.str = ...,
         default_region: _builtins.str = ...,
         sender_phone_number_id: _builtins.str = ...,
+        sender_provider: Global___SenderProvider.ValueType = ...,
+        twilio_account_sid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,14 +234,22 @@ class CreateWorkspaceRequest(_message.Message):
     DEFAULT_REGION_FIELD_NUMBER: _builtins.int
     SENDER_PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
     ADMIN_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SENDER_PROVIDER_FIELD_NUMBER: _builtins.int
+    TWILIO_ACCOUNT_SID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The workspace's name."""
     default_region: _builtins.str
     """ISO 3166 default region for phones (for example "US")."""
     sender_phone_number_id: _builtins.str
-    """The sender phone number id (defaults to the service's WHATSAPP_PHONE_NUMBER_ID)."""
+    """The sender. Meta: the phone number id (defaults to the service's
+    WHATSAPP_PHONE_NUMBER_ID). Twilio: "whatsapp:+E164" or a Messaging Service SID (required).
+    """
     admin_display_name: _builtins.str
     """Display name of the first parent_admin."""
+    sender_provider: Global___SenderProvider.ValueType
+    """The provider (unset: Meta)."""
+    twilio_account_sid: _builtins.str
+    """Twilio only (required there): the account SID ("AC" + 32 hex digits)."""
     def __init__(
         self,
         *,
@@ -215,10 +257,12 @@ class CreateWorkspaceRequest(_message.Message):
         default_region: _builtins.str = ...,
         sender_phone_number_id: _builtins.str = ...,
         admin_display_name: _builtins.str = ...,
+        sender_provider: Global___SenderProvider.ValueType = ...,
+        twilio_account_sid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,6 +779,7 @@ class Template(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TWILIO_CONTENT_SID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -745,6 +790,10 @@ class Template(_message.Message):
     """The category."""
     status: _types_pb2.TemplateStatus.ValueType
     """The approval status."""
+    twilio_content_sid: _builtins.str
+    """The Twilio Content SID ("HX" + 32 hex digits) it is sent as by Twilio workspaces; empty
+    for Meta-only templates.
+    """
     @_builtins.property
     def variables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The body variables, in order ({{1}}, {{2}}, ...)."""
@@ -758,10 +807,11 @@ class Template(_message.Message):
         category: _types_pb2.TemplateCategory.ValueType = ...,
         variables: _abc.Iterable[_builtins.str] | None = ...,
         status: _types_pb2.TemplateStatus.ValueType = ...,
+        twilio_content_sid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "status", b"status", "template_id", b"template_id", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "status", b"status", "template_id", b"template_id", "twilio_content_sid", b"twilio_content_sid", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,124 @@
+"""The provider the dispatcher sends through: each sender's own (Meta or Twilio).
+
+A run's messages go out through its workspace's sender (`invite_send_run.sender_phone_number_id`,
+copied from the workspace at StartRun). The dispatcher hands every `TemplateSend` to this router,
+which looks the sender up (workspace.sender_provider, twilio_account_sid) and, for Twilio, the
+template's Content SID, then calls that provider. Look-ups are cached for a few seconds: the
+dispatcher sends up to 1,000 messages a second through a handful of senders.
+
+A failed look-up is transient (nothing was sent). A Twilio sender on a deployment without
+TWILIO_AUTH_TOKEN, or a template without a Twilio Content SID, halts the run: every other
+message would fail the same way, and a human has to configure it (then resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.vocabulary import SenderProvider
+from dispatch_service.domain.retry import RetryClass
+from dispatch_service.providers.base import Failed, Provider, SendOutcome, TemplateSend
+from dispatch_service.providers.twilio import TwilioProvider, TwilioRoute
+
+log = logging.getLogger(__name__)
+
+SENDER_QUERY = text("""
+    SELECT w.sender_provider, w.twilio_account_sid, t.twilio_content_sid
+    FROM workspace w
+    LEFT JOIN template t ON t.workspace_id = w.id AND t.name = :name AND t.language = :language
+    WHERE w.sender_phone_number_id = :sender
+    ORDER BY (w.sender_provider = 'twilio') DESC, (t.twilio_content_sid IS NULL)
+    LIMIT 1
+""")
+
+
+@dataclass(frozen=True)
+class SenderFacts:
+    """What the router needs to know about one (sender, template, language)."""
+
+    provider: str
+    account_sid: str | None
+    content_sid: str | None
+
+
+class RoutingProvider:
+    """Routes each send to the provider of its sender's workspace."""
+
+    name = SenderProvider.META.value
+    """The name StartRun records when it has no per-workspace answer (the default provider)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        meta: Provider,
+        twilio: TwilioProvider | None,
+        *,
+        ttl_seconds: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self._meta = meta
+        self._twilio = twilio
+        self._ttl = ttl_seconds
+        self._cache: dict[tuple[str, str, str], tuple[SenderFacts, float]] = {}
+
+    async def facts(self, send: TemplateSend) -> SenderFacts:
+        """The sender's provider and Twilio details (cached for `ttl_seconds`)."""
+        key = (send.sender_id, send.template_name, send.language)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    SENDER_QUERY,
+                    {
+                        "sender": send.sender_id,
+                        "name": send.template_name,
+                        "language": send.language,
+                    },
+                )
+            ).first()
+        facts = (
+            SenderFacts(row.sender_provider, row.twilio_account_sid, row.twilio_content_sid)
+            if row is not None
+            else SenderFacts(SenderProvider.META.value, None, None)
+        )
+        self._cache[key] = (facts, now + self._ttl)
+        return facts
+
+    async def send_template(self, send: TemplateSend) -> SendOutcome:
+        """Send through the sender's provider; never raises for provider or network failures."""
+        try:
+            facts = await self.facts(send)
+        except Exception as error:  # the database is away: nothing was sent, try again later
+            log.warning("sender look-up failed: %s", type(error).__name__)
+            return Failed(
+                retry_class=RetryClass.TRANSIENT,
+                error_code=None,
+                error_title="sender look-up failed: not sent",
+                error_details=f"{type(error).__name__} while reading the sender's provider",
+            )
+        if facts.provider != SenderProvider.TWILIO.value:
+            return await self._meta.send_template(send)
+        if self._twilio is None:
+            return _halt("Twilio is not configured on this deployment (TWILIO_AUTH_TOKEN)")
+        if not facts.account_sid:
+            return _halt("the workspace's Twilio sender has no account SID")
+        if not facts.content_sid:
+            return _halt(
+                f"template {send.template_name!r} ({send.language}) has no Twilio Content SID"
+            )
+        route = TwilioRoute(facts.account_sid, send.sender_id, facts.content_sid)
+        return await self._twilio.send_template_via(send, route)
+
+
+def _halt(reason: str) -> Failed:
+    return Failed(
+        retry_class=RetryClass.HALT, error_code=None, error_title=reason, error_details=reason
+    )
