@@ -84,6 +84,22 @@ INFORMATIONAL_FIELDS = frozenset(IGNORED_FIELDS)
 
 PARENT_RECIPIENT_KEYS = ("recipient_parent_user_id", "parent_recipient_user_id", "parent_user_id")
 """The parent user id of a status has three spellings in Meta's and others' docs: accept all."""
+KNOWN_INBOUND_TYPES = frozenset(
+    {
+        "audio", "button", "contacts", "document", "image", "interactive", "location", "order",
+        "reaction", "request_welcome", "sticker", "unsupported", "video", "edit", "revoke",
+    }
+)  # fmt: skip
+"""Documented inbound message types other than ``text`` and ``system`` (ignored)."""
+KNOWN_SYSTEM_TYPES = frozenset(
+    {
+        "user_changed_number",
+        "user_changed_user_id",
+        "customer_changed_number",
+        "customer_identity_changed",
+        "user_preference_changed",
+    }
+)
 IDENTITY_SYSTEM_TYPES = frozenset(
     {"user_changed_number", "user_changed_user_id", "customer_changed_number"}
 )
@@ -179,6 +195,9 @@ class Note:
     path: str
     kind: NoteKind
     reason: str
+    subject: str = ""
+    """For ignored notes, what was ignored (a change field, ``inbound_<type>``, ``system_<type>``):
+    a bounded set of values, used as a metric label."""
 
     def as_json(self) -> dict[str, str]:
         """The note as stored on the receipt."""
@@ -232,8 +251,8 @@ class _Collector:
     def unreadable(self, path: str, reason: str) -> None:
         self.notes.append(Note(path, "unreadable", reason[:MAX_PROBLEM]))
 
-    def ignored(self, path: str, reason: str) -> None:
-        self.notes.append(Note(path, "ignored", reason[:MAX_PROBLEM]))
+    def ignored(self, path: str, reason: str, subject: str) -> None:
+        self.notes.append(Note(path, "ignored", reason[:MAX_PROBLEM], subject))
 
 
 # --- small readers ------------------------------------------------------------------------------
@@ -440,12 +459,15 @@ def _inbound(
                 )
             )
             return
+        subject = f"system_{system_type}" if system_type in KNOWN_SYSTEM_TYPES else "system_other"
         if system_type in IDENTITY_SYSTEM_TYPES:
-            out.ignored(where, f"system message {system_type}: identity changes are not applied")
+            reason = f"system message {system_type}: identity changes are not applied"
+            out.ignored(where, reason, subject)
             return
-        out.ignored(where, f"system message {system_type or '(no type)'}")
+        out.ignored(where, f"system message {system_type or '(no type)'}", subject)
         return
-    out.ignored(where, f"inbound {kind or '(no type)'} message: only texts are read")
+    subject = f"inbound_{kind}" if kind in KNOWN_INBOUND_TYPES else "inbound_other"
+    out.ignored(where, f"inbound {kind or '(no type)'} message: only texts are read", subject)
 
 
 def _preference(raw: Any, pnid: str, where: str) -> Preference:
@@ -484,8 +506,10 @@ def _messages_change(value: dict[str, Any], where: str, out: _Collector) -> None
     except ShapeError as error:
         out.unreadable(f"{where}.value.errors", str(error))
     if not statuses and not messages:
-        reason = "value-level errors only" if value.get("errors") else "no statuses or messages"
-        out.ignored(where, reason)
+        if value.get("errors"):
+            out.ignored(where, "value-level errors only (logged)", "messages_errors")
+        else:
+            out.ignored(where, "no statuses or messages", "messages_empty")
         return
     try:
         pnid = _phone_number_id(value, f"{where}.value")
@@ -511,7 +535,7 @@ def _messages_change(value: dict[str, Any], where: str, out: _Collector) -> None
 def _preferences_change(value: dict[str, Any], where: str, out: _Collector) -> None:
     items = _items(value, "user_preferences", where, out)
     if not items:
-        out.ignored(where, "no user_preferences items")
+        out.ignored(where, "no user_preferences items", "user_preferences_empty")
         return
     try:
         pnid = _phone_number_id(value, f"{where}.value")
@@ -539,7 +563,7 @@ def _change(raw: Any, where: str, out: _Collector) -> None:
         elif name == PREFERENCES_FIELD:
             _preferences_change(_object(change.get("value"), f"{where}.value"), where, out)
         elif isinstance(name, str) and name in IGNORED_FIELDS:
-            out.ignored(where, f"{name}: {IGNORED_FIELDS[name]}")
+            out.ignored(where, f"{name}: {IGNORED_FIELDS[name]}", name)
         else:
             shown = name if isinstance(name, str) else type(name).__name__
             out.unreadable(where, f"unrecognised change field {str(shown)[:60]!r}")
