@@ -103,6 +103,21 @@ def _add_updates(
                     pb.ProviderError(code=e.code, title=e.title, details=e.details)
                     for e in s.errors
                 ],
+                recipient_user_id=s.recipient_user_id,
+                recipient_parent_user_id=s.recipient_parent_user_id,
+                recipient_type=s.recipient_type,
+                participant_id=s.participant_id,
+                participant_user_id=s.participant_user_id,
+                participant_parent_user_id=s.participant_parent_user_id,
+                contacts=[
+                    pb.ProviderContact(
+                        wa_id=c.wa_id,
+                        user_id=c.user_id,
+                        parent_user_id=c.parent_user_id,
+                        username=c.username,
+                    )
+                    for c in s.contacts
+                ],
             )
         )
     for p in updates.preferences:
@@ -117,6 +132,8 @@ def _add_updates(
                 category=p.category,
                 value=p.value,
                 provider_timestamp=_timestamp(p.timestamp),
+                user_id=p.user_id,
+                parent_user_id=p.parent_user_id,
             )
         )
     for t in updates.inbound_texts:
@@ -131,6 +148,9 @@ def _add_updates(
                 provider_message_id=t.message_id,
                 text=t.text,
                 provider_timestamp=_timestamp(t.timestamp),
+                from_user_id=t.from_user_id,
+                from_parent_user_id=t.from_parent_user_id,
+                username=t.username,
             )
         )
     return dropped

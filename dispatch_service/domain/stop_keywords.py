@@ -105,6 +105,9 @@ class PreferenceUpdate:
     value: str
     at: datetime
     receipt_id: uuid.UUID | None = None
+    user_id: str = ""
+    """The user's business-scoped user id; ``wa_id`` may then be empty (phone withheld)."""
+    parent_user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +120,24 @@ class InboundText:
     at: datetime
     provider_message_id: str = ""
     receipt_id: uuid.UUID | None = None
+    from_user_id: str = ""
+    """The sender's business-scoped user id; ``from_wa_id`` may then be empty."""
+    from_parent_user_id: str = ""
+    username: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class OptOut:
-    """A phone to add to do-not-message in every workspace that uses ``phone_number_id``."""
+    """A person to add to do-not-message in every workspace that uses ``phone_number_id``: by
+    phone, by business-scoped user id, or both (``phone_e164`` is empty when only the user id is
+    known)."""
 
     phone_number_id: str
     phone_e164: str
     source: DnmSource
     receipt_id: uuid.UUID | None = None
+    user_id: str = ""
+    """The business-scoped user id, when the signal carried one."""
 
     @property
     def reason(self) -> str:
@@ -135,19 +146,31 @@ class OptOut:
 
 
 def opt_out_from_preference(update: PreferenceUpdate) -> OptOut | None:
-    """The opt-out a preference change asks for; ``resume`` never removes an entry by itself
-    (removal is an operator's audited decision)."""
-    phone = phone_from_wa_id(update.wa_id)
-    if phone is None or not is_marketing_stop(update.category, update.value):
+    """The opt-out a preference change asks for (by phone, user id or both); ``resume`` never
+    removes an entry by itself (removal is an operator's audited decision)."""
+    phone = phone_from_wa_id(update.wa_id) or ""
+    user_id = update.user_id.strip()
+    if not (phone or user_id) or not is_marketing_stop(update.category, update.value):
         return None
-    return OptOut(update.phone_number_id, phone, DnmSource.USER_PREFERENCES_STOP, update.receipt_id)
+    return OptOut(
+        update.phone_number_id,
+        phone,
+        DnmSource.USER_PREFERENCES_STOP,
+        update.receipt_id,
+        user_id=user_id,
+    )
 
 
 def opt_out_from_text(message: InboundText) -> OptOut | None:
-    """The opt-out an inbound stop keyword asks for."""
-    phone = phone_from_wa_id(message.from_wa_id)
-    if phone is None or not is_stop_keyword(message.text):
+    """The opt-out an inbound stop keyword asks for (by phone, user id or both)."""
+    phone = phone_from_wa_id(message.from_wa_id) or ""
+    user_id = message.from_user_id.strip()
+    if not (phone or user_id) or not is_stop_keyword(message.text):
         return None
     return OptOut(
-        message.phone_number_id, phone, DnmSource.INBOUND_STOP_KEYWORD, message.receipt_id
+        message.phone_number_id,
+        phone,
+        DnmSource.INBOUND_STOP_KEYWORD,
+        message.receipt_id,
+        user_id=user_id,
     )

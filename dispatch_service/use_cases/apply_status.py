@@ -81,18 +81,30 @@ def collect_opt_outs(
     """Every opt-out the batch asks for: 131050 failures, marketing stops, stop keywords.
 
     A duplicate status asks for nothing (it was acted on when first seen). A 131050 blocks the
-    recipient's WhatsApp id and, when it differs, the phone the matched message was sent to.
+    recipient's WhatsApp id and, when it differs, the phone the matched message was sent to,
+    each with the recipient's business-scoped user id when the status carried one; with no phone
+    at all, the user id alone. For a group status the recipient is the participant, never the
+    group id. Opt-outs with an empty ``phone_e164`` name the person by ``user_id`` only.
     """
     opt_outs: list[OptOut] = []
     for update, application in zip(command.statuses, applications, strict=True):
         if application.outcome is ApplyOutcome.DUPLICATE or not opts_out(update.report):
             continue
-        phones = {phone_from_wa_id(update.recipient_id), application.message_phone}
+        group = update.recipient_type == "group"
+        recipient = update.participant_id if group else update.recipient_id
+        user_id = update.participant_user_id if group else update.recipient_user_id
+        phones = {phone_from_wa_id(recipient), application.message_phone}
+        found = sorted(p for p in phones if p) or [""]
         opt_outs.extend(
             OptOut(
-                update.phone_number_id, phone, DnmSource.PROVIDER_ERROR_131050, update.receipt_id
+                update.phone_number_id,
+                phone,
+                DnmSource.PROVIDER_ERROR_131050,
+                update.receipt_id,
+                user_id=user_id,
             )
-            for phone in sorted(p for p in phones if p)
+            for phone in found
+            if phone or user_id
         )
     for preference in command.preferences:
         if (opt_out := opt_out_from_preference(preference)) is not None:
@@ -107,7 +119,16 @@ async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
 ) -> tuple[list[StatusApplication], dict[str, int]]:
     applications = await status_store.apply_status_updates(session, command.statuses)
-    added = await status_store.add_opt_outs(session, collect_opt_outs(command, applications))
+    opt_outs = collect_opt_outs(command, applications)
+    # The current writer keys entries by phone: opt-outs known only by user id wait for the
+    # Do-Not-Message writer that stores user ids (issue 11); their user ids are in `opt_outs`.
+    by_phone = [o for o in opt_outs if o.phone_e164]
+    if len(by_phone) < len(opt_outs):
+        log.info(
+            "opt-outs known only by user id not stored yet",
+            extra={"count": len(opt_outs) - len(by_phone)},
+        )
+    added = await status_store.add_opt_outs(session, by_phone)
     return applications, added
 
 
