@@ -173,7 +173,7 @@ def test_failed_matches_reference_example_d() -> None:
                         "details": "In order to maintain a healthy ecosystem engagement, the "
                         "message failed to be delivered."
                     },
-                    "href": "/documentation/business-messaging/whatsapp/support/error-codes",
+                    "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
                 }
             ],
         }
