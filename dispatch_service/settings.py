@@ -40,7 +40,7 @@ class DispatchSettings(ServiceSettings):
     """WHATSAPP_API_BASE_URL: the Graph API origin (the sandbox's URL locally)."""
 
     whatsapp_api_version: str = "v26.0"
-    """WHATSAPP_API_VERSION: the pinned Graph API version (docs/operations.md says how to move it)."""
+    """WHATSAPP_API_VERSION: the pinned Graph API version (docs/operations.md: moving it)."""
 
     whatsapp_access_token: Secret
     """WHATSAPP_ACCESS_TOKEN: the system-user token used to send messages."""

@@ -18,6 +18,7 @@ from sandbox.errors import GraphError, webhook_error
 
 Shape = Literal["v26", "v24", "v23"]
 Recipients = Literal["phone", "user_id_only", "group"]
+CONTACT_STATUSES = frozenset({"sent", "delivered", "read", "played"})
 GRAPH_API_VERSION = "v26.0"
 """The Graph API version whose webhook shapes the sandbox follows by default (``shape: v26``)."""
 
@@ -121,8 +122,10 @@ def status_object(event: StatusEvent, shape: Shape) -> dict[str, Any]:
 def contact_object(event: StatusEvent, shape: Shape) -> dict[str, Any] | None:
     """The ``contacts[]`` entry a status brings along, or None: Meta sends contacts with
     ``sent``, ``delivered`` and ``read``, never with ``failed`` (meta-2026 §1.4); group statuses
-    only with delivered/read. Shapes before ``v26`` had no contacts on statuses."""
-    if shape != "v26" or event.status not in ("sent", "delivered", "read") or not event.user_id:
+    only with delivered/read. ``played`` (a voice message's first play, a kind of read) is
+    treated like ``read`` (derived: Meta's field list does not name it). Shapes before ``v26``
+    had no contacts on statuses."""
+    if shape != "v26" or event.status not in CONTACT_STATUSES or not event.user_id:
         return None
     if event.recipients == "group" and event.status == "sent":
         return None
