@@ -29,9 +29,11 @@ import pytest
 from pywa import handlers as pywa_handlers
 from pywa.client import WhatsApp
 
+from common.vocabulary import ReceiptFlag
 from sandbox.scenario import Scenario
 from sandbox.testing import local_settings, serve, serve_recorder, template_message
 from tests import webhook_capture
+from webhook_service.normalise import normalise
 
 AUTH = {"Authorization": "Bearer test-access-token"}
 GROUP = "group"
@@ -221,6 +223,33 @@ async def test_pywa_turns_every_sandbox_webhook_into_typed_objects() -> None:
         "TemplateStatusUpdate",
     }
     assert expected <= set(parsed), f"kinds parsed: {sorted(parsed)}"
+
+
+async def test_our_normaliser_reads_every_sandbox_webhook_without_flagging_it() -> None:
+    bodies = await _emit_every_shape()
+    captured = [body for _, body in webhook_capture.EMITTED.values()]
+    seen: dict[str, int] = {}
+    for body in {*bodies, *captured}:
+        got = normalise(body)
+        assert got.unreadable == (), got.problem
+        assert got.flag in (None, ReceiptFlag.IGNORED), (got.flag, body[:300])
+        for status in got.statuses:
+            # Every status names its recipient by phone, user id or group participant.
+            assert status.recipient_id or status.recipient_user_id
+            if status.recipient_type == GROUP:
+                assert status.participant_id
+                assert status.participant_user_id
+        for note in got.ignored:
+            seen[note.subject] = seen.get(note.subject, 0) + 1
+        seen["statuses"] = seen.get("statuses", 0) + len(got.statuses)
+        seen["inbound_texts"] = seen.get("inbound_texts", 0) + len(got.inbound_texts)
+        seen["preferences"] = seen.get("preferences", 0) + len(got.preferences)
+    # calls, echoes and template updates are ignored (never unknown_shape); the rest is read.
+    for subject in ("calls", "smb_message_echoes", "message_template_status_update"):
+        assert seen.get(subject, 0) >= 3, (subject, seen)
+    assert seen["inbound_texts"] >= 6
+    assert seen["preferences"] >= 6
+    assert seen["statuses"] > 0
 
 
 @pytest.mark.parametrize(
