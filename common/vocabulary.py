@@ -147,13 +147,21 @@ class ReceiptState(StrEnum):
     """Processing state of a stored webhook receipt."""
 
     PENDING = "pending"  # verified, waiting to be forwarded to ApplyStatus
-    APPLIED = "applied"  # ApplyStatus succeeded for every update in it
+    APPLIED = "applied"  # ApplyStatus succeeded for every readable update in it
     FLAGGED = "flagged"  # stored but never applied (not JSON, unknown shape or sender)
 
 
 class ReceiptFlag(StrEnum):
-    """Why a receipt was flagged instead of applied."""
+    """What an operator should know about a receipt.
+
+    The first three go with state ``flagged`` (nothing in it was applied); the last two with
+    state ``applied``: ``unreadable_items`` means every readable update was applied but some
+    items could not be read (see ``webhook_receipt.notes``: alert on it), ``ignored`` means the
+    body held only documented changes that carry nothing for this system (not a failure).
+    """
 
     INVALID_JSON = "invalid_json"
     UNKNOWN_SHAPE = "unknown_shape"
     UNKNOWN_SENDER = "unknown_sender"
+    UNREADABLE_ITEMS = "unreadable_items"
+    IGNORED = "ignored"

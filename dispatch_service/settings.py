@@ -22,8 +22,8 @@ class SendSettings(ServiceSettings):
     whatsapp_api_base_url: str = "https://graph.facebook.com"
     """WHATSAPP_API_BASE_URL: the Graph API origin (the sandbox's URL locally)."""
 
-    whatsapp_api_version: str = "v21.0"
-    """WHATSAPP_API_VERSION: the pinned Graph API version, for example v21.0."""
+    whatsapp_api_version: str = "v26.0"
+    """WHATSAPP_API_VERSION: the pinned Graph API version (docs/operations.md: moving it)."""
 
     whatsapp_access_token: Secret
     """WHATSAPP_ACCESS_TOKEN: the system-user token used to send messages."""
@@ -123,7 +123,7 @@ class SendSettings(ServiceSettings):
     @classmethod
     def _version_shape(cls, value: str) -> str:
         if not value.startswith("v"):
-            raise ValueError("must look like v21.0")
+            raise ValueError("must look like v26.0")
         return value
 
 

@@ -43,6 +43,10 @@ class UserPreferencesRequest(_Request):
     wa_id: str = Field(min_length=1)
     value: Literal["stop", "resume"] = "stop"
     phone_number_id: str | None = None
+    user_id: str | None = None
+    """The user id to report; default: the one the sandbox reports for this phone."""
+    phone_shared: bool | None = None
+    """False: no ``wa_id`` (user id only); default: the scenario's ``webhooks.recipients``."""
 
 
 class InboundTextRequest(_Request):
@@ -51,6 +55,26 @@ class InboundTextRequest(_Request):
     wa_id: str = Field(min_length=1, alias="from")
     text: str = "STOP"
     profile_name: str = "Sandbox User"
+    phone_number_id: str | None = None
+    user_id: str | None = None
+    """The user id to report; default: the one the sandbox reports for this phone."""
+    phone_shared: bool | None = None
+    """False: no ``from`` (``from_user_id`` only); default: the scenario's recipients mode."""
+
+
+class CallRequest(_Request):
+    """``POST /_sandbox/events/call``."""
+
+    wa_id: str = Field(min_length=1, alias="from")
+    event: Literal["connect", "terminate"] = "connect"
+    phone_number_id: str | None = None
+
+
+class EchoRequest(_Request):
+    """``POST /_sandbox/events/echo``."""
+
+    wa_id: str = Field(min_length=1, alias="to")
+    text: str = "See you there!"
     phone_number_id: str | None = None
 
 
@@ -94,6 +118,8 @@ class ControlRoutes:
             web.post(f"{PREFIX}/events/user-preferences", self.user_preferences),
             web.post(f"{PREFIX}/events/inbound-text", self.inbound_text),
             web.post(f"{PREFIX}/events/template-status", self.template_status),
+            web.post(f"{PREFIX}/events/call", self.call),
+            web.post(f"{PREFIX}/events/echo", self.echo),
             web.post(f"{PREFIX}/events/status", self.status),
         ]
 
@@ -165,7 +191,11 @@ class ControlRoutes:
         body = _parse(UserPreferencesRequest, await _json_object(request))
         return _accepted(
             lambda: self._service.emit_user_preferences(
-                body.wa_id, body.value, body.phone_number_id
+                body.wa_id,
+                body.value,
+                body.phone_number_id,
+                user_id=body.user_id,
+                phone_shared=body.phone_shared,
             )
         )
 
@@ -174,8 +204,27 @@ class ControlRoutes:
         body = _parse(InboundTextRequest, await _json_object(request))
         return _accepted(
             lambda: self._service.emit_inbound_text(
-                body.wa_id, body.text, body.profile_name, body.phone_number_id
+                body.wa_id,
+                body.text,
+                body.profile_name,
+                body.phone_number_id,
+                user_id=body.user_id,
+                phone_shared=body.phone_shared,
             )
+        )
+
+    async def call(self, request: web.Request) -> web.Response:
+        """Emit a ``calls`` webhook (a user calls the business number, or hangs up)."""
+        body = _parse(CallRequest, await _json_object(request))
+        return _accepted(
+            lambda: self._service.emit_call(body.wa_id, body.event, body.phone_number_id)
+        )
+
+    async def echo(self, request: web.Request) -> web.Response:
+        """Emit an ``smb_message_echoes`` webhook (the business wrote from the Business app)."""
+        body = _parse(EchoRequest, await _json_object(request))
+        return _accepted(
+            lambda: self._service.emit_echo(body.wa_id, body.text, body.phone_number_id)
         )
 
     async def template_status(self, request: web.Request) -> web.Response:

@@ -13,7 +13,11 @@ from typing import Any, Literal
 
 Delivery = Literal["sync", "async"]
 
-ERROR_CODES_HREF = "/documentation/business-messaging/whatsapp/support/error-codes"
+ERROR_CODES_HREF = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+"""``errors[].href`` in webhooks: an absolute URL, as Meta sends it."""
+GRAPH_LEVEL_CODES = frozenset({0, 190})
+"""Graph authentication errors: their ``message`` is the plain text (no ``(#code)`` prefix, which
+only Cloud API errors carry), they have an ``error_subcode`` and no ``error_data``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class CatalogueEntry:
     http_status: int
     details: str
     delivery: Delivery = "sync"
+    subcode: int | None = None
 
 
 # HTTP statuses follow the older transcription of Meta's table (S-ERR-OLD) except for the
@@ -37,7 +42,11 @@ CATALOGUE: dict[int, CatalogueEntry] = {
     ),
     100: CatalogueEntry("Invalid parameter", 400, "Invalid parameter."),
     190: CatalogueEntry(
-        "Access token has expired", 401, "Error validating access token: Session has expired."
+        "Access token has expired",
+        401,
+        "Error validating access token: Session has expired on Friday, 04-Dec-26 09:00:00 PST. "
+        "The current time is Friday, 04-Dec-26 10:00:00 PST.",
+        subcode=463,
     ),
     368: CatalogueEntry(
         "Temporarily blocked for policies violations",
@@ -127,6 +136,9 @@ class GraphError:
     title: str
     details: str
     http_status: int
+    subcode: int | None = None
+    """``error_subcode`` (Graph errors such as 190/463 expired, 100/33 unknown object)."""
+    error_type: str = "OAuthException"
 
 
 class Rejected(Exception):
@@ -143,14 +155,22 @@ def graph_error(
     *,
     title: str | None = None,
     http_status: int | None = None,
+    subcode: int | None = None,
+    error_type: str = "OAuthException",
+    catalogue_subcode: bool = True,
 ) -> GraphError:
-    """Build the error for ``code``, filling whatever is not given from the catalogue."""
+    """Build the error for ``code``, filling whatever is not given from the catalogue
+    (``catalogue_subcode=False`` leaves the subcode out unless given)."""
     known = CATALOGUE.get(code)
+    if subcode is None and catalogue_subcode and known is not None:
+        subcode = known.subcode
     return GraphError(
         code=code,
         title=title or (known.title if known else "Unknown error"),
         details=details or (known.details if known else "Unknown error."),
         http_status=http_status or (known.http_status if known else 400),
+        subcode=subcode,
+        error_type=error_type,
     )
 
 
@@ -161,16 +181,25 @@ def default_delivery(code: int) -> Delivery:
 
 
 def error_response_body(error: GraphError, fbtrace_id: str) -> dict[str, Any]:
-    """The synchronous Graph error JSON, exactly in the shape of reference §2.1."""
-    return {
-        "error": {
+    """The synchronous Graph error JSON, in Meta's shapes (WCA §2.1), keys in Meta's order.
+
+    Cloud API errors: ``message`` is ``(#code) title``, with ``error_data.details``. Graph-level
+    errors (190 and other Graph failures such as an unknown object): ``message`` is the plain
+    text Meta writes, with ``error_subcode``, and no ``error_data``."""
+    body: dict[str, Any]
+    if error.code in GRAPH_LEVEL_CODES or error.error_type != "OAuthException":
+        body = {"message": error.details, "type": error.error_type, "code": error.code}
+    else:
+        body = {
             "message": f"(#{error.code}) {error.title}",
-            "type": "OAuthException",
+            "type": error.error_type,
             "code": error.code,
             "error_data": {"messaging_product": "whatsapp", "details": error.details},
-            "fbtrace_id": fbtrace_id,
         }
-    }
+    if error.subcode is not None:
+        body["error_subcode"] = error.subcode
+    body["fbtrace_id"] = fbtrace_id
+    return {"error": body}
 
 
 def webhook_error(error: GraphError) -> dict[str, Any]:

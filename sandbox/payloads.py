@@ -16,7 +16,11 @@ from typing import Any, Literal
 
 from sandbox.errors import GraphError, webhook_error
 
-Shape = Literal["v24", "v23"]
+Shape = Literal["v26", "v24", "v23"]
+Recipients = Literal["phone", "user_id_only", "group"]
+CONTACT_STATUSES = frozenset({"sent", "delivered", "read", "played"})
+GRAPH_API_VERSION = "v26.0"
+"""The Graph API version whose webhook shapes the sandbox follows by default (``shape: v26``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,14 @@ class StatusEvent:
     conversation_id: str
     conversation_expires: int
     error: GraphError | None = None
+    user_id: str = ""
+    """The recipient's business-scoped user id (``contacts[].user_id``, ``recipient_user_id``)."""
+    recipients: Recipients = "phone"
+    """How the webhook names the recipient: by phone (with ``contacts``), by user id only (no
+    phone anywhere), or as a participant of a group."""
+    group_id: str = ""
+    """``recipients: group``: the group id in ``recipient_id``."""
+    profile_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +72,33 @@ def send_response(to: str, wa_id: str, wamid: str) -> dict[str, Any]:
 
 
 def status_object(event: StatusEvent, shape: Shape) -> dict[str, Any]:
-    """A ``statuses[]`` item. ``v24`` carries ``pricing`` on ``sent`` only (reference §3.3 a/b);
-    ``v23`` carries ``conversation`` and ``pricing`` on ``sent`` and on the first of
-    delivered/read (§3.2), ``expiration_timestamp`` on ``sent`` only."""
+    """A ``statuses[]`` item.
+
+    * ``v26`` (default): no ``conversation``; the 2025 ``pricing`` block (``pricing_model``
+      ``PMP``, ``type``, ``category``; no deprecated ``billable``) on ``sent`` and on the first
+      of delivered/read (reference meta-2026 §5.4, WCA §3.2);
+    * ``v24``: ``pricing`` (with ``billable``) on ``sent`` only (WCA §3.3 a/b);
+    * ``v23``: ``conversation`` and ``pricing`` on ``sent`` and on the first of delivered/read,
+      ``expiration_timestamp`` on ``sent`` only.
+
+    The recipient is named as ``event.recipients`` says (meta-2026 §1.4): ``recipient_id`` (the
+    phone); ``recipient_user_id`` only (no phone); or a group's id with the participant's phone
+    and user id.
+    """
     item: dict[str, Any] = {
         "id": event.wamid,
         "status": event.status,
         "timestamp": str(event.timestamp),
-        "recipient_id": event.recipient_id,
     }
+    if event.recipients == "user_id_only":
+        item["recipient_user_id"] = event.user_id
+    elif event.recipients == "group":
+        item["recipient_id"] = event.group_id
+        item["recipient_type"] = "group"
+        item["recipient_participant_id"] = event.recipient_id
+        item["recipient_participant_user_id"] = event.user_id
+    else:
+        item["recipient_id"] = event.recipient_id
     if event.callback_data is not None:
         item["biz_opaque_callback_data"] = event.callback_data
     with_pricing = event.status == "sent" if shape == "v24" else event.billable
@@ -79,15 +109,38 @@ def status_object(event: StatusEvent, shape: Shape) -> dict[str, Any]:
         conversation["origin"] = {"type": event.category}
         item["conversation"] = conversation
     if with_pricing:
-        item["pricing"] = {
-            "billable": True,
-            "pricing_model": "PMP",
-            "type": "regular",
-            "category": event.category,
-        }
+        category = f"group_{event.category}" if event.recipients == "group" else event.category
+        pricing: dict[str, Any] = {"pricing_model": "PMP", "type": "regular", "category": category}
+        if shape != "v26":
+            pricing = {"billable": True, **pricing}
+        item["pricing"] = pricing
     if event.error is not None:
         item["errors"] = [webhook_error(event.error)]
     return item
+
+
+def contact_object(event: StatusEvent, shape: Shape) -> dict[str, Any] | None:
+    """The ``contacts[]`` entry a status brings along, or None: Meta sends contacts with
+    ``sent``, ``delivered`` and ``read``, never with ``failed`` (meta-2026 §1.4); group statuses
+    only with delivered/read. ``played`` (a voice message's first play, a kind of read) is
+    treated like ``read`` (derived: Meta's field list does not name it). Shapes before ``v26``
+    had no contacts on statuses."""
+    if shape != "v26" or event.status not in CONTACT_STATUSES or not event.user_id:
+        return None
+    if event.recipients == "group" and event.status == "sent":
+        return None
+    if event.recipients == "user_id_only":
+        return user_contact(event.profile_name, "", event.user_id)
+    return user_contact(event.profile_name, event.recipient_id, event.user_id)
+
+
+def user_contact(profile_name: str, wa_id: str, user_id: str) -> dict[str, Any]:
+    """A ``contacts[]`` entry: ``wa_id`` only when the phone is shared, ``user_id`` always."""
+    contact: dict[str, Any] = {"profile": {"name": profile_name or "WhatsApp User"}}
+    if wa_id:
+        contact["wa_id"] = wa_id
+    contact["user_id"] = user_id
+    return contact
 
 
 def metadata(display_phone_number: str, phone_number_id: str) -> dict[str, str]:
@@ -104,25 +157,33 @@ def inbound_text_change(
     message_id: str,
     text: str,
     timestamp: int,
+    user_id: str = "",
+    phone_shared: bool = True,
 ) -> FieldChange:
-    """An inbound text message from a user (reference §3.3 f)."""
+    """An inbound text message from a user (WCA §3.3 f, meta-2026 §1.5 c): ``from`` (the phone,
+    only when shared) and ``from_user_id`` (always, when the user has one)."""
+    message: dict[str, Any] = {}
+    if phone_shared:
+        message["from"] = wa_id
+    if user_id:
+        message["from_user_id"] = user_id
+    message |= {"id": message_id, "timestamp": str(timestamp), "type": "text"}
+    message["text"] = {"body": text}
     return FieldChange(
         "messages",
         {
             "messaging_product": "whatsapp",
             "metadata": metadata(display_phone_number, phone_number_id),
-            "contacts": [{"profile": {"name": profile_name}, "wa_id": wa_id}],
-            "messages": [
-                {
-                    "from": wa_id,
-                    "id": message_id,
-                    "timestamp": str(timestamp),
-                    "type": "text",
-                    "text": {"body": text},
-                }
-            ],
+            "contacts": [_contact(profile_name, wa_id if phone_shared else "", user_id)],
+            "messages": [message],
         },
     )
+
+
+def _contact(profile_name: str, wa_id: str, user_id: str) -> dict[str, Any]:
+    if user_id:
+        return user_contact(profile_name, wa_id, user_id)
+    return {"profile": {"name": profile_name or "WhatsApp User"}, "wa_id": wa_id}
 
 
 def user_preferences_change(
@@ -132,26 +193,110 @@ def user_preferences_change(
     wa_id: str,
     value: Literal["stop", "resume"],
     timestamp: int,
+    user_id: str = "",
+    phone_shared: bool = True,
 ) -> FieldChange:
-    """A marketing-messages stop or resume (reference §3.3 g; ``timestamp`` is an integer)."""
+    """A marketing-messages stop or resume (WCA §3.3 g; ``timestamp`` is an integer), with
+    ``user_id`` beside ``wa_id`` (or instead of it) as in meta-2026 §1.4."""
     detail = (
         "User requested to stop marketing messages"
         if value == "stop"
         else "User requested to resume marketing messages"
     )
+    shown_wa_id = wa_id if phone_shared else ""
+    contact: dict[str, Any] = {}
+    if shown_wa_id:
+        contact["wa_id"] = shown_wa_id
+    if user_id:
+        contact["user_id"] = user_id
+    item: dict[str, Any] = dict(contact)
+    item |= {
+        "detail": detail,
+        "category": "marketing_messages",
+        "value": value,
+        "timestamp": timestamp,
+    }
     return FieldChange(
         "user_preferences",
         {
             "messaging_product": "whatsapp",
             "metadata": metadata(display_phone_number, phone_number_id),
-            "contacts": [{"wa_id": wa_id}],
-            "user_preferences": [
+            "contacts": [contact],
+            "user_preferences": [item],
+        },
+    )
+
+
+def call_change(
+    *,
+    display_phone_number: str,
+    phone_number_id: str,
+    wa_id: str,
+    user_id: str,
+    profile_name: str,
+    call_id: str,
+    event: Literal["connect", "terminate"],
+    timestamp: int,
+) -> FieldChange:
+    """A ``calls`` webhook: a user calls the business number (``connect``), or the call ends
+    (``terminate``, with status, start and end times and duration)."""
+    call: dict[str, Any] = {
+        "id": call_id,
+        "from": wa_id,
+        "from_user_id": user_id,
+        "to": display_phone_number,
+        "event": event,
+        "timestamp": str(timestamp),
+        "direction": "USER_INITIATED",
+    }
+    if event == "connect":
+        call["session"] = {"sdp_type": "offer", "sdp": "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n"}
+    else:
+        call |= {
+            "status": "COMPLETED",
+            "start_time": str(timestamp - 42),
+            "end_time": str(timestamp),
+            "duration": 42,
+        }
+    return FieldChange(
+        "calls",
+        {
+            "messaging_product": "whatsapp",
+            "metadata": metadata(display_phone_number, phone_number_id),
+            "contacts": [user_contact(profile_name, wa_id, user_id)],
+            "calls": [call],
+        },
+    )
+
+
+def echo_change(
+    *,
+    display_phone_number: str,
+    phone_number_id: str,
+    wa_id: str,
+    user_id: str,
+    profile_name: str,
+    message_id: str,
+    text: str,
+    timestamp: int,
+) -> FieldChange:
+    """An ``smb_message_echoes`` webhook: the business wrote to a user from the WhatsApp
+    Business app (coexistence)."""
+    return FieldChange(
+        "smb_message_echoes",
+        {
+            "messaging_product": "whatsapp",
+            "metadata": metadata(display_phone_number, phone_number_id),
+            "contacts": [user_contact(profile_name, wa_id, user_id)],
+            "message_echoes": [
                 {
-                    "wa_id": wa_id,
-                    "detail": detail,
-                    "category": "marketing_messages",
-                    "value": value,
-                    "timestamp": timestamp,
+                    "from": display_phone_number,
+                    "to": wa_id,
+                    "to_user_id": user_id,
+                    "id": message_id,
+                    "timestamp": str(timestamp),
+                    "type": "text",
+                    "text": {"body": text},
                 }
             ],
         },
@@ -195,12 +340,12 @@ def build_payload(
     """Pack a batch into one payload: statuses grouped into ``messages`` changes per phone number
     id (at most ``statuses_per_change`` each), changes into entries (at most
     ``changes_per_entry`` each); a change with an ``entry_time`` gets an entry of its own."""
-    by_phone: dict[str, list[dict[str, Any]]] = {}
+    by_phone: dict[str, list[StatusEvent]] = {}
     changes: list[dict[str, Any]] = []
     timed_entries: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, StatusEvent):
-            by_phone.setdefault(item.phone_number_id, []).append(status_object(item, shape))
+            by_phone.setdefault(item.phone_number_id, []).append(item)
         elif item.entry_time is not None:
             change = {"field": item.field, "value": item.value}
             timed_entries.append({"id": waba_id, "time": item.entry_time, "changes": [change]})
@@ -209,11 +354,7 @@ def build_payload(
     status_changes = [
         {
             "field": "messages",
-            "value": {
-                "messaging_product": "whatsapp",
-                "metadata": metadata(display_phone_number, phone_number_id),
-                "statuses": chunk,
-            },
+            "value": _statuses_value(chunk, display_phone_number, phone_number_id, shape),
         }
         for phone_number_id, statuses in by_phone.items()
         for chunk in _chunks(statuses, statuses_per_change)
@@ -223,6 +364,26 @@ def build_payload(
         for chunk in _chunks([*status_changes, *changes], changes_per_entry)
     ]
     return {"object": "whatsapp_business_account", "entry": [*entries, *timed_entries]}
+
+
+def _statuses_value(
+    events: list[StatusEvent], display_phone_number: str, phone_number_id: str, shape: Shape
+) -> dict[str, Any]:
+    """A ``messages`` change value: ``contacts`` (one per person named, when any status brings
+    one) before ``statuses``, as Meta orders them."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": metadata(display_phone_number, phone_number_id),
+    }
+    contacts: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        contact = contact_object(event, shape)
+        if contact is not None:
+            contacts.setdefault((contact.get("wa_id", ""), contact["user_id"]), contact)
+    if contacts:
+        value["contacts"] = list(contacts.values())
+    value["statuses"] = [status_object(event, shape) for event in events]
+    return value
 
 
 def encode(payload: object) -> bytes:

@@ -151,9 +151,16 @@ class Retry(_Model):
 class Webhooks(_Model):
     """Which status webhooks a message produces, when, and how they are delivered."""
 
-    shape: Literal["v24", "v23"] = "v24"
-    """``v24``: no ``conversation``, ``pricing`` on ``sent`` only; ``v23``: ``conversation``
-    and ``pricing`` on ``sent`` and on the first of delivered/read."""
+    shape: Literal["v26", "v24", "v23"] = "v26"
+    """``v26`` (Graph API v26.0, the default): ``contacts`` (``wa_id``, ``user_id``) beside
+    sent/delivered/read statuses, the 2025 ``pricing`` block (no ``billable``) on ``sent`` and the
+    first of delivered/read, no ``conversation``; ``v24``: no contacts, ``pricing`` on ``sent``
+    only; ``v23``: ``conversation`` and ``pricing`` on ``sent`` and the first of delivered/read."""
+    recipients: Literal["phone", "user_id_only", "group"] = "phone"
+    """How statuses name the recipient: ``phone`` (``recipient_id``, contacts with ``wa_id`` and
+    ``user_id``); ``user_id_only`` (a user whose phone Meta withholds: ``recipient_user_id``,
+    contacts with ``user_id`` only, and inbound events without ``from``); ``group`` (group
+    statuses: ``recipient_type: group``, the group id, the participant's phone and user id)."""
     sent: Delay = Delay(ms=50.0, jitter_ms=50.0)
     """From acceptance to ``sent``."""
     delivered: Delay = Delay(ms=200.0, jitter_ms=300.0)
@@ -195,8 +202,11 @@ class Scenario(_Model):
     webhooks: Webhooks = Webhooks()
     wa_ids: dict[str, str] = {}
     """Recipient digits -> the ``wa_id`` Meta reports, for numbers where the two differ."""
+    user_ids: dict[str, str] = {}
+    """Recipient digits -> the business-scoped user id Meta reports; others get a stable one
+    derived from the number (``<region>.<digits>``)."""
 
-    @field_validator("wa_ids", mode="before")
+    @field_validator("wa_ids", "user_ids", mode="before")
     @classmethod
     def _digit_keys(cls, value: Any) -> Any:
         if isinstance(value, dict):

@@ -18,12 +18,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import phonenumbers
+
 from sandbox.config import SandboxSettings
 from sandbox.errors import GraphError, Rejected, error_response_body, graph_error
 from sandbox.ledger import Ledger, LedgerEntry
 from sandbox.payloads import (
     StatusEvent,
     WebhookItem,
+    call_change,
+    echo_change,
     encode,
     inbound_text_change,
     send_response,
@@ -124,6 +128,7 @@ class SandboxService:
                     190,
                     "An access token is required to request this resource.",
                     title="Invalid OAuth access token",
+                    catalogue_subcode=False,
                 )
             )
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
@@ -132,6 +137,7 @@ class SandboxService:
                     190,
                     "Invalid OAuth access token - Cannot parse access token",
                     title="Invalid OAuth access token",
+                    catalogue_subcode=False,
                 )
             )
 
@@ -143,8 +149,11 @@ class SandboxService:
                     100,
                     f"Unsupported post request. Object with ID '{phone_number_id}' does not exist, "
                     "cannot be loaded due to missing permissions, or does not support this "
-                    "operation.",
+                    "operation. Please read the Graph API documentation at "
+                    "https://developers.facebook.com/docs/graph-api",
                     title="Unsupported post request",
+                    subcode=33,
+                    error_type="GraphMethodException",
                 )
             )
 
@@ -175,22 +184,52 @@ class SandboxService:
     def _schedule_statuses(self, entry: LedgerEntry, decision: Accepted) -> None:
         if not self.webhooks.enabled:
             return
-        conversation_id, expires = _conversation(entry)
         for planned in plan_statuses(self.scenario.webhooks, self.rng, decision.async_error):
-            event = StatusEvent(
-                wamid=entry.wamid,
-                status=planned.status,
-                timestamp=int(entry.accepted_at + planned.happens_after),
-                recipient_id=entry.wa_id,
-                phone_number_id=entry.phone_number_id,
-                callback_data=entry.callback_data,
-                category=entry.category,
+            event = self._status_event(
+                entry,
+                planned.status,
+                int(entry.accepted_at + planned.happens_after),
                 billable=planned.billable,
-                conversation_id=conversation_id,
-                conversation_expires=expires,
                 error=planned.error,
             )
             self.webhooks.schedule(event, entry.monotonic + planned.arrives_after)
+
+    def _status_event(
+        self,
+        entry: LedgerEntry,
+        status: str,
+        timestamp: int,
+        *,
+        billable: bool,
+        error: GraphError | None,
+    ) -> StatusEvent:
+        conversation_id, expires = _conversation(entry)
+        return StatusEvent(
+            wamid=entry.wamid,
+            status=status,
+            timestamp=timestamp,
+            recipient_id=entry.wa_id,
+            phone_number_id=entry.phone_number_id,
+            callback_data=entry.callback_data,
+            category=entry.category,
+            billable=billable,
+            conversation_id=conversation_id,
+            conversation_expires=expires,
+            error=error,
+            user_id=self.user_id_for(entry.wa_id),
+            recipients=self.scenario.webhooks.recipients,
+            group_id=_group_id(self.settings.display_phone_number, entry.phone_number_id),
+            profile_name=_profile_name(entry.wa_id),
+        )
+
+    def user_id_for(self, wa_id: str) -> str:
+        """The business-scoped user id Meta reports for ``wa_id``: the scenario's, or a stable
+        one derived from the number and the WABA (``<region>.<20 digits>``, meta-2026 §1.1)."""
+        digits = "".join(char for char in wa_id if char.isdigit())
+        given = self.scenario.user_ids.get(digits)
+        if given:
+            return given
+        return derived_user_id(digits, self.settings.waba_id)
 
     def _new_wamid(self, wa_id: str) -> str:
         # Shaped like Meta's: base64 of a length-prefixed number and an 18-character hex id.
@@ -228,8 +267,21 @@ class SandboxService:
         """Ledger figures and webhook delivery counters."""
         return {**self.ledger.stats(), "webhooks": self.webhooks.snapshot()}
 
+    def _phone_shared(self, phone_shared: bool | None) -> bool:
+        """Whether inbound events show the user's phone: as asked, else not in the scenario's
+        ``user_id_only`` mode."""
+        if phone_shared is not None:
+            return phone_shared
+        return self.scenario.webhooks.recipients != "user_id_only"
+
     def emit_user_preferences(
-        self, wa_id: str, value: Literal["stop", "resume"], phone_number_id: str | None
+        self,
+        wa_id: str,
+        value: Literal["stop", "resume"],
+        phone_number_id: str | None,
+        *,
+        user_id: str | None = None,
+        phone_shared: bool | None = None,
     ) -> bool:
         """Send a ``user_preferences`` webhook: the user stopped (or resumed) marketing."""
         return self._emit(
@@ -239,13 +291,23 @@ class SandboxService:
                 wa_id=wa_id,
                 value=value,
                 timestamp=int(time.time()),
+                user_id=user_id or self.user_id_for(wa_id),
+                phone_shared=self._phone_shared(phone_shared),
             )
         )
 
     def emit_inbound_text(
-        self, wa_id: str, text: str, profile_name: str, phone_number_id: str | None
+        self,
+        wa_id: str,
+        text: str,
+        profile_name: str,
+        phone_number_id: str | None,
+        *,
+        user_id: str | None = None,
+        phone_shared: bool | None = None,
     ) -> bool:
-        """Send an inbound text message webhook (e.g. a user replying "STOP")."""
+        """Send an inbound text message webhook (e.g. a user replying "STOP"); without the
+        phone (``from``) when the phone is not shared: ``from_user_id`` only."""
         return self._emit(
             inbound_text_change(
                 display_phone_number=self.settings.display_phone_number,
@@ -253,6 +315,44 @@ class SandboxService:
                 wa_id=wa_id,
                 profile_name=profile_name,
                 message_id=self._new_wamid(wa_id),
+                text=text,
+                timestamp=int(time.time()),
+                user_id=user_id or self.user_id_for(wa_id),
+                phone_shared=self._phone_shared(phone_shared),
+            )
+        )
+
+    def emit_call(
+        self, wa_id: str, event: Literal["connect", "terminate"], phone_number_id: str | None
+    ) -> bool:
+        """Send a ``calls`` webhook: the user calls the business number, or the call ends."""
+        digits = "".join(char for char in wa_id if char.isdigit())
+        call_id = "wacid." + base64.b64encode(f"sandbox-call:{digits}".encode()).decode()
+        return self._emit(
+            call_change(
+                display_phone_number=self.settings.display_phone_number,
+                phone_number_id=self._phone_number_id(phone_number_id),
+                wa_id=digits,
+                user_id=self.user_id_for(digits),
+                profile_name=_profile_name(digits),
+                call_id=call_id,
+                event=event,
+                timestamp=int(time.time()),
+            )
+        )
+
+    def emit_echo(self, wa_id: str, text: str, phone_number_id: str | None) -> bool:
+        """Send an ``smb_message_echoes`` webhook: the business wrote to the user from the
+        WhatsApp Business app."""
+        digits = "".join(char for char in wa_id if char.isdigit())
+        return self._emit(
+            echo_change(
+                display_phone_number=self.settings.display_phone_number,
+                phone_number_id=self._phone_number_id(phone_number_id),
+                wa_id=digits,
+                user_id=self.user_id_for(digits),
+                profile_name=_profile_name(digits),
+                message_id=self._new_wamid(digits),
                 text=text,
                 timestamp=int(time.time()),
             )
@@ -287,21 +387,8 @@ class SandboxService:
         entry = self.ledger.by_wamid.get(wamid)
         if entry is None:
             raise NotFound(f"no accepted send with id {wamid!r}")
-        conversation_id, expires = _conversation(entry)
         return self._emit(
-            StatusEvent(
-                wamid=entry.wamid,
-                status=status,
-                timestamp=int(time.time()),
-                recipient_id=entry.wa_id,
-                phone_number_id=entry.phone_number_id,
-                callback_data=entry.callback_data,
-                category=entry.category,
-                billable=False,
-                conversation_id=conversation_id,
-                conversation_expires=expires,
-                error=error,
-            )
+            self._status_event(entry, status, int(time.time()), billable=False, error=error)
         )
 
     def _emit(self, item: WebhookItem) -> bool:
@@ -321,3 +408,26 @@ def _conversation(entry: LedgerEntry) -> tuple[str, int]:
     """The (v23-shape) conversation id and expiry of a message: one conversation per message."""
     conversation_id = hashlib.blake2b(entry.wamid.encode(), digest_size=16).hexdigest()
     return conversation_id, int(entry.accepted_at) + CONVERSATION_WINDOW_SECONDS
+
+
+def derived_user_id(digits: str, waba_id: str) -> str:
+    """A stable business-scoped user id for a phone: its region code, a period, 20 digits."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse("+" + digits))
+    except phonenumbers.NumberParseException:
+        region = None
+    if not region or region == "ZZ" or len(region) != 2:
+        region = "US"
+    digest = hashlib.blake2b(f"{waba_id}:{digits}".encode(), digest_size=8).digest()
+    number = 10**19 + int.from_bytes(digest, "big") % (9 * 10**19)
+    return f"{region}.{number}"
+
+
+def _group_id(display_phone_number: str, phone_number_id: str) -> str:
+    """The id of the sandbox's one group per business number (shaped like Meta's)."""
+    raw = f"capi_group:{display_phone_number}:{phone_number_id[-4:]}"
+    return base64.b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _profile_name(wa_id: str) -> str:
+    return f"Guest {wa_id[-4:]}"

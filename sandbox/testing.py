@@ -74,7 +74,7 @@ class RunningSandbox:
     base_url: str
     service: SandboxService
 
-    def send_url(self, phone_number_id: str = "106540352242922", version: str = "v24.0") -> str:
+    def send_url(self, phone_number_id: str = "106540352242922", version: str = "v26.0") -> str:
         """The Graph send URL for ``phone_number_id``."""
         return f"{self.base_url}/{version}/{phone_number_id}/messages"
 

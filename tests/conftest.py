@@ -25,6 +25,7 @@ from common.db.embedded import start_embedded_postgres
 from common.db.engine import make_engine, make_sessions
 from common.db.migrate import upgrade
 from common.db.urls import with_database
+from tests import webhook_capture
 from tests.transition_audit import check_transitions, install_transition_audit
 
 
@@ -109,3 +110,21 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """A session factory on this test's database."""
     return make_sessions(engine)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _capture_sandbox_webhooks() -> Iterator[None]:
+    """Record every webhook body in-process sandboxes build (for the pywa contract test)."""
+    import sandbox.payloads
+    import sandbox.webhooks
+
+    with pytest.MonkeyPatch.context() as patch:
+        build = webhook_capture.recording(sandbox.payloads.build_payload)
+        patch.setattr(sandbox.webhooks, "build_payload", build)
+        yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The pywa contract test runs last, so it sees every body the sandbox emitted before it."""
+    last = [item for item in items if item.nodeid.split("::")[0].endswith("test_pywa_contract.py")]
+    items[:] = [item for item in items if item not in last] + last

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -103,6 +104,21 @@ def _add_updates(
                     pb.ProviderError(code=e.code, title=e.title, details=e.details)
                     for e in s.errors
                 ],
+                recipient_user_id=s.recipient_user_id,
+                recipient_parent_user_id=s.recipient_parent_user_id,
+                recipient_type=s.recipient_type,
+                participant_id=s.participant_id,
+                participant_user_id=s.participant_user_id,
+                participant_parent_user_id=s.participant_parent_user_id,
+                contacts=[
+                    pb.ProviderContact(
+                        wa_id=c.wa_id,
+                        user_id=c.user_id,
+                        parent_user_id=c.parent_user_id,
+                        username=c.username,
+                    )
+                    for c in s.contacts
+                ],
             )
         )
     for p in updates.preferences:
@@ -117,6 +133,8 @@ def _add_updates(
                 category=p.category,
                 value=p.value,
                 provider_timestamp=_timestamp(p.timestamp),
+                user_id=p.user_id,
+                parent_user_id=p.parent_user_id,
             )
         )
     for t in updates.inbound_texts:
@@ -131,6 +149,9 @@ def _add_updates(
                 provider_message_id=t.message_id,
                 text=t.text,
                 provider_timestamp=_timestamp(t.timestamp),
+                from_user_id=t.from_user_id,
+                from_parent_user_id=t.from_parent_user_id,
+                username=t.username,
             )
         )
     return dropped
@@ -192,18 +213,29 @@ async def plan(
     for receipt, updates in normalised:
         result = plans[-1]
         rid = receipt.id
-        if updates.flag is not None:
+        notes = _notes(updates)
+        if updates.whole_body_flagged:
+            assert updates.flag is not None
             log.warning(
                 "receipt flagged %s: %s",
                 updates.flag.value,
                 updates.problem,
                 extra={"receipt_id": rid},
             )
-            result.settled.append(Settlement(rid, ReceiptState.FLAGGED, flag=updates.flag.value))
+            result.settled.append(
+                Settlement(rid, ReceiptState.FLAGGED, flag=updates.flag.value, notes=notes)
+            )
             continue
         first = updates.phone_number_ids[0] if updates.phone_number_ids else None
         settlement = Settlement(
-            rid, ReceiptState.APPLIED, phone_number_id=first, workspace_id=bindings.get(first or "")
+            rid,
+            ReceiptState.APPLIED,
+            flag=updates.flag.value if updates.flag is not None else None,
+            phone_number_id=first,
+            workspace_id=bindings.get(first or ""),
+            notes=notes,
+            unreadable=len(updates.unreadable),
+            ignored=tuple(n.subject for n in updates.ignored),
         )
         if updates.phone_number_ids and not known.intersection(updates.phone_number_ids):
             log.warning("receipt flagged unknown_sender", extra={"receipt_id": rid})
@@ -213,9 +245,17 @@ async def plan(
                     ReceiptState.FLAGGED,
                     flag=ReceiptFlag.UNKNOWN_SENDER.value,
                     phone_number_id=first,
+                    notes=notes,
                 )
             )
             continue
+        if updates.unreadable:
+            log.warning(
+                "%d items not read (the readable rest is applied): %s",
+                len(updates.unreadable),
+                updates.problem,
+                extra={"receipt_id": rid},
+            )
         for error in updates.value_errors:
             log.warning(
                 "provider reported error %d: %s", error.code, error.title, extra={"receipt_id": rid}
@@ -231,8 +271,23 @@ async def plan(
         if updates.update_count - dropped:
             result.forwarded.append(settlement)
         else:
-            result.settled.append(settlement)  # template/account notifications: nothing to send
+            result.settled.append(settlement)  # ignored changes, unreadable items: nothing to send
     return plans
+
+
+MAX_STORED_NOTES = 100
+"""Notes kept on one receipt; the rest are counted in a last note (the body has them all)."""
+
+
+def _notes(updates: Normalised) -> str | None:
+    """The receipt's notes as JSON (None when there are none: the stored default stays)."""
+    notes = [n.as_json() for n in updates.notes[:MAX_STORED_NOTES]]
+    if len(updates.notes) > MAX_STORED_NOTES:
+        more = len(updates.notes) - MAX_STORED_NOTES
+        notes.append({"path": "", "kind": "more", "reason": f"{more} more notes not stored"})
+    if updates.whole_body_flagged and updates.problem and not notes:
+        notes.append({"path": "body", "kind": "unreadable", "reason": updates.problem})
+    return json.dumps(notes) if notes else None
 
 
 class Forwarder:
@@ -424,8 +479,15 @@ class Forwarder:
                 Settlement(s.receipt_id, ReceiptState.PENDING, error=f"ApplyStatus: {error}")
                 for s in forwarded
             ]
-        for state, flag, lag in await inbox.settle(conn, [*work.settled, *forwarded]):
+        by_id = {s.receipt_id: s for s in [*work.settled, *forwarded]}
+        for receipt_id, state, flag, lag in await inbox.settle(conn, list(by_id.values())):
             if state == ReceiptState.APPLIED:
                 metrics.FORWARD_LAG.observe(lag)
-            if state != ReceiptState.PENDING:
-                metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()
+            if state == ReceiptState.PENDING:
+                continue
+            metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()
+            settlement = by_id[receipt_id]
+            if settlement.unreadable:
+                metrics.ITEMS_UNREADABLE.inc(settlement.unreadable)
+            for subject in settlement.ignored:
+                metrics.CHANGES_IGNORED.labels(subject).inc()

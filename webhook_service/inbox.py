@@ -2,8 +2,10 @@
 
 A receipt is stored before Meta gets its 200, with the body exactly as received. An identical
 redelivery has the same SHA-256 and is the same receipt (INSERT … ON CONFLICT DO NOTHING).
-A receipt stays ``pending`` until ApplyStatus succeeded for it, then it is ``applied``; or it
-is ``flagged`` when it can never be applied (not JSON, unknown shape, unknown sender).
+A receipt stays ``pending`` until ApplyStatus succeeded for its readable updates, then it is
+``applied`` (flagged ``unreadable_items`` when some items could not be read, ``ignored`` when it
+carried nothing for us, with ``notes`` saying which items and why); or it is ``flagged`` when
+it can never be applied (not JSON, unknown shape, unknown sender).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ class Settlement:
     phone_number_id: str | None = None
     workspace_id: uuid.UUID | None = None
     error: str | None = None
+    notes: str | None = None
+    """JSON list of ``{path, kind, reason}`` (items not read or ignored); None keeps the stored."""
+    unreadable: int = 0
+    """How many items of the body could not be read (for the metrics)."""
+    ignored: Sequence[str] = ()
+    """The change fields (or item kinds) ignored in the body (for the metrics)."""
 
 
 INSERT_RECEIPTS = text("""
@@ -82,16 +90,17 @@ SENDER_BINDINGS = text("""
 SETTLE = text("""
     UPDATE webhook_receipt AS r
     SET state = v.state, flag = v.flag,
+        notes = COALESCE(CAST(v.notes AS jsonb), r.notes),
         phone_number_id = COALESCE(v.phone_number_id, r.phone_number_id),
         workspace_id = COALESCE(v.workspace_id, r.workspace_id),
         applied_at = CASE WHEN v.state = 'applied' THEN now() ELSE r.applied_at END,
         attempts = r.attempts + 1, last_error = v.error
     FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]), CAST(:flags AS text[]),
                 CAST(:phone_number_ids AS text[]), CAST(:workspace_ids AS uuid[]),
-                CAST(:errors AS text[]))
-         AS v(id, state, flag, phone_number_id, workspace_id, error)
+                CAST(:errors AS text[]), CAST(:notes AS text[]))
+         AS v(id, state, flag, phone_number_id, workspace_id, error, notes)
     WHERE r.id = v.id AND r.state = 'pending'
-    RETURNING r.state, r.flag, EXTRACT(EPOCH FROM (now() - r.received_at)) AS lag
+    RETURNING r.id, r.state, r.flag, EXTRACT(EPOCH FROM (now() - r.received_at)) AS lag
 """)
 PENDING_STATS = text("""
     SELECT count(*) AS pending, EXTRACT(EPOCH FROM now() - min(received_at)) AS oldest
@@ -245,8 +254,9 @@ async def sender_bindings(
 
 async def settle(
     conn: AsyncConnection, settlements: Sequence[Settlement]
-) -> list[tuple[str, str | None, float]]:
-    """Record an attempt's outcome on still-pending receipts: (state, flag, lag seconds) each."""
+) -> list[tuple[uuid.UUID, str, str | None, float]]:
+    """Record an attempt's outcome on still-pending receipts: (id, state, flag, lag seconds)
+    for each receipt that was still pending."""
     if not settlements:
         return []
     rows = await conn.execute(
@@ -258,9 +268,10 @@ async def settle(
             "phone_number_ids": [s.phone_number_id for s in settlements],
             "workspace_ids": [s.workspace_id for s in settlements],
             "errors": [s.error for s in settlements],
+            "notes": [s.notes for s in settlements],
         },
     )
-    return [(row.state, row.flag, float(row.lag)) for row in rows]
+    return [(row.id, row.state, row.flag, float(row.lag)) for row in rows]
 
 
 async def pending_stats(engine: AsyncEngine) -> tuple[int, float]:

@@ -17,9 +17,22 @@ POST_SECONDS = Histogram(
 )
 RECEIPTS_SETTLED = Counter(
     "invites_webhook_receipts_settled_total",
-    "Receipts taken out of pending: applied, or flagged (invalid_json, unknown_shape, "
-    "unknown_sender), by the forwarder (fresh) or the sweeper (sweep).",
+    "Receipts taken out of pending, by result: applied (everything read and applied), "
+    "unreadable_items (the readable rest applied: alert), ignored (only changes that carry "
+    "nothing for us: not a failure), or flagged whole (invalid_json, unknown_shape, "
+    "unknown_sender: alert); by the forwarder (fresh) or the sweeper (sweep).",
     ["result", "path"],
+)
+ITEMS_UNREADABLE = Counter(
+    "invites_webhook_unreadable_items_total",
+    "Items (statuses, messages, preferences, changes) of applied receipts that could not be "
+    "read; each is named with its path and reason in webhook_receipt.notes.",
+)
+CHANGES_IGNORED = Counter(
+    "invites_webhook_ignored_total",
+    "Known changes and items that carry nothing for this system, by kind (the change field, "
+    "or inbound_<type> / system_<type> for messages items). Not failures.",
+    ["kind"],
 )
 UPDATES_FORWARDED = Counter(
     "invites_webhook_updates_forwarded_total",

@@ -195,11 +195,22 @@ class GuestIdentity(Base):
     phone_e164: Mapped[str] = mapped_column(Text)
     person_id: Mapped[uuid.UUID] = _fk("person.id")
     created_at: Mapped[datetime] = _created_at()
+    provider_user_id: Mapped[str | None] = mapped_column(Text)
+    """Meta's business-scoped user id for this phone (``US.1349…``), once a webhook reported
+    it (a status's ``contacts[]``, ``recipient_user_id``); one per person per workspace."""
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "phone_e164"),
         UniqueConstraint("person_id"),
         CheckConstraint("phone_e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="phone_e164_format"),
+        CheckConstraint("provider_user_id <> ''", name="provider_user_id_not_empty"),
+        Index(
+            "uq_guest_identity_provider_user_id",
+            "workspace_id",
+            "provider_user_id",
+            unique=True,
+            postgresql_where=text("provider_user_id IS NOT NULL"),
+        ),
     )
 
 
@@ -385,13 +396,16 @@ class Template(Base):
 
 
 class DoNotMessageEntry(Base):
-    """A phone the workspace must never message; removal is kept (removed_at) and audited."""
+    """A person the workspace must never message, by phone, by Meta user id, or both; removal is
+    kept (removed_at) and audited."""
 
     __tablename__ = "do_not_message_entry"
 
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
-    phone_e164: Mapped[str] = mapped_column(Text)
+    phone_e164: Mapped[str | None] = mapped_column(Text)
+    provider_user_id: Mapped[str | None] = mapped_column(Text)
+    """Meta's business-scoped user id, for a person known (or also known) by it."""
     reason: Mapped[str] = mapped_column(Text, server_default="")
     source: Mapped[str] = mapped_column(Text)
     actor_id: Mapped[uuid.UUID | None] = _fk("membership.id", nullable=True)
@@ -402,13 +416,24 @@ class DoNotMessageEntry(Base):
 
     __table_args__ = (
         one_of("source", DnmSource),
-        # One active entry per phone; removed entries stay as history.
+        CheckConstraint(
+            "phone_e164 IS NOT NULL OR provider_user_id IS NOT NULL", name="phone_or_user_id"
+        ),
+        CheckConstraint("provider_user_id <> ''", name="provider_user_id_not_empty"),
+        # One active entry per phone, and per user id; removed entries stay as history.
         Index(
             "uq_do_not_message_entry_active_phone",
             "workspace_id",
             "phone_e164",
             unique=True,
             postgresql_where=text("removed_at IS NULL"),
+        ),
+        Index(
+            "uq_do_not_message_entry_active_user_id",
+            "workspace_id",
+            "provider_user_id",
+            unique=True,
+            postgresql_where=text("removed_at IS NULL AND provider_user_id IS NOT NULL"),
         ),
     )
 
@@ -641,6 +666,8 @@ class WebhookReceipt(Base):
     workspace_id: Mapped[uuid.UUID | None] = _fk("workspace.id", nullable=True)
     state: Mapped[str] = mapped_column(Text)
     flag: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[list[dict[str, str]]] = mapped_column(JSONB, server_default="[]")
+    """Items not read (``unreadable``: path and reason) or carrying nothing (``ignored``)."""
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = _created_at()

@@ -11,6 +11,12 @@ Scope rule (docs/operations.md, "Do-Not-Message"):
   whichever organiser's invitation it carried.
 * An operator's entry blocks the phone **in its own workspace** only.
 
+A person is known by phone, by Meta's business-scoped user id, or both. An opt-out that names
+only a user id is matched to the phone when a guest identity already carries that user id;
+otherwise the entry keeps the user id alone and gains the phone as soon as a webhook pairs the
+two (``persistence/do_not_message.learn_user_ids``). Prechecks and the dispatcher check phones,
+so from then on the person is blocked like any other.
+
 An entry is never removed automatically (a ``resume`` preference or a "START" reply changes
 nothing): removal is an operator's audited decision.
 """
@@ -54,7 +60,8 @@ AUTOMATIC_REASONS: Mapping[DnmSource, str] = {
 
 @dataclass(frozen=True, slots=True)
 class DoNotMessageRequest:
-    """One phone to block, from one source, in the scope the source implies.
+    """One person to block (by phone, user id or both), from one source, in the scope the source
+    implies.
 
     `workspace_id` names the workspace for an operator's entry; `phone_number_id` names the
     sender number for every provider-reported opt-out. `context` is kept in the audit entry
@@ -62,14 +69,19 @@ class DoNotMessageRequest:
     """
 
     phone_e164: str
+    """The E.164 phone; empty when only the user id is known."""
     source: DnmSource
     reason: str
+    user_id: str = ""
+    """Meta's business-scoped user id, when the signal carried one."""
     workspace_id: uuid.UUID | None = None
     phone_number_id: str | None = None
     actor_id: uuid.UUID | None = None
     context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not (self.phone_e164 or self.user_id):
+            raise ValueError("a Do-Not-Message entry needs a phone or a user id")
         named = self.workspace_id if self.scope is DnmScope.WORKSPACE else self.phone_number_id
         if not named:
             raise ValueError(f"a {self.source.value} entry needs its {self.scope.value}")
@@ -97,13 +109,17 @@ def provider_opt_out(
     phone_number_id: str,
     phone_e164: str,
     source: DnmSource,
+    *,
+    user_id: str = "",
     **context: uuid.UUID | str | None,
 ) -> DoNotMessageRequest:
-    """An opt-out the provider reported on a sender number (reason text from the table above)."""
+    """An opt-out the provider reported on a sender number (reason text from the table above),
+    naming the person by phone, user id (`phone_e164` empty) or both."""
     return DoNotMessageRequest(
         phone_e164=phone_e164,
         source=source,
         reason=AUTOMATIC_REASONS[source],
+        user_id=user_id,
         phone_number_id=phone_number_id,
         context={k: str(v) for k, v in context.items() if v is not None},
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from common.vocabulary import ApplyOutcome, DnmSource, MessageState, RejectionReason
+from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.retry import classify_code
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -87,6 +88,18 @@ class StatusUpdate:
     """biz_opaque_callback_data: our invite_message id, as sent."""
     receipt_id: uuid.UUID | None = None
     """The webhook receipt it came from."""
+    recipient_user_id: str = ""
+    """The recipient's business-scoped user id (only when the message was sent to one)."""
+    recipient_parent_user_id: str = ""
+    recipient_type: str = ""
+    """``group`` for a group status (``recipient_id`` is then the group id), else empty."""
+    participant_id: str = ""
+    """Group statuses: the participant's phone (WhatsApp id), if shared."""
+    participant_user_id: str = ""
+    """Group statuses: the participant's business-scoped user id."""
+    contacts: tuple[ProviderContact, ...] = ()
+    """The ``contacts[]`` entries naming the recipient: phone and user id pairs (never on
+    ``failed``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,9 @@ class PreferenceUpdate:
     value: str
     at: datetime
     receipt_id: uuid.UUID | None = None
+    user_id: str = ""
+    """The user's business-scoped user id; ``wa_id`` may then be empty (phone withheld)."""
+    parent_user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,27 +113,38 @@ class InboundText:
     at: datetime
     provider_message_id: str = ""
     receipt_id: uuid.UUID | None = None
+    from_user_id: str = ""
+    """The sender's business-scoped user id; ``from_wa_id`` may then be empty."""
+    from_parent_user_id: str = ""
+    username: str = ""
 
 
 def opt_out_from_preference(update: PreferenceUpdate) -> DoNotMessageRequest | None:
-    """The opt-out a preference change asks for; ``resume`` never removes an entry by itself
-    (removal is an operator's audited decision)."""
-    phone = phone_from_wa_id(update.wa_id)
-    if phone is None or not is_marketing_stop(update.category, update.value):
+    """The opt-out a preference change asks for (by phone, user id or both); ``resume`` never
+    removes an entry by itself (removal is an operator's audited decision)."""
+    phone = phone_from_wa_id(update.wa_id) or ""
+    user_id = update.user_id.strip()
+    if not (phone or user_id) or not is_marketing_stop(update.category, update.value):
         return None
     return provider_opt_out(
-        update.phone_number_id, phone, DnmSource.USER_PREFERENCES_STOP, receipt_id=update.receipt_id
+        update.phone_number_id,
+        phone,
+        DnmSource.USER_PREFERENCES_STOP,
+        user_id=user_id,
+        receipt_id=update.receipt_id,
     )
 
 
 def opt_out_from_text(message: InboundText) -> DoNotMessageRequest | None:
-    """The opt-out an inbound stop keyword asks for."""
-    phone = phone_from_wa_id(message.from_wa_id)
-    if phone is None or not is_stop_keyword(message.text):
+    """The opt-out an inbound stop keyword asks for (by phone, user id or both)."""
+    phone = phone_from_wa_id(message.from_wa_id) or ""
+    user_id = message.from_user_id.strip()
+    if not (phone or user_id) or not is_stop_keyword(message.text):
         return None
     return provider_opt_out(
         message.phone_number_id,
         phone,
         DnmSource.INBOUND_STOP_KEYWORD,
+        user_id=user_id,
         receipt_id=message.receipt_id,
     )

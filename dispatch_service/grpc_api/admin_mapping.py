@@ -288,7 +288,7 @@ def dnm_entry_pb(entry: DoNotMessageEntryView) -> pb.DoNotMessageEntry:
     """A do-not-message entry message."""
     return pb.DoNotMessageEntry(
         entry_id=str(entry.id),
-        phone_e164=entry.phone_e164,
+        phone_e164=entry.phone_e164 or "",
         reason=entry.reason,
         source=to_proto_enum(entry.source, DnmSource),
         actor_id=str(entry.actor_id) if entry.actor_id else "",

@@ -7,10 +7,12 @@ violation per problem) and changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.vocabulary import ApplyOutcome
+from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
@@ -62,6 +64,23 @@ class _Checker:
             self.violations.append(FieldViolation(field, NOT_AN_ID))
         return parsed
 
+    def phone_or_user_id(self, phone: str, user_id: str, field: str, names: str) -> None:
+        if not phone.strip() and not user_id.strip():
+            self.violations.append(FieldViolation(field, f"needs {names} (one at least)"))
+
+
+def _contacts(items: Iterable[pb.ProviderContact]) -> tuple[ProviderContact, ...]:
+    return tuple(
+        ProviderContact(
+            wa_id=c.wa_id.strip(),
+            user_id=c.user_id.strip(),
+            parent_user_id=c.parent_user_id.strip(),
+            username=c.username.strip(),
+        )
+        for c in items
+        if c.wa_id.strip() or c.user_id.strip()
+    )
+
 
 def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:
     errors = tuple(ProviderError(e.code, e.title, e.details) for e in item.errors)
@@ -75,28 +94,41 @@ def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:
         recipient_id=item.recipient_id.strip(),
         callback_data=item.callback_data,
         receipt_id=check.receipt(item.receipt_id, f"{field}.receipt_id"),
+        recipient_user_id=item.recipient_user_id.strip(),
+        recipient_parent_user_id=item.recipient_parent_user_id.strip(),
+        recipient_type=item.recipient_type.strip().lower(),
+        participant_id=item.participant_id.strip(),
+        participant_user_id=item.participant_user_id.strip(),
+        contacts=_contacts(item.contacts),
     )
 
 
 def _preference(check: _Checker, item: pb.PreferenceUpdate, field: str) -> PreferenceUpdate:
+    check.phone_or_user_id(item.wa_id, item.user_id, field, "wa_id or user_id")
     return PreferenceUpdate(
         phone_number_id=check.required(item.phone_number_id, f"{field}.phone_number_id"),
-        wa_id=check.required(item.wa_id, f"{field}.wa_id"),
+        wa_id=item.wa_id.strip(),
         category=item.category.strip(),
         value=check.required(item.value, f"{field}.value"),
         at=check.provider_timestamp(item, field),
         receipt_id=check.receipt(item.receipt_id, f"{field}.receipt_id"),
+        user_id=item.user_id.strip(),
+        parent_user_id=item.parent_user_id.strip(),
     )
 
 
 def _inbound(check: _Checker, item: pb.InboundText, field: str) -> InboundText:
+    check.phone_or_user_id(item.from_wa_id, item.from_user_id, field, "from_wa_id or from_user_id")
     return InboundText(
         phone_number_id=check.required(item.phone_number_id, f"{field}.phone_number_id"),
-        from_wa_id=check.required(item.from_wa_id, f"{field}.from_wa_id"),
+        from_wa_id=item.from_wa_id.strip(),
         text=item.text,
         at=check.provider_timestamp(item, field),
         provider_message_id=item.provider_message_id,
         receipt_id=check.receipt(item.receipt_id, f"{field}.receipt_id"),
+        from_user_id=item.from_user_id.strip(),
+        from_parent_user_id=item.from_parent_user_id.strip(),
+        username=item.username.strip(),
     )
 
 

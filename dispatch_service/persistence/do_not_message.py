@@ -1,9 +1,10 @@
 """Do-not-message entries in Postgres: the one writer for every source, removal, and listings.
 
-One active entry per (workspace, phone); removals are kept as history. :func:`add_entries` is the
-only statement that inserts entries: the operator path, the status path (preferences, stop
-keywords, opt-out statuses) and the dispatcher (opt-out errors on a send) all call it, so the scope
-rule (``domain/do_not_message.py``) and the ``dnm.add`` audit entry are the same for every source.
+One active entry per (workspace, phone) and per (workspace, user id); removals are kept as
+history. :func:`add_entries` is the only statement that inserts entries: the operator path, the
+status path (preferences, stop keywords, opt-out statuses) and the dispatcher (opt-out errors on a
+send) all call it, so the scope rule (``domain/do_not_message.py``) and the ``dnm.add`` audit entry
+are the same for every source.
 """
 
 from __future__ import annotations
@@ -24,34 +25,61 @@ from dispatch_service.domain.do_not_message import DnmScope, DoNotMessageRequest
 Entry = DoNotMessageEntry
 
 # One statement for a whole batch: the requests are resolved to workspaces by the scope rule
-# (a workspace id, or every workspace sending from a sender number), inserted where no active
-# entry exists, and each entry actually added is audited as dnm.add in the same statement.
+# (a workspace id, or every workspace sending from a sender number), a user-id-only request to
+# the phone of the guest identity carrying that user id (when one does), inserted where the
+# person has no active entry yet (by phone or by user id), and each entry actually added is
+# audited as dnm.add in the same statement.
 ADD_ENTRIES = text("""
     WITH request AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-            AS v(workspace_id uuid, pnid text, phone text, source text, reason text,
-                 actor_id uuid, context jsonb)
+        SELECT v.workspace_id, v.pnid, nullif(v.phone, '') AS phone,
+               nullif(v.user_id, '') AS user_id, v.source, v.reason, v.actor_id, v.context
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS v(workspace_id uuid, pnid text, phone text, user_id text, source text,
+                 reason text, actor_id uuid, context jsonb)
     ), candidate AS (
-        SELECT DISTINCT ON (w.id, v.phone) w.id AS workspace_id, v.phone, v.source, v.reason,
-               v.actor_id, v.context
+        SELECT DISTINCT ON (w.id, coalesce(v.phone, gi.phone_e164), v.user_id)
+               w.id AS workspace_id, coalesce(v.phone, gi.phone_e164) AS phone, v.user_id,
+               v.source, v.reason, v.actor_id, v.context
         FROM request v
         JOIN workspace w ON w.id = v.workspace_id OR w.sender_phone_number_id = v.pnid
-        ORDER BY w.id, v.phone
+        LEFT JOIN guest_identity gi
+          ON v.phone IS NULL AND gi.workspace_id = w.id AND gi.provider_user_id = v.user_id
+        ORDER BY w.id, coalesce(v.phone, gi.phone_e164), v.user_id
     ), added AS (
-        INSERT INTO do_not_message_entry (workspace_id, phone_e164, reason, source, actor_id)
-        SELECT workspace_id, phone, reason, source, actor_id FROM candidate
-        ON CONFLICT (workspace_id, phone_e164) WHERE removed_at IS NULL DO NOTHING
-        RETURNING id, workspace_id, phone_e164, source, reason, actor_id
+        INSERT INTO do_not_message_entry
+            (workspace_id, phone_e164, provider_user_id, reason, source, actor_id)
+        SELECT c.workspace_id, c.phone, c.user_id, c.reason, c.source, c.actor_id
+        FROM candidate c
+        WHERE NOT EXISTS (
+            SELECT 1 FROM do_not_message_entry d
+            WHERE d.workspace_id = c.workspace_id AND d.removed_at IS NULL
+              AND (d.phone_e164 = c.phone OR d.provider_user_id = c.user_id))
+        ON CONFLICT DO NOTHING
+        RETURNING id, workspace_id, phone_e164, provider_user_id, source, reason, actor_id
     ), audited AS (
         INSERT INTO audit_entry (workspace_id, actor_id, action, subject_type, subject_id,
                                  details)
         SELECT a.workspace_id, a.actor_id, 'dnm.add', 'do_not_message_entry', a.id::text,
-               c.context || jsonb_build_object('phone_e164', a.phone_e164, 'source', a.source,
-                                               'reason', a.reason)
+               c.context || jsonb_strip_nulls(jsonb_build_object(
+                   'phone_e164', a.phone_e164, 'user_id', a.provider_user_id,
+                   'source', a.source, 'reason', a.reason))
         FROM added a JOIN candidate c
-          ON c.workspace_id = a.workspace_id AND c.phone = a.phone_e164
+          ON c.workspace_id = a.workspace_id AND c.phone IS NOT DISTINCT FROM a.phone_e164
+         AND c.user_id IS NOT DISTINCT FROM a.provider_user_id
     )
-    SELECT id, workspace_id, phone_e164, source FROM added
+    SELECT id, workspace_id, phone_e164, provider_user_id, source FROM added
+""")
+# A person's user-id-only entries gain the phone once a guest identity pairs the two (unless the
+# phone already has an active entry of its own).
+COMPLETE_ENTRIES = text("""
+    UPDATE do_not_message_entry d SET phone_e164 = v.phone
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(workspace_id uuid, phone text, user_id text)
+    WHERE d.workspace_id = v.workspace_id AND d.provider_user_id = v.user_id
+      AND d.phone_e164 IS NULL AND d.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM do_not_message_entry e
+                      WHERE e.workspace_id = v.workspace_id AND e.phone_e164 = v.phone
+                        AND e.removed_at IS NULL)
+    RETURNING d.id
 """)
 
 
@@ -61,7 +89,8 @@ class AddedEntry:
 
     id: uuid.UUID
     workspace_id: uuid.UUID
-    phone_e164: str
+    phone_e164: str | None
+    provider_user_id: str | None
     source: DnmSource
 
 
@@ -71,6 +100,7 @@ def _row(request: DoNotMessageRequest) -> dict[str, object]:
         "workspace_id": str(request.workspace_id) if by_workspace else None,
         "pnid": None if by_workspace else request.phone_number_id,
         "phone": request.phone_e164,
+        "user_id": request.user_id,
         "source": request.source.value,
         "reason": request.reason,
         "actor_id": str(request.actor_id) if request.actor_id else None,
@@ -87,7 +117,22 @@ async def add_entries(
         return []
     rows = json.dumps([_row(r) for r in requests], separators=(",", ":"))
     result = await session.execute(ADD_ENTRIES, {"rows": rows})
-    return [AddedEntry(r.id, r.workspace_id, r.phone_e164, DnmSource(r.source)) for r in result]
+    return [
+        AddedEntry(r.id, r.workspace_id, r.phone_e164, r.provider_user_id, DnmSource(r.source))
+        for r in result
+    ]
+
+
+async def complete_entries(
+    session: AsyncSession, identities: Sequence[tuple[uuid.UUID, str, str]]
+) -> int:
+    """Give user-id-only entries the phone a guest identity now pairs with their user id
+    ((workspace, phone, user id) triples); returns how many gained one."""
+    if not identities:
+        return 0
+    rows = [{"workspace_id": str(w), "phone": p, "user_id": u} for w, p, u in identities]
+    result = await session.execute(COMPLETE_ENTRIES, {"rows": json.dumps(rows)})
+    return len(result.all())
 
 
 async def active_entry(

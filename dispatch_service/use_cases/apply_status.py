@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
+from dispatch_service.domain.identities import LearnedIdentity, learned_identities
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
 from dispatch_service.domain.stop_keywords import (
     InboundText,
@@ -31,6 +32,7 @@ from dispatch_service.domain.stop_keywords import (
 )
 from dispatch_service.persistence import status as status_store
 from dispatch_service.persistence.do_not_message import add_entries
+from dispatch_service.persistence.identities import learn_user_ids
 from dispatch_service.persistence.status import StatusApplication
 
 log = logging.getLogger(__name__)
@@ -82,22 +84,31 @@ def collect_opt_outs(
     """Every opt-out the batch asks for: 131050 failures, marketing stops, stop keywords.
 
     A duplicate status asks for nothing (it was acted on when first seen). A 131050 blocks the
-    recipient's WhatsApp id and, when it differs, the phone the matched message was sent to.
+    recipient's WhatsApp id and, when it differs, the phone the matched message was sent to,
+    each with the recipient's business-scoped user id when the status carried one; with no phone
+    at all, the user id alone. For a group status the recipient is the participant, never the
+    group id. Opt-outs with an empty ``phone_e164`` name the person by ``user_id`` only.
     """
     opt_outs: list[DoNotMessageRequest] = []
     for update, application in zip(command.statuses, applications, strict=True):
         source = opt_out_source(update.report)
         if application.outcome is ApplyOutcome.DUPLICATE or source is None:
             continue
-        phones = {phone_from_wa_id(update.recipient_id), application.message_phone}
+        group = update.recipient_type == "group"
+        recipient = update.participant_id if group else update.recipient_id
+        user_id = update.participant_user_id if group else update.recipient_user_id
+        phones = {phone_from_wa_id(recipient), application.message_phone}
+        found = sorted(p for p in phones if p) or [""]
         opt_outs.extend(
             provider_opt_out(
                 update.phone_number_id,
                 phone,
                 source,
+                user_id=user_id,
                 receipt_id=update.receipt_id,
             )
-            for phone in sorted(p for p in phones if p)
+            for phone in found
+            if phone or user_id
         )
     for preference in command.preferences:
         if (opt_out := opt_out_from_preference(preference)) is not None:
@@ -108,11 +119,29 @@ def collect_opt_outs(
     return opt_outs
 
 
+def collect_identities(
+    command: ApplyStatusCommand, applications: Sequence[StatusApplication]
+) -> list[LearnedIdentity]:
+    """Every (phone, user id) pair the batch's statuses report, for the guest identities."""
+    learned: list[LearnedIdentity] = []
+    for update, application in zip(command.statuses, applications, strict=True):
+        if update.recipient_type == "group":
+            continue  # the recipient is a group, and its participants are not our guests
+        learned += learned_identities(
+            update.phone_number_id,
+            update.contacts,
+            update.recipient_user_id,
+            application.message_phone,
+        )
+    return learned
+
+
 async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
 ) -> tuple[list[StatusApplication], dict[str, int]]:
     applications = await status_store.apply_status_updates(session, command.statuses)
     added = await add_entries(session, collect_opt_outs(command, applications))
+    await learn_user_ids(session, collect_identities(command, applications))
     return applications, dict(Tally(entry.source.value for entry in added))
 
 

@@ -11,7 +11,7 @@
 * do_not_message_entry.source may be 'provider_error_21610' (Twilio's opt-out error).
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04 19:00:00
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -47,7 +47,7 @@ async def provider_for() -> AsyncIterator[Callable[[str], MetaCloudProvider]]:
             timeout_seconds=0.5, connect_timeout_seconds=0.5, max_connections=4
         )
         clients.append(client)
-        return MetaCloudProvider(client, base_url=base_url, api_version="v21.0", access_token="t")
+        return MetaCloudProvider(client, base_url=base_url, api_version="v26.0", access_token="t")
 
     yield make
     for client in clients:

@@ -1,5 +1,6 @@
 """The /_sandbox control API: off by default, and each route doing what it says."""
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,8 @@ async def send(
         ("POST", "/_sandbox/templates"),
         ("POST", "/_sandbox/webhooks/flush"),
         ("POST", "/_sandbox/events/inbound-text"),
+        ("POST", "/_sandbox/events/call"),
+        ("POST", "/_sandbox/events/echo"),
     ],
 )
 async def test_control_routes_are_absent_unless_enabled(
@@ -214,6 +217,44 @@ async def test_user_preferences_stop_and_inbound_stop_webhooks(client: httpx.Asy
     assert (text["from"], text["type"], text["text"]) == ("16505551234", "text", {"body": "STOP"})
     assert text["id"].startswith("wamid.")
     assert changes["messages"]["contacts"][0]["wa_id"] == "16505551234"
+
+
+async def test_user_id_only_stop_calls_and_echoes_on_command(client: httpx.AsyncClient) -> None:
+    async with (
+        serve_recorder() as hooks,
+        serve(local_settings(callback_url=hooks.url), scenario=scenario()) as sandbox,
+    ):
+        base = f"{sandbox.base_url}/_sandbox/events"
+        where = {"phone_number_id": "123"}
+        replies = [
+            await client.post(
+                f"{base}/inbound-text", json={"from": "16505551234", "phone_shared": False} | where
+            ),
+            await client.post(f"{base}/call", json={"from": "16505551234"} | where),
+            await client.post(f"{base}/echo", json={"to": "16505551234"} | where),
+        ]
+        await hooks.wait_for_posts(3)
+        user_id = sandbox.service.user_id_for("16505551234")
+
+    assert [reply.status_code for reply in replies] == [202, 202, 202]
+    changes = {
+        change["field"]: change["value"]
+        for post in hooks.posts
+        for entry in post.json()["entry"]
+        for change in entry["changes"]
+    }
+    [text] = changes["messages"]["messages"]
+    assert "from" not in text
+    assert text["from_user_id"] == user_id
+    assert "16505551234" not in json.dumps(changes["messages"])
+    [call] = changes["calls"]["calls"]
+    assert (call["event"], call["from"], call["from_user_id"]) == (
+        "connect",
+        "16505551234",
+        user_id,
+    )
+    [echo] = changes["smb_message_echoes"]["message_echoes"]
+    assert (echo["to"], echo["to_user_id"], echo["type"]) == ("16505551234", user_id, "text")
 
 
 async def test_events_need_a_phone_number_id_from_somewhere(client: httpx.AsyncClient) -> None:

@@ -32,6 +32,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def assert_graph_error(response: httpx.Response, status: int, code: int) -> dict[str, Any]:
+    """A Cloud API error: ``(#code) title`` with ``error_data.details`` (WCA §2.1)."""
     assert response.status_code == status
     body = response.json()
     assert set(body) == {"error"}
@@ -42,6 +43,28 @@ def assert_graph_error(response: httpx.Response, status: int, code: int) -> dict
     assert re.fullmatch(rf"\(#{code}\) \S.*", error["message"])
     assert error["error_data"]["messaging_product"] == "whatsapp"
     assert error["error_data"]["details"]
+    assert re.fullmatch(r"A[A-Za-z0-9_-]{22}", error["fbtrace_id"])
+    return error
+
+
+def assert_graph_level_error(
+    response: httpx.Response,
+    status: int,
+    code: int,
+    *,
+    subcode: int | None = None,
+    error_type: str = "OAuthException",
+) -> dict[str, Any]:
+    """A Graph-level error (190, an unknown object): plain message, no ``(#code)`` prefix, no
+    ``error_data``, an ``error_subcode`` when Meta sends one."""
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    keys = ["message", "type", "code", *(["error_subcode"] if subcode else []), "fbtrace_id"]
+    assert list(error) == keys
+    assert (error["type"], error["code"], error.get("error_subcode")) == (error_type, code, subcode)
+    assert not error["message"].startswith("(#")
     assert re.fullmatch(r"A[A-Za-z0-9_-]{22}", error["fbtrace_id"])
     return error
 
@@ -115,7 +138,11 @@ async def test_bad_token_is_190_with_401(
     async with serve(local_settings(), scenario=scenario()) as sandbox:
         response = await client.post(sandbox.send_url(), json=template_message(), headers=headers)
 
-        assert_graph_error(response, 401, 190)
+        error = assert_graph_level_error(response, 401, 190)
+        assert error["message"] in (
+            "An access token is required to request this resource.",
+            "Invalid OAuth access token - Cannot parse access token",
+        )
         assert sandbox.service.ledger.entries == []
 
 
@@ -156,7 +183,8 @@ async def test_only_the_configured_phone_number_id_is_accepted(client: httpx.Asy
         other = await client.post(sandbox.send_url("999"), json=template_message(), headers=AUTH)
         ours = await client.post(sandbox.send_url(), json=template_message(), headers=AUTH)
 
-    assert_graph_error(other, 400, 100)
+    error = assert_graph_level_error(other, 400, 100, subcode=33, error_type="GraphMethodException")
+    assert error["message"].startswith("Unsupported post request. Object with ID '999'")
     assert ours.status_code == 200
 
 
@@ -285,4 +313,10 @@ async def test_account_error_after_n_sends(client: httpx.AsyncClient) -> None:
         ]
 
     assert [reply.status_code for reply in replies] == [200, 200, 401]
-    assert_graph_error(replies[2], 401, 190)
+    error = assert_graph_level_error(replies[2], 401, 190, subcode=463)
+    assert error["message"].startswith("Error validating access token: Session has expired on ")
+    # Byte for byte as Meta writes it: compact, keys in Meta's order.
+    assert replies[2].content == (
+        b'{"error":{"message":"' + error["message"].encode() + b'","type":"OAuthException",'
+        b'"code":190,"error_subcode":463,"fbtrace_id":"' + error["fbtrace_id"].encode() + b'"}}'
+    )

@@ -117,6 +117,10 @@ async def test_signed_lifecycle_with_metadata_from_the_send_url(
                         "display_phone_number": "15551230000",
                         "phone_number_id": expected_phone[status["id"]],
                     }
+                # v26: the people named by sent/delivered/read, by phone and user id (§1.4).
+                named = {c["wa_id"]: c["user_id"] for c in value["contacts"]}
+                assert set(named) == {s["recipient_id"] for s in value["statuses"]}
+                assert all(re.fullmatch(r"US\.\d{20}", u) for u in named.values())
 
     assert arrivals(hooks) == {
         first: ["sent", "delivered", "read"],
@@ -127,7 +131,14 @@ async def test_signed_lifecycle_with_metadata_from_the_send_url(
         assert status["recipient_id"] == recipient
         assert status["biz_opaque_callback_data"] == f"cb-{recipient}"
         assert re.fullmatch(r"\d{10}", status["timestamp"])
-        assert ("pricing" in status) == (status["status"] == "sent")
+        # The 2025 block on sent and on the first of delivered/read, without `billable`.
+        assert ("pricing" in status) == (status["status"] in ("sent", "delivered"))
+        if "pricing" in status:
+            assert status["pricing"] == {
+                "pricing_model": "PMP",
+                "type": "regular",
+                "category": "marketing",
+            }
         assert "conversation" not in status
 
 
@@ -228,7 +239,7 @@ async def test_async_failure_arrives_as_failed_with_errors(client: httpx.AsyncCl
             "title": "Message undeliverable",
             "message": "Message undeliverable",
             "error_data": {"details": "Message Undeliverable."},
-            "href": "/documentation/business-messaging/whatsapp/support/error-codes",
+            "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
         }
     ]
 

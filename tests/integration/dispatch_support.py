@@ -141,7 +141,7 @@ class FakeMeta:
             transport=httpx.MockTransport(self.handle),
         )
         return MetaCloudProvider(
-            client, base_url="https://graph.test", api_version="v21.0", access_token="t"
+            client, base_url="https://graph.test", api_version="v26.0", access_token="t"
         )
 
 

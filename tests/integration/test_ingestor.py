@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -250,7 +251,7 @@ async def test_an_identical_redelivery_is_the_same_receipt(database_url: str, po
         (b"{not json", "invalid_json"),
         ((CORPUS / "truncated.json").read_bytes(), "invalid_json"),
         ((CORPUS / "not_whatsapp_object.json").read_bytes(), "unknown_shape"),
-        ((CORPUS / "status_without_id.json").read_bytes(), "unknown_shape"),
+        ((CORPUS / "unsubscribed_field_only.json").read_bytes(), "unknown_shape"),
     ],
 )
 async def test_unreadable_verified_bodies_are_stored_flagged_and_acknowledged(
@@ -287,12 +288,65 @@ async def test_a_sender_shared_by_two_workspaces_binds_no_single_workspace(
     assert states(database_url, run) == ["read"]
 
 
-@pytest.mark.parametrize("name", ["template_status_update.json", "value_level_error.json"])
-async def test_notifications_without_updates_are_applied(
+@pytest.mark.parametrize(
+    "name",
+    [
+        "template_status_update.json",
+        "value_level_error.json",
+        "calls_connect.json",
+        "smb_message_echoes.json",
+        "account_update_only.json",
+    ],
+)
+async def test_known_changes_without_updates_are_applied_and_flagged_ignored(
     database_url: str, post: Post, name: str
 ) -> None:
+    seed_run(database_url, 1)
     assert (await post((CORPUS / name).read_bytes())).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", "ignored")])
+    ((notes,),) = query(database_url, "SELECT notes FROM webhook_receipt")
+    assert [n["kind"] for n in notes] == ["ignored"]
+
+
+async def test_one_unreadable_item_never_costs_the_others(database_url: str, post: Post) -> None:
+    run = seed_run(database_url, 2)
+    wamid = run.wamids[0] or ""
+    body = statuses_body(
+        [
+            status_item(wamid, "read", 1_900_000_000),
+            {"status": "delivered", "timestamp": "1900000001"},  # no id: unreadable
+            status_item(run.wamids[1] or "", "sent", 1_900_000_002) | {"timestamp": "soon"},
+        ]
+    )
+    assert (await post(body)).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", "unreadable_items")])
+    assert states(database_url, run) == ["read", "sent"]
+    ((notes,),) = query(database_url, "SELECT notes FROM webhook_receipt")
+    assert [(n["path"], n["kind"]) for n in notes] == [
+        ("entry[0].changes[0].value.statuses[1]", "unreadable"),
+        ("entry[0].changes[0].value.statuses[2]", "unreadable"),
+    ]
+    # After a fix an operator forwards it again: the applied read is a duplicate, nothing breaks.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE webhook_receipt SET state = 'pending', flag = NULL")
+    await eventually(lambda: receipts(database_url) == [("applied", "unreadable_items")], 30)
+    assert states(database_url, run) == ["read", "sent"]
+    assert query(database_url, "SELECT count(*) FROM status_event") == [(1,)]
+
+
+async def test_a_user_id_only_inbound_stop_beside_a_read_still_applies_the_read(
+    database_url: str, post: Post
+) -> None:
+    run = seed_run(database_url, 1)
+    value = json.loads((CORPUS / "inbound_text_user_id_only_stop.json").read_bytes())
+    stop_change = value["entry"][0]["changes"][0]
+    read_change = json.loads(
+        statuses_body([status_item(run.wamids[0] or "", "read", 1_900_000_000)])
+    )["entry"][0]["changes"][0]
+    value["entry"][0]["changes"] = [stop_change, read_change]
+    assert (await post(json.dumps(value).encode())).status == 200
     await eventually(lambda: receipts(database_url) == [("applied", None)])
+    assert states(database_url, run) == ["read"]
 
 
 async def test_opt_outs_from_webhooks_reach_do_not_message(database_url: str, post: Post) -> None:

@@ -38,7 +38,7 @@ def provider(
     return MetaCloudProvider(
         client,
         base_url="https://graph.example/",
-        api_version="v21.0",
+        api_version="v26.0",
         access_token="token-123",
         parameter_format="named" if named else "positional",
     )
@@ -78,7 +78,7 @@ async def test_the_request_is_a_template_send_with_our_id_as_callback_data() -> 
     await provider(handler).send_template(SEND)
     [request] = seen
     assert request.method == "POST"
-    assert str(request.url) == "https://graph.example/v21.0/106540352242922/messages"
+    assert str(request.url) == "https://graph.example/v26.0/106540352242922/messages"
     assert request.headers["authorization"] == "Bearer token-123"
     assert json.loads(request.content) == {
         "messaging_product": "whatsapp",

@@ -18,6 +18,7 @@ from sandbox.payloads import (
     template_status_change,
     user_preferences_change,
 )
+from sandbox.service import derived_user_id
 
 WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
 META = {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"}
@@ -173,7 +174,7 @@ def test_failed_matches_reference_example_d() -> None:
                         "details": "In order to maintain a healthy ecosystem engagement, the "
                         "message failed to be delivered."
                     },
-                    "href": "/documentation/business-messaging/whatsapp/support/error-codes",
+                    "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
                 }
             ],
         }
@@ -293,3 +294,110 @@ def test_encoding_is_compact_with_escaped_unicode_and_signature_is_hmac_of_those
     assert body == b'{"text":"\\u00e4\\u00f6\\u00e5"}'
     expected = hmac.new(b"test-app-secret", body, hashlib.sha256).hexdigest()
     assert sign(body, "test-app-secret") == f"sha256={expected}"
+
+
+# --- v26 (Graph API v26.0): people by phone, by user id, in groups ------------------------------
+
+BSUID = "US.13491208655302741918"
+
+
+def test_v26_delivered_to_a_phone_has_contacts_and_the_2025_pricing_block() -> None:
+    delivered = event("delivered", 1780030073, billable=True, user_id=BSUID, profile_name="Pablo")
+    value = payload(delivered, shape="v26")["entry"][0]["changes"][0]["value"]
+    assert value["contacts"] == [
+        {"profile": {"name": "Pablo"}, "wa_id": "16505551234", "user_id": BSUID}
+    ]
+    (status,) = value["statuses"]
+    assert status["recipient_id"] == "16505551234"
+    assert "recipient_user_id" not in status  # only when the message was sent to a user id
+    assert status["pricing"] == {"pricing_model": "PMP", "type": "regular", "category": "marketing"}
+    assert "conversation" not in status
+
+
+def test_v26_user_id_only_names_nobody_by_phone() -> None:
+    read = event("read", 1780030081, user_id=BSUID, recipients="user_id_only")
+    value = payload(read, shape="v26")["entry"][0]["changes"][0]["value"]
+    assert value["contacts"] == [{"profile": {"name": "WhatsApp User"}, "user_id": BSUID}]
+    (status,) = value["statuses"]
+    assert status["recipient_user_id"] == BSUID
+    assert "16505551234" not in json.dumps(value)
+
+
+def test_v26_group_statuses_name_the_participant_and_sent_has_no_contacts() -> None:
+    common = {"user_id": BSUID, "recipients": "group", "group_id": "Y2FwaV9ncm91cDox"}
+    sent = payload(event("sent", 1, **common), shape="v26")["entry"][0]["changes"][0]["value"]
+    read = payload(event("read", 2, **common), shape="v26")["entry"][0]["changes"][0]["value"]
+    assert "contacts" not in sent
+    assert sent["statuses"][0]["pricing"]["category"] == "group_marketing"
+    assert read["statuses"][0] == {
+        "id": WAMID,
+        "status": "read",
+        "timestamp": "2",
+        "recipient_id": "Y2FwaV9ncm91cDox",
+        "recipient_type": "group",
+        "recipient_participant_id": "16505551234",
+        "recipient_participant_user_id": BSUID,
+        "biz_opaque_callback_data": "invitation:8f3c2a",
+    }
+    assert read["contacts"][0]["user_id"] == BSUID
+
+
+def test_v26_failed_never_carries_contacts() -> None:
+    failed = event("failed", 3, user_id=BSUID, error=graph_error(131026))
+    value = payload(failed, shape="v26")["entry"][0]["changes"][0]["value"]
+    assert "contacts" not in value
+    assert value["statuses"][0]["errors"][0]["href"].startswith("https://developers.facebook.com/")
+
+
+def test_inbound_text_without_the_phone_has_from_user_id_only() -> None:
+    change = inbound_text_change(
+        display_phone_number="15550783881",
+        phone_number_id="106540352242922",
+        wa_id="16505551234",
+        profile_name="Sheena",
+        message_id="wamid.IN",
+        text="STOP",
+        timestamp=1780031000,
+        user_id=BSUID,
+        phone_shared=False,
+    )
+    assert change.value["contacts"] == [{"profile": {"name": "Sheena"}, "user_id": BSUID}]
+    assert change.value["messages"][0] == {
+        "from_user_id": BSUID,
+        "id": "wamid.IN",
+        "timestamp": "1780031000",
+        "type": "text",
+        "text": {"body": "STOP"},
+    }
+
+
+def test_user_preferences_by_user_id_only() -> None:
+    change = user_preferences_change(
+        display_phone_number="15550783881",
+        phone_number_id="106540352242922",
+        wa_id="16505551234",
+        value="stop",
+        timestamp=1780033000,
+        user_id=BSUID,
+        phone_shared=False,
+    )
+    (item,) = change.value["user_preferences"]
+    assert "wa_id" not in item
+    assert item["user_id"] == BSUID
+    assert change.value["contacts"] == [{"user_id": BSUID}]
+
+
+def test_derived_user_ids_are_stable_per_waba_and_shaped_like_metas() -> None:
+    first = derived_user_id("16505551234", "102290129340398")
+    assert first == derived_user_id("16505551234", "102290129340398")
+    assert first != derived_user_id("16505551234", "999")
+    assert first.startswith("US.")
+    assert len(first.split(".")[1]) == 20
+    assert derived_user_id("5511999990001", "1").startswith("BR.")
+
+
+def test_an_expired_token_is_190_with_subcode_and_no_prefix() -> None:
+    body = error_response_body(graph_error(190), "Az8or2yhqkZfEZ-_4Qn_Bam")
+    assert list(body["error"]) == ["message", "type", "code", "error_subcode", "fbtrace_id"]
+    assert body["error"]["error_subcode"] == 463
+    assert body["error"]["message"].startswith("Error validating access token: Session has expired")

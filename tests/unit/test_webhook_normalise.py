@@ -9,8 +9,11 @@ import pytest
 
 from common.vocabulary import ReceiptFlag
 from webhook_service.normalise import (
+    IGNORED_FIELDS,
+    Contact,
     InboundText,
     Normalised,
+    Note,
     Preference,
     ProviderError,
     Status,
@@ -123,10 +126,13 @@ def test_the_older_system_preference_shape() -> None:
     "name",
     ["template_status_update.json", "value_level_error.json", "account_update_only.json"],
 )
-def test_known_shapes_without_updates(name: str) -> None:
+def test_known_shapes_without_updates_are_ignored_not_failed(name: str) -> None:
     got = load(name)
-    assert got.flag is None
+    assert got.flag is ReceiptFlag.IGNORED
+    assert not got.whole_body_flagged
     assert got.update_count == 0
+    assert got.unreadable == ()
+    assert len(got.ignored) == 1
 
 
 def test_value_level_errors_are_read() -> None:
@@ -156,8 +162,6 @@ def test_escaped_unicode_is_decoded() -> None:
         (b"\xff\xfe not utf-8 {", ReceiptFlag.INVALID_JSON),
         (b"hello", ReceiptFlag.INVALID_JSON),
         ((CORPUS / "not_whatsapp_object.json").read_bytes(), ReceiptFlag.UNKNOWN_SHAPE),
-        ((CORPUS / "status_without_id.json").read_bytes(), ReceiptFlag.UNKNOWN_SHAPE),
-        ((CORPUS / "bad_timestamp.json").read_bytes(), ReceiptFlag.UNKNOWN_SHAPE),
         ((CORPUS / "unsubscribed_field_only.json").read_bytes(), ReceiptFlag.UNKNOWN_SHAPE),
         (b"[]", ReceiptFlag.UNKNOWN_SHAPE),
         (b'{"object":"whatsapp_business_account","entry":[]}', ReceiptFlag.UNKNOWN_SHAPE),
@@ -171,10 +175,15 @@ def test_unreadable_bodies_are_flagged_never_raised(body: bytes, flag: ReceiptFl
     assert got.update_count == 0
 
 
-def test_a_messages_change_without_metadata_is_an_unknown_shape() -> None:
+def test_a_messages_change_without_metadata_is_unreadable_as_one_item() -> None:
     payload = json.loads((CORPUS / "read.json").read_bytes())
     del payload["entry"][0]["changes"][0]["value"]["metadata"]
-    assert normalise(json.dumps(payload).encode()).flag is ReceiptFlag.UNKNOWN_SHAPE
+    got = normalise(json.dumps(payload).encode())
+    assert got.flag is ReceiptFlag.UNREADABLE_ITEMS
+    assert got.update_count == 0
+    (note,) = got.unreadable
+    assert note.path == "entry[0].changes[0]"
+    assert "metadata" in note.reason
 
 
 def test_more_updates_than_any_meta_batch_is_an_unknown_shape() -> None:
@@ -189,3 +198,216 @@ def test_more_updates_than_any_meta_batch_is_an_unknown_shape() -> None:
     got = normalise(json.dumps(payload).encode())
     assert got.flag is ReceiptFlag.UNKNOWN_SHAPE
     assert got.update_count == 0
+
+
+# --- one unreadable item never costs the others ------------------------------------------------
+
+
+def test_a_status_without_id_costs_only_itself() -> None:
+    got = load("status_without_id.json")
+    assert got.flag is ReceiptFlag.UNREADABLE_ITEMS
+    assert [s.provider_message_id for s in got.statuses] == ["wamid.OK1"]
+    assert got.unreadable == (
+        Note(
+            "entry[0].changes[0].value.statuses[1]",
+            "unreadable",
+            "entry[0].changes[0].value.statuses[1].id is missing or not a string",
+        ),
+    )
+
+
+def test_a_bad_timestamp_costs_only_its_item() -> None:
+    got = load("bad_timestamp.json")
+    assert got.flag is ReceiptFlag.UNREADABLE_ITEMS
+    assert all("timestamp" in n.reason for n in got.unreadable)
+
+
+def test_a_mixed_body_applies_every_readable_item_and_names_the_rest() -> None:
+    got = load("mixed_read_and_unreadable_items.json")
+    assert got.flag is ReceiptFlag.UNREADABLE_ITEMS
+    assert not got.whole_body_flagged
+    assert [(s.provider_message_id, s.status) for s in got.statuses] == [("wamid.MIX1", "read")]
+    assert got.inbound_texts == (
+        InboundText(
+            SENDER, "", "wamid.MIX5", "STOP", 1780037003, from_user_id="US.13491208655302741918"
+        ),
+    )
+    assert [n.path for n in got.unreadable] == [
+        "entry[0].changes[0].value.statuses[1]",
+        "entry[0].changes[0].value.statuses[2]",
+        "entry[0].changes[1].value.messages[0]",
+        "entry[0].changes[2]",
+    ]
+    assert "neither from nor from_user_id" in got.unreadable[2].reason
+    assert "unrecognised change field" in got.unreadable[3].reason
+    assert got.problem.startswith("entry[0].changes[0].value.statuses[1]:")
+    assert got.problem.endswith("(+3 more)")
+
+
+def test_an_unrecognised_field_beside_a_known_one_is_an_unreadable_item() -> None:
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}},
+                    {"field": "brand_new_2027_field", "value": {}},
+                ],
+            },
+            "not an entry",
+        ],
+    }
+    got = normalise(json.dumps(body).encode())
+    assert got.flag is ReceiptFlag.UNREADABLE_ITEMS
+    assert [n.path for n in got.unreadable] == ["entry[0].changes[1]", "entry[1]"]
+    assert [n.path for n in got.ignored] == ["entry[0].changes[0]"]
+
+
+# --- people known by phone, by user id, or both ----------------------------------------------
+
+
+def test_delivered_to_a_phone_carries_the_users_ids_from_contacts() -> None:
+    (status,) = load("delivered_with_contacts_and_parent.json").statuses
+    assert status.recipient_id == "16505551234"
+    assert status.recipient_user_id == ""  # only set when the message was sent to a user id
+    assert status.contacts == (
+        Contact(
+            "16505551234",
+            "US.13491208655302741918",
+            "US.ENT.11815799212886844830",
+            "@pablom",
+        ),
+    )
+
+
+def test_a_user_id_only_status_is_read() -> None:
+    got = load("delivered_user_id_only.json")
+    assert got.flag is None
+    (status,) = got.statuses
+    assert status.recipient_id == ""
+    assert status.recipient_user_id == "US.13491208655302741918"
+    assert status.recipient_parent_user_id == "US.ENT.11815799212886844830"
+    assert status.contacts == (Contact(user_id="US.13491208655302741918", username="@pablom"),)
+
+
+@pytest.mark.parametrize(
+    "key", ["recipient_parent_user_id", "parent_recipient_user_id", "parent_user_id"]
+)
+def test_every_spelling_of_the_parent_user_id_is_read(key: str) -> None:
+    item = {"id": "wamid.P", "status": "read", "timestamp": "1780030081", key: "US.ENT.1"}
+    value = {"metadata": {"phone_number_id": SENDER}, "statuses": [item]}
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+    }
+    (status,) = normalise(json.dumps(body).encode()).statuses
+    assert status.recipient_parent_user_id == "US.ENT.1"
+
+
+def test_a_131050_with_only_a_user_id_keeps_it() -> None:
+    (status,) = load("failed_131050_user_id_only.json").statuses
+    assert (status.status, status.recipient_id, status.recipient_user_id) == (
+        "failed",
+        "",
+        "US.13491208655302741918",
+    )
+    assert status.errors[0].code == 131050
+    assert status.contacts == ()  # Meta sends no contacts with failed statuses
+
+
+def test_a_user_id_only_inbound_stop_is_read() -> None:
+    got = load("inbound_text_user_id_only_stop.json")
+    assert got.flag is None
+    assert got.inbound_texts == (
+        InboundText(
+            SENDER,
+            "",
+            "wamid.HBgLAAA3",
+            "STOP",
+            1780031000,
+            from_user_id="US.13491208655302741918",
+            username="@sheena",
+        ),
+    )
+
+
+def test_an_inbound_text_with_phone_and_user_ids() -> None:
+    (text,) = load("inbound_text_phone_and_user_id.json").inbound_texts
+    assert (text.from_wa_id, text.from_user_id, text.from_parent_user_id, text.username) == (
+        "16505551234",
+        "US.13491208655302741918",
+        "US.ENT.11815799212886844830",
+        "@sheena",
+    )
+
+
+def test_group_statuses_carry_participants_and_their_contacts() -> None:
+    got = load("group_statuses.json")
+    assert got.flag is None
+    read, delivered = got.statuses
+    assert (read.recipient_type, read.recipient_id) == (
+        "group",
+        "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAz",
+    )
+    assert (read.participant_id, read.participant_user_id) == (
+        "5511999990001",
+        "BR.1502576394655843",
+    )
+    assert read.contacts == (Contact("5511999990001", "BR.1502576394655843"),)
+    assert (delivered.participant_id, delivered.participant_user_id) == ("", "BR.1502576394655844")
+    assert delivered.contacts == (Contact(user_id="BR.1502576394655844"),)
+
+
+def test_a_user_id_only_marketing_stop_is_read() -> None:
+    assert load("user_preferences_user_id_only.json").preferences == (
+        Preference(
+            SENDER,
+            "",
+            "marketing_messages",
+            "stop",
+            1780033000,
+            user_id="US.13491208655302741918",
+            parent_user_id="US.ENT.11815799212886844830",
+        ),
+    )
+
+
+# --- known changes that carry nothing for us are ignored, never unknown_shape ------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("calls_connect.json", "calls:"),
+        ("smb_message_echoes.json", "smb_message_echoes:"),
+        ("system_user_changed_user_id.json", "user_changed_user_id"),
+        ("template_status_update.json", "message_template_status_update:"),
+    ],
+)
+def test_calls_echoes_and_notifications_are_ignored(name: str, reason: str) -> None:
+    got = load(name)
+    assert got.flag is ReceiptFlag.IGNORED
+    assert got.update_count == 0
+    (note,) = got.notes
+    assert note.kind == "ignored"
+    assert reason in note.reason
+
+
+def test_other_inbound_types_are_ignored_beside_a_text() -> None:
+    got = load("inbound_text_stop_and_button.json")
+    assert got.flag is None
+    assert [(n.path, n.kind) for n in got.notes] == [
+        ("entry[0].changes[0].value.messages[1]", "ignored"),
+        ("entry[0].changes[0].value.messages[2]", "ignored"),
+    ]
+
+
+@pytest.mark.parametrize("field", sorted(IGNORED_FIELDS))
+def test_every_documented_field_alone_is_ignored(field: str) -> None:
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "time": 1780030000, "changes": [{"field": field, "value": {}}]}],
+    }
+    got = normalise(json.dumps(body).encode())
+    assert got.flag is ReceiptFlag.IGNORED

@@ -846,6 +846,40 @@ class ProviderError(_message.Message):
 Global___ProviderError: _TypeAlias = ProviderError  # noqa: Y015
 
 @_typing.final
+class ProviderContact(_message.Message):
+    """Who the provider says a user is: one `contacts[]` entry of a webhook. Any field may be empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PARENT_USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    wa_id: _builtins.str
+    """The user's WhatsApp id (phone digits); empty when Meta withholds the phone."""
+    user_id: _builtins.str
+    """The business-scoped user id (e.g. US.13491208655302741918)."""
+    parent_user_id: _builtins.str
+    """The parent business-scoped user id (linked portfolios)."""
+    username: _builtins.str
+    """The user's WhatsApp username (profile.username), if any."""
+    def __init__(
+        self,
+        *,
+        wa_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        parent_user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent_user_id", b"parent_user_id", "user_id", b"user_id", "username", b"username", "wa_id", b"wa_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderContact: _TypeAlias = ProviderContact  # noqa: Y015
+
+@_typing.final
 class StatusUpdate(_message.Message):
     """A message status reported by the provider."""
 
@@ -859,6 +893,13 @@ class StatusUpdate(_message.Message):
     RECIPIENT_ID_FIELD_NUMBER: _builtins.int
     CALLBACK_DATA_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    RECIPIENT_USER_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_PARENT_USER_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_TYPE_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_USER_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_PARENT_USER_ID_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The webhook receipt the update came from."""
     phone_number_id: _builtins.str
@@ -868,9 +909,23 @@ class StatusUpdate(_message.Message):
     status: _builtins.str
     """The raw status (sent, delivered, read, failed, or anything else; unknown ones are recorded)."""
     recipient_id: _builtins.str
-    """The recipient's WhatsApp id."""
+    """The recipient's WhatsApp id (phone digits); for a group status, the group id; empty when
+    the message was sent to a user id and the phone is not shared.
+    """
     callback_data: _builtins.str
     """biz_opaque_callback_data as echoed (our message id)."""
+    recipient_user_id: _builtins.str
+    """The recipient's business-scoped user id (recipient_user_id; only when sent to one)."""
+    recipient_parent_user_id: _builtins.str
+    """The recipient's parent business-scoped user id (any of its three spellings)."""
+    recipient_type: _builtins.str
+    """"group" for a group status (then recipient_id is the group id); empty for individuals."""
+    participant_id: _builtins.str
+    """Group statuses: the participant's phone (recipient_participant_id), if shared."""
+    participant_user_id: _builtins.str
+    """Group statuses: the participant's business-scoped user id."""
+    participant_parent_user_id: _builtins.str
+    """Group statuses: the participant's parent business-scoped user id."""
     @_builtins.property
     def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
         """The provider's timestamp of the status."""
@@ -878,6 +933,12 @@ class StatusUpdate(_message.Message):
     @_builtins.property
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderError]:
         """Errors attached to a failed status."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderContact]:
+        """The contacts[] entries that name this recipient (wa_id and user_id pairs). Meta sends them
+        with sent, delivered and read, never with failed.
+        """
 
     def __init__(
         self,
@@ -890,10 +951,17 @@ class StatusUpdate(_message.Message):
         recipient_id: _builtins.str = ...,
         callback_data: _builtins.str = ...,
         errors: _abc.Iterable[Global___ProviderError] | None = ...,
+        recipient_user_id: _builtins.str = ...,
+        recipient_parent_user_id: _builtins.str = ...,
+        recipient_type: _builtins.str = ...,
+        participant_id: _builtins.str = ...,
+        participant_user_id: _builtins.str = ...,
+        participant_parent_user_id: _builtins.str = ...,
+        contacts: _abc.Iterable[Global___ProviderContact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "errors", b"errors", "phone_number_id", b"phone_number_id", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "contacts", b"contacts", "errors", b"errors", "participant_id", b"participant_id", "participant_parent_user_id", b"participant_parent_user_id", "participant_user_id", b"participant_user_id", "phone_number_id", b"phone_number_id", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "recipient_parent_user_id", b"recipient_parent_user_id", "recipient_type", b"recipient_type", "recipient_user_id", b"recipient_user_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -911,16 +979,22 @@ class PreferenceUpdate(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     PROVIDER_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PARENT_USER_ID_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The webhook receipt the update came from."""
     phone_number_id: _builtins.str
     """The sender phone number id the webhook was addressed to."""
     wa_id: _builtins.str
-    """The user's WhatsApp id."""
+    """The user's WhatsApp id; may be empty when user_id is set."""
     category: _builtins.str
     """The preference category (marketing_messages)."""
     value: _builtins.str
     """stop or resume."""
+    user_id: _builtins.str
+    """The user's business-scoped user id; may be empty when wa_id is set."""
+    parent_user_id: _builtins.str
+    """The user's parent business-scoped user id, if any."""
     @_builtins.property
     def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
         """The provider's timestamp."""
@@ -934,10 +1008,12 @@ class PreferenceUpdate(_message.Message):
         category: _builtins.str = ...,
         value: _builtins.str = ...,
         provider_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
+        parent_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "phone_number_id", b"phone_number_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "value", b"value", "wa_id", b"wa_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "parent_user_id", b"parent_user_id", "phone_number_id", b"phone_number_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "user_id", b"user_id", "value", b"value", "wa_id", b"wa_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -955,16 +1031,25 @@ class InboundText(_message.Message):
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     PROVIDER_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    FROM_PARENT_USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The webhook receipt the message came from."""
     phone_number_id: _builtins.str
     """The sender phone number id the message was addressed to."""
     from_wa_id: _builtins.str
-    """The user's WhatsApp id."""
+    """The user's WhatsApp id (from); may be empty when from_user_id is set."""
     provider_message_id: _builtins.str
     """The inbound message id."""
     text: _builtins.str
     """The text body."""
+    from_user_id: _builtins.str
+    """The sender's business-scoped user id (from_user_id); may be empty when from_wa_id is set."""
+    from_parent_user_id: _builtins.str
+    """The sender's parent business-scoped user id (from_parent_user_id), if any."""
+    username: _builtins.str
+    """The sender's WhatsApp username (contacts[].profile.username), if any."""
     @_builtins.property
     def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
         """The provider's timestamp."""
@@ -978,10 +1063,13 @@ class InboundText(_message.Message):
         provider_message_id: _builtins.str = ...,
         text: _builtins.str = ...,
         provider_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        from_user_id: _builtins.str = ...,
+        from_parent_user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_wa_id", b"from_wa_id", "phone_number_id", b"phone_number_id", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_parent_user_id", b"from_parent_user_id", "from_user_id", b"from_user_id", "from_wa_id", b"from_wa_id", "phone_number_id", b"phone_number_id", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "text", b"text", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,126 @@
+"""Do-Not-Message by Meta's business-scoped user id (people known by phone, user id, or both).
+
+A user-id-only opt-out blocks the guest whose identity carries that user id; one from a user id
+nobody knows yet is kept, and blocks the guest as soon as a status pairs the user id with the
+guest's phone. Prechecks (and the dispatcher, which reads the same entries) check phones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.vocabulary import RejectionReason
+from dispatch_service.domain.identities import ProviderContact
+from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
+from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
+from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
+from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from tests.integration.dispatch_support import World, seed_world
+from tests.integration.factories import DEFAULT_SENDER
+
+T0 = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+PHONES = ["+14155550101", "+14155550102", "+14155550103"]
+
+
+async def blocked_by_dnm(sessions: async_sessionmaker[AsyncSession], world: World) -> int:
+    command = precheck_command(world.admin, str(world.event_id), str(world.template_id), 0, [])
+    result = await precheck_send(sessions, command, ttl_seconds=3600)
+    return result.blocked_by_reason.get(RejectionReason.DO_NOT_MESSAGE, 0)
+
+
+def entries(database_url: str) -> list[tuple[str | None, str | None, str]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT phone_e164, provider_user_id, source FROM do_not_message_entry"
+            " WHERE removed_at IS NULL ORDER BY 2, 1"
+        ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def delivered(wamid: str, phone: str, user_id: str) -> StatusUpdate:
+    """A status pairing a phone with its user id (Meta's contacts block)."""
+    return StatusUpdate(
+        wamid,
+        ProviderStatus("delivered", T0),
+        DEFAULT_SENDER,
+        phone.lstrip("+"),
+        contacts=(ProviderContact(wa_id=phone.lstrip("+"), user_id=user_id),),
+    )
+
+
+async def test_a_user_id_only_stop_blocks_the_guest_once_the_user_id_is_paired_with_the_phone(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES)
+    stop = InboundText(DEFAULT_SENDER, "", "STOP", T0, from_user_id="US.1001")
+    added = await apply_status(ApplyStatusCommand(inbound_texts=[stop]), sessions)
+    assert added.do_not_message_added == 1
+    assert entries(database_url) == [(None, "US.1001", "inbound_stop_keyword")]
+    assert await blocked_by_dnm(sessions, world) == 0  # nobody is known by that user id yet
+
+    await apply_status(
+        ApplyStatusCommand(statuses=[delivered("wamid.A", PHONES[0], "US.1001")]), sessions
+    )
+    assert entries(database_url) == [(PHONES[0], "US.1001", "inbound_stop_keyword")]
+    assert await blocked_by_dnm(sessions, world) == 1
+
+
+async def test_user_id_only_opt_outs_of_a_known_user_id_block_the_phone_at_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES)
+    await apply_status(
+        ApplyStatusCommand(
+            statuses=[
+                delivered("wamid.B", PHONES[1], "US.2002"),
+                delivered("wamid.C", PHONES[2], "US.3003"),
+            ]
+        ),
+        sessions,
+    )
+    preference = PreferenceUpdate(
+        DEFAULT_SENDER, "", "marketing_messages", "stop", T0, user_id="US.2002"
+    )
+    opted_out = StatusUpdate(
+        "wamid.D",
+        ProviderStatus("failed", T0, (ProviderError(131050, "stopped"),)),
+        DEFAULT_SENDER,
+        recipient_user_id="US.3003",
+    )
+    result = await apply_status(
+        ApplyStatusCommand(statuses=[opted_out], preferences=[preference]), sessions
+    )
+    assert result.do_not_message_added == 2
+    assert entries(database_url) == [
+        (PHONES[1], "US.2002", "user_preferences_stop"),
+        (PHONES[2], "US.3003", "provider_error_131050"),
+    ]
+    assert await blocked_by_dnm(sessions, world) == 2
+    # The same person by phone later adds nothing: they are blocked already.
+    again = InboundText(DEFAULT_SENDER, PHONES[1].lstrip("+"), "stop", T0)
+    assert (
+        await apply_status(ApplyStatusCommand(inbound_texts=[again]), sessions)
+    ).do_not_message_added == 0
+
+
+async def test_a_user_id_reported_for_two_phones_is_kept_by_the_first_only(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    seed_world(database_url, PHONES)
+    await apply_status(
+        ApplyStatusCommand(
+            statuses=[
+                delivered("wamid.E", PHONES[0], "US.4004"),
+                delivered("wamid.F", PHONES[1], "US.4004"),
+            ]
+        ),
+        sessions,
+    )
+    with psycopg.connect(database_url) as conn:
+        owners = conn.execute(
+            "SELECT phone_e164 FROM guest_identity WHERE provider_user_id = 'US.4004'"
+        ).fetchall()
+    assert len(owners) == 1  # one user id names one WhatsApp account; nothing failed
