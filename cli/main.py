@@ -7,16 +7,14 @@ error; 3 the server refused or failed the call; 4 a run ended with failures; 130
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
-from cli.client import ServerError
+from cli.client import ConfigurationError, ServerError
+from cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILURES, EXIT_SERVER, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_SERVER = 3
-EXIT_RUN_FAILURES = 4
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUN_FAILURES", "EXIT_SERVER", "EXIT_USAGE", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,7 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (stack, workspace, guests, events, templates, dnm, runs, demo):
         module.register(commands)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's namespace its own parser, for usage errors of that subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(usage_parser=sub)
+                _remember_parsers(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +49,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return sandbox_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # the subcommand's own usage, not the top-level one
+        usage: argparse.ArgumentParser = getattr(args, "usage_parser", parser)
+        usage.error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
+    except ConfigurationError as error:
+        print(f"configuration error:\n  {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader went away (`invites guests list --json | head -1`): stop quietly; point
+        # stdout at /dev/null so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except ServerError as error:
         print(f"error: {error.code}: {error.message}", file=sys.stderr)
         for violation in error.violations:

@@ -18,16 +18,15 @@ from typing import Any
 
 import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
-from rich.console import Console
 from rich.table import Table
 
 from cli.client import Client, ServerError
 from cli.commands import runs
 from cli.commands.guests import csv_import_requests
-from cli.output import enum_name
+from cli.output import enum_name, make_console
 from common.generated.invites.v1 import admin_pb2, dispatch_pb2, types_pb2
 
-console = Console(highlight=False, soft_wrap=True)
+console = make_console()
 
 SAMPLE_CSV = Path(__file__).resolve().parent.parent / "data" / "sample_guests.csv"
 DEMO_FILE = "demo.json"

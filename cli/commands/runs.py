@@ -13,18 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
-from cli.main import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
-from cli.output import enum_name, print_json, timestamp
+from cli.exit_codes import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
+from cli.output import enum_name, make_console, print_json, print_json_items, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
-console = Console(highlight=False, soft_wrap=True)
+console = make_console()
 FINAL_RUN_STATES = (types_pb2.RUN_STATE_COMPLETED, types_pb2.RUN_STATE_CANCELLED)
 
 
@@ -89,7 +88,7 @@ def register(commands: Any) -> None:
     messages.add_argument(
         "--limit", type=int, default=50, help="at most this many rows (default 50)"
     )
-    messages.add_argument("--json", action="store_true", help="print JSON")
+    messages.add_argument("--json", action="store_true", help="print JSON lines, one per message")
 
     cancel = command("cancel", "cancel a run: nothing more is sent", run_cancel)
     cancel.add_argument("run_id")
@@ -238,14 +237,25 @@ def counts_table(status: pb.RunStatus) -> Table:
     return table
 
 
+def is_paused(status: pb.RunStatus) -> bool:
+    """The run waits for a person (a resume or a cancel); watching it longer shows nothing new."""
+    return status.run.state == types_pb2.RUN_STATE_PAUSED
+
+
 async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
-    """Follow WatchRun until the run is final; exit 4 when it ended with failures."""
+    """Follow WatchRun until the run is final or paused.
+
+    Exit 4 when it ended with failures, or when it is paused (the reason is printed with what
+    to do next): a paused run would otherwise be watched forever.
+    """
     last: pb.RunStatus | None = None
     stream = client.stream(client.dispatch.WatchRun, pb.WatchRunRequest(run_id=run_id))
     if as_json:
         async for update in stream:
             last = update.status
-            print_json(update, compact=True)
+            print_json(update)
+            if is_paused(last):
+                break
     else:
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -269,10 +279,21 @@ async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
                     completed=last.final_count,
                     summary=summary,
                 )
+                if is_paused(last):
+                    break
         if last is not None:
             console.print(counts_table(last))
+            if is_paused(last):
+                console.print(
+                    f"run {run_id} is [bold]paused[/]: {last.run.pause_reason or 'no reason given'}"
+                )
+                console.print(
+                    f"  resume it: invites resume {run_id}   cancel it: invites cancel {run_id}"
+                )
     if last is None:
         return EXIT_OK
+    if is_paused(last):
+        return EXIT_RUN_FAILURES
     return EXIT_RUN_FAILURES if ended_with_failures(last) else EXIT_OK
 
 
@@ -316,7 +337,7 @@ async def run_messages(client: Client, args: argparse.Namespace) -> int:
         request.page_token = reply.next_page_token
     rows = rows[: args.limit]
     if args.json:
-        print_json(pb.ListRunMessagesResponse(messages=rows))
+        print_json_items(rows)
         return EXIT_OK
     table = Table("message", "phone", "state", "reason", "error", "attempts", "last update")
     for row in rows:

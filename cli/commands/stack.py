@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rich.console import Console
 
 from cli.commands.demo import (
     Demo,
@@ -25,8 +24,9 @@ from cli.commands.demo import (
     register_sandbox_template,
     seed_demo,
 )
+from cli.output import make_console
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = make_console(stderr=True)
 
 SANDBOX_LISTEN = "127.0.0.1:8090"
 STARTUP_TIMEOUT_SECONDS = 30.0
