@@ -1,7 +1,7 @@
 """The `invites` command: operators' entry point to the stack and to the gRPC API.
 
-Exit codes: 0 success; 1 a local stack command (up, migrate) failed; 2 usage or configuration
-error; 3 the server refused or failed the call; 4 a run ended with failures; 130 interrupted.
+Exit codes: 0 success; 1 a local stack command (up, migrate, console) failed; 2 usage or configuration
+error; 3 the server refused or failed the call; 4 a watched run ended with failures or is paused; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,11 +21,21 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command module's subcommands."""
-    from cli.commands import demo, dnm, events, guests, runs, stack, templates, workspace
+    from cli.commands import (
+        console,
+        demo,
+        dnm,
+        events,
+        guests,
+        runs,
+        stack,
+        templates,
+        workspace,
+    )
 
     parser = argparse.ArgumentParser(prog="invites", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, workspace, guests, events, templates, dnm, runs, demo):
+    for module in (stack, workspace, guests, events, templates, dnm, runs, demo, console):
         module.register(commands)
     _remember_parsers(parser)
     return parser

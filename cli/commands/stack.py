@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.commands.console import DEFAULT_CONSOLE_LISTEN, print_console_access
 from cli.commands.demo import (
     Demo,
     add_state_dir_argument,
@@ -118,6 +119,7 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
     env.setdefault("DISPATCH_LISTEN", "127.0.0.1:50051")
     env.setdefault("DISPATCH_TARGET", env["DISPATCH_LISTEN"])
     env.setdefault("WEBHOOK_LISTEN", "127.0.0.1:8080")
+    env.setdefault("CONSOLE_LISTEN", DEFAULT_CONSOLE_LISTEN)
     env.setdefault("WHATSAPP_PHONE_NUMBER_ID", LOCAL_PHONE_NUMBER_ID)
     if with_sandbox:
         env.setdefault("SANDBOX_LISTEN", SANDBOX_LISTEN)
@@ -233,6 +235,7 @@ def run_up(args: argparse.Namespace) -> int:
     env, generated = stack_environment(state_dir, with_sandbox)
     upgrade(env["DATABASE_URL"])
     specs = [("dispatch", ["-m", "dispatch_service"]), ("webhook", ["-m", "webhook_service"])]
+    specs.append(("console", ["-m", "console_service"]))
     if with_sandbox:
         specs.insert(0, ("sandbox", ["-m", "sandbox"]))
     stop = False
@@ -250,6 +253,12 @@ def run_up(args: argparse.Namespace) -> int:
         print_next_steps(env, generated, with_sandbox)
         if demo is not None:
             print_demo(demo)
+        print_console_access(
+            env["CONSOLE_LISTEN"],
+            env["DISPATCH_LISTEN"],
+            env["DISPATCH_BACKEND_TOKENS"].split(",")[0],
+            demo.actor_id if demo is not None else None,
+        )
         try:
             while not stop:
                 exited = [name for name, child in children.items() if child.poll() is not None]

@@ -18,7 +18,14 @@ from common.vocabulary import ImportSource, Role, TemplateCategory, TemplateStat
 from dispatch_service.bootstrap import Deps
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
-from dispatch_service.use_cases import do_not_message, events, guests, templates, workspaces
+from dispatch_service.use_cases import (
+    console_keys,
+    do_not_message,
+    events,
+    guests,
+    templates,
+    workspaces,
+)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -233,4 +240,22 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         )
         return pb.ListDoNotMessageResponse(
             entries=[m.dnm_entry_pb(e) for e in entries], next_page_token=token
+        )
+
+    # --- console keys --------------------------------------------------------------------------
+
+    async def IssueConsoleKey(
+        self, request: pb.IssueConsoleKeyRequest, context: Context
+    ) -> pb.IssueConsoleKeyResponse:
+        key, member = await console_keys.issue_console_key(self.sessions, actor_id(context))
+        return pb.IssueConsoleKeyResponse(console_key=key, member=m.member_pb(member))
+
+    async def ResolveConsoleKey(
+        self, request: pb.ResolveConsoleKeyRequest, context: Context
+    ) -> pb.ResolveConsoleKeyResponse:
+        member, workspace = await console_keys.resolve_console_key(
+            self.sessions, request.console_key
+        )
+        return pb.ResolveConsoleKeyResponse(
+            member=m.member_pb(member), workspace=m.workspace_pb(workspace)
         )

@@ -1573,3 +1573,100 @@ class ListDoNotMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDoNotMessageResponse: _TypeAlias = ListDoNotMessageResponse  # noqa: Y015
+
+@_typing.final
+class IssueConsoleKeyRequest(_message.Message):
+    """Request for IssueConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueConsoleKeyRequest: _TypeAlias = IssueConsoleKeyRequest  # noqa: Y015
+
+@_typing.final
+class IssueConsoleKeyResponse(_message.Message):
+    """Response of IssueConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSOLE_KEY_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    console_key: _builtins.str
+    """The key, shown once: sign in to the console with it. The service keeps only its SHA-256."""
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """The membership it signs in as."""
+
+    def __init__(
+        self,
+        *,
+        console_key: _builtins.str = ...,
+        member: Global___Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console_key", b"console_key", "member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueConsoleKeyResponse: _TypeAlias = IssueConsoleKeyResponse  # noqa: Y015
+
+@_typing.final
+class ResolveConsoleKeyRequest(_message.Message):
+    """Request for ResolveConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSOLE_KEY_FIELD_NUMBER: _builtins.int
+    console_key: _builtins.str
+    """A key IssueConsoleKey returned."""
+    def __init__(
+        self,
+        *,
+        console_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console_key", b"console_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveConsoleKeyRequest: _TypeAlias = ResolveConsoleKeyRequest  # noqa: Y015
+
+@_typing.final
+class ResolveConsoleKeyResponse(_message.Message):
+    """Response of ResolveConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    WORKSPACE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """The active membership the key belongs to (its role as stored now)."""
+
+    @_builtins.property
+    def workspace(self) -> Global___Workspace:
+        """That member's workspace."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+        workspace: Global___Workspace | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "workspace", b"workspace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "workspace", b"workspace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveConsoleKeyResponse: _TypeAlias = ResolveConsoleKeyResponse  # noqa: Y015

@@ -130,6 +130,16 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
                 _registered_method=True)
+        self.IssueConsoleKey = channel.unary_unary(
+                '/invites.v1.AdminService/IssueConsoleKey',
+                request_serializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.FromString,
+                _registered_method=True)
+        self.ResolveConsoleKey = channel.unary_unary(
+                '/invites.v1.AdminService/ResolveConsoleKey',
+                request_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -269,6 +279,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueConsoleKey(self, request, context):
+        """Issues a console sign-in key for the acting member (any role); only its hash is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveConsoleKey(self, request, context):
+        """Resolves a console key to its active membership (backend token only, no actor).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +390,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListDoNotMessage,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.SerializeToString,
+            ),
+            'IssueConsoleKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueConsoleKey,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.SerializeToString,
+            ),
+            'ResolveConsoleKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveConsoleKey,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -882,6 +916,60 @@ class AdminService:
             '/invites.v1.AdminService/ListDoNotMessage',
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueConsoleKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/IssueConsoleKey',
+            invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveConsoleKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/ResolveConsoleKey',
+            invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

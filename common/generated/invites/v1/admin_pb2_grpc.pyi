@@ -76,6 +76,10 @@ class AdminServiceStub:
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]
     """Lists the active do-not-message entries."""
+    IssueConsoleKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueConsoleKeyRequest, _admin_pb2.IssueConsoleKeyResponse]
+    """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+    ResolveConsoleKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]
+    """Resolves a console key to its active membership (backend token only, no actor)."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -120,6 +124,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]  # type: ignore[assignment]
     """Lists the active do-not-message entries."""
+    IssueConsoleKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueConsoleKeyRequest, _admin_pb2.IssueConsoleKeyResponse]  # type: ignore[assignment]
+    """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+    ResolveConsoleKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]  # type: ignore[assignment]
+    """Resolves a console key to its active membership (backend token only, no actor)."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -275,5 +283,21 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListDoNotMessageResponse, _abc.Awaitable[_admin_pb2.ListDoNotMessageResponse]]:
         """Lists the active do-not-message entries."""
+
+    @_abc_1.abstractmethod
+    def IssueConsoleKey(
+        self,
+        request: _admin_pb2.IssueConsoleKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.IssueConsoleKeyResponse, _abc.Awaitable[_admin_pb2.IssueConsoleKeyResponse]]:
+        """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+
+    @_abc_1.abstractmethod
+    def ResolveConsoleKey(
+        self,
+        request: _admin_pb2.ResolveConsoleKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResolveConsoleKeyResponse, _abc.Awaitable[_admin_pb2.ResolveConsoleKeyResponse]]:
+        """Resolves a console key to its active membership (backend token only, no actor)."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
