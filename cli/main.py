@@ -1,7 +1,8 @@
 """The `invites` command: operators' entry point to the stack and to the gRPC API.
 
-Exit codes: 0 success; 1 a local stack command (up, migrate, console) failed; 2 usage or configuration
-error; 3 the server refused or failed the call; 4 a watched run ended with failures or is paused; 130 interrupted.
+Exit codes: 0 success; 1 a local stack command (up, migrate, console) failed; 2 usage or
+configuration error; 3 the server refused or failed the call; 4 a watched run ended with failures
+or is paused; 130 interrupted.
 """
 
 from __future__ import annotations

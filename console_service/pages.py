@@ -198,11 +198,17 @@ def _bar(key: str, count: int, total: int) -> Html:
 RUN_SCRIPT = Html("""
 <script>
 (function () {
+  // Follows the run: its numbers every second while it moves, and for two minutes after it is
+  // final (delivery and read receipts keep coming). A change of state reloads the page once, so
+  // the pause reason and the actions offered match the run.
   const url = document.body.dataset.statusUrl;
+  const stateCell = document.getElementById("run-state");
+  let afterFinal = 0;
   async function poll() {
     let data;
     try { data = await (await fetch(url, {credentials: "same-origin"})).json(); }
     catch (e) { setTimeout(poll, 2000); return; }
+    if (!data.funnel) return;  // signed out
     const total = data.funnel.queued || 0;
     for (const [key, value] of Object.entries(data.funnel)) {
       const cell = document.querySelector("[data-count='" + key + "']");
@@ -210,11 +216,9 @@ RUN_SCRIPT = Html("""
       const bar = document.querySelector("[data-bar='" + key + "']");
       if (bar) bar.style.width = (total ? Math.round(100 * value / total) : 0) + "%";
     }
-    document.getElementById("run-state").textContent = data.state;
-    if (data.final || data.state === "paused") {
-      if (document.getElementById("run-state").dataset.initial !== data.state) location.reload();
-      return;
-    }
+    if (stateCell.dataset.initial !== data.state) { location.reload(); return; }
+    if (data.final && ++afterFinal > 120) return;
+    if (data.state === "paused") return;
     setTimeout(poll, 1000);
   }
   setTimeout(poll, 1000);
@@ -301,7 +305,7 @@ def run_page(
         failed,
         failed_reasons,
         blocked,
-        RUN_SCRIPT if run.state not in FINAL_RUN_STATES else Html(""),
+        RUN_SCRIPT,
     )
     document = page(f"run {run.run_id[:8]}", body, viewer)
     return Html(
