@@ -4,7 +4,7 @@ refusal without a session."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def console_for(
     stack_env: dict[str, str],
     tmp_path: Path,
     scene: dict[str, Any],
-    phones: list[str | None],
+    phones: Sequence[str | None],
 ) -> ConsoleStack:
     stack = DispatchStack(start_service, stack_env, tmp_path)
     stack.start_sandbox(scene)
