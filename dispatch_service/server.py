@@ -56,7 +56,15 @@ def _server_credentials(settings: DispatchSettings) -> grpc.ServerCredentials | 
 
 class HealthWithList(HealthServicer):  # type: ignore[misc]
     """The standard health service, answering `List` too (grpcio-health-checking's async
-    servicer leaves it UNIMPLEMENTED, though reflection advertises it): every service's status."""
+    servicer leaves it UNIMPLEMENTED, though reflection advertises it): every service's status.
+
+    Our services are known from the start (NOT_SERVING until the database answers), so asking
+    for one never answers NOT_FOUND."""
+
+    def __init__(self, services: tuple[str, ...] = SERVICE_NAMES) -> None:
+        super().__init__()
+        for name in services:
+            self._server_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: aio.ServicerContext[Any, Any]
