@@ -66,7 +66,7 @@ def print_console_access(listen: str, target: str, token: str, actor_id: str | N
 
     from cli.client import ServerError
 
-    console.print(f"\nconsole (web)        http://{listen}/")
+    console.print(f"\noperator console (web)  http://{listen}/")
     if not actor_id:
         console.print("  sign in with a key from: .venv/bin/invites console-key")
         return
@@ -83,5 +83,6 @@ def print_console_access(listen: str, target: str, token: str, actor_id: str | N
     except ServerError as error:
         console.print(f"  could not issue a console key: {error}")
         return
-    console.print("  console key (demo parent admin; more: .venv/bin/invites console-key):")
+    console.print("  sign in with this key (the demo's parent admin; shown once;")
+    console.print("  more: .venv/bin/invites console-key):")
     console.print(f"  {key}", markup=False)

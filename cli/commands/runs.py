@@ -242,11 +242,14 @@ def is_paused(status: pb.RunStatus) -> bool:
     return status.run.state == types_pb2.RUN_STATE_PAUSED
 
 
-async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
+async def watch_run(
+    client: Client, run_id: str, as_json: bool = False, show_table: bool = True
+) -> int:
     """Follow WatchRun until the run is final or paused.
 
     Exit 4 when it ended with failures, or when it is paused (the reason is printed with what
-    to do next): a paused run would otherwise be watched forever.
+    to do next): a paused run would otherwise be watched forever. `show_table=False` leaves
+    the closing table to the caller (the demo prints one summary, after the receipts).
     """
     last: pb.RunStatus | None = None
     stream = client.stream(client.dispatch.WatchRun, pb.WatchRunRequest(run_id=run_id))
@@ -282,7 +285,8 @@ async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
                 if is_paused(last):
                     break
         if last is not None:
-            console.print(counts_table(last))
+            if show_table or is_paused(last):
+                console.print(counts_table(last))
             if is_paused(last):
                 console.print(
                     f"run {run_id} is [bold]paused[/]: {last.run.pause_reason or 'no reason given'}"

@@ -184,7 +184,7 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
     token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
     console.print("\ntry:")
     console.print(f"  grpcurl -plaintext {target} list")
-    console.print(f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check")
+    console.print(f"  grpcurl -plaintext -emit-defaults {target} grpc.health.v1.Health/Check")
     console.print(
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' {target} "
         "describe invites.v1.DispatchService"
@@ -217,7 +217,7 @@ def print_demo(demo: Demo) -> None:
     )
     console.print("  .venv/bin/invites demo")
     console.print(
-        f"  grpcurl -plaintext -H 'authorization: Bearer {demo.token}' "
+        f"  grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {demo.token}' "
         f"-H 'x-actor-id: {demo.actor_id}' "
         f'-d \'{{"event_id": "{demo.event_id}", "template_id": "{demo.template_id}"}}\' '
         f"{demo.target} invites.v1.DispatchService/PrecheckSend"
