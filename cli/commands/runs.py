@@ -50,6 +50,15 @@ def register(commands: Any) -> None:
     )
     precheck.add_argument("--json", action="store_true", help="print JSON")
 
+    recipients = command(
+        "recipients", "every recipient of a precheck (all pages), in audience order", run_recipients
+    )
+    recipients.add_argument("precheck_id")
+    which = recipients.add_mutually_exclusive_group()
+    which.add_argument("--eligible", action="store_true", help="only the eligible ones")
+    which.add_argument("--blocked", action="store_true", help="only the blocked ones")
+    recipients.add_argument("--json", action="store_true", help="print JSON lines, one each")
+
     send = command("send", "precheck, confirm, then start a send run", run_send)
     send.add_argument("event_id")
     send.add_argument("template_id")
@@ -156,6 +165,8 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
         table.add_row(recipient.display_name or "-", recipient.phone_e164 or "-", outcome)
     if reply.recipients:
         console.print(table)
+    if reply.total_count > len(reply.recipients):
+        console.print(f"every recipient: invites recipients {reply.precheck_id}")
 
 
 async def run_precheck(client: Client, args: argparse.Namespace) -> int:
@@ -165,6 +176,31 @@ async def run_precheck(client: Client, args: argparse.Namespace) -> int:
         print_json(reply)
     else:
         show_precheck(reply)
+    return EXIT_OK
+
+
+async def run_recipients(client: Client, args: argparse.Namespace) -> int:
+    """`invites recipients PRECHECK`: every page of ListPrecheckRecipients."""
+    request = pb.ListPrecheckRecipientsRequest(precheck_id=args.precheck_id, page_size=1000)
+    if args.eligible or args.blocked:
+        request.eligible = bool(args.eligible)
+    table = Table("household contact", "phone", "outcome", title="recipients")
+    while True:
+        reply = await client.call(client.dispatch.ListPrecheckRecipients, request)
+        if args.json:
+            print_json_items(reply.recipients)
+        for recipient in [] if args.json else reply.recipients:
+            outcome = (
+                "eligible"
+                if recipient.eligible
+                else enum_name(types_pb2.RejectionReason, recipient.reason)
+            )
+            table.add_row(recipient.display_name or "-", recipient.phone_e164 or "-", outcome)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    if not args.json:
+        console.print(table)
     return EXIT_OK
 
 

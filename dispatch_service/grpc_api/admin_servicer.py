@@ -186,6 +186,16 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             import_run=m.import_run_pb(result.run), created=result.created
         )
 
+    async def ListImportRuns(
+        self, request: pb.ListImportRunsRequest, context: Context
+    ) -> pb.ListImportRunsResponse:
+        runs, token = await guests.list_import_runs(
+            self.sessions, actor_id(context), request.page_size, request.page_token
+        )
+        return pb.ListImportRunsResponse(
+            import_runs=[m.import_run_pb(r) for r in runs], next_page_token=token
+        )
+
     async def ListImportRows(
         self, request: pb.ListImportRowsRequest, context: Context
     ) -> pb.ListImportRowsResponse:
@@ -236,7 +246,11 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.ListDoNotMessageRequest, context: Context
     ) -> pb.ListDoNotMessageResponse:
         entries, token = await do_not_message.list_do_not_message(
-            self.sessions, actor_id(context), request.page_size, request.page_token
+            self.sessions,
+            actor_id(context),
+            request.page_size,
+            request.page_token,
+            include_removed=request.include_removed,
         )
         return pb.ListDoNotMessageResponse(
             entries=[m.dnm_entry_pb(e) for e in entries], next_page_token=token

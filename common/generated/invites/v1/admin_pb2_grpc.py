@@ -110,6 +110,11 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListImportRowsRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRowsResponse.FromString,
                 _registered_method=True)
+        self.ListImportRuns = channel.unary_unary(
+                '/invites.v1.AdminService/ListImportRuns',
+                request_serializer=invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.FromString,
+                _registered_method=True)
         self.ListGuestUnits = channel.unary_unary(
                 '/invites.v1.AdminService/ListGuestUnits',
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListGuestUnitsRequest.SerializeToString,
@@ -251,6 +256,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImportRuns(self, request, context):
+        """Lists the workspace's import runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListGuestUnits(self, request, context):
         """Lists the workspace's households.
         """
@@ -273,7 +285,7 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDoNotMessage(self, request, context):
-        """Lists the active do-not-message entries.
+        """Lists the active do-not-message entries (and the removed ones with include_removed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -370,6 +382,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListImportRows,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRowsRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ListImportRowsResponse.SerializeToString,
+            ),
+            'ListImportRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImportRuns,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.SerializeToString,
             ),
             'ListGuestUnits': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGuestUnits,
@@ -808,6 +825,33 @@ class AdminService:
             '/invites.v1.AdminService/ListImportRows',
             invites_dot_v1_dot_admin__pb2.ListImportRowsRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.ListImportRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImportRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/ListImportRuns',
+            invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
