@@ -179,6 +179,9 @@ async def signin(request: web.Request) -> web.StreamResponse:
             return _html(pages.signin_page("that console key is not valid"), status=401)
         log.warning("sign-in failed: %s", error.code().name)
         return _html(pages.signin_page("the dispatch service did not answer"), status=502)
+    now = time.monotonic()
+    for stale in [k for k, v in console.sessions.items() if v.expires < now]:
+        del console.sessions[stale]  # expired sign-ins are dropped as new ones come
     session_id = secrets.token_urlsafe(32)
     console.sessions[session_id] = Session(
         member_id=reply.member.member_id,

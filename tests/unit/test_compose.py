@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_SECRETS = {
     "dispatch": {"DISPATCH_BACKEND_TOKENS", "DISPATCH_INGESTOR_TOKEN", "WHATSAPP_ACCESS_TOKEN"},
     "webhook": {"DISPATCH_INGESTOR_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"},
+    "console": {"DISPATCH_BACKEND_TOKENS"},
 }
 
 
@@ -24,7 +25,7 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_the_sandbox_profile(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "migrate", "dispatch", "webhook", "sandbox"} <= set(services)
+    assert {"postgres", "migrate", "dispatch", "webhook", "console", "sandbox"} <= set(services)
     assert services["sandbox"]["profiles"] == ["sandbox"]
     assert "healthcheck" in services["postgres"]
     assert services["migrate"]["restart"] == "no"
@@ -40,7 +41,7 @@ def test_apps_wait_for_a_healthy_database_and_a_finished_migration(
     assert "healthcheck" in compose["services"][service]
 
 
-@pytest.mark.parametrize("service", ["dispatch", "webhook"])
+@pytest.mark.parametrize("service", ["dispatch", "webhook", "console"])
 def test_required_secrets_have_no_default(compose: dict[str, Any], service: str) -> None:
     environment = compose["services"][service]["environment"]
     for name in REQUIRED_SECRETS[service]:
@@ -49,7 +50,7 @@ def test_required_secrets_have_no_default(compose: dict[str, Any], service: str)
 
 def test_every_variable_the_apps_read_is_documented(compose: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text()
-    for service in ("dispatch", "webhook"):
+    for service in ("dispatch", "webhook", "console"):
         for name in compose["services"][service]["environment"]:
             assert f"`{name}`" in readme or name in readme, name
 
@@ -58,3 +59,10 @@ def test_the_image_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") >= 2
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)
+
+
+def test_the_image_holds_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ("common", "dispatch_service", "webhook_service", "sandbox", "cli"):
+        assert f"COPY {package} {package}" in dockerfile, package
+    assert "COPY console_service console_service" in dockerfile
