@@ -17,6 +17,7 @@ from tests.e2e.conftest import StartService
 from tests.e2e.console_support import ConsoleStack, chromium, sign_in, start_console
 from tests.e2e.dispatch_stack import FAST_WEBHOOKS, DispatchStack, scenario
 from tests.integration.dispatch_support import seed_world
+from tests.integration.factories import Seeder
 
 PHONES = [f"+1415555{n:04d}" for n in range(12)]
 REJECTED = PHONES[3]
@@ -133,6 +134,20 @@ def test_sign_in_shows_a_live_funnel_reaching_its_final_numbers_and_filters_mess
     rows = page.locator("#messages tr").all_text_contents()[1:]
     assert len(rows) == 1
     assert PHONES[7] in rows[0]
+    # ... and by household name (part of it, any case)
+    with Seeder(database_url) as seed:
+        ((household,),) = seed.rows(
+            "SELECT u.name FROM guest_unit u JOIN person p ON p.id = u.contact_person_id"
+            " WHERE p.phone_e164 = %s",
+            PHONES[9],
+        )
+    page.goto(f"{console.url}/runs/{run_id}/messages")
+    page.fill("input[name=q]", household.upper())
+    page.click("button:has-text('filter')")
+    rows = page.locator("#messages tr").all_text_contents()[1:]
+    assert len(rows) == 1
+    assert PHONES[9] in rows[0]
+    assert household in rows[0]
     page.goto(f"{console.url}/runs/{run_id}/messages?state=read")
     assert len(page.locator("#messages tr").all_text_contents()) == 12
 
