@@ -196,7 +196,7 @@ def _bar(key: str, count: int, total: int) -> Html:
 
 
 RUN_SCRIPT = Html("""
-<script>
+<script nonce="NONCE">
 (function () {
   // Follows the run: its numbers every second while it moves, and for two minutes after it is
   // final (delivery and read receipts keep coming). A change of state reloads the page once, so
@@ -228,9 +228,17 @@ RUN_SCRIPT = Html("""
 
 
 def run_page(
-    viewer: Viewer, status: pb.RunStatus, titles: dict[int, str], event_name: str, notice: str
+    viewer: Viewer,
+    status: pb.RunStatus,
+    titles: dict[int, str],
+    event_name: str,
+    notice: str,
+    nonce: str = "",
 ) -> Html:
-    """One run: its funnel, failures by code, blocked by reason, pause reason and actions."""
+    """One run: its funnel, failures by code, blocked by reason, pause reason and actions.
+
+    The page's one script carries `nonce`: the Content-Security-Policy runs no other script.
+    """
     run = status.run
     counts = funnel(status)
     total = counts["queued"]
@@ -305,7 +313,7 @@ def run_page(
         failed,
         failed_reasons,
         blocked,
-        RUN_SCRIPT,
+        Html(RUN_SCRIPT.replace('nonce="NONCE"', str(render('nonce="{}"', nonce)), 1)),
     )
     document = page(f"run {run.run_id[:8]}", body, viewer)
     return Html(

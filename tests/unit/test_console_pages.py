@@ -59,6 +59,10 @@ def test_a_run_page_escapes_everything_and_offers_actions_by_role() -> None:
     assert page.count("&lt;script&gt;") >= 4  # reason, event, title, notice, names
     assert "id='resume'" in page
     assert "value='tok'" in page
+    assert page.count("<script") == 1
+    assert '<script nonce="">' in page
+    with_nonce = pages.run_page(viewer(), status(), {}, "e", "", nonce="n0nce")
+    assert '<script nonce="n0nce">' in with_nonce
     as_viewer = pages.run_page(viewer("viewer"), status(), {}, "e", "")
     assert "id='resume'" not in as_viewer
     assert "id='cancel'" not in as_viewer
