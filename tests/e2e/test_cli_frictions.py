@@ -145,3 +145,15 @@ def test_watch_on_a_paused_run_says_paused_and_why_and_exits(
             assert "paused" in done.stdout
             assert "190" in done.stdout
             assert f"invites resume {run_id}" in done.stdout
+
+
+def test_console_key_issues_a_key_for_the_actor(invites_cli: InvitesCli) -> None:
+    actor = _bootstrap(invites_cli)
+    issued = invites_cli("console-key", "--json", actor=actor)
+    assert issued.code == 0, issued.stderr
+    reply = json.loads(issued.stdout)
+    assert reply["console_key"].startswith("ick_")
+    assert reply["member"]["member_id"] == actor
+    shown = invites_cli("console-key", actor=actor)
+    assert "shown once" in shown.stdout
+    assert reply["console_key"] not in shown.stdout  # a new key every time
