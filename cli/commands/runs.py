@@ -1,7 +1,7 @@
-"""Send-run commands: precheck, send, watch, status, messages, cancel, resume, event.
+"""Send-run commands: precheck, recipients, send, watch, status, messages, cancel, resume, event.
 
-Every read command takes `--json` for scripts. `watch` and `send --watch` exit 4 when the run
-ended with failures.
+Every read command takes `--json` for scripts (JSON lines). `watch` and `send --watch` exit 4
+when the run ended with failures, or when it is paused (after printing why and what to do).
 """
 
 from __future__ import annotations
