@@ -215,3 +215,25 @@ def test_a_viewer_cannot_resume_even_with_its_own_csrf_token(
     page.goto(reply.url)
     assert "resume refused" in str(page.text_content("#notice"))
     assert console.stack.status(console.world, run_id).run.state == types.RUN_STATE_PAUSED
+
+
+def test_a_parent_admin_cancels_a_paused_run_from_its_page(
+    database_url: str,
+    start_service: StartService,
+    stack_env: dict[str, str],
+    tmp_path: Path,
+    browser,
+) -> None:
+    scene = scenario(account={"error_code": 190, "after_sends": 1})
+    console = console_for(database_url, start_service, stack_env, tmp_path, scene, PHONES[:4])
+    run_id = console.stack.precheck_and_start(console.world)
+    console.stack.wait_for_run(console.world, run_id, types.RUN_STATE_PAUSED)
+    page = browser.new_page()
+    sign_in(page, console, console.console_key(console.world.parent_admin))
+    page.goto(f"{console.url}/runs/{run_id}")
+    page.click("#cancel")
+    page.wait_for_url(f"{console.url}/runs/{run_id}")
+    expect(page.locator("#run-state")).to_have_text("cancelled")
+    assert page.locator("#resume").count() == 0
+    status = console.stack.status(console.world, run_id)
+    assert status.run.state == types.RUN_STATE_CANCELLED
