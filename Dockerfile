@@ -8,6 +8,7 @@ COPY dispatch_service dispatch_service
 COPY webhook_service webhook_service
 COPY sandbox sandbox
 COPY cli cli
+COPY console_service console_service
 COPY migrations migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -18,5 +19,5 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER invites
 WORKDIR /home/invites
-EXPOSE 50051 8080 9101
+EXPOSE 50051 8080 8070 9101
 CMD ["python", "-m", "dispatch_service"]

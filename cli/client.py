@@ -27,6 +27,10 @@ DEFAULT_DEADLINE_SECONDS = 30.0
 Reply = TypeVar("Reply")
 
 
+class ConfigurationError(Exception):
+    """A connection setting is missing or wrong; the message names the variable (exit 2)."""
+
+
 class ServerError(Exception):
     """The server refused or failed a call: its status code name, message and field violations."""
 
@@ -59,6 +63,16 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_credentials(args: argparse.Namespace) -> None:
+    """The token is always required, the actor unless the command runs without one (`bootstrap`
+    sets `needs_actor=False`): a missing one is a ConfigurationError naming its variable, not a
+    round trip ending in the server's UNAUTHENTICATED."""
+    if not args.token:
+        raise ConfigurationError("INVITES_TOKEN: is required (a backend bearer token; or --token)")
+    if getattr(args, "needs_actor", True) and not args.actor:
+        raise ConfigurationError("INVITES_ACTOR: is required (your membership id; or --actor)")
+
+
 @dataclass
 class Client:
     """One channel to the dispatch service with the caller's credentials."""
@@ -69,7 +83,8 @@ class Client:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Client:
-        """Open a channel from the parsed connection arguments."""
+        """Open a channel from the parsed connection arguments (checked first)."""
+        check_credentials(args)
         if args.tls_ca_file:
             with open(args.tls_ca_file, "rb") as ca:
                 channel = aio.secure_channel(args.target, grpc.ssl_channel_credentials(ca.read()))

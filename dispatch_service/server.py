@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -53,12 +54,34 @@ def _server_credentials(settings: DispatchSettings) -> grpc.ServerCredentials | 
     )
 
 
+class HealthWithList(HealthServicer):  # type: ignore[misc]
+    """The standard health service, answering `List` too (grpcio-health-checking's async
+    servicer leaves it UNIMPLEMENTED, though reflection advertises it): every service's status.
+
+    Our services are known from the start (NOT_SERVING until the database answers), so asking
+    for one never answers NOT_FOUND."""
+
+    def __init__(self, services: tuple[str, ...] = SERVICE_NAMES) -> None:
+        super().__init__()
+        for name in services:
+            self._server_status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        """The status of every registered service ("" is the server as a whole)."""
+        reply = health_pb2.HealthListResponse()
+        for name, status in self._server_status.items():
+            reply.statuses[name].status = status
+        return reply
+
+
 def build_server(settings: DispatchSettings, deps: Deps) -> tuple[aio.Server, HealthServicer, int]:
     """The gRPC server with its guard, services, health and reflection, bound but not started."""
     server = aio.server(interceptors=[GuardInterceptor(_credentials(settings))])
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServiceServicer(deps), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServiceServicer(deps), server)
-    health_servicer = HealthServicer()
+    health_servicer = HealthWithList()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from common.observability import configure_logging
 from common.settings import host_port, load_settings
 from webhook_service.app import create_app
 from webhook_service.settings import WebhookSettings
+
+log = logging.getLogger("webhook_service")
 
 
 def main() -> None:
@@ -22,7 +26,8 @@ def main() -> None:
         port=port,
         shutdown_timeout=settings.webhook_grace_seconds,
         access_log=None,
-        print=None,
+        # called once the socket is bound: the log says where the ingestor listens
+        print=lambda _banner: log.info("webhook ingestor listening on %s", settings.webhook_listen),
     )
 
 

@@ -11,14 +11,13 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from rich.console import Console
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
-from cli.output import print_json
+from cli.output import make_console, print_json
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+console = make_console()
+errors = make_console(stderr=True)
 
 AdminHandler = Callable[[Client, argparse.Namespace], Awaitable[int]]
 PAGE_SIZE = 1000
@@ -75,7 +74,7 @@ async def every_page(
         page = await fetch(token)
         if as_json:
             for item in items(page):
-                print_json(item, compact=True)
+                print_json(item)
         else:
             kept += items(page)
         token = page.next_page_token

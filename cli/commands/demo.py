@@ -18,16 +18,16 @@ from typing import Any
 
 import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from cli.client import Client, ServerError
 from cli.commands import runs
 from cli.commands.guests import csv_import_requests
-from cli.output import enum_name
+from cli.output import enum_name, make_console
 from common.generated.invites.v1 import admin_pb2, dispatch_pb2, types_pb2
 
-console = Console(highlight=False, soft_wrap=True)
+console = make_console()
 
 SAMPLE_CSV = Path(__file__).resolve().parent.parent / "data" / "sample_guests.csv"
 DEMO_FILE = "demo.json"
@@ -236,23 +236,49 @@ def summary_table(status: dispatch_pb2.RunStatus) -> Table:
     return table
 
 
-async def settled_status(client: Client, run_id: str, settle: float) -> dispatch_pb2.RunStatus:
-    """The run's status once no message waits in `sent` any more, or after `settle` seconds.
+RECEIPTS_QUIET_SECONDS = 4.0
 
-    A completed run's messages may still be `sent`: delivery and read receipts arrive later
-    through the webhook path, and the demo's summary is more telling with them.
+
+async def settled_status(client: Client, run_id: str, settle: float) -> dispatch_pb2.RunStatus:
+    """The run's status once its delivery and read receipts stopped coming.
+
+    A completed run's messages may still be `sent`: receipts arrive later through the webhook
+    path. This shows them arrive (a bar of messages delivered or read) and returns when no
+    message waits in `sent`, when nothing changed for RECEIPTS_QUIET_SECONDS (some phones never
+    send receipts), or after `settle` seconds.
     """
     request = dispatch_pb2.GetRunStatusRequest(run_id=run_id)
-    deadline = asyncio.get_running_loop().time() + settle
-    with console.status("waiting for delivery and read receipts..."):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[summary]}"),
+    )
+    last_counts: dict[int, int] = {}
+    changed_at = loop.time()
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("receipts", total=None, summary="")
         while True:
             status = (await client.call(client.dispatch.GetRunStatus, request)).status
-            waiting = next(
-                (c.count for c in status.by_state if c.state == types_pb2.MESSAGE_STATE_SENT), 0
+            counts = {int(c.state): int(c.count) for c in status.by_state}
+            if counts != last_counts:
+                last_counts, changed_at = counts, loop.time()
+            sent = counts.get(types_pb2.MESSAGE_STATE_SENT, 0)
+            receipted = counts.get(types_pb2.MESSAGE_STATE_DELIVERED, 0) + counts.get(
+                types_pb2.MESSAGE_STATE_READ, 0
             )
-            if not waiting or asyncio.get_running_loop().time() >= deadline:
+            progress.update(
+                task,
+                total=sent + receipted or None,
+                completed=receipted,
+                summary=f"delivered or read (read {counts.get(types_pb2.MESSAGE_STATE_READ, 0)})",
+            )
+            now = loop.time()
+            if not sent or now >= deadline or now - changed_at >= RECEIPTS_QUIET_SECONDS:
                 return status
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -284,7 +310,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         )
         console.print(f"run [bold]{started.run.run_id}[/] started; watching it")
         # The demo's failures are on purpose (the sandbox scenario scripts them): exit 0 once final.
-        await runs.watch_run(client, started.run.run_id)
+        # One summary, after the receipts settled (the watch's own table would show earlier
+        # figures for the same run).
+        await runs.watch_run(client, started.run.run_id, show_table=False)
         final = await settled_status(client, started.run.run_id, args.settle)
         console.print(summary_table(final))
         return 0

@@ -37,6 +37,9 @@ def register(commands: Any) -> None:
     remove.add_argument("--json", action="store_true", help="print JSON")
     listing = add_command(dnm, "list", "the blocked phones", run_list)
     listing.add_argument("--json", action="store_true", help="print JSON lines, one per entry")
+    listing.add_argument(
+        "--all", action="store_true", help="also removed entries (who removed each, when, why)"
+    )
 
 
 async def run_add(client: Client, args: argparse.Namespace) -> int:
@@ -71,19 +74,23 @@ async def run_remove(client: Client, args: argparse.Namespace) -> int:
 
 
 async def run_list(client: Client, args: argparse.Namespace) -> int:
-    """Every active entry (all pages)."""
+    """Every active entry, or every entry with --all (all pages)."""
     entries, _ = await every_page(
         lambda token: client.call(
             client.admin.ListDoNotMessage,
-            pb.ListDoNotMessageRequest(page_size=PAGE_SIZE, page_token=token),
+            pb.ListDoNotMessageRequest(
+                page_size=PAGE_SIZE, page_token=token, include_removed=args.all
+            ),
         ),
         lambda page: page.entries,
         args.json,
     )
     if not args.json:
+        columns = ("phone", "reason", "source", "added", "by")
+        removal = ("removed", "removed by", "why removed") if args.all else ()
         table(
-            "do-not-message",
-            ("phone", "reason", "source", "added", "by"),
+            "do-not-message (active and removed)" if args.all else "do-not-message",
+            (*columns, *removal),
             [
                 (
                     e.phone_e164,
@@ -91,6 +98,11 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
                     enum_name(types_pb2.DnmSource, e.source),
                     timestamp(e.created_at),
                     e.actor_id,
+                    *(
+                        (timestamp(e.removed_at), e.removed_by, e.removal_reason)
+                        if args.all
+                        else ()
+                    ),
                 )
                 for e in entries
             ],

@@ -12,8 +12,17 @@ import argparse
 from typing import Any
 
 from cli.client import Client
-from cli.commands.admin_support import add_command, add_group, console, fields, parse_time, table
-from cli.output import enum_name, print_json, timestamp
+from cli.commands.admin_support import (
+    add_command,
+    add_group,
+    console,
+    errors,
+    fields,
+    parse_time,
+    table,
+)
+from cli.exit_codes import EXIT_USAGE
+from cli.output import enum_name, print_json, print_json_items, timestamp
 from common.generated.invites.v1 import admin_pb2 as pb
 
 MODES = {
@@ -40,7 +49,7 @@ def register(commands: Any) -> None:
     update.add_argument("--location", default="")
     update.add_argument("--json", action="store_true", help="print JSON")
     listing = add_command(events, "list", "the workspace's events, soonest first", run_list)
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help="print JSON lines, one per event")
 
     audience = add_group(commands, "audience", "set or show which households an event invites")
     set_ = add_command(audience, "set", "replace an event's audience", run_set)
@@ -92,7 +101,10 @@ async def run_create(client: Client, args: argparse.Namespace) -> int:
 
 
 async def run_update(client: Client, args: argparse.Namespace) -> int:
-    """UpdateEvent."""
+    """UpdateEvent (at least one field to change, else a usage error)."""
+    if not (args.name or args.location or args.starts_at is not None):
+        errors.print("usage error: give at least one of --name, --starts-at, --location")
+        return EXIT_USAGE
     event = pb.Event(event_id=args.event_id, name=args.name, location=args.location)
     if args.starts_at is not None:
         event.starts_at.CopyFrom(args.starts_at)
@@ -108,7 +120,7 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
     """ListEvents."""
     reply = await client.call(client.admin.ListEvents, pb.ListEventsRequest())
     if args.json:
-        print_json(reply)
+        print_json_items(reply.events)
         return 0
     table(
         "events",

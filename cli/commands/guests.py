@@ -5,6 +5,7 @@ and households.
     invites guests rows <import run id> --outcome warning_malformed_phone
     invites guests add --household "Lee" --name "Kim Lee" --phone "+1 202 555 0111" --contact
     invites guests list
+    invites guests imports                      # every import run, newest first
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def register(commands: Any) -> None:
         "--outcome", action="append", choices=sorted(OUTCOMES), default=[], help="repeatable"
     )
     rows.add_argument("--json", action="store_true", help="print JSON lines, one per row")
+
+    imports = add_command(
+        guests, "imports", "the workspace's import runs, newest first", run_imports
+    )
+    imports.add_argument("--json", action="store_true", help="print JSON lines, one per run")
 
     listing = add_command(guests, "list", "the workspace's households", run_list)
     listing.add_argument("--json", action="store_true", help="print JSON lines, one per household")
@@ -224,6 +230,50 @@ async def run_rows(client: Client, args: argparse.Namespace) -> int:
         run = last.import_run
         console.print(f"import run {run.import_run_id}, finished {timestamp(run.finished_at)}")
         _rows_table("rows", listed)
+    return 0
+
+
+async def run_imports(client: Client, args: argparse.Namespace) -> int:
+    """Every import run (all pages), newest first."""
+    listed, _ = await every_page(
+        lambda token: client.call(
+            client.admin.ListImportRuns,
+            pb.ListImportRunsRequest(page_size=PAGE_SIZE, page_token=token),
+        ),
+        lambda page: page.import_runs,
+        args.json,
+    )
+    if not args.json:
+        table(
+            "import runs",
+            (
+                "import_run_id",
+                "file",
+                "source",
+                "finished",
+                "rows",
+                "created",
+                "updated",
+                "reactivated",
+                "malformed",
+                "no phone",
+            ),
+            [
+                (
+                    r.import_run_id,
+                    r.file_name,
+                    enum_name(pb.ImportSource, r.source),
+                    timestamp(r.finished_at),
+                    r.total_rows,
+                    r.created,
+                    r.updated,
+                    r.reactivated,
+                    r.warning_malformed_phone,
+                    r.skipped_no_phone,
+                )
+                for r in listed
+            ],
+        )
     return 0
 
 

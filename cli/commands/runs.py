@@ -1,7 +1,7 @@
-"""Send-run commands: precheck, send, watch, status, messages, cancel, resume, event.
+"""Send-run commands: precheck, recipients, send, watch, status, messages, cancel, resume, event.
 
-Every read command takes `--json` for scripts. `watch` and `send --watch` exit 4 when the run
-ended with failures.
+Every read command takes `--json` for scripts (JSON lines). `watch` and `send --watch` exit 4
+when the run ended with failures, or when it is paused (after printing why and what to do).
 """
 
 from __future__ import annotations
@@ -13,18 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
-from cli.main import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
-from cli.output import enum_name, print_json, timestamp
+from cli.exit_codes import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
+from cli.output import enum_name, make_console, print_json, print_json_items, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
-console = Console(highlight=False, soft_wrap=True)
+console = make_console()
 FINAL_RUN_STATES = (types_pb2.RUN_STATE_COMPLETED, types_pb2.RUN_STATE_CANCELLED)
 
 
@@ -50,6 +49,15 @@ def register(commands: Any) -> None:
         help="invite this phone again although it was invited (repeatable)",
     )
     precheck.add_argument("--json", action="store_true", help="print JSON")
+
+    recipients = command(
+        "recipients", "every recipient of a precheck (all pages), in audience order", run_recipients
+    )
+    recipients.add_argument("precheck_id")
+    which = recipients.add_mutually_exclusive_group()
+    which.add_argument("--eligible", action="store_true", help="only the eligible ones")
+    which.add_argument("--blocked", action="store_true", help="only the blocked ones")
+    recipients.add_argument("--json", action="store_true", help="print JSON lines, one each")
 
     send = command("send", "precheck, confirm, then start a send run", run_send)
     send.add_argument("event_id")
@@ -89,7 +97,7 @@ def register(commands: Any) -> None:
     messages.add_argument(
         "--limit", type=int, default=50, help="at most this many rows (default 50)"
     )
-    messages.add_argument("--json", action="store_true", help="print JSON")
+    messages.add_argument("--json", action="store_true", help="print JSON lines, one per message")
 
     cancel = command("cancel", "cancel a run: nothing more is sent", run_cancel)
     cancel.add_argument("run_id")
@@ -157,6 +165,8 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
         table.add_row(recipient.display_name or "-", recipient.phone_e164 or "-", outcome)
     if reply.recipients:
         console.print(table)
+    if reply.total_count > len(reply.recipients):
+        console.print(f"every recipient: invites recipients {reply.precheck_id}")
 
 
 async def run_precheck(client: Client, args: argparse.Namespace) -> int:
@@ -166,6 +176,31 @@ async def run_precheck(client: Client, args: argparse.Namespace) -> int:
         print_json(reply)
     else:
         show_precheck(reply)
+    return EXIT_OK
+
+
+async def run_recipients(client: Client, args: argparse.Namespace) -> int:
+    """`invites recipients PRECHECK`: every page of ListPrecheckRecipients."""
+    request = pb.ListPrecheckRecipientsRequest(precheck_id=args.precheck_id, page_size=1000)
+    if args.eligible or args.blocked:
+        request.eligible = bool(args.eligible)
+    table = Table("household contact", "phone", "outcome", title="recipients")
+    while True:
+        reply = await client.call(client.dispatch.ListPrecheckRecipients, request)
+        if args.json:
+            print_json_items(reply.recipients)
+        for recipient in [] if args.json else reply.recipients:
+            outcome = (
+                "eligible"
+                if recipient.eligible
+                else enum_name(types_pb2.RejectionReason, recipient.reason)
+            )
+            table.add_row(recipient.display_name or "-", recipient.phone_e164 or "-", outcome)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    if not args.json:
+        console.print(table)
     return EXIT_OK
 
 
@@ -238,14 +273,28 @@ def counts_table(status: pb.RunStatus) -> Table:
     return table
 
 
-async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
-    """Follow WatchRun until the run is final; exit 4 when it ended with failures."""
+def is_paused(status: pb.RunStatus) -> bool:
+    """The run waits for a person (a resume or a cancel); watching it longer shows nothing new."""
+    return status.run.state == types_pb2.RUN_STATE_PAUSED
+
+
+async def watch_run(
+    client: Client, run_id: str, as_json: bool = False, show_table: bool = True
+) -> int:
+    """Follow WatchRun until the run is final or paused.
+
+    Exit 4 when it ended with failures, or when it is paused (the reason is printed with what
+    to do next): a paused run would otherwise be watched forever. `show_table=False` leaves
+    the closing table to the caller (the demo prints one summary, after the receipts).
+    """
     last: pb.RunStatus | None = None
     stream = client.stream(client.dispatch.WatchRun, pb.WatchRunRequest(run_id=run_id))
     if as_json:
         async for update in stream:
             last = update.status
-            print_json(update, compact=True)
+            print_json(update)
+            if is_paused(last):
+                break
     else:
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -269,10 +318,22 @@ async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
                     completed=last.final_count,
                     summary=summary,
                 )
+                if is_paused(last):
+                    break
         if last is not None:
-            console.print(counts_table(last))
+            if show_table or is_paused(last):
+                console.print(counts_table(last))
+            if is_paused(last):
+                console.print(
+                    f"run {run_id} is [bold]paused[/]: {last.run.pause_reason or 'no reason given'}"
+                )
+                console.print(
+                    f"  resume it: invites resume {run_id}   cancel it: invites cancel {run_id}"
+                )
     if last is None:
         return EXIT_OK
+    if is_paused(last):
+        return EXIT_RUN_FAILURES
     return EXIT_RUN_FAILURES if ended_with_failures(last) else EXIT_OK
 
 
@@ -316,7 +377,7 @@ async def run_messages(client: Client, args: argparse.Namespace) -> int:
         request.page_token = reply.next_page_token
     rows = rows[: args.limit]
     if args.json:
-        print_json(pb.ListRunMessagesResponse(messages=rows))
+        print_json_items(rows)
         return EXIT_OK
     table = Table("message", "phone", "state", "reason", "error", "attempts", "last update")
     for row in rows:

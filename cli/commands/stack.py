@@ -17,16 +17,17 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rich.console import Console
 
+from cli.commands.console import DEFAULT_CONSOLE_LISTEN, print_console_access
 from cli.commands.demo import (
     Demo,
     add_state_dir_argument,
     register_sandbox_template,
     seed_demo,
 )
+from cli.output import make_console
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = make_console(stderr=True)
 
 SANDBOX_LISTEN = "127.0.0.1:8090"
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -123,6 +124,7 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
     env.setdefault("DISPATCH_LISTEN", "127.0.0.1:50051")
     env.setdefault("DISPATCH_TARGET", env["DISPATCH_LISTEN"])
     env.setdefault("WEBHOOK_LISTEN", "127.0.0.1:8080")
+    env.setdefault("CONSOLE_LISTEN", DEFAULT_CONSOLE_LISTEN)
     env.setdefault("WHATSAPP_PHONE_NUMBER_ID", LOCAL_PHONE_NUMBER_ID)
     if with_sandbox:
         env.setdefault("SANDBOX_LISTEN", SANDBOX_LISTEN)
@@ -194,7 +196,7 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
     token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
     console.print("\ntry:")
     console.print(f"  grpcurl -plaintext {target} list")
-    console.print(f"  grpcurl -plaintext {target} grpc.health.v1.Health/Check")
+    console.print(f"  grpcurl -plaintext -emit-defaults {target} grpc.health.v1.Health/Check")
     console.print(
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' {target} "
         "describe invites.v1.DispatchService"
@@ -231,7 +233,7 @@ def print_demo(demo: Demo) -> None:
     console.print("  .venv/bin/invites demo")
     console.print("  .venv/bin/invites demo --provider twilio   (the sandbox plays Twilio)")
     console.print(
-        f"  grpcurl -plaintext -H 'authorization: Bearer {demo.token}' "
+        f"  grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {demo.token}' "
         f"-H 'x-actor-id: {demo.actor_id}' "
         f'-d \'{{"event_id": "{demo.event_id}", "template_id": "{demo.template_id}"}}\' '
         f"{demo.target} invites.v1.DispatchService/PrecheckSend"
@@ -252,6 +254,7 @@ def run_up(args: argparse.Namespace) -> int:
         ("dispatch", ["-m", "dispatch_service"]),
         ("dispatcher", ["-m", "dispatch_service.dispatcher"]),
         ("webhook", ["-m", "webhook_service"]),
+        ("console", ["-m", "console_service"]),
     ]
     if with_sandbox:
         specs.insert(0, ("sandbox", ["-m", "sandbox"]))
@@ -270,6 +273,12 @@ def run_up(args: argparse.Namespace) -> int:
         print_next_steps(env, generated, with_sandbox)
         if demo is not None:
             print_demo(demo)
+        print_console_access(
+            env["CONSOLE_LISTEN"],
+            env["DISPATCH_LISTEN"],
+            env["DISPATCH_BACKEND_TOKENS"].split(",")[0],
+            demo.actor_id if demo is not None else None,
+        )
         try:
             while not stop:
                 exited = [name for name, child in children.items() if child.poll() is not None]

@@ -13,7 +13,7 @@ from typing import Any
 
 from cli.client import Client
 from cli.commands.admin_support import add_command, add_group, fields, table
-from cli.output import enum_name, print_json
+from cli.output import enum_name, print_json, print_json_items
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
@@ -53,7 +53,7 @@ def register(commands: Any) -> None:
     status.add_argument("status", choices=sorted(STATUSES))
     status.add_argument("--json", action="store_true", help="print JSON")
     listing = add_command(templates, "list", "the workspace's templates", run_list)
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help="print JSON lines, one per template")
 
 
 def show_template(title: str, template: pb.Template) -> None:
@@ -109,7 +109,7 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
     """ListTemplates."""
     reply = await client.call(client.admin.ListTemplates, pb.ListTemplatesRequest())
     if args.json:
-        print_json(reply)
+        print_json_items(reply.templates)
         return 0
     table(
         "templates",

@@ -15,7 +15,7 @@ from typing import Any
 
 from cli.client import Client
 from cli.commands.admin_support import add_command, add_group, console, fields, table
-from cli.output import enum_name, print_json
+from cli.output import enum_name, print_json, print_json_items
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
@@ -60,10 +60,11 @@ def register(commands: Any) -> None:
         "--twilio-account-sid", default="", help="Twilio only: the account SID (AC...)"
     )
     bootstrap.add_argument("--json", action="store_true", help="print JSON")
+    bootstrap.set_defaults(needs_actor=False)  # it creates the first member
 
     members = add_group(commands, "members", "list, add and remove workspace members")
     listing = add_command(members, "list", "list the workspace's members", run_list)
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help="print JSON lines, one per member")
     add = add_command(members, "add", "add a member (parent admins only)", run_add)
     add.add_argument("display_name")
     add.add_argument("--role", choices=sorted(ROLES), required=True)
@@ -109,7 +110,7 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
     """ListMembers."""
     reply = await client.call(client.admin.ListMembers, pb.ListMembersRequest())
     if args.json:
-        print_json(reply)
+        print_json_items(reply.members)
         return 0
     table(
         "members",

@@ -138,6 +138,22 @@ class Membership(Base):
     __table_args__ = (one_of("role", Role), Index(None, "workspace_id"))
 
 
+class ConsoleKey(Base):
+    """A console sign-in key of one membership: only its SHA-256 is stored (the key is random)."""
+
+    __tablename__ = "console_key"
+
+    id: Mapped[uuid.UUID] = _id()
+    membership_id: Mapped[uuid.UUID] = _fk("membership.id")
+    key_sha256: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint("length(key_sha256) = 32", name="key_sha256_is_a_digest"),
+        Index(None, "membership_id"),
+    )
+
+
 class Event(Base):
     """Something guests are invited to."""
 

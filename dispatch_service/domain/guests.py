@@ -1,6 +1,9 @@
 """Guest import rules (pure): the CSV format, row preparation and the per-batch import plan.
 
-CSV format (UTF-8, optional BOM, header row first, comma-separated, RFC 4180 quoting):
+CSV format (UTF-8, optional BOM, header row first, RFC 4180 quoting). Spreadsheet exports are
+read as they come: the separator is a comma, a semicolon or a tab (whichever splits the header
+into known columns; an Excel ``sep=;`` first line names it outright), and trailing empty columns
+(a header ending in ``,,`` and rows padded with empty fields) are ignored.
 
     column      required  meaning
     name        yes       the person's display name
@@ -49,6 +52,7 @@ TAG_SEPARATOR = ";"
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "n"})
 MAX_FIELD_CHARS = 1000
+DELIMITERS = (",", ";", "\t")
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -90,6 +94,32 @@ def parse_header(fields: Sequence[str]) -> tuple[str, ...]:
     if violations:
         raise InvalidArgument(*violations)
     return columns
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The separator that splits a header line into the most known columns (comma on a tie)."""
+
+    def known(delimiter: str) -> int:
+        values = next(csv.reader([header_line], delimiter=delimiter), [])
+        return sum(v.strip().lstrip("\ufeff").casefold() in KNOWN_COLUMNS for v in values)
+
+    return max(DELIMITERS, key=known)  # max keeps the first of equals: the comma
+
+
+def separator_hint(line: str) -> str | None:
+    """The separator an Excel ``sep=X`` first line names, else None."""
+    text = line.strip().lstrip("\ufeff")
+    if len(text) == 5 and text[:4].casefold() == "sep=":
+        return text[4]
+    return None
+
+
+def without_trailing_empties(values: Sequence[str], keep: int) -> list[str]:
+    """`values` without empty fields past the first `keep` (spreadsheets pad rows with them)."""
+    end = len(values)
+    while end > keep and not values[end - 1].strip():
+        end -= 1
+    return list(values[:end])
 
 
 def parse_flag(value: str) -> bool | None:
@@ -139,6 +169,7 @@ class CsvGuestReader:
         self._pending: list[str] = []
         self._pending_quotes = 0
         self._line_number = 0  # physical lines handed to the csv module so far
+        self._delimiter: str | None = None  # decided by the first non-blank line
         self.columns: tuple[str, ...] | None = None
         self.rows_read = 0
 
@@ -187,6 +218,16 @@ class CsvGuestReader:
     def _take_lines(self, lines: Iterable[str]) -> list[GuestInput]:
         complete: list[str] = []
         for line in lines:
+            if self._delimiter is None and not self._pending:
+                if not line.strip():
+                    self._line_number += 1
+                    continue
+                hint = separator_hint(line)
+                if hint is not None:
+                    self._delimiter = hint
+                    self._line_number += 1
+                    continue
+                self._delimiter = sniff_delimiter(line)
             self._pending.append(line)
             self._pending_quotes += line.count('"')
             if self._pending_quotes % 2 == 0:
@@ -196,7 +237,7 @@ class CsvGuestReader:
 
     def _records(self, lines: list[str]) -> Iterator[GuestInput]:
         first_line = self._line_number + 1
-        reader = csv.reader(lines, strict=True)
+        reader = csv.reader(lines, delimiter=self._delimiter or ",", strict=True)
         try:
             for values in reader:
                 line_number = first_line + reader.line_num - 1
@@ -213,8 +254,9 @@ class CsvGuestReader:
 
     def _record(self, values: list[str], line_number: int) -> Iterator[GuestInput]:
         if self.columns is None:
-            self.columns = parse_header(values)
+            self.columns = parse_header(without_trailing_empties(values, 0))
             return
+        values = without_trailing_empties(values, len(self.columns))
         if len(values) != len(self.columns):
             raise InvalidArgument(
                 FieldViolation(

@@ -293,4 +293,7 @@ def dnm_entry_pb(entry: DoNotMessageEntryView) -> pb.DoNotMessageEntry:
         source=to_proto_enum(entry.source, DnmSource),
         actor_id=str(entry.actor_id) if entry.actor_id else "",
         created_at=timestamp(entry.created_at),
+        removed_at=timestamp(entry.removed_at) if entry.removed_at else None,
+        removed_by=str(entry.removed_by) if entry.removed_by else "",
+        removal_reason=entry.removal_reason or "",
     )

@@ -19,7 +19,14 @@ from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
-from dispatch_service.use_cases import do_not_message, events, guests, templates, workspaces
+from dispatch_service.use_cases import (
+    console_keys,
+    do_not_message,
+    events,
+    guests,
+    templates,
+    workspaces,
+)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -185,6 +192,16 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             import_run=m.import_run_pb(result.run), created=result.created
         )
 
+    async def ListImportRuns(
+        self, request: pb.ListImportRunsRequest, context: Context
+    ) -> pb.ListImportRunsResponse:
+        runs, token = await guests.list_import_runs(
+            self.sessions, actor_id(context), request.page_size, request.page_token
+        )
+        return pb.ListImportRunsResponse(
+            import_runs=[m.import_run_pb(r) for r in runs], next_page_token=token
+        )
+
     async def ListImportRows(
         self, request: pb.ListImportRowsRequest, context: Context
     ) -> pb.ListImportRowsResponse:
@@ -235,8 +252,30 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.ListDoNotMessageRequest, context: Context
     ) -> pb.ListDoNotMessageResponse:
         entries, token = await do_not_message.list_do_not_message(
-            self.sessions, actor_id(context), request.page_size, request.page_token
+            self.sessions,
+            actor_id(context),
+            request.page_size,
+            request.page_token,
+            include_removed=request.include_removed,
         )
         return pb.ListDoNotMessageResponse(
             entries=[m.dnm_entry_pb(e) for e in entries], next_page_token=token
+        )
+
+    # --- console keys --------------------------------------------------------------------------
+
+    async def IssueConsoleKey(
+        self, request: pb.IssueConsoleKeyRequest, context: Context
+    ) -> pb.IssueConsoleKeyResponse:
+        key, member = await console_keys.issue_console_key(self.sessions, actor_id(context))
+        return pb.IssueConsoleKeyResponse(console_key=key, member=m.member_pb(member))
+
+    async def ResolveConsoleKey(
+        self, request: pb.ResolveConsoleKeyRequest, context: Context
+    ) -> pb.ResolveConsoleKeyResponse:
+        member, workspace = await console_keys.resolve_console_key(
+            self.sessions, request.console_key
+        )
+        return pb.ResolveConsoleKeyResponse(
+            member=m.member_pb(member), workspace=m.workspace_pb(workspace)
         )

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.db.models import PrecheckCandidate
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
@@ -182,4 +183,16 @@ def _recipient(view: MessageView) -> pb.EventRecipient:
         phone_e164=view.phone_e164 or "",
         run_id=str(view.run_id),
         latest=message(view),
+    )
+
+
+def candidate_recipient(row: PrecheckCandidate) -> pb.PrecheckRecipient:
+    """A stored precheck candidate -> PrecheckRecipient."""
+    return pb.PrecheckRecipient(
+        guest_unit_id=str(row.guest_unit_id),
+        person_id=_id(row.person_id),
+        display_name=row.display_name,
+        phone_e164=row.phone_e164 or "",
+        eligible=row.eligible,
+        reason=reason(RejectionReason(row.rejection_reason) if row.rejection_reason else None),
     )

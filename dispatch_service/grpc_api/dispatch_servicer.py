@@ -16,7 +16,11 @@ from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.actor import actor_id
 from dispatch_service.use_cases import reads
 from dispatch_service.use_cases.apply_status import apply_status
-from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from dispatch_service.use_cases.precheck import (
+    list_precheck_recipients,
+    precheck_command,
+    precheck_send,
+)
 from dispatch_service.use_cases.runs import (
     cancel_run,
     resume_run,
@@ -46,6 +50,21 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         )
         ttl = self.deps.settings.precheck_ttl_seconds
         return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl))
+
+    async def ListPrecheckRecipients(
+        self, request: pb.ListPrecheckRecipientsRequest, context: Context
+    ) -> pb.ListPrecheckRecipientsResponse:
+        rows, token = await list_precheck_recipients(
+            self.deps.sessions,
+            actor_id(context),
+            parse_uuid(request.precheck_id, "precheck_id"),
+            request.eligible if request.HasField("eligible") else None,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListPrecheckRecipientsResponse(
+            recipients=[mapping.candidate_recipient(r) for r in rows], next_page_token=token
+        )
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
         command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)

@@ -7,6 +7,8 @@ future kind) is refused with INTERNAL, never served without its credential check
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GUARDED_PREFIX = "/invites.v1."
 INGESTOR_METHODS = frozenset({"/invites.v1.DispatchService/ApplyStatus"})
+DRAIN_SECONDS = 10.0
 
 
 class Credentials:
@@ -52,6 +55,20 @@ async def _abort(context: Any, error: BaseException, method: str) -> None:
         return
     log.exception("unhandled error in %s", method, exc_info=error)
     await context.abort_with_status(internal_status())
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    """Read what the client still streams (bounded by DRAIN_SECONDS), so a refusal reaches it.
+
+    A grpc aio client whose write fails after the server ended the call reports "INTERNAL:
+    Internal error from Core" instead of the server's status (grpc/grpc#36066): refusing a large
+    upload on its header while the client is still sending would lose the reason. Reading to the
+    client's half-close first delivers the status after its last write.
+    """
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in requests:
+                pass
 
 
 class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -110,12 +127,16 @@ class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             inner_client_stream = handler.stream_unary
 
             async def stream_unary(requests: AsyncIterator[Any], context: Any) -> Any:
+                checked = False
                 try:
                     check(method, metadata)
+                    checked = True
                     return await inner_client_stream(requests, context)
                 except aio.AbortError:
                     raise
                 except Exception as error:
+                    if checked and isinstance(error, DispatchError):
+                        await _drain(requests)  # only for callers holding a valid credential
                     await _abort(context, error, method)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)

@@ -178,9 +178,13 @@ async def list_active_entries(
     workspace_id: uuid.UUID,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    include_removed: bool = False,
 ) -> list[Entry]:
-    """Active entries oldest first, after the (created_at, id) key of the previous page."""
-    statement = select(Entry).where(Entry.workspace_id == workspace_id, Entry.removed_at.is_(None))
+    """Active entries (every entry with `include_removed`) oldest first, after the
+    (created_at, id) key of the previous page."""
+    statement = select(Entry).where(Entry.workspace_id == workspace_id)
+    if not include_removed:
+        statement = statement.where(Entry.removed_at.is_(None))
     if after is not None:
         created_at, entry_id = after
         statement = statement.where(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import sql as psql
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import ImportRun
@@ -416,3 +416,25 @@ async def list_guest_units(
         )
         for r in result
     ]
+
+
+async def list_import_runs(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[ImportRun]:
+    """The workspace's import runs, newest first, before the (created_at, id) of the last page."""
+    statement = select(ImportRun).where(ImportRun.workspace_id == workspace_id)
+    if before is not None:
+        created_at, run_id = before
+        statement = statement.where(
+            or_(
+                ImportRun.created_at < created_at,
+                and_(ImportRun.created_at == created_at, ImportRun.id < run_id),
+            )
+        )
+    rows = await session.scalars(
+        statement.order_by(ImportRun.created_at.desc(), ImportRun.id.desc()).limit(limit)
+    )
+    return list(rows)

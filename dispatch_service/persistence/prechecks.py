@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db.models import Precheck, Template
+from common.db.models import Precheck, PrecheckCandidate, Template
 from common.vocabulary import MessageState
 from dispatch_service.domain.eligibility import Candidate
 from dispatch_service.errors import NotFound
@@ -145,3 +145,27 @@ async def raw_connection(session: AsyncSession) -> AsyncConnection[Any]:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     return cast(AsyncConnection[Any], raw.driver_connection)
+
+
+async def list_candidates(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    precheck_id: uuid.UUID,
+    eligible: bool | None,
+    after_position: int,
+    limit: int,
+) -> list[PrecheckCandidate]:
+    """A precheck's candidates in audience order after `after_position` (NotFound for a precheck
+    of another workspace, like one that does not exist)."""
+    found = await session.scalar(
+        select(Precheck.id).where(Precheck.id == precheck_id, Precheck.workspace_id == workspace_id)
+    )
+    if found is None:
+        raise NotFound("no such precheck in this workspace", reason="PRECHECK_NOT_FOUND")
+    statement = select(PrecheckCandidate).where(
+        PrecheckCandidate.precheck_id == precheck_id, PrecheckCandidate.position > after_position
+    )
+    if eligible is not None:
+        statement = statement.where(PrecheckCandidate.eligible.is_(eligible))
+    rows = await session.scalars(statement.order_by(PrecheckCandidate.position).limit(limit))
+    return list(rows)

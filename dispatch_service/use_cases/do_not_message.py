@@ -100,8 +100,10 @@ async def list_do_not_message(
     actor_id: uuid.UUID,
     page_size: int,
     page_token: str,
+    include_removed: bool = False,
 ) -> tuple[list[DoNotMessageEntry], str]:
-    """A page of active entries (oldest first) and the next page's token ("" at the end)."""
+    """A page of active entries, or of every entry with `include_removed` (oldest first), and the
+    next page's token ("" at the end)."""
     page = page_request(page_size, page_token, key_length=2)
     after = None
     if page.after is not None:
@@ -113,7 +115,9 @@ async def list_do_not_message(
         session,
         actor,
     ):
-        entries = await list_active_entries(session, actor.workspace_id, after, page.size + 1)
+        entries = await list_active_entries(
+            session, actor.workspace_id, after, page.size + 1, include_removed=include_removed
+        )
     token = ""
     if len(entries) > page.size:
         entries = entries[: page.size]

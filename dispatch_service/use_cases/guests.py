@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +35,12 @@ from dispatch_service.domain.guests import (
     PreparedRow,
     prepare_rows,
 )
-from dispatch_service.domain.paging import encode_page_token, page_request, single_key
+from dispatch_service.domain.paging import (
+    NOT_OUR_TOKEN,
+    encode_page_token,
+    page_request,
+    single_key,
+)
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.guests import (
@@ -47,6 +53,9 @@ from dispatch_service.persistence.guests import (
     load_batch_state,
     lock_workspace_imports,
     write_batch,
+)
+from dispatch_service.persistence.guests import (
+    list_import_runs as list_import_runs_query,
 )
 from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.read_models import GuestUnitView, ImportRowView
@@ -378,3 +387,26 @@ async def list_households(
         units = units[: page.size]
         token = encode_page_token([units[-1].name])
     return units, token
+
+
+async def list_import_runs(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[ImportRun], str]:
+    """A page of the workspace's import runs, newest first, and the next page's token."""
+    page = page_request(page_size, page_token, key_length=2)
+    before = None
+    if page.after is not None:
+        try:
+            before = (datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1]))
+        except (TypeError, ValueError):
+            raise InvalidArgument(FieldViolation("page_token", NOT_OUR_TOKEN)) from None
+    async with acting(sessions, actor_id, READERS, "list import runs") as (session, actor):
+        runs = await list_import_runs_query(session, actor.workspace_id, before, page.size + 1)
+    token = ""
+    if len(runs) > page.size:
+        runs = runs[: page.size]
+        token = encode_page_token([runs[-1].created_at.isoformat(), str(runs[-1].id)])
+    return runs, token

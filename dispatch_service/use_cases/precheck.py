@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db.models import PrecheckCandidate
 from common.vocabulary import RejectionReason
 from dispatch_service.domain.actors import WRITERS
 from dispatch_service.domain.eligibility import (
@@ -25,16 +26,18 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.paging import encode_page_token, page_request, single_key
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
     do_not_message_phones,
     invited_phones,
+    list_candidates,
     require_template,
     store_precheck,
 )
-from dispatch_service.use_cases.acting import acting
+from dispatch_service.use_cases.acting import READERS, acting
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -139,3 +142,26 @@ async def precheck_send(
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
     )
+
+
+async def list_precheck_recipients(
+    sessions: async_sessionmaker[AsyncSession],
+    actor_id: uuid.UUID,
+    precheck_id: uuid.UUID,
+    eligible: bool | None,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[PrecheckCandidate], str]:
+    """A page of a precheck's recipients in audience order (any role may read), and the next
+    page's token: every recipient can be read, not only PrecheckSend's first page."""
+    page = page_request(page_size, page_token, key_length=1)
+    after = single_key(page, int, -1)
+    async with acting(sessions, actor_id, READERS, "read a precheck") as (session, actor):
+        rows = await list_candidates(
+            session, actor.workspace_id, precheck_id, eligible, after, page.size + 1
+        )
+    token = ""
+    if len(rows) > page.size:
+        rows = rows[: page.size]
+        token = encode_page_token([rows[-1].position])
+    return rows, token

@@ -14,6 +14,7 @@ REQUIRED_SECRETS = {
     "dispatch": {"DISPATCH_BACKEND_TOKENS", "DISPATCH_INGESTOR_TOKEN", "WHATSAPP_ACCESS_TOKEN"},
     "dispatcher": {"WHATSAPP_ACCESS_TOKEN"},
     "webhook": {"DISPATCH_INGESTOR_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"},
+    "console": {"DISPATCH_BACKEND_TOKENS"},
 }
 
 
@@ -25,7 +26,15 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_the_sandbox_profile(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "migrate", "dispatch", "dispatcher", "webhook", "sandbox"} <= set(services)
+    assert {
+        "postgres",
+        "migrate",
+        "dispatch",
+        "dispatcher",
+        "webhook",
+        "console",
+        "sandbox",
+    } <= set(services)
     assert services["dispatcher"]["command"] == ["python", "-m", "dispatch_service.dispatcher"]
     assert services["sandbox"]["profiles"] == ["sandbox"]
     assert "healthcheck" in services["postgres"]
@@ -42,7 +51,7 @@ def test_apps_wait_for_a_healthy_database_and_a_finished_migration(
     assert "healthcheck" in compose["services"][service]
 
 
-@pytest.mark.parametrize("service", ["dispatch", "dispatcher", "webhook"])
+@pytest.mark.parametrize("service", ["dispatch", "dispatcher", "webhook", "console"])
 def test_required_secrets_have_no_default(compose: dict[str, Any], service: str) -> None:
     environment = compose["services"][service]["environment"]
     for name in REQUIRED_SECRETS[service]:
@@ -51,7 +60,7 @@ def test_required_secrets_have_no_default(compose: dict[str, Any], service: str)
 
 def test_every_variable_the_apps_read_is_documented(compose: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text()
-    for service in ("dispatch", "dispatcher", "webhook"):
+    for service in ("dispatch", "dispatcher", "webhook", "console"):
         for name in compose["services"][service]["environment"]:
             assert f"`{name}`" in readme or name in readme, name
 
@@ -60,3 +69,10 @@ def test_the_image_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") >= 2
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)
+
+
+def test_the_image_holds_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ("common", "dispatch_service", "webhook_service", "sandbox", "cli"):
+        assert f"COPY {package} {package}" in dockerfile, package
+    assert "COPY console_service console_service" in dockerfile

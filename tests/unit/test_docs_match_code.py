@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from console_service.settings import ConsoleSettings
 from dispatch_service.settings import DispatchSettings, WorkerSettings
 from sandbox.config import SandboxSettings
 from webhook_service.settings import WebhookSettings
@@ -25,6 +26,7 @@ def _variables(settings: type[BaseSettings]) -> list[str]:
         (DispatchSettings, "README.md"),
         (WorkerSettings, "README.md"),
         (WebhookSettings, "README.md"),
+        (ConsoleSettings, "README.md"),
         (SandboxSettings, "sandbox/README.md"),
     ],
 )

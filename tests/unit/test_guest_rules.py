@@ -304,3 +304,42 @@ def test_people_without_a_valid_phone_are_matched_by_name_in_their_household() -
     assert plan.rows[0].person_id == known.id
     assert plan.rows[0].outcome is ImportRowOutcome.WARNING_MALFORMED_PHONE
     assert not plan.new_persons
+
+
+# --- spreadsheet dialects ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # semicolon-separated (European Excel); tags keep their own semicolons inside quotes
+        'name;phone;household;tags\r\nAnn Smith;+1 202 555 0101;Smith;"family;vip"\r\n',
+        # an Excel separator hint as the first line
+        'sep=,\r\nname,phone,household,tags\r\nAnn Smith,+1 202 555 0101,Smith,"family;vip"\r\n',
+        "sep=;\nname;phone;household;tags\nAnn Smith;+1 202 555 0101;Smith;family;vip\n".replace(
+            "family;vip", '"family;vip"'
+        ),
+        # tab-separated
+        "name\tphone\thousehold\ttags\nAnn Smith\t+1 202 555 0101\tSmith\tfamily;vip\n",
+        # trailing empty columns in the header and the rows
+        'name,phone,household,tags,,\r\nAnn Smith,+1 202 555 0101,Smith,"family;vip",,\r\n',
+        # rows padded with empty fields past a clean header
+        'name,phone,household,tags\r\nAnn Smith,+1 202 555 0101,Smith,"family;vip",,,\r\n',
+    ],
+)
+def test_spreadsheet_dialects_are_read(data: str) -> None:
+    (row,) = read_all(data.encode())
+    assert (row.name, row.phone, row.household) == ("Ann Smith", "+1 202 555 0101", "Smith")
+    assert row.tags == ("family", "vip")
+
+
+def test_a_row_with_extra_non_empty_fields_is_still_refused() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        read_all(b"name,phone\r\nAnn,+1 202 555 0101,surprise\r\n")
+    assert "3 fields, the header has 2" in violations(error)
+
+
+def test_line_numbers_count_the_separator_hint() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        read_all(b"sep=;\nname;phone\nAnn;+1 202 555 0101;x\n")
+    assert "line 3:" in violations(error)

@@ -1434,6 +1434,9 @@ class DoNotMessageEntry(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     ACTOR_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    REMOVED_AT_FIELD_NUMBER: _builtins.int
+    REMOVED_BY_FIELD_NUMBER: _builtins.int
+    REMOVAL_REASON_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     """Its id."""
     phone_e164: _builtins.str
@@ -1444,9 +1447,17 @@ class DoNotMessageEntry(_message.Message):
     """Where it came from."""
     actor_id: _builtins.str
     """The membership that added it (empty for provider signals)."""
+    removed_by: _builtins.str
+    """The membership that removed it."""
+    removal_reason: _builtins.str
+    """Why it was removed."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was added."""
+
+    @_builtins.property
+    def removed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was removed (unset while active)."""
 
     def __init__(
         self,
@@ -1457,10 +1468,13 @@ class DoNotMessageEntry(_message.Message):
         source: _types_pb2.DnmSource.ValueType = ...,
         actor_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        removed_at: _timestamp_pb2.Timestamp | None = ...,
+        removed_by: _builtins.str = ...,
+        removal_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "removed_at", b"removed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "entry_id", b"entry_id", "phone_e164", b"phone_e164", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "entry_id", b"entry_id", "phone_e164", b"phone_e164", "reason", b"reason", "removal_reason", b"removal_reason", "removed_at", b"removed_at", "removed_by", b"removed_by", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1578,19 +1592,23 @@ class ListDoNotMessageRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_REMOVED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Page size (default 100, at most 1000)."""
     page_token: _builtins.str
     """The next_page_token of the previous page."""
+    include_removed: _builtins.bool
+    """Also list removed entries (history: who removed each, when and why)."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_removed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_removed", b"include_removed", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1623,3 +1641,154 @@ class ListDoNotMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDoNotMessageResponse: _TypeAlias = ListDoNotMessageResponse  # noqa: Y015
+
+@_typing.final
+class IssueConsoleKeyRequest(_message.Message):
+    """Request for IssueConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueConsoleKeyRequest: _TypeAlias = IssueConsoleKeyRequest  # noqa: Y015
+
+@_typing.final
+class IssueConsoleKeyResponse(_message.Message):
+    """Response of IssueConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSOLE_KEY_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    console_key: _builtins.str
+    """The key, shown once: sign in to the console with it. The service keeps only its SHA-256."""
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """The membership it signs in as."""
+
+    def __init__(
+        self,
+        *,
+        console_key: _builtins.str = ...,
+        member: Global___Member | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console_key", b"console_key", "member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueConsoleKeyResponse: _TypeAlias = IssueConsoleKeyResponse  # noqa: Y015
+
+@_typing.final
+class ResolveConsoleKeyRequest(_message.Message):
+    """Request for ResolveConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSOLE_KEY_FIELD_NUMBER: _builtins.int
+    console_key: _builtins.str
+    """A key IssueConsoleKey returned."""
+    def __init__(
+        self,
+        *,
+        console_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console_key", b"console_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveConsoleKeyRequest: _TypeAlias = ResolveConsoleKeyRequest  # noqa: Y015
+
+@_typing.final
+class ResolveConsoleKeyResponse(_message.Message):
+    """Response of ResolveConsoleKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    WORKSPACE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """The active membership the key belongs to (its role as stored now)."""
+
+    @_builtins.property
+    def workspace(self) -> Global___Workspace:
+        """That member's workspace."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___Member | None = ...,
+        workspace: Global___Workspace | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "workspace", b"workspace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "workspace", b"workspace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveConsoleKeyResponse: _TypeAlias = ResolveConsoleKeyResponse  # noqa: Y015
+
+@_typing.final
+class ListImportRunsRequest(_message.Message):
+    """Request for ListImportRuns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Page size (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImportRunsRequest: _TypeAlias = ListImportRunsRequest  # noqa: Y015
+
+@_typing.final
+class ListImportRunsResponse(_message.Message):
+    """Response of ListImportRuns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to get the next page."""
+    @_builtins.property
+    def import_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRun]:
+        """The page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        import_runs: _abc.Iterable[Global___ImportRun] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_runs", b"import_runs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImportRunsResponse: _TypeAlias = ListImportRunsResponse  # noqa: Y015

@@ -110,6 +110,11 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListImportRowsRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRowsResponse.FromString,
                 _registered_method=True)
+        self.ListImportRuns = channel.unary_unary(
+                '/invites.v1.AdminService/ListImportRuns',
+                request_serializer=invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.FromString,
+                _registered_method=True)
         self.ListGuestUnits = channel.unary_unary(
                 '/invites.v1.AdminService/ListGuestUnits',
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListGuestUnitsRequest.SerializeToString,
@@ -129,6 +134,16 @@ class AdminServiceStub:
                 '/invites.v1.AdminService/ListDoNotMessage',
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
+                _registered_method=True)
+        self.IssueConsoleKey = channel.unary_unary(
+                '/invites.v1.AdminService/IssueConsoleKey',
+                request_serializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.FromString,
+                _registered_method=True)
+        self.ResolveConsoleKey = channel.unary_unary(
+                '/invites.v1.AdminService/ResolveConsoleKey',
+                request_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
                 _registered_method=True)
 
 
@@ -241,6 +256,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImportRuns(self, request, context):
+        """Lists the workspace's import runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListGuestUnits(self, request, context):
         """Lists the workspace's households.
         """
@@ -263,7 +285,21 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDoNotMessage(self, request, context):
-        """Lists the active do-not-message entries.
+        """Lists the active do-not-message entries (and the removed ones with include_removed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueConsoleKey(self, request, context):
+        """Issues a console sign-in key for the acting member (any role); only its hash is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveConsoleKey(self, request, context):
+        """Resolves a console key to its active membership (backend token only, no actor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -347,6 +383,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRowsRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ListImportRowsResponse.SerializeToString,
             ),
+            'ListImportRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImportRuns,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.SerializeToString,
+            ),
             'ListGuestUnits': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGuestUnits,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListGuestUnitsRequest.FromString,
@@ -366,6 +407,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListDoNotMessage,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.SerializeToString,
+            ),
+            'IssueConsoleKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueConsoleKey,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.SerializeToString,
+            ),
+            'ResolveConsoleKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveConsoleKey,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -785,6 +836,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def ListImportRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/ListImportRuns',
+            invites_dot_v1_dot_admin__pb2.ListImportRunsRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.ListImportRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListGuestUnits(request,
             target,
             options=(),
@@ -882,6 +960,60 @@ class AdminService:
             '/invites.v1.AdminService/ListDoNotMessage',
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueConsoleKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/IssueConsoleKey',
+            invites_dot_v1_dot_admin__pb2.IssueConsoleKeyRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.IssueConsoleKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveConsoleKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/ResolveConsoleKey',
+            invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,8 @@ class AdminServiceStub:
     """Imports or updates guests from explicit rows (contacts or manual entry)."""
     ListImportRows: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListImportRowsRequest, _admin_pb2.ListImportRowsResponse]
     """Lists an import run's rows with their outcomes."""
+    ListImportRuns: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListImportRunsRequest, _admin_pb2.ListImportRunsResponse]
+    """Lists the workspace's import runs, newest first."""
     ListGuestUnits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListGuestUnitsRequest, _admin_pb2.ListGuestUnitsResponse]
     """Lists the workspace's households."""
     AddDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddDoNotMessageRequest, _admin_pb2.AddDoNotMessageResponse]
@@ -75,7 +77,11 @@ class AdminServiceStub:
     RemoveDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveDoNotMessageRequest, _admin_pb2.RemoveDoNotMessageResponse]
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]
-    """Lists the active do-not-message entries."""
+    """Lists the active do-not-message entries (and the removed ones with include_removed)."""
+    IssueConsoleKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueConsoleKeyRequest, _admin_pb2.IssueConsoleKeyResponse]
+    """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+    ResolveConsoleKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]
+    """Resolves a console key to its active membership (backend token only, no actor)."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -112,6 +118,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Imports or updates guests from explicit rows (contacts or manual entry)."""
     ListImportRows: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListImportRowsRequest, _admin_pb2.ListImportRowsResponse]  # type: ignore[assignment]
     """Lists an import run's rows with their outcomes."""
+    ListImportRuns: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListImportRunsRequest, _admin_pb2.ListImportRunsResponse]  # type: ignore[assignment]
+    """Lists the workspace's import runs, newest first."""
     ListGuestUnits: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListGuestUnitsRequest, _admin_pb2.ListGuestUnitsResponse]  # type: ignore[assignment]
     """Lists the workspace's households."""
     AddDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddDoNotMessageRequest, _admin_pb2.AddDoNotMessageResponse]  # type: ignore[assignment]
@@ -119,7 +127,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RemoveDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveDoNotMessageRequest, _admin_pb2.RemoveDoNotMessageResponse]  # type: ignore[assignment]
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]  # type: ignore[assignment]
-    """Lists the active do-not-message entries."""
+    """Lists the active do-not-message entries (and the removed ones with include_removed)."""
+    IssueConsoleKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueConsoleKeyRequest, _admin_pb2.IssueConsoleKeyResponse]  # type: ignore[assignment]
+    """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+    ResolveConsoleKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]  # type: ignore[assignment]
+    """Resolves a console key to its active membership (backend token only, no actor)."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -245,6 +257,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists an import run's rows with their outcomes."""
 
     @_abc_1.abstractmethod
+    def ListImportRuns(
+        self,
+        request: _admin_pb2.ListImportRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListImportRunsResponse, _abc.Awaitable[_admin_pb2.ListImportRunsResponse]]:
+        """Lists the workspace's import runs, newest first."""
+
+    @_abc_1.abstractmethod
     def ListGuestUnits(
         self,
         request: _admin_pb2.ListGuestUnitsRequest,
@@ -274,6 +294,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListDoNotMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListDoNotMessageResponse, _abc.Awaitable[_admin_pb2.ListDoNotMessageResponse]]:
-        """Lists the active do-not-message entries."""
+        """Lists the active do-not-message entries (and the removed ones with include_removed)."""
+
+    @_abc_1.abstractmethod
+    def IssueConsoleKey(
+        self,
+        request: _admin_pb2.IssueConsoleKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.IssueConsoleKeyResponse, _abc.Awaitable[_admin_pb2.IssueConsoleKeyResponse]]:
+        """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
+
+    @_abc_1.abstractmethod
+    def ResolveConsoleKey(
+        self,
+        request: _admin_pb2.ResolveConsoleKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ResolveConsoleKeyResponse, _abc.Awaitable[_admin_pb2.ResolveConsoleKeyResponse]]:
+        """Resolves a console key to its active membership (backend token only, no actor)."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1138,3 +1138,67 @@ class ApplyStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusResponse: _TypeAlias = ApplyStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListPrecheckRecipientsRequest(_message.Message):
+    """Request for ListPrecheckRecipients."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRECHECK_ID_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    precheck_id: _builtins.str
+    """The precheck."""
+    eligible: _builtins.bool
+    """Only these (true: eligible, false: blocked); unset: every recipient."""
+    page_size: _builtins.int
+    """Page size (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        precheck_id: _builtins.str = ...,
+        eligible: _builtins.bool | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eligible", b"_eligible", "eligible", b"eligible"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eligible", b"_eligible", "eligible", b"eligible", "page_size", b"page_size", "page_token", b"page_token", "precheck_id", b"precheck_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__eligible: _TypeAlias = _typing.Literal["eligible"]  # noqa: Y015
+    _WhichOneofArgType__eligible: _TypeAlias = _typing.Literal["_eligible", b"_eligible"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eligible) -> _WhichOneofReturnType__eligible | None: ...
+
+Global___ListPrecheckRecipientsRequest: _TypeAlias = ListPrecheckRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class ListPrecheckRecipientsResponse(_message.Message):
+    """Response of ListPrecheckRecipients."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to get the next page."""
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrecheckRecipient]:
+        """The page."""
+
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___PrecheckRecipient] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPrecheckRecipientsResponse: _TypeAlias = ListPrecheckRecipientsResponse  # noqa: Y015

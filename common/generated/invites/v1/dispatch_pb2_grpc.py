@@ -40,6 +40,11 @@ class DispatchServiceStub:
                 request_serializer=invites_dot_v1_dot_dispatch__pb2.PrecheckSendRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_dispatch__pb2.PrecheckSendResponse.FromString,
                 _registered_method=True)
+        self.ListPrecheckRecipients = channel.unary_unary(
+                '/invites.v1.DispatchService/ListPrecheckRecipients',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsResponse.FromString,
+                _registered_method=True)
         self.StartRun = channel.unary_unary(
                 '/invites.v1.DispatchService/StartRun',
                 request_serializer=invites_dot_v1_dot_dispatch__pb2.StartRunRequest.SerializeToString,
@@ -89,6 +94,13 @@ class DispatchServiceServicer:
     def PrecheckSend(self, request, context):
         """Resolves an event's audience, applies eligibility policy and stores the result as a precheck.
         Requires an admin or parent_admin actor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrecheckRecipients(self, request, context):
+        """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +171,11 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     request_deserializer=invites_dot_v1_dot_dispatch__pb2.PrecheckSendRequest.FromString,
                     response_serializer=invites_dot_v1_dot_dispatch__pb2.PrecheckSendResponse.SerializeToString,
             ),
+            'ListPrecheckRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrecheckRecipients,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsResponse.SerializeToString,
+            ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
                     request_deserializer=invites_dot_v1_dot_dispatch__pb2.StartRunRequest.FromString,
@@ -228,6 +245,33 @@ class DispatchService:
             '/invites.v1.DispatchService/PrecheckSend',
             invites_dot_v1_dot_dispatch__pb2.PrecheckSendRequest.SerializeToString,
             invites_dot_v1_dot_dispatch__pb2.PrecheckSendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrecheckRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.DispatchService/ListPrecheckRecipients',
+            invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.ListPrecheckRecipientsResponse.FromString,
             options,
             channel_credentials,
             insecure,

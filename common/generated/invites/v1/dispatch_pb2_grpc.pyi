@@ -41,6 +41,8 @@ class DispatchServiceStub:
     """Resolves an event's audience, applies eligibility policy and stores the result as a precheck.
     Requires an admin or parent_admin actor.
     """
+    ListPrecheckRecipients: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListPrecheckRecipientsRequest, _dispatch_pb2.ListPrecheckRecipientsResponse]
+    """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page)."""
     StartRun: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.StartRunRequest, _dispatch_pb2.StartRunResponse]
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
     The same idempotency key returns the same run.
@@ -69,6 +71,8 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Resolves an event's audience, applies eligibility policy and stores the result as a precheck.
     Requires an admin or parent_admin actor.
     """
+    ListPrecheckRecipients: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListPrecheckRecipientsRequest, _dispatch_pb2.ListPrecheckRecipientsResponse]  # type: ignore[assignment]
+    """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page)."""
     StartRun: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.StartRunRequest, _dispatch_pb2.StartRunResponse]  # type: ignore[assignment]
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
     The same idempotency key returns the same run.
@@ -100,6 +104,14 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Resolves an event's audience, applies eligibility policy and stores the result as a precheck.
         Requires an admin or parent_admin actor.
         """
+
+    @_abc_1.abstractmethod
+    def ListPrecheckRecipients(
+        self,
+        request: _dispatch_pb2.ListPrecheckRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ListPrecheckRecipientsResponse, _abc.Awaitable[_dispatch_pb2.ListPrecheckRecipientsResponse]]:
+        """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page)."""
 
     @_abc_1.abstractmethod
     def StartRun(
