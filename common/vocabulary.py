@@ -42,11 +42,13 @@ class RejectionReason(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROVIDER_REJECTED = "provider_rejected"
+    EXPIRED = "expired"
 
 
 class RunState(StrEnum):
     """State of an invite send run."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     DISPATCHING = "dispatching"
     PAUSED = "paused"

@@ -37,6 +37,9 @@ class RunRecord:
     blocked_count: int
     created_at: datetime
     finished_at: datetime | None
+    send_at: datetime | None = None
+    deadline: datetime | None = None
+    parent_run_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

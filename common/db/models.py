@@ -466,9 +466,21 @@ class InviteSendRun(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A scheduled run waits until send_at; after deadline its unsent messages expire.
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # ResendRun: the earlier run whose recipients this run sends to again.
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invite_send_run.id"))
 
     __table_args__ = (
         one_of("state", RunState),
+        CheckConstraint(
+            "state <> 'scheduled' OR send_at IS NOT NULL", name="scheduled_has_send_at"
+        ),
+        CheckConstraint(
+            "deadline IS NULL OR send_at IS NULL OR deadline > send_at",
+            name="deadline_after_send_at",
+        ),
         UniqueConstraint("workspace_id", "idempotency_key"),
         # A precheck is sent at most once: a second run from it would invite everyone again.
         UniqueConstraint("precheck_id"),
@@ -480,6 +492,17 @@ class InviteSendRun(Base):
             "state",
             postgresql_where=text("state IN ('queued', 'dispatching')"),
         ),
+        Index(
+            "ix_invite_send_run_scheduled",
+            "send_at",
+            postgresql_where=text("state = 'scheduled'"),
+        ),
+        Index(
+            "ix_invite_send_run_deadline",
+            "deadline",
+            postgresql_where=text("deadline IS NOT NULL AND finished_at IS NULL"),
+        ),
+        Index(None, "parent_run_id"),
     )
 
 

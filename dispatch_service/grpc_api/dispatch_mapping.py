@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -27,6 +28,14 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def optional_time(request: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, or None when unset."""
+    if not request.HasField(field):
+        return None
+    stamp: Timestamp = getattr(request, field)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def message_state(state: MessageState) -> types.MessageState.ValueType:
@@ -112,6 +121,9 @@ def run_message(run: RunRecord) -> pb.Run:
         pause_reason=run.pause_reason or "",
         created_at=timestamp(run.created_at),
         finished_at=timestamp(run.finished_at),
+        send_at=timestamp(run.send_at),
+        deadline=timestamp(run.deadline),
+        parent_run_id=_id(run.parent_run_id),
     )
 
 

@@ -11,12 +11,14 @@ from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
+from dispatch_service.domain.resend import resend_selection
 from dispatch_service.grpc_api import dispatch_mapping as mapping
 from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.actor import actor_id
 from dispatch_service.use_cases import reads
 from dispatch_service.use_cases.apply_status import apply_status
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from dispatch_service.use_cases.resend import resend_command, resend_run
 from dispatch_service.use_cases.runs import (
     cancel_run,
     resume_run,
@@ -48,7 +50,13 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl))
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
-        command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)
+        command = start_run_command(
+            actor_id(context),
+            request.precheck_id,
+            request.idempotency_key,
+            send_at=mapping.optional_time(request, "send_at"),
+            deadline=mapping.optional_time(request, "deadline"),
+        )
         result = await start_run(self.deps.sessions, command, self.deps.provider_name)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 
@@ -110,3 +118,26 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         command = status_mapping.to_command(request)
         result = await apply_status(command, self.deps.sessions)
         return status_mapping.to_response(result)
+
+    async def ResendRun(
+        self, request: pb.ResendRunRequest, context: Context
+    ) -> pb.ResendRunResponse:
+        chosen = request.selection
+        selection = resend_selection(
+            chosen.failed,
+            tuple(chosen.error_codes),
+            chosen.outcome_unknown,
+            chosen.not_read_after_seconds,
+        )
+        command = resend_command(
+            actor_id(context), request.run_id, selection, request.idempotency_key, request.dry_run
+        )
+        settings = self.deps.settings
+        result = await resend_run(
+            self.deps.sessions, command, self.deps.provider_name, settings.precheck_ttl_seconds
+        )
+        return pb.ResendRunResponse(
+            precheck=mapping.precheck_response(result.precheck) if result.precheck else None,
+            run=mapping.run_message(result.run) if result.run else None,
+            created=result.created,
+        )

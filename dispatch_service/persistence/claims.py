@@ -107,6 +107,8 @@ CLAIMABLE = text(
     FROM invite_message m
     WHERE m.run_id = :run AND m.state IN ({_CLAIMABLE})
       AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
+      AND NOT EXISTS (SELECT 1 FROM invite_send_run r WHERE r.id = m.run_id
+                      AND r.deadline <= clock_timestamp())
     ORDER BY m.next_attempt_at
     LIMIT :limit
     FOR UPDATE OF m SKIP LOCKED

@@ -303,6 +303,30 @@ async def cancel_stragglers(session: AsyncSession) -> int:
     return _rowcount(result)
 
 
+EXPIRE_PAST_DEADLINE = text(f"""
+    UPDATE invite_message m SET state = {_to(E.EXPIRED)}, rejection_reason = {_reason(E.EXPIRED)},
+      failed_at = clock_timestamp(), next_attempt_at = NULL, updated_at = now()
+    FROM invite_send_run r
+    WHERE r.deadline IS NOT NULL AND r.finished_at IS NULL
+      AND r.deadline <= coalesce(CAST(:now AS timestamptz), clock_timestamp())
+      AND m.run_id = r.id AND m.state IN ({_from(E.EXPIRED)})
+    RETURNING m.run_id
+""")
+
+
+async def expire_past_deadline(
+    session: AsyncSession, now: datetime | None = None
+) -> dict[uuid.UUID, int]:
+    """``expired``: queued messages of runs whose deadline passed (at `now`, default the
+    database clock) fail with reason expired; how many per run. A message `sending` at the
+    deadline is not touched: its call was made and its outcome is recorded as usual."""
+    rows = await session.execute(EXPIRE_PAST_DEADLINE, {"now": now})
+    counts: dict[uuid.UUID, int] = {}
+    for r in rows:
+        counts[r.run_id] = counts.get(r.run_id, 0) + 1
+    return counts
+
+
 async def cancel_queued(session: AsyncSession, run_id: uuid.UUID) -> int:
     """``cancelled``: the run's queued messages (CancelRun); returns how many."""
     result = await session.execute(

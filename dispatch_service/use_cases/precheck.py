@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import RejectionReason
-from dispatch_service.domain.actors import WRITERS
+from dispatch_service.domain.actors import WRITERS, Actor
 from dispatch_service.domain.eligibility import (
     Candidate,
     PolicyInputs,
@@ -108,28 +108,42 @@ async def precheck_send(
 ) -> PrecheckResult:
     """Resolve, evaluate and store one precheck (one transaction)."""
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
-        await require_template(session, actor.workspace_id, command.template_id)
-        targets = await resolve_audience(session, actor.workspace_id, command.event_id)
-        inputs = PolicyInputs(
-            do_not_message=await do_not_message_phones(session, actor.workspace_id),
-            already_invited=await invited_phones(session, command.event_id),
-            resend_phones=frozenset(command.resend_phones),
-        )
-        candidates = evaluate_audience(targets, inputs)
-        eligible = sum(1 for c in candidates if c.eligible)
-        precheck = NewPrecheck(
-            id=uuid.uuid4(),
-            workspace_id=actor.workspace_id,
-            event_id=command.event_id,
-            template_id=command.template_id,
-            actor_id=actor.member_id,
-            audience_hash=audience_hash(candidates),
-            total_count=len(candidates),
-            eligible_count=eligible,
-            resend_phones=command.resend_phones,
-            expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
-        )
-        await store_precheck(session, precheck, candidates)
+        return await precheck_in(session, actor, command, ttl_seconds)
+
+
+async def precheck_in(
+    session: AsyncSession,
+    actor: Actor,
+    command: PrecheckCommand,
+    ttl_seconds: int,
+    only_units: frozenset[uuid.UUID] | None = None,
+) -> PrecheckResult:
+    """A precheck in the caller's transaction; `only_units` restricts the resolved audience to
+    those households (ResendRun), the rules applied being the same."""
+    await require_template(session, actor.workspace_id, command.template_id)
+    targets = await resolve_audience(session, actor.workspace_id, command.event_id)
+    if only_units is not None:
+        targets = [t for t in targets if t.guest_unit_id in only_units]
+    inputs = PolicyInputs(
+        do_not_message=await do_not_message_phones(session, actor.workspace_id),
+        already_invited=await invited_phones(session, command.event_id),
+        resend_phones=frozenset(command.resend_phones),
+    )
+    candidates = evaluate_audience(targets, inputs)
+    eligible = sum(1 for c in candidates if c.eligible)
+    precheck = NewPrecheck(
+        id=uuid.uuid4(),
+        workspace_id=actor.workspace_id,
+        event_id=command.event_id,
+        template_id=command.template_id,
+        actor_id=actor.member_id,
+        audience_hash=audience_hash(candidates),
+        total_count=len(candidates),
+        eligible_count=eligible,
+        resend_phones=command.resend_phones,
+        expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
+    )
+    await store_precheck(session, precheck, candidates)
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,

@@ -207,19 +207,31 @@ class StartRunRequest(_message.Message):
 
     PRECHECK_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The precheck to send from."""
     idempotency_key: _builtins.str
     """Client-chosen key (1-200 chars); the same key returns the same run."""
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """When set and in the future: the run is scheduled and starts by itself at this instant."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When set: messages still unsent at this instant fail with reason expired."""
+
     def __init__(
         self,
         *,
         precheck_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +254,9 @@ class Run(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     event_id: _builtins.str
@@ -260,6 +275,8 @@ class Run(_message.Message):
     """Its state."""
     pause_reason: _builtins.str
     """Why it is paused, when paused."""
+    parent_run_id: _builtins.str
+    """The run this one resends to (ResendRun), if any."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -267,6 +284,14 @@ class Run(_message.Message):
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When it reached completed or cancelled."""
+
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """When a scheduled run starts (unset: at once)."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """After this instant unsent messages fail as expired (unset: no deadline)."""
 
     def __init__(
         self,
@@ -282,10 +307,13 @@ class Run(_message.Message):
         pause_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        parent_run_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "send_at", b"send_at", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1050,3 +1078,111 @@ class ApplyStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusResponse: _TypeAlias = ApplyStatusResponse  # noqa: Y015
+
+@_typing.final
+class ResendSelection(_message.Message):
+    """Which recipients of an earlier run ResendRun selects (any combination; at least one)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAILED_FIELD_NUMBER: _builtins.int
+    ERROR_CODES_FIELD_NUMBER: _builtins.int
+    OUTCOME_UNKNOWN_FIELD_NUMBER: _builtins.int
+    NOT_READ_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    failed: _builtins.bool
+    """Failed after the transient-error retries ran out (retries_exhausted) or left unsent at the
+    run's deadline (expired).
+    """
+    outcome_unknown: _builtins.bool
+    """Failed as outcome_unknown (the provider may have sent it: a duplicate is possible)."""
+    not_read_after_seconds: _builtins.int
+    """Sent or delivered but not read this many seconds after it was sent (0: not selected)."""
+    @_builtins.property
+    def error_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Failed with one of these provider error codes."""
+
+    def __init__(
+        self,
+        *,
+        failed: _builtins.bool = ...,
+        error_codes: _abc.Iterable[_builtins.int] | None = ...,
+        outcome_unknown: _builtins.bool = ...,
+        not_read_after_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_codes", b"error_codes", "failed", b"failed", "not_read_after_seconds", b"not_read_after_seconds", "outcome_unknown", b"outcome_unknown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendSelection: _TypeAlias = ResendSelection  # noqa: Y015
+
+@_typing.final
+class ResendRunRequest(_message.Message):
+    """Request for ResendRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The earlier run."""
+    idempotency_key: _builtins.str
+    """Client-chosen key (1-200 chars); the same key returns the same run."""
+    dry_run: _builtins.bool
+    """Only answer the precheck: no run is created."""
+    @_builtins.property
+    def selection(self) -> Global___ResendSelection:
+        """Which of its recipients."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        selection: Global___ResendSelection | None = ...,
+        idempotency_key: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "idempotency_key", b"idempotency_key", "run_id", b"run_id", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendRunRequest: _TypeAlias = ResendRunRequest  # noqa: Y015
+
+@_typing.final
+class ResendRunResponse(_message.Message):
+    """Response of ResendRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRECHECK_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """True when this call created the run."""
+    @_builtins.property
+    def precheck(self) -> Global___PrecheckSendResponse:
+        """The fresh precheck over the selected recipients (the run's snapshot)."""
+
+    @_builtins.property
+    def run(self) -> Global___Run:
+        """The new run (unset for a dry run or when nobody is eligible)."""
+
+    def __init__(
+        self,
+        *,
+        precheck: Global___PrecheckSendResponse | None = ...,
+        run: Global___Run | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["precheck", b"precheck", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "precheck", b"precheck", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendRunResponse: _TypeAlias = ResendRunResponse  # noqa: Y015
