@@ -1,0 +1,349 @@
+"""Campaign control on real Postgres: scheduled runs, deadlines and ResendRun.
+
+Time is the tests' choice: the reconciler's steps take `now`, or the test moves send_at in the
+database; nothing sleeps for the scheduled time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.resend import ResendSelection, resend_selection
+from dispatch_service.errors import InvalidArgument, NotFound, PermissionDenied
+from dispatch_service.persistence import message_transitions, run_transitions
+from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from dispatch_service.use_cases.reads import get_run_status
+from dispatch_service.use_cases.resend import ResendResult, resend_command, resend_run
+from dispatch_service.use_cases.runs import (
+    StartRunResult,
+    cancel_run,
+    run_command,
+    start_run,
+    start_run_command,
+)
+from tests.integration.dispatch_support import (
+    FakeMeta,
+    World,
+    accept,
+    graph_error,
+    precheck_and_start,
+    running,
+    seed_world,
+    wait_for,
+)
+from tests.integration.factories import Seeder
+
+PHONES = [f"+1415555{n:04d}" for n in range(6)]
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+async def start_at(
+    sessions: async_sessionmaker[AsyncSession],
+    world: World,
+    *,
+    send_at: datetime | None = None,
+    deadline: datetime | None = None,
+    key: str = "k1",
+) -> StartRunResult:
+    command = precheck_command(world.admin, str(world.event_id), str(world.template_id), 0, [])
+    precheck = await precheck_send(sessions, command, ttl_seconds=600)
+    start = start_run_command(
+        world.parent_admin, str(precheck.precheck_id), key, send_at=send_at, deadline=deadline
+    )
+    return await start_run(sessions, start, "meta")
+
+
+async def run_row(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> Any:
+    async with sessions() as session:
+        return (
+            await session.execute(
+                text(
+                    "SELECT state, send_at, deadline, parent_run_id FROM invite_send_run"
+                    " WHERE id = :id"
+                ),
+                {"id": run_id},
+            )
+        ).one()
+
+
+async def message_states(
+    sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> dict[str, tuple[str, str | None]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT phone_e164, state, rejection_reason FROM invite_message WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+        return {r.phone_e164: (r.state, r.rejection_reason) for r in rows}
+
+
+def in_state(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, state: str) -> Any:
+    async def check() -> bool:
+        return bool((await run_row(sessions, run_id)).state == state)
+
+    return check
+
+
+# --- scheduled runs -------------------------------------------------------------------------
+
+
+async def test_a_scheduled_run_is_queued_exactly_when_its_send_at_comes(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    send_at = datetime.now(UTC) + timedelta(hours=3)
+    run = (await start_at(sessions, world, send_at=send_at)).run
+    assert (run.state, run.send_at) == (RunState.SCHEDULED, send_at)
+    assert set((await message_states(sessions, run.id)).values()) == {("queued", None)}
+
+    async with sessions() as session, session.begin():
+        assert await run_transitions.promote_due(session, now=send_at - timedelta(seconds=1)) == []
+    assert (await run_row(sessions, run.id)).state == "scheduled"
+    async with sessions() as session, session.begin():
+        assert await run_transitions.promote_due(session, now=send_at) == [run.id]
+        assert await run_transitions.promote_due(session, now=send_at) == []  # once
+    assert (await run_row(sessions, run.id)).state == "queued"
+
+
+async def test_a_scheduled_run_sends_nothing_early_then_starts_by_itself(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    scheduled_world = seed_world(database_url, PHONES[:3])
+    other_world = seed_world(database_url, PHONES[3:4])
+    scheduled = (
+        await start_at(sessions, scheduled_world, send_at=datetime.now(UTC) + timedelta(hours=1))
+    ).run
+    other = (await precheck_and_start(sessions, other_world, key="now")).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        # The other run completing shows the dispatcher and its reconciler at work meanwhile.
+        await wait_for(in_state(sessions, other.id, "completed"), what="the other run")
+        await wait_for(lambda: fake.sends_to(PHONES[3]) == 1, what="the other run's send")
+        assert (await run_row(sessions, scheduled.id)).state == "scheduled"
+        assert not any(fake.sends_to(p) for p in PHONES[:3])
+        with Seeder(database_url) as seed:  # the test moves the clock: the time has come
+            seed.conn.execute(
+                "UPDATE invite_send_run SET send_at = now() - interval '1 second' WHERE id = %s",
+                (scheduled.id,),
+            )
+        await wait_for(in_state(sessions, scheduled.id, "completed"), what="scheduled run")
+    assert [fake.sends_to(p) for p in PHONES[:3]] == [1, 1, 1]
+
+
+async def test_a_scheduled_run_can_be_cancelled_and_never_starts(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    send_at = datetime.now(UTC) + timedelta(minutes=5)
+    run = (await start_at(sessions, world, send_at=send_at)).run
+    cancelled = await cancel_run(sessions, run_command(world.parent_admin, str(run.id)))
+    assert cancelled.state is RunState.CANCELLED
+    assert set((await message_states(sessions, run.id)).values()) == {("cancelled", None)}
+    async with sessions() as session, session.begin():
+        assert await run_transitions.promote_due(session, now=send_at + timedelta(days=1)) == []
+
+
+async def test_do_not_message_is_applied_again_when_a_scheduled_run_sends(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    run = (await start_at(sessions, world, send_at=datetime.now(UTC) + timedelta(hours=1))).run
+    with Seeder(database_url) as seed:
+        seed.do_not_message(world.workspace_id, PHONES[0])
+        seed.conn.execute("UPDATE invite_send_run SET send_at = now() - interval '1 second'")
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    assert (fake.sends_to(PHONES[0]), fake.sends_to(PHONES[1])) == (0, 1)
+    assert (await message_states(sessions, run.id))[PHONES[0]] == ("blocked", "do_not_message")
+
+
+def test_send_at_in_the_past_means_at_once_and_a_deadline_must_follow_it() -> None:
+    actor, precheck = uuid.uuid4(), str(uuid.uuid4())
+    past = start_run_command(actor, precheck, "k", send_at=NOW - timedelta(seconds=1), now=NOW)
+    assert past.send_at is None
+    later = NOW + timedelta(hours=1)
+    with pytest.raises(InvalidArgument, match="deadline"):
+        start_run_command(actor, precheck, "k", send_at=later, deadline=later, now=NOW)
+    with pytest.raises(InvalidArgument, match="deadline"):
+        start_run_command(actor, precheck, "k", deadline=NOW - timedelta(minutes=1), now=NOW)
+    with pytest.raises(InvalidArgument, match="send_at"):
+        start_run_command(actor, precheck, "k", send_at=NOW + timedelta(days=400), now=NOW)
+
+
+# --- deadlines ------------------------------------------------------------------------------
+
+
+async def test_what_is_unsent_at_the_deadline_fails_as_expired_and_the_run_completes(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:3])
+    deadline = datetime.now(UTC) + timedelta(hours=2)
+    run = (await start_at(sessions, world, deadline=deadline)).run
+    assert run.deadline == deadline
+    async with sessions() as session, session.begin():
+        before = await message_transitions.expire_past_deadline(
+            session, now=deadline - timedelta(seconds=1)
+        )
+        at = await message_transitions.expire_past_deadline(session, now=deadline)
+        again = await message_transitions.expire_past_deadline(session, now=deadline)
+        completed = await run_transitions.complete_finished(session, run.id)
+    assert (before, at, again, completed) == ({}, {run.id: 3}, {}, [run.id])
+    assert set((await message_states(sessions, run.id)).values()) == {("failed", "expired")}
+    status = await get_run_status(sessions, world.admin, run.id)
+    assert status.counts.failed_by_reason == {RejectionReason.EXPIRED: 3}
+    assert status.counts.by_state[MessageState.FAILED] == 3
+
+
+async def test_the_dispatcher_never_sends_past_the_deadline(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:2])
+    run = (await start_at(sessions, world, deadline=datetime.now(UTC) + timedelta(hours=1))).run
+    with Seeder(database_url) as seed:  # the deadline has passed
+        seed.conn.execute("UPDATE invite_send_run SET deadline = now() - interval '1 second'")
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    assert fake.sends == []
+    assert set((await message_states(sessions, run.id)).values()) == {("failed", "expired")}
+
+
+# --- resend ---------------------------------------------------------------------------------
+
+OK, TRANSIENT, UNDELIVERABLE = PHONES[0], PHONES[1], PHONES[2]
+
+
+def outcomes(body: dict[str, Any], before: int) -> httpx.Response:
+    """PHONES[1]: transient until the attempts run out; PHONES[2]: 131026; others accepted."""
+    to = "+" + body["to"]
+    if to == TRANSIENT:
+        return graph_error(131016, 400)
+    if to == UNDELIVERABLE:
+        return graph_error(131026, 400)
+    return accept(body, before)
+
+
+async def sent_parent(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fake: FakeMeta
+) -> tuple[World, uuid.UUID]:
+    world = seed_world(database_url, PHONES[:4])
+    run = (await precheck_and_start(sessions, world)).run
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="parent run")
+    assert await message_states(sessions, run.id) == {
+        OK: ("sent", None),
+        TRANSIENT: ("failed", "retries_exhausted"),
+        UNDELIVERABLE: ("failed", "provider_rejected"),
+        PHONES[3]: ("sent", None),
+    }
+    return world, run.id
+
+
+async def resend(
+    sessions: async_sessionmaker[AsyncSession],
+    world: World,
+    run_id: uuid.UUID,
+    selection: ResendSelection,
+    *,
+    key: str = "resend-1",
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> ResendResult:
+    command = resend_command(world.parent_admin, str(run_id), selection, key, dry_run)
+    return await resend_run(sessions, command, "meta", ttl_seconds=600, now=now)
+
+
+async def test_resend_failed_sends_only_to_those_it_failed_for(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    fake = FakeMeta(script=outcomes)
+    world, parent = await sent_parent(database_url, sessions, fake)
+    with Seeder(database_url) as seed:  # a household added since: not part of a resend
+        seed.households(world.workspace_id, [PHONES[5]])
+
+    dry = await resend(sessions, world, parent, ResendSelection(failed=True), dry_run=True)
+    assert dry.run is None
+    assert dry.precheck is not None
+    assert (dry.precheck.total_count, dry.precheck.eligible_count) == (1, 1)
+
+    result = await resend(sessions, world, parent, ResendSelection(failed=True))
+    assert result.created
+    assert result.run is not None
+    child = result.run
+    assert (child.parent_run_id, child.total_count, child.eligible_count) == (parent, 1, 1)
+    assert await message_states(sessions, child.id) == {TRANSIENT: ("queued", None)}
+    again = await resend(sessions, world, parent, ResendSelection(failed=True))
+    assert (again.run is not None and again.run.id, again.created) == (child.id, False)
+
+    fake.script = accept
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, child.id, "completed"), what="resend run")
+    assert [fake.sends_to(p) for p in PHONES] == [1, 4, 1, 1, 0, 0]  # 3 attempts + the resend
+
+
+async def test_resend_by_code_honours_do_not_message_and_never_repeats_an_invited_phone(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    fake = FakeMeta(script=outcomes)
+    world, parent = await sent_parent(database_url, sessions, fake)
+    with Seeder(database_url) as seed:
+        seed.do_not_message(world.workspace_id, UNDELIVERABLE)
+    by_code = resend_selection(False, (131026,), False, 0)
+    result = await resend(sessions, world, parent, by_code, dry_run=True)
+    assert result.precheck is not None
+    assert (result.precheck.total_count, result.precheck.eligible_count) == (1, 0)
+    assert result.precheck.blocked_by_reason == {RejectionReason.DO_NOT_MESSAGE: 1}
+
+    # After a first resend invited TRANSIENT, a second one blocks it as already invited.
+    first = await resend(sessions, world, parent, ResendSelection(failed=True), key="r1")
+    assert first.run is not None
+    second = await resend(sessions, world, parent, ResendSelection(failed=True), key="r2")
+    assert second.run is None
+    assert second.precheck is not None
+    assert second.precheck.blocked_by_reason == {RejectionReason.ALREADY_INVITED: 1}
+
+
+async def test_not_read_after_selects_sent_messages_old_enough_and_only_then(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    fake = FakeMeta(script=outcomes)
+    world, parent = await sent_parent(database_url, sessions, fake)
+    not_read = resend_selection(False, (), False, 3600)
+    soon = await resend(sessions, world, parent, not_read, dry_run=True)
+    assert soon.precheck is not None
+    assert soon.precheck.total_count == 0
+    later = datetime.now(UTC) + timedelta(hours=2)
+    result = await resend(sessions, world, parent, not_read, now=later)
+    assert result.run is not None
+    assert await message_states(sessions, result.run.id) == {
+        OK: ("queued", None),
+        PHONES[3]: ("queued", None),
+    }
+
+
+async def test_resend_needs_a_class_a_parent_admin_and_a_run_of_the_workspace(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:1])
+    other = seed_world(database_url, PHONES[1:2])
+    theirs = (await precheck_and_start(sessions, other)).run
+    with pytest.raises(InvalidArgument, match="at least one class"):
+        resend_selection(False, (), False, 0)
+    with pytest.raises(InvalidArgument):
+        resend_selection(True, (-1,), False, 0)
+    command = resend_command(world.admin, str(theirs.id), ResendSelection(failed=True), "k", False)
+    with pytest.raises(PermissionDenied):
+        await resend_run(sessions, command, "meta", ttl_seconds=600)
+    with pytest.raises(NotFound):
+        await resend(sessions, world, theirs.id, ResendSelection(failed=True))
