@@ -1,4 +1,4 @@
-"""Send-run commands: precheck, send, watch, status, messages, cancel, resume, event.
+"""Send-run commands: precheck, send, watch, status, messages, cancel, resume, resend, event.
 
 Every read command takes `--json` for scripts. `watch` and `send --watch` exit 4 when the run
 ended with failures.
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
@@ -60,6 +63,18 @@ def register(commands: Any) -> None:
         default="",
         help="default: derived from the precheck, so a retried send is the same run",
     )
+    send.add_argument(
+        "--at",
+        type=when,
+        metavar="WHEN",
+        help="schedule the run: an ISO 8601 instant with its offset, or +30s, +10m, +2h, +1d",
+    )
+    send.add_argument(
+        "--deadline",
+        type=when,
+        metavar="WHEN",
+        help="messages still unsent then fail as expired (same forms as --at)",
+    )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--watch", action="store_true", help="watch the run until it is final")
     send.add_argument("--json", action="store_true", help="print JSON")
@@ -99,12 +114,74 @@ def register(commands: Any) -> None:
     resume.add_argument("run_id")
     resume.add_argument("--json", action="store_true", help="print JSON")
 
+    resend = command(
+        "resend",
+        "send again to an earlier run's recipients it failed for (a new run, fresh precheck)",
+        run_resend,
+    )
+    resend.add_argument("run_id")
+    resend.add_argument(
+        "--failed", action="store_true", help="retries exhausted, or expired at the deadline"
+    )
+    resend.add_argument(
+        "--code",
+        action="append",
+        type=int,
+        default=[],
+        metavar="CODE",
+        help="failed with this provider error code (repeatable)",
+    )
+    resend.add_argument(
+        "--unknown",
+        action="store_true",
+        help="outcome unknown (the provider may have sent it: a duplicate is possible)",
+    )
+    resend.add_argument(
+        "--not-read-after",
+        type=float,
+        default=0.0,
+        metavar="HOURS",
+        help="sent or delivered but not read this many hours after it was sent",
+    )
+    resend.add_argument("--idempotency-key", default="", help="default: derived from the run")
+    resend.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    resend.add_argument("--json", action="store_true", help="print JSON")
+
     event = command(
         "invitations", "an event's runs and each recipient's latest invitation", run_event
     )
     event.add_argument("event_id")
     event.add_argument("--limit", type=int, default=50, help="at most this many recipients")
     event.add_argument("--json", action="store_true", help="print JSON")
+
+
+_RELATIVE = re.compile(r"^\+(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def when(value: str, now: datetime | None = None) -> datetime:
+    """`+10m`-style offsets from now, or an ISO 8601 instant with its UTC offset."""
+    match = _RELATIVE.match(value.strip())
+    if match:
+        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+        return (now or datetime.now(UTC)) + timedelta(**{unit: amount})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither +N[s|m|h|d] nor an ISO 8601 instant"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a UTC offset, e.g. 2026-12-24T18:00Z")
+    return parsed
+
+
+def _stamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
 
 
 def _names(enum: Any, prefix: str) -> list[str]:
@@ -187,12 +264,19 @@ async def run_send(client: Client, args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli-{precheck.precheck_id}"
     reply = await client.call(
         client.dispatch.StartRun,
-        pb.StartRunRequest(precheck_id=precheck.precheck_id, idempotency_key=key),
+        pb.StartRunRequest(
+            precheck_id=precheck.precheck_id,
+            idempotency_key=key,
+            send_at=_stamp(args.at),
+            deadline=_stamp(args.deadline),
+        ),
     )
     if args.json:
         print_json(reply)
     else:
         verb = "started" if reply.created else "already started (same idempotency key)"
+        if reply.run.state == types_pb2.RUN_STATE_SCHEDULED:
+            verb = f"scheduled for {timestamp(reply.run.send_at)}"
         console.print(f"run [bold]{reply.run.run_id}[/] {verb}")
         console.print(f"  watch it: invites watch {reply.run.run_id}")
     if args.watch:
@@ -235,6 +319,12 @@ def counts_table(status: pb.RunStatus) -> Table:
         table.add_row(f"  failed: error {code.error_code}", str(code.count))
     if status.run.pause_reason:
         table.add_row("pause reason", status.run.pause_reason)
+    if status.run.HasField("send_at"):
+        table.add_row("send at", timestamp(status.run.send_at))
+    if status.run.HasField("deadline"):
+        table.add_row("deadline", timestamp(status.run.deadline))
+    if status.run.parent_run_id:
+        table.add_row("resends run", status.run.parent_run_id)
     return table
 
 
@@ -369,6 +459,51 @@ async def run_resume(client: Client, args: argparse.Namespace) -> int:
     return await _run_action(
         client, args, client.dispatch.ResumeRun, pb.ResumeRunRequest(run_id=args.run_id), "resumed"
     )
+
+
+async def run_resend(client: Client, args: argparse.Namespace) -> int:
+    """`invites resend RUN --failed`: preview the fresh precheck, confirm, then ResendRun."""
+    selection = pb.ResendSelection(
+        failed=args.failed,
+        error_codes=args.code,
+        outcome_unknown=args.unknown,
+        not_read_after_seconds=round(args.not_read_after * 3600),
+    )
+    if not (args.failed or args.code or args.unknown or args.not_read_after > 0):
+        console.print("choose what to resend: --failed, --code N, --unknown or --not-read-after H")
+        return EXIT_USAGE
+    preview = await client.call(
+        client.dispatch.ResendRun,
+        pb.ResendRunRequest(run_id=args.run_id, selection=selection, dry_run=True),
+    )
+    if not args.json:
+        show_precheck(preview.precheck)
+    if preview.precheck.eligible_count == 0:
+        console.print("nothing to resend: no eligible recipient")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            console.print("refusing to send without confirmation: pass --yes in scripts")
+            return EXIT_USAGE
+        if not Confirm.ask(
+            f"resend {preview.precheck.eligible_count} invitations?", console=console
+        ):
+            console.print("not sent")
+            return EXIT_OK
+    key = args.idempotency_key or f"cli-resend-{preview.precheck.precheck_id}"
+    reply = await client.call(
+        client.dispatch.ResendRun,
+        pb.ResendRunRequest(run_id=args.run_id, selection=selection, idempotency_key=key),
+    )
+    if args.json:
+        print_json(reply)
+    elif reply.HasField("run"):
+        verb = "started" if reply.created else "already started (same idempotency key)"
+        console.print(f"run [bold]{reply.run.run_id}[/] {verb}, resending run {args.run_id}")
+        console.print(f"  watch it: invites watch {reply.run.run_id}")
+    else:
+        console.print("nothing to resend: no eligible recipient")
+    return EXIT_OK
 
 
 async def run_event(client: Client, args: argparse.Namespace) -> int:
