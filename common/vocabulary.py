@@ -45,6 +45,12 @@ class RejectionReason(StrEnum):
     EXPIRED = "expired"
 
 
+class HoldReason(StrEnum):
+    """Why a queued message waits (its next_attempt_at) although its run is dispatching."""
+
+    QUIET_HOURS = "quiet_hours"
+
+
 class RunState(StrEnum):
     """State of an invite send run."""
 

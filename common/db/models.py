@@ -43,6 +43,7 @@ from common.vocabulary import (
     AudienceMode,
     AudienceOverrideKind,
     DnmSource,
+    HoldReason,
     ImportRowOutcome,
     ImportSource,
     MessageState,
@@ -103,6 +104,8 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(Text)
     default_region: Mapped[str] = mapped_column(Text)
     sender_phone_number_id: Mapped[str] = mapped_column(Text, index=True)
+    # Quiet hours: local sending window "HH:MM-HH:MM" of every run (a run may override it).
+    send_window: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
@@ -471,6 +474,8 @@ class InviteSendRun(Base):
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # ResendRun: the earlier run whose recipients this run sends to again.
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invite_send_run.id"))
+    # Quiet hours of this run ("HH:MM-HH:MM"), overriding the workspace's.
+    send_window: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         one_of("state", RunState),
@@ -526,6 +531,8 @@ class InviteMessage(Base):
     variables: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
     state: Mapped[str] = mapped_column(Text)
     rejection_reason: Mapped[str | None] = mapped_column(Text)
+    # Why a queued message waits until next_attempt_at (quiet hours), when it does.
+    hold_reason: Mapped[str | None] = mapped_column(Text)
     provider: Mapped[str] = mapped_column(Text, server_default="meta")
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     wa_id: Mapped[str | None] = mapped_column(Text)
@@ -551,6 +558,7 @@ class InviteMessage(Base):
         ),
         one_of("state", MessageState),
         one_of("rejection_reason", RejectionReason),
+        one_of("hold_reason", HoldReason),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
         CheckConstraint(
             "state <> 'blocked' OR rejection_reason IS NOT NULL", name="blocked_has_reason"

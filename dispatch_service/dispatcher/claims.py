@@ -10,7 +10,9 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    other's rows);
 4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
    reason persisted;
-5. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+5. quiet hours: a message whose recipient's local time is outside the run's sending window is
+   held (stays queued, due at the next opening; domain/quiet_hours.py);
+6. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
 
 The transaction commits before any provider call: a crash after it leaves `sending` rows that
 are never re-sent automatically (see the reconciler).
@@ -21,14 +23,21 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.vocabulary import HoldReason
 from dispatch_service.dispatcher.metrics import SENDS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
-from dispatch_service.persistence.claims import ActiveRun, lock_claimable, lock_run_for_claim
-from dispatch_service.persistence.message_transitions import block_at_send, mark_sending
+from dispatch_service.domain.quiet_hours import next_opening, parse_window
+from dispatch_service.persistence.claims import (
+    ActiveRun,
+    ClaimCandidate,
+    lock_claimable,
+    lock_run_for_claim,
+)
+from dispatch_service.persistence.message_transitions import block_at_send, hold, mark_sending
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,9 @@ async def claim(
         candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
         await block_at_send(session, blocked)
-        sendable = [c for c in candidates if not c.do_not_message]
+        sendable = await _hold_quiet_hours(
+            session, run, [c for c in candidates if not c.do_not_message], reservation.db_now
+        )
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
         lease = timedelta(seconds=settings.lease_seconds)
         await mark_sending(
@@ -107,3 +118,23 @@ async def claim(
         for c, slot in zip(sendable, slots, strict=True)
     ]
     return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0)
+
+
+async def _hold_quiet_hours(
+    session: AsyncSession, run: ActiveRun, candidates: list[ClaimCandidate], now: datetime
+) -> list[ClaimCandidate]:
+    """Hold the candidates outside the run's sending window (see the module docstring); the
+    others, to send now."""
+    if run.send_window is None:
+        return candidates
+    window = parse_window(run.send_window)
+    sendable, held, until = [], [], []
+    for candidate in candidates:
+        opening = next_opening(window, candidate.phone_e164, now)
+        if opening is None:
+            sendable.append(candidate)
+        else:
+            held.append(candidate.id)
+            until.append(opening)
+    await hold(session, held, until, HoldReason.QUIET_HOURS)
+    return sendable

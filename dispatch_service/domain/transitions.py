@@ -12,6 +12,7 @@ again. A message's life at a glance::
     blocked_already_invited  queued                             blocked     already_invited
     blocked_at_send          queued                             blocked     do_not_message (claim)
     claimed                  queued                             sending     the at-most-once point
+    held                     queued                             queued      quiet hours: due later
     accepted                 sending                            sent
     transient_error          sending                            queued      retried after back-off
     halted                   sending                            queued      the run pauses
@@ -78,6 +79,7 @@ class MessageEvent(StrEnum):
     BLOCKED_ALREADY_INVITED = "blocked_already_invited"
     BLOCKED_AT_SEND = "blocked_at_send"
     CLAIMED = "claimed"
+    HELD = "held"
     ACCEPTED = "accepted"
     TRANSIENT_ERROR = "transient_error"
     HALTED = "halted"
@@ -153,6 +155,7 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
     MessageEvent.BLOCKED_ALREADY_INVITED: _t({Q}, BLOCKED, _REASON.ALREADY_INVITED),
     MessageEvent.BLOCKED_AT_SEND: _t({Q}, BLOCKED, _REASON.DO_NOT_MESSAGE),
     MessageEvent.CLAIMED: _t({Q}, SENDING),
+    MessageEvent.HELD: _t({Q}, Q),
     MessageEvent.ACCEPTED: _t({SENDING}, SENT),
     MessageEvent.TRANSIENT_ERROR: _t({SENDING}, Q),
     MessageEvent.HALTED: _t({SENDING}, Q),

@@ -124,6 +124,7 @@ def run_message(run: RunRecord) -> pb.Run:
         send_at=timestamp(run.send_at),
         deadline=timestamp(run.deadline),
         parent_run_id=_id(run.parent_run_id),
+        send_window=run.send_window or "",
     )
 
 
@@ -149,6 +150,15 @@ def run_status(status: RunStatus) -> pb.RunStatus:
         ],
         final_count=counts.done,
         progress=counts.progress,
+        held=[
+            pb.HeldCount(
+                reason=h.reason,
+                count=h.count,
+                first_due_at=timestamp(h.first_due_at),
+                last_due_at=timestamp(h.last_due_at),
+            )
+            for h in status.held
+        ],
     )
 
 

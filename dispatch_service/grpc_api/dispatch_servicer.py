@@ -56,6 +56,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             request.idempotency_key,
             send_at=mapping.optional_time(request, "send_at"),
             deadline=mapping.optional_time(request, "deadline"),
+            send_window=request.send_window,
         )
         result = await start_run(self.deps.sessions, command, self.deps.provider_name)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)

@@ -33,13 +33,17 @@ class ActiveRun:
     template_name: str
     language: str
     variable_names: tuple[str, ...]
+    send_window: str | None = None
+    """Quiet hours ("HH:MM-HH:MM" in each recipient's local time): the run's, else the
+    workspace's; None: any time."""
 
 
 ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
-           t.variables
+           t.variables, coalesce(r.send_window, w.send_window) AS send_window
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
+      JOIN workspace w ON w.id = r.workspace_id
     WHERE r.state IN ({_ACTIVE})
     ORDER BY r.created_at
     """
@@ -57,6 +61,7 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             template_name=r.name,
             language=r.language,
             variable_names=tuple(r.variables),
+            send_window=r.send_window,
         )
         for r in rows
     ]

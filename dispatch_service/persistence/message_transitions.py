@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import RunState
+from common.vocabulary import HoldReason, RunState
 from dispatch_service.domain.status_matching import MatchedMessage
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -79,7 +79,7 @@ async def block_at_send(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None
 MARK_SENDING = text(f"""
     UPDATE invite_message m SET state = {_to(E.CLAIMED)}, attempt_count = m.attempt_count + 1,
       sending_at = clock_timestamp(), lease_owner = :owner,
-      lease_expires_at = v.lease, next_attempt_at = NULL, updated_at = now()
+      lease_expires_at = v.lease, next_attempt_at = NULL, hold_reason = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
     WHERE m.id = v.id AND m.state IN ({_from(E.CLAIMED)})
 """)
@@ -95,6 +95,28 @@ async def mark_sending(
     await session.execute(
         MARK_SENDING, {"ids": list(ids), "leases": list(lease_expires), "owner": owner}
     )
+
+
+HOLD = text(f"""
+    UPDATE invite_message m SET state = {_to(E.HELD)}, next_attempt_at = v.until,
+      hold_reason = :reason, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:untils AS timestamptz[])) AS v(id, until)
+    WHERE m.id = v.id AND m.state IN ({_from(E.HELD)})
+""")
+
+
+async def hold(
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    until: Sequence[datetime],
+    reason: HoldReason,
+) -> None:
+    """``held``: claimed-for messages that may not go yet (quiet hours) stay `queued`, due at
+    `until` (one instant per message), with the reason recorded for GetRunStatus."""
+    if ids:
+        await session.execute(
+            HOLD, {"ids": list(ids), "untils": list(until), "reason": reason.value}
+        )
 
 
 # --- send results ---------------------------------------------------------------------------

@@ -60,6 +60,7 @@ def _record(run: InviteSendRun) -> RunRecord:
         send_at=run.send_at,
         deadline=run.deadline,
         parent_run_id=run.parent_run_id,
+        send_window=run.send_window,
     )
 
 
@@ -227,6 +228,7 @@ class NewRun:
     """Set: the run is created `scheduled` and waits for this instant."""
     deadline: datetime | None = None
     parent_run_id: uuid.UUID | None = None
+    send_window: str | None = None
 
 
 async def create_run(
@@ -257,6 +259,7 @@ async def create_run(
             send_at=run.send_at,
             deadline=run.deadline,
             parent_run_id=run.parent_run_id,
+            send_window=run.send_window,
         )
     )
     try:

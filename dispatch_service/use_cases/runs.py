@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import TemplateStatus
 from dispatch_service.domain.actors import SENDERS, Actor
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.quiet_hours import parse_window
 from dispatch_service.domain.runs import require_cancellable, require_resumable
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
@@ -66,6 +67,8 @@ class StartRunCommand:
     deadline: datetime | None = None
     parent_run_id: uuid.UUID | None = None
     """ResendRun: the earlier run this one resends to."""
+    send_window: str | None = None
+    """Quiet hours overriding the workspace's (normalised "HH:MM-HH:MM")."""
 
 
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
@@ -86,6 +89,7 @@ def start_run_command(
     send_at: datetime | None = None,
     deadline: datetime | None = None,
     now: datetime | None = None,
+    send_window: str = "",
 ) -> StartRunCommand:
     """Validate the raw request; InvalidArgument lists every bad field. A send_at that is not
     in the future (at `now`, default the wall clock) means at once."""
@@ -104,6 +108,12 @@ def start_run_command(
         violations.append(FieldViolation("send_at", "must be within a year"))
     if deadline is not None and deadline <= (send_at or now):
         violations.append(FieldViolation("deadline", "must be after send_at (or now)"))
+    window: str | None = None
+    if send_window:
+        try:
+            window = str(parse_window(send_window))
+        except InvalidArgument as error:
+            violations.extend(error.violations)
     if violations or parsed is None:
         raise InvalidArgument(*violations)
     return StartRunCommand(
@@ -112,6 +122,7 @@ def start_run_command(
         idempotency_key=key,
         send_at=send_at,
         deadline=deadline,
+        send_window=window,
     )
 
 
@@ -235,6 +246,7 @@ def _new_run(
         send_at=command.send_at,
         deadline=command.deadline,
         parent_run_id=command.parent_run_id,
+        send_window=command.send_window,
     )
 
 

@@ -1,8 +1,11 @@
-"""scheduled runs, run deadlines and resend runs
+"""scheduled runs, run deadlines, resend runs and quiet hours
 
 * invite_send_run: `send_at` (a run in the new state `scheduled` waits for it), `deadline`
   (unsent messages then fail with the new reason `expired`) and `parent_run_id` (ResendRun's
   link to the earlier run); partial indexes for the reconciler's due and deadline scans.
+* Quiet hours: `workspace.send_window` and `invite_send_run.send_window` ("HH:MM-HH:MM", the
+  run's overriding the workspace's); `invite_message.hold_reason` says why a queued message
+  waits until its next_attempt_at (`quiet_hours`).
 * CHECK constraints follow the vocabulary: run state `scheduled`, rejection reason `expired`.
 
 Revision ID: 0011
@@ -46,6 +49,14 @@ def _replace_check(table: str, name: str, condition: str) -> None:
 
 
 def upgrade() -> None:
+    op.add_column("workspace", sa.Column("send_window", sa.Text()))
+    op.add_column("invite_send_run", sa.Column("send_window", sa.Text()))
+    op.add_column("invite_message", sa.Column("hold_reason", sa.Text()))
+    op.create_check_constraint(
+        op.f("ck_invite_message_hold_reason_valid"),
+        "invite_message",
+        "hold_reason IN ('quiet_hours')",
+    )
     op.add_column("invite_send_run", sa.Column("send_at", sa.DateTime(timezone=True)))
     op.add_column("invite_send_run", sa.Column("deadline", sa.DateTime(timezone=True)))
     op.add_column("invite_send_run", sa.Column("parent_run_id", sa.Uuid()))
@@ -111,3 +122,7 @@ def downgrade() -> None:
     op.drop_column("invite_send_run", "parent_run_id")
     op.drop_column("invite_send_run", "deadline")
     op.drop_column("invite_send_run", "send_at")
+    op.drop_constraint(op.f("ck_invite_message_hold_reason_valid"), "invite_message", type_="check")
+    op.drop_column("invite_message", "hold_reason")
+    op.drop_column("invite_send_run", "send_window")
+    op.drop_column("workspace", "send_window")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -347,3 +348,78 @@ async def test_resend_needs_a_class_a_parent_admin_and_a_run_of_the_workspace(
         await resend_run(sessions, command, "meta", ttl_seconds=600)
     with pytest.raises(NotFound):
         await resend(sessions, world, theirs.id, ResendSelection(failed=True))
+
+
+# --- quiet hours ----------------------------------------------------------------------------
+
+LA = ZoneInfo("America/Los_Angeles")  # the zone of the +1415 test phones
+
+
+def window_around(offset_hours: int, length_hours: int = 1) -> str:
+    """A window starting `offset_hours` from the current hour in Los Angeles."""
+    local = datetime.now(LA)
+    start = (local.hour + offset_hours) % 24
+    return f"{start:02d}:00-{(start + length_hours) % 24:02d}:00"
+
+
+async def test_a_message_outside_its_recipients_window_waits_for_the_next_opening(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    quiet = seed_world(database_url, PHONES[:2])
+    open_now = seed_world(database_url, PHONES[2:3])
+    closed = window_around(2)
+    command = precheck_command(quiet.admin, str(quiet.event_id), str(quiet.template_id), 0, [])
+    precheck = await precheck_send(sessions, command, ttl_seconds=600)
+    held_run = (
+        await start_run(
+            sessions,
+            start_run_command(
+                quiet.parent_admin, str(precheck.precheck_id), "q", send_window=closed
+            ),
+            "meta",
+        )
+    ).run
+    assert held_run.send_window == closed
+    with Seeder(database_url) as seed:  # the workspace's own window, open now
+        seed.conn.execute(
+            "UPDATE workspace SET send_window = %s WHERE id = %s",
+            (window_around(0, 2), open_now.workspace_id),
+        )
+    sent_run = (await precheck_and_start(sessions, open_now, key="open")).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, sent_run.id, "completed"), what="open run")
+
+        async def held() -> bool:
+            status = await get_run_status(sessions, quiet.admin, held_run.id)
+            return bool(status.held) and status.held[0].count == 2
+
+        await wait_for(held, what="messages held")
+    assert fake.sends_to(PHONES[2]) == 1
+    assert not fake.sends_to(PHONES[0])
+    assert not fake.sends_to(PHONES[1])
+    status = await get_run_status(sessions, quiet.admin, held_run.id)
+    (hold,) = status.held
+    opening = hold.first_due_at.astimezone(LA)
+    assert (hold.reason, hold.count, hold.first_due_at) == ("quiet_hours", 2, hold.last_due_at)
+    assert (opening.hour, opening.minute) == (int(closed[:2]), 0)
+    assert timedelta(0) < hold.first_due_at - datetime.now(UTC) <= timedelta(hours=2)
+    assert (await run_row(sessions, held_run.id)).state == "dispatching"
+
+    with Seeder(database_url) as seed:  # the test moves the clock: the window opens
+        seed.conn.execute(
+            "UPDATE invite_send_run SET send_window = %s WHERE id = %s",
+            (window_around(0, 2), held_run.id),
+        )
+        seed.conn.execute(
+            "UPDATE invite_message SET next_attempt_at = now() WHERE run_id = %s", (held_run.id,)
+        )
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, held_run.id, "completed"), what="held run")
+    assert [fake.sends_to(p) for p in PHONES[:2]] == [1, 1]
+    assert (await get_run_status(sessions, quiet.admin, held_run.id)).held == ()
+
+
+def test_a_bad_send_window_is_an_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="send_window"):
+        start_run_command(uuid.uuid4(), str(uuid.uuid4()), "k", send_window="9 to 5")

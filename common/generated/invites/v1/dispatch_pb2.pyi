@@ -209,10 +209,15 @@ class StartRunRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SEND_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The precheck to send from."""
     idempotency_key: _builtins.str
     """Client-chosen key (1-200 chars); the same key returns the same run."""
+    send_window: _builtins.str
+    """Quiet hours for this run, "HH:MM-HH:MM" in each recipient's local time (overrides the
+    workspace's; empty: the workspace's).
+    """
     @_builtins.property
     def send_at(self) -> _timestamp_pb2.Timestamp:
         """When set and in the future: the run is scheduled and starts by itself at this instant."""
@@ -228,10 +233,11 @@ class StartRunRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         send_at: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        send_window: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at", "send_window", b"send_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,6 +263,7 @@ class Run(_message.Message):
     SEND_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     event_id: _builtins.str
@@ -277,6 +284,8 @@ class Run(_message.Message):
     """Why it is paused, when paused."""
     parent_run_id: _builtins.str
     """The run this one resends to (ResendRun), if any."""
+    send_window: _builtins.str
+    """The run's own quiet hours ("HH:MM-HH:MM"), when it overrides the workspace's."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -310,10 +319,11 @@ class Run(_message.Message):
         send_at: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         parent_run_id: _builtins.str = ...,
+        send_window: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "send_at", b"send_at", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "send_at", b"send_at", "send_window", b"send_window", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +393,7 @@ class RunStatus(_message.Message):
     FAILED_BY_REASON_FIELD_NUMBER: _builtins.int
     FINAL_COUNT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Messages in the run."""
     final_count: _builtins.int
@@ -409,6 +420,10 @@ class RunStatus(_message.Message):
     def failed_by_reason(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ReasonCount]:
         """Failed messages per reason (outcome_unknown, retries_exhausted, provider_rejected, ...)."""
 
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldCount]:
+        """Queued messages waiting on purpose (quiet hours), per reason, with when they are due."""
+
     def __init__(
         self,
         *,
@@ -420,14 +435,53 @@ class RunStatus(_message.Message):
         failed_by_reason: _abc.Iterable[_types_pb2.ReasonCount] | None = ...,
         final_count: _builtins.int = ...,
         progress: _builtins.float = ...,
+        held: _abc.Iterable[Global___HeldCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
+
+@_typing.final
+class HeldCount(_message.Message):
+    """Queued messages held for one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_DUE_AT_FIELD_NUMBER: _builtins.int
+    LAST_DUE_AT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why they wait: "quiet_hours"."""
+    count: _builtins.int
+    """How many."""
+    @_builtins.property
+    def first_due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the first of them is due."""
+
+    @_builtins.property
+    def last_due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them is due."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_due_at: _timestamp_pb2.Timestamp | None = ...,
+        last_due_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_due_at", b"first_due_at", "last_due_at", b"last_due_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_due_at", b"first_due_at", "last_due_at", b"last_due_at", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldCount: _TypeAlias = HeldCount  # noqa: Y015
 
 @_typing.final
 class GetRunStatusResponse(_message.Message):
