@@ -75,6 +75,12 @@ def register(commands: Any) -> None:
         metavar="WHEN",
         help="messages still unsent then fail as expired (same forms as --at)",
     )
+    send.add_argument(
+        "--window",
+        default="",
+        metavar="HH:MM-HH:MM",
+        help="quiet hours for this run in each guest's local time (default: the workspace's)",
+    )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--watch", action="store_true", help="watch the run until it is final")
     send.add_argument("--json", action="store_true", help="print JSON")
@@ -269,6 +275,7 @@ async def run_send(client: Client, args: argparse.Namespace) -> int:
             idempotency_key=key,
             send_at=_stamp(args.at),
             deadline=_stamp(args.deadline),
+            send_window=args.window,
         ),
     )
     if args.json:
@@ -325,6 +332,13 @@ def counts_table(status: pb.RunStatus) -> Table:
         table.add_row("deadline", timestamp(status.run.deadline))
     if status.run.parent_run_id:
         table.add_row("resends run", status.run.parent_run_id)
+    if status.run.send_window:
+        table.add_row("send window", status.run.send_window)
+    for held in status.held:
+        due = timestamp(held.first_due_at)
+        if held.last_due_at != held.first_due_at:
+            due += f" .. {timestamp(held.last_due_at)}"
+        table.add_row(f"  waiting: {held.reason}", f"{held.count} (due {due})")
     return table
 
 
