@@ -49,6 +49,7 @@ class HoldReason(StrEnum):
     """Why a queued message waits (its next_attempt_at) although its run is dispatching."""
 
     QUIET_HOURS = "quiet_hours"
+    MARKETING_LIMIT = "marketing_limit"
 
 
 class RunState(StrEnum):

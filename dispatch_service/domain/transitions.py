@@ -15,6 +15,7 @@ again. A message's life at a glance::
     held                     queued                             queued      quiet hours: due later
     accepted                 sending                            sent
     transient_error          sending                            queued      retried after back-off
+    deferred                 sending                            queued      131049: after >= 24 h
     halted                   sending                            queued      the run pauses
     released                 sending                            queued      claimed, never sent
     stopped_by_cancel        sending                            cancelled   its run was cancelled
@@ -82,6 +83,7 @@ class MessageEvent(StrEnum):
     HELD = "held"
     ACCEPTED = "accepted"
     TRANSIENT_ERROR = "transient_error"
+    DEFERRED = "deferred"
     HALTED = "halted"
     RELEASED = "released"
     STOPPED_BY_CANCEL = "stopped_by_cancel"
@@ -158,6 +160,7 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
     MessageEvent.HELD: _t({Q}, Q),
     MessageEvent.ACCEPTED: _t({SENDING}, SENT),
     MessageEvent.TRANSIENT_ERROR: _t({SENDING}, Q),
+    MessageEvent.DEFERRED: _t({SENDING}, Q),
     MessageEvent.HALTED: _t({SENDING}, Q),
     MessageEvent.RELEASED: _t({SENDING}, Q),
     MessageEvent.STOPPED_BY_CANCEL: _t({SENDING}, CANCELLED),

@@ -212,7 +212,7 @@ def _fail(event: MessageEvent) -> TextClause:
     """)
 
 
-REQUEUE = {event: _requeue(event) for event in (E.TRANSIENT_ERROR, E.HALTED)}
+REQUEUE = {event: _requeue(event) for event in (E.TRANSIENT_ERROR, E.HALTED, E.DEFERRED)}
 FAIL = {event: _fail(event) for event in (E.RETRIES_EXHAUSTED, E.TERMINAL_ERROR)}
 AMBIGUOUS = text(f"""
     UPDATE invite_message m SET state = {_to(E.AMBIGUOUS)}, error_code = v.code,
@@ -240,6 +240,24 @@ async def record_requeued(
     delay in seconds; the error is kept for display."""
     if rows:
         await session.execute(REQUEUE[E.TRANSIENT_ERROR], _error_params(rows, delays))
+
+
+async def record_deferred(
+    session: AsyncSession, rows: Sequence[ErrorRow], delay_seconds: float
+) -> None:
+    """``deferred`` (or ``stopped_by_cancel``): Meta's per-user marketing cap (131049); back to
+    `queued`, due `delay_seconds` later, held for marketing_limit (GetRunStatus counts them)."""
+    if rows:
+        ids = [r.id for r in rows]
+        await session.execute(REQUEUE[E.DEFERRED], _error_params(rows, [delay_seconds] * len(rows)))
+        await session.execute(
+            text(
+                f"UPDATE invite_message SET state = {_to(E.HELD)},"
+                f" hold_reason = {literal(HoldReason.MARKETING_LIMIT)}"
+                f" WHERE id = ANY(:ids) AND state IN ({_from(E.HELD)})"
+            ),
+            {"ids": ids},
+        )
 
 
 async def record_halted(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:

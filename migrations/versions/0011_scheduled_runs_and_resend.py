@@ -5,7 +5,8 @@
   link to the earlier run); partial indexes for the reconciler's due and deadline scans.
 * Quiet hours: `workspace.send_window` and `invite_send_run.send_window` ("HH:MM-HH:MM", the
   run's overriding the workspace's); `invite_message.hold_reason` says why a queued message
-  waits until its next_attempt_at (`quiet_hours`).
+  waits until its next_attempt_at (`quiet_hours`, or `marketing_limit` for a message deferred
+  by Meta's per-user marketing cap, 131049).
 * CHECK constraints follow the vocabulary: run state `scheduled`, rejection reason `expired`.
 
 Revision ID: 0011
@@ -55,7 +56,7 @@ def upgrade() -> None:
     op.create_check_constraint(
         op.f("ck_invite_message_hold_reason_valid"),
         "invite_message",
-        "hold_reason IN ('quiet_hours')",
+        "hold_reason IN ('quiet_hours', 'marketing_limit')",
     )
     op.add_column("invite_send_run", sa.Column("send_at", sa.DateTime(timezone=True)))
     op.add_column("invite_send_run", sa.Column("deadline", sa.DateTime(timezone=True)))

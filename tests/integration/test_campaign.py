@@ -423,3 +423,49 @@ async def test_a_message_outside_its_recipients_window_waits_for_the_next_openin
 def test_a_bad_send_window_is_an_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="send_window"):
         start_run_command(uuid.uuid4(), str(uuid.uuid4()), "k", send_window="9 to 5")
+
+
+# --- Meta's per-user marketing cap (131049) -------------------------------------------------
+
+
+async def test_131049_defers_the_message_a_day_instead_of_failing_it(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    capped, fine = PHONES[0], PHONES[1]
+    world = seed_world(database_url, [capped, fine])
+    deadline = datetime.now(UTC) + timedelta(days=3)
+    run = (await start_at(sessions, world, deadline=deadline)).run
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        return graph_error(131049) if "+" + body["to"] == capped else accept(body, before)
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake):
+        await wait_for(lambda: fake.sends_to(fine) == 1, what="the other send")
+
+        async def deferred() -> bool:
+            return bool((await get_run_status(sessions, world.admin, run.id)).held)
+
+        await wait_for(deferred, what="the deferral")
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT state, error_code, hold_reason, next_attempt_at - now() AS wait"
+                    " FROM invite_message WHERE phone_e164 = :p"
+                ),
+                {"p": capped},
+            )
+        ).one()
+    assert (row.state, row.error_code, row.hold_reason) == ("queued", 131049, "marketing_limit")
+    assert timedelta(hours=23, minutes=59) < row.wait <= timedelta(days=1)
+    assert fake.sends_to(capped) == 1
+    status = await get_run_status(sessions, world.admin, run.id)
+    assert [(h.reason, h.count) for h in status.held] == [("marketing_limit", 1)]
+    assert status.run.state is RunState.DISPATCHING  # not completed: the message still waits
+
+    # The run's deadline comes before the next attempt: the message ends expired.
+    async with sessions() as session, session.begin():
+        assert await message_transitions.expire_past_deadline(session, now=deadline) == {run.id: 1}
+        assert await run_transitions.complete_finished(session, run.id) == [run.id]
+    assert (await message_states(sessions, run.id))[capped] == ("failed", "expired")
