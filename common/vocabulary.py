@@ -50,6 +50,7 @@ class HoldReason(StrEnum):
 
     QUIET_HOURS = "quiet_hours"
     MARKETING_LIMIT = "marketing_limit"
+    MESSAGING_LIMIT = "messaging_limit"
 
 
 class RunState(StrEnum):

@@ -106,10 +106,13 @@ class Workspace(Base):
     sender_phone_number_id: Mapped[str] = mapped_column(Text, index=True)
     # Quiet hours: local sending window "HH:MM-HH:MM" of every run (a run may override it).
     send_window: Mapped[str | None] = mapped_column(Text)
+    # Meta's portfolio messaging limit: unique recipients per moving 24 h (None: unlimited).
+    messaging_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         CheckConstraint("length(name) > 0", name="name_not_empty"),
+        CheckConstraint("messaging_limit IS NULL OR messaging_limit > 0", name="limit_positive"),
         CheckConstraint("default_region ~ '^[A-Z]{2}$'", name="default_region_iso"),
     )
 
@@ -587,6 +590,13 @@ class InviteMessage(Base):
             "ix_invite_message_unresolved_sending",
             "sending_at",
             postgresql_where=text("state = 'sending'"),
+        ),
+        # The messaging limit's moving 24 h window: recent sends of a sender's runs.
+        Index(
+            "ix_invite_message_run_sending_at",
+            "run_id",
+            "sending_at",
+            postgresql_where=text("sending_at IS NOT NULL"),
         ),
     )
 

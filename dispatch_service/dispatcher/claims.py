@@ -10,6 +10,9 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    other's rows);
 4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
    reason persisted;
+   Before 3, the messaging limit: the claim takes no more than the unique recipients the
+   sender's moving 24 h window has left; with none left, the run's due messages are held until
+   the window frees (domain/messaging_limit.py);
 5. quiet hours: a message whose recipient's local time is outside the run's sending window is
    held (stays queued, due at the next opening; domain/quiet_hours.py);
 6. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
@@ -37,7 +40,13 @@ from dispatch_service.persistence.claims import (
     lock_claimable,
     lock_run_for_claim,
 )
-from dispatch_service.persistence.message_transitions import block_at_send, hold, mark_sending
+from dispatch_service.persistence.message_transitions import (
+    block_at_send,
+    hold,
+    hold_due,
+    mark_sending,
+)
+from dispatch_service.persistence.messaging_limit import allowance
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,12 @@ async def claim(
         if await lock_run_for_claim(session, run.id) is None:
             return ClaimResult([], 0, False, True, 0.0)
         wanted = min(limit, reservation.slots.count)
+        if run.messaging_limit is not None:
+            window = await allowance(session, run.sender, run.messaging_limit)
+            if window.frees_at is not None:
+                await hold_due(session, run.id, window.frees_at, HoldReason.MESSAGING_LIMIT)
+                return ClaimResult([], 0, True, True, 0.0)
+            wanted = min(wanted, window.remaining or 0)
         candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
         await block_at_send(session, blocked)

@@ -82,7 +82,13 @@ def _id(value: uuid.UUID | None) -> str:
 
 def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
     """PrecheckResult -> PrecheckSendResponse."""
+    window = result.allowance
+    sendable = window.sendable(result.eligible_count)
+    frees_at = window.frees_at or window.next_exit_at
     return pb.PrecheckSendResponse(
+        messaging_limit=window.limit or 0,
+        sendable_now=sendable,
+        limit_frees_at=timestamp(frees_at if sendable < result.eligible_count else None),
         precheck_id=str(result.precheck_id),
         expires_at=timestamp(result.expires_at),
         audience_hash=result.audience_hash,

@@ -26,6 +26,7 @@ from dispatch_service.use_cases.runs import (
     start_run,
     start_run_command,
 )
+from dispatch_service.use_cases.sending import configure_sending
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -141,4 +142,17 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             precheck=mapping.precheck_response(result.precheck) if result.precheck else None,
             run=mapping.run_message(result.run) if result.run else None,
             created=result.created,
+        )
+
+    async def ConfigureSending(
+        self, request: pb.ConfigureSendingRequest, context: Context
+    ) -> pb.ConfigureSendingResponse:
+        settings = await configure_sending(
+            self.deps.sessions, actor_id(context), request.messaging_limit, request.send_window
+        )
+        return pb.ConfigureSendingResponse(
+            messaging_limit=settings.messaging_limit or 0,
+            send_window=settings.send_window or "",
+            used_in_window=settings.window.used,
+            frees_at=mapping.timestamp(settings.window.frees_at),
         )

@@ -36,12 +36,15 @@ class ActiveRun:
     send_window: str | None = None
     """Quiet hours ("HH:MM-HH:MM" in each recipient's local time): the run's, else the
     workspace's; None: any time."""
+    messaging_limit: int | None = None
+    """The workspace's portfolio messaging limit (unique recipients per 24 h); None: none."""
 
 
 ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
-           t.variables, coalesce(r.send_window, w.send_window) AS send_window
+           t.variables, coalesce(r.send_window, w.send_window) AS send_window,
+           w.messaging_limit
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
       JOIN workspace w ON w.id = r.workspace_id
     WHERE r.state IN ({_ACTIVE})
@@ -62,6 +65,7 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             language=r.language,
             variable_names=tuple(r.variables),
             send_window=r.send_window,
+            messaging_limit=r.messaging_limit,
         )
         for r in rows
     ]

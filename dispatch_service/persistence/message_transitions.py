@@ -119,6 +119,25 @@ async def hold(
         )
 
 
+HOLD_DUE = text(f"""
+    UPDATE invite_message SET state = {_to(E.HELD)}, next_attempt_at = :until,
+      hold_reason = :reason, updated_at = now()
+    WHERE run_id = :run AND state IN ({_from(E.HELD)})
+      AND (next_attempt_at IS NULL OR next_attempt_at < :until)
+""")
+
+
+async def hold_due(
+    session: AsyncSession, run_id: uuid.UUID, until: datetime, reason: HoldReason
+) -> int:
+    """``held``: every queued message of the run due before `until` waits until then (the
+    messaging limit is reached); returns how many."""
+    result = await session.execute(
+        HOLD_DUE, {"run": run_id, "until": until, "reason": reason.value}
+    )
+    return _rowcount(result)
+
+
 # --- send results ---------------------------------------------------------------------------
 
 

@@ -25,8 +25,10 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.messaging_limit import Allowance
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
+from dispatch_service.persistence.messaging_limit import allowance, workspace_sending
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
     do_not_message_phones,
@@ -36,6 +38,7 @@ from dispatch_service.persistence.prechecks import (
 )
 from dispatch_service.use_cases.acting import acting
 
+UNLIMITED = Allowance(limit=None, used=0, frees_at=None)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -63,6 +66,8 @@ class PrecheckResult:
     eligible_count: int
     blocked_by_reason: dict[RejectionReason, int]
     first_page: list[Candidate]
+    allowance: Allowance = UNLIMITED
+    """The sender's messaging-limit window now (how many may be started now)."""
 
     @property
     def blocked_count(self) -> int:
@@ -144,6 +149,7 @@ async def precheck_in(
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
     )
     await store_precheck(session, precheck, candidates)
+    sender, limit, _ = await workspace_sending(session, actor.workspace_id)
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
@@ -152,4 +158,5 @@ async def precheck_in(
         eligible_count=eligible,
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
+        allowance=await allowance(session, sender, limit),
     )

@@ -1,4 +1,4 @@
-"""scheduled runs, run deadlines, resend runs and quiet hours
+"""scheduled runs, run deadlines, resend runs, quiet hours and the messaging limit
 
 * invite_send_run: `send_at` (a run in the new state `scheduled` waits for it), `deadline`
   (unsent messages then fail with the new reason `expired`) and `parent_run_id` (ResendRun's
@@ -7,6 +7,9 @@
   run's overriding the workspace's); `invite_message.hold_reason` says why a queued message
   waits until its next_attempt_at (`quiet_hours`, or `marketing_limit` for a message deferred
   by Meta's per-user marketing cap, 131049).
+* Messaging limit: `workspace.messaging_limit` (Meta's portfolio tier: unique recipients per
+  moving 24 h; NULL unlimited) and an index on recent sends per run for the window's count;
+  `hold_reason` `messaging_limit` for messages waiting for the window to free.
 * CHECK constraints follow the vocabulary: run state `scheduled`, rejection reason `expired`.
 
 Revision ID: 0011
@@ -50,13 +53,25 @@ def _replace_check(table: str, name: str, condition: str) -> None:
 
 
 def upgrade() -> None:
+    op.add_column("workspace", sa.Column("messaging_limit", sa.Integer()))
+    op.create_check_constraint(
+        op.f("ck_workspace_limit_positive"),
+        "workspace",
+        "messaging_limit IS NULL OR messaging_limit > 0",
+    )
+    op.create_index(
+        "ix_invite_message_run_sending_at",
+        "invite_message",
+        ["run_id", "sending_at"],
+        postgresql_where=sa.text("sending_at IS NOT NULL"),
+    )
     op.add_column("workspace", sa.Column("send_window", sa.Text()))
     op.add_column("invite_send_run", sa.Column("send_window", sa.Text()))
     op.add_column("invite_message", sa.Column("hold_reason", sa.Text()))
     op.create_check_constraint(
         op.f("ck_invite_message_hold_reason_valid"),
         "invite_message",
-        "hold_reason IN ('quiet_hours', 'marketing_limit')",
+        "hold_reason IN ('quiet_hours', 'marketing_limit', 'messaging_limit')",
     )
     op.add_column("invite_send_run", sa.Column("send_at", sa.DateTime(timezone=True)))
     op.add_column("invite_send_run", sa.Column("deadline", sa.DateTime(timezone=True)))
@@ -127,3 +142,6 @@ def downgrade() -> None:
     op.drop_column("invite_message", "hold_reason")
     op.drop_column("invite_send_run", "send_window")
     op.drop_column("workspace", "send_window")
+    op.drop_index("ix_invite_message_run_sending_at", table_name="invite_message")
+    op.drop_constraint(op.f("ck_workspace_limit_positive"), "workspace", type_="check")
+    op.drop_column("workspace", "messaging_limit")

@@ -30,6 +30,7 @@ from dispatch_service.use_cases.runs import (
     start_run,
     start_run_command,
 )
+from dispatch_service.use_cases.sending import configure_sending
 from tests.integration.dispatch_support import (
     FakeMeta,
     World,
@@ -469,3 +470,73 @@ async def test_131049_defers_the_message_a_day_instead_of_failing_it(
         assert await message_transitions.expire_past_deadline(session, now=deadline) == {run.id: 1}
         assert await run_transitions.complete_finished(session, run.id) == [run.id]
     assert (await message_states(sessions, run.id))[capped] == ("failed", "expired")
+
+
+# --- the portfolio messaging limit ----------------------------------------------------------
+
+
+async def test_the_messaging_limit_holds_new_recipients_until_the_24_hour_window_frees(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:4])
+    with Seeder(database_url) as seed:  # a tiny tier the test chooses (Meta's smallest is 250)
+        seed.conn.execute(
+            "UPDATE workspace SET messaging_limit = 2 WHERE id = %s", (world.workspace_id,)
+        )
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+
+        async def held() -> bool:
+            status = await get_run_status(sessions, world.admin, run.id)
+            return [(h.reason, h.count) for h in status.held] == [("messaging_limit", 2)]
+
+        await wait_for(held, what="the rest held")
+    assert len(fake.sends) == 2
+    status = await get_run_status(sessions, world.admin, run.id)
+    (hold,) = status.held
+    assert timedelta(hours=23) < hold.first_due_at - datetime.now(UTC) <= timedelta(hours=24)
+    assert status.run.state is RunState.DISPATCHING  # waiting, not paused
+
+    again = await precheck_send(
+        sessions,
+        precheck_command(world.admin, str(world.event_id), str(world.template_id), 0, []),
+        ttl_seconds=600,
+    )
+    assert (again.allowance.limit, again.allowance.used, again.allowance.remaining) == (2, 2, 0)
+    assert again.allowance.frees_at == hold.first_due_at
+
+    with Seeder(database_url) as seed:  # the test moves the clock: a day has passed
+        seed.conn.execute(
+            "UPDATE invite_message SET sending_at = sending_at - interval '25 hours',"
+            " next_attempt_at = CASE WHEN state = 'queued' THEN now() END WHERE run_id = %s",
+            (run.id,),
+        )
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    assert sorted(fake.per_recipient.values()) == [1, 1, 1, 1]  # everyone once
+
+
+async def test_configure_sending_validates_audits_and_needs_a_parent_admin(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, PHONES[:1])
+    now = await configure_sending(sessions, world.viewer)
+    assert (now.messaging_limit, now.send_window) == (None, None)
+    with pytest.raises(PermissionDenied):
+        await configure_sending(sessions, world.admin, messaging_limit="2000")
+    with pytest.raises(InvalidArgument, match="messaging_limit"):
+        await configure_sending(sessions, world.parent_admin, messaging_limit="300")
+    with pytest.raises(InvalidArgument, match="send_window"):
+        await configure_sending(sessions, world.parent_admin, send_window="late")
+    done = await configure_sending(
+        sessions, world.parent_admin, messaging_limit="2,000", send_window="09:00-21:00"
+    )
+    assert (done.messaging_limit, done.send_window, done.window.used) == (2000, "09:00-21:00", 0)
+    kept = await configure_sending(sessions, world.parent_admin, send_window="none")
+    assert (kept.messaging_limit, kept.send_window) == (2000, None)
+    unlimited = await configure_sending(sessions, world.parent_admin, messaging_limit="unlimited")
+    assert unlimited.messaging_limit is None
+    with Seeder(database_url) as seed:
+        actions = seed.rows("SELECT action FROM audit_entry ORDER BY created_at")
+    assert actions == [("workspace.configure_sending",)] * 3

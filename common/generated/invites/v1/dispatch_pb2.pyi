@@ -157,6 +157,9 @@ class PrecheckSendResponse(_message.Message):
     BLOCKED_COUNT_FIELD_NUMBER: _builtins.int
     BLOCKED_BY_REASON_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SENDABLE_NOW_FIELD_NUMBER: _builtins.int
+    LIMIT_FREES_AT_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -167,6 +170,10 @@ class PrecheckSendResponse(_message.Message):
     """Targets that would be sent."""
     blocked_count: _builtins.int
     """Targets that would be blocked."""
+    messaging_limit: _builtins.int
+    """The workspace's messaging limit (unique recipients per moving 24 h); 0: unlimited."""
+    sendable_now: _builtins.int
+    """How many of the eligible recipients may be started now under that limit."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """After this instant StartRun refuses the precheck."""
@@ -179,6 +186,12 @@ class PrecheckSendResponse(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrecheckRecipient]:
         """The first page of recipients in audience order."""
 
+    @_builtins.property
+    def limit_frees_at(self) -> _timestamp_pb2.Timestamp:
+        """When the rest are not all sendable now: when the window next frees (a recipient's last send
+        turns 24 h old); the run continues on its own from then on.
+        """
+
     def __init__(
         self,
         *,
@@ -190,10 +203,13 @@ class PrecheckSendResponse(_message.Message):
         blocked_count: _builtins.int = ...,
         blocked_by_reason: _abc.Iterable[_types_pb2.ReasonCount] | None = ...,
         recipients: _abc.Iterable[Global___PrecheckRecipient] | None = ...,
+        messaging_limit: _builtins.int = ...,
+        sendable_now: _builtins.int = ...,
+        limit_frees_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "precheck_id", b"precheck_id", "recipients", b"recipients", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1240,3 +1256,67 @@ class ResendRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResendRunResponse: _TypeAlias = ResendRunResponse  # noqa: Y015
+
+@_typing.final
+class ConfigureSendingRequest(_message.Message):
+    """Request for ConfigureSending: empty fields keep their value (all empty: only read)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    messaging_limit: _builtins.str
+    """Meta's portfolio messaging-limit tier of the workspace's sender: 250, 2000, 10000, 100000
+    or "unlimited".
+    """
+    send_window: _builtins.str
+    """Quiet hours "HH:MM-HH:MM" in each recipient's local time, or "none"."""
+    def __init__(
+        self,
+        *,
+        messaging_limit: _builtins.str = ...,
+        send_window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messaging_limit", b"messaging_limit", "send_window", b"send_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureSendingRequest: _TypeAlias = ConfigureSendingRequest  # noqa: Y015
+
+@_typing.final
+class ConfigureSendingResponse(_message.Message):
+    """Response of ConfigureSending: the settings now, and the limit's moving 24 h window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    USED_IN_WINDOW_FIELD_NUMBER: _builtins.int
+    FREES_AT_FIELD_NUMBER: _builtins.int
+    messaging_limit: _builtins.int
+    """Unique recipients per moving 24 h; 0: unlimited."""
+    send_window: _builtins.str
+    """Quiet hours; empty: any time."""
+    used_in_window: _builtins.int
+    """Unique recipients the sender's runs started in the last 24 h (0 when unlimited)."""
+    @_builtins.property
+    def frees_at(self) -> _timestamp_pb2.Timestamp:
+        """When the window frees, when the limit is reached."""
+
+    def __init__(
+        self,
+        *,
+        messaging_limit: _builtins.int = ...,
+        send_window: _builtins.str = ...,
+        used_in_window: _builtins.int = ...,
+        frees_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frees_at", b"frees_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frees_at", b"frees_at", "messaging_limit", b"messaging_limit", "send_window", b"send_window", "used_in_window", b"used_in_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureSendingResponse: _TypeAlias = ConfigureSendingResponse  # noqa: Y015

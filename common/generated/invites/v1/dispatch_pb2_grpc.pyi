@@ -63,6 +63,8 @@ class DispatchServiceStub:
     """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
     fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
     """
+    ConfigureSending: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]
+    """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -95,6 +97,8 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
     fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
     """
+    ConfigureSending: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]  # type: ignore[assignment]
+    """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sends event invitations as WhatsApp template messages and tracks every recipient's lifecycle."""
@@ -184,5 +188,13 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
         fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
         """
+
+    @_abc_1.abstractmethod
+    def ConfigureSending(
+        self,
+        request: _dispatch_pb2.ConfigureSendingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ConfigureSendingResponse, _abc.Awaitable[_dispatch_pb2.ConfigureSendingResponse]]:
+        """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
