@@ -153,6 +153,25 @@ def register(commands: Any) -> None:
     resend.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     resend.add_argument("--json", action="store_true", help="print JSON")
 
+    limits = command(
+        "limits",
+        "show or set the workspace's messaging limit and quiet hours",
+        run_limits,
+    )
+    limits.add_argument(
+        "--messaging-limit",
+        default="",
+        metavar="TIER",
+        help="Meta's portfolio tier: 250, 2000, 10000, 100000 or unlimited (parent_admin)",
+    )
+    limits.add_argument(
+        "--window",
+        default="",
+        metavar="HH:MM-HH:MM",
+        help="quiet hours in each guest's local time, or none (parent_admin)",
+    )
+    limits.add_argument("--json", action="store_true", help="print JSON")
+
     event = command(
         "invitations", "an event's runs and each recipient's latest invitation", run_event
     )
@@ -230,6 +249,11 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
     )
     for item in reply.blocked_by_reason:
         console.print(f"    {enum_name(types_pb2.RejectionReason, item.reason)}: {item.count}")
+    if reply.messaging_limit:
+        line = f"  messaging limit {reply.messaging_limit}/24 h: {reply.sendable_now} can go now"
+        if reply.HasField("limit_frees_at"):
+            line += f", the rest as the window frees from {timestamp(reply.limit_frees_at)}"
+        console.print(line)
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (
@@ -517,6 +541,26 @@ async def run_resend(client: Client, args: argparse.Namespace) -> int:
         console.print(f"  watch it: invites watch {reply.run.run_id}")
     else:
         console.print("nothing to resend: no eligible recipient")
+    return EXIT_OK
+
+
+async def run_limits(client: Client, args: argparse.Namespace) -> int:
+    """`invites limits [--messaging-limit TIER] [--window HH:MM-HH:MM|none]`."""
+    reply = await client.call(
+        client.dispatch.ConfigureSending,
+        pb.ConfigureSendingRequest(messaging_limit=args.messaging_limit, send_window=args.window),
+    )
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    limit = str(reply.messaging_limit) if reply.messaging_limit else "unlimited"
+    console.print(f"messaging limit: {limit} unique recipients per 24 h")
+    if reply.messaging_limit:
+        line = f"  used in the last 24 h: {reply.used_in_window}"
+        if reply.HasField("frees_at"):
+            line += f" (reached; frees at {timestamp(reply.frees_at)})"
+        console.print(line)
+    console.print(f"quiet hours: {reply.send_window or 'none (any time)'}")
     return EXIT_OK
 
 
