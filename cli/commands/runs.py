@@ -127,7 +127,12 @@ def register(commands: Any) -> None:
     )
     resend.add_argument("run_id")
     resend.add_argument(
-        "--failed", action="store_true", help="retries exhausted, or expired at the deadline"
+        "--failed",
+        action="store_true",
+        help="every recipient it failed for but outcome unknown (= --transient plus every code)",
+    )
+    resend.add_argument(
+        "--transient", action="store_true", help="retries exhausted, or expired at the deadline"
     )
     resend.add_argument(
         "--code",
@@ -502,13 +507,17 @@ async def run_resume(client: Client, args: argparse.Namespace) -> int:
 async def run_resend(client: Client, args: argparse.Namespace) -> int:
     """`invites resend RUN --failed`: preview the fresh precheck, confirm, then ResendRun."""
     selection = pb.ResendSelection(
-        failed=args.failed,
+        failed=args.failed or args.transient,
+        rejected=args.failed,
         error_codes=args.code,
         outcome_unknown=args.unknown,
         not_read_after_seconds=round(args.not_read_after * 3600),
     )
-    if not (args.failed or args.code or args.unknown or args.not_read_after > 0):
-        console.print("choose what to resend: --failed, --code N, --unknown or --not-read-after H")
+    if not (args.failed or args.transient or args.code or args.unknown or args.not_read_after > 0):
+        console.print(
+            "choose what to resend: --failed, --transient, --code N, --unknown or"
+            " --not-read-after H"
+        )
         return EXIT_USAGE
     preview = await client.call(
         client.dispatch.ResendRun,

@@ -4,6 +4,7 @@ A resend picks outcome classes of the earlier run's messages:
 
 * ``failed``: the message never reached the provider for good: transient errors until the
   attempts ran out (retries_exhausted), or still unsent at the run's deadline (expired);
+* ``rejected``: failed with any provider error (provider_rejected);
 * ``error_codes``: failed with one of these provider codes (e.g. 131026 undeliverable);
 * ``outcome_unknown``: the provider call's outcome stayed unknown (it may have been sent: the
   operator accepts a possible duplicate by choosing it);
@@ -26,6 +27,8 @@ from dispatch_service.errors import FieldViolation, InvalidArgument
 
 FAILED_REASONS = frozenset({RejectionReason.RETRIES_EXHAUSTED, RejectionReason.EXPIRED})
 """Reasons the ``failed`` class selects."""
+REJECTED_REASONS = frozenset({RejectionReason.PROVIDER_REJECTED})
+"""Reasons the ``rejected`` class selects."""
 UNKNOWN_REASONS = frozenset({RejectionReason.OUTCOME_UNKNOWN})
 """Reasons the ``outcome_unknown`` class selects."""
 NOT_READ_STATES = frozenset({MessageState.SENT, MessageState.DELIVERED})
@@ -41,17 +44,28 @@ class ResendSelection:
     error_codes: tuple[int, ...] = ()
     outcome_unknown: bool = False
     not_read_after: timedelta | None = None
+    rejected: bool = False
 
     @property
     def failed_reasons(self) -> frozenset[RejectionReason]:
         """Failure reasons selected whatever the error code."""
-        return (FAILED_REASONS if self.failed else frozenset()) | (
-            UNKNOWN_REASONS if self.outcome_unknown else frozenset()
-        )
+        chosen: set[RejectionReason] = set()
+        for selected, reasons in (
+            (self.failed, FAILED_REASONS),
+            (self.rejected, REJECTED_REASONS),
+            (self.outcome_unknown, UNKNOWN_REASONS),
+        ):
+            if selected:
+                chosen |= reasons
+        return frozenset(chosen)
 
 
 def resend_selection(
-    failed: bool, error_codes: tuple[int, ...], outcome_unknown: bool, not_read_after_seconds: int
+    failed: bool,
+    error_codes: tuple[int, ...],
+    outcome_unknown: bool,
+    not_read_after_seconds: int,
+    rejected: bool = False,
 ) -> ResendSelection:
     """Validate the raw classes; InvalidArgument when none or a bad value is given."""
     violations: list[FieldViolation] = []
@@ -67,6 +81,7 @@ def resend_selection(
         failed=failed,
         error_codes=tuple(sorted(set(error_codes))),
         outcome_unknown=outcome_unknown,
+        rejected=rejected,
         not_read_after=timedelta(seconds=not_read_after_seconds)
         if not_read_after_seconds > 0
         else None,
@@ -77,7 +92,8 @@ def resend_selection(
         violations.append(
             FieldViolation(
                 "selection",
-                "choose at least one class: failed, error_codes, outcome_unknown, not_read_after",
+                "choose at least one class: failed, rejected, error_codes, outcome_unknown,"
+                " not_read_after",
             )
         )
     if violations:

@@ -130,6 +130,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             tuple(chosen.error_codes),
             chosen.outcome_unknown,
             chosen.not_read_after_seconds,
+            chosen.rejected,
         )
         command = resend_command(
             actor_id(context), request.run_id, selection, request.idempotency_key, request.dry_run

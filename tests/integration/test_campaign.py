@@ -301,6 +301,9 @@ async def test_resend_by_code_honours_do_not_message_and_never_repeats_an_invite
     world, parent = await sent_parent(database_url, sessions, fake)
     with Seeder(database_url) as seed:
         seed.do_not_message(world.workspace_id, UNDELIVERABLE)
+    rejected = await resend(sessions, world, parent, ResendSelection(rejected=True), dry_run=True)
+    assert rejected.precheck is not None
+    assert rejected.precheck.total_count == 1  # UNDELIVERABLE only
     by_code = resend_selection(False, (131026,), False, 0)
     result = await resend(sessions, world, parent, by_code, dry_run=True)
     assert result.precheck is not None

@@ -1159,6 +1159,7 @@ class ResendSelection(_message.Message):
     ERROR_CODES_FIELD_NUMBER: _builtins.int
     OUTCOME_UNKNOWN_FIELD_NUMBER: _builtins.int
     NOT_READ_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     failed: _builtins.bool
     """Failed after the transient-error retries ran out (retries_exhausted) or left unsent at the
     run's deadline (expired).
@@ -1167,6 +1168,10 @@ class ResendSelection(_message.Message):
     """Failed as outcome_unknown (the provider may have sent it: a duplicate is possible)."""
     not_read_after_seconds: _builtins.int
     """Sent or delivered but not read this many seconds after it was sent (0: not selected)."""
+    rejected: _builtins.bool
+    """Failed with any provider error (provider_rejected; an opted-out phone is then blocked by
+    Do-Not-Message in the fresh precheck).
+    """
     @_builtins.property
     def error_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Failed with one of these provider error codes."""
@@ -1178,10 +1183,11 @@ class ResendSelection(_message.Message):
         error_codes: _abc.Iterable[_builtins.int] | None = ...,
         outcome_unknown: _builtins.bool = ...,
         not_read_after_seconds: _builtins.int = ...,
+        rejected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_codes", b"error_codes", "failed", b"failed", "not_read_after_seconds", b"not_read_after_seconds", "outcome_unknown", b"outcome_unknown"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_codes", b"error_codes", "failed", b"failed", "not_read_after_seconds", b"not_read_after_seconds", "outcome_unknown", b"outcome_unknown", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
