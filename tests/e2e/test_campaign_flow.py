@@ -23,6 +23,68 @@ PHONES = [f"+1415555{n:04d}" for n in range(4)]
 LEAD_SECONDS = 3.0
 
 
+def invites(
+    service_env: dict[str, str], actor: object, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The real `invites` CLI against a dispatch process; fails the test on a non-zero exit."""
+    env = {
+        **service_env,
+        "INVITES_TARGET": service_env["DISPATCH_LISTEN"],
+        "INVITES_TOKEN": BACKEND_TOKEN,
+        "INVITES_ACTOR": str(actor),
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_documented_cli_commands_schedule_configure_and_cancel(
+    database_url: str, start_service: StartService, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    stack = DispatchStack(start_service, stack_env, tmp_path)
+    stack.start_sandbox(scenario())
+    dispatch = stack.start_dispatch("a")
+    world = seed_world(database_url, PHONES)
+    env, actor = dispatch.env, world.parent_admin
+
+    limits = invites(env, actor, "limits", "--messaging-limit", "2000", "--window", "09:00-21:00")
+    assert "messaging limit: 2000 unique recipients per 24 h" in limits.stdout
+    assert "quiet hours: 09:00-21:00" in limits.stdout
+    assert "quiet hours: none" in invites(env, actor, "limits", "--window", "none").stdout
+
+    precheck = invites(env, actor, "precheck", str(world.event_id), str(world.template_id))
+    assert "messaging limit 2000/24 h: 4 can go now" in precheck.stdout
+    sent = invites(
+        env,
+        actor,
+        "send",
+        str(world.event_id),
+        str(world.template_id),
+        "--at",
+        "+1h",
+        "--deadline",
+        "+3h",
+        "--window",
+        "10:00-20:00",
+        "--yes",
+    )
+    line = next(x for x in sent.stdout.splitlines() if "scheduled for" in x)
+    run_id = line.split()[1]
+    status = invites(env, actor, "status", run_id).stdout
+    for expected in ("scheduled", "send at", "deadline", "send window", "10:00-20:00"):
+        assert expected in status
+    assert "cancelled" in invites(env, actor, "cancel", run_id).stdout
+    assert stack.ledger() == []
+
+
 def test_a_scheduled_run_starts_by_itself_at_its_time(
     database_url: str, start_service: StartService, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -82,22 +144,7 @@ def test_resend_failed_sends_only_to_the_recipient_it_failed_for(
         (types.REJECTION_REASON_RETRIES_EXHAUSTED, 1)
     ]
 
-    env = {
-        **dispatch.env,
-        "INVITES_TARGET": dispatch.env["DISPATCH_LISTEN"],
-        "INVITES_TOKEN": BACKEND_TOKEN,
-        "INVITES_ACTOR": str(world.parent_admin),
-        "COLUMNS": "200",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "resend", run_id, "--failed", "--yes"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = invites(dispatch.env, world.parent_admin, "resend", run_id, "--failed", "--yes")
     assert "1 eligible" in done.stdout
     line = next(x for x in done.stdout.splitlines() if "resending run" in x)
     new_run = line.split()[1]
