@@ -19,8 +19,7 @@ from dispatch_service.persistence.messaging_limit import (
 )
 from dispatch_service.use_cases.acting import READERS, acting
 
-CLEAR = ("none", "off", "")
-_KEEP = object()
+CLEAR = ("none", "off")
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,29 @@ class SendingSettings:
     window: Allowance
 
 
+@dataclass(frozen=True)
+class SendingChange:
+    """What ConfigureSending sets: each field None when kept, else its (validated) new value."""
+
+    messaging_limit: tuple[int | None] | None = None
+    send_window: tuple[str | None] | None = None
+
+    @property
+    def changes(self) -> bool:
+        """Whether anything is set."""
+        return self.messaging_limit is not None or self.send_window is not None
+
+
+def sending_change(messaging_limit: str, send_window: str) -> SendingChange:
+    """Validate the raw fields (empty: keep; "unlimited" / "none": clear)."""
+    limit = (parse_limit(messaging_limit),) if messaging_limit else None
+    window: tuple[str | None] | None = None
+    if send_window:
+        cleared = send_window.strip().lower() in CLEAR
+        window = (None,) if cleared else (str(parse_window(send_window)),)
+    return SendingChange(messaging_limit=limit, send_window=window)
+
+
 async def configure_sending(
     sessions: async_sessionmaker[AsyncSession],
     actor_id: uuid.UUID,
@@ -39,20 +61,14 @@ async def configure_sending(
     send_window: str = "",
 ) -> SendingSettings:
     """Set what is given (validated first), then answer the settings now."""
-    limit = parse_limit(messaging_limit) if messaging_limit else _KEEP
-    window: object = _KEEP
-    if send_window:
-        window = None if send_window.strip().lower() in CLEAR else str(parse_window(send_window))
-    changing = limit is not _KEEP or window is not _KEEP
-    allowed = SENDERS if changing else READERS
+    change = sending_change(messaging_limit, send_window)
+    allowed = SENDERS if change.changes else READERS
     async with acting(sessions, actor_id, allowed, "configure sending") as (session, actor):
         sender, old_limit, old_window = await workspace_sending(session, actor.workspace_id)
-        new_limit = old_limit if limit is _KEEP else limit
-        new_window = old_window if window is _KEEP else window
-        assert new_limit is None or isinstance(new_limit, int)
-        assert new_window is None or isinstance(new_window, str)
-        if changing:
-            await set_workspace_sending(session, actor.workspace_id, new_limit, new_window)
+        limit = change.messaging_limit[0] if change.messaging_limit else old_limit
+        window = change.send_window[0] if change.send_window else old_window
+        if change.changes:
+            await set_workspace_sending(session, actor.workspace_id, limit, window)
             record_audit(
                 session,
                 workspace_id=actor.workspace_id,
@@ -61,8 +77,8 @@ async def configure_sending(
                 subject_type="workspace",
                 subject_id=actor.workspace_id,
                 details={
-                    "messaging_limit": [old_limit, new_limit],
-                    "send_window": [old_window, new_window],
+                    "messaging_limit": [old_limit, limit],
+                    "send_window": [old_window, window],
                 },
             )
-        return SendingSettings(new_limit, new_window, await allowance(session, sender, new_limit))
+        return SendingSettings(limit, window, await allowance(session, sender, limit))
