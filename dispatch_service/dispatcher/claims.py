@@ -6,16 +6,16 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    and the slots it offers bound the claim;
 2. the run row (FOR NO KEY UPDATE): CancelRun, ResumeRun and a pause wait for the claim, or the
    claim sees the run is no longer active and takes nothing; a queued run starts dispatching;
-3. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
-   other's rows);
-4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
+3. with a messaging limit on the workspace: the claim takes no more than the unique recipients
+   the sender's moving 24 h window has left (serialised by the schedule row lock of step 1); with
+   none left, the run's due messages are held until the window frees (domain/messaging_limit.py);
+4. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
+   other's rows), none of a run past its deadline;
+5. do-not-message is checked again: a phone added since the precheck is blocked now, with its
    reason persisted;
-   Before 3, the messaging limit: the claim takes no more than the unique recipients the
-   sender's moving 24 h window has left; with none left, the run's due messages are held until
-   the window frees (domain/messaging_limit.py);
-5. quiet hours: a message whose recipient's local time is outside the run's sending window is
+6. quiet hours: a message whose recipient's local time is outside the run's sending window is
    held (stays queued, due at the next opening; domain/quiet_hours.py);
-6. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+7. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
 
 The transaction commits before any provider call: a crash after it leaves `sending` rows that
 are never re-sent automatically (see the reconciler).
