@@ -42,11 +42,21 @@ class RejectionReason(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROVIDER_REJECTED = "provider_rejected"
+    EXPIRED = "expired"
+
+
+class HoldReason(StrEnum):
+    """Why a queued message waits (its next_attempt_at) although its run is dispatching."""
+
+    QUIET_HOURS = "quiet_hours"
+    MARKETING_LIMIT = "marketing_limit"
+    MESSAGING_LIMIT = "messaging_limit"
 
 
 class RunState(StrEnum):
     """State of an invite send run."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     DISPATCHING = "dispatching"
     PAUSED = "paused"

@@ -37,6 +37,20 @@ class RunRecord:
     blocked_count: int
     created_at: datetime
     finished_at: datetime | None
+    send_at: datetime | None = None
+    deadline: datetime | None = None
+    parent_run_id: uuid.UUID | None = None
+    send_window: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldCount:
+    """Queued messages held for one reason (quiet hours), and when they are due."""
+
+    reason: str
+    count: int
+    first_due_at: datetime
+    last_due_at: datetime
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ class SendSettings(ServiceSettings):
     dispatch_backoff_cap_seconds: float = Field(default=300.0, gt=0)
     """DISPATCH_BACKOFF_CAP_SECONDS: the longest wait between two attempts."""
 
+    dispatch_marketing_limit_defer_seconds: float = Field(default=86_400.0, ge=0)
+    """DISPATCH_MARKETING_LIMIT_DEFER_SECONDS: how long a message waits after Meta's per-user
+    marketing cap (131049); Meta says at least 24 h."""
+
     dispatch_lease_seconds: float = Field(default=30.0, gt=0)
     """DISPATCH_LEASE_SECONDS: how long past its slot a claimed message stays leased to the
     replica that claimed it (added to the provider timeout)."""

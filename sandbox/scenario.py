@@ -118,6 +118,25 @@ class FaultRule(_Model):
         return self.delivery or default_delivery(self.code or 0)
 
 
+class Limits(_Model):
+    """Meta's 2025-2026 limits (reference §5.1, §5.2), over a moving window of sandbox time."""
+
+    messaging_limit: int | None = Field(None, ge=1)
+    """Portfolio messaging limit: unique recipients per window across every phone number id
+    (250, 2000, ... in production); a send to a new recipient beyond it fails. null = none."""
+    messaging_limit_code: int = 131049
+    """The error for a send beyond the portfolio limit. Meta documents no dedicated code (❓
+    §5.1; Twilio says 63018); 131049 (not delivered, async) is what clients see most."""
+    marketing_per_user: int | None = Field(None, ge=1)
+    """Per-user marketing cap: MARKETING templates accepted per recipient per window; the
+    next one fails with 131049. null = none."""
+    delivery: Delivery = "async"
+    """How both are answered: ``async`` (accepted, then a ``failed`` webhook, as Meta does)
+    or ``sync`` (an error response)."""
+    window_seconds: float = Field(86_400.0, gt=0)
+    """The moving window (24 h at Meta; shorten it for demos)."""
+
+
 class Account(_Model):
     """Account-level failure (token expired, WABA restricted) from a chosen moment on."""
 
@@ -198,6 +217,7 @@ class Scenario(_Model):
     """Added before every Graph reply."""
     throughput: Throughput = Throughput()
     faults: tuple[FaultRule, ...] = ()
+    limits: Limits = Limits()
     account: Account = Account()
     webhooks: Webhooks = Webhooks()
     wa_ids: dict[str, str] = {}
@@ -293,6 +313,10 @@ class SendDecider:
         self.accepted = 0
         self._window = ThroughputWindow()
         self._fired: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._recipients: dict[str, float] = {}
+        """wa_id -> its last accepted send (the portfolio limit's window)."""
+        self._marketing: defaultdict[str, deque[float]] = defaultdict(deque)
+        """wa_id -> its accepted marketing sends in the window."""
         self.scenario = scenario
         self._templates = _template_index(scenario)
 
@@ -309,6 +333,8 @@ class SendDecider:
         self.accepted = 0
         self._window = ThroughputWindow()
         self._fired.clear()
+        self._recipients.clear()
+        self._marketing.clear()
 
     def account_error(self) -> GraphError | None:
         """The account-level error every request gets right now, if any."""
@@ -325,10 +351,46 @@ class SendDecider:
         cap = self.scenario.throughput.max_per_second
         if cap is not None and self._window.count(phone_number_id, now) >= cap:
             raise Rejected(graph_error(130429))
-        decision = self._apply_faults(send, template)
+        limited = self._limit_error(send, template, now)
+        if limited is not None and self.scenario.limits.delivery == "sync":
+            raise Rejected(limited)
+        decision = (
+            Accepted(template, async_error=limited)
+            if limited is not None
+            else self._apply_faults(send, template)
+        )
         self._window.record(phone_number_id, now)
         self.accepted += 1
+        if limited is None and decision.async_error is None:
+            self._count_limits(send, template, now)
         return decision
+
+    def _limit_error(
+        self, send: TemplateSend, template: TemplateSpec, now: float
+    ) -> GraphError | None:
+        """The limit error this send hits, if any (portfolio first, then the per-user cap)."""
+        limits = self.scenario.limits
+        horizon = now - limits.window_seconds
+        for wa_id in [w for w, last in self._recipients.items() if last <= horizon]:
+            del self._recipients[wa_id]
+        if (
+            limits.messaging_limit is not None
+            and send.wa_id not in self._recipients
+            and len(self._recipients) >= limits.messaging_limit
+        ):
+            return graph_error(limits.messaging_limit_code)
+        if limits.marketing_per_user is not None and template.category == "MARKETING":
+            sends = self._marketing[send.wa_id]
+            while sends and sends[0] <= horizon:
+                sends.popleft()
+            if len(sends) >= limits.marketing_per_user:
+                return graph_error(131049)
+        return None
+
+    def _count_limits(self, send: TemplateSend, template: TemplateSpec, now: float) -> None:
+        self._recipients[send.wa_id] = now
+        if template.category == "MARKETING":
+            self._marketing[send.wa_id].append(now)
 
     def _template(self, send: TemplateSend) -> TemplateSpec:
         template = self._templates.get((send.template_name, send.language))

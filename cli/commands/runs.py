@@ -1,4 +1,5 @@
-"""Send-run commands: precheck, recipients, send, watch, status, messages, cancel, resume, event.
+"""Send-run commands: precheck, recipients, send, watch, status, messages, cancel, resume, resend,
+event.
 
 Every read command takes `--json` for scripts (JSON lines). `watch` and `send --watch` exit 4
 when the run ended with failures, or when it is paused (after printing why and what to do).
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
@@ -68,6 +72,24 @@ def register(commands: Any) -> None:
         default="",
         help="default: derived from the precheck, so a retried send is the same run",
     )
+    send.add_argument(
+        "--at",
+        type=when,
+        metavar="WHEN",
+        help="schedule the run: an ISO 8601 instant with its offset, or +30s, +10m, +2h, +1d",
+    )
+    send.add_argument(
+        "--deadline",
+        type=when,
+        metavar="WHEN",
+        help="messages still unsent then fail as expired (same forms as --at)",
+    )
+    send.add_argument(
+        "--window",
+        default="",
+        metavar="HH:MM-HH:MM",
+        help="quiet hours for this run in each guest's local time (default: the workspace's)",
+    )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--watch", action="store_true", help="watch the run until it is final")
     send.add_argument("--json", action="store_true", help="print JSON")
@@ -107,12 +129,98 @@ def register(commands: Any) -> None:
     resume.add_argument("run_id")
     resume.add_argument("--json", action="store_true", help="print JSON")
 
+    resend = command(
+        "resend",
+        "send again to an earlier run's recipients it failed for (a new run, fresh precheck)",
+        run_resend,
+    )
+    resend.add_argument("run_id")
+    resend.add_argument(
+        "--failed",
+        action="store_true",
+        help="every recipient it failed for but outcome unknown (= --transient plus every code)",
+    )
+    resend.add_argument(
+        "--transient", action="store_true", help="retries exhausted, or expired at the deadline"
+    )
+    resend.add_argument(
+        "--code",
+        action="append",
+        type=int,
+        default=[],
+        metavar="CODE",
+        help="failed with this provider error code (repeatable)",
+    )
+    resend.add_argument(
+        "--unknown",
+        action="store_true",
+        help="outcome unknown (the provider may have sent it: a duplicate is possible)",
+    )
+    resend.add_argument(
+        "--not-read-after",
+        type=float,
+        default=0.0,
+        metavar="HOURS",
+        help="sent or delivered but not read this many hours after it was sent",
+    )
+    resend.add_argument("--idempotency-key", default="", help="default: derived from the run")
+    resend.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    resend.add_argument("--json", action="store_true", help="print JSON")
+
+    limits = command(
+        "limits",
+        "show or set the workspace's messaging limit and quiet hours",
+        run_limits,
+    )
+    limits.add_argument(
+        "--messaging-limit",
+        default="",
+        metavar="TIER",
+        help="Meta's portfolio tier: 250, 2000, 10000, 100000 or unlimited (parent_admin)",
+    )
+    limits.add_argument(
+        "--window",
+        default="",
+        metavar="HH:MM-HH:MM",
+        help="quiet hours in each guest's local time, or none (parent_admin)",
+    )
+    limits.add_argument("--json", action="store_true", help="print JSON")
+
     event = command(
         "invitations", "an event's runs and each recipient's latest invitation", run_event
     )
     event.add_argument("event_id")
     event.add_argument("--limit", type=int, default=50, help="at most this many recipients")
     event.add_argument("--json", action="store_true", help="print JSON")
+
+
+_RELATIVE = re.compile(r"^\+(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def when(value: str, now: datetime | None = None) -> datetime:
+    """`+10m`-style offsets from now, or an ISO 8601 instant with its UTC offset."""
+    match = _RELATIVE.match(value.strip())
+    if match:
+        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+        return (now or datetime.now(UTC)) + timedelta(**{unit: amount})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither +N[s|m|h|d] nor an ISO 8601 instant"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a UTC offset, e.g. 2026-12-24T18:00Z")
+    return parsed
+
+
+def _stamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
 
 
 def _names(enum: Any, prefix: str) -> list[str]:
@@ -155,6 +263,11 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
     )
     for item in reply.blocked_by_reason:
         console.print(f"    {enum_name(types_pb2.RejectionReason, item.reason)}: {item.count}")
+    if reply.messaging_limit:
+        line = f"  messaging limit {reply.messaging_limit}/24 h: {reply.sendable_now} can go now"
+        if reply.HasField("limit_frees_at"):
+            line += f", the rest as the window frees from {timestamp(reply.limit_frees_at)}"
+        console.print(line)
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (
@@ -222,12 +335,20 @@ async def run_send(client: Client, args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli-{precheck.precheck_id}"
     reply = await client.call(
         client.dispatch.StartRun,
-        pb.StartRunRequest(precheck_id=precheck.precheck_id, idempotency_key=key),
+        pb.StartRunRequest(
+            precheck_id=precheck.precheck_id,
+            idempotency_key=key,
+            send_at=_stamp(args.at),
+            deadline=_stamp(args.deadline),
+            send_window=args.window,
+        ),
     )
     if args.json:
         print_json(reply)
     else:
         verb = "started" if reply.created else "already started (same idempotency key)"
+        if reply.run.state == types_pb2.RUN_STATE_SCHEDULED:
+            verb = f"scheduled for {timestamp(reply.run.send_at)}"
         console.print(f"run [bold]{reply.run.run_id}[/] {verb}")
         console.print(f"  watch it: invites watch {reply.run.run_id}")
     if args.watch:
@@ -270,6 +391,19 @@ def counts_table(status: pb.RunStatus) -> Table:
         table.add_row(f"  failed: error {code.error_code}", str(code.count))
     if status.run.pause_reason:
         table.add_row("pause reason", status.run.pause_reason)
+    if status.run.HasField("send_at"):
+        table.add_row("send at", timestamp(status.run.send_at))
+    if status.run.HasField("deadline"):
+        table.add_row("deadline", timestamp(status.run.deadline))
+    if status.run.parent_run_id:
+        table.add_row("resends run", status.run.parent_run_id)
+    if status.run.send_window:
+        table.add_row("send window", status.run.send_window)
+    for held in status.held:
+        due = timestamp(held.first_due_at)
+        if held.last_due_at != held.first_due_at:
+            due += f" .. {timestamp(held.last_due_at)}"
+        table.add_row(f"  waiting: {held.reason}", f"{held.count} (due {due})")
     return table
 
 
@@ -430,6 +564,75 @@ async def run_resume(client: Client, args: argparse.Namespace) -> int:
     return await _run_action(
         client, args, client.dispatch.ResumeRun, pb.ResumeRunRequest(run_id=args.run_id), "resumed"
     )
+
+
+async def run_resend(client: Client, args: argparse.Namespace) -> int:
+    """`invites resend RUN --failed`: preview the fresh precheck, confirm, then ResendRun."""
+    selection = pb.ResendSelection(
+        failed=args.failed or args.transient,
+        rejected=args.failed,
+        error_codes=args.code,
+        outcome_unknown=args.unknown,
+        not_read_after_seconds=round(args.not_read_after * 3600),
+    )
+    if not (args.failed or args.transient or args.code or args.unknown or args.not_read_after > 0):
+        console.print(
+            "choose what to resend: --failed, --transient, --code N, --unknown or"
+            " --not-read-after H"
+        )
+        return EXIT_USAGE
+    preview = await client.call(
+        client.dispatch.ResendRun,
+        pb.ResendRunRequest(run_id=args.run_id, selection=selection, dry_run=True),
+    )
+    if not args.json:
+        show_precheck(preview.precheck)
+    if preview.precheck.eligible_count == 0:
+        console.print("nothing to resend: no eligible recipient")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            console.print("refusing to send without confirmation: pass --yes in scripts")
+            return EXIT_USAGE
+        if not Confirm.ask(
+            f"resend {preview.precheck.eligible_count} invitations?", console=console
+        ):
+            console.print("not sent")
+            return EXIT_OK
+    key = args.idempotency_key or f"cli-resend-{preview.precheck.precheck_id}"
+    reply = await client.call(
+        client.dispatch.ResendRun,
+        pb.ResendRunRequest(run_id=args.run_id, selection=selection, idempotency_key=key),
+    )
+    if args.json:
+        print_json(reply)
+    elif reply.HasField("run"):
+        verb = "started" if reply.created else "already started (same idempotency key)"
+        console.print(f"run [bold]{reply.run.run_id}[/] {verb}, resending run {args.run_id}")
+        console.print(f"  watch it: invites watch {reply.run.run_id}")
+    else:
+        console.print("nothing to resend: no eligible recipient")
+    return EXIT_OK
+
+
+async def run_limits(client: Client, args: argparse.Namespace) -> int:
+    """`invites limits [--messaging-limit TIER] [--window HH:MM-HH:MM|none]`."""
+    reply = await client.call(
+        client.dispatch.ConfigureSending,
+        pb.ConfigureSendingRequest(messaging_limit=args.messaging_limit, send_window=args.window),
+    )
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    limit = str(reply.messaging_limit) if reply.messaging_limit else "unlimited"
+    console.print(f"messaging limit: {limit} unique recipients per 24 h")
+    if reply.messaging_limit:
+        line = f"  used in the last 24 h: {reply.used_in_window}"
+        if reply.HasField("frees_at"):
+            line += f" (reached; frees at {timestamp(reply.frees_at)})"
+        console.print(line)
+    console.print(f"quiet hours: {reply.send_window or 'none (any time)'}")
+    return EXIT_OK
 
 
 async def run_event(client: Client, args: argparse.Namespace) -> int:

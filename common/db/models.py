@@ -43,6 +43,7 @@ from common.vocabulary import (
     AudienceMode,
     AudienceOverrideKind,
     DnmSource,
+    HoldReason,
     ImportRowOutcome,
     ImportSource,
     MessageState,
@@ -108,10 +109,15 @@ class Workspace(Base):
     'whatsapp:+E164' (a From number) or a Messaging Service SID (MG...)."""
     sender_provider: Mapped[str] = mapped_column(Text, server_default="meta")
     twilio_account_sid: Mapped[str | None] = mapped_column(Text)
+    # Quiet hours: local sending window "HH:MM-HH:MM" of every run (a run may override it).
+    send_window: Mapped[str | None] = mapped_column(Text)
+    # Meta's portfolio messaging limit: unique recipients per moving 24 h (None: unlimited).
+    messaging_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         CheckConstraint("length(name) > 0", name="name_not_empty"),
+        CheckConstraint("messaging_limit IS NULL OR messaging_limit > 0", name="limit_positive"),
         CheckConstraint("default_region ~ '^[A-Z]{2}$'", name="default_region_iso"),
         one_of("sender_provider", SenderProvider),
         CheckConstraint(
@@ -524,9 +530,23 @@ class InviteSendRun(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A scheduled run waits until send_at; after deadline its unsent messages expire.
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # ResendRun: the earlier run whose recipients this run sends to again.
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invite_send_run.id"))
+    # Quiet hours of this run ("HH:MM-HH:MM"), overriding the workspace's.
+    send_window: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         one_of("state", RunState),
+        CheckConstraint(
+            "state <> 'scheduled' OR send_at IS NOT NULL", name="scheduled_has_send_at"
+        ),
+        CheckConstraint(
+            "deadline IS NULL OR send_at IS NULL OR deadline > send_at",
+            name="deadline_after_send_at",
+        ),
         UniqueConstraint("workspace_id", "idempotency_key"),
         # A precheck is sent at most once: a second run from it would invite everyone again.
         UniqueConstraint("precheck_id"),
@@ -538,6 +558,17 @@ class InviteSendRun(Base):
             "state",
             postgresql_where=text("state IN ('queued', 'dispatching')"),
         ),
+        Index(
+            "ix_invite_send_run_scheduled",
+            "send_at",
+            postgresql_where=text("state = 'scheduled'"),
+        ),
+        Index(
+            "ix_invite_send_run_deadline",
+            "deadline",
+            postgresql_where=text("deadline IS NOT NULL AND finished_at IS NULL"),
+        ),
+        Index(None, "parent_run_id"),
     )
 
 
@@ -561,6 +592,8 @@ class InviteMessage(Base):
     variables: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
     state: Mapped[str] = mapped_column(Text)
     rejection_reason: Mapped[str | None] = mapped_column(Text)
+    # Why a queued message waits until next_attempt_at (quiet hours), when it does.
+    hold_reason: Mapped[str | None] = mapped_column(Text)
     provider: Mapped[str] = mapped_column(Text, server_default="meta")
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     wa_id: Mapped[str | None] = mapped_column(Text)
@@ -586,6 +619,7 @@ class InviteMessage(Base):
         ),
         one_of("state", MessageState),
         one_of("rejection_reason", RejectionReason),
+        one_of("hold_reason", HoldReason),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
         CheckConstraint(
             "state <> 'blocked' OR rejection_reason IS NOT NULL", name="blocked_has_reason"
@@ -614,6 +648,13 @@ class InviteMessage(Base):
             "ix_invite_message_unresolved_sending",
             "sending_at",
             postgresql_where=text("state = 'sending'"),
+        ),
+        # The messaging limit's moving 24 h window: recent sends of a sender's runs.
+        Index(
+            "ix_invite_message_run_sending_at",
+            "run_id",
+            "sending_at",
+            postgresql_where=text("sending_at IS NOT NULL"),
         ),
     )
 

@@ -6,11 +6,16 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    and the slots it offers bound the claim;
 2. the run row (FOR NO KEY UPDATE): CancelRun, ResumeRun and a pause wait for the claim, or the
    claim sees the run is no longer active and takes nothing; a queued run starts dispatching;
-3. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
-   other's rows);
-4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
+3. with a messaging limit on the workspace: the claim takes no more than the unique recipients
+   the sender's moving 24 h window has left (serialised by the schedule row lock of step 1); with
+   none left, the run's due messages are held until the window frees (domain/messaging_limit.py);
+4. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
+   other's rows), none of a run past its deadline;
+5. do-not-message is checked again: a phone added since the precheck is blocked now, with its
    reason persisted;
-5. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+6. quiet hours: a message whose recipient's local time is outside the run's sending window is
+   held (stays queued, due at the next opening; domain/quiet_hours.py);
+7. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
 
 The transaction commits before any provider call: a crash after it leaves `sending` rows that
 are never re-sent automatically (see the reconciler).
@@ -21,14 +26,27 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.vocabulary import HoldReason
 from dispatch_service.dispatcher.metrics import SENDS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
-from dispatch_service.persistence.claims import ActiveRun, lock_claimable, lock_run_for_claim
-from dispatch_service.persistence.message_transitions import block_at_send, mark_sending
+from dispatch_service.domain.quiet_hours import next_opening, parse_window
+from dispatch_service.persistence.claims import (
+    ActiveRun,
+    ClaimCandidate,
+    lock_claimable,
+    lock_run_for_claim,
+)
+from dispatch_service.persistence.message_transitions import (
+    block_at_send,
+    hold,
+    hold_due,
+    mark_sending,
+)
+from dispatch_service.persistence.messaging_limit import allowance
 
 
 @dataclass(frozen=True)
@@ -83,10 +101,18 @@ async def claim(
         if await lock_run_for_claim(session, run.id) is None:
             return ClaimResult([], 0, False, True, 0.0)
         wanted = min(limit, reservation.slots.count)
+        if run.messaging_limit is not None:
+            window = await allowance(session, run.sender, run.messaging_limit)
+            if window.frees_at is not None:
+                await hold_due(session, run.id, window.frees_at, HoldReason.MESSAGING_LIMIT)
+                return ClaimResult([], 0, True, True, 0.0)
+            wanted = min(wanted, window.remaining or 0)
         candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
         await block_at_send(session, blocked)
-        sendable = [c for c in candidates if not c.do_not_message]
+        sendable = await _hold_quiet_hours(
+            session, run, [c for c in candidates if not c.do_not_message], reservation.db_now
+        )
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
         lease = timedelta(seconds=settings.lease_seconds)
         await mark_sending(
@@ -107,3 +133,23 @@ async def claim(
         for c, slot in zip(sendable, slots, strict=True)
     ]
     return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0)
+
+
+async def _hold_quiet_hours(
+    session: AsyncSession, run: ActiveRun, candidates: list[ClaimCandidate], now: datetime
+) -> list[ClaimCandidate]:
+    """Hold the candidates outside the run's sending window (see the module docstring); the
+    others, to send now."""
+    if run.send_window is None:
+        return candidates
+    window = parse_window(run.send_window)
+    sendable, held, until = [], [], []
+    for candidate in candidates:
+        opening = next_opening(window, candidate.phone_e164, now)
+        if opening is None:
+            sendable.append(candidate)
+        else:
+            held.append(candidate.id)
+            until.append(opening)
+    await hold(session, held, until, HoldReason.QUIET_HOURS)
+    return sendable

@@ -7,6 +7,9 @@ idempotent conditional updates, so replicas running it at once do no harm).
   and a duplicate invitation is the failure this system exists to avoid. A webhook arriving
   before the window ends settles it instead (ApplyStatus matches by wamid or callback data).
 * Cancelled runs: a queued message left behind by a result written during the cancel.
+* Scheduled runs: a `scheduled` run whose send_at has come is queued (one conditional UPDATE,
+  so whichever replica is up starts it, once); the claim loop picks it up on its next refresh.
+* Deadlines: queued messages of a run whose deadline passed fail with reason expired.
 * Completion: an active run with no message queued or sending is completed.
 """
 
@@ -21,6 +24,7 @@ from dispatch_service.persistence import run_transitions
 from dispatch_service.persistence.claims import queue_depth
 from dispatch_service.persistence.message_transitions import (
     cancel_stragglers,
+    expire_past_deadline,
     fail_unknown_outcomes,
 )
 
@@ -28,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    """One pass settles unknown outcomes, cancelled stragglers and finished runs."""
+    """One pass settles unknown outcomes, cancelled stragglers, due scheduled runs, deadlines
+    and finished runs."""
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], outcome_unknown_seconds: float
@@ -37,7 +42,15 @@ class Reconciler:
         self.outcome_unknown_seconds = outcome_unknown_seconds
 
     async def reconcile(self) -> None:
-        """One pass (three short transactions)."""
+        """One pass (four short transactions)."""
+        async with self.sessions() as session, session.begin():
+            due = await run_transitions.promote_due(session)
+            expired = await expire_past_deadline(session)
+        for run_id in due:
+            RUN_TRANSITIONS.labels("due").inc()
+            log.info("scheduled run is due: queued", extra={"run_id": run_id})
+        for run_id, count in expired.items():
+            log.info("%d unsent messages expired at the deadline", count, extra={"run_id": run_id})
         async with self.sessions() as session, session.begin():
             unknown = await fail_unknown_outcomes(session, self.outcome_unknown_seconds)
             await cancel_stragglers(session)

@@ -9,6 +9,7 @@ Per outcome class (dispatch_service.domain.retry):
   (retries_exhausted) once the attempts are used up;
 * terminal: `failed` (provider_rejected); an opt-out error (131050) also adds the phone to
   Do-Not-Message through the one writer (scope: every workspace sending from the number);
+* defer (131049, Meta's per-user marketing cap): `queued` again, due `defer_seconds` later;
 * halt: the message goes back to `queued` and its run is paused with the reason;
 * ambiguous: stays `sending`, lease released; the reconciler or a webhook settles it;
 * released (claimed, never sent: run stopped or shutting down): back to `queued`.
@@ -47,6 +48,7 @@ from dispatch_service.persistence.message_transitions import (
     ErrorRow,
     record_accepted,
     record_ambiguous,
+    record_deferred,
     record_failed,
     record_halted,
     record_requeued,
@@ -82,6 +84,8 @@ class RetryPolicy:
 
     max_attempts: int
     backoff: Backoff
+    defer_seconds: float = 86_400.0
+    """How long a message waits after Meta's per-user marketing cap (131049)."""
 
 
 @dataclass
@@ -100,6 +104,7 @@ class _Plan:
     exhausted: list[ErrorRow] = field(default_factory=list)
     rejected: list[ErrorRow] = field(default_factory=list)
     halted: list[ErrorRow] = field(default_factory=list)
+    deferred: list[ErrorRow] = field(default_factory=list)
     ambiguous: list[ErrorRow] = field(default_factory=list)
     released: list[uuid.UUID] = field(default_factory=list)
     opt_outs: list[DoNotMessageRequest] = field(default_factory=list)
@@ -162,6 +167,8 @@ def _plan_failure(
                     run_id=message.run.id,
                 )
             )
+    elif decision.step is NextStep.DEFER:
+        writes.deferred.append(row)
     elif decision.step is NextStep.PAUSE_RUN:
         writes.halted.append(row)
         meaning = classify_code(failed.error_code).meaning if failed.error_code else ""
@@ -190,6 +197,7 @@ async def write_results(
     await record_failed(session, writes.rejected, MessageEvent.TERMINAL_ERROR)
     await add_entries(session, writes.opt_outs)
     await record_halted(session, writes.halted)
+    await record_deferred(session, writes.deferred, policy.defer_seconds)
     await record_ambiguous(session, writes.ambiguous)
     await release_unsent(session, writes.released, owner)
     effects = BatchEffects(throttled_senders=set(writes.throttled))

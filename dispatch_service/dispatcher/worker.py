@@ -89,6 +89,7 @@ class DispatcherConfig:
                 backoff=Backoff(
                     settings.dispatch_backoff_base_seconds, settings.dispatch_backoff_cap_seconds
                 ),
+                defer_seconds=settings.dispatch_marketing_limit_defer_seconds,
             ),
             concurrency=settings.dispatcher_concurrency,
             claim_batch_size=settings.dispatcher_claim_batch_size,

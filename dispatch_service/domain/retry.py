@@ -15,6 +15,11 @@ Every outcome of a send falls in one class:
                                                                      recipients are not held up
     terminal            rejected for this recipient for good         failed (provider_rejected) with
                                                                      code, title and details
+    defer               131049: the recipient's marketing cap was    queued again, due after
+                        reached (Meta: retry after 24 h at least)    `defer_seconds` (24 h), the
+                                                                     hold reason recorded; failed
+                                                                     (retries_exhausted) after
+                                                                     max_attempts calls
     halt                account-, number- or template-level: every   the run pauses with the reason;
                         other message would fail the same way        the message goes back to queued
                                                                      (it was not sent)
@@ -45,6 +50,7 @@ class RetryClass(StrEnum):
     TRANSIENT = "transient"
     RECIPIENT_BACKOFF = "recipient_backoff"
     TERMINAL = "terminal"
+    DEFER = "defer"
     HALT = "halt"
     AMBIGUOUS = "ambiguous"
 
@@ -78,8 +84,10 @@ T, R, TERM, H = (
 # * 1 ("invalid request or possible server error"): transient with the bounded attempts, since
 #   Meta answered with an error object (the message was not accepted).
 # * 131048 (spam rate limit): halt; retrying worsens the account's standing (reference ⚠).
-# * 131049 (per-user marketing cap): terminal for this run; a later run may invite again
-#   (failed invitations never count as already_invited).
+# * 131049 (per-user marketing cap): deferred, not failed: Meta says wait at least 24 h (§5.2);
+#   the run's deadline, when it has one, expires what is still waiting then. Meta mostly reports
+#   it in a `failed` webhook after accepting the send; that message stays failed (131049) and
+#   ResendRun --code 131049 sends it again later.
 # * 132000, 132001, 132007, 132015, 132016: the template as registered with Meta does not fit
 #   this run (parameters, language, approval, quality); every other message would fail too, so
 #   the run halts for a human (fix the template, then resume or cancel).
@@ -109,7 +117,7 @@ ERROR_CODES: dict[int, CodeRule] = {
     131042: CodeRule(H, "payment method problem"),
     131047: CodeRule(TERM, "re-engagement window closed (free-form only)"),
     131048: CodeRule(H, "spam rate limit: check the number's quality"),
-    131049: CodeRule(TERM, "per-user marketing cap: not delivered (try after 24 h)"),
+    131049: CodeRule(RetryClass.DEFER, "per-user marketing cap: not delivered (try after 24 h)"),
     131050: CodeRule(
         TERM,
         "user stopped marketing messages from this business",
@@ -204,6 +212,7 @@ class NextStep(StrEnum):
     REQUEUE = "requeue"
     FAIL_RETRIES_EXHAUSTED = "fail_retries_exhausted"
     FAIL_REJECTED = "fail_rejected"
+    DEFER = "defer"
     PAUSE_RUN = "pause_run"
     LEAVE_SENDING = "leave_sending"
 
@@ -235,6 +244,8 @@ def decide(
         return Decision(NextStep.FAIL_REJECTED)
     if attempt >= max_attempts:
         return Decision(NextStep.FAIL_RETRIES_EXHAUSTED)
+    if retry_class is RetryClass.DEFER:
+        return Decision(NextStep.DEFER)
     if retry_class is RetryClass.RECIPIENT_BACKOFF:
         return Decision(NextStep.REQUEUE, recipient_backoff_seconds(attempt))
     return Decision(NextStep.REQUEUE, backoff.delay(attempt, rng))

@@ -12,8 +12,10 @@ again. A message's life at a glance::
     blocked_already_invited  queued                             blocked     already_invited
     blocked_at_send          queued                             blocked     do_not_message (claim)
     claimed                  queued                             sending     the at-most-once point
+    held                     queued                             queued      quiet hours: due later
     accepted                 sending                            sent
     transient_error          sending                            queued      retried after back-off
+    deferred                 sending                            queued      131049: after >= 24 h
     halted                   sending                            queued      the run pauses
     released                 sending                            queued      claimed, never sent
     stopped_by_cancel        sending                            cancelled   its run was cancelled
@@ -22,6 +24,7 @@ again. A message's life at a glance::
     ambiguous                sending                            sending     never re-sent
     outcome_window_elapsed   sending                            failed      outcome_unknown
     cancelled                queued                             cancelled
+    expired                  queued                             failed      expired (deadline)
     provider_sent            queued, sending                    sent
     provider_delivered       queued, sending, sent              delivered
     provider_read            queued, sending, sent, delivered   read
@@ -35,10 +38,12 @@ transition leaves them.
 A run's life::
 
     created  (StartRun) -> queued;  queued -> completed when nobody is eligible
+    created  (StartRun with send_at) -> scheduled
+    due                      scheduled                -> queued       (send_at reached)
     started                  queued                   -> dispatching  (first claim)
     paused                   queued, dispatching      -> paused       (halt error)
     resumed                  paused                   -> dispatching  (ResumeRun)
-    cancelled                queued, dispatching, paused -> cancelled (CancelRun)
+    cancelled                scheduled, queued, dispatching, paused -> cancelled (CancelRun)
     completed                queued, dispatching      -> completed    (nothing pending)
 """
 
@@ -75,8 +80,10 @@ class MessageEvent(StrEnum):
     BLOCKED_ALREADY_INVITED = "blocked_already_invited"
     BLOCKED_AT_SEND = "blocked_at_send"
     CLAIMED = "claimed"
+    HELD = "held"
     ACCEPTED = "accepted"
     TRANSIENT_ERROR = "transient_error"
+    DEFERRED = "deferred"
     HALTED = "halted"
     RELEASED = "released"
     STOPPED_BY_CANCEL = "stopped_by_cancel"
@@ -85,6 +92,7 @@ class MessageEvent(StrEnum):
     AMBIGUOUS = "ambiguous"
     OUTCOME_WINDOW_ELAPSED = "outcome_window_elapsed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
     PROVIDER_SENT = "provider_sent"
     PROVIDER_DELIVERED = "provider_delivered"
     PROVIDER_READ = "provider_read"
@@ -94,6 +102,7 @@ class MessageEvent(StrEnum):
 class RunEvent(StrEnum):
     """What happens to a run (see the module docstring)."""
 
+    DUE = "due"
     STARTED = "started"
     PAUSED = "paused"
     RESUMED = "resumed"
@@ -148,8 +157,10 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
     MessageEvent.BLOCKED_ALREADY_INVITED: _t({Q}, BLOCKED, _REASON.ALREADY_INVITED),
     MessageEvent.BLOCKED_AT_SEND: _t({Q}, BLOCKED, _REASON.DO_NOT_MESSAGE),
     MessageEvent.CLAIMED: _t({Q}, SENDING),
+    MessageEvent.HELD: _t({Q}, Q),
     MessageEvent.ACCEPTED: _t({SENDING}, SENT),
     MessageEvent.TRANSIENT_ERROR: _t({SENDING}, Q),
+    MessageEvent.DEFERRED: _t({SENDING}, Q),
     MessageEvent.HALTED: _t({SENDING}, Q),
     MessageEvent.RELEASED: _t({SENDING}, Q),
     MessageEvent.STOPPED_BY_CANCEL: _t({SENDING}, CANCELLED),
@@ -158,6 +169,7 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
     MessageEvent.AMBIGUOUS: _t({SENDING}, SENDING),
     MessageEvent.OUTCOME_WINDOW_ELAPSED: _t({SENDING}, FAILED, _REASON.OUTCOME_UNKNOWN),
     MessageEvent.CANCELLED: _t({Q}, CANCELLED),
+    MessageEvent.EXPIRED: _t({Q}, FAILED, _REASON.EXPIRED),
     **{
         event: _t(
             _advanced_by(state),
@@ -169,7 +181,8 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
 }
 """Every message transition (the table of the module docstring)."""
 
-R_QUEUED, R_DISPATCHING, R_PAUSED, R_COMPLETED, R_CANCELLED = (
+R_SCHEDULED, R_QUEUED, R_DISPATCHING, R_PAUSED, R_COMPLETED, R_CANCELLED = (
+    RunState.SCHEDULED,
     RunState.QUEUED,
     RunState.DISPATCHING,
     RunState.PAUSED,
@@ -177,14 +190,15 @@ R_QUEUED, R_DISPATCHING, R_PAUSED, R_COMPLETED, R_CANCELLED = (
     RunState.CANCELLED,
 )
 
-INITIAL_RUN_STATES = frozenset({R_QUEUED})
+INITIAL_RUN_STATES = frozenset({R_SCHEDULED, R_QUEUED})
 FINAL_RUN_STATES = frozenset({R_COMPLETED, R_CANCELLED})
 
 RUN_TRANSITIONS: Mapping[RunEvent, Transition[RunState]] = {
+    RunEvent.DUE: _t({R_SCHEDULED}, R_QUEUED),
     RunEvent.STARTED: _t({R_QUEUED}, R_DISPATCHING),
     RunEvent.PAUSED: _t({R_QUEUED, R_DISPATCHING}, R_PAUSED),
     RunEvent.RESUMED: _t({R_PAUSED}, R_DISPATCHING),
-    RunEvent.CANCELLED: _t({R_QUEUED, R_DISPATCHING, R_PAUSED}, R_CANCELLED),
+    RunEvent.CANCELLED: _t({R_SCHEDULED, R_QUEUED, R_DISPATCHING, R_PAUSED}, R_CANCELLED),
     RunEvent.COMPLETED: _t({R_QUEUED, R_DISPATCHING}, R_COMPLETED),
 }
 """Every run transition."""

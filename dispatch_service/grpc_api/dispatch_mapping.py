@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.db.models import PrecheckCandidate
@@ -28,6 +29,14 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def optional_time(request: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, or None when unset."""
+    if not request.HasField(field):
+        return None
+    stamp: Timestamp = getattr(request, field)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def message_state(state: MessageState) -> types.MessageState.ValueType:
@@ -74,7 +83,13 @@ def _id(value: uuid.UUID | None) -> str:
 
 def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
     """PrecheckResult -> PrecheckSendResponse."""
+    window = result.allowance
+    sendable = window.sendable(result.eligible_count)
+    frees_at = window.frees_at or window.next_exit_at
     return pb.PrecheckSendResponse(
+        messaging_limit=window.limit or 0,
+        sendable_now=sendable,
+        limit_frees_at=timestamp(frees_at if sendable < result.eligible_count else None),
         precheck_id=str(result.precheck_id),
         expires_at=timestamp(result.expires_at),
         audience_hash=result.audience_hash,
@@ -113,6 +128,10 @@ def run_message(run: RunRecord) -> pb.Run:
         pause_reason=run.pause_reason or "",
         created_at=timestamp(run.created_at),
         finished_at=timestamp(run.finished_at),
+        send_at=timestamp(run.send_at),
+        deadline=timestamp(run.deadline),
+        parent_run_id=_id(run.parent_run_id),
+        send_window=run.send_window or "",
     )
 
 
@@ -138,6 +157,15 @@ def run_status(status: RunStatus) -> pb.RunStatus:
         ],
         final_count=counts.done,
         progress=counts.progress,
+        held=[
+            pb.HeldCount(
+                reason=h.reason,
+                count=h.count,
+                first_due_at=timestamp(h.first_due_at),
+                last_due_at=timestamp(h.last_due_at),
+            )
+            for h in status.held
+        ],
     )
 
 

@@ -11,6 +11,7 @@ from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
+from dispatch_service.domain.resend import resend_selection
 from dispatch_service.grpc_api import dispatch_mapping as mapping
 from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.actor import actor_id
@@ -21,6 +22,7 @@ from dispatch_service.use_cases.precheck import (
     precheck_command,
     precheck_send,
 )
+from dispatch_service.use_cases.resend import resend_command, resend_run
 from dispatch_service.use_cases.runs import (
     cancel_run,
     resume_run,
@@ -28,6 +30,7 @@ from dispatch_service.use_cases.runs import (
     start_run,
     start_run_command,
 )
+from dispatch_service.use_cases.sending import configure_sending
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -67,7 +70,14 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         )
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
-        command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)
+        command = start_run_command(
+            actor_id(context),
+            request.precheck_id,
+            request.idempotency_key,
+            send_at=mapping.optional_time(request, "send_at"),
+            deadline=mapping.optional_time(request, "deadline"),
+            send_window=request.send_window,
+        )
         result = await start_run(self.deps.sessions, command, self.deps.provider_name)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 
@@ -129,3 +139,40 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         command = status_mapping.to_command(request)
         result = await apply_status(command, self.deps.sessions)
         return status_mapping.to_response(result)
+
+    async def ResendRun(
+        self, request: pb.ResendRunRequest, context: Context
+    ) -> pb.ResendRunResponse:
+        chosen = request.selection
+        selection = resend_selection(
+            chosen.failed,
+            tuple(chosen.error_codes),
+            chosen.outcome_unknown,
+            chosen.not_read_after_seconds,
+            chosen.rejected,
+        )
+        command = resend_command(
+            actor_id(context), request.run_id, selection, request.idempotency_key, request.dry_run
+        )
+        settings = self.deps.settings
+        result = await resend_run(
+            self.deps.sessions, command, self.deps.provider_name, settings.precheck_ttl_seconds
+        )
+        return pb.ResendRunResponse(
+            precheck=mapping.precheck_response(result.precheck) if result.precheck else None,
+            run=mapping.run_message(result.run) if result.run else None,
+            created=result.created,
+        )
+
+    async def ConfigureSending(
+        self, request: pb.ConfigureSendingRequest, context: Context
+    ) -> pb.ConfigureSendingResponse:
+        settings = await configure_sending(
+            self.deps.sessions, actor_id(context), request.messaging_limit, request.send_window
+        )
+        return pb.ConfigureSendingResponse(
+            messaging_limit=settings.messaging_limit or 0,
+            send_window=settings.send_window or "",
+            used_in_window=settings.window.used,
+            frees_at=mapping.timestamp(settings.window.frees_at),
+        )

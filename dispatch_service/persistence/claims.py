@@ -33,13 +33,20 @@ class ActiveRun:
     template_name: str
     language: str
     variable_names: tuple[str, ...]
+    send_window: str | None = None
+    """Quiet hours ("HH:MM-HH:MM" in each recipient's local time): the run's, else the
+    workspace's; None: any time."""
+    messaging_limit: int | None = None
+    """The workspace's portfolio messaging limit (unique recipients per 24 h); None: none."""
 
 
 ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
-           t.variables
+           t.variables, coalesce(r.send_window, w.send_window) AS send_window,
+           w.messaging_limit
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
+      JOIN workspace w ON w.id = r.workspace_id
     WHERE r.state IN ({_ACTIVE})
     ORDER BY r.created_at
     """
@@ -57,6 +64,8 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             template_name=r.name,
             language=r.language,
             variable_names=tuple(r.variables),
+            send_window=r.send_window,
+            messaging_limit=r.messaging_limit,
         )
         for r in rows
     ]
@@ -107,6 +116,8 @@ CLAIMABLE = text(
     FROM invite_message m
     WHERE m.run_id = :run AND m.state IN ({_CLAIMABLE})
       AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
+      AND NOT EXISTS (SELECT 1 FROM invite_send_run r WHERE r.id = m.run_id
+                      AND r.deadline <= clock_timestamp())
     ORDER BY m.next_attempt_at
     LIMIT :limit
     FOR UPDATE OF m SKIP LOCKED

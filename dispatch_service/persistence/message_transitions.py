@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import RunState
+from common.vocabulary import HoldReason, RunState
 from dispatch_service.domain.status_matching import MatchedMessage
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -79,7 +79,7 @@ async def block_at_send(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None
 MARK_SENDING = text(f"""
     UPDATE invite_message m SET state = {_to(E.CLAIMED)}, attempt_count = m.attempt_count + 1,
       sending_at = clock_timestamp(), lease_owner = :owner,
-      lease_expires_at = v.lease, next_attempt_at = NULL, updated_at = now()
+      lease_expires_at = v.lease, next_attempt_at = NULL, hold_reason = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
     WHERE m.id = v.id AND m.state IN ({_from(E.CLAIMED)})
 """)
@@ -95,6 +95,47 @@ async def mark_sending(
     await session.execute(
         MARK_SENDING, {"ids": list(ids), "leases": list(lease_expires), "owner": owner}
     )
+
+
+HOLD = text(f"""
+    UPDATE invite_message m SET state = {_to(E.HELD)}, next_attempt_at = v.until,
+      hold_reason = :reason, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:untils AS timestamptz[])) AS v(id, until)
+    WHERE m.id = v.id AND m.state IN ({_from(E.HELD)})
+""")
+
+
+async def hold(
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    until: Sequence[datetime],
+    reason: HoldReason,
+) -> None:
+    """``held``: claimed-for messages that may not go yet (quiet hours) stay `queued`, due at
+    `until` (one instant per message), with the reason recorded for GetRunStatus."""
+    if ids:
+        await session.execute(
+            HOLD, {"ids": list(ids), "untils": list(until), "reason": reason.value}
+        )
+
+
+HOLD_DUE = text(f"""
+    UPDATE invite_message SET state = {_to(E.HELD)}, next_attempt_at = :until,
+      hold_reason = :reason, updated_at = now()
+    WHERE run_id = :run AND state IN ({_from(E.HELD)})
+      AND (next_attempt_at IS NULL OR next_attempt_at < :until)
+""")
+
+
+async def hold_due(
+    session: AsyncSession, run_id: uuid.UUID, until: datetime, reason: HoldReason
+) -> int:
+    """``held``: every queued message of the run due before `until` waits until then (the
+    messaging limit is reached); returns how many."""
+    result = await session.execute(
+        HOLD_DUE, {"run": run_id, "until": until, "reason": reason.value}
+    )
+    return _rowcount(result)
 
 
 # --- send results ---------------------------------------------------------------------------
@@ -190,7 +231,7 @@ def _fail(event: MessageEvent) -> TextClause:
     """)
 
 
-REQUEUE = {event: _requeue(event) for event in (E.TRANSIENT_ERROR, E.HALTED)}
+REQUEUE = {event: _requeue(event) for event in (E.TRANSIENT_ERROR, E.HALTED, E.DEFERRED)}
 FAIL = {event: _fail(event) for event in (E.RETRIES_EXHAUSTED, E.TERMINAL_ERROR)}
 AMBIGUOUS = text(f"""
     UPDATE invite_message m SET state = {_to(E.AMBIGUOUS)}, error_code = v.code,
@@ -218,6 +259,24 @@ async def record_requeued(
     delay in seconds; the error is kept for display."""
     if rows:
         await session.execute(REQUEUE[E.TRANSIENT_ERROR], _error_params(rows, delays))
+
+
+async def record_deferred(
+    session: AsyncSession, rows: Sequence[ErrorRow], delay_seconds: float
+) -> None:
+    """``deferred`` (or ``stopped_by_cancel``): Meta's per-user marketing cap (131049); back to
+    `queued`, due `delay_seconds` later, held for marketing_limit (GetRunStatus counts them)."""
+    if rows:
+        ids = [r.id for r in rows]
+        await session.execute(REQUEUE[E.DEFERRED], _error_params(rows, [delay_seconds] * len(rows)))
+        await session.execute(
+            text(
+                f"UPDATE invite_message SET state = {_to(E.HELD)},"
+                f" hold_reason = {literal(HoldReason.MARKETING_LIMIT)}"
+                f" WHERE id = ANY(:ids) AND state IN ({_from(E.HELD)})"
+            ),
+            {"ids": ids},
+        )
 
 
 async def record_halted(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:
@@ -301,6 +360,30 @@ async def cancel_stragglers(session: AsyncSession) -> int:
         """)
     )
     return _rowcount(result)
+
+
+EXPIRE_PAST_DEADLINE = text(f"""
+    UPDATE invite_message m SET state = {_to(E.EXPIRED)}, rejection_reason = {_reason(E.EXPIRED)},
+      failed_at = clock_timestamp(), next_attempt_at = NULL, updated_at = now()
+    FROM invite_send_run r
+    WHERE r.deadline IS NOT NULL AND r.finished_at IS NULL
+      AND r.deadline <= coalesce(CAST(:now AS timestamptz), clock_timestamp())
+      AND m.run_id = r.id AND m.state IN ({_from(E.EXPIRED)})
+    RETURNING m.run_id
+""")
+
+
+async def expire_past_deadline(
+    session: AsyncSession, now: datetime | None = None
+) -> dict[uuid.UUID, int]:
+    """``expired``: queued messages of runs whose deadline passed (at `now`, default the
+    database clock) fail with reason expired; how many per run. A message `sending` at the
+    deadline is not touched: its call was made and its outcome is recorded as usual."""
+    rows = await session.execute(EXPIRE_PAST_DEADLINE, {"now": now})
+    counts: dict[uuid.UUID, int] = {}
+    for r in rows:
+        counts[r.run_id] = counts.get(r.run_id, 0) + 1
+    return counts
 
 
 async def cancel_queued(session: AsyncSession, run_id: uuid.UUID) -> int:

@@ -8,6 +8,7 @@ greps for it, and the test databases audit every state change against the table)
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, text
@@ -29,6 +30,12 @@ def _to(event: RunEvent) -> str:
     return literal(T[event].target)
 
 
+PROMOTE_DUE = text(f"""
+    UPDATE invite_send_run SET state = {_to(E.DUE)}, updated_at = now()
+    WHERE state IN ({_from(E.DUE)})
+      AND send_at <= coalesce(CAST(:now AS timestamptz), clock_timestamp())
+    RETURNING id
+""")
 START = text(
     f"UPDATE invite_send_run SET state = {_to(E.STARTED)}, updated_at = now()"
     f" WHERE id = :run AND state IN ({_from(E.STARTED)})"
@@ -57,6 +64,14 @@ COMPLETE = text(f"""
 
 def _changed(result: Any) -> bool:
     return cast(CursorResult[Any], result).rowcount > 0
+
+
+async def promote_due(session: AsyncSession, now: datetime | None = None) -> list[uuid.UUID]:
+    """``due``: scheduled runs whose send_at has come (at `now`, default the database clock)
+    are queued, so the dispatcher claims them; their ids. One conditional UPDATE: replicas
+    running it at once promote each run once."""
+    rows = await session.execute(PROMOTE_DUE, {"now": now})
+    return [r.id for r in rows]
 
 
 async def start(session: AsyncSession, run_id: uuid.UUID) -> bool:

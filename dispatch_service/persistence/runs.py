@@ -57,6 +57,10 @@ def _record(run: InviteSendRun) -> RunRecord:
         blocked_count=run.blocked_count,
         created_at=run.created_at,
         finished_at=run.finished_at,
+        send_at=run.send_at,
+        deadline=run.deadline,
+        parent_run_id=run.parent_run_id,
+        send_window=run.send_window,
     )
 
 
@@ -220,6 +224,11 @@ class NewRun:
     idempotency_key: str
     sender_phone_number_id: str
     provider: str
+    send_at: datetime | None = None
+    """Set: the run is created `scheduled` and waits for this instant."""
+    deadline: datetime | None = None
+    parent_run_id: uuid.UUID | None = None
+    send_window: str | None = None
 
 
 async def create_run(
@@ -246,7 +255,11 @@ async def create_run(
             actor_id=run.actor_id,
             idempotency_key=run.idempotency_key,
             sender_phone_number_id=run.sender_phone_number_id,
-            state=RunState.QUEUED.value,
+            state=(RunState.SCHEDULED if run.send_at else RunState.QUEUED).value,
+            send_at=run.send_at,
+            deadline=run.deadline,
+            parent_run_id=run.parent_run_id,
+            send_window=run.send_window,
         )
     )
     try:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import PrecheckCandidate
 from common.vocabulary import RejectionReason
-from dispatch_service.domain.actors import WRITERS
+from dispatch_service.domain.actors import WRITERS, Actor
 from dispatch_service.domain.eligibility import (
     Candidate,
     PolicyInputs,
@@ -26,9 +26,11 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.messaging_limit import Allowance
 from dispatch_service.domain.paging import encode_page_token, page_request, single_key
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
+from dispatch_service.persistence.messaging_limit import allowance, workspace_sending
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
     do_not_message_phones,
@@ -39,6 +41,7 @@ from dispatch_service.persistence.prechecks import (
 )
 from dispatch_service.use_cases.acting import READERS, acting
 
+UNLIMITED = Allowance(limit=None, used=0, frees_at=None)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -66,6 +69,8 @@ class PrecheckResult:
     eligible_count: int
     blocked_by_reason: dict[RejectionReason, int]
     first_page: list[Candidate]
+    allowance: Allowance = UNLIMITED
+    """The sender's messaging-limit window now (how many may be started now)."""
 
     @property
     def blocked_count(self) -> int:
@@ -111,28 +116,43 @@ async def precheck_send(
 ) -> PrecheckResult:
     """Resolve, evaluate and store one precheck (one transaction)."""
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
-        await require_template(session, actor.workspace_id, command.template_id)
-        targets = await resolve_audience(session, actor.workspace_id, command.event_id)
-        inputs = PolicyInputs(
-            do_not_message=await do_not_message_phones(session, actor.workspace_id),
-            already_invited=await invited_phones(session, command.event_id),
-            resend_phones=frozenset(command.resend_phones),
-        )
-        candidates = evaluate_audience(targets, inputs)
-        eligible = sum(1 for c in candidates if c.eligible)
-        precheck = NewPrecheck(
-            id=uuid.uuid4(),
-            workspace_id=actor.workspace_id,
-            event_id=command.event_id,
-            template_id=command.template_id,
-            actor_id=actor.member_id,
-            audience_hash=audience_hash(candidates),
-            total_count=len(candidates),
-            eligible_count=eligible,
-            resend_phones=command.resend_phones,
-            expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
-        )
-        await store_precheck(session, precheck, candidates)
+        return await precheck_in(session, actor, command, ttl_seconds)
+
+
+async def precheck_in(
+    session: AsyncSession,
+    actor: Actor,
+    command: PrecheckCommand,
+    ttl_seconds: int,
+    only_units: frozenset[uuid.UUID] | None = None,
+) -> PrecheckResult:
+    """A precheck in the caller's transaction; `only_units` restricts the resolved audience to
+    those households (ResendRun), the rules applied being the same."""
+    await require_template(session, actor.workspace_id, command.template_id)
+    targets = await resolve_audience(session, actor.workspace_id, command.event_id)
+    if only_units is not None:
+        targets = [t for t in targets if t.guest_unit_id in only_units]
+    inputs = PolicyInputs(
+        do_not_message=await do_not_message_phones(session, actor.workspace_id),
+        already_invited=await invited_phones(session, command.event_id),
+        resend_phones=frozenset(command.resend_phones),
+    )
+    candidates = evaluate_audience(targets, inputs)
+    eligible = sum(1 for c in candidates if c.eligible)
+    precheck = NewPrecheck(
+        id=uuid.uuid4(),
+        workspace_id=actor.workspace_id,
+        event_id=command.event_id,
+        template_id=command.template_id,
+        actor_id=actor.member_id,
+        audience_hash=audience_hash(candidates),
+        total_count=len(candidates),
+        eligible_count=eligible,
+        resend_phones=command.resend_phones,
+        expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
+    )
+    await store_precheck(session, precheck, candidates)
+    sender, limit, _ = await workspace_sending(session, actor.workspace_id)
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
@@ -141,6 +161,7 @@ async def precheck_send(
         eligible_count=eligible,
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
+        allowance=await allowance(session, sender, limit),
     )
 
 

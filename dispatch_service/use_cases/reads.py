@@ -26,9 +26,10 @@ from dispatch_service.domain.transitions import FINAL_RUN_STATES
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import require_event
+from dispatch_service.persistence.holds import held_counts
 from dispatch_service.persistence.message_listings import event_latest_messages, run_messages
 from dispatch_service.persistence.runs import event_runs, load_run, run_counts
-from dispatch_service.read_models import MessageView, RunRecord
+from dispatch_service.read_models import HeldCount, MessageView, RunRecord
 
 WATCH_POLL_SECONDS = 0.5
 
@@ -39,17 +40,23 @@ class RunStatus:
 
     run: RunRecord
     counts: RunCounts
+    held: tuple[HeldCount, ...] = ()
+    """Queued messages waiting on purpose (quiet hours), per reason."""
 
 
 async def _status(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunStatus:
     run = await load_run(session, workspace_id, run_id)
-    return RunStatus(run=run, counts=summarise_counts(await run_counts(session, run_id)))
+    return RunStatus(
+        run=run,
+        counts=summarise_counts(await run_counts(session, run_id)),
+        held=await held_counts(session, run_id),
+    )
 
 
 async def get_run_status(
     sessions: async_sessionmaker[AsyncSession], actor_id: uuid.UUID, run_id: uuid.UUID
 ) -> RunStatus:
-    """The run's state and counts (two indexed reads, whatever the run's size)."""
+    """The run's state and counts (three indexed reads, whatever the run's size)."""
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
         return await _status(session, actor.workspace_id, run_id)

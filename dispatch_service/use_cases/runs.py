@@ -11,13 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import TemplateStatus
 from dispatch_service.domain.actors import SENDERS, Actor
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.quiet_hours import parse_window
 from dispatch_service.domain.runs import require_cancellable, require_resumable
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
@@ -61,6 +62,16 @@ class StartRunCommand:
     actor_id: uuid.UUID
     precheck_id: uuid.UUID
     idempotency_key: str
+    send_at: datetime | None = None
+    """In the future: the run is scheduled for then (None: it starts at once)."""
+    deadline: datetime | None = None
+    parent_run_id: uuid.UUID | None = None
+    """ResendRun: the earlier run this one resends to."""
+    send_window: str | None = None
+    """Quiet hours overriding the workspace's (normalised "HH:MM-HH:MM")."""
+
+
+MAX_SCHEDULE_AHEAD = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,17 @@ class StartRunResult:
     created: bool
 
 
-def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartRunCommand:
-    """Validate the raw request; InvalidArgument lists every bad field."""
+def start_run_command(
+    actor_id: uuid.UUID,
+    precheck_id: str,
+    key: str,
+    send_at: datetime | None = None,
+    deadline: datetime | None = None,
+    now: datetime | None = None,
+    send_window: str = "",
+) -> StartRunCommand:
+    """Validate the raw request; InvalidArgument lists every bad field. A send_at that is not
+    in the future (at `now`, default the wall clock) means at once."""
     violations: list[FieldViolation] = []
     parsed: uuid.UUID | None = None
     if (violation := id_violation(precheck_id, "precheck_id")) is not None:
@@ -81,9 +101,29 @@ def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartR
         parsed = parse_uuid(precheck_id, "precheck_id")
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.strip():
         violations.append(FieldViolation("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} chars"))
+    now = now or datetime.now(UTC)
+    if send_at is not None and send_at <= now:
+        send_at = None
+    if send_at is not None and send_at > now + MAX_SCHEDULE_AHEAD:
+        violations.append(FieldViolation("send_at", "must be within a year"))
+    if deadline is not None and deadline <= (send_at or now):
+        violations.append(FieldViolation("deadline", "must be after send_at (or now)"))
+    window: str | None = None
+    if send_window:
+        try:
+            window = str(parse_window(send_window))
+        except InvalidArgument as error:
+            violations.extend(error.violations)
     if violations or parsed is None:
         raise InvalidArgument(*violations)
-    return StartRunCommand(actor_id=actor_id, precheck_id=parsed, idempotency_key=key)
+    return StartRunCommand(
+        actor_id=actor_id,
+        precheck_id=parsed,
+        idempotency_key=key,
+        send_at=send_at,
+        deadline=deadline,
+        send_window=window,
+    )
 
 
 async def start_run(
@@ -95,7 +135,7 @@ async def start_run(
             session,
             actor,
         ):
-            return await _start(session, actor, command, provider)
+            return await start_in(session, actor, command, provider)
     except IdempotencyKeyRace:
         pass
     # Another call with the same key committed first: answer with its run.
@@ -115,9 +155,10 @@ def _replay(existing: RunRecord, command: StartRunCommand) -> StartRunResult:
     return StartRunResult(run=existing, created=False)
 
 
-async def _start(
+async def start_in(
     session: AsyncSession, actor: Actor, command: StartRunCommand, provider: str
 ) -> StartRunResult:
+    """StartRun inside the caller's transaction (ResendRun starts its run this way)."""
     existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
     if existing is not None:
         return _replay(existing, command)
@@ -159,6 +200,9 @@ async def _start(
             "total": total,
             "eligible": eligible,
             "blocked": total - eligible,
+            "send_at": command.send_at.isoformat() if command.send_at else None,
+            "deadline": command.deadline.isoformat() if command.deadline else None,
+            "parent_run_id": command.parent_run_id,
         },
     )
     return StartRunResult(run=await load_run(session, actor.workspace_id, run.id), created=True)
@@ -199,6 +243,10 @@ def _new_run(
         idempotency_key=command.idempotency_key,
         sender_phone_number_id=sender,
         provider=provider,
+        send_at=command.send_at,
+        deadline=command.deadline,
+        parent_run_id=command.parent_run_id,
+        send_window=command.send_window,
     )
 
 

@@ -33,7 +33,7 @@ BACKOFF = Backoff(base_seconds=2.0, cap_seconds=60.0)
         (131056, RetryClass.RECIPIENT_BACKOFF),
         (131026, RetryClass.TERMINAL),
         (131050, RetryClass.TERMINAL),
-        (131049, RetryClass.TERMINAL),
+        (131049, RetryClass.DEFER),
         (100, RetryClass.TERMINAL),
         (130403, RetryClass.TERMINAL),
         (0, RetryClass.HALT),
@@ -110,6 +110,12 @@ def test_the_recipient_backoff_delay_is_used_for_131056() -> None:
     rng = random.Random(1)
     result = decide(RetryClass.RECIPIENT_BACKOFF, 2, max_attempts=5, backoff=BACKOFF, rng=rng)
     assert result == (result.__class__(NextStep.REQUEUE, 4.0))
+
+
+def test_the_marketing_cap_defers_until_the_attempts_are_used_up() -> None:
+    assert decision(RetryClass.DEFER, 1) is NextStep.DEFER
+    assert decision(RetryClass.DEFER, 2) is NextStep.DEFER
+    assert decision(RetryClass.DEFER, 3) is NextStep.FAIL_RETRIES_EXHAUSTED
 
 
 def test_terminal_halt_and_ambiguous_never_requeue() -> None:

@@ -319,3 +319,25 @@ def test_reordering_changes_arrival_order_but_not_timestamps() -> None:
         assert [e.status for e in planned] != ["sent", "delivered", "read"]
         happened = {e.status: e.happens_after for e in planned}
         assert happened == {"sent": 0.01, "delivered": pytest.approx(0.11), "read": 1.11}
+
+
+def test_the_portfolio_messaging_limit_counts_unique_recipients_over_the_window() -> None:
+    limited = decider(limits={"messaging_limit": 2, "delivery": "sync", "window_seconds": 10})
+    limited.decide(send("16505550001"), PHONE_ID, now=0.0)
+    limited.decide(send("16505550002"), PHONE_ID, now=1.0)
+    limited.decide(send("16505550001"), PHONE_ID, now=2.0)  # already counted: not new
+    with pytest.raises(Rejected) as rejected:
+        limited.decide(send("16505550003"), PHONE_ID, now=3.0)
+    assert rejected.value.error.code == 131049
+    # 16505550002's last send is 10 s old at 11.0: the window frees one place.
+    assert limited.decide(send("16505550003"), PHONE_ID, now=11.0).async_error is None
+
+
+def test_the_per_user_marketing_cap_answers_131049_async_by_default() -> None:
+    capped = decider(limits={"marketing_per_user": 1, "window_seconds": 100})
+    assert capped.decide(send(), PHONE_ID, now=0.0).async_error is None
+    failed = capped.decide(send(), PHONE_ID, now=1.0)
+    assert failed.async_error is not None
+    assert failed.async_error.code == 131049
+    assert capped.decide(send("16505550009"), PHONE_ID, now=1.0).async_error is None
+    assert capped.decide(send(), PHONE_ID, now=100.5).async_error is None  # the window moved on

@@ -157,6 +157,9 @@ class PrecheckSendResponse(_message.Message):
     BLOCKED_COUNT_FIELD_NUMBER: _builtins.int
     BLOCKED_BY_REASON_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SENDABLE_NOW_FIELD_NUMBER: _builtins.int
+    LIMIT_FREES_AT_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -167,6 +170,10 @@ class PrecheckSendResponse(_message.Message):
     """Targets that would be sent."""
     blocked_count: _builtins.int
     """Targets that would be blocked."""
+    messaging_limit: _builtins.int
+    """The workspace's messaging limit (unique recipients per moving 24 h); 0: unlimited."""
+    sendable_now: _builtins.int
+    """How many of the eligible recipients may be started now under that limit."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """After this instant StartRun refuses the precheck."""
@@ -179,6 +186,12 @@ class PrecheckSendResponse(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrecheckRecipient]:
         """The first page of recipients in audience order."""
 
+    @_builtins.property
+    def limit_frees_at(self) -> _timestamp_pb2.Timestamp:
+        """When the rest are not all sendable now: when the window next frees (a recipient's last send
+        turns 24 h old); the run continues on its own from then on.
+        """
+
     def __init__(
         self,
         *,
@@ -190,10 +203,13 @@ class PrecheckSendResponse(_message.Message):
         blocked_count: _builtins.int = ...,
         blocked_by_reason: _abc.Iterable[_types_pb2.ReasonCount] | None = ...,
         recipients: _abc.Iterable[Global___PrecheckRecipient] | None = ...,
+        messaging_limit: _builtins.int = ...,
+        sendable_now: _builtins.int = ...,
+        limit_frees_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "precheck_id", b"precheck_id", "recipients", b"recipients", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,19 +223,37 @@ class StartRunRequest(_message.Message):
 
     PRECHECK_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The precheck to send from."""
     idempotency_key: _builtins.str
     """Client-chosen key (1-200 chars); the same key returns the same run."""
+    send_window: _builtins.str
+    """Quiet hours for this run, "HH:MM-HH:MM" in each recipient's local time (overrides the
+    workspace's; empty: the workspace's).
+    """
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """When set and in the future: the run is scheduled and starts by itself at this instant."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When set: messages still unsent at this instant fail with reason expired."""
+
     def __init__(
         self,
         *,
         precheck_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        send_window: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at", "send_window", b"send_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +276,10 @@ class Run(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     event_id: _builtins.str
@@ -260,6 +298,10 @@ class Run(_message.Message):
     """Its state."""
     pause_reason: _builtins.str
     """Why it is paused, when paused."""
+    parent_run_id: _builtins.str
+    """The run this one resends to (ResendRun), if any."""
+    send_window: _builtins.str
+    """The run's own quiet hours ("HH:MM-HH:MM"), when it overrides the workspace's."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -267,6 +309,14 @@ class Run(_message.Message):
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When it reached completed or cancelled."""
+
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """When a scheduled run starts (unset: at once)."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """After this instant unsent messages fail as expired (unset: no deadline)."""
 
     def __init__(
         self,
@@ -282,10 +332,14 @@ class Run(_message.Message):
         pause_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        parent_run_id: _builtins.str = ...,
+        send_window: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "send_at", b"send_at", "send_window", b"send_window", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -355,6 +409,7 @@ class RunStatus(_message.Message):
     FAILED_BY_REASON_FIELD_NUMBER: _builtins.int
     FINAL_COUNT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Messages in the run."""
     final_count: _builtins.int
@@ -381,6 +436,10 @@ class RunStatus(_message.Message):
     def failed_by_reason(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ReasonCount]:
         """Failed messages per reason (outcome_unknown, retries_exhausted, provider_rejected, ...)."""
 
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldCount]:
+        """Queued messages waiting on purpose (quiet hours), per reason, with when they are due."""
+
     def __init__(
         self,
         *,
@@ -392,14 +451,53 @@ class RunStatus(_message.Message):
         failed_by_reason: _abc.Iterable[_types_pb2.ReasonCount] | None = ...,
         final_count: _builtins.int = ...,
         progress: _builtins.float = ...,
+        held: _abc.Iterable[Global___HeldCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
+
+@_typing.final
+class HeldCount(_message.Message):
+    """Queued messages held for one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_DUE_AT_FIELD_NUMBER: _builtins.int
+    LAST_DUE_AT_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why they wait: "quiet_hours"."""
+    count: _builtins.int
+    """How many."""
+    @_builtins.property
+    def first_due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the first of them is due."""
+
+    @_builtins.property
+    def last_due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them is due."""
+
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_due_at: _timestamp_pb2.Timestamp | None = ...,
+        last_due_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_due_at", b"first_due_at", "last_due_at", b"last_due_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_due_at", b"first_due_at", "last_due_at", b"last_due_at", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldCount: _TypeAlias = HeldCount  # noqa: Y015
 
 @_typing.final
 class GetRunStatusResponse(_message.Message):
@@ -1202,3 +1300,181 @@ class ListPrecheckRecipientsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPrecheckRecipientsResponse: _TypeAlias = ListPrecheckRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class ResendSelection(_message.Message):
+    """Which recipients of an earlier run ResendRun selects (any combination; at least one)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAILED_FIELD_NUMBER: _builtins.int
+    ERROR_CODES_FIELD_NUMBER: _builtins.int
+    OUTCOME_UNKNOWN_FIELD_NUMBER: _builtins.int
+    NOT_READ_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    failed: _builtins.bool
+    """Failed after the transient-error retries ran out (retries_exhausted) or left unsent at the
+    run's deadline (expired).
+    """
+    outcome_unknown: _builtins.bool
+    """Failed as outcome_unknown (the provider may have sent it: a duplicate is possible)."""
+    not_read_after_seconds: _builtins.int
+    """Sent or delivered but not read this many seconds after it was sent (0: not selected)."""
+    rejected: _builtins.bool
+    """Failed with any provider error (provider_rejected; an opted-out phone is then blocked by
+    Do-Not-Message in the fresh precheck).
+    """
+    @_builtins.property
+    def error_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Failed with one of these provider error codes."""
+
+    def __init__(
+        self,
+        *,
+        failed: _builtins.bool = ...,
+        error_codes: _abc.Iterable[_builtins.int] | None = ...,
+        outcome_unknown: _builtins.bool = ...,
+        not_read_after_seconds: _builtins.int = ...,
+        rejected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_codes", b"error_codes", "failed", b"failed", "not_read_after_seconds", b"not_read_after_seconds", "outcome_unknown", b"outcome_unknown", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendSelection: _TypeAlias = ResendSelection  # noqa: Y015
+
+@_typing.final
+class ResendRunRequest(_message.Message):
+    """Request for ResendRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The earlier run."""
+    idempotency_key: _builtins.str
+    """Client-chosen key (1-200 chars); the same key returns the same run."""
+    dry_run: _builtins.bool
+    """Only answer the precheck: no run is created."""
+    @_builtins.property
+    def selection(self) -> Global___ResendSelection:
+        """Which of its recipients."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        selection: Global___ResendSelection | None = ...,
+        idempotency_key: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "idempotency_key", b"idempotency_key", "run_id", b"run_id", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendRunRequest: _TypeAlias = ResendRunRequest  # noqa: Y015
+
+@_typing.final
+class ResendRunResponse(_message.Message):
+    """Response of ResendRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRECHECK_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """True when this call created the run."""
+    @_builtins.property
+    def precheck(self) -> Global___PrecheckSendResponse:
+        """The fresh precheck over the selected recipients (the run's snapshot)."""
+
+    @_builtins.property
+    def run(self) -> Global___Run:
+        """The new run (unset for a dry run or when nobody is eligible)."""
+
+    def __init__(
+        self,
+        *,
+        precheck: Global___PrecheckSendResponse | None = ...,
+        run: Global___Run | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["precheck", b"precheck", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "precheck", b"precheck", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendRunResponse: _TypeAlias = ResendRunResponse  # noqa: Y015
+
+@_typing.final
+class ConfigureSendingRequest(_message.Message):
+    """Request for ConfigureSending: empty fields keep their value (all empty: only read)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    messaging_limit: _builtins.str
+    """Meta's portfolio messaging-limit tier of the workspace's sender: 250, 2000, 10000, 100000
+    or "unlimited".
+    """
+    send_window: _builtins.str
+    """Quiet hours "HH:MM-HH:MM" in each recipient's local time, or "none"."""
+    def __init__(
+        self,
+        *,
+        messaging_limit: _builtins.str = ...,
+        send_window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messaging_limit", b"messaging_limit", "send_window", b"send_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureSendingRequest: _TypeAlias = ConfigureSendingRequest  # noqa: Y015
+
+@_typing.final
+class ConfigureSendingResponse(_message.Message):
+    """Response of ConfigureSending: the settings now, and the limit's moving 24 h window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
+    SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    USED_IN_WINDOW_FIELD_NUMBER: _builtins.int
+    FREES_AT_FIELD_NUMBER: _builtins.int
+    messaging_limit: _builtins.int
+    """Unique recipients per moving 24 h; 0: unlimited."""
+    send_window: _builtins.str
+    """Quiet hours; empty: any time."""
+    used_in_window: _builtins.int
+    """Unique recipients the sender's runs started in the last 24 h (0 when unlimited)."""
+    @_builtins.property
+    def frees_at(self) -> _timestamp_pb2.Timestamp:
+        """When the window frees, when the limit is reached."""
+
+    def __init__(
+        self,
+        *,
+        messaging_limit: _builtins.int = ...,
+        send_window: _builtins.str = ...,
+        used_in_window: _builtins.int = ...,
+        frees_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frees_at", b"frees_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frees_at", b"frees_at", "messaging_limit", b"messaging_limit", "send_window", b"send_window", "used_in_window", b"used_in_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureSendingResponse: _TypeAlias = ConfigureSendingResponse  # noqa: Y015

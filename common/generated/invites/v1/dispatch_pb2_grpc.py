@@ -85,6 +85,16 @@ class DispatchServiceStub:
                 request_serializer=invites_dot_v1_dot_dispatch__pb2.ApplyStatusRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_dispatch__pb2.ApplyStatusResponse.FromString,
                 _registered_method=True)
+        self.ResendRun = channel.unary_unary(
+                '/invites.v1.DispatchService/ResendRun',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.ResendRunRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.ResendRunResponse.FromString,
+                _registered_method=True)
+        self.ConfigureSending = channel.unary_unary(
+                '/invites.v1.DispatchService/ConfigureSending',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServiceServicer:
@@ -163,6 +173,21 @@ class DispatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResendRun(self, request, context):
+        """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
+        fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfigureSending(self, request, context):
+        """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +240,16 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     servicer.ApplyStatus,
                     request_deserializer=invites_dot_v1_dot_dispatch__pb2.ApplyStatusRequest.FromString,
                     response_serializer=invites_dot_v1_dot_dispatch__pb2.ApplyStatusResponse.SerializeToString,
+            ),
+            'ResendRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendRun,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.ResendRunRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.ResendRunResponse.SerializeToString,
+            ),
+            'ConfigureSending': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfigureSending,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +523,60 @@ class DispatchService:
             '/invites.v1.DispatchService/ApplyStatus',
             invites_dot_v1_dot_dispatch__pb2.ApplyStatusRequest.SerializeToString,
             invites_dot_v1_dot_dispatch__pb2.ApplyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.DispatchService/ResendRun',
+            invites_dot_v1_dot_dispatch__pb2.ResendRunRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.ResendRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfigureSending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.DispatchService/ConfigureSending',
+            invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class DispatchServiceStub:
     """Lists an event's runs and each recipient's latest invitation state across them."""
     ApplyStatus: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ApplyStatusRequest, _dispatch_pb2.ApplyStatusResponse]
     """Applies normalised provider updates (statuses, opt-outs, inbound texts). Ingestor credential only."""
+    ResendRun: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ResendRunRequest, _dispatch_pb2.ResendRunResponse]
+    """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
+    fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
+    """
+    ConfigureSending: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]
+    """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -91,6 +97,12 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Lists an event's runs and each recipient's latest invitation state across them."""
     ApplyStatus: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ApplyStatusRequest, _dispatch_pb2.ApplyStatusResponse]  # type: ignore[assignment]
     """Applies normalised provider updates (statuses, opt-outs, inbound texts). Ingestor credential only."""
+    ResendRun: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ResendRunRequest, _dispatch_pb2.ResendRunResponse]  # type: ignore[assignment]
+    """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
+    fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
+    """
+    ConfigureSending: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]  # type: ignore[assignment]
+    """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sends event invitations as WhatsApp template messages and tracks every recipient's lifecycle."""
@@ -178,5 +190,23 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.ApplyStatusResponse, _abc.Awaitable[_dispatch_pb2.ApplyStatusResponse]]:
         """Applies normalised provider updates (statuses, opt-outs, inbound texts). Ingestor credential only."""
+
+    @_abc_1.abstractmethod
+    def ResendRun(
+        self,
+        request: _dispatch_pb2.ResendRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ResendRunResponse, _abc.Awaitable[_dispatch_pb2.ResendRunResponse]]:
+        """Creates a new run for an earlier run's recipients in the chosen outcome classes, through a
+        fresh precheck (Do-Not-Message honoured), linked to the earlier run. Requires a parent_admin.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfigureSending(
+        self,
+        request: _dispatch_pb2.ConfigureSendingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ConfigureSendingResponse, _abc.Awaitable[_dispatch_pb2.ConfigureSendingResponse]]:
+        """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -127,6 +127,8 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """Transient provider errors persisted past the attempt limit."""
     REJECTION_REASON_PROVIDER_REJECTED: _RejectionReason.ValueType  # 9
     """The provider rejected the message with a terminal error (see error_code)."""
+    REJECTION_REASON_EXPIRED: _RejectionReason.ValueType  # 10
+    """Still unsent when the run's deadline passed."""
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why a recipient was not (or could not be) invited."""
@@ -151,6 +153,8 @@ REJECTION_REASON_RETRIES_EXHAUSTED: RejectionReason.ValueType  # 8
 """Transient provider errors persisted past the attempt limit."""
 REJECTION_REASON_PROVIDER_REJECTED: RejectionReason.ValueType  # 9
 """The provider rejected the message with a terminal error (see error_code)."""
+REJECTION_REASON_EXPIRED: RejectionReason.ValueType  # 10
+"""Still unsent when the run's deadline passed."""
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
 class _RunState:
@@ -171,6 +175,8 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """Every message reached a final state."""
     RUN_STATE_CANCELLED: _RunState.ValueType  # 5
     """Cancelled by an operator; unsent messages were cancelled."""
+    RUN_STATE_SCHEDULED: _RunState.ValueType  # 6
+    """Waits for its send_at; the dispatcher queues it then. Cancellable."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """State of an invite send run."""
@@ -187,6 +193,8 @@ RUN_STATE_COMPLETED: RunState.ValueType  # 4
 """Every message reached a final state."""
 RUN_STATE_CANCELLED: RunState.ValueType  # 5
 """Cancelled by an operator; unsent messages were cancelled."""
+RUN_STATE_SCHEDULED: RunState.ValueType  # 6
+"""Waits for its send_at; the dispatcher queues it then. Cancellable."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _TemplateCategory:

@@ -1,0 +1,69 @@
+"""The messaging limit's moving window in Postgres, and the workspace's sending settings."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dispatch_service.domain.messaging_limit import WINDOW, Allowance
+
+# Per phone, its last send (claim) in the window; the window frees when the (used - limit + 1)th
+# oldest of those leaves it.
+WINDOW_USE = text("""
+    WITH recent AS (
+      SELECT m.phone_e164, max(m.sending_at) AS last
+      FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
+      WHERE r.sender_phone_number_id = :sender AND m.sending_at IS NOT NULL
+        AND m.sending_at > clock_timestamp() - make_interval(secs => :window)
+      GROUP BY m.phone_e164)
+    SELECT (SELECT count(*) FROM recent) AS used,
+           (SELECT last + make_interval(secs => :window) FROM recent ORDER BY last
+            OFFSET greatest((SELECT count(*) FROM recent) - :limit, 0) LIMIT 1) AS frees_at,
+           (SELECT min(last) + make_interval(secs => :window) FROM recent) AS next_exit_at
+""")
+
+
+async def allowance(session: AsyncSession, sender: str, limit: int | None) -> Allowance:
+    """What the sender's moving 24 h window leaves of `limit` (no query when unlimited)."""
+    if limit is None:
+        return Allowance(limit=None, used=0, frees_at=None)
+    row = (
+        await session.execute(
+            WINDOW_USE, {"sender": sender, "limit": limit, "window": WINDOW.total_seconds()}
+        )
+    ).one()
+    used = int(row.used)
+    return Allowance(
+        limit=limit,
+        used=used,
+        frees_at=row.frees_at if used >= limit else None,
+        next_exit_at=row.next_exit_at,
+    )
+
+
+async def workspace_sending(
+    session: AsyncSession, workspace_id: uuid.UUID
+) -> tuple[str, int | None, str | None]:
+    """The workspace's (sender, messaging limit, send window)."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT sender_phone_number_id, messaging_limit, send_window FROM workspace"
+                " WHERE id = :ws"
+            ),
+            {"ws": workspace_id},
+        )
+    ).one()
+    return str(row.sender_phone_number_id), row.messaging_limit, row.send_window
+
+
+async def set_workspace_sending(
+    session: AsyncSession, workspace_id: uuid.UUID, limit: int | None, window: str | None
+) -> None:
+    """Record the workspace's messaging limit and send window."""
+    await session.execute(
+        text("UPDATE workspace SET messaging_limit = :limit, send_window = :window WHERE id = :ws"),
+        {"ws": workspace_id, "limit": limit, "window": window},
+    )
