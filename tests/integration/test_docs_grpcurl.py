@@ -65,10 +65,15 @@ async def test_every_documented_grpcurl_line_runs(grpc_api: ApiClient, database_
         pb.PrecheckSendRequest(event_id=str(world.event_id), template_id=str(world.template_id)),
         metadata=md,
     )
+    another = await grpc_api.dispatch.PrecheckSend(
+        pb.PrecheckSendRequest(event_id=str(world.event_id), template_id=str(world.template_id)),
+        metadata=md,
+    )
     placeholders = {
         "EVENT": str(world.event_id),
         "TEMPLATE": str(world.template_id),
         "PRECHECK": fresh.precheck_id,
+        "OTHER_PRECHECK": another.precheck_id,
         "RUN": started.run.run_id,
         "MEMBER": str(removable),
         "UNIT": units.guest_units[0].guest_unit_id,
