@@ -9,10 +9,10 @@ persistence or ORM models.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.vocabulary import ImportRowOutcome, MessageState, RejectionReason, RunState
 
@@ -97,6 +97,8 @@ class WorkspaceView(Protocol):
     def default_region(self) -> str: ...
     @property
     def sender_phone_number_id(self) -> str: ...
+    @property
+    def waba_id(self) -> str | None: ...
 
 
 class MemberView(Protocol):
@@ -140,6 +142,24 @@ class TemplateView(Protocol):
     def variables(self) -> Sequence[str]: ...
     @property
     def status(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def meta_template_id(self) -> str | None: ...
+    @property
+    def quality(self) -> str | None: ...
+    @property
+    def parameter_format(self) -> str: ...
+    @property
+    def components(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def previous_category(self) -> str | None: ...
+    @property
+    def status_reason(self) -> str | None: ...
+    @property
+    def synced_at(self) -> datetime | None: ...
+    @property
+    def deleted_on_meta_at(self) -> datetime | None: ...
 
 
 class ImportRunView(Protocol):

@@ -54,11 +54,38 @@ class TemplateSpec(_Model):
     header_params: int = Field(0, ge=0)
     category: Literal["MARKETING", "UTILITY", "AUTHENTICATION"] = "MARKETING"
     status: TemplateStatus = "APPROVED"
+    parameter_format: Literal["positional", "named"] = "positional"
+    quality: Literal["GREEN", "YELLOW", "RED", "UNKNOWN"] = "UNKNOWN"
+    components: tuple[dict[str, Any], ...] = ()
+    """Meta's component objects, served by ``GET /{waba-id}/message_templates``. Empty: a TEXT
+    header with ``header_params`` variables (when any) and a body with ``body_params``."""
 
     @property
     def template_id(self) -> int:
         """A stable numeric id, as ``message_template_status_update`` webhooks carry."""
         return TEMPLATE_ID_BASE + zlib.crc32(f"{self.name}:{self.language}".encode())
+
+    def graph_item(self) -> dict[str, Any]:
+        """The template as ``GET /{waba-id}/message_templates`` lists it (id is a string)."""
+        return {
+            "id": str(self.template_id),
+            "name": self.name,
+            "language": self.language,
+            "status": self.status,
+            "category": self.category,
+            "parameter_format": self.parameter_format.upper(),
+            "quality_score": {"score": self.quality},
+            "components": list(self.components) or self._default_components(),
+        }
+
+    def _default_components(self) -> list[dict[str, Any]]:
+        components: list[dict[str, Any]] = []
+        if self.header_params:
+            variables = " ".join(f"{{{{{n}}}}}" for n in range(1, self.header_params + 1))
+            components.append({"type": "HEADER", "format": "TEXT", "text": variables})
+        body = " ".join(f"{{{{{n}}}}}" for n in range(1, self.body_params + 1))
+        components.append({"type": "BODY", "text": f"You are invited. {body}".strip()})
+        return components
 
 
 class Throughput(_Model):

@@ -15,6 +15,7 @@ import os
 import random
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,6 +116,47 @@ class SandboxService:
         if decision.ambiguous is None:
             return SendOutcome(200, body, latency)
         return SendOutcome(200, body, latency, decision.ambiguous, decision.reply_delay)
+
+    def list_templates(
+        self,
+        waba_id: str,
+        authorization: str | None,
+        limit: str | None,
+        after: str | None,
+        next_url: Callable[[str], str],
+    ) -> tuple[int, bytes]:
+        """Handle ``GET /{version}/{waba_id}/message_templates``: one page of the scenario's
+        templates as Meta pages them (``limit``, default 25, at most 100; the ``after`` cursor;
+        ``paging.next`` is ``next_url(after)`` while more pages follow)."""
+        try:
+            self._authorize(authorization)
+            if waba_id != self.settings.waba_id:
+                raise Rejected(
+                    graph_error(
+                        100,
+                        f"Unsupported get request. Object with ID '{waba_id}' does not exist, "
+                        "cannot be loaded due to missing permissions, or does not support "
+                        "this operation.",
+                        title="Unsupported get request",
+                    )
+                )
+            size = _page_size(limit)
+            start = _cursor_index(after) + 1 if after else 0
+        except Rejected as rejected:
+            return rejected.error.http_status, self._error_body(rejected.error)
+        templates = self.scenario.templates
+        page = templates[start : start + size]
+        body: dict[str, Any] = {"data": [t.graph_item() for t in page]}
+        if page:
+            body["paging"] = {
+                "cursors": {
+                    "before": _cursor(start),
+                    "after": _cursor(start + len(page) - 1),
+                }
+            }
+        if start + len(page) < len(templates):
+            body["paging"]["next"] = next_url(_cursor(start + len(page) - 1))
+        return 200, encode(body)
 
     def _authorize(self, authorization: str | None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
@@ -315,6 +357,32 @@ class SandboxService:
         if self.ledger.entries:
             return self.ledger.entries[-1].phone_number_id
         raise NotFound("no phone_number_id given, configured, or used by a send yet")
+
+
+def _cursor(index: int) -> str:
+    """A Graph paging cursor (opaque to clients; here the base64 of a position)."""
+    return base64.urlsafe_b64encode(f"tpl:{index}".encode()).decode().rstrip("=")
+
+
+def _cursor_index(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = raw.partition(":")
+        if prefix != "tpl" or not number.isdigit():
+            raise ValueError(cursor)
+        return int(number)
+    except ValueError:
+        raise Rejected(
+            graph_error(100, "Invalid parameter: after is not a valid cursor", title="Invalid")
+        ) from None
+
+
+def _page_size(limit: str | None) -> int:
+    if limit is None or limit == "":
+        return 25
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise Rejected(graph_error(100, "Invalid parameter: limit must be 1 to 100"))
+    return int(limit)
 
 
 def _conversation(entry: LedgerEntry) -> tuple[str, int]:

@@ -53,6 +53,8 @@ from common.vocabulary import (
     Role,
     RunState,
     TemplateCategory,
+    TemplateParameterFormat,
+    TemplateSource,
     TemplateStatus,
 )
 
@@ -103,6 +105,8 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(Text)
     default_region: Mapped[str] = mapped_column(Text)
     sender_phone_number_id: Mapped[str] = mapped_column(Text, index=True)
+    waba_id: Mapped[str | None] = mapped_column(Text)
+    """The WhatsApp Business Account owning the sender's templates (SyncTemplates reads it)."""
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
@@ -357,13 +361,30 @@ class Template(Base):
     category: Mapped[str] = mapped_column(Text)
     variables: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     status: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text, server_default=TemplateSource.MANUAL.value)
+    meta_template_id: Mapped[str | None] = mapped_column(Text)
+    quality: Mapped[str | None] = mapped_column(Text)
+    parameter_format: Mapped[str] = mapped_column(
+        Text, server_default=TemplateParameterFormat.POSITIONAL.value
+    )
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    previous_category: Mapped[str | None] = mapped_column(Text)
+    """The category before Meta's last recategorisation (shown at precheck)."""
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    """Meta's reason for the last status change (e.g. FIRST_PAUSE: low quality)."""
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_on_meta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when a sync no longer finds it on Meta; the row stays for the runs that used it."""
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         one_of("category", TemplateCategory),
         one_of("status", TemplateStatus),
+        one_of("source", TemplateSource),
+        one_of("parameter_format", TemplateParameterFormat),
         UniqueConstraint("workspace_id", "name", "language"),
+        Index(None, "workspace_id", "meta_template_id"),
     )
 
 

@@ -42,6 +42,8 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             sender_phone_number_id=request.sender_phone_number_id,
             admin_display_name=request.admin_display_name,
             default_sender_phone_number_id=self.deps.settings.whatsapp_phone_number_id,
+            waba_id=request.waba_id,
+            default_waba_id=self.deps.settings.whatsapp_waba_id,
         )
         workspace, admin = await workspaces.create_workspace(self.sessions, command)
         return pb.CreateWorkspaceResponse(
@@ -152,6 +154,14 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.ListTemplatesResponse:
         listed = await templates.list_workspace_templates(self.sessions, actor_id(context))
         return pb.ListTemplatesResponse(templates=[m.template_pb(t) for t in listed])
+
+    async def SyncTemplates(
+        self, request: pb.SyncTemplatesRequest, context: Context
+    ) -> pb.SyncTemplatesResponse:
+        report = await templates.sync_templates(
+            self.sessions, actor_id(context), self.deps.template_catalog, request.waba_id
+        )
+        return m.sync_report_pb(report)
 
     # --- guests --------------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db.models import Template
-from common.vocabulary import TemplateCategory, TemplateStatus
+from common.db.models import InviteSendRun, Template
+from common.vocabulary import RunState, TemplateCategory, TemplateStatus
 from dispatch_service.errors import NotFound
 
 
@@ -63,5 +65,76 @@ async def list_templates(session: AsyncSession, workspace_id: uuid.UUID) -> list
         select(Template)
         .where(Template.workspace_id == workspace_id)
         .order_by(Template.name, Template.language)
+    )
+    return list(templates)
+
+
+# --- templates owned by Meta ---------------------------------------------------------------------
+
+ACTIVE_RUN_STATES = (RunState.QUEUED.value, RunState.DISPATCHING.value, RunState.PAUSED.value)
+"""A run in one of these still uses its template (it may send again)."""
+
+
+async def lock_templates(session: AsyncSession, workspace_id: uuid.UUID) -> list[Template]:
+    """Every template of the workspace, locked for a sync, by name then language."""
+    templates = await session.scalars(
+        select(Template)
+        .where(Template.workspace_id == workspace_id)
+        .order_by(Template.name, Template.language)
+        .with_for_update()
+    )
+    return list(templates)
+
+
+async def insert_synced_template(
+    session: AsyncSession, *, workspace_id: uuid.UUID, values: dict[str, Any]
+) -> Template:
+    """A template read from Meta, new to the registry."""
+    template = Template(id=uuid.uuid4(), workspace_id=workspace_id, **values)
+    session.add(template)
+    await session.flush()
+    return template
+
+
+async def active_runs_by_template(
+    session: AsyncSession, template_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The runs still using each template (queued, dispatching or paused), oldest first."""
+    if not template_ids:
+        return {}
+    rows = await session.execute(
+        select(InviteSendRun.template_id, InviteSendRun.id)
+        .where(
+            InviteSendRun.template_id.in_(template_ids),
+            InviteSendRun.state.in_(ACTIVE_RUN_STATES),
+        )
+        .order_by(InviteSendRun.created_at)
+    )
+    runs: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for template_id, run_id in rows:
+        runs.setdefault(template_id, []).append(run_id)
+    return runs
+
+
+async def find_template_for_update(
+    session: AsyncSession,
+    workspace_ids: Sequence[uuid.UUID],
+    meta_template_id: str | None,
+    name: str,
+    language: str,
+) -> list[Template]:
+    """The registry rows a template webhook is about: by Meta's id, else by name + language,
+    in the workspaces owning the account, locked."""
+    by_name = (Template.name == name) & (Template.language == language)
+    match = (
+        by_name
+        if meta_template_id is None
+        else ((Template.meta_template_id == meta_template_id) | by_name)
+    )
+    templates = await session.scalars(
+        select(Template)
+        .where(Template.workspace_id.in_(workspace_ids), match)
+        .order_by(Template.id)
+        .with_for_update()
     )
     return list(templates)

@@ -14,7 +14,12 @@ from dispatch_service.errors import NotFound
 
 
 async def insert_workspace(
-    session: AsyncSession, *, name: str, default_region: str, sender_phone_number_id: str
+    session: AsyncSession,
+    *,
+    name: str,
+    default_region: str,
+    sender_phone_number_id: str,
+    waba_id: str | None = None,
 ) -> Workspace:
     """A new workspace (flushed, so it has its id)."""
     workspace = Workspace(
@@ -22,6 +27,7 @@ async def insert_workspace(
         name=name,
         default_region=default_region,
         sender_phone_number_id=sender_phone_number_id,
+        waba_id=waba_id,
     )
     session.add(workspace)
     await session.flush()

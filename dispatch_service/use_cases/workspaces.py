@@ -42,6 +42,8 @@ class NewWorkspace:
     default_region: str
     sender_phone_number_id: str
     admin_display_name: str
+    waba_id: str | None = None
+    """The WhatsApp Business Account whose templates SyncTemplates reads (None: not known)."""
 
 
 def text_violation(field: str, value: str, *, required: bool = True) -> FieldViolation | None:
@@ -60,6 +62,8 @@ def new_workspace(
     sender_phone_number_id: str,
     admin_display_name: str,
     default_sender_phone_number_id: str,
+    waba_id: str = "",
+    default_waba_id: str = "",
 ) -> NewWorkspace:
     """Validate a CreateWorkspace request; the sender defaults to the service's own number id."""
     region = default_region.strip().upper()
@@ -80,9 +84,14 @@ def new_workspace(
         violations.append(
             FieldViolation("sender_phone_number_id", "must be a WhatsApp phone number id (digits)")
         )
+    waba = waba_id.strip() or default_waba_id.strip()
+    if waba and not PHONE_NUMBER_ID.match(waba):
+        violations.append(FieldViolation("waba_id", "must be a WhatsApp Business Account id"))
     if violations:
         raise InvalidArgument(*violations)
-    return NewWorkspace(name.strip(), region, sender, admin_display_name.strip())
+    return NewWorkspace(
+        name.strip(), region, sender, admin_display_name.strip(), waba_id=waba or None
+    )
 
 
 async def create_workspace(
@@ -95,6 +104,7 @@ async def create_workspace(
             name=command.name,
             default_region=command.default_region,
             sender_phone_number_id=command.sender_phone_number_id,
+            waba_id=command.waba_id,
         )
         admin = await insert_member(
             session,

@@ -122,6 +122,86 @@ IMPORT_ROW_OUTCOME_SKIPPED_NO_PHONE: ImportRowOutcome.ValueType  # 5
 """Skipped: the row has no phone."""
 Global___ImportRowOutcome: _TypeAlias = ImportRowOutcome  # noqa: Y015
 
+class _TemplateSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_SOURCE_UNSPECIFIED: _TemplateSource.ValueType  # 0
+    """Not set."""
+    TEMPLATE_SOURCE_META: _TemplateSource.ValueType  # 1
+    """Read from the WhatsApp Business Account by SyncTemplates."""
+    TEMPLATE_SOURCE_MANUAL: _TemplateSource.ValueType  # 2
+    """Registered by hand (RegisterTemplate), for offline use."""
+
+class TemplateSource(_TemplateSource, metaclass=_TemplateSourceEnumTypeWrapper):
+    """Where a registry template came from."""
+
+TEMPLATE_SOURCE_UNSPECIFIED: TemplateSource.ValueType  # 0
+"""Not set."""
+TEMPLATE_SOURCE_META: TemplateSource.ValueType  # 1
+"""Read from the WhatsApp Business Account by SyncTemplates."""
+TEMPLATE_SOURCE_MANUAL: TemplateSource.ValueType  # 2
+"""Registered by hand (RegisterTemplate), for offline use."""
+Global___TemplateSource: _TypeAlias = TemplateSource  # noqa: Y015
+
+class _TemplateParameterFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateParameterFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateParameterFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_PARAMETER_FORMAT_UNSPECIFIED: _TemplateParameterFormat.ValueType  # 0
+    """Not set."""
+    TEMPLATE_PARAMETER_FORMAT_POSITIONAL: _TemplateParameterFormat.ValueType  # 1
+    """{{1}}, {{2}}: values sent in order."""
+    TEMPLATE_PARAMETER_FORMAT_NAMED: _TemplateParameterFormat.ValueType  # 2
+    """{{guest_name}}: values sent with parameter_name."""
+
+class TemplateParameterFormat(_TemplateParameterFormat, metaclass=_TemplateParameterFormatEnumTypeWrapper):
+    """How a template's body parameters are written and sent (Meta's parameter_format)."""
+
+TEMPLATE_PARAMETER_FORMAT_UNSPECIFIED: TemplateParameterFormat.ValueType  # 0
+"""Not set."""
+TEMPLATE_PARAMETER_FORMAT_POSITIONAL: TemplateParameterFormat.ValueType  # 1
+"""{{1}}, {{2}}: values sent in order."""
+TEMPLATE_PARAMETER_FORMAT_NAMED: TemplateParameterFormat.ValueType  # 2
+"""{{guest_name}}: values sent with parameter_name."""
+Global___TemplateParameterFormat: _TypeAlias = TemplateParameterFormat  # noqa: Y015
+
+class _TemplateSyncKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateSyncKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateSyncKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_SYNC_KIND_UNSPECIFIED: _TemplateSyncKind.ValueType  # 0
+    """Not set."""
+    TEMPLATE_SYNC_KIND_CREATED: _TemplateSyncKind.ValueType  # 1
+    """New in the registry."""
+    TEMPLATE_SYNC_KIND_UPDATED: _TemplateSyncKind.ValueType  # 2
+    """Updated in place (fields names what changed)."""
+    TEMPLATE_SYNC_KIND_UNCHANGED: _TemplateSyncKind.ValueType  # 3
+    """As Meta has it already."""
+    TEMPLATE_SYNC_KIND_DELETED_ON_META: _TemplateSyncKind.ValueType  # 4
+    """Read before, no longer on Meta: marked, DISABLED, never removed."""
+
+class TemplateSyncKind(_TemplateSyncKind, metaclass=_TemplateSyncKindEnumTypeWrapper):
+    """What a sync did to one registry template."""
+
+TEMPLATE_SYNC_KIND_UNSPECIFIED: TemplateSyncKind.ValueType  # 0
+"""Not set."""
+TEMPLATE_SYNC_KIND_CREATED: TemplateSyncKind.ValueType  # 1
+"""New in the registry."""
+TEMPLATE_SYNC_KIND_UPDATED: TemplateSyncKind.ValueType  # 2
+"""Updated in place (fields names what changed)."""
+TEMPLATE_SYNC_KIND_UNCHANGED: TemplateSyncKind.ValueType  # 3
+"""As Meta has it already."""
+TEMPLATE_SYNC_KIND_DELETED_ON_META: TemplateSyncKind.ValueType  # 4
+"""Read before, no longer on Meta: marked, DISABLED, never removed."""
+Global___TemplateSyncKind: _TypeAlias = TemplateSyncKind  # noqa: Y015
+
 @_typing.final
 class Workspace(_message.Message):
     """A workspace."""
@@ -132,6 +212,7 @@ class Workspace(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DEFAULT_REGION_FIELD_NUMBER: _builtins.int
     SENDER_PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -140,6 +221,8 @@ class Workspace(_message.Message):
     """ISO 3166 region used to normalise phones written without a country code (for example "GB")."""
     sender_phone_number_id: _builtins.str
     """The WhatsApp business phone number id its invitations are sent from."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account owning the sender's templates (empty: not known yet)."""
     def __init__(
         self,
         *,
@@ -147,10 +230,11 @@ class Workspace(_message.Message):
         name: _builtins.str = ...,
         default_region: _builtins.str = ...,
         sender_phone_number_id: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "waba_id", b"waba_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,6 +284,7 @@ class CreateWorkspaceRequest(_message.Message):
     DEFAULT_REGION_FIELD_NUMBER: _builtins.int
     SENDER_PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
     ADMIN_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The workspace's name."""
     default_region: _builtins.str
@@ -208,6 +293,8 @@ class CreateWorkspaceRequest(_message.Message):
     """The sender phone number id (defaults to the service's WHATSAPP_PHONE_NUMBER_ID)."""
     admin_display_name: _builtins.str
     """Display name of the first parent_admin."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id (defaults to the service's WHATSAPP_WABA_ID)."""
     def __init__(
         self,
         *,
@@ -215,10 +302,11 @@ class CreateWorkspaceRequest(_message.Message):
         default_region: _builtins.str = ...,
         sender_phone_number_id: _builtins.str = ...,
         admin_display_name: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "waba_id", b"waba_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,6 +823,15 @@ class Template(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    META_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    PARAMETER_FORMAT_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    DELETED_ON_META_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    SYNCED_AT_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -745,9 +842,31 @@ class Template(_message.Message):
     """The category."""
     status: _types_pb2.TemplateStatus.ValueType
     """The approval status."""
+    source: Global___TemplateSource.ValueType
+    """Where it came from: synced from Meta, or registered by hand (offline use)."""
+    meta_template_id: _builtins.str
+    """Meta's template id (synced templates only)."""
+    quality: _builtins.str
+    """Meta's quality score: GREEN, YELLOW, RED or UNKNOWN (empty when not known)."""
+    parameter_format: Global___TemplateParameterFormat.ValueType
+    """How body parameters are written and sent."""
+    deleted_on_meta: _builtins.bool
+    """Set when a sync no longer found it on Meta (it is then DISABLED; the row stays)."""
+    previous_category: _types_pb2.TemplateCategory.ValueType
+    """The category before Meta's last recategorisation (unspecified when never changed)."""
+    status_reason: _builtins.str
+    """Meta's reason for the last status change, when it gave one."""
     @_builtins.property
     def variables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The body variables, in order ({{1}}, {{2}}, ...)."""
+
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateComponent]:
+        """The components as Meta describes them (synced templates only)."""
+
+    @_builtins.property
+    def synced_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last read from Meta."""
 
     def __init__(
         self,
@@ -758,10 +877,19 @@ class Template(_message.Message):
         category: _types_pb2.TemplateCategory.ValueType = ...,
         variables: _abc.Iterable[_builtins.str] | None = ...,
         status: _types_pb2.TemplateStatus.ValueType = ...,
+        source: Global___TemplateSource.ValueType = ...,
+        meta_template_id: _builtins.str = ...,
+        quality: _builtins.str = ...,
+        parameter_format: Global___TemplateParameterFormat.ValueType = ...,
+        components: _abc.Iterable[Global___TemplateComponent] | None = ...,
+        deleted_on_meta: _builtins.bool = ...,
+        previous_category: _types_pb2.TemplateCategory.ValueType = ...,
+        status_reason: _builtins.str = ...,
+        synced_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["synced_at", b"synced_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "status", b"status", "template_id", b"template_id", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "components", b"components", "deleted_on_meta", b"deleted_on_meta", "language", b"language", "meta_template_id", b"meta_template_id", "name", b"name", "parameter_format", b"parameter_format", "previous_category", b"previous_category", "quality", b"quality", "source", b"source", "status", b"status", "status_reason", b"status_reason", "synced_at", b"synced_at", "template_id", b"template_id", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1573,3 +1701,183 @@ class ListDoNotMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDoNotMessageResponse: _TypeAlias = ListDoNotMessageResponse  # noqa: Y015
+
+@_typing.final
+class TemplateComponent(_message.Message):
+    """One component of a template (HEADER, BODY, FOOTER or BUTTONS)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    EXAMPLE_JSON_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """HEADER, BODY, FOOTER or BUTTONS."""
+    format: _builtins.str
+    """A header's format: TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION."""
+    text: _builtins.str
+    """The text (header, body or footer), with its {{variables}}."""
+    example_json: _builtins.str
+    """Meta's example object as JSON (header_handle, body_text, ...), empty when none."""
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateButton]:
+        """The buttons of a BUTTONS component, in order."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        format: _builtins.str = ...,
+        text: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___TemplateButton] | None = ...,
+        example_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buttons", b"buttons", "example_json", b"example_json", "format", b"format", "text", b"text", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateComponent: _TypeAlias = TemplateComponent  # noqa: Y015
+
+@_typing.final
+class TemplateButton(_message.Message):
+    """One button of a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """QUICK_REPLY, URL, PHONE_NUMBER, COPY_CODE, FLOW, ..."""
+    text: _builtins.str
+    """The label."""
+    url: _builtins.str
+    """A URL button's URL (with its {{1}} suffix variable)."""
+    phone_number: _builtins.str
+    """A PHONE_NUMBER button's number."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        url: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phone_number", b"phone_number", "text", b"text", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateButton: _TypeAlias = TemplateButton  # noqa: Y015
+
+@_typing.final
+class SyncTemplatesRequest(_message.Message):
+    """Request for SyncTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id to record on the workspace first (empty: the one recorded)."""
+    def __init__(
+        self,
+        *,
+        waba_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncTemplatesRequest: _TypeAlias = SyncTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class TemplateSyncChange(_message.Message):
+    """One template in a SyncTemplates report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
+    kind: Global___TemplateSyncKind.ValueType
+    """What the sync did."""
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template after the sync."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields it changed (category, status, quality, parameter_format, components, ...)."""
+
+    @_builtins.property
+    def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs not final yet that use it."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+        kind: Global___TemplateSyncKind.ValueType = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        active_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_run_ids", b"active_run_ids", "fields", b"fields", "kind", b"kind", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateSyncChange: _TypeAlias = TemplateSyncChange  # noqa: Y015
+
+@_typing.final
+class SyncTemplatesResponse(_message.Message):
+    """Response of SyncTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    waba_id: _builtins.str
+    """The account read."""
+    read: _builtins.int
+    """How many template translations Meta returned, across all pages."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateSyncChange]:
+        """Every registry template the sync touched, created, updated, left unchanged or marked deleted."""
+
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Items Meta returned that could not be read, each with why."""
+
+    @_builtins.property
+    def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs paused because their template was deleted on Meta."""
+
+    def __init__(
+        self,
+        *,
+        waba_id: _builtins.str = ...,
+        read: _builtins.int = ...,
+        changes: _abc.Iterable[Global___TemplateSyncChange] | None = ...,
+        skipped: _abc.Iterable[_builtins.str] | None = ...,
+        paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "paused_run_ids", b"paused_run_ids", "read", b"read", "skipped", b"skipped", "waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncTemplatesResponse: _TypeAlias = SyncTemplatesResponse  # noqa: Y015

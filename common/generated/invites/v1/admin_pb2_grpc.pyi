@@ -76,6 +76,10 @@ class AdminServiceStub:
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]
     """Lists the active do-not-message entries."""
+    SyncTemplates: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SyncTemplatesRequest, _admin_pb2.SyncTemplatesResponse]
+    """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+    registry, and reports what changed.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -120,6 +124,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]  # type: ignore[assignment]
     """Lists the active do-not-message entries."""
+    SyncTemplates: _aio.UnaryUnaryMultiCallable[_admin_pb2.SyncTemplatesRequest, _admin_pb2.SyncTemplatesResponse]  # type: ignore[assignment]
+    """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+    registry, and reports what changed.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -275,5 +283,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListDoNotMessageResponse, _abc.Awaitable[_admin_pb2.ListDoNotMessageResponse]]:
         """Lists the active do-not-message entries."""
+
+    @_abc_1.abstractmethod
+    def SyncTemplates(
+        self,
+        request: _admin_pb2.SyncTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SyncTemplatesResponse, _abc.Awaitable[_admin_pb2.SyncTemplatesResponse]]:
+        """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+        registry, and reports what changed.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,84 @@
+"""templates owned by Meta: the workspace's WABA id, synced template fields
+
+* workspace.waba_id: the WhatsApp Business Account whose templates SyncTemplates reads.
+* template: source (meta | manual), Meta's template id, quality, parameter format, the
+  components as Meta describes them, the category before a recategorisation, the reason of the
+  last status change, when it was last synced, and when a sync stopped finding it on Meta.
+
+Revision ID: 0013
+Revises: 0005
+Create Date: 2026-12-04 19:15:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0013"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("workspace", sa.Column("waba_id", sa.Text(), nullable=True))
+    op.add_column(
+        "template", sa.Column("source", sa.Text(), server_default="manual", nullable=False)
+    )
+    op.add_column("template", sa.Column("meta_template_id", sa.Text(), nullable=True))
+    op.add_column("template", sa.Column("quality", sa.Text(), nullable=True))
+    op.add_column(
+        "template",
+        sa.Column("parameter_format", sa.Text(), server_default="positional", nullable=False),
+    )
+    op.add_column(
+        "template",
+        sa.Column(
+            "components",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="[]",
+            nullable=False,
+        ),
+    )
+    op.add_column("template", sa.Column("previous_category", sa.Text(), nullable=True))
+    op.add_column("template", sa.Column("status_reason", sa.Text(), nullable=True))
+    op.add_column("template", sa.Column("synced_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "template", sa.Column("deleted_on_meta_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.create_check_constraint(
+        op.f("ck_template_source_valid"), "template", "source IN ('meta', 'manual')"
+    )
+    op.create_check_constraint(
+        op.f("ck_template_parameter_format_valid"),
+        "template",
+        "parameter_format IN ('positional', 'named')",
+    )
+    op.create_index(
+        op.f("ix_template_workspace_id_template_meta_template_id"),
+        "template",
+        ["workspace_id", "meta_template_id"],
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_template_workspace_id_template_meta_template_id"), table_name="template")
+    op.drop_constraint(op.f("ck_template_parameter_format_valid"), "template", type_="check")
+    op.drop_constraint(op.f("ck_template_source_valid"), "template", type_="check")
+    for column in (
+        "deleted_on_meta_at",
+        "synced_at",
+        "status_reason",
+        "previous_category",
+        "components",
+        "parameter_format",
+        "quality",
+        "meta_template_id",
+        "source",
+    ):
+        op.drop_column("template", column)
+    op.drop_column("workspace", "waba_id")
