@@ -77,7 +77,7 @@ class Plan:
     @property
     def update_count(self) -> int:
         r = self.request
-        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts)
+        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts) + len(r.template_updates)
 
 
 def _add_updates(
@@ -130,6 +130,20 @@ def _add_updates(
                 provider_message_id=t.message_id,
                 text=t.text,
                 provider_timestamp=_timestamp(t.timestamp),
+            )
+        )
+    for u in updates.template_updates:  # keyed by WABA id: the dispatch service matches it
+        request.template_updates.append(
+            pb.TemplateUpdate(
+                receipt_id=receipt_id,
+                waba_id=u.waba_id,
+                field=u.field,
+                meta_template_id=u.meta_template_id,
+                name=u.name,
+                language=u.language,
+                provider_timestamp=_timestamp(u.timestamp),
+                buttons=[pb.TemplateUpdateButton(**b) for b in u.buttons],
+                **u.values,
             )
         )
     return dropped

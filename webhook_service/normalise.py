@@ -9,8 +9,11 @@ Every entry, every change and every item of a batch is read. What comes out:
   one :class:`Preference` each;
 * inbound ``messages[]`` of type ``text``: one :class:`InboundText` each (checked for stop
   keywords by the dispatch service); other inbound types carry nothing for us;
-* template and account notifications (``message_template_status_update``, ...) and value-level
-  ``errors[]`` are known shapes that carry no updates.
+* template notifications (``message_template_status_update``, ``..._quality_update``,
+  ``template_category_update``, ``message_template_components_update``): one
+  :class:`TemplateUpdate` each, keyed by the WABA id (``entry[].id``) and ordered by
+  ``entry[].time``;
+* account notifications and value-level ``errors[]`` are known shapes that carry no updates.
 
 A body that is not JSON is flagged ``invalid_json``. A body that is JSON but not this envelope,
 has no change we know, or has an item we cannot read (a status without an id, a timestamp that
@@ -46,7 +49,16 @@ INFORMATIONAL_FIELDS = frozenset(
         "security",
     }
 )
-"""Documented change fields that we recognise but that carry nothing for the status path."""
+"""Documented change fields that we recognise (the template ones are read, the others carry
+nothing for the status path)."""
+TEMPLATE_FIELDS = frozenset(
+    {
+        "message_template_status_update",
+        "message_template_quality_update",
+        "message_template_components_update",
+        "template_category_update",
+    }
+)
 
 MAX_TIMESTAMP = 10**11  # year ~5138: anything larger is not Unix seconds
 MAX_UPDATES = 5_000
@@ -103,6 +115,22 @@ class InboundText:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateUpdate:
+    """One template webhook change (reference meta-2026 §3); empty strings when absent."""
+
+    waba_id: str
+    field: str
+    meta_template_id: str
+    name: str
+    language: str
+    timestamp: int
+    values: dict[str, str]
+    """event, reason, detail, new_quality, new_category, previous_category, correct_category,
+    body_text, header_text, footer_text (those the change carries)."""
+    buttons: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Normalised:
     """What a receipt carries, or why it is flagged."""
 
@@ -113,11 +141,17 @@ class Normalised:
     preferences: tuple[Preference, ...] = ()
     inbound_texts: tuple[InboundText, ...] = ()
     value_errors: tuple[ProviderError, ...] = ()
+    template_updates: tuple[TemplateUpdate, ...] = ()
 
     @property
     def update_count(self) -> int:
         """How many updates ApplyStatus gets from this receipt."""
-        return len(self.statuses) + len(self.preferences) + len(self.inbound_texts)
+        return (
+            len(self.statuses)
+            + len(self.preferences)
+            + len(self.inbound_texts)
+            + len(self.template_updates)
+        )
 
 
 @dataclass
@@ -127,6 +161,7 @@ class _Collector:
     preferences: list[Preference] = field(default_factory=list)
     inbound_texts: list[InboundText] = field(default_factory=list)
     value_errors: list[ProviderError] = field(default_factory=list)
+    template_updates: list[TemplateUpdate] = field(default_factory=list)
     known_changes: int = 0
 
 
@@ -273,10 +308,63 @@ def _preferences_change(value: dict[str, Any], where: str, out: _Collector) -> N
         )
 
 
-def _change(raw: Any, where: str, out: _Collector) -> None:
+def _template_change(
+    value: dict[str, Any], name: str, entry: dict[str, Any], where: str, out: _Collector
+) -> None:
+    """A template webhook (WABA-level: no metadata; entry.id is the WABA, entry.time orders it).
+    An older copy labels quality updates message_template_status_update: a value carrying
+    new_quality_score is read as a quality update whatever its field says."""
+    if "new_quality_score" in value:
+        name = "message_template_quality_update"
+    waba_id = _text(entry, "id", where.split(".")[0])
+    at = _timestamp({"timestamp": entry.get("time")}, f"{where.split('.')[0]}.time")
+    keys = {
+        "event": "event",
+        "reason": "reason",
+        "new_quality": "new_quality_score",
+        "new_category": "new_category",
+        "previous_category": "previous_category",
+        "correct_category": "correct_category",
+        "body_text": "message_template_element",
+        "header_text": "message_template_title",
+        "footer_text": "message_template_footer",
+    }
+    values = {ours: str(value[theirs]) for ours, theirs in keys.items() if value.get(theirs)}
+    info = value.get("other_info") or value.get("rejection_info")
+    if isinstance(info, dict):
+        parts = (info.get(k) for k in ("title", "description", "reason", "recommendation"))
+        values["detail"] = ": ".join(str(p) for p in parts if p)
+    buttons = tuple(
+        {
+            "type": str(b.get("message_template_button_type") or ""),
+            "text": str(b.get("message_template_button_text") or ""),
+            "url": str(b.get("message_template_button_url") or ""),
+            "phone_number": str(b.get("message_template_button_phone_number") or ""),
+        }
+        for b in _list(value.get("message_template_buttons"), f"{where}.buttons")
+        if isinstance(b, dict)
+    )
+    out.template_updates.append(
+        TemplateUpdate(
+            waba_id=waba_id,
+            field=name,
+            meta_template_id=_text(value, "message_template_id", where, required=False),
+            name=_text(value, "message_template_name", where),
+            language=_text(value, "message_template_language", where).replace("-", "_"),
+            timestamp=at,
+            values=values,
+            buttons=buttons,
+        )
+    )
+
+
+def _change(raw: Any, where: str, out: _Collector, entry: dict[str, Any] | None = None) -> None:
     change = _object(raw, where)
     name = change.get("field")
-    if name == MESSAGES_FIELD:
+    if name in TEMPLATE_FIELDS and entry is not None:
+        value = _object(change.get("value"), f"{where}.value")
+        _template_change(value, str(name), entry, f"{where}.value", out)
+    elif name == MESSAGES_FIELD:
         _messages_change(_object(change.get("value"), f"{where}.value"), where, out)
     elif name == PREFERENCES_FIELD:
         _preferences_change(_object(change.get("value"), f"{where}.value"), where, out)
@@ -306,12 +394,13 @@ def normalise(body: bytes) -> Normalised:
         for n, entry in _entries(payload):
             changes = _list(entry.get("changes"), f"entry[{n}].changes", required=True)
             for m, change in enumerate(changes):
-                _change(change, f"entry[{n}].changes[{m}]", out)
+                _change(change, f"entry[{n}].changes[{m}]", out, entry)
     except ShapeError as error:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem=str(error)[:300])
     if out.known_changes == 0:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="no change this system reads")
-    if len(out.statuses) + len(out.preferences) + len(out.inbound_texts) > MAX_UPDATES:
+    counted = len(out.statuses) + len(out.preferences) + len(out.inbound_texts)
+    if counted + len(out.template_updates) > MAX_UPDATES:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="too many updates in one body")
     return Normalised(
         phone_number_ids=tuple(out.phone_number_ids),
@@ -319,4 +408,5 @@ def normalise(body: bytes) -> Normalised:
         preferences=tuple(out.preferences),
         inbound_texts=tuple(out.inbound_texts),
         value_errors=tuple(out.value_errors),
+        template_updates=tuple(out.template_updates),
     )

@@ -50,6 +50,11 @@ def register(commands: Any) -> None:
         default="",
         help="WhatsApp phone number id to send from (default: the service's)",
     )
+    bootstrap.add_argument(
+        "--waba-id",
+        default="",
+        help="WhatsApp Business Account id owning its templates (default: the service's)",
+    )
     bootstrap.add_argument("--json", action="store_true", help="print JSON")
 
     members = add_group(commands, "members", "list, add and remove workspace members")
@@ -72,6 +77,7 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             default_region=args.region,
             sender_phone_number_id=args.sender_phone_number_id,
             admin_display_name=args.admin_name,
+            waba_id=args.waba_id,
         ),
     )
     if args.json:
@@ -85,6 +91,7 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             ("name", workspace.name),
             ("default_region", workspace.default_region),
             ("sender_phone_number_id", workspace.sender_phone_number_id),
+            ("waba_id", workspace.waba_id or "-"),
             ("parent_admin", f"{admin.display_name} ({admin.member_id})"),
         ],
     )

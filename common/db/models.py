@@ -370,8 +370,13 @@ class Template(Base):
     components: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     previous_category: Mapped[str | None] = mapped_column(Text)
     """The category before Meta's last recategorisation (shown at precheck)."""
+    pending_category: Mapped[str | None] = mapped_column(Text)
+    """The category Meta announced it will move the template to (impending recategorisation)."""
     status_reason: Mapped[str | None] = mapped_column(Text)
     """Meta's reason for the last status change (e.g. FIRST_PAUSE: low quality)."""
+    webhook_times: Mapped[dict[str, int]] = mapped_column(JSONB, server_default="{}")
+    """Per template webhook field, Meta's time (entry.time) of the last one applied: an older
+    one arriving late is stale and changes nothing."""
     synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_on_meta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Set when a sync no longer finds it on Meta; the row stays for the runs that used it."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from common.vocabulary import TemplateCategory, TemplateParameterFormat, TemplateStatus
@@ -207,3 +208,141 @@ def template_changes(
         "source": stored.source,
     }
     return [field for field in now if now[field] != before[field]]
+
+
+# --- template webhooks (reference meta-2026 §3) --------------------------------------------------
+
+
+class TemplateField(StrEnum):
+    """The template webhook fields this service acts on."""
+
+    STATUS = "message_template_status_update"
+    QUALITY = "message_template_quality_update"
+    CATEGORY = "template_category_update"
+    COMPONENTS = "message_template_components_update"
+
+
+HALTING_STATUSES = frozenset(
+    {TemplateStatus.PAUSED, TemplateStatus.DISABLED, TemplateStatus.REJECTED}
+)
+"""A template entering one of these pauses every active run using it."""
+
+
+@dataclass(frozen=True)
+class TemplateWebhook:
+    """One template webhook change, as the ingestor normalised it."""
+
+    waba_id: str
+    field: TemplateField
+    meta_template_id: str
+    name: str
+    language: str
+    at: int
+    """Meta's entry.time (Unix seconds): orders webhooks of the same field."""
+    event: str = ""
+    reason: str = ""
+    detail: str = ""
+    """other_info title and description, or rejection_info reason and recommendation."""
+    new_quality: str = ""
+    new_category: str = ""
+    previous_category: str = ""
+    correct_category: str = ""
+    body_text: str = ""
+    header_text: str = ""
+    footer_text: str = ""
+    buttons: tuple[Mapping[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TemplateEffect:
+    """What one webhook does to one registry template."""
+
+    values: dict[str, Any]
+    """Registry fields to set (empty: nothing changes)."""
+    pause_reason: str | None = None
+    """When set, every active run using the template pauses with this reason."""
+
+
+def template_effect(
+    stored: StoredTemplate, name: str, language: str, hook: TemplateWebhook
+) -> TemplateEffect:
+    """The registry change one webhook makes (pure; staleness is decided by the caller)."""
+    label = f"template {name} ({language})"
+    if hook.field is TemplateField.STATUS:
+        status = meta_status(hook.event)
+        if status is None:
+            return TemplateEffect({})
+        why = "; ".join(p for p in (_reason(hook.reason), hook.detail) if p)
+        values: dict[str, Any] = {"status": status.value, "status_reason": why or None}
+        pause = None
+        if status in HALTING_STATUSES:
+            pause = f"{label} is {hook.event.upper()} on Meta" + (f": {why}" if why else "")
+        return TemplateEffect(values, pause)
+    if hook.field is TemplateField.QUALITY:
+        quality = _quality(hook.new_quality)
+        return TemplateEffect({"quality": quality} if quality else {})
+    if hook.field is TemplateField.CATEGORY:
+        return TemplateEffect(_category_values(stored, hook))
+    return TemplateEffect(_component_values(stored, hook))
+
+
+def _reason(reason: str) -> str:
+    return "" if reason.strip().upper() in ("", "NONE") else reason.strip()
+
+
+def _category(value: str) -> TemplateCategory | None:
+    try:
+        return TemplateCategory(value.strip().upper())
+    except ValueError:
+        return None
+
+
+def _category_values(stored: StoredTemplate, hook: TemplateWebhook) -> dict[str, Any]:
+    correct = _category(hook.correct_category)
+    if correct is not None:  # impending: Meta will move it (new_category is the current one)
+        return {"pending_category": correct.value} if correct.value != stored.category else {}
+    new = _category(hook.new_category)
+    if new is None or new.value == stored.category:
+        return {"pending_category": None} if new is not None else {}
+    return {"category": new.value, "previous_category": stored.category, "pending_category": None}
+
+
+def _component_values(stored: StoredTemplate, hook: TemplateWebhook) -> dict[str, Any]:
+    components = [dict(c) for c in stored.components]
+    kinds = [c.get("type") for c in components]
+
+    def put(kind: str, text: str, **extra: Any) -> None:
+        if kind in kinds:
+            components[kinds.index(kind)]["text"] = text
+        else:
+            components.append({"type": kind, "text": text, **extra})
+            kinds.append(kind)
+
+    if hook.body_text:
+        put("BODY", hook.body_text)
+    if hook.header_text:
+        put("HEADER", hook.header_text, format="TEXT")
+    if hook.footer_text:
+        put("FOOTER", hook.footer_text)
+    if hook.buttons:
+        buttons = [{k: v for k, v in b.items() if v} for b in hook.buttons]
+        if "BUTTONS" in kinds:
+            components[kinds.index("BUTTONS")]["buttons"] = buttons
+        else:
+            components.append({"type": "BUTTONS", "buttons": buttons})
+    order = {"HEADER": 0, "BODY": 1, "FOOTER": 2, "BUTTONS": 3}
+    components.sort(key=lambda c: order.get(str(c.get("type")), 4))
+    fmt = TemplateParameterFormat(stored.parameter_format)
+    body = _body_variables(components, fmt)
+    previous = stored.variables
+    variables = (
+        list(previous)
+        if fmt is TemplateParameterFormat.POSITIONAL and len(previous) == len(body)
+        else list(body)
+    )
+    values: dict[str, Any] = {}
+    if components != [dict(c) for c in stored.components]:
+        values["components"] = components
+    if variables != list(previous):
+        values["variables"] = variables
+    return values

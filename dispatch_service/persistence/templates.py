@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db.models import InviteSendRun, Template
+from common.db.models import InviteSendRun, Template, Workspace
 from common.vocabulary import RunState, TemplateCategory, TemplateStatus
 from dispatch_service.errors import NotFound
 
@@ -116,25 +116,20 @@ async def active_runs_by_template(
     return runs
 
 
-async def find_template_for_update(
-    session: AsyncSession,
-    workspace_ids: Sequence[uuid.UUID],
-    meta_template_id: str | None,
-    name: str,
-    language: str,
+async def templates_for_webhook(
+    session: AsyncSession, waba_id: str, meta_template_id: str, name: str, language: str
 ) -> list[Template]:
-    """The registry rows a template webhook is about: by Meta's id, else by name + language,
-    in the workspaces owning the account, locked."""
+    """The registry rows a template webhook is about, locked: in every workspace whose WABA id
+    is `waba_id`, the template with Meta's id, else the one with this name and language."""
     by_name = (Template.name == name) & (Template.language == language)
     match = (
-        by_name
-        if meta_template_id is None
-        else ((Template.meta_template_id == meta_template_id) | by_name)
+        (Template.meta_template_id == meta_template_id) | by_name if meta_template_id else by_name
     )
     templates = await session.scalars(
         select(Template)
-        .where(Template.workspace_id.in_(workspace_ids), match)
+        .join(Workspace, Workspace.id == Template.workspace_id)
+        .where(Workspace.waba_id == waba_id, match)
         .order_by(Template.id)
-        .with_for_update()
+        .with_for_update(of=Template)
     )
     return list(templates)

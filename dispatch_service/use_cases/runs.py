@@ -240,6 +240,9 @@ async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
     async with acting(sessions, command.actor_id, SENDERS, "resume a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_resumable(run.state)
+        # A run paused by its template (PAUSED, DISABLED, REJECTED on Meta) resumes only once
+        # Meta approved it again: resuming earlier would only meet 132015/132016 again.
+        _require_approved(await load_template(session, run.template_id))
         await run_transitions.resume(session, run.id)
         record_audit(
             session,

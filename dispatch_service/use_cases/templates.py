@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,9 +20,11 @@ from dispatch_service.domain.meta_templates import (
     StoredTemplate,
     TemplateDefinition,
     TemplateItemError,
+    TemplateWebhook,
     parse_template,
     registry_variables,
     template_changes,
+    template_effect,
 )
 from dispatch_service.domain.template_variables import SOURCES_BY_NAME
 from dispatch_service.errors import (
@@ -38,6 +42,7 @@ from dispatch_service.persistence.templates import (
     insert_template,
     list_templates,
     lock_templates,
+    templates_for_webhook,
 )
 from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.providers.meta_templates import TemplateCatalog, TemplateCatalogError
@@ -47,6 +52,8 @@ from dispatch_service.use_cases.acting import READERS, acting
 # languages are codes like "en", "en_US", "pt_BR", "zh_HK".
 TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
+log = logging.getLogger(__name__)
+
 WABA_ID = re.compile(r"^[0-9]{1,64}$")
 MAX_VARIABLE = 100
 MAX_VARIABLES = 100
@@ -396,3 +403,91 @@ async def pause_runs(
         if await run_transitions.pause(session, run_id, reason):
             paused.append(run_id)
     return paused
+
+
+# --- template webhooks (through ApplyStatus) -----------------------------------------------------
+
+
+class TemplateUpdateOutcome(StrEnum):
+    """What applying one template webhook did."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    """An older webhook of the same field than the last one applied: nothing changes."""
+    UNMATCHED = "unmatched"
+    """No workspace with this WABA id has the template (synced or registered)."""
+
+
+@dataclass(frozen=True)
+class TemplateUpdatesApplied:
+    """One outcome per webhook (in order) and the runs paused."""
+
+    outcomes: list[TemplateUpdateOutcome]
+    paused_runs: list[uuid.UUID]
+
+
+async def apply_template_updates(
+    session: AsyncSession, hooks: Sequence[TemplateWebhook]
+) -> TemplateUpdatesApplied:
+    """Apply template webhooks in the caller's transaction (ApplyStatus's: they commit with
+    the batch or not at all, and a replayed batch changes nothing twice). A template that
+    becomes PAUSED, DISABLED or REJECTED pauses every active run using it; each change is
+    audited as ``template.webhook`` (no actor: Meta)."""
+    outcomes: list[TemplateUpdateOutcome] = []
+    paused: list[uuid.UUID] = []
+    for hook in hooks:
+        templates = await templates_for_webhook(
+            session, hook.waba_id, hook.meta_template_id, hook.name, hook.language
+        )
+        if not templates:
+            outcomes.append(TemplateUpdateOutcome.UNMATCHED)
+            continue
+        outcome = TemplateUpdateOutcome.UNCHANGED
+        for template in templates:
+            applied, runs = await _apply_hook(session, template, hook)
+            paused += runs
+            if (
+                applied is TemplateUpdateOutcome.STALE
+                and outcome is TemplateUpdateOutcome.UNCHANGED
+            ) or applied is TemplateUpdateOutcome.APPLIED:
+                outcome = applied
+        outcomes.append(outcome)
+    return TemplateUpdatesApplied(outcomes, paused)
+
+
+async def _apply_hook(
+    session: AsyncSession, template: Template, hook: TemplateWebhook
+) -> tuple[TemplateUpdateOutcome, list[uuid.UUID]]:
+    last = (template.webhook_times or {}).get(hook.field.value)
+    if last is not None and hook.at < last:
+        return TemplateUpdateOutcome.STALE, []
+    template.webhook_times = {**(template.webhook_times or {}), hook.field.value: hook.at}
+    effect = template_effect(_stored(template), template.name, template.language, hook)
+    changed = {k: v for k, v in effect.values.items() if getattr(template, k) != v}
+    runs: list[uuid.UUID] = []
+    if effect.pause_reason is not None:
+        in_use = await active_runs_by_template(session, [template.id])
+        runs = await pause_runs(session, in_use.get(template.id, []), effect.pause_reason)
+    if not changed and not runs:
+        return TemplateUpdateOutcome.UNCHANGED, []
+    details: dict[str, Any] = {
+        "field": hook.field.value,
+        "changes": {k: {"from": getattr(template, k), "to": v} for k, v in changed.items()},
+        "paused_runs": [str(r) for r in runs],
+    }
+    for name, value in changed.items():
+        setattr(template, name, value)
+    template.updated_at = datetime.now(UTC)
+    record_audit(
+        session,
+        workspace_id=template.workspace_id,
+        actor_id=None,
+        action="template.webhook",
+        subject_type="template",
+        subject_id=template.id,
+        details=details,
+    )
+    for run_id in runs:
+        log.info("run paused: %s", effect.pause_reason, extra={"run_id": run_id})
+    return TemplateUpdateOutcome.APPLIED, runs

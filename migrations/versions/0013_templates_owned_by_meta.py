@@ -3,7 +3,8 @@
 * workspace.waba_id: the WhatsApp Business Account whose templates SyncTemplates reads.
 * template: source (meta | manual), Meta's template id, quality, parameter format, the
   components as Meta describes them, the category before a recategorisation, the reason of the
-  last status change, when it was last synced, and when a sync stopped finding it on Meta.
+  last status change, a recategorisation Meta announced, when it was last synced, when a sync
+  stopped finding it on Meta, and Meta's time of the last template webhook applied per field.
 
 Revision ID: 0013
 Revises: 0005
@@ -45,7 +46,17 @@ def upgrade() -> None:
         ),
     )
     op.add_column("template", sa.Column("previous_category", sa.Text(), nullable=True))
+    op.add_column("template", sa.Column("pending_category", sa.Text(), nullable=True))
     op.add_column("template", sa.Column("status_reason", sa.Text(), nullable=True))
+    op.add_column(
+        "template",
+        sa.Column(
+            "webhook_times",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
+    )
     op.add_column("template", sa.Column("synced_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column(
         "template", sa.Column("deleted_on_meta_at", sa.DateTime(timezone=True), nullable=True)
@@ -72,7 +83,9 @@ def downgrade() -> None:
     for column in (
         "deleted_on_meta_at",
         "synced_at",
+        "webhook_times",
         "status_reason",
+        "pending_category",
         "previous_category",
         "components",
         "parameter_format",

@@ -65,6 +65,38 @@ APPLY_OUTCOME_ORPHANED: ApplyOutcome.ValueType  # 6
 """No message matches yet: kept and applied when the match appears."""
 Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
 
+class _TemplateUpdateOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateUpdateOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateUpdateOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_UPDATE_OUTCOME_UNSPECIFIED: _TemplateUpdateOutcome.ValueType  # 0
+    """Not set; never valid."""
+    TEMPLATE_UPDATE_OUTCOME_APPLIED: _TemplateUpdateOutcome.ValueType  # 1
+    """The registry changed (and runs may have paused)."""
+    TEMPLATE_UPDATE_OUTCOME_UNCHANGED: _TemplateUpdateOutcome.ValueType  # 2
+    """The registry already said so."""
+    TEMPLATE_UPDATE_OUTCOME_STALE: _TemplateUpdateOutcome.ValueType  # 3
+    """Older than the last update of the same field applied: ignored."""
+    TEMPLATE_UPDATE_OUTCOME_UNMATCHED: _TemplateUpdateOutcome.ValueType  # 4
+    """No workspace with this WABA id has the template."""
+
+class TemplateUpdateOutcome(_TemplateUpdateOutcome, metaclass=_TemplateUpdateOutcomeEnumTypeWrapper):
+    """What applying one template update did."""
+
+TEMPLATE_UPDATE_OUTCOME_UNSPECIFIED: TemplateUpdateOutcome.ValueType  # 0
+"""Not set; never valid."""
+TEMPLATE_UPDATE_OUTCOME_APPLIED: TemplateUpdateOutcome.ValueType  # 1
+"""The registry changed (and runs may have paused)."""
+TEMPLATE_UPDATE_OUTCOME_UNCHANGED: TemplateUpdateOutcome.ValueType  # 2
+"""The registry already said so."""
+TEMPLATE_UPDATE_OUTCOME_STALE: TemplateUpdateOutcome.ValueType  # 3
+"""Older than the last update of the same field applied: ignored."""
+TEMPLATE_UPDATE_OUTCOME_UNMATCHED: TemplateUpdateOutcome.ValueType  # 4
+"""No workspace with this WABA id has the template."""
+Global___TemplateUpdateOutcome: _TypeAlias = TemplateUpdateOutcome  # noqa: Y015
+
 @_typing.final
 class PrecheckSendRequest(_message.Message):
     """Request for PrecheckSend."""
@@ -996,6 +1028,7 @@ class ApplyStatusRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
     INBOUND_TEXTS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_UPDATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusUpdate]:
         """Message statuses."""
@@ -1008,16 +1041,21 @@ class ApplyStatusRequest(_message.Message):
     def inbound_texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundText]:
         """Inbound texts."""
 
+    @_builtins.property
+    def template_updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateUpdate]:
+        """Template status, quality, category and components changes."""
+
     def __init__(
         self,
         *,
         statuses: _abc.Iterable[Global___StatusUpdate] | None = ...,
         preferences: _abc.Iterable[Global___PreferenceUpdate] | None = ...,
         inbound_texts: _abc.Iterable[Global___InboundText] | None = ...,
+        template_updates: _abc.Iterable[Global___TemplateUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "preferences", b"preferences", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "preferences", b"preferences", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1031,22 +1069,164 @@ class ApplyStatusResponse(_message.Message):
 
     STATUS_OUTCOMES_FIELD_NUMBER: _builtins.int
     DO_NOT_MESSAGE_ADDED_FIELD_NUMBER: _builtins.int
+    TEMPLATE_OUTCOMES_FIELD_NUMBER: _builtins.int
+    PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
     do_not_message_added: _builtins.int
     """Do-not-message entries added by this batch."""
     @_builtins.property
     def status_outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___ApplyOutcome.ValueType]:
         """One outcome per entry of `statuses`, in order."""
 
+    @_builtins.property
+    def template_outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___TemplateUpdateOutcome.ValueType]:
+        """One outcome per entry of `template_updates`, in order."""
+
+    @_builtins.property
+    def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs paused because their template became PAUSED, DISABLED or REJECTED."""
+
     def __init__(
         self,
         *,
         status_outcomes: _abc.Iterable[Global___ApplyOutcome.ValueType] | None = ...,
         do_not_message_added: _builtins.int = ...,
+        template_outcomes: _abc.Iterable[Global___TemplateUpdateOutcome.ValueType] | None = ...,
+        paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "status_outcomes", b"status_outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "paused_run_ids", b"paused_run_ids", "status_outcomes", b"status_outcomes", "template_outcomes", b"template_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusResponse: _TypeAlias = ApplyStatusResponse  # noqa: Y015
+
+@_typing.final
+class TemplateUpdate(_message.Message):
+    """A template webhook change (message_template_status_update, message_template_quality_update,
+    template_category_update or message_template_components_update), keyed by the WABA id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    META_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    NEW_QUALITY_FIELD_NUMBER: _builtins.int
+    NEW_CATEGORY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    CORRECT_CATEGORY_FIELD_NUMBER: _builtins.int
+    BODY_TEXT_FIELD_NUMBER: _builtins.int
+    HEADER_TEXT_FIELD_NUMBER: _builtins.int
+    FOOTER_TEXT_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """The webhook receipt the update came from."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id (entry[].id)."""
+    field: _builtins.str
+    """The change field, for example message_template_status_update."""
+    meta_template_id: _builtins.str
+    """Meta's template id (an integer in webhooks, sent as text)."""
+    name: _builtins.str
+    """The template name."""
+    language: _builtins.str
+    """The language (normalised to en_US form)."""
+    event: _builtins.str
+    """Status updates: the event (APPROVED, PAUSED, DISABLED, REJECTED, REINSTATED, ...)."""
+    reason: _builtins.str
+    """Status updates: the reason (NONE, INCORRECT_CATEGORY, ...)."""
+    detail: _builtins.str
+    """Status updates: other_info or rejection_info, as readable text."""
+    new_quality: _builtins.str
+    """Quality updates: the new quality score (GREEN, YELLOW, RED, UNKNOWN)."""
+    new_category: _builtins.str
+    """Category updates: the new (or, when impending, the current) category."""
+    previous_category: _builtins.str
+    """Category updates: the category before a completed change."""
+    correct_category: _builtins.str
+    """Category updates: the category Meta will move it to (impending change)."""
+    body_text: _builtins.str
+    """Components updates: the body text."""
+    header_text: _builtins.str
+    """Components updates: the text header."""
+    footer_text: _builtins.str
+    """Components updates: the footer."""
+    @_builtins.property
+    def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Meta's time of the change (entry[].time); orders updates of the same field."""
+
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateUpdateButton]:
+        """Components updates: the buttons."""
+
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        meta_template_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        language: _builtins.str = ...,
+        provider_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        event: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        new_quality: _builtins.str = ...,
+        new_category: _builtins.str = ...,
+        previous_category: _builtins.str = ...,
+        correct_category: _builtins.str = ...,
+        body_text: _builtins.str = ...,
+        header_text: _builtins.str = ...,
+        footer_text: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___TemplateUpdateButton] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_text", b"body_text", "buttons", b"buttons", "correct_category", b"correct_category", "detail", b"detail", "event", b"event", "field", b"field", "footer_text", b"footer_text", "header_text", b"header_text", "language", b"language", "meta_template_id", b"meta_template_id", "name", b"name", "new_category", b"new_category", "new_quality", b"new_quality", "previous_category", b"previous_category", "provider_timestamp", b"provider_timestamp", "reason", b"reason", "receipt_id", b"receipt_id", "waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateUpdate: _TypeAlias = TemplateUpdate  # noqa: Y015
+
+@_typing.final
+class TemplateUpdateButton(_message.Message):
+    """One button in a components update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """QUICK_REPLY, URL, PHONE_NUMBER, ..."""
+    text: _builtins.str
+    """The label."""
+    url: _builtins.str
+    """A URL button's URL."""
+    phone_number: _builtins.str
+    """A PHONE_NUMBER button's number."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        url: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phone_number", b"phone_number", "text", b"text", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateUpdateButton: _TypeAlias = TemplateUpdateButton  # noqa: Y015
