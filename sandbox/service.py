@@ -28,6 +28,8 @@ from sandbox.payloads import (
     encode,
     inbound_text_change,
     send_response,
+    template_category_change,
+    template_quality_change,
     template_status_change,
     user_preferences_change,
 )
@@ -309,8 +311,9 @@ class SandboxService:
         )
         if template is None:
             raise NotFound(f"no template {name!r} in {language!r}")
-        if event in ("APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED"):
-            self.register_template(template.model_copy(update={"status": event}))
+        status = "APPROVED" if event == "REINSTATED" else event
+        if status in ("APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED"):
+            self.register_template(template.model_copy(update={"status": status}))
         return self._emit(
             template_status_change(
                 template_id=template.template_id,
@@ -319,6 +322,45 @@ class SandboxService:
                 category=template.category,
                 event=event,
                 reason=reason,
+                timestamp=int(time.time()),
+            )
+        )
+
+    def _template(self, name: str, language: str) -> TemplateSpec:
+        template = next(
+            (t for t in self.scenario.templates if (t.name, t.language) == (name, language)),
+            None,
+        )
+        if template is None:
+            raise NotFound(f"no template {name!r} in {language!r}")
+        return template
+
+    def emit_template_quality(self, name: str, language: str, score: str) -> bool:
+        """Send a ``message_template_quality_update`` and record the new score."""
+        template = self._template(name, language)
+        self.register_template(template.model_copy(update={"quality": score}))
+        return self._emit(
+            template_quality_change(
+                template_id=template.template_id,
+                name=name,
+                language=language,
+                previous=template.quality,
+                new=score,
+                timestamp=int(time.time()),
+            )
+        )
+
+    def emit_template_category(self, name: str, language: str, category: str) -> bool:
+        """Send a completed ``template_category_update`` and recategorise the template."""
+        template = self._template(name, language)
+        self.register_template(template.model_copy(update={"category": category}))
+        return self._emit(
+            template_category_change(
+                template_id=template.template_id,
+                name=name,
+                language=language,
+                previous=template.category,
+                new=category,
                 timestamp=int(time.time()),
             )
         )
