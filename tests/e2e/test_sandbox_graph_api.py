@@ -296,7 +296,7 @@ async def test_the_template_list_is_paged_as_meta_pages_it(client: httpx.AsyncCl
         local_settings(), scenario=Scenario.model_validate({"templates": templates})
     ) as sandbox:
         url: str | None = f"{sandbox.base_url}/v21.0/102290129340398/message_templates?limit=2"
-        pages = []
+        pages: list[dict[str, Any]] = []
         while url is not None and len(pages) < 10:
             response = await client.get(url, headers=AUTH)
             assert response.status_code == 200
