@@ -147,6 +147,17 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
     )
     for item in reply.blocked_by_reason:
         console.print(f"    {enum_name(types_pb2.RejectionReason, item.reason)}: {item.count}")
+    if reply.HasField("template"):
+        template = reply.template
+        console.print(
+            f"  template {template.name} ({template.language}): "
+            f"{enum_name(types_pb2.TemplateStatus, template.status)}, "
+            f"{enum_name(types_pb2.TemplateCategory, template.category)}"
+            + (f", quality {template.quality}" if template.quality else "")
+            + f", {template.source}"
+        )
+        for note in template.notes:
+            console.print(f"    [yellow]note:[/] {note}")
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (

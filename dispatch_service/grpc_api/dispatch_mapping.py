@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.read_models import MessageView, RunRecord
 from dispatch_service.use_cases.precheck import PrecheckResult
@@ -95,6 +96,30 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
             )
             for c in result.first_page
         ],
+        template=_precheck_template(result.template),
+    )
+
+
+def _precheck_template(check: TemplateCheck | None) -> pb.PrecheckTemplate | None:
+    if check is None:
+        return None
+    facts = check.facts
+
+    def category(value: str | None) -> types.TemplateCategory.ValueType:
+        if not value:
+            return types.TEMPLATE_CATEGORY_UNSPECIFIED
+        return types.TemplateCategory.Value(f"TEMPLATE_CATEGORY_{value.upper()}")
+
+    return pb.PrecheckTemplate(
+        name=facts.name,
+        language=facts.language,
+        status=types.TemplateStatus.Value(f"TEMPLATE_STATUS_{facts.status.upper()}"),
+        category=category(facts.category),
+        previous_category=category(facts.previous_category),
+        pending_category=category(facts.pending_category),
+        quality=facts.quality or "",
+        source=facts.source,
+        notes=list(check.notes),
     )
 
 

@@ -45,7 +45,8 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             list(request.resend_phones),
         )
         ttl = self.deps.settings.precheck_ttl_seconds
-        return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl))
+        fmt = self.deps.settings.whatsapp_parameter_format
+        return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl, fmt))
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
         command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)

@@ -59,6 +59,18 @@ async def get_template_for_update(
     return template
 
 
+async def get_template(
+    session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID
+) -> Template:
+    """The template (not locked), or NotFound."""
+    template = await session.scalar(
+        select(Template).where(Template.id == template_id, Template.workspace_id == workspace_id)
+    )
+    if template is None:
+        raise NotFound("no such template in this workspace", reason="TEMPLATE_NOT_FOUND")
+    return template
+
+
 async def list_templates(session: AsyncSession, workspace_id: uuid.UUID) -> list[Template]:
     """The workspace's templates by name, then language."""
     templates = await session.scalars(

@@ -25,6 +25,7 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.prechecks import (
@@ -35,6 +36,7 @@ from dispatch_service.persistence.prechecks import (
     store_precheck,
 )
 from dispatch_service.use_cases.acting import acting
+from dispatch_service.use_cases.template_checks import template_step
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -63,6 +65,8 @@ class PrecheckResult:
     eligible_count: int
     blocked_by_reason: dict[RejectionReason, int]
     first_page: list[Candidate]
+    template: TemplateCheck | None = None
+    """The template step's facts and notes (use_cases/template_checks)."""
 
     @property
     def blocked_count(self) -> int:
@@ -104,11 +108,17 @@ def precheck_command(
 
 
 async def precheck_send(
-    sessions: async_sessionmaker[AsyncSession], command: PrecheckCommand, ttl_seconds: int
+    sessions: async_sessionmaker[AsyncSession],
+    command: PrecheckCommand,
+    ttl_seconds: int,
+    parameter_format: str = "positional",
 ) -> PrecheckResult:
     """Resolve, evaluate and store one precheck (one transaction)."""
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
         await require_template(session, actor.workspace_id, command.template_id)
+        template = await template_step(
+            session, actor.workspace_id, command.template_id, parameter_format
+        )
         targets = await resolve_audience(session, actor.workspace_id, command.event_id)
         inputs = PolicyInputs(
             do_not_message=await do_not_message_phones(session, actor.workspace_id),
@@ -138,4 +148,5 @@ async def precheck_send(
         eligible_count=eligible,
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
+        template=template,
     )

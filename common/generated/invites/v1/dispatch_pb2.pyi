@@ -189,6 +189,7 @@ class PrecheckSendResponse(_message.Message):
     BLOCKED_COUNT_FIELD_NUMBER: _builtins.int
     BLOCKED_BY_REASON_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -211,6 +212,10 @@ class PrecheckSendResponse(_message.Message):
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrecheckRecipient]:
         """The first page of recipients in audience order."""
 
+    @_builtins.property
+    def template(self) -> Global___PrecheckTemplate:
+        """The chosen template as the run would send it, with notes to show."""
+
     def __init__(
         self,
         *,
@@ -222,10 +227,11 @@ class PrecheckSendResponse(_message.Message):
         blocked_count: _builtins.int = ...,
         blocked_by_reason: _abc.Iterable[_types_pb2.ReasonCount] | None = ...,
         recipients: _abc.Iterable[Global___PrecheckRecipient] | None = ...,
+        template: Global___PrecheckTemplate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "precheck_id", b"precheck_id", "recipients", b"recipients", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "precheck_id", b"precheck_id", "recipients", b"recipients", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1230,3 +1236,59 @@ class TemplateUpdateButton(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TemplateUpdateButton: _TypeAlias = TemplateUpdateButton  # noqa: Y015
+
+@_typing.final
+class PrecheckTemplate(_message.Message):
+    """The template a precheck would send, as the registry knows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    PENDING_CATEGORY_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The template name."""
+    language: _builtins.str
+    """The language."""
+    status: _types_pb2.TemplateStatus.ValueType
+    """The approval status (StartRun needs APPROVED)."""
+    category: _types_pb2.TemplateCategory.ValueType
+    """The category now."""
+    previous_category: _types_pb2.TemplateCategory.ValueType
+    """The category before Meta's last recategorisation (unspecified when never changed)."""
+    pending_category: _types_pb2.TemplateCategory.ValueType
+    """The category Meta announced it will move the template to (unspecified when none)."""
+    quality: _builtins.str
+    """Meta's quality score (empty when not known)."""
+    source: _builtins.str
+    """meta (synced) or manual (registered by hand)."""
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to know before sending (a category change, a falling quality, ...)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        language: _builtins.str = ...,
+        status: _types_pb2.TemplateStatus.ValueType = ...,
+        category: _types_pb2.TemplateCategory.ValueType = ...,
+        previous_category: _types_pb2.TemplateCategory.ValueType = ...,
+        pending_category: _types_pb2.TemplateCategory.ValueType = ...,
+        quality: _builtins.str = ...,
+        source: _builtins.str = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "notes", b"notes", "pending_category", b"pending_category", "previous_category", b"previous_category", "quality", b"quality", "source", b"source", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrecheckTemplate: _TypeAlias = PrecheckTemplate  # noqa: Y015
