@@ -141,11 +141,19 @@ class Event(Base):
     name: Mapped[str] = mapped_column(Text)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     location: Mapped[str] = mapped_column(Text, server_default="")
+    time_zone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    """IANA time zone (e.g. Europe/Lisbon): template dates and times are written in it."""
+    address: Mapped[str] = mapped_column(Text, server_default="")
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         CheckConstraint("length(name) > 0", name="name_not_empty"),
+        CheckConstraint("(latitude IS NULL) = (longitude IS NULL)", name="coordinates_paired"),
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
         Index(None, "workspace_id", "starts_at"),
     )
 

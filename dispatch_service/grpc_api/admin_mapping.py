@@ -41,7 +41,7 @@ from dispatch_service.read_models import (
     TemplateView,
     WorkspaceView,
 )
-from dispatch_service.use_cases.events import EventChanges
+from dispatch_service.use_cases.events import EventChanges, EventPlace
 from dispatch_service.use_cases.guests import ImportRequest, csv_import_request, guest_row
 from dispatch_service.use_cases.templates import SyncReport, TemplateChangeKind
 
@@ -137,6 +137,10 @@ def event_pb(event: EventView) -> pb.Event:
         name=event.name,
         starts_at=timestamp(event.starts_at),
         location=event.location,
+        time_zone=event.time_zone,
+        address=event.address,
+        latitude=event.latitude,
+        longitude=event.longitude,
     )
 
 
@@ -146,7 +150,25 @@ def event_changes(event: pb.Event) -> EventChanges:
         name=event.name or None,
         starts_at=request_time(event, "starts_at"),
         location=event.location or None,
+        time_zone=event.time_zone or None,
+        address=event.address or None,
+        coordinates=coordinates(event),
     )
+
+
+def coordinates(message: pb.Event | pb.CreateEventRequest) -> tuple[float, float] | None:
+    """(latitude, longitude) when both are set; InvalidArgument when only one is."""
+    has = (message.HasField("latitude"), message.HasField("longitude"))
+    if has == (False, False):
+        return None
+    if has != (True, True):
+        raise InvalidArgument(FieldViolation("latitude", "latitude and longitude go together"))
+    return (message.latitude, message.longitude)
+
+
+def event_place(request: pb.CreateEventRequest) -> EventPlace:
+    """CreateEvent's optional where and when."""
+    return EventPlace(request.time_zone, request.address, coordinates(request))
 
 
 def audience_from_pb(audience: pb.Audience) -> AudienceDefinition:

@@ -83,6 +83,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             name=request.name,
             starts_at=m.request_time(request, "starts_at"),
             location=request.location,
+            place=m.event_place(request),
         )
         return pb.CreateEventResponse(event=m.event_pb(event))
 

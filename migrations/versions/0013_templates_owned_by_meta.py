@@ -1,6 +1,8 @@
-"""templates owned by Meta: the workspace's WABA id, synced template fields
+"""templates owned by Meta: the workspace's WABA id, synced template fields, events where/when
 
 * workspace.waba_id: the WhatsApp Business Account whose templates SyncTemplates reads.
+* event: an IANA time zone (template dates and times are written in it; existing events UTC),
+  an address and coordinates (both or neither).
 * template: source (meta | manual), Meta's template id, quality, parameter format, the
   components as Meta describes them, the category before a recategorisation, the reason of the
   last status change, a recategorisation Meta announced, when it was last synced, when a sync
@@ -27,6 +29,19 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("workspace", sa.Column("waba_id", sa.Text(), nullable=True))
+    op.add_column("event", sa.Column("time_zone", sa.Text(), server_default="UTC", nullable=False))
+    op.add_column("event", sa.Column("address", sa.Text(), server_default="", nullable=False))
+    op.add_column("event", sa.Column("latitude", sa.Double(), nullable=True))
+    op.add_column("event", sa.Column("longitude", sa.Double(), nullable=True))
+    op.create_check_constraint(
+        op.f("ck_event_coordinates_paired"), "event", "(latitude IS NULL) = (longitude IS NULL)"
+    )
+    op.create_check_constraint(
+        op.f("ck_event_latitude_range"), "event", "latitude BETWEEN -90 AND 90"
+    )
+    op.create_check_constraint(
+        op.f("ck_event_longitude_range"), "event", "longitude BETWEEN -180 AND 180"
+    )
     op.add_column(
         "template", sa.Column("source", sa.Text(), server_default="manual", nullable=False)
     )
@@ -94,4 +109,8 @@ def downgrade() -> None:
         "source",
     ):
         op.drop_column("template", column)
+    for name in ("longitude_range", "latitude_range", "coordinates_paired"):
+        op.drop_constraint(op.f(f"ck_event_{name}"), "event", type_="check")
+    for column in ("longitude", "latitude", "address", "time_zone"):
+        op.drop_column("event", column)
     op.drop_column("workspace", "waba_id")

@@ -482,12 +482,24 @@ class Event(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STARTS_AT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Its id."""
     name: _builtins.str
     """Its name."""
     location: _builtins.str
     """Where."""
+    time_zone: _builtins.str
+    """IANA time zone (for example Europe/Lisbon); template dates and times are written in it."""
+    address: _builtins.str
+    """The venue's street address."""
+    latitude: _builtins.float
+    """The venue's latitude (set together with longitude)."""
+    longitude: _builtins.float
+    """The venue's longitude."""
     @_builtins.property
     def starts_at(self) -> _timestamp_pb2.Timestamp:
         """When it starts."""
@@ -499,12 +511,23 @@ class Event(_message.Message):
         name: _builtins.str = ...,
         starts_at: _timestamp_pb2.Timestamp | None = ...,
         location: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        address: _builtins.str = ...,
+        latitude: _builtins.float | None = ...,
+        longitude: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "latitude", b"latitude", "longitude", b"longitude", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "location", b"location", "name", b"name", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "address", b"address", "event_id", b"event_id", "latitude", b"latitude", "location", b"location", "longitude", b"longitude", "name", b"name", "starts_at", b"starts_at", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__latitude: _TypeAlias = _typing.Literal["latitude"]  # noqa: Y015
+    _WhichOneofArgType__latitude: _TypeAlias = _typing.Literal["_latitude", b"_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__longitude: _TypeAlias = _typing.Literal["longitude"]  # noqa: Y015
+    _WhichOneofArgType__longitude: _TypeAlias = _typing.Literal["_longitude", b"_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latitude) -> _WhichOneofReturnType__latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__longitude) -> _WhichOneofReturnType__longitude | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
 
@@ -517,10 +540,22 @@ class CreateEventRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STARTS_AT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name (required)."""
     location: _builtins.str
     """Where."""
+    time_zone: _builtins.str
+    """IANA time zone (default UTC)."""
+    address: _builtins.str
+    """The venue's street address."""
+    latitude: _builtins.float
+    """The venue's latitude (set together with longitude)."""
+    longitude: _builtins.float
+    """The venue's longitude."""
     @_builtins.property
     def starts_at(self) -> _timestamp_pb2.Timestamp:
         """When it starts (required)."""
@@ -531,12 +566,23 @@ class CreateEventRequest(_message.Message):
         name: _builtins.str = ...,
         starts_at: _timestamp_pb2.Timestamp | None = ...,
         location: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        address: _builtins.str = ...,
+        latitude: _builtins.float | None = ...,
+        longitude: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "latitude", b"latitude", "longitude", b"longitude", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "name", b"name", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "address", b"address", "latitude", b"latitude", "location", b"location", "longitude", b"longitude", "name", b"name", "starts_at", b"starts_at", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__latitude: _TypeAlias = _typing.Literal["latitude"]  # noqa: Y015
+    _WhichOneofArgType__latitude: _TypeAlias = _typing.Literal["_latitude", b"_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__longitude: _TypeAlias = _typing.Literal["longitude"]  # noqa: Y015
+    _WhichOneofArgType__longitude: _TypeAlias = _typing.Literal["_longitude", b"_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latitude) -> _WhichOneofReturnType__latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__longitude) -> _WhichOneofReturnType__longitude | None: ...
 
 Global___CreateEventRequest: _TypeAlias = CreateEventRequest  # noqa: Y015
 
