@@ -60,6 +60,14 @@ def register(commands: Any) -> None:
         default="",
         help="default: derived from the precheck, so a retried send is the same run",
     )
+    media = send.add_mutually_exclusive_group()
+    for kind in ("image", "video", "document"):
+        media.add_argument(
+            f"--header-{kind}",
+            metavar="URL_OR_MEDIA_ID",
+            help=f"the {kind} of a template with a {kind.upper()} header (https URL or media id)",
+        )
+    send.add_argument("--header-filename", default="", help="a document header's shown name")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--watch", action="store_true", help="watch the run until it is final")
     send.add_argument("--json", action="store_true", help="print JSON")
@@ -180,6 +188,21 @@ async def run_precheck(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def header_media(args: argparse.Namespace) -> pb.HeaderMedia | None:
+    """StartRun's header media from --header-image/--header-video/--header-document."""
+    for kind in ("image", "video", "document"):
+        value = getattr(args, f"header_{kind}", None)
+        if value:
+            by_id = value.isdigit()
+            return pb.HeaderMedia(
+                type=kind,
+                link="" if by_id else value,
+                media_id=value if by_id else "",
+                filename=args.header_filename,
+            )
+    return None
+
+
 async def run_send(client: Client, args: argparse.Namespace) -> int:
     """`invites send EVENT TEMPLATE`: precheck, confirm, StartRun (idempotent), optionally watch."""
     precheck = await _precheck(client, args)
@@ -198,7 +221,11 @@ async def run_send(client: Client, args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli-{precheck.precheck_id}"
     reply = await client.call(
         client.dispatch.StartRun,
-        pb.StartRunRequest(precheck_id=precheck.precheck_id, idempotency_key=key),
+        pb.StartRunRequest(
+            precheck_id=precheck.precheck_id,
+            idempotency_key=key,
+            header_media=header_media(args),
+        ),
     )
     if args.json:
         print_json(reply)

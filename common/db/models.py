@@ -494,6 +494,8 @@ class InviteSendRun(Base):
     sender_phone_number_id: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text)
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    send_plan: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    """Header, parameter format and buttons every message sends (domain/send_plan)."""
     total_count: Mapped[int] = mapped_column(Integer, server_default="0")
     eligible_count: Mapped[int] = mapped_column(Integer, server_default="0")
     blocked_count: Mapped[int] = mapped_column(Integer, server_default="0")

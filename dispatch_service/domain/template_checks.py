@@ -1,24 +1,24 @@
 """Whether a run can send a template as Meta holds it (pure; PrecheckSend's template step).
 
-What a run sends today: body text parameters (one per variable, from
-domain/template_variables), positionally or with `parameter_name` as WHATSAPP_PARAMETER_FORMAT
-says, and no header, button or other component parameters. Meta refuses a send whose
-parameters do not match the template (132000 count, 132012 format), so PrecheckSend refuses,
-before anything is sent, a template that needs what the run cannot give:
+A run sends body text parameters (domain/template_variables) and, for a template synced from
+Meta, what its send plan fills (domain/send_plan): the header media chosen at StartRun, a
+LOCATION header from the event, named or positional parameters as the template says,
+quick-reply payloads and a URL button's per-guest suffix. Meta refuses a send whose parameters
+do not match the template (132000 count, 132012 format), so PrecheckSend refuses, before
+anything is sent, a template that needs what the run cannot give:
 
-    template_format     a NAMED template while the service sends positional parameters, or
-                        the reverse (132012)
-    header              a header that needs a parameter: IMAGE, VIDEO, DOCUMENT or LOCATION
-                        (the media or the place is required at send time), or a TEXT header
-                        with a variable
-    buttons             a URL button with a variable suffix, a COPY_CODE or FLOW button
-                        (each needs a parameter per recipient)
+    event.coordinates   a LOCATION header while the event has no latitude and longitude
+    header              a TEXT header with a variable
+    buttons             a COPY_CODE, FLOW or other button needing a parameter per recipient
+    template_format     a hand-registered template has no components, so a NAMED one sent
+                        while WHATSAPP_PARAMETER_FORMAT is positional cannot be told apart:
+                        not checked (a synced template carries its own format)
     deleted             a template a sync no longer found on Meta
 
-What it reports without refusing (shown at precheck): a category Meta changed (previous ->
-current) or announced, a YELLOW or RED quality, a template that is not APPROVED (StartRun
-refuses it), a hand-registered template (not checked against Meta), and variables this
-service cannot fill (StartRun refuses them by name).
+What it reports without refusing (shown at precheck): a media header (StartRun needs its
+header_media), a category Meta changed (previous -> current) or announced, a YELLOW or RED
+quality, a template that is not APPROVED (StartRun refuses it), a hand-registered template
+(not checked against Meta), and variables this service cannot fill (StartRun refuses them).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dispatch_service.domain.template_variables import SOURCES_BY_NAME
 from dispatch_service.errors import FieldViolation
 
 VARIABLE = re.compile(r"\{\{\s*[^}]+\s*\}\}")
-PARAMETER_HEADERS = frozenset({"IMAGE", "VIDEO", "DOCUMENT", "LOCATION", "GIF"})
+MEDIA_HEADERS = frozenset({"IMAGE", "VIDEO", "DOCUMENT"})
 PARAMETER_BUTTONS = frozenset({"COPY_CODE", "FLOW", "OTP", "CATALOG", "MPM"})
 
 
@@ -52,6 +52,7 @@ class TemplateFacts:
     components: Sequence[Mapping[str, Any]]
     variables: Sequence[str]
     deleted: bool
+    event_has_coordinates: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _violations(facts: TemplateFacts, service_format: str, out: list[FieldViolat
     label = f"{facts.name} ({facts.language})"
     if facts.deleted:
         out.append(FieldViolation("template", f"{label} was deleted on Meta; sync or pick another"))
-    if facts.source == "meta" and facts.parameter_format != service_format:
+    if facts.source == "meta" and not facts.components and facts.parameter_format != service_format:
         out.append(
             FieldViolation(
                 "template.parameter_format",
@@ -87,15 +88,19 @@ def _violations(facts: TemplateFacts, service_format: str, out: list[FieldViolat
         kind = str(component.get("type", "")).upper()
         if kind == "HEADER":
             fmt = str(component.get("format") or "TEXT").upper()
-            if fmt in PARAMETER_HEADERS:
+            if fmt == "LOCATION" and not facts.event_has_coordinates:
                 out.append(
                     FieldViolation(
-                        "template.header",
-                        f"{label} has a {fmt} header, which needs a parameter at send time; "
-                        "this service sends none (Meta would answer 132012)",
+                        "event.coordinates",
+                        f"{label} has a LOCATION header: give the event a latitude and "
+                        "longitude (invites events update EVENT --latitude .. --longitude ..)",
                     )
                 )
-            elif VARIABLE.search(str(component.get("text", ""))):
+            elif (
+                fmt not in MEDIA_HEADERS
+                and fmt != "LOCATION"
+                and VARIABLE.search(str(component.get("text", "")))
+            ):
                 out.append(
                     FieldViolation(
                         "template.header",
@@ -108,10 +113,7 @@ def _violations(facts: TemplateFacts, service_format: str, out: list[FieldViolat
                 if not isinstance(button, Mapping):
                     continue
                 button_type = str(button.get("type", "")).upper()
-                needs = button_type in PARAMETER_BUTTONS or (
-                    button_type == "URL" and VARIABLE.search(str(button.get("url", "")))
-                )
-                if needs:
+                if button_type in PARAMETER_BUTTONS:
                     out.append(
                         FieldViolation(
                             f"template.buttons[{index}]",
@@ -122,6 +124,13 @@ def _violations(facts: TemplateFacts, service_format: str, out: list[FieldViolat
 
 
 def _notes(facts: TemplateFacts, out: list[str]) -> None:
+    for component in facts.components:
+        fmt = str(component.get("format") or "").upper()
+        if str(component.get("type", "")).upper() == "HEADER" and fmt in MEDIA_HEADERS:
+            out.append(
+                f"the template has a {fmt} header: StartRun needs its header_media "
+                f"(invites send --header-{fmt.lower()} URL)"
+            )
     if facts.previous_category and facts.previous_category != facts.category:
         out.append(
             f"Meta changed the category from {facts.previous_category} to {facts.category} "

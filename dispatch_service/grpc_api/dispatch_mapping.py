@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.send_plan import HeaderMedia
 from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.read_models import MessageView, RunRecord
@@ -97,6 +98,19 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
             for c in result.first_page
         ],
         template=_precheck_template(result.template),
+    )
+
+
+def header_media(request: pb.StartRunRequest) -> HeaderMedia | None:
+    """StartRun's header media, when given."""
+    if not request.HasField("header_media"):
+        return None
+    media = request.header_media
+    return HeaderMedia(
+        kind=media.type.strip().lower(),
+        link=media.link.strip(),
+        media_id=media.media_id.strip(),
+        filename=media.filename.strip(),
     )
 
 

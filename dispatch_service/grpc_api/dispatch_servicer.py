@@ -49,7 +49,12 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl, fmt))
 
     async def StartRun(self, request: pb.StartRunRequest, context: Context) -> pb.StartRunResponse:
-        command = start_run_command(actor_id(context), request.precheck_id, request.idempotency_key)
+        command = start_run_command(
+            actor_id(context),
+            request.precheck_id,
+            request.idempotency_key,
+            mapping.header_media(request),
+        )
         result = await start_run(self.deps.sessions, command, self.deps.provider_name)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 

@@ -7,8 +7,9 @@ State changes are not made here: a claim's transitions (``started``, ``blocked_a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,12 +34,14 @@ class ActiveRun:
     template_name: str
     language: str
     variable_names: tuple[str, ...]
+    send_plan: Mapping[str, Any] = field(default_factory=dict)
+    """The run's header, parameter format and buttons (domain/send_plan)."""
 
 
 ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
-           t.variables
+           t.variables, r.send_plan
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
     WHERE r.state IN ({_ACTIVE})
     ORDER BY r.created_at
@@ -57,6 +60,7 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             template_name=r.name,
             language=r.language,
             variable_names=tuple(r.variables),
+            send_plan=r.send_plan or {},
         )
         for r in rows
     ]

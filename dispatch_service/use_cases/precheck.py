@@ -117,7 +117,7 @@ async def precheck_send(
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
         await require_template(session, actor.workspace_id, command.template_id)
         template = await template_step(
-            session, actor.workspace_id, command.template_id, parameter_format
+            session, actor.workspace_id, command.template_id, parameter_format, command.event_id
         )
         targets = await resolve_audience(session, actor.workspace_id, command.event_id)
         inputs = PolicyInputs(

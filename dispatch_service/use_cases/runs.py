@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,7 @@ from common.vocabulary import TemplateStatus
 from dispatch_service.domain.actors import SENDERS, Actor
 from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.runs import require_cancellable, require_resumable
+from dispatch_service.domain.send_plan import HeaderMedia, build_send_plan, media_violations
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
     EventFacts,
@@ -48,6 +50,8 @@ from dispatch_service.persistence.runs import (
     lock_event,
     sender_of,
 )
+from dispatch_service.persistence.send_plans import store_send_plan, venue_of
+from dispatch_service.persistence.templates import get_template
 from dispatch_service.read_models import RunRecord
 from dispatch_service.use_cases.acting import READERS, acting
 
@@ -61,6 +65,7 @@ class StartRunCommand:
     actor_id: uuid.UUID
     precheck_id: uuid.UUID
     idempotency_key: str
+    header_media: HeaderMedia | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,11 @@ class StartRunResult:
     created: bool
 
 
-def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartRunCommand:
+def start_run_command(
+    actor_id: uuid.UUID, precheck_id: str, key: str, header_media: HeaderMedia | None = None
+) -> StartRunCommand:
     """Validate the raw request; InvalidArgument lists every bad field."""
-    violations: list[FieldViolation] = []
+    violations: list[FieldViolation] = media_violations(header_media)
     parsed: uuid.UUID | None = None
     if (violation := id_violation(precheck_id, "precheck_id")) is not None:
         violations.append(violation)
@@ -83,7 +90,9 @@ def start_run_command(actor_id: uuid.UUID, precheck_id: str, key: str) -> StartR
         violations.append(FieldViolation("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} chars"))
     if violations or parsed is None:
         raise InvalidArgument(*violations)
-    return StartRunCommand(actor_id=actor_id, precheck_id=parsed, idempotency_key=key)
+    return StartRunCommand(
+        actor_id=actor_id, precheck_id=parsed, idempotency_key=key, header_media=header_media
+    )
 
 
 async def start_run(
@@ -141,9 +150,12 @@ async def _start(
             f"the precheck already started run {used.id}; run PrecheckSend again",
             reason="PRECHECK_USED",
         )
+    plan = await _send_plan(session, actor, precheck, command)
     sender = await sender_of(session, actor.workspace_id)
     run = _new_run(actor, precheck, template, command, sender, provider)
     total, eligible = await create_run(session, run, sources, event)
+    if plan:
+        await store_send_plan(session, run.id, plan)
     record_audit(
         session,
         workspace_id=actor.workspace_id,
@@ -162,6 +174,23 @@ async def _start(
         },
     )
     return StartRunResult(run=await load_run(session, actor.workspace_id, run.id), created=True)
+
+
+async def _send_plan(
+    session: AsyncSession, actor: Actor, precheck: PrecheckRecord, command: StartRunCommand
+) -> dict[str, Any]:
+    """The run's header, parameter format and buttons (domain/send_plan); InvalidArgument
+    when the template needs what the request or the event does not give."""
+    stored = await get_template(session, actor.workspace_id, precheck.template_id)
+    venue = await venue_of(session, actor.workspace_id, precheck.event_id)
+    if venue is None:  # pragma: no cover - the precheck's event is the workspace's (locked)
+        raise FailedPrecondition("the precheck's event is gone; run PrecheckSend again")
+    plan, violations = build_send_plan(
+        stored.components or [], stored.parameter_format, venue, command.header_media
+    )
+    if violations:
+        raise InvalidArgument(*violations)
+    return plan
 
 
 def _require_approved(template: TemplateRecord) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch_service.domain.template_checks import TemplateCheck, TemplateFacts, check_template
 from dispatch_service.errors import InvalidArgument
+from dispatch_service.persistence.send_plans import venue_of
 from dispatch_service.persistence.templates import get_template
 
 
@@ -21,9 +22,11 @@ async def template_step(
     workspace_id: uuid.UUID,
     template_id: uuid.UUID,
     service_parameter_format: str,
+    event_id: uuid.UUID,
 ) -> TemplateCheck:
     """The template's check; InvalidArgument listing every violation."""
     template = await get_template(session, workspace_id, template_id)
+    venue = await venue_of(session, workspace_id, event_id)
     facts = TemplateFacts(
         name=template.name,
         language=template.language,
@@ -37,6 +40,9 @@ async def template_step(
         components=template.components or [],
         variables=template.variables,
         deleted=template.deleted_on_meta_at is not None,
+        event_has_coordinates=(
+            venue is not None and venue.latitude is not None and venue.longitude is not None
+        ),
     )
     check = check_template(facts, service_parameter_format)
     if check.violations:

@@ -1,6 +1,7 @@
 """templates owned by Meta: the workspace's WABA id, synced template fields, events where/when
 
 * workspace.waba_id: the WhatsApp Business Account whose templates SyncTemplates reads.
+* invite_send_run.send_plan: the header, parameter format and buttons its messages send.
 * event: an IANA time zone (template dates and times are written in it; existing events UTC),
   an address and coordinates (both or neither).
 * template: source (meta | manual), Meta's template id, quality, parameter format, the
@@ -29,6 +30,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("workspace", sa.Column("waba_id", sa.Text(), nullable=True))
+    op.add_column(
+        "invite_send_run",
+        sa.Column(
+            "send_plan",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
+    )
     op.add_column("event", sa.Column("time_zone", sa.Text(), server_default="UTC", nullable=False))
     op.add_column("event", sa.Column("address", sa.Text(), server_default="", nullable=False))
     op.add_column("event", sa.Column("latitude", sa.Double(), nullable=True))
@@ -113,4 +123,5 @@ def downgrade() -> None:
         op.drop_constraint(op.f(f"ck_event_{name}"), "event", type_="check")
     for column in ("longitude", "latitude", "address", "time_zone"):
         op.drop_column("event", column)
+    op.drop_column("invite_send_run", "send_plan")
     op.drop_column("workspace", "waba_id")

@@ -21,13 +21,13 @@ from tests.integration.conftest import ApiClient, code_of
 from tests.integration.dispatch_support import World, seed_world
 
 RICH = [
-    {"type": "HEADER", "format": "IMAGE", "example": {"header_handle": ["4::a"]}},
+    {"type": "HEADER", "format": "LOCATION"},
     {"type": "BODY", "text": "Hi {{1}} on {{2}}"},
     {
         "type": "BUTTONS",
         "buttons": [
             {"type": "QUICK_REPLY", "text": "Yes"},
-            {"type": "URL", "text": "RSVP", "url": "https://e.example/r/{{1}}"},
+            {"type": "COPY_CODE", "example": "ABC"},
         ],
     },
 ]
@@ -65,19 +65,24 @@ async def test_a_template_needing_what_the_run_cannot_send_is_refused_field_by_f
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     world = seed_world(database_url, ["+14155550101"])
-    await set_template(sessions, world, source="meta", parameter_format="named", components=RICH)
+    await set_template(sessions, world, source="meta", components=RICH)
 
     with pytest.raises(InvalidArgument) as refused:
         await precheck(sessions, world)
 
     fields = [v.field for v in refused.value.violations]
-    assert fields == ["template.parameter_format", "template.header", "template.buttons[1]"]
-    assert "IMAGE header" in refused.value.violations[1].description
+    assert fields == ["event.coordinates", "template.buttons[1]"]
+    assert "LOCATION header" in refused.value.violations[0].description
     assert await prechecks_stored(sessions) == 0
-    # With the service sending named parameters, only the header and the URL button remain.
-    with pytest.raises(InvalidArgument) as named:
-        await precheck(sessions, world, "named")
-    assert [v.field for v in named.value.violations] == ["template.header", "template.buttons[1]"]
+    # With coordinates on the event, only the copy-code button remains.
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE event SET latitude = 38.7, longitude = -9.1 WHERE id = :id"),
+            {"id": world.event_id},
+        )
+    with pytest.raises(InvalidArgument) as placed:
+        await precheck(sessions, world)
+    assert [v.field for v in placed.value.violations] == ["template.buttons[1]"]
 
 
 async def test_a_template_deleted_on_meta_is_refused(
@@ -139,4 +144,4 @@ async def test_precheck_refusal_over_grpc_is_invalid_argument(
             metadata=grpc_api.md(str(world.parent_admin)),
         )
     assert code_of(refused.value) == grpc.StatusCode.INVALID_ARGUMENT
-    assert "template.header" in (refused.value.details() or "")
+    assert "event.coordinates" in (refused.value.details() or "")

@@ -35,14 +35,8 @@ def test_a_template_the_run_can_send_passes_without_notes() -> None:
 @pytest.mark.parametrize(
     ("component", "field"),
     [
-        ({"type": "HEADER", "format": "IMAGE"}, "template.header"),
-        ({"type": "HEADER", "format": "location"}, "template.header"),
-        ({"type": "HEADER", "format": "DOCUMENT"}, "template.header"),
+        ({"type": "HEADER", "format": "location"}, "event.coordinates"),
         ({"type": "HEADER", "format": "TEXT", "text": "For {{1}}"}, "template.header"),
-        (
-            {"type": "BUTTONS", "buttons": [{"type": "URL", "url": "https://x/{{1}}"}]},
-            "template.buttons[0]",
-        ),
         (
             {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY"}, {"type": "COPY_CODE"}]},
             "template.buttons[1]",
@@ -61,20 +55,41 @@ def test_components_needing_a_parameter_are_refused(component: dict[str, Any], f
         {"type": "FOOTER", "text": "Reply STOP"},
         {"type": "BUTTONS", "buttons": [{"type": "URL", "url": "https://x/fixed"}]},
         {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY"}, {"type": "PHONE_NUMBER"}]},
+        {"type": "BUTTONS", "buttons": [{"type": "URL", "url": "https://x/{{1}}"}]},
+        {"type": "HEADER", "format": "IMAGE"},
     ],
 )
 def test_components_without_parameters_pass(component: dict[str, Any]) -> None:
     assert check_template(facts(components=[component]), "positional").violations == []
 
 
-def test_the_parameter_format_must_match_what_the_service_sends() -> None:
+def test_a_location_header_needs_the_events_coordinates() -> None:
+    located = facts(components=[{"type": "HEADER", "format": "LOCATION"}])
+    assert [v.field for v in check_template(located, "positional").violations] == [
+        "event.coordinates"
+    ]
+    placed = facts(
+        components=[{"type": "HEADER", "format": "LOCATION"}], event_has_coordinates=True
+    )
+    assert check_template(placed, "positional").violations == []
+
+
+def test_a_media_header_is_a_note_for_start_run() -> None:
+    check = check_template(facts(components=[{"type": "HEADER", "format": "VIDEO"}]), "named")
+    assert check.violations == []
+    assert check.notes == [
+        "the template has a VIDEO header: StartRun needs its header_media "
+        "(invites send --header-video URL)"
+    ]
+
+
+def test_a_synced_template_sends_in_its_own_parameter_format() -> None:
     named = facts(parameter_format="named")
-    assert [v.field for v in check_template(named, "positional").violations] == [
+    assert check_template(named, "positional").violations == []  # its send plan says named
+    bare = facts(parameter_format="named", components=[])
+    assert [v.field for v in check_template(bare, "positional").violations] == [
         "template.parameter_format"
     ]
-    assert check_template(named, "named").violations == []
-    # A hand-registered template has no format from Meta to compare with.
-    assert check_template(facts(source="manual"), "named").violations == []
 
 
 def test_notes_show_category_quality_status_source_and_unknown_variables() -> None:

@@ -245,23 +245,63 @@ class StartRunRequest(_message.Message):
 
     PRECHECK_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    HEADER_MEDIA_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The precheck to send from."""
     idempotency_key: _builtins.str
     """Client-chosen key (1-200 chars); the same key returns the same run."""
+    @_builtins.property
+    def header_media(self) -> Global___HeaderMedia:
+        """The run's one header media, for a template with an IMAGE, VIDEO or DOCUMENT header."""
+
     def __init__(
         self,
         *,
         precheck_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        header_media: Global___HeaderMedia | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header_media", b"header_media"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header_media", b"header_media", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
+
+@_typing.final
+class HeaderMedia(_message.Message):
+    """A header media (the invitation card), by link or by a media id uploaded to Meta."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    MEDIA_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """image, video or document."""
+    link: _builtins.str
+    """An https:// URL Meta fetches (one of link and media_id)."""
+    media_id: _builtins.str
+    """A media id from Meta's upload endpoint."""
+    filename: _builtins.str
+    """A document's shown file name."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        link: _builtins.str = ...,
+        media_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filename", b"filename", "link", b"link", "media_id", b"media_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeaderMedia: _TypeAlias = HeaderMedia  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
