@@ -112,7 +112,12 @@ def _header(
     if fmt in MEDIA_HEADERS:
         if media is None:
             return None, [
-                FieldViolation("header_media", f"the template has a {fmt} header: pass its media")
+                FieldViolation(
+                    "header_media",
+                    f"the template has an {fmt} header: pass its media"
+                    if fmt == "IMAGE"
+                    else f"the template has a {fmt} header: pass its media",
+                )
             ]
         if media.kind.upper() != fmt:
             return None, [

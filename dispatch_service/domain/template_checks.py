@@ -128,7 +128,8 @@ def _notes(facts: TemplateFacts, out: list[str]) -> None:
         fmt = str(component.get("format") or "").upper()
         if str(component.get("type", "")).upper() == "HEADER" and fmt in MEDIA_HEADERS:
             out.append(
-                f"the template has a {fmt} header: StartRun needs its header_media "
+                f"the template has {'an' if fmt == 'IMAGE' else 'a'} {fmt} header: StartRun needs "
+                "its header_media "
                 f"(invites send --header-{fmt.lower()} URL)"
             )
     if facts.previous_category and facts.previous_category != facts.category:
