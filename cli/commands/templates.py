@@ -178,5 +178,5 @@ async def run_sync(client: Client, args: argparse.Namespace) -> int:
     for skipped in reply.skipped:
         print(f"skipped: {skipped}")
     for run_id in reply.paused_run_ids:
-        print(f"paused run {run_id}: its template was deleted on Meta")
+        print(f"paused run {run_id}: its template was deleted on Meta or is not approved")
     return 0

@@ -17,6 +17,7 @@ from common.db.models import Template
 from common.vocabulary import TemplateCategory, TemplateSource, TemplateStatus
 from dispatch_service.domain.actors import WRITERS, Actor
 from dispatch_service.domain.meta_templates import (
+    HALTING_STATUSES,
     StoredTemplate,
     TemplateDefinition,
     TemplateItemError,
@@ -287,6 +288,7 @@ async def _apply_sync(
     now = datetime.now(UTC)
     stored = {(t.name, t.language): t for t in await lock_templates(session, actor.workspace_id)}
     changes: list[TemplateChange] = []
+    paused_by_status: list[uuid.UUID] = []
     seen: set[tuple[str, str]] = set()
     for definition in definitions:
         key = (definition.name, definition.language)
@@ -311,12 +313,22 @@ async def _apply_sync(
         for name, value in values.items():
             setattr(existing, name, value)
         kind = TemplateChangeKind.UPDATED if fields else TemplateChangeKind.UNCHANGED
-        changes.append(TemplateChange(existing, kind, tuple(fields)))
+        runs: tuple[uuid.UUID, ...] = ()
+        if "status" in fields and definition.status in HALTING_STATUSES:
+            # A webhook missed (or not subscribed): the sync pauses the runs as it would have.
+            using = (await active_runs_by_template(session, [existing.id])).get(existing.id, [])
+            reason = (
+                f"template {existing.name} ({existing.language}) is "
+                f"{definition.status.value} on Meta (found by a sync)"
+            )
+            paused_now = await pause_runs(session, using, reason)
+            runs, paused_by_status = tuple(using), [*paused_by_status, *paused_now]
+        changes.append(TemplateChange(existing, kind, tuple(fields), runs))
     gone = [
         t for key, t in stored.items() if key not in seen and t.source == TemplateSource.META.value
     ]
     in_use = await active_runs_by_template(session, [t.id for t in gone])
-    paused: list[uuid.UUID] = []
+    paused: list[uuid.UUID] = list(paused_by_status)
     for template in gone:
         marked: tuple[str, ...] = ()
         if template.deleted_on_meta_at is None:

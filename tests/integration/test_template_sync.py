@@ -290,3 +290,28 @@ async def test_viewers_cannot_sync(sync_api: SyncApi) -> None:
         await sync_api.sync(viewer.member.member_id, waba_id=WABA)
     assert code_of(denied.value) == grpc.StatusCode.PERMISSION_DENIED
     assert uuid.UUID(viewer.member.member_id)
+
+
+async def test_a_sync_finding_a_template_paused_pauses_the_runs_using_it(
+    sync_api: SyncApi, database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, ["+14155550101"])
+    actor = str(world.parent_admin)
+    await sync_api.sync(actor, waba_id=WABA)
+    started = await precheck_and_start(sessions, world)
+    spec = next(t for t in sync_api.sandbox.scenario.templates if t.name == "event_invitation")
+    sync_api.sandbox.register_template(spec.model_copy(update={"status": "PAUSED"}))
+
+    reply = await sync_api.sync(actor)
+
+    change = by_key(reply)[("event_invitation", "en_US")]
+    assert change.kind == pb.TEMPLATE_SYNC_KIND_UPDATED
+    assert list(change.fields) == ["status"]
+    assert list(change.active_run_ids) == [str(started.run.id)]
+    assert list(reply.paused_run_ids) == [str(started.run.id)]
+    async with sessions() as session:
+        reason = await session.scalar(
+            text("SELECT pause_reason FROM invite_send_run WHERE id = :id"),
+            {"id": started.run.id},
+        )
+    assert reason == "template event_invitation (en_US) is PAUSED on Meta (found by a sync)"

@@ -1909,7 +1909,9 @@ class SyncTemplatesResponse(_message.Message):
 
     @_builtins.property
     def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Runs paused because their template was deleted on Meta."""
+        """Runs paused because their template was deleted on Meta or found PAUSED, DISABLED or
+        REJECTED.
+        """
 
     def __init__(
         self,
