@@ -82,6 +82,22 @@ class TemplateStatus(StrEnum):
     DISABLED = "DISABLED"
 
 
+class TemplateSource(StrEnum):
+    """Where a registry template came from."""
+
+    META = "meta"
+    """Read from the WhatsApp Business Account by SyncTemplates (Meta owns it)."""
+    MANUAL = "manual"
+    """Registered by hand (offline use: nothing checks it against Meta)."""
+
+
+class TemplateParameterFormat(StrEnum):
+    """How a template's body parameters are written and sent (Meta's ``parameter_format``)."""
+
+    POSITIONAL = "positional"
+    NAMED = "named"
+
+
 class DnmSource(StrEnum):
     """Where a do-not-message entry came from."""
 

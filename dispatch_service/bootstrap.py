@@ -16,6 +16,7 @@ from common.settings import split_secrets
 from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
 from dispatch_service.providers.base import Provider
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
+from dispatch_service.providers.meta_templates import MetaTemplateCatalog, TemplateCatalog
 from dispatch_service.providers.routing import RoutingProvider
 from dispatch_service.providers.twilio import TwilioProvider
 from dispatch_service.settings import DispatchSettings, SendSettings
@@ -38,6 +39,8 @@ class Deps:
     dispatcher: Dispatcher | None = None
     """The send worker, started by `start_workers` (None when DISPATCHER_ENABLED=false)."""
     dispatcher_task: asyncio.Task[None] | None = None
+    template_catalog: TemplateCatalog | None = None
+    """Where SyncTemplates reads the WhatsApp Business Account's templates (None: nowhere)."""
 
     @property
     def provider_name(self) -> str:
@@ -147,4 +150,17 @@ def build_deps(settings: DispatchSettings) -> Deps:
         provider=provider,
         http_client=client,
         dispatcher=dispatcher,
+        template_catalog=build_template_catalog(settings, client),
+    )
+
+
+def build_template_catalog(
+    settings: DispatchSettings, client: httpx.AsyncClient
+) -> MetaTemplateCatalog:
+    """The Graph API template list, over the process's one HTTP client."""
+    return MetaTemplateCatalog(
+        client,
+        base_url=settings.whatsapp_api_base_url,
+        api_version=settings.whatsapp_api_version,
+        access_token=settings.whatsapp_access_token.get_secret_value(),
     )

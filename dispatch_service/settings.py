@@ -161,6 +161,10 @@ class DispatchSettings(SendSettings):
     whatsapp_phone_number_id: str = Field(min_length=1)
     """WHATSAPP_PHONE_NUMBER_ID: the default sender phone number id for new workspaces."""
 
+    whatsapp_waba_id: str = ""
+    """WHATSAPP_WABA_ID: the default WhatsApp Business Account id for new workspaces (whose
+    templates SyncTemplates reads); empty: set per workspace."""
+
     precheck_ttl_seconds: int = Field(default=3600, ge=60)
     """PRECHECK_TTL_SECONDS: how long a precheck may be started after it was made."""
 

@@ -87,6 +87,22 @@ class TemplateStatusRequest(_Request):
     reason: str = "NONE"
 
 
+class TemplateQualityRequest(_Request):
+    """``POST /_sandbox/events/template-quality``."""
+
+    name: str
+    language: str
+    score: Literal["GREEN", "YELLOW", "RED", "UNKNOWN"]
+
+
+class TemplateCategoryRequest(_Request):
+    """``POST /_sandbox/events/template-category``."""
+
+    name: str
+    language: str
+    category: Literal["MARKETING", "UTILITY", "AUTHENTICATION"]
+
+
 class StatusRequest(_Request):
     """``POST /_sandbox/events/status``."""
 
@@ -120,6 +136,8 @@ class ControlRoutes:
             web.post(f"{PREFIX}/events/template-status", self.template_status),
             web.post(f"{PREFIX}/events/call", self.call),
             web.post(f"{PREFIX}/events/echo", self.echo),
+            web.post(f"{PREFIX}/events/template-quality", self.template_quality),
+            web.post(f"{PREFIX}/events/template-category", self.template_category),
             web.post(f"{PREFIX}/events/status", self.status),
         ]
 
@@ -234,6 +252,20 @@ class ControlRoutes:
             lambda: self._service.emit_template_status(
                 body.name, body.language, body.event, body.reason
             )
+        )
+
+    async def template_quality(self, request: web.Request) -> web.Response:
+        """Emit a ``message_template_quality_update`` (and record the score)."""
+        body = _parse(TemplateQualityRequest, await _json_object(request))
+        return _accepted(
+            lambda: self._service.emit_template_quality(body.name, body.language, body.score)
+        )
+
+    async def template_category(self, request: web.Request) -> web.Response:
+        """Emit a completed ``template_category_update`` (and recategorise the template)."""
+        body = _parse(TemplateCategoryRequest, await _json_object(request))
+        return _accepted(
+            lambda: self._service.emit_template_category(body.name, body.language, body.category)
         )
 
     async def status(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 from sandbox.service import SandboxService
 
 GRAPH_SEND_PATH = r"/{version:v\d+\.\d+}/{phone_number_id:\d+}/messages"
+GRAPH_TEMPLATES_PATH = r"/{version:v\d+\.\d+}/{waba_id:\d+}/message_templates"
 
 
 class GraphRoutes:
@@ -19,7 +20,21 @@ class GraphRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         """The route table."""
-        return [web.post(GRAPH_SEND_PATH, self.send_message)]
+        return [
+            web.post(GRAPH_SEND_PATH, self.send_message),
+            web.get(GRAPH_TEMPLATES_PATH, self.message_templates),
+        ]
+
+    async def message_templates(self, request: web.Request) -> web.Response:
+        """One page of the account's templates, with ``paging.next`` while more follow."""
+        status, body = self._service.list_templates(
+            request.match_info["waba_id"],
+            request.headers.get("Authorization"),
+            request.query.get("limit"),
+            request.query.get("after"),
+            lambda after: str(request.url.update_query(after=after)),
+        )
+        return web.Response(status=status, body=body, content_type="application/json")
 
     async def send_message(self, request: web.Request) -> web.StreamResponse:
         """Answer a template send the way Meta would under the current scenario."""

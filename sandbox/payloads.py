@@ -328,6 +328,40 @@ def template_status_change(
     )
 
 
+def template_quality_change(
+    *, template_id: int, name: str, language: str, previous: str, new: str, timestamp: int
+) -> FieldChange:
+    """A ``message_template_quality_update`` (reference meta-2026 §3)."""
+    return FieldChange(
+        "message_template_quality_update",
+        {
+            "previous_quality_score": previous,
+            "new_quality_score": new,
+            "message_template_id": template_id,
+            "message_template_name": name,
+            "message_template_language": language,
+        },
+        entry_time=timestamp,
+    )
+
+
+def template_category_change(
+    *, template_id: int, name: str, language: str, previous: str, new: str, timestamp: int
+) -> FieldChange:
+    """A completed ``template_category_update`` (reference meta-2026 §3)."""
+    return FieldChange(
+        "template_category_update",
+        {
+            "message_template_id": template_id,
+            "message_template_name": name,
+            "message_template_language": language,
+            "previous_category": previous,
+            "new_category": new,
+        },
+        entry_time=timestamp,
+    )
+
+
 def build_payload(
     items: Sequence[WebhookItem],
     *,

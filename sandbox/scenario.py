@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tomllib
 import zlib
 from collections import defaultdict, deque
@@ -54,11 +55,38 @@ class TemplateSpec(_Model):
     header_params: int = Field(0, ge=0)
     category: Literal["MARKETING", "UTILITY", "AUTHENTICATION"] = "MARKETING"
     status: TemplateStatus = "APPROVED"
+    parameter_format: Literal["positional", "named"] = "positional"
+    quality: Literal["GREEN", "YELLOW", "RED", "UNKNOWN"] = "UNKNOWN"
+    components: tuple[dict[str, Any], ...] = ()
+    """Meta's component objects, served by ``GET /{waba-id}/message_templates``. Empty: a TEXT
+    header with ``header_params`` variables (when any) and a body with ``body_params``."""
 
     @property
     def template_id(self) -> int:
         """A stable numeric id, as ``message_template_status_update`` webhooks carry."""
         return TEMPLATE_ID_BASE + zlib.crc32(f"{self.name}:{self.language}".encode())
+
+    def graph_item(self) -> dict[str, Any]:
+        """The template as ``GET /{waba-id}/message_templates`` lists it (id is a string)."""
+        return {
+            "id": str(self.template_id),
+            "name": self.name,
+            "language": self.language,
+            "status": self.status,
+            "category": self.category,
+            "parameter_format": self.parameter_format.upper(),
+            "quality_score": {"score": self.quality},
+            "components": list(self.components) or self._default_components(),
+        }
+
+    def _default_components(self) -> list[dict[str, Any]]:
+        components: list[dict[str, Any]] = []
+        if self.header_params:
+            variables = " ".join(f"{{{{{n}}}}}" for n in range(1, self.header_params + 1))
+            components.append({"type": "HEADER", "format": "TEXT", "text": variables})
+        body = " ".join(f"{{{{{n}}}}}" for n in range(1, self.body_params + 1))
+        components.append({"type": "BODY", "text": f"You are invited. {body}".strip()})
+        return components
 
 
 class Throughput(_Model):
@@ -405,6 +433,9 @@ class SendDecider:
             raise Rejected(graph_error(132015, f"Template {template.name} is paused."))
         if template.status == "DISABLED":
             raise Rejected(graph_error(132016, f"Template {template.name} is disabled."))
+        if template.components:
+            check_against_definition(send, template)
+            return template
         for component, given, expected in (
             ("header", len(send.header_parameters), template.header_params),
             ("body", len(send.body_parameters), template.body_params),
@@ -518,6 +549,92 @@ def _reordered(timeline: list[PlannedStatus], rng: random.Random) -> list[Planne
         clock = max(clock, event.happens_after)
         arrived.append(replace(event, arrives_after=clock))
     return arrived
+
+
+MEDIA_HEADERS = frozenset({"IMAGE", "VIDEO", "DOCUMENT", "LOCATION"})
+BODY_MAX_CHARACTERS = 1024
+_NAMED = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+_POSITIONAL = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
+
+
+def check_against_definition(send: TemplateSend, template: TemplateSpec) -> None:
+    """Validate a send against a template given with ``components``, as Meta does (reference
+    meta-2026 §2.4): a header of the wrong type (or none) is 132012 ("expected IMAGE, received
+    UNKNOWN"), as are named parameters for a positional template and the reverse; a wrong
+    parameter count is 132000; a text parameter with a new line, a tab or more than four
+    spaces in a row is 132018; a body longer than 1,024 characters once filled is 132005."""
+    by_type = {str(c.get("type", "")).upper(): c for c in template.components}
+    header = by_type.get("HEADER")
+    expected = str(header.get("format") or "TEXT").upper() if header else None
+    if expected in MEDIA_HEADERS:
+        received = _header_type(send.header_parameters)
+        if received != expected:
+            raise Rejected(
+                graph_error(
+                    132012,
+                    f"header: Format mismatch, expected {expected}, received {received}",
+                    title="Parameter format does not match format in the created template",
+                )
+            )
+    else:
+        variables = len(_POSITIONAL.findall(str(header.get("text", "")))) if header else 0
+        if len(send.header_parameters) != variables:
+            raise Rejected(_count_error("header", len(send.header_parameters), variables))
+    text = str(by_type.get("BODY", {}).get("text", ""))
+    named = template.parameter_format == "named"
+    names = [n for n in send.body_parameter_names if n is not None]
+    if (named and len(names) != len(send.body_parameters)) or (not named and names):
+        raise Rejected(
+            graph_error(
+                132012,
+                "body: parameter_name is "
+                + ("required by this named template" if named else "not used by this template"),
+                title="Parameter format does not match format in the created template",
+            )
+        )
+    wanted = (
+        list(dict.fromkeys(_NAMED.findall(text)))
+        if named
+        else [str(n) for n in range(1, max(map(int, _POSITIONAL.findall(text)), default=0) + 1)]
+    )
+    if len(send.body_parameters) != len(wanted) or (named and set(names) != set(wanted)):
+        raise Rejected(_count_error("body", len(send.body_parameters), len(wanted)))
+    for value in (*send.header_parameters, *send.body_parameters):
+        if "\n" in value or "\t" in value or "     " in value:
+            raise Rejected(
+                graph_error(
+                    132018,
+                    "Param text cannot have new-line/tab characters or more than 4 "
+                    "consecutive spaces",
+                )
+            )
+    values = dict(zip(names if named else wanted, send.body_parameters, strict=False))
+    pattern = _NAMED if named else _POSITIONAL
+    filled = pattern.sub(lambda m: values.get(m.group(1), ""), text)
+    if len(filled) > BODY_MAX_CHARACTERS:
+        raise Rejected(
+            graph_error(132005, f"body: {len(filled)} characters once filled (at most 1024)")
+        )
+
+
+def _header_type(parameters: tuple[str, ...]) -> str:
+    """The type of a media/location header parameter as sent, or UNKNOWN."""
+    if len(parameters) != 1:
+        return "UNKNOWN"
+    try:
+        parameter = json.loads(parameters[0])
+    except ValueError:
+        return "UNKNOWN"
+    kind = parameter.get("type") if isinstance(parameter, dict) else None
+    return kind.upper() if isinstance(kind, str) and kind in parameter else "UNKNOWN"
+
+
+def _count_error(component: str, given: int, expected: int) -> GraphError:
+    return graph_error(
+        132000,
+        f"{component}: number of localizable_params ({given}) does not match the expected "
+        f"number of params ({expected})",
+    )
 
 
 def _template_index(scenario: Scenario) -> dict[tuple[str, str], TemplateSpec]:

@@ -15,6 +15,7 @@ import os
 import random
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +32,8 @@ from sandbox.payloads import (
     encode,
     inbound_text_change,
     send_response,
+    template_category_change,
+    template_quality_change,
     template_status_change,
     user_preferences_change,
 )
@@ -119,6 +122,47 @@ class SandboxService:
         if decision.ambiguous is None:
             return SendOutcome(200, body, latency)
         return SendOutcome(200, body, latency, decision.ambiguous, decision.reply_delay)
+
+    def list_templates(
+        self,
+        waba_id: str,
+        authorization: str | None,
+        limit: str | None,
+        after: str | None,
+        next_url: Callable[[str], str],
+    ) -> tuple[int, bytes]:
+        """Handle ``GET /{version}/{waba_id}/message_templates``: one page of the scenario's
+        templates as Meta pages them (``limit``, default 25, at most 100; the ``after`` cursor;
+        ``paging.next`` is ``next_url(after)`` while more pages follow)."""
+        try:
+            self._authorize(authorization)
+            if waba_id != self.settings.waba_id:
+                raise Rejected(
+                    graph_error(
+                        100,
+                        f"Unsupported get request. Object with ID '{waba_id}' does not exist, "
+                        "cannot be loaded due to missing permissions, or does not support "
+                        "this operation.",
+                        title="Unsupported get request",
+                    )
+                )
+            size = _page_size(limit)
+            start = _cursor_index(after) + 1 if after else 0
+        except Rejected as rejected:
+            return rejected.error.http_status, self._error_body(rejected.error)
+        templates = self.scenario.templates
+        page = templates[start : start + size]
+        body: dict[str, Any] = {"data": [t.graph_item() for t in page]}
+        if page:
+            body["paging"] = {
+                "cursors": {
+                    "before": _cursor(start),
+                    "after": _cursor(start + len(page) - 1),
+                }
+            }
+        if start + len(page) < len(templates):
+            body["paging"]["next"] = next_url(_cursor(start + len(page) - 1))
+        return 200, encode(body)
 
     def _authorize(self, authorization: str | None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
@@ -367,8 +411,9 @@ class SandboxService:
         )
         if template is None:
             raise NotFound(f"no template {name!r} in {language!r}")
-        if event in ("APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED"):
-            self.register_template(template.model_copy(update={"status": event}))
+        status = "APPROVED" if event == "REINSTATED" else event
+        if status in ("APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED"):
+            self.register_template(template.model_copy(update={"status": status}))
         return self._emit(
             template_status_change(
                 template_id=template.template_id,
@@ -377,6 +422,45 @@ class SandboxService:
                 category=template.category,
                 event=event,
                 reason=reason,
+                timestamp=int(time.time()),
+            )
+        )
+
+    def _template(self, name: str, language: str) -> TemplateSpec:
+        template = next(
+            (t for t in self.scenario.templates if (t.name, t.language) == (name, language)),
+            None,
+        )
+        if template is None:
+            raise NotFound(f"no template {name!r} in {language!r}")
+        return template
+
+    def emit_template_quality(self, name: str, language: str, score: str) -> bool:
+        """Send a ``message_template_quality_update`` and record the new score."""
+        template = self._template(name, language)
+        self.register_template(template.model_copy(update={"quality": score}))
+        return self._emit(
+            template_quality_change(
+                template_id=template.template_id,
+                name=name,
+                language=language,
+                previous=template.quality,
+                new=score,
+                timestamp=int(time.time()),
+            )
+        )
+
+    def emit_template_category(self, name: str, language: str, category: str) -> bool:
+        """Send a completed ``template_category_update`` and recategorise the template."""
+        template = self._template(name, language)
+        self.register_template(template.model_copy(update={"category": category}))
+        return self._emit(
+            template_category_change(
+                template_id=template.template_id,
+                name=name,
+                language=language,
+                previous=template.category,
+                new=category,
                 timestamp=int(time.time()),
             )
         )
@@ -402,6 +486,32 @@ class SandboxService:
         if self.ledger.entries:
             return self.ledger.entries[-1].phone_number_id
         raise NotFound("no phone_number_id given, configured, or used by a send yet")
+
+
+def _cursor(index: int) -> str:
+    """A Graph paging cursor (opaque to clients; here the base64 of a position)."""
+    return base64.urlsafe_b64encode(f"tpl:{index}".encode()).decode().rstrip("=")
+
+
+def _cursor_index(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = raw.partition(":")
+        if prefix != "tpl" or not number.isdigit():
+            raise ValueError(cursor)
+        return int(number)
+    except ValueError:
+        raise Rejected(
+            graph_error(100, "Invalid parameter: after is not a valid cursor", title="Invalid")
+        ) from None
+
+
+def _page_size(limit: str | None) -> int:
+    if limit is None or limit == "":
+        return 25
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise Rejected(graph_error(100, "Invalid parameter: limit must be 1 to 100"))
+    return int(limit)
 
 
 def _conversation(entry: LedgerEntry) -> tuple[str, int]:

@@ -48,6 +48,8 @@ class TemplateSend:
     header_parameters: tuple[str, ...]
     body_parameters: tuple[str, ...]
     callback_data: str | None
+    body_parameter_names: tuple[str | None, ...] = ()
+    """Each body parameter's ``parameter_name`` (None when sent positionally)."""
 
 
 def parse_template_send(raw: bytes) -> TemplateSend:
@@ -86,7 +88,7 @@ def parse_template_send(raw: bytes) -> TemplateSend:
     if not isinstance(language, dict):
         raise _invalid(100, "Param template['language'] must be a JSON object.")
     code = _required_string(language, "code", "template['language']['code']")
-    header, body_params = _component_parameters(template.get("components", []))
+    header, body_params, names = _component_parameters(template.get("components", []))
     return TemplateSend(
         to=to,
         wa_id=wa_id,
@@ -95,15 +97,20 @@ def parse_template_send(raw: bytes) -> TemplateSend:
         header_parameters=header,
         body_parameters=body_params,
         callback_data=_callback_data(body.get("biz_opaque_callback_data")),
+        body_parameter_names=names,
     )
 
 
-def _component_parameters(components: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Header and body parameter values, each text parameter as its text."""
+def _component_parameters(
+    components: Any,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str | None, ...]]:
+    """Header and body parameter values (each text parameter as its text), and each body
+    parameter's ``parameter_name``."""
     if not isinstance(components, list):
         raise _invalid(100, "Param template['components'] must be an array.")
     header: list[str] = []
     body: list[str] = []
+    names: list[str | None] = []
     for index, component in enumerate(components):
         where = f"template['components'][{index}]"
         if not isinstance(component, dict):
@@ -117,7 +124,16 @@ def _component_parameters(components: Any) -> tuple[tuple[str, ...], tuple[str, 
             header.extend(values)
         elif kind == "body":
             body.extend(values)
-    return tuple(header), tuple(body)
+            names.extend(_parameter_names(component.get("parameters", [])))
+    return tuple(header), tuple(body), tuple(names)
+
+
+def _parameter_names(parameters: list[Any]) -> list[str | None]:
+    """Each parameter's ``parameter_name`` (shapes were checked by _parameter_values)."""
+    return [
+        p.get("parameter_name") if isinstance(p.get("parameter_name"), str) else None
+        for p in parameters
+    ]
 
 
 def _parameter_values(parameters: Any, where: str) -> list[str]:

@@ -79,7 +79,7 @@ class Plan:
     @property
     def update_count(self) -> int:
         r = self.request
-        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts)
+        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts) + len(r.template_updates)
 
 
 def _add_updates(
@@ -152,6 +152,20 @@ def _add_updates(
                 from_user_id=t.from_user_id,
                 from_parent_user_id=t.from_parent_user_id,
                 username=t.username,
+            )
+        )
+    for u in updates.template_updates:  # keyed by WABA id: the dispatch service matches it
+        request.template_updates.append(
+            pb.TemplateUpdate(
+                receipt_id=receipt_id,
+                waba_id=u.waba_id,
+                field=u.field,
+                meta_template_id=u.meta_template_id,
+                name=u.name,
+                language=u.language,
+                provider_timestamp=_timestamp(u.timestamp),
+                buttons=[pb.TemplateUpdateButton(**b) for b in u.buttons],
+                **u.values,
             )
         )
     return dropped

@@ -14,6 +14,10 @@ costs the rest of the body. What comes out:
   one :class:`Preference` each, by ``wa_id``, ``user_id`` or both;
 * inbound ``messages[]`` of type ``text``: one :class:`InboundText` each (checked for stop
   keywords by the dispatch service), from ``from``, ``from_user_id`` or both.
+* template notifications (``message_template_status_update``, ``..._quality_update``,
+  ``template_category_update``, ``message_template_components_update``): one
+  :class:`TemplateUpdate` each, keyed by the WABA id (``entry[].id``) and ordered by
+  ``entry[].time``;
 
 Documented changes and items that carry nothing for this system (``calls``,
 ``smb_message_echoes``, template, account and phone-number notifications, inbound media,
@@ -62,9 +66,6 @@ IGNORED_FIELDS: dict[str, str] = {
     "group_status_update": "group suspended or cleared (this system uses no groups)",
     "history": "coexistence chat history sync",
     "message_echoes": "messages the business sent from another client",
-    "message_template_components_update": "template components edited",
-    "message_template_quality_update": "template quality score change",
-    "message_template_status_update": "template status change",
     "messaging_handovers": "conversation handover between apps",
     "partner_solutions": "partner solution status",
     "payment_configuration_update": "payment configuration change",
@@ -73,14 +74,11 @@ IGNORED_FIELDS: dict[str, str] = {
     "security": "two-step verification or PIN change",
     "smb_app_state_sync": "WhatsApp Business app contacts sync",
     "smb_message_echoes": "messages the business sent from the WhatsApp Business app",
-    "template_category_update": "template category change",
     "template_correct_category_detection": "template category correction",
     "tracking_events": "tracking events",
 }
 """Documented WhatsApp Business Account change fields that carry nothing for the status path,
 and why (the ``ignored`` note says it)."""
-INFORMATIONAL_FIELDS = frozenset(IGNORED_FIELDS)
-"""Kept for callers of the previous name."""
 
 PARENT_RECIPIENT_KEYS = ("recipient_parent_user_id", "parent_recipient_user_id", "parent_user_id")
 """The parent user id of a status has three spellings in Meta's and others' docs: accept all."""
@@ -102,6 +100,14 @@ KNOWN_SYSTEM_TYPES = frozenset(
 )
 IDENTITY_SYSTEM_TYPES = frozenset(
     {"user_changed_number", "user_changed_user_id", "customer_changed_number"}
+)
+TEMPLATE_FIELDS = frozenset(
+    {
+        "message_template_status_update",
+        "message_template_quality_update",
+        "message_template_components_update",
+        "template_category_update",
+    }
 )
 
 MAX_TIMESTAMP = 10**11  # year ~5138: anything larger is not Unix seconds
@@ -205,6 +211,22 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateUpdate:
+    """One template webhook change (reference meta-2026 §3); empty strings when absent."""
+
+    waba_id: str
+    field: str
+    meta_template_id: str
+    name: str
+    language: str
+    timestamp: int
+    values: dict[str, str]
+    """event, reason, detail, new_quality, new_category, previous_category, correct_category,
+    body_text, header_text, footer_text (those the change carries)."""
+    buttons: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Normalised:
     """What a receipt carries, and what to flag it with."""
 
@@ -216,11 +238,17 @@ class Normalised:
     inbound_texts: tuple[InboundText, ...] = ()
     value_errors: tuple[ProviderError, ...] = ()
     notes: tuple[Note, ...] = ()
+    template_updates: tuple[TemplateUpdate, ...] = ()
 
     @property
     def update_count(self) -> int:
         """How many updates ApplyStatus gets from this receipt."""
-        return len(self.statuses) + len(self.preferences) + len(self.inbound_texts)
+        return (
+            len(self.statuses)
+            + len(self.preferences)
+            + len(self.inbound_texts)
+            + len(self.template_updates)
+        )
 
     @property
     def unreadable(self) -> tuple[Note, ...]:
@@ -246,6 +274,7 @@ class _Collector:
     inbound_texts: list[InboundText] = field(default_factory=list)
     value_errors: list[ProviderError] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    template_updates: list[TemplateUpdate] = field(default_factory=list)
     known_changes: int = 0
 
     def unreadable(self, path: str, reason: str) -> None:
@@ -551,14 +580,67 @@ def _preferences_change(value: dict[str, Any], where: str, out: _Collector) -> N
             out.unreadable(at, str(error))
 
 
-def _change(raw: Any, where: str, out: _Collector) -> None:
+def _template_change(
+    value: dict[str, Any], name: str, entry: dict[str, Any], where: str, out: _Collector
+) -> None:
+    """A template webhook (WABA-level: no metadata; entry.id is the WABA, entry.time orders it).
+    An older copy labels quality updates message_template_status_update: a value carrying
+    new_quality_score is read as a quality update whatever its field says."""
+    if "new_quality_score" in value:
+        name = "message_template_quality_update"
+    waba_id = _text(entry, "id", where.split(".")[0])
+    at = _timestamp({"timestamp": entry.get("time")}, f"{where.split('.')[0]}.time")
+    keys = {
+        "event": "event",
+        "reason": "reason",
+        "new_quality": "new_quality_score",
+        "new_category": "new_category",
+        "previous_category": "previous_category",
+        "correct_category": "correct_category",
+        "body_text": "message_template_element",
+        "header_text": "message_template_title",
+        "footer_text": "message_template_footer",
+    }
+    values = {ours: str(value[theirs]) for ours, theirs in keys.items() if value.get(theirs)}
+    info = value.get("other_info") or value.get("rejection_info")
+    if isinstance(info, dict):
+        parts = (info.get(k) for k in ("title", "description", "reason", "recommendation"))
+        values["detail"] = ": ".join(str(p) for p in parts if p)
+    buttons = tuple(
+        {
+            "type": str(b.get("message_template_button_type") or ""),
+            "text": str(b.get("message_template_button_text") or ""),
+            "url": str(b.get("message_template_button_url") or ""),
+            "phone_number": str(b.get("message_template_button_phone_number") or ""),
+        }
+        for b in _list(value.get("message_template_buttons"), f"{where}.buttons")
+        if isinstance(b, dict)
+    )
+    out.template_updates.append(
+        TemplateUpdate(
+            waba_id=waba_id,
+            field=name,
+            meta_template_id=_text(value, "message_template_id", where, required=False),
+            name=_text(value, "message_template_name", where),
+            language=_text(value, "message_template_language", where).replace("-", "_"),
+            timestamp=at,
+            values=values,
+            buttons=buttons,
+        )
+    )
+
+
+def _change(raw: Any, where: str, out: _Collector, entry: dict[str, Any]) -> None:
     if not isinstance(raw, dict):
         out.unreadable(where, f"{where} is not an object")
         return
     change = raw
     name = change.get("field")
     try:
-        if name == MESSAGES_FIELD:
+        if isinstance(name, str) and name in TEMPLATE_FIELDS:
+            value = _object(change.get("value"), f"{where}.value")
+            _template_change(value, name, entry, f"{where}.value", out)
+        elif name == MESSAGES_FIELD:
             _messages_change(_object(change.get("value"), f"{where}.value"), where, out)
         elif name == PREFERENCES_FIELD:
             _preferences_change(_object(change.get("value"), f"{where}.value"), where, out)
@@ -610,14 +692,15 @@ def normalise(body: bytes) -> Normalised:
             out.unreadable(f"entry[{n}]", str(error))
             continue
         for m, change in enumerate(changes):
-            _change(change, f"entry[{n}].changes[{m}]", out)
+            _change(change, f"entry[{n}].changes[{m}]", out, entry)
     notes = tuple(out.notes)
     if out.known_changes == 0:
         problem = _summary(out.notes) or "no change this system reads"
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem=problem, notes=notes)
-    if len(out.statuses) + len(out.preferences) + len(out.inbound_texts) > MAX_UPDATES:
+    counted = len(out.statuses) + len(out.preferences) + len(out.inbound_texts)
+    if counted + len(out.template_updates) > MAX_UPDATES:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="too many updates in one body")
-    updates = len(out.statuses) + len(out.preferences) + len(out.inbound_texts)
+    updates = counted + len(out.template_updates)
     flag: ReceiptFlag | None = None
     if any(n.kind == "unreadable" for n in notes):
         flag = ReceiptFlag.UNREADABLE_ITEMS
@@ -632,4 +715,5 @@ def normalise(body: bytes) -> Normalised:
         inbound_texts=tuple(out.inbound_texts),
         value_errors=tuple(out.value_errors),
         notes=notes,
+        template_updates=tuple(out.template_updates),
     )

@@ -41,12 +41,20 @@ def register(commands: Any) -> None:
         "--starts-at", type=parse_time, required=True, help="ISO-8601; UTC unless an offset"
     )
     create.add_argument("--location", default="")
+    create.add_argument("--time-zone", default="", help="IANA time zone, e.g. Europe/Lisbon")
+    create.add_argument("--address", default="", help="the venue's street address")
+    create.add_argument("--latitude", type=float, default=None)
+    create.add_argument("--longitude", type=float, default=None)
     create.add_argument("--json", action="store_true", help="print JSON")
     update = add_command(events, "update", "change an event (omitted fields are kept)", run_update)
     update.add_argument("event_id")
     update.add_argument("--name", default="")
     update.add_argument("--starts-at", type=parse_time, default=None)
     update.add_argument("--location", default="")
+    update.add_argument("--time-zone", default="", help="IANA time zone, e.g. Europe/Lisbon")
+    update.add_argument("--address", default="", help="the venue's street address")
+    update.add_argument("--latitude", type=float, default=None)
+    update.add_argument("--longitude", type=float, default=None)
     update.add_argument("--json", action="store_true", help="print JSON")
     listing = add_command(events, "list", "the workspace's events, soonest first", run_list)
     listing.add_argument("--json", action="store_true", help="print JSON lines, one per event")
@@ -83,6 +91,12 @@ def show_event(title: str, event: pb.Event) -> None:
             ("name", event.name),
             ("starts_at", timestamp(event.starts_at)),
             ("location", event.location),
+            ("time_zone", event.time_zone),
+            ("address", event.address or "-"),
+            (
+                "coordinates",
+                f"{event.latitude}, {event.longitude}" if event.HasField("latitude") else "-",
+            ),
         ],
     )
 
@@ -91,7 +105,15 @@ async def run_create(client: Client, args: argparse.Namespace) -> int:
     """CreateEvent."""
     reply = await client.call(
         client.admin.CreateEvent,
-        pb.CreateEventRequest(name=args.name, starts_at=args.starts_at, location=args.location),
+        pb.CreateEventRequest(
+            name=args.name,
+            starts_at=args.starts_at,
+            location=args.location,
+            time_zone=args.time_zone,
+            address=args.address,
+            latitude=args.latitude,
+            longitude=args.longitude,
+        ),
     )
     if args.json:
         print_json(reply)
@@ -102,10 +124,23 @@ async def run_create(client: Client, args: argparse.Namespace) -> int:
 
 async def run_update(client: Client, args: argparse.Namespace) -> int:
     """UpdateEvent (at least one field to change, else a usage error)."""
-    if not (args.name or args.location or args.starts_at is not None):
-        errors.print("usage error: give at least one of --name, --starts-at, --location")
+    changes = (args.name, args.location, args.time_zone, args.address)
+    coordinates = (args.latitude, args.longitude)
+    if not any(changes) and args.starts_at is None and coordinates == (None, None):
+        errors.print(
+            "usage error: give at least one of --name, --starts-at, --location, --time-zone,"
+            " --address, --latitude/--longitude"
+        )
         return EXIT_USAGE
-    event = pb.Event(event_id=args.event_id, name=args.name, location=args.location)
+    event = pb.Event(
+        event_id=args.event_id,
+        name=args.name,
+        location=args.location,
+        time_zone=args.time_zone,
+        address=args.address,
+        latitude=args.latitude,
+        longitude=args.longitude,
+    )
     if args.starts_at is not None:
         event.starts_at.CopyFrom(args.starts_at)
     reply = await client.call(client.admin.UpdateEvent, pb.UpdateEventRequest(event=event))

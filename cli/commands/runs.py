@@ -90,6 +90,14 @@ def register(commands: Any) -> None:
         metavar="HH:MM-HH:MM",
         help="quiet hours for this run in each guest's local time (default: the workspace's)",
     )
+    media = send.add_mutually_exclusive_group()
+    for kind in ("image", "video", "document"):
+        media.add_argument(
+            f"--header-{kind}",
+            metavar="URL_OR_MEDIA_ID",
+            help=f"the {kind} of a template with a {kind.upper()} header (https URL or media id)",
+        )
+    send.add_argument("--header-filename", default="", help="a document header's shown name")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument("--watch", action="store_true", help="watch the run until it is final")
     send.add_argument("--json", action="store_true", help="print JSON")
@@ -268,6 +276,17 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
         if reply.HasField("limit_frees_at"):
             line += f", the rest as the window frees from {timestamp(reply.limit_frees_at)}"
         console.print(line)
+    if reply.HasField("template"):
+        template = reply.template
+        console.print(
+            f"  template {template.name} ({template.language}): "
+            f"{enum_name(types_pb2.TemplateStatus, template.status)}, "
+            f"{enum_name(types_pb2.TemplateCategory, template.category)}"
+            + (f", quality {template.quality}" if template.quality else "")
+            + f", {template.source}"
+        )
+        for note in template.notes:
+            console.print(f"    [yellow]note:[/] {note}")
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (
@@ -317,6 +336,21 @@ async def run_recipients(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def header_media(args: argparse.Namespace) -> pb.HeaderMedia | None:
+    """StartRun's header media from --header-image/--header-video/--header-document."""
+    for kind in ("image", "video", "document"):
+        value = getattr(args, f"header_{kind}", None)
+        if value:
+            by_id = value.isdigit()
+            return pb.HeaderMedia(
+                type=kind,
+                link="" if by_id else value,
+                media_id=value if by_id else "",
+                filename=args.header_filename,
+            )
+    return None
+
+
 async def run_send(client: Client, args: argparse.Namespace) -> int:
     """`invites send EVENT TEMPLATE`: precheck, confirm, StartRun (idempotent), optionally watch."""
     precheck = await _precheck(client, args)
@@ -341,6 +375,7 @@ async def run_send(client: Client, args: argparse.Namespace) -> int:
             send_at=_stamp(args.at),
             deadline=_stamp(args.deadline),
             send_window=args.window,
+            header_media=header_media(args),
         ),
     )
     if args.json:

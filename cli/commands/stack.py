@@ -40,6 +40,8 @@ GENERATED = (
     "WHATSAPP_VERIFY_TOKEN",
 )
 LOCAL_PHONE_NUMBER_ID = "100000000000001"
+LOCAL_WABA_ID = "102290129340398"
+"""The sandbox's WhatsApp Business Account id (its default SANDBOX_WABA_ID)."""
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.json"
 
 
@@ -132,6 +134,8 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
         env.setdefault("SANDBOX_ACCESS_TOKEN", env["WHATSAPP_ACCESS_TOKEN"])
         env.setdefault("SANDBOX_APP_SECRET", env["WHATSAPP_APP_SECRET"].split(",")[0])
         env.setdefault("SANDBOX_PHONE_NUMBER_ID", env["WHATSAPP_PHONE_NUMBER_ID"])
+        env.setdefault("SANDBOX_WABA_ID", LOCAL_WABA_ID)
+        env.setdefault("WHATSAPP_WABA_ID", env["SANDBOX_WABA_ID"])
         env.setdefault("SANDBOX_CALLBACK_URL", f"http://{env['WEBHOOK_LISTEN']}/webhooks/whatsapp")
         env.setdefault("SANDBOX_CONTROL_ENABLED", "true")
         env.setdefault("SANDBOX_SCENARIO", str(DEMO_SCENARIO))

@@ -4,6 +4,7 @@
         --variable guest_name --variable event_name --status approved
     invites templates status <template id> paused
     invites templates list
+    invites templates sync --waba-id 102290129340398   # read every template from Meta
 """
 
 from __future__ import annotations
@@ -54,6 +55,32 @@ def register(commands: Any) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     listing = add_command(templates, "list", "the workspace's templates", run_list)
     listing.add_argument("--json", action="store_true", help="print JSON lines, one per template")
+    sync = add_command(
+        templates, "sync", "read every template of the WhatsApp Business Account", run_sync
+    )
+    sync.add_argument(
+        "--waba-id", default="", help="record this WABA id on the workspace first (once)"
+    )
+    sync.add_argument("--json", action="store_true", help="print JSON")
+
+
+def components_summary(template: pb.Template) -> str:
+    """The components in one line, e.g. ``HEADER:IMAGE BODY FOOTER BUTTONS:QUICK_REPLY,URL``."""
+    parts = []
+    for component in template.components:
+        if component.type == "HEADER":
+            parts.append(f"HEADER:{component.format or 'TEXT'}")
+        elif component.type == "BUTTONS":
+            parts.append("BUTTONS:" + ",".join(b.type for b in component.buttons))
+        else:
+            parts.append(component.type)
+    return " ".join(parts)
+
+
+def source_name(template: pb.Template) -> str:
+    """meta, manual, or meta (deleted) for a template a sync no longer found."""
+    name = enum_name(pb.TemplateSource, template.source)
+    return f"{name} (deleted)" if template.deleted_on_meta else name
 
 
 def show_template(title: str, template: pb.Template) -> None:
@@ -113,7 +140,7 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
         return 0
     table(
         "templates",
-        ("template_id", "name", "language", "category", "variables", "status"),
+        ("template_id", "name", "language", "category", "variables", "status", "source"),
         [
             (
                 t.template_id,
@@ -122,8 +149,41 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
                 enum_name(types_pb2.TemplateCategory, t.category),
                 ", ".join(t.variables),
                 enum_name(types_pb2.TemplateStatus, t.status),
+                source_name(t),
             )
             for t in reply.templates
         ],
     )
+    return 0
+
+
+async def run_sync(client: Client, args: argparse.Namespace) -> int:
+    """SyncTemplates: one row per template, with what the sync changed."""
+    reply = await client.call(
+        client.admin.SyncTemplates, pb.SyncTemplatesRequest(waba_id=args.waba_id)
+    )
+    if args.json:
+        print_json(reply)
+        return 0
+    table(
+        f"templates of WABA {reply.waba_id} ({reply.read} read from Meta)",
+        ("name", "language", "sync", "changed", "status", "quality", "category", "components"),
+        [
+            (
+                c.template.name,
+                c.template.language,
+                enum_name(pb.TemplateSyncKind, c.kind),
+                ", ".join(c.fields),
+                enum_name(types_pb2.TemplateStatus, c.template.status),
+                c.template.quality,
+                enum_name(types_pb2.TemplateCategory, c.template.category),
+                components_summary(c.template),
+            )
+            for c in reply.changes
+        ],
+    )
+    for skipped in reply.skipped:
+        print(f"skipped: {skipped}")
+    for run_id in reply.paused_run_ids:
+        print(f"paused run {run_id}: its template was deleted on Meta or is not approved")
     return 0

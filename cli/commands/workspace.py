@@ -59,6 +59,11 @@ def register(commands: Any) -> None:
     bootstrap.add_argument(
         "--twilio-account-sid", default="", help="Twilio only: the account SID (AC...)"
     )
+    bootstrap.add_argument(
+        "--waba-id",
+        default="",
+        help="WhatsApp Business Account id owning its templates (default: the service's)",
+    )
     bootstrap.add_argument("--json", action="store_true", help="print JSON")
     bootstrap.set_defaults(needs_actor=False)  # it creates the first member
 
@@ -84,6 +89,7 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             admin_display_name=args.admin_name,
             sender_provider=PROVIDERS[args.provider],
             twilio_account_sid=args.twilio_account_sid,
+            waba_id=args.waba_id,
         ),
     )
     if args.json:
@@ -98,6 +104,7 @@ async def run_bootstrap(client: Client, args: argparse.Namespace) -> int:
             ("default_region", workspace.default_region),
             ("sender_phone_number_id", workspace.sender_phone_number_id),
             ("sender_provider", enum_name(pb.SenderProvider, workspace.sender_provider)),
+            ("waba_id", workspace.waba_id or "-"),
             ("parent_admin", f"{admin.display_name} ({admin.member_id})"),
         ],
     )

@@ -55,6 +55,8 @@ from common.vocabulary import (
     RunState,
     SenderProvider,
     TemplateCategory,
+    TemplateParameterFormat,
+    TemplateSource,
     TemplateStatus,
 )
 
@@ -113,6 +115,8 @@ class Workspace(Base):
     send_window: Mapped[str | None] = mapped_column(Text)
     # Meta's portfolio messaging limit: unique recipients per moving 24 h (None: unlimited).
     messaging_limit: Mapped[int | None] = mapped_column(Integer)
+    waba_id: Mapped[str | None] = mapped_column(Text)
+    """The WhatsApp Business Account owning the sender's templates (SyncTemplates reads it)."""
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
@@ -170,11 +174,19 @@ class Event(Base):
     name: Mapped[str] = mapped_column(Text)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     location: Mapped[str] = mapped_column(Text, server_default="")
+    time_zone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    """IANA time zone (e.g. Europe/Lisbon): template dates and times are written in it."""
+    address: Mapped[str] = mapped_column(Text, server_default="")
+    latitude: Mapped[float | None] = mapped_column(Double)
+    longitude: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
         CheckConstraint("length(name) > 0", name="name_not_empty"),
+        CheckConstraint("(latitude IS NULL) = (longitude IS NULL)", name="coordinates_paired"),
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
         Index(None, "workspace_id", "starts_at"),
     )
 
@@ -403,6 +415,25 @@ class Template(Base):
     status: Mapped[str] = mapped_column(Text)
     twilio_content_sid: Mapped[str | None] = mapped_column(Text)
     """The Twilio Content API SID (HX...) this template is sent as through Twilio."""
+    source: Mapped[str] = mapped_column(Text, server_default=TemplateSource.MANUAL.value)
+    meta_template_id: Mapped[str | None] = mapped_column(Text)
+    quality: Mapped[str | None] = mapped_column(Text)
+    parameter_format: Mapped[str] = mapped_column(
+        Text, server_default=TemplateParameterFormat.POSITIONAL.value
+    )
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    previous_category: Mapped[str | None] = mapped_column(Text)
+    """The category before Meta's last recategorisation (shown at precheck)."""
+    pending_category: Mapped[str | None] = mapped_column(Text)
+    """The category Meta announced it will move the template to (impending recategorisation)."""
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    """Meta's reason for the last status change (e.g. FIRST_PAUSE: low quality)."""
+    webhook_times: Mapped[dict[str, int]] = mapped_column(JSONB, server_default="{}")
+    """Per template webhook field, Meta's time (entry.time) of the last one applied: an older
+    one arriving late is stale and changes nothing."""
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_on_meta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when a sync no longer finds it on Meta; the row stays for the runs that used it."""
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
 
@@ -413,7 +444,10 @@ class Template(Base):
         ),
         one_of("category", TemplateCategory),
         one_of("status", TemplateStatus),
+        one_of("source", TemplateSource),
+        one_of("parameter_format", TemplateParameterFormat),
         UniqueConstraint("workspace_id", "name", "language"),
+        Index(None, "workspace_id", "meta_template_id"),
     )
 
 
@@ -524,6 +558,8 @@ class InviteSendRun(Base):
     sender_phone_number_id: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text)
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    send_plan: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    """Header, parameter format and buttons every message sends (domain/send_plan)."""
     total_count: Mapped[int] = mapped_column(Integer, server_default="0")
     eligible_count: Mapped[int] = mapped_column(Integer, server_default="0")
     blocked_count: Mapped[int] = mapped_column(Integer, server_default="0")

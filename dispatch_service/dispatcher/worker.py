@@ -293,6 +293,7 @@ class Dispatcher:
             language=run.language,
             body_parameters=message.variables,
             body_parameter_names=run.variable_names,
+            send_plan=run.send_plan,
         )
         return await self.provider.send_template(send)
 

@@ -10,9 +10,9 @@ compared trimmed and case-insensitively):
     household, household_name, guest_unit, family       the household (guest unit) name
     event, event_name                                   the event's name
     event_date, date                                    the event's start, e.g. "Sat 12 Oct 2026,
-                                                        19:00" (UTC: events carry no time zone)
+                                                        19:00", in the event's time zone
     event_day                                           the start date only, "Sat 12 Oct 2026"
-    event_time, time                                    the start time only, "19:00" (UTC)
+    event_time, time                                    the start time only, "19:00" (event's zone)
     event_location, location, venue                    the event's location
 
 Any other name makes StartRun fail with FAILED_PRECONDITION naming it: a run never sends a
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatch_service.errors import FailedPrecondition
 
@@ -78,11 +79,13 @@ class EventFacts:
     name: str
     starts_at: datetime
     location: str
+    time_zone: str = "UTC"
+    """IANA name; dates and times are written in it (an unknown one falls back to UTC)."""
 
 
 def event_value(source: VariableSource, event: EventFacts) -> str:
     """The value of a run-wide source for `event` (per-recipient sources are not run-wide)."""
-    start = event.starts_at.astimezone(UTC)
+    start = event.starts_at.astimezone(zone(event.time_zone))
     values = {
         VariableSource.EVENT_NAME: event.name,
         VariableSource.EVENT_DATE: f"{start:%a} {start.day} {start:%b %Y, %H:%M}",
@@ -93,6 +96,23 @@ def event_value(source: VariableSource, event: EventFacts) -> str:
     if source not in values:
         raise ValueError(f"{source} differs per recipient")
     return values[source]
+
+
+def zone(name: str) -> tzinfo:
+    """The IANA time zone `name`, or UTC when it is empty or unknown here."""
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this process knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def recipient_value(source: VariableSource, contact_name: str, household_name: str) -> str:

@@ -6,7 +6,8 @@ Proto enums carry the vocabulary's values with a prefix (`ROLE_PARENT_ADMIN` <->
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from common.vocabulary import (
     Role,
     SenderProvider,
     TemplateCategory,
+    TemplateParameterFormat,
+    TemplateSource,
     TemplateStatus,
 )
 from dispatch_service.domain.audience import AudienceDefinition, build_audience
@@ -39,8 +42,9 @@ from dispatch_service.read_models import (
     TemplateView,
     WorkspaceView,
 )
-from dispatch_service.use_cases.events import EventChanges
+from dispatch_service.use_cases.events import EventChanges, EventPlace
 from dispatch_service.use_cases.guests import ImportRequest, csv_import_request, guest_row
+from dispatch_service.use_cases.templates import SyncReport, TemplateChangeKind
 
 V = TypeVar("V", bound=StrEnum)
 
@@ -53,6 +57,9 @@ PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
     ImportSource: (pb.ImportSource, "IMPORT_SOURCE_"),
     ImportRowOutcome: (pb.ImportRowOutcome, "IMPORT_ROW_OUTCOME_"),
     SenderProvider: (pb.SenderProvider, "SENDER_PROVIDER_"),
+    TemplateSource: (pb.TemplateSource, "TEMPLATE_SOURCE_"),
+    TemplateParameterFormat: (pb.TemplateParameterFormat, "TEMPLATE_PARAMETER_FORMAT_"),
+    TemplateChangeKind: (pb.TemplateSyncKind, "TEMPLATE_SYNC_KIND_"),
 }
 
 
@@ -110,6 +117,7 @@ def workspace_pb(workspace: WorkspaceView) -> pb.Workspace:
         sender_phone_number_id=workspace.sender_phone_number_id,
         sender_provider=to_proto_enum(workspace.sender_provider, SenderProvider),
         twilio_account_sid=workspace.twilio_account_sid or "",
+        waba_id=workspace.waba_id or "",
     )
 
 
@@ -133,6 +141,10 @@ def event_pb(event: EventView) -> pb.Event:
         name=event.name,
         starts_at=timestamp(event.starts_at),
         location=event.location,
+        time_zone=event.time_zone,
+        address=event.address,
+        latitude=event.latitude,
+        longitude=event.longitude,
     )
 
 
@@ -142,7 +154,25 @@ def event_changes(event: pb.Event) -> EventChanges:
         name=event.name or None,
         starts_at=request_time(event, "starts_at"),
         location=event.location or None,
+        time_zone=event.time_zone or None,
+        address=event.address or None,
+        coordinates=coordinates(event),
     )
+
+
+def coordinates(message: pb.Event | pb.CreateEventRequest) -> tuple[float, float] | None:
+    """(latitude, longitude) when both are set; InvalidArgument when only one is."""
+    has = (message.HasField("latitude"), message.HasField("longitude"))
+    if has == (False, False):
+        return None
+    if has != (True, True):
+        raise InvalidArgument(FieldViolation("latitude", "latitude and longitude go together"))
+    return (message.latitude, message.longitude)
+
+
+def event_place(request: pb.CreateEventRequest) -> EventPlace:
+    """CreateEvent's optional where and when."""
+    return EventPlace(request.time_zone, request.address, coordinates(request))
 
 
 def audience_from_pb(audience: pb.Audience) -> AudienceDefinition:
@@ -188,6 +218,60 @@ def template_pb(template: TemplateView) -> pb.Template:
         variables=list(template.variables),
         status=to_proto_enum(template.status, TemplateStatus),
         twilio_content_sid=template.twilio_content_sid or "",
+        source=to_proto_enum(template.source, TemplateSource),
+        meta_template_id=template.meta_template_id or "",
+        quality=template.quality or "",
+        parameter_format=to_proto_enum(template.parameter_format, TemplateParameterFormat),
+        components=[component_pb(c) for c in template.components],
+        deleted_on_meta=template.deleted_on_meta_at is not None,
+        previous_category=(
+            to_proto_enum(template.previous_category, TemplateCategory)
+            if template.previous_category
+            else types_pb2.TEMPLATE_CATEGORY_UNSPECIFIED
+        ),
+        status_reason=template.status_reason or "",
+        synced_at=timestamp(template.synced_at),
+    )
+
+
+def component_pb(component: Mapping[str, Any]) -> pb.TemplateComponent:
+    """One template component as Meta describes it."""
+    example = component.get("example")
+    buttons = component.get("buttons") or []
+    return pb.TemplateComponent(
+        type=str(component.get("type", "")),
+        format=str(component.get("format", "")),
+        text=str(component.get("text", "")),
+        buttons=[
+            pb.TemplateButton(
+                type=str(b.get("type", "")),
+                text=str(b.get("text", "")),
+                url=str(b.get("url", "")),
+                phone_number=str(b.get("phone_number", "")),
+            )
+            for b in buttons
+            if isinstance(b, Mapping)
+        ],
+        example_json=json.dumps(example, sort_keys=True) if example is not None else "",
+    )
+
+
+def sync_report_pb(report: SyncReport) -> pb.SyncTemplatesResponse:
+    """A SyncTemplates report."""
+    return pb.SyncTemplatesResponse(
+        waba_id=report.waba_id,
+        read=report.read,
+        changes=[
+            pb.TemplateSyncChange(
+                template=template_pb(change.template),
+                kind=to_proto_enum(change.kind, TemplateChangeKind),
+                fields=list(change.fields),
+                active_run_ids=[str(r) for r in change.runs_in_use],
+            )
+            for change in report.changes
+        ],
+        skipped=list(report.skipped),
+        paused_run_ids=[str(r) for r in report.paused_runs],
     )
 
 

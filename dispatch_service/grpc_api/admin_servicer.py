@@ -53,6 +53,8 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
                 SenderProvider, request.sender_provider, "sender_provider"
             ),
             twilio_account_sid=request.twilio_account_sid,
+            waba_id=request.waba_id,
+            default_waba_id=self.deps.settings.whatsapp_waba_id,
         )
         workspace, admin = await workspaces.create_workspace(self.sessions, command)
         return pb.CreateWorkspaceResponse(
@@ -92,6 +94,7 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
             name=request.name,
             starts_at=m.request_time(request, "starts_at"),
             location=request.location,
+            place=m.event_place(request),
         )
         return pb.CreateEventResponse(event=m.event_pb(event))
 
@@ -164,6 +167,14 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.ListTemplatesResponse:
         listed = await templates.list_workspace_templates(self.sessions, actor_id(context))
         return pb.ListTemplatesResponse(templates=[m.template_pb(t) for t in listed])
+
+    async def SyncTemplates(
+        self, request: pb.SyncTemplatesRequest, context: Context
+    ) -> pb.SyncTemplatesResponse:
+        report = await templates.sync_templates(
+            self.sessions, actor_id(context), self.deps.template_catalog, request.waba_id
+        )
+        return m.sync_report_pb(report)
 
     # --- guests --------------------------------------------------------------------------------
 

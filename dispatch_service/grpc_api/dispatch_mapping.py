@@ -16,6 +16,8 @@ from common.db.models import PrecheckCandidate
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.send_plan import HeaderMedia
+from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.read_models import MessageView, RunRecord
 from dispatch_service.use_cases.precheck import PrecheckResult
@@ -111,6 +113,43 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
             )
             for c in result.first_page
         ],
+        template=_precheck_template(result.template),
+    )
+
+
+def header_media(request: pb.StartRunRequest) -> HeaderMedia | None:
+    """StartRun's header media, when given."""
+    if not request.HasField("header_media"):
+        return None
+    media = request.header_media
+    return HeaderMedia(
+        kind=media.type.strip().lower(),
+        link=media.link.strip(),
+        media_id=media.media_id.strip(),
+        filename=media.filename.strip(),
+    )
+
+
+def _precheck_template(check: TemplateCheck | None) -> pb.PrecheckTemplate | None:
+    if check is None:
+        return None
+    facts = check.facts
+
+    def category(value: str | None) -> types.TemplateCategory.ValueType:
+        if not value:
+            return types.TEMPLATE_CATEGORY_UNSPECIFIED
+        return types.TemplateCategory.Value(f"TEMPLATE_CATEGORY_{value.upper()}")
+
+    return pb.PrecheckTemplate(
+        name=facts.name,
+        language=facts.language,
+        status=types.TemplateStatus.Value(f"TEMPLATE_STATUS_{facts.status.upper()}"),
+        category=category(facts.category),
+        previous_category=category(facts.previous_category),
+        pending_category=category(facts.pending_category),
+        quality=facts.quality or "",
+        source=facts.source,
+        notes=list(check.notes),
     )
 
 

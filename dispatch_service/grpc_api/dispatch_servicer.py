@@ -52,7 +52,8 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             list(request.resend_phones),
         )
         ttl = self.deps.settings.precheck_ttl_seconds
-        return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl))
+        fmt = self.deps.settings.whatsapp_parameter_format
+        return mapping.precheck_response(await precheck_send(self.deps.sessions, command, ttl, fmt))
 
     async def ListPrecheckRecipients(
         self, request: pb.ListPrecheckRecipientsRequest, context: Context
@@ -77,6 +78,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             send_at=mapping.optional_time(request, "send_at"),
             deadline=mapping.optional_time(request, "deadline"),
             send_window=request.send_window,
+            header_media=mapping.header_media(request),
         )
         result = await start_run(self.deps.sessions, command, self.deps.provider_name)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)

@@ -15,9 +15,15 @@ from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
+from dispatch_service.domain.meta_templates import (
+    TemplateField,
+    TemplateWebhook,
+    normalise_language,
+)
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, ApplyStatusResult
+from dispatch_service.use_cases.templates import TemplateUpdateOutcome
 
 MAX_UPDATES_PER_CALL = 10_000
 """More than this in one call is refused (Meta batches at most 1,000 updates per POST)."""
@@ -31,7 +37,14 @@ OUTCOMES: dict[ApplyOutcome, pb.ApplyOutcome.ValueType] = {
     ApplyOutcome.ORPHANED: pb.APPLY_OUTCOME_ORPHANED,
 }
 
-_Timestamped = pb.StatusUpdate | pb.PreferenceUpdate | pb.InboundText
+TEMPLATE_OUTCOMES: dict[TemplateUpdateOutcome, pb.TemplateUpdateOutcome.ValueType] = {
+    TemplateUpdateOutcome.APPLIED: pb.TEMPLATE_UPDATE_OUTCOME_APPLIED,
+    TemplateUpdateOutcome.UNCHANGED: pb.TEMPLATE_UPDATE_OUTCOME_UNCHANGED,
+    TemplateUpdateOutcome.STALE: pb.TEMPLATE_UPDATE_OUTCOME_STALE,
+    TemplateUpdateOutcome.UNMATCHED: pb.TEMPLATE_UPDATE_OUTCOME_UNMATCHED,
+}
+
+_Timestamped = pb.StatusUpdate | pb.PreferenceUpdate | pb.InboundText | pb.TemplateUpdate
 
 
 class _Checker:
@@ -132,9 +145,46 @@ def _inbound(check: _Checker, item: pb.InboundText, field: str) -> InboundText:
     )
 
 
+def _template_update(check: _Checker, item: pb.TemplateUpdate, field: str) -> TemplateWebhook:
+    try:
+        kind = TemplateField(item.field.strip())
+    except ValueError:
+        check.violations.append(
+            FieldViolation(f"{field}.field", f"must be one of {', '.join(TemplateField)}")
+        )
+        kind = TemplateField.STATUS
+    return TemplateWebhook(
+        waba_id=check.required(item.waba_id, f"{field}.waba_id"),
+        field=kind,
+        meta_template_id=item.meta_template_id.strip(),
+        name=check.required(item.name, f"{field}.name"),
+        language=normalise_language(check.required(item.language, f"{field}.language")),
+        at=int(check.provider_timestamp(item, field).timestamp()),
+        event=item.event.strip(),
+        reason=item.reason.strip(),
+        detail=item.detail.strip(),
+        new_quality=item.new_quality.strip(),
+        new_category=item.new_category.strip(),
+        previous_category=item.previous_category.strip(),
+        correct_category=item.correct_category.strip(),
+        body_text=item.body_text,
+        header_text=item.header_text,
+        footer_text=item.footer_text,
+        buttons=tuple(
+            {"type": b.type, "text": b.text, "url": b.url, "phone_number": b.phone_number}
+            for b in item.buttons
+        ),
+    )
+
+
 def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
     """The use case's command, or InvalidArgument naming every bad field."""
-    total = len(request.statuses) + len(request.preferences) + len(request.inbound_texts)
+    total = (
+        len(request.statuses)
+        + len(request.preferences)
+        + len(request.inbound_texts)
+        + len(request.template_updates)
+    )
     if total > MAX_UPDATES_PER_CALL:
         raise InvalidArgument(
             FieldViolation("statuses", f"at most {MAX_UPDATES_PER_CALL} updates per call")
@@ -148,6 +198,10 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
         inbound_texts=[
             _inbound(check, t, f"inbound_texts[{i}]") for i, t in enumerate(request.inbound_texts)
         ],
+        template_updates=[
+            _template_update(check, t, f"template_updates[{i}]")
+            for i, t in enumerate(request.template_updates)
+        ],
     )
     if check.violations:
         raise InvalidArgument(*check.violations)
@@ -159,4 +213,6 @@ def to_response(result: ApplyStatusResult) -> pb.ApplyStatusResponse:
     return pb.ApplyStatusResponse(
         status_outcomes=[OUTCOMES[o] for o in result.outcomes],
         do_not_message_added=result.do_not_message_added,
+        template_outcomes=[TEMPLATE_OUTCOMES[o] for o in result.template_outcomes],
+        paused_run_ids=[str(r) for r in result.paused_runs],
     )

@@ -7,8 +7,9 @@ State changes are not made here: a claim's transitions (``started``, ``blocked_a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +39,8 @@ class ActiveRun:
     workspace's; None: any time."""
     messaging_limit: int | None = None
     """The workspace's portfolio messaging limit (unique recipients per 24 h); None: none."""
+    send_plan: Mapping[str, Any] = field(default_factory=dict)
+    """The run's header, parameter format and buttons (domain/send_plan)."""
 
 
 ACTIVE_RUNS = text(
@@ -45,6 +48,7 @@ ACTIVE_RUNS = text(
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
            t.variables, coalesce(r.send_window, w.send_window) AS send_window,
            w.messaging_limit
+           t.variables, r.send_plan
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
       JOIN workspace w ON w.id = r.workspace_id
     WHERE r.state IN ({_ACTIVE})
@@ -66,6 +70,7 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             variable_names=tuple(r.variables),
             send_window=r.send_window,
             messaging_limit=r.messaging_limit,
+            send_plan=r.send_plan or {},
         )
         for r in rows
     ]

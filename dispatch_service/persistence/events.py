@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,14 +20,17 @@ async def insert_event(
     name: str,
     starts_at: datetime,
     location: str,
+    **place: Any,
 ) -> Event:
-    """A new event (flushed, with its id and timestamps)."""
+    """A new event (flushed, with its id and timestamps); `place`: time_zone, address,
+    latitude, longitude."""
     event = Event(
         id=uuid.uuid4(),
         workspace_id=workspace_id,
         name=name,
         starts_at=starts_at,
         location=location,
+        **place,
     )
     session.add(event)
     await session.flush()

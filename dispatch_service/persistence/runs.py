@@ -155,7 +155,7 @@ async def lock_event(session: AsyncSession, event_id: uuid.UUID) -> EventFacts:
     row = await session.scalar(select(Event).where(Event.id == event_id).with_for_update())
     if row is None:
         raise NotFound("no such event in this workspace", reason="EVENT_NOT_FOUND")
-    return EventFacts(name=row.name, starts_at=row.starts_at, location=row.location)
+    return EventFacts(row.name, row.starts_at, row.location, time_zone=row.time_zone)
 
 
 async def sender_of(session: AsyncSession, workspace_id: uuid.UUID) -> str:

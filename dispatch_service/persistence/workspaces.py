@@ -21,6 +21,7 @@ async def insert_workspace(
     sender_phone_number_id: str,
     sender_provider: str = "meta",
     twilio_account_sid: str | None = None,
+    waba_id: str | None = None,
 ) -> Workspace:
     """A new workspace (flushed, so it has its id)."""
     workspace = Workspace(
@@ -30,6 +31,7 @@ async def insert_workspace(
         sender_phone_number_id=sender_phone_number_id,
         sender_provider=sender_provider,
         twilio_account_sid=twilio_account_sid,
+        waba_id=waba_id,
     )
     session.add(workspace)
     await session.flush()

@@ -9,8 +9,9 @@ The dispatcher only looks at `retry_class`, so a new adapter needs no dispatcher
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from dispatch_service.domain.retry import RetryClass
 
@@ -30,6 +31,8 @@ class TemplateSend:
     body_parameters: tuple[str, ...]
     body_parameter_names: tuple[str, ...] = ()
     """The template's variable names, for providers or templates that use named parameters."""
+    send_plan: Mapping[str, Any] = field(default_factory=dict)
+    """The run's header, parameter format and buttons (domain/send_plan; empty: body only)."""
 
 
 @dataclass(frozen=True)

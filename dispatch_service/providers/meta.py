@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
+from dispatch_service.domain.send_plan import plan_components
 from dispatch_service.providers.aiohttp_transport import AiohttpTransport
 from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
 from dispatch_service.providers.metrics import PROVIDER_LATENCY
@@ -75,7 +76,18 @@ class MetaCloudProvider:
         self._named = parameter_format == "named"
 
     def request_body(self, send: TemplateSend) -> dict[str, Any]:
-        """The JSON body of a template send (reference §1)."""
+        """The JSON body of a template send (reference §1); a run with a send plan (a template
+        synced from Meta) sends its header, parameter format and buttons too (§2.3)."""
+        if send.send_plan:
+            return self._body(
+                send,
+                plan_components(
+                    send.send_plan,
+                    send.message_id,
+                    send.body_parameters,
+                    send.body_parameter_names,
+                ),
+            )
         names = send.body_parameter_names
         parameters: list[dict[str, str]] = []
         for index, text in enumerate(send.body_parameters):
@@ -83,9 +95,14 @@ class MetaCloudProvider:
             if self._named and index < len(names):
                 parameter["parameter_name"] = names[index]
             parameters.append(parameter)
+        components = [{"type": "body", "parameters": parameters}] if parameters else []
+        return self._body(send, components)
+
+    @staticmethod
+    def _body(send: TemplateSend, components: list[dict[str, Any]]) -> dict[str, Any]:
         template: dict[str, Any] = {"name": send.template_name, "language": {"code": send.language}}
-        if parameters:
-            template["components"] = [{"type": "body", "parameters": parameters}]
+        if components:
+            template["components"] = components
         return {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",

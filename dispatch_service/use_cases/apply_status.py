@@ -1,9 +1,11 @@
-"""ApplyStatus: apply one batch of provider updates (statuses, preferences, inbound texts).
+"""ApplyStatus: apply one batch of provider updates (statuses, preferences, inbound texts,
+template changes).
 
 The whole batch is one transaction: message transitions, the status event log, do-not-message
-entries and their audit entries commit together or not at all (then the ingestor retries the
-same batch, which is idempotent). A transaction that meets a concurrent writer on the same
-messages (a deadlock, or a message whose provider id appeared meanwhile) is retried here.
+entries, template changes (and the runs they pause) and their audit entries commit together or
+not at all (then the ingestor retries the same batch, which is idempotent). A transaction that
+meets a concurrent writer on the same messages (a deadlock, or a message whose provider id
+appeared meanwhile) is retried here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.identities import LearnedIdentity, learned_identities
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
+from dispatch_service.domain.meta_templates import TemplateWebhook
 from dispatch_service.domain.stop_keywords import (
     InboundText,
     PreferenceUpdate,
@@ -34,6 +38,11 @@ from dispatch_service.persistence import status as status_store
 from dispatch_service.persistence.do_not_message import add_entries
 from dispatch_service.persistence.identities import learn_user_ids
 from dispatch_service.persistence.status import StatusApplication
+from dispatch_service.use_cases.templates import (
+    TemplateUpdateOutcome,
+    TemplateUpdatesApplied,
+    apply_template_updates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class ApplyStatusCommand:
     statuses: Sequence[StatusUpdate] = ()
     preferences: Sequence[PreferenceUpdate] = ()
     inbound_texts: Sequence[InboundText] = ()
+    template_updates: Sequence[TemplateWebhook] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class ApplyStatusResult:
 
     outcomes: list[ApplyOutcome] = field(default_factory=list)
     do_not_message_added: int = 0
+    template_outcomes: list[TemplateUpdateOutcome] = field(default_factory=list)
+    paused_runs: list[uuid.UUID] = field(default_factory=list)
 
 
 def collect_opt_outs(
@@ -138,11 +150,12 @@ def collect_identities(
 
 async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
-) -> tuple[list[StatusApplication], dict[str, int]]:
+) -> tuple[list[StatusApplication], dict[str, int], TemplateUpdatesApplied]:
     applications = await status_store.apply_status_updates(session, command.statuses)
     added = await add_entries(session, collect_opt_outs(command, applications))
     await learn_user_ids(session, collect_identities(command, applications))
-    return applications, dict(Tally(entry.source.value for entry in added))
+    templates = await apply_template_updates(session, command.template_updates)
+    return applications, dict(Tally(entry.source.value for entry in added)), templates
 
 
 async def apply_status(
@@ -153,7 +166,7 @@ async def apply_status(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
-                applications, added = await _apply_once(session, command)
+                applications, added, templates = await _apply_once(session, command)
             break
         except Exception as error:
             if attempt == MAX_ATTEMPTS or not status_store.is_retryable(error):
@@ -163,7 +176,10 @@ async def apply_status(
     APPLY_SECONDS.observe(time.perf_counter() - started)
     _record(command, applications, added)
     return ApplyStatusResult(
-        outcomes=[a.outcome for a in applications], do_not_message_added=sum(added.values())
+        outcomes=[a.outcome for a in applications],
+        do_not_message_added=sum(added.values()),
+        template_outcomes=templates.outcomes,
+        paused_runs=templates.paused_runs,
     )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import Event
 from dispatch_service.domain.actors import WRITERS
 from dispatch_service.domain.audience import AudienceDefinition
+from dispatch_service.domain.template_variables import is_time_zone
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import (
     count_audience,
@@ -34,6 +36,51 @@ class EventChanges:
     name: str | None = None
     starts_at: datetime | None = None
     location: str | None = None
+    time_zone: str | None = None
+    address: str | None = None
+    coordinates: tuple[float, float] | None = None
+    """(latitude, longitude)."""
+
+
+@dataclass(frozen=True)
+class EventPlace:
+    """Where and in which time zone an event happens (CreateEvent's optional fields)."""
+
+    time_zone: str = ""
+    address: str = ""
+    coordinates: tuple[float, float] | None = None
+
+
+def _place_violations(
+    time_zone: str | None, address: str | None, coordinates: tuple[float, float] | None
+) -> list[FieldViolation]:
+    violations = []
+    if time_zone and not is_time_zone(time_zone.strip()):
+        violations.append(
+            FieldViolation("time_zone", "must be an IANA time zone such as Europe/Lisbon")
+        )
+    if address is not None and len(address) > MAX_LOCATION:
+        violations.append(FieldViolation("address", f"must be at most {MAX_LOCATION} characters"))
+    if coordinates is not None:
+        latitude, longitude = coordinates
+        if not -90 <= latitude <= 90:
+            violations.append(FieldViolation("latitude", "must be -90 to 90"))
+        if not -180 <= longitude <= 180:
+            violations.append(FieldViolation("longitude", "must be -180 to 180"))
+    return violations
+
+
+def _place_values(
+    time_zone: str | None, address: str | None, coordinates: tuple[float, float] | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if time_zone:
+        values["time_zone"] = time_zone.strip()
+    if address is not None:
+        values["address"] = address.strip()
+    if coordinates is not None:
+        values["latitude"], values["longitude"] = coordinates
+    return values
 
 
 def _check_texts(name: str | None, location: str | None) -> list[FieldViolation]:
@@ -52,9 +99,12 @@ async def create_event(
     name: str,
     starts_at: datetime | None,
     location: str,
+    place: EventPlace | None = None,
 ) -> Event:
     """A new event in the actor's workspace, audited as ``event.create``."""
+    place = place or EventPlace()
     violations = _check_texts(name, location)
+    violations += _place_violations(place.time_zone, place.address, place.coordinates)
     if starts_at is None:
         violations.append(FieldViolation("starts_at", "is required"))
     if violations or starts_at is None:
@@ -66,6 +116,7 @@ async def create_event(
             name=name.strip(),
             starts_at=starts_at,
             location=location.strip(),
+            **_place_values(place.time_zone, place.address or None, place.coordinates),
         )
         record_audit(
             session,
@@ -74,7 +125,15 @@ async def create_event(
             action="event.create",
             subject_type="event",
             subject_id=event.id,
-            details={"name": event.name, "starts_at": event.starts_at, "location": event.location},
+            details={
+                "name": event.name,
+                "starts_at": event.starts_at,
+                "location": event.location,
+                "time_zone": event.time_zone,
+                "address": event.address,
+                "latitude": event.latitude,
+                "longitude": event.longitude,
+            },
         )
     return event
 
@@ -87,6 +146,7 @@ async def update_event(
 ) -> Event:
     """Apply the non-empty changes, audited as ``event.update`` with before/after values."""
     violations = _check_texts(changes.name, changes.location)
+    violations += _place_violations(changes.time_zone, changes.address, changes.coordinates)
     if violations:
         raise InvalidArgument(*violations)
     async with acting(sessions, actor_id, WRITERS, "update events") as (session, actor):
@@ -95,6 +155,7 @@ async def update_event(
             "name": changes.name.strip() if changes.name is not None else None,
             "starts_at": changes.starts_at,
             "location": changes.location.strip() if changes.location is not None else None,
+            **_place_values(changes.time_zone, changes.address, changes.coordinates),
         }
         changed = {
             field: {"from": getattr(event, field), "to": value}

@@ -28,6 +28,7 @@ from dispatch_service.domain.eligibility import (
 from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.messaging_limit import Allowance
 from dispatch_service.domain.paging import encode_page_token, page_request, single_key
+from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.messaging_limit import allowance, workspace_sending
@@ -40,6 +41,7 @@ from dispatch_service.persistence.prechecks import (
     store_precheck,
 )
 from dispatch_service.use_cases.acting import READERS, acting
+from dispatch_service.use_cases.template_checks import template_step
 
 UNLIMITED = Allowance(limit=None, used=0, frees_at=None)
 DEFAULT_PAGE_SIZE = 50
@@ -71,6 +73,8 @@ class PrecheckResult:
     first_page: list[Candidate]
     allowance: Allowance = UNLIMITED
     """The sender's messaging-limit window now (how many may be started now)."""
+    template: TemplateCheck | None = None
+    """The template step's facts and notes (use_cases/template_checks)."""
 
     @property
     def blocked_count(self) -> int:
@@ -112,11 +116,16 @@ def precheck_command(
 
 
 async def precheck_send(
-    sessions: async_sessionmaker[AsyncSession], command: PrecheckCommand, ttl_seconds: int
+    sessions: async_sessionmaker[AsyncSession],
+    command: PrecheckCommand,
+    ttl_seconds: int,
+    parameter_format: str = "positional",
 ) -> PrecheckResult:
     """Resolve, evaluate and store one precheck (one transaction)."""
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
-        return await precheck_in(session, actor, command, ttl_seconds)
+        return await precheck_in(
+            session, actor, command, ttl_seconds, parameter_format=parameter_format
+        )
 
 
 async def precheck_in(
@@ -125,10 +134,14 @@ async def precheck_in(
     command: PrecheckCommand,
     ttl_seconds: int,
     only_units: frozenset[uuid.UUID] | None = None,
+    parameter_format: str = "positional",
 ) -> PrecheckResult:
     """A precheck in the caller's transaction; `only_units` restricts the resolved audience to
     those households (ResendRun), the rules applied being the same."""
     await require_template(session, actor.workspace_id, command.template_id)
+    template = await template_step(
+        session, actor.workspace_id, command.template_id, parameter_format, command.event_id
+    )
     targets = await resolve_audience(session, actor.workspace_id, command.event_id)
     if only_units is not None:
         targets = [t for t in targets if t.guest_unit_id in only_units]
@@ -162,6 +175,7 @@ async def precheck_in(
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
         allowance=await allowance(session, sender, limit),
+        template=template,
     )
 
 

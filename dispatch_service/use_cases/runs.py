@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +21,7 @@ from dispatch_service.domain.actors import SENDERS, Actor
 from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.quiet_hours import parse_window
 from dispatch_service.domain.runs import require_cancellable, require_resumable
+from dispatch_service.domain.send_plan import HeaderMedia, build_send_plan, media_violations
 from dispatch_service.domain.template_variables import (
     PER_RECIPIENT,
     EventFacts,
@@ -49,6 +51,8 @@ from dispatch_service.persistence.runs import (
     lock_event,
     sender_of,
 )
+from dispatch_service.persistence.send_plans import store_send_plan, venue_of
+from dispatch_service.persistence.templates import get_template
 from dispatch_service.read_models import RunRecord
 from dispatch_service.use_cases.acting import READERS, acting
 
@@ -69,6 +73,7 @@ class StartRunCommand:
     """ResendRun: the earlier run this one resends to."""
     send_window: str | None = None
     """Quiet hours overriding the workspace's (normalised "HH:MM-HH:MM")."""
+    header_media: HeaderMedia | None = None
 
 
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
@@ -90,10 +95,11 @@ def start_run_command(
     deadline: datetime | None = None,
     now: datetime | None = None,
     send_window: str = "",
+    header_media: HeaderMedia | None = None,
 ) -> StartRunCommand:
     """Validate the raw request; InvalidArgument lists every bad field. A send_at that is not
     in the future (at `now`, default the wall clock) means at once."""
-    violations: list[FieldViolation] = []
+    violations: list[FieldViolation] = media_violations(header_media)
     parsed: uuid.UUID | None = None
     if (violation := id_violation(precheck_id, "precheck_id")) is not None:
         violations.append(violation)
@@ -123,6 +129,7 @@ def start_run_command(
         send_at=send_at,
         deadline=deadline,
         send_window=window,
+        header_media=header_media,
     )
 
 
@@ -182,9 +189,12 @@ async def start_in(
             f"the precheck already started run {used.id}; run PrecheckSend again",
             reason="PRECHECK_USED",
         )
+    plan = await _send_plan(session, actor, precheck, command)
     sender = await sender_of(session, actor.workspace_id)
     run = _new_run(actor, precheck, template, command, sender, provider)
     total, eligible = await create_run(session, run, sources, event)
+    if plan:
+        await store_send_plan(session, run.id, plan)
     record_audit(
         session,
         workspace_id=actor.workspace_id,
@@ -206,6 +216,23 @@ async def start_in(
         },
     )
     return StartRunResult(run=await load_run(session, actor.workspace_id, run.id), created=True)
+
+
+async def _send_plan(
+    session: AsyncSession, actor: Actor, precheck: PrecheckRecord, command: StartRunCommand
+) -> dict[str, Any]:
+    """The run's header, parameter format and buttons (domain/send_plan); InvalidArgument
+    when the template needs what the request or the event does not give."""
+    stored = await get_template(session, actor.workspace_id, precheck.template_id)
+    venue = await venue_of(session, actor.workspace_id, precheck.event_id)
+    if venue is None:  # pragma: no cover - the precheck's event is the workspace's (locked)
+        raise FailedPrecondition("the precheck's event is gone; run PrecheckSend again")
+    plan, violations = build_send_plan(
+        stored.components or [], stored.parameter_format, venue, command.header_media
+    )
+    if violations:
+        raise InvalidArgument(*violations)
+    return plan
 
 
 def _require_approved(template: TemplateRecord) -> None:
@@ -288,6 +315,9 @@ async def resume_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
     async with acting(sessions, command.actor_id, SENDERS, "resume a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_resumable(run.state)
+        # A run paused by its template (PAUSED, DISABLED, REJECTED on Meta) resumes only once
+        # Meta approved it again: resuming earlier would only meet 132015/132016 again.
+        _require_approved(await load_template(session, run.template_id))
         await run_transitions.resume(session, run.id)
         record_audit(
             session,

@@ -46,6 +46,8 @@ class NewWorkspace:
     admin_display_name: str
     sender_provider: SenderProvider = SenderProvider.META
     twilio_account_sid: str | None = None
+    waba_id: str | None = None
+    """The WhatsApp Business Account whose templates SyncTemplates reads (None: not known)."""
 
 
 def text_violation(field: str, value: str, *, required: bool = True) -> FieldViolation | None:
@@ -66,6 +68,8 @@ def new_workspace(
     default_sender_phone_number_id: str,
     sender_provider: SenderProvider | None = None,
     twilio_account_sid: str = "",
+    waba_id: str = "",
+    default_waba_id: str = "",
 ) -> NewWorkspace:
     """Validate a CreateWorkspace request; a Meta sender defaults to the service's own number
     id; a Twilio one needs its sender and account SID."""
@@ -107,6 +111,9 @@ def new_workspace(
             )
         if account:
             violations.append(FieldViolation("twilio_account_sid", "only for Twilio senders"))
+    waba = waba_id.strip() or ("" if twilio else default_waba_id.strip())
+    if waba and not PHONE_NUMBER_ID.match(waba):
+        violations.append(FieldViolation("waba_id", "must be a WhatsApp Business Account id"))
     if violations:
         raise InvalidArgument(*violations)
     return NewWorkspace(
@@ -116,6 +123,7 @@ def new_workspace(
         admin_display_name.strip(),
         provider,
         account if twilio else None,
+        waba_id=waba or None,
     )
 
 
@@ -131,6 +139,7 @@ async def create_workspace(
             sender_phone_number_id=command.sender_phone_number_id,
             sender_provider=command.sender_provider.value,
             twilio_account_sid=command.twilio_account_sid,
+            waba_id=command.waba_id,
         )
         admin = await insert_member(
             session,

@@ -316,3 +316,41 @@ async def test_extra_status_for_an_accepted_message(client: httpx.AsyncClient) -
     assert (sent["status"], failed["status"]) == ("sent", "failed")
     assert failed["biz_opaque_callback_data"] == "msg-7"
     assert failed["errors"][0]["code"] == 131050
+
+
+async def test_template_quality_and_category_webhooks_on_command(
+    client: httpx.AsyncClient,
+) -> None:
+    async with (
+        serve_recorder() as hooks,
+        serve(local_settings(callback_url=hooks.url), scenario=scenario()) as sandbox,
+    ):
+        base = f"{sandbox.base_url}/_sandbox/events"
+        quality = await client.post(
+            f"{base}/template-quality",
+            json={"name": "event_invitation", "language": "en_US", "score": "RED"},
+        )
+        await hooks.wait_for_posts(1)
+        category = await client.post(
+            f"{base}/template-category",
+            json={"name": "event_invitation", "language": "en_US", "category": "UTILITY"},
+        )
+        posts = await hooks.wait_for_posts(2)
+        listed = (await client.get(f"{sandbox.base_url}/_sandbox/templates")).json()
+        bad = await client.post(
+            f"{base}/template-quality",
+            json={"name": "event_invitation", "language": "en_US", "score": "PURPLE"},
+        )
+
+    assert (quality.status_code, category.status_code) == (202, 202)
+    changes = [post.json()["entry"][0]["changes"][0] for post in posts]
+    assert [c["field"] for c in changes] == [
+        "message_template_quality_update",
+        "template_category_update",
+    ]
+    assert changes[0]["value"]["previous_quality_score"] == "UNKNOWN"
+    assert changes[0]["value"]["new_quality_score"] == "RED"
+    assert changes[1]["value"]["previous_category"] == "MARKETING"
+    assert changes[1]["value"]["new_category"] == "UTILITY"
+    assert (listed[0]["quality"], listed[0]["category"]) == ("RED", "UTILITY")
+    assert bad.status_code == 400

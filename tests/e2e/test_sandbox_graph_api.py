@@ -320,3 +320,39 @@ async def test_account_error_after_n_sends(client: httpx.AsyncClient) -> None:
         b'{"error":{"message":"' + error["message"].encode() + b'","type":"OAuthException",'
         b'"code":190,"error_subcode":463,"fbtrace_id":"' + error["fbtrace_id"].encode() + b'"}}'
     )
+
+
+async def test_the_template_list_is_paged_as_meta_pages_it(client: httpx.AsyncClient) -> None:
+    templates = [
+        {"name": f"invite_{n}", "language": "en_US", "body_params": n % 3} for n in range(5)
+    ]
+    async with serve(
+        local_settings(), scenario=Scenario.model_validate({"templates": templates})
+    ) as sandbox:
+        url: str | None = f"{sandbox.base_url}/v21.0/102290129340398/message_templates?limit=2"
+        pages: list[dict[str, Any]] = []
+        while url is not None and len(pages) < 10:
+            response = await client.get(url, headers=AUTH)
+            assert response.status_code == 200
+            pages.append(response.json())
+            url = pages[-1].get("paging", {}).get("next")
+        wrong_waba = await client.get(
+            f"{sandbox.base_url}/v21.0/999/message_templates", headers=AUTH
+        )
+        no_token = await client.get(f"{sandbox.base_url}/v21.0/102290129340398/message_templates")
+        bad_cursor = await client.get(
+            f"{sandbox.base_url}/v21.0/102290129340398/message_templates?after=zzz", headers=AUTH
+        )
+
+    assert [len(p["data"]) for p in pages] == [2, 2, 1]
+    assert "next" not in pages[-1]["paging"]
+    assert all(set(p["paging"]["cursors"]) == {"before", "after"} for p in pages)
+    items = [item for page in pages for item in page["data"]]
+    assert [i["name"] for i in items] == [f"invite_{n}" for n in range(5)]
+    assert isinstance(items[0]["id"], str)
+    assert items[2]["components"] == [{"type": "BODY", "text": "You are invited. {{1}} {{2}}"}]
+    assert items[0]["parameter_format"] == "POSITIONAL"
+    assert items[0]["quality_score"] == {"score": "UNKNOWN"}
+    assert_graph_error(wrong_waba, 400, 100)
+    assert_graph_error(no_token, 401, 190)
+    assert_graph_error(bad_cursor, 400, 100)

@@ -22,12 +22,14 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from grpc import aio
 from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
 from dispatch_service.bootstrap import Deps as DispatchDeps
 from dispatch_service.server import build_server
 from dispatch_service.settings import DispatchSettings
+from tests.integration.dispatch_support import precheck_and_start, seed_world
 from tests.status_support import (
     SENDER,
     SeededRun,
@@ -489,3 +491,33 @@ async def test_metrics_count_posts_by_verdict(client: TestClient[Any, Any], post
     text = await (await client.get("/metrics")).text()
     assert 'invites_webhook_posts_total{verdict="stored"}' in text
     assert "invites_webhook_unapplied_receipts" in text
+
+
+async def test_a_paused_template_webhook_pauses_the_run_through_the_ingestor(
+    database_url: str, post: Post, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    world = seed_world(database_url, ["+14155550101"])
+    started = await precheck_and_start(sessions, world)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE workspace SET waba_id = '102290129340398' WHERE id = %s",
+            (world.workspace_id,),
+        )
+        conn.execute(
+            "UPDATE template SET name = 'wedding_invite' WHERE id = %s", (world.template_id,)
+        )
+    assert (await post((CORPUS / "template_status_update.json").read_bytes())).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", None)])
+    assert query(
+        database_url,
+        "SELECT r.id, r.state, r.pause_reason, t.status FROM invite_send_run r"
+        " JOIN template t ON t.id = r.template_id",
+    ) == [
+        (
+            started.run.id,
+            "paused",
+            "template wedding_invite (en_US) is PAUSED on Meta: "
+            "FIRST_PAUSE: Paused for low quality",
+            "PAUSED",
+        )
+    ]

@@ -55,6 +55,7 @@ def test_reference_request_parses_into_its_parts() -> None:
         header_parameters=(),
         body_parameters=("Jane", "Sat 12 Oct, 19:00"),
         callback_data="invitation:8f3c2a",
+        body_parameter_names=(None, None),  # sent positionally
     )
 
 

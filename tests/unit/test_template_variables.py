@@ -43,3 +43,19 @@ def test_values_in_template_order_with_the_household_as_fallback_name() -> None:
         "The Smiths",
     ]
     assert fill(sources, EVENT, "  ", "The Smiths")[0] == "The Smiths"
+
+
+def test_dates_and_times_are_written_in_the_events_time_zone() -> None:
+    from dispatch_service.domain.template_variables import VariableSource, event_value, zone
+
+    late = EventFacts(
+        "Party", datetime(2031, 6, 1, 23, 30, tzinfo=UTC), "Hall", time_zone="America/New_York"
+    )
+    assert event_value(VariableSource.EVENT_DATE, late) == "Sun 1 Jun 2031, 19:30"
+    assert event_value(VariableSource.EVENT_DAY, late) == "Sun 1 Jun 2031"
+    assert event_value(VariableSource.EVENT_TIME, late) == "19:30"
+    # A daylight-saving change is the zone's, not a fixed offset: January is UTC-5 there.
+    winter = EventFacts("P", datetime(2031, 1, 10, 23, 30, tzinfo=UTC), "H", "America/New_York")
+    assert event_value(VariableSource.EVENT_TIME, winter) == "18:30"
+    assert event_value(VariableSource.EVENT_TIME, EVENT) == "19:00"  # UTC by default
+    assert zone("Not/AZone") is UTC

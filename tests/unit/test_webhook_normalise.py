@@ -124,7 +124,7 @@ def test_the_older_system_preference_shape() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["template_status_update.json", "value_level_error.json", "account_update_only.json"],
+    ["value_level_error.json", "account_update_only.json"],
 )
 def test_known_shapes_without_updates_are_ignored_not_failed(name: str) -> None:
     got = load(name)

@@ -146,6 +146,86 @@ IMPORT_ROW_OUTCOME_SKIPPED_NO_PHONE: ImportRowOutcome.ValueType  # 5
 """Skipped: the row has no phone."""
 Global___ImportRowOutcome: _TypeAlias = ImportRowOutcome  # noqa: Y015
 
+class _TemplateSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_SOURCE_UNSPECIFIED: _TemplateSource.ValueType  # 0
+    """Not set."""
+    TEMPLATE_SOURCE_META: _TemplateSource.ValueType  # 1
+    """Read from the WhatsApp Business Account by SyncTemplates."""
+    TEMPLATE_SOURCE_MANUAL: _TemplateSource.ValueType  # 2
+    """Registered by hand (RegisterTemplate), for offline use."""
+
+class TemplateSource(_TemplateSource, metaclass=_TemplateSourceEnumTypeWrapper):
+    """Where a registry template came from."""
+
+TEMPLATE_SOURCE_UNSPECIFIED: TemplateSource.ValueType  # 0
+"""Not set."""
+TEMPLATE_SOURCE_META: TemplateSource.ValueType  # 1
+"""Read from the WhatsApp Business Account by SyncTemplates."""
+TEMPLATE_SOURCE_MANUAL: TemplateSource.ValueType  # 2
+"""Registered by hand (RegisterTemplate), for offline use."""
+Global___TemplateSource: _TypeAlias = TemplateSource  # noqa: Y015
+
+class _TemplateParameterFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateParameterFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateParameterFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_PARAMETER_FORMAT_UNSPECIFIED: _TemplateParameterFormat.ValueType  # 0
+    """Not set."""
+    TEMPLATE_PARAMETER_FORMAT_POSITIONAL: _TemplateParameterFormat.ValueType  # 1
+    """{{1}}, {{2}}: values sent in order."""
+    TEMPLATE_PARAMETER_FORMAT_NAMED: _TemplateParameterFormat.ValueType  # 2
+    """{{guest_name}}: values sent with parameter_name."""
+
+class TemplateParameterFormat(_TemplateParameterFormat, metaclass=_TemplateParameterFormatEnumTypeWrapper):
+    """How a template's body parameters are written and sent (Meta's parameter_format)."""
+
+TEMPLATE_PARAMETER_FORMAT_UNSPECIFIED: TemplateParameterFormat.ValueType  # 0
+"""Not set."""
+TEMPLATE_PARAMETER_FORMAT_POSITIONAL: TemplateParameterFormat.ValueType  # 1
+"""{{1}}, {{2}}: values sent in order."""
+TEMPLATE_PARAMETER_FORMAT_NAMED: TemplateParameterFormat.ValueType  # 2
+"""{{guest_name}}: values sent with parameter_name."""
+Global___TemplateParameterFormat: _TypeAlias = TemplateParameterFormat  # noqa: Y015
+
+class _TemplateSyncKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateSyncKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateSyncKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_SYNC_KIND_UNSPECIFIED: _TemplateSyncKind.ValueType  # 0
+    """Not set."""
+    TEMPLATE_SYNC_KIND_CREATED: _TemplateSyncKind.ValueType  # 1
+    """New in the registry."""
+    TEMPLATE_SYNC_KIND_UPDATED: _TemplateSyncKind.ValueType  # 2
+    """Updated in place (fields names what changed)."""
+    TEMPLATE_SYNC_KIND_UNCHANGED: _TemplateSyncKind.ValueType  # 3
+    """As Meta has it already."""
+    TEMPLATE_SYNC_KIND_DELETED_ON_META: _TemplateSyncKind.ValueType  # 4
+    """Read before, no longer on Meta: marked, DISABLED, never removed."""
+
+class TemplateSyncKind(_TemplateSyncKind, metaclass=_TemplateSyncKindEnumTypeWrapper):
+    """What a sync did to one registry template."""
+
+TEMPLATE_SYNC_KIND_UNSPECIFIED: TemplateSyncKind.ValueType  # 0
+"""Not set."""
+TEMPLATE_SYNC_KIND_CREATED: TemplateSyncKind.ValueType  # 1
+"""New in the registry."""
+TEMPLATE_SYNC_KIND_UPDATED: TemplateSyncKind.ValueType  # 2
+"""Updated in place (fields names what changed)."""
+TEMPLATE_SYNC_KIND_UNCHANGED: TemplateSyncKind.ValueType  # 3
+"""As Meta has it already."""
+TEMPLATE_SYNC_KIND_DELETED_ON_META: TemplateSyncKind.ValueType  # 4
+"""Read before, no longer on Meta: marked, DISABLED, never removed."""
+Global___TemplateSyncKind: _TypeAlias = TemplateSyncKind  # noqa: Y015
+
 @_typing.final
 class Workspace(_message.Message):
     """A workspace."""
@@ -158,6 +238,7 @@ class Workspace(_message.Message):
     SENDER_PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
     SENDER_PROVIDER_FIELD_NUMBER: _builtins.int
     TWILIO_ACCOUNT_SID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -172,6 +253,8 @@ class Workspace(_message.Message):
     """The provider it sends through."""
     twilio_account_sid: _builtins.str
     """Twilio only: the account SID ("AC...") the sender belongs to."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account owning the sender's templates (empty: not known yet)."""
     def __init__(
         self,
         *,
@@ -181,10 +264,11 @@ class Workspace(_message.Message):
         sender_phone_number_id: _builtins.str = ...,
         sender_provider: Global___SenderProvider.ValueType = ...,
         twilio_account_sid: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid", "waba_id", b"waba_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,6 +320,7 @@ class CreateWorkspaceRequest(_message.Message):
     ADMIN_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     SENDER_PROVIDER_FIELD_NUMBER: _builtins.int
     TWILIO_ACCOUNT_SID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The workspace's name."""
     default_region: _builtins.str
@@ -250,6 +335,8 @@ class CreateWorkspaceRequest(_message.Message):
     """The provider (unset: Meta)."""
     twilio_account_sid: _builtins.str
     """Twilio only (required there): the account SID ("AC" + 32 hex digits)."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id (defaults to the service's WHATSAPP_WABA_ID)."""
     def __init__(
         self,
         *,
@@ -259,10 +346,11 @@ class CreateWorkspaceRequest(_message.Message):
         admin_display_name: _builtins.str = ...,
         sender_provider: Global___SenderProvider.ValueType = ...,
         twilio_account_sid: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_display_name", b"admin_display_name", "default_region", b"default_region", "name", b"name", "sender_phone_number_id", b"sender_phone_number_id", "sender_provider", b"sender_provider", "twilio_account_sid", b"twilio_account_sid", "waba_id", b"waba_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,12 +526,24 @@ class Event(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STARTS_AT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Its id."""
     name: _builtins.str
     """Its name."""
     location: _builtins.str
     """Where."""
+    time_zone: _builtins.str
+    """IANA time zone (for example Europe/Lisbon); template dates and times are written in it."""
+    address: _builtins.str
+    """The venue's street address."""
+    latitude: _builtins.float
+    """The venue's latitude (set together with longitude)."""
+    longitude: _builtins.float
+    """The venue's longitude."""
     @_builtins.property
     def starts_at(self) -> _timestamp_pb2.Timestamp:
         """When it starts."""
@@ -455,12 +555,23 @@ class Event(_message.Message):
         name: _builtins.str = ...,
         starts_at: _timestamp_pb2.Timestamp | None = ...,
         location: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        address: _builtins.str = ...,
+        latitude: _builtins.float | None = ...,
+        longitude: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "latitude", b"latitude", "longitude", b"longitude", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "location", b"location", "name", b"name", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "address", b"address", "event_id", b"event_id", "latitude", b"latitude", "location", b"location", "longitude", b"longitude", "name", b"name", "starts_at", b"starts_at", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__latitude: _TypeAlias = _typing.Literal["latitude"]  # noqa: Y015
+    _WhichOneofArgType__latitude: _TypeAlias = _typing.Literal["_latitude", b"_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__longitude: _TypeAlias = _typing.Literal["longitude"]  # noqa: Y015
+    _WhichOneofArgType__longitude: _TypeAlias = _typing.Literal["_longitude", b"_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latitude) -> _WhichOneofReturnType__latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__longitude) -> _WhichOneofReturnType__longitude | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
 
@@ -473,10 +584,22 @@ class CreateEventRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     STARTS_AT_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name (required)."""
     location: _builtins.str
     """Where."""
+    time_zone: _builtins.str
+    """IANA time zone (default UTC)."""
+    address: _builtins.str
+    """The venue's street address."""
+    latitude: _builtins.float
+    """The venue's latitude (set together with longitude)."""
+    longitude: _builtins.float
+    """The venue's longitude."""
     @_builtins.property
     def starts_at(self) -> _timestamp_pb2.Timestamp:
         """When it starts (required)."""
@@ -487,12 +610,23 @@ class CreateEventRequest(_message.Message):
         name: _builtins.str = ...,
         starts_at: _timestamp_pb2.Timestamp | None = ...,
         location: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        address: _builtins.str = ...,
+        latitude: _builtins.float | None = ...,
+        longitude: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "latitude", b"latitude", "longitude", b"longitude", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "name", b"name", "starts_at", b"starts_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latitude", b"_latitude", "_longitude", b"_longitude", "address", b"address", "latitude", b"latitude", "location", b"location", "longitude", b"longitude", "name", b"name", "starts_at", b"starts_at", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__latitude: _TypeAlias = _typing.Literal["latitude"]  # noqa: Y015
+    _WhichOneofArgType__latitude: _TypeAlias = _typing.Literal["_latitude", b"_latitude"]  # noqa: Y015
+    _WhichOneofReturnType__longitude: _TypeAlias = _typing.Literal["longitude"]  # noqa: Y015
+    _WhichOneofArgType__longitude: _TypeAlias = _typing.Literal["_longitude", b"_longitude"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latitude) -> _WhichOneofReturnType__latitude | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__longitude) -> _WhichOneofReturnType__longitude | None: ...
 
 Global___CreateEventRequest: _TypeAlias = CreateEventRequest  # noqa: Y015
 
@@ -780,6 +914,15 @@ class Template(_message.Message):
     VARIABLES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TWILIO_CONTENT_SID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    META_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    PARAMETER_FORMAT_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    DELETED_ON_META_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    SYNCED_AT_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -794,9 +937,31 @@ class Template(_message.Message):
     """The Twilio Content SID ("HX" + 32 hex digits) it is sent as by Twilio workspaces; empty
     for Meta-only templates.
     """
+    source: Global___TemplateSource.ValueType
+    """Where it came from: synced from Meta, or registered by hand (offline use)."""
+    meta_template_id: _builtins.str
+    """Meta's template id (synced templates only)."""
+    quality: _builtins.str
+    """Meta's quality score: GREEN, YELLOW, RED or UNKNOWN (empty when not known)."""
+    parameter_format: Global___TemplateParameterFormat.ValueType
+    """How body parameters are written and sent."""
+    deleted_on_meta: _builtins.bool
+    """Set when a sync no longer found it on Meta (it is then DISABLED; the row stays)."""
+    previous_category: _types_pb2.TemplateCategory.ValueType
+    """The category before Meta's last recategorisation (unspecified when never changed)."""
+    status_reason: _builtins.str
+    """Meta's reason for the last status change, when it gave one."""
     @_builtins.property
     def variables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The body variables, in order ({{1}}, {{2}}, ...)."""
+
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateComponent]:
+        """The components as Meta describes them (synced templates only)."""
+
+    @_builtins.property
+    def synced_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was last read from Meta."""
 
     def __init__(
         self,
@@ -808,10 +973,19 @@ class Template(_message.Message):
         variables: _abc.Iterable[_builtins.str] | None = ...,
         status: _types_pb2.TemplateStatus.ValueType = ...,
         twilio_content_sid: _builtins.str = ...,
+        source: Global___TemplateSource.ValueType = ...,
+        meta_template_id: _builtins.str = ...,
+        quality: _builtins.str = ...,
+        parameter_format: Global___TemplateParameterFormat.ValueType = ...,
+        components: _abc.Iterable[Global___TemplateComponent] | None = ...,
+        deleted_on_meta: _builtins.bool = ...,
+        previous_category: _types_pb2.TemplateCategory.ValueType = ...,
+        status_reason: _builtins.str = ...,
+        synced_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["synced_at", b"synced_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "status", b"status", "template_id", b"template_id", "twilio_content_sid", b"twilio_content_sid", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "components", b"components", "deleted_on_meta", b"deleted_on_meta", "language", b"language", "meta_template_id", b"meta_template_id", "name", b"name", "parameter_format", b"parameter_format", "previous_category", b"previous_category", "quality", b"quality", "source", b"source", "status", b"status", "status_reason", b"status_reason", "synced_at", b"synced_at", "template_id", b"template_id", "twilio_content_sid", b"twilio_content_sid", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1792,3 +1966,185 @@ class ListImportRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListImportRunsResponse: _TypeAlias = ListImportRunsResponse  # noqa: Y015
+
+@_typing.final
+class TemplateComponent(_message.Message):
+    """One component of a template (HEADER, BODY, FOOTER or BUTTONS)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    EXAMPLE_JSON_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """HEADER, BODY, FOOTER or BUTTONS."""
+    format: _builtins.str
+    """A header's format: TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION."""
+    text: _builtins.str
+    """The text (header, body or footer), with its {{variables}}."""
+    example_json: _builtins.str
+    """Meta's example object as JSON (header_handle, body_text, ...), empty when none."""
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateButton]:
+        """The buttons of a BUTTONS component, in order."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        format: _builtins.str = ...,
+        text: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___TemplateButton] | None = ...,
+        example_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buttons", b"buttons", "example_json", b"example_json", "format", b"format", "text", b"text", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateComponent: _TypeAlias = TemplateComponent  # noqa: Y015
+
+@_typing.final
+class TemplateButton(_message.Message):
+    """One button of a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """QUICK_REPLY, URL, PHONE_NUMBER, COPY_CODE, FLOW, ..."""
+    text: _builtins.str
+    """The label."""
+    url: _builtins.str
+    """A URL button's URL (with its {{1}} suffix variable)."""
+    phone_number: _builtins.str
+    """A PHONE_NUMBER button's number."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        url: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phone_number", b"phone_number", "text", b"text", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateButton: _TypeAlias = TemplateButton  # noqa: Y015
+
+@_typing.final
+class SyncTemplatesRequest(_message.Message):
+    """Request for SyncTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id to record on the workspace first (empty: the one recorded)."""
+    def __init__(
+        self,
+        *,
+        waba_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncTemplatesRequest: _TypeAlias = SyncTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class TemplateSyncChange(_message.Message):
+    """One template in a SyncTemplates report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
+    kind: Global___TemplateSyncKind.ValueType
+    """What the sync did."""
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template after the sync."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields it changed (category, status, quality, parameter_format, components, ...)."""
+
+    @_builtins.property
+    def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs not final yet that use it."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+        kind: Global___TemplateSyncKind.ValueType = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        active_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_run_ids", b"active_run_ids", "fields", b"fields", "kind", b"kind", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateSyncChange: _TypeAlias = TemplateSyncChange  # noqa: Y015
+
+@_typing.final
+class SyncTemplatesResponse(_message.Message):
+    """Response of SyncTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    waba_id: _builtins.str
+    """The account read."""
+    read: _builtins.int
+    """How many template translations Meta returned, across all pages."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateSyncChange]:
+        """Every registry template the sync touched, created, updated, left unchanged or marked deleted."""
+
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Items Meta returned that could not be read, each with why."""
+
+    @_builtins.property
+    def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs paused because their template was deleted on Meta or found PAUSED, DISABLED or
+        REJECTED.
+        """
+
+    def __init__(
+        self,
+        *,
+        waba_id: _builtins.str = ...,
+        read: _builtins.int = ...,
+        changes: _abc.Iterable[Global___TemplateSyncChange] | None = ...,
+        skipped: _abc.Iterable[_builtins.str] | None = ...,
+        paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "paused_run_ids", b"paused_run_ids", "read", b"read", "skipped", b"skipped", "waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncTemplatesResponse: _TypeAlias = SyncTemplatesResponse  # noqa: Y015

@@ -145,6 +145,11 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
                 _registered_method=True)
+        self.SyncTemplates = channel.unary_unary(
+                '/invites.v1.AdminService/SyncTemplates',
+                request_serializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -305,6 +310,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncTemplates(self, request, context):
+        """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+        registry, and reports what changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -417,6 +430,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ResolveConsoleKey,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.SerializeToString,
+            ),
+            'SyncTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncTemplates,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1014,6 +1032,33 @@ class AdminService:
             '/invites.v1.AdminService/ResolveConsoleKey',
             invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.ResolveConsoleKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/SyncTemplates',
+            invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

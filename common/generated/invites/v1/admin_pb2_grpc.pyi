@@ -82,6 +82,10 @@ class AdminServiceStub:
     """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
     ResolveConsoleKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]
     """Resolves a console key to its active membership (backend token only, no actor)."""
+    SyncTemplates: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SyncTemplatesRequest, _admin_pb2.SyncTemplatesResponse]
+    """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+    registry, and reports what changed.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -132,6 +136,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Issues a console sign-in key for the acting member (any role); only its hash is stored."""
     ResolveConsoleKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.ResolveConsoleKeyRequest, _admin_pb2.ResolveConsoleKeyResponse]  # type: ignore[assignment]
     """Resolves a console key to its active membership (backend token only, no actor)."""
+    SyncTemplates: _aio.UnaryUnaryMultiCallable[_admin_pb2.SyncTemplatesRequest, _admin_pb2.SyncTemplatesResponse]  # type: ignore[assignment]
+    """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+    registry, and reports what changed.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -311,5 +319,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ResolveConsoleKeyResponse, _abc.Awaitable[_admin_pb2.ResolveConsoleKeyResponse]]:
         """Resolves a console key to its active membership (backend token only, no actor)."""
+
+    @_abc_1.abstractmethod
+    def SyncTemplates(
+        self,
+        request: _admin_pb2.SyncTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SyncTemplatesResponse, _abc.Awaitable[_admin_pb2.SyncTemplatesResponse]]:
+        """Reads every template of the workspace's WhatsApp Business Account from Meta into the
+        registry, and reports what changed.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

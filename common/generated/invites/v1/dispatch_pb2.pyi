@@ -65,6 +65,38 @@ APPLY_OUTCOME_ORPHANED: ApplyOutcome.ValueType  # 6
 """No message matches yet: kept and applied when the match appears."""
 Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
 
+class _TemplateUpdateOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateUpdateOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateUpdateOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_UPDATE_OUTCOME_UNSPECIFIED: _TemplateUpdateOutcome.ValueType  # 0
+    """Not set; never valid."""
+    TEMPLATE_UPDATE_OUTCOME_APPLIED: _TemplateUpdateOutcome.ValueType  # 1
+    """The registry changed (and runs may have paused)."""
+    TEMPLATE_UPDATE_OUTCOME_UNCHANGED: _TemplateUpdateOutcome.ValueType  # 2
+    """The registry already said so."""
+    TEMPLATE_UPDATE_OUTCOME_STALE: _TemplateUpdateOutcome.ValueType  # 3
+    """Older than the last update of the same field applied: ignored."""
+    TEMPLATE_UPDATE_OUTCOME_UNMATCHED: _TemplateUpdateOutcome.ValueType  # 4
+    """No workspace with this WABA id has the template."""
+
+class TemplateUpdateOutcome(_TemplateUpdateOutcome, metaclass=_TemplateUpdateOutcomeEnumTypeWrapper):
+    """What applying one template update did."""
+
+TEMPLATE_UPDATE_OUTCOME_UNSPECIFIED: TemplateUpdateOutcome.ValueType  # 0
+"""Not set; never valid."""
+TEMPLATE_UPDATE_OUTCOME_APPLIED: TemplateUpdateOutcome.ValueType  # 1
+"""The registry changed (and runs may have paused)."""
+TEMPLATE_UPDATE_OUTCOME_UNCHANGED: TemplateUpdateOutcome.ValueType  # 2
+"""The registry already said so."""
+TEMPLATE_UPDATE_OUTCOME_STALE: TemplateUpdateOutcome.ValueType  # 3
+"""Older than the last update of the same field applied: ignored."""
+TEMPLATE_UPDATE_OUTCOME_UNMATCHED: TemplateUpdateOutcome.ValueType  # 4
+"""No workspace with this WABA id has the template."""
+Global___TemplateUpdateOutcome: _TypeAlias = TemplateUpdateOutcome  # noqa: Y015
+
 @_typing.final
 class PrecheckSendRequest(_message.Message):
     """Request for PrecheckSend."""
@@ -160,6 +192,7 @@ class PrecheckSendResponse(_message.Message):
     MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
     SENDABLE_NOW_FIELD_NUMBER: _builtins.int
     LIMIT_FREES_AT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -192,6 +225,10 @@ class PrecheckSendResponse(_message.Message):
         turns 24 h old); the run continues on its own from then on.
         """
 
+    @_builtins.property
+    def template(self) -> Global___PrecheckTemplate:
+        """The chosen template as the run would send it, with notes to show."""
+
     def __init__(
         self,
         *,
@@ -206,10 +243,11 @@ class PrecheckSendResponse(_message.Message):
         messaging_limit: _builtins.int = ...,
         sendable_now: _builtins.int = ...,
         limit_frees_at: _timestamp_pb2.Timestamp | None = ...,
+        template: Global___PrecheckTemplate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -226,6 +264,7 @@ class StartRunRequest(_message.Message):
     SEND_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    HEADER_MEDIA_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The precheck to send from."""
     idempotency_key: _builtins.str
@@ -242,6 +281,10 @@ class StartRunRequest(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """When set: messages still unsent at this instant fail with reason expired."""
 
+    @_builtins.property
+    def header_media(self) -> Global___HeaderMedia:
+        """The run's one header media, for a template with an IMAGE, VIDEO or DOCUMENT header."""
+
     def __init__(
         self,
         *,
@@ -250,14 +293,49 @@ class StartRunRequest(_message.Message):
         send_at: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         send_window: _builtins.str = ...,
+        header_media: Global___HeaderMedia | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "send_at", b"send_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "header_media", b"header_media", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at", "send_window", b"send_window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "header_media", b"header_media", "idempotency_key", b"idempotency_key", "precheck_id", b"precheck_id", "send_at", b"send_at", "send_window", b"send_window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
+
+@_typing.final
+class HeaderMedia(_message.Message):
+    """A header media (the invitation card), by link or by a media id uploaded to Meta."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    MEDIA_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """image, video or document."""
+    link: _builtins.str
+    """An https:// URL Meta fetches (one of link and media_id)."""
+    media_id: _builtins.str
+    """A media id from Meta's upload endpoint."""
+    filename: _builtins.str
+    """A document's shown file name."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        link: _builtins.str = ...,
+        media_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filename", b"filename", "link", b"link", "media_id", b"media_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeaderMedia: _TypeAlias = HeaderMedia  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
@@ -1182,6 +1260,7 @@ class ApplyStatusRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
     INBOUND_TEXTS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_UPDATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusUpdate]:
         """Message statuses."""
@@ -1194,16 +1273,21 @@ class ApplyStatusRequest(_message.Message):
     def inbound_texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundText]:
         """Inbound texts."""
 
+    @_builtins.property
+    def template_updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateUpdate]:
+        """Template status, quality, category and components changes."""
+
     def __init__(
         self,
         *,
         statuses: _abc.Iterable[Global___StatusUpdate] | None = ...,
         preferences: _abc.Iterable[Global___PreferenceUpdate] | None = ...,
         inbound_texts: _abc.Iterable[Global___InboundText] | None = ...,
+        template_updates: _abc.Iterable[Global___TemplateUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "preferences", b"preferences", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "preferences", b"preferences", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1217,25 +1301,223 @@ class ApplyStatusResponse(_message.Message):
 
     STATUS_OUTCOMES_FIELD_NUMBER: _builtins.int
     DO_NOT_MESSAGE_ADDED_FIELD_NUMBER: _builtins.int
+    TEMPLATE_OUTCOMES_FIELD_NUMBER: _builtins.int
+    PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
     do_not_message_added: _builtins.int
     """Do-not-message entries added by this batch."""
     @_builtins.property
     def status_outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___ApplyOutcome.ValueType]:
         """One outcome per entry of `statuses`, in order."""
 
+    @_builtins.property
+    def template_outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___TemplateUpdateOutcome.ValueType]:
+        """One outcome per entry of `template_updates`, in order."""
+
+    @_builtins.property
+    def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs paused because their template became PAUSED, DISABLED or REJECTED."""
+
     def __init__(
         self,
         *,
         status_outcomes: _abc.Iterable[Global___ApplyOutcome.ValueType] | None = ...,
         do_not_message_added: _builtins.int = ...,
+        template_outcomes: _abc.Iterable[Global___TemplateUpdateOutcome.ValueType] | None = ...,
+        paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "status_outcomes", b"status_outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "paused_run_ids", b"paused_run_ids", "status_outcomes", b"status_outcomes", "template_outcomes", b"template_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusResponse: _TypeAlias = ApplyStatusResponse  # noqa: Y015
+
+@_typing.final
+class TemplateUpdate(_message.Message):
+    """A template webhook change (message_template_status_update, message_template_quality_update,
+    template_category_update or message_template_components_update), keyed by the WABA id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    META_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    NEW_QUALITY_FIELD_NUMBER: _builtins.int
+    NEW_CATEGORY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    CORRECT_CATEGORY_FIELD_NUMBER: _builtins.int
+    BODY_TEXT_FIELD_NUMBER: _builtins.int
+    HEADER_TEXT_FIELD_NUMBER: _builtins.int
+    FOOTER_TEXT_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """The webhook receipt the update came from."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id (entry[].id)."""
+    field: _builtins.str
+    """The change field, for example message_template_status_update."""
+    meta_template_id: _builtins.str
+    """Meta's template id (an integer in webhooks, sent as text)."""
+    name: _builtins.str
+    """The template name."""
+    language: _builtins.str
+    """The language (normalised to en_US form)."""
+    event: _builtins.str
+    """Status updates: the event (APPROVED, PAUSED, DISABLED, REJECTED, REINSTATED, ...)."""
+    reason: _builtins.str
+    """Status updates: the reason (NONE, INCORRECT_CATEGORY, ...)."""
+    detail: _builtins.str
+    """Status updates: other_info or rejection_info, as readable text."""
+    new_quality: _builtins.str
+    """Quality updates: the new quality score (GREEN, YELLOW, RED, UNKNOWN)."""
+    new_category: _builtins.str
+    """Category updates: the new (or, when impending, the current) category."""
+    previous_category: _builtins.str
+    """Category updates: the category before a completed change."""
+    correct_category: _builtins.str
+    """Category updates: the category Meta will move it to (impending change)."""
+    body_text: _builtins.str
+    """Components updates: the body text."""
+    header_text: _builtins.str
+    """Components updates: the text header."""
+    footer_text: _builtins.str
+    """Components updates: the footer."""
+    @_builtins.property
+    def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Meta's time of the change (entry[].time); orders updates of the same field."""
+
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateUpdateButton]:
+        """Components updates: the buttons."""
+
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        meta_template_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        language: _builtins.str = ...,
+        provider_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        event: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        new_quality: _builtins.str = ...,
+        new_category: _builtins.str = ...,
+        previous_category: _builtins.str = ...,
+        correct_category: _builtins.str = ...,
+        body_text: _builtins.str = ...,
+        header_text: _builtins.str = ...,
+        footer_text: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___TemplateUpdateButton] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_text", b"body_text", "buttons", b"buttons", "correct_category", b"correct_category", "detail", b"detail", "event", b"event", "field", b"field", "footer_text", b"footer_text", "header_text", b"header_text", "language", b"language", "meta_template_id", b"meta_template_id", "name", b"name", "new_category", b"new_category", "new_quality", b"new_quality", "previous_category", b"previous_category", "provider_timestamp", b"provider_timestamp", "reason", b"reason", "receipt_id", b"receipt_id", "waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateUpdate: _TypeAlias = TemplateUpdate  # noqa: Y015
+
+@_typing.final
+class TemplateUpdateButton(_message.Message):
+    """One button in a components update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """QUICK_REPLY, URL, PHONE_NUMBER, ..."""
+    text: _builtins.str
+    """The label."""
+    url: _builtins.str
+    """A URL button's URL."""
+    phone_number: _builtins.str
+    """A PHONE_NUMBER button's number."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        url: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phone_number", b"phone_number", "text", b"text", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateUpdateButton: _TypeAlias = TemplateUpdateButton  # noqa: Y015
+
+@_typing.final
+class PrecheckTemplate(_message.Message):
+    """The template a precheck would send, as the registry knows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CATEGORY_FIELD_NUMBER: _builtins.int
+    PENDING_CATEGORY_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The template name."""
+    language: _builtins.str
+    """The language."""
+    status: _types_pb2.TemplateStatus.ValueType
+    """The approval status (StartRun needs APPROVED)."""
+    category: _types_pb2.TemplateCategory.ValueType
+    """The category now."""
+    previous_category: _types_pb2.TemplateCategory.ValueType
+    """The category before Meta's last recategorisation (unspecified when never changed)."""
+    pending_category: _types_pb2.TemplateCategory.ValueType
+    """The category Meta announced it will move the template to (unspecified when none)."""
+    quality: _builtins.str
+    """Meta's quality score (empty when not known)."""
+    source: _builtins.str
+    """meta (synced) or manual (registered by hand)."""
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to know before sending (a category change, a falling quality, ...)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        language: _builtins.str = ...,
+        status: _types_pb2.TemplateStatus.ValueType = ...,
+        category: _types_pb2.TemplateCategory.ValueType = ...,
+        previous_category: _types_pb2.TemplateCategory.ValueType = ...,
+        pending_category: _types_pb2.TemplateCategory.ValueType = ...,
+        quality: _builtins.str = ...,
+        source: _builtins.str = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "name", b"name", "notes", b"notes", "pending_category", b"pending_category", "previous_category", b"previous_category", "quality", b"quality", "source", b"source", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrecheckTemplate: _TypeAlias = PrecheckTemplate  # noqa: Y015
 
 @_typing.final
 class ListPrecheckRecipientsRequest(_message.Message):
