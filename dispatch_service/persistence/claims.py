@@ -47,8 +47,7 @@ ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
            t.variables, coalesce(r.send_window, w.send_window) AS send_window,
-           w.messaging_limit
-           t.variables, r.send_plan
+           w.messaging_limit, r.send_plan
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
       JOIN workspace w ON w.id = r.workspace_id
     WHERE r.state IN ({_ACTIVE})

@@ -293,7 +293,6 @@ async def test_a_sender_shared_by_two_workspaces_binds_no_single_workspace(
 @pytest.mark.parametrize(
     "name",
     [
-        "template_status_update.json",
         "value_level_error.json",
         "calls_connect.json",
         "smb_message_echoes.json",
