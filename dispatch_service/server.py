@@ -23,6 +23,7 @@ from dispatch_service.grpc_api.admin_servicer import AdminServiceServicer
 from dispatch_service.grpc_api.dispatch_servicer import DispatchServiceServicer
 from dispatch_service.grpc_api.guard import Credentials, GuardInterceptor
 from dispatch_service.settings import DispatchSettings
+from dispatch_service.use_cases.changes import maintain_change_log
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ async def serve(settings: DispatchSettings, deps: Deps | None = None) -> None:
     if settings.dispatch_metrics_listen:
         start_metrics_server(settings.dispatch_metrics_listen)
     deps.background.append(asyncio.create_task(track_database_health(deps.engine, health_servicer)))
+    deps.background.append(
+        asyncio.create_task(
+            maintain_change_log(
+                deps.sessions,
+                interval_seconds=settings.changes_sequence_seconds,
+                retention_seconds=settings.changes_retention_seconds,
+            ),
+            name="change-log",
+        )
+    )
     deps.start_workers()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

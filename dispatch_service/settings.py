@@ -130,6 +130,14 @@ class DispatchSettings(ServiceSettings):
     dispatcher_reconcile_seconds: float = Field(default=1.0, gt=0, le=300)
     """DISPATCHER_RECONCILE_SECONDS: how often runs are completed and unknown outcomes failed."""
 
+    changes_sequence_seconds: float = Field(default=0.2, gt=0, le=60)
+    """CHANGES_SEQUENCE_SECONDS: how often committed changes get their stream cursor (readers
+    of WatchChanges/ListChanges also number pending changes themselves)."""
+
+    changes_retention_seconds: float = Field(default=7 * 24 * 3600, ge=60)
+    """CHANGES_RETENTION_SECONDS: how long the change log keeps a change (default 7 days); a
+    cursor older than that is refused with FAILED_PRECONDITION (CURSOR_EXPIRED)."""
+
     @field_validator("whatsapp_api_version")
     @classmethod
     def _version_shape(cls, value: str) -> str:
