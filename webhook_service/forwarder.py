@@ -102,6 +102,16 @@ def _add_updates(
                     pb.ProviderError(code=e.code, title=e.title, details=e.details)
                     for e in s.errors
                 ],
+                pricing=(
+                    pb.Pricing(
+                        billable=s.pricing.billable,
+                        category=s.pricing.category,
+                        pricing_model=s.pricing.pricing_model,
+                        type=s.pricing.type,
+                    )
+                    if s.pricing is not None
+                    else None
+                ),
             )
         )
     for p in updates.preferences:

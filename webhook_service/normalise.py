@@ -78,6 +78,28 @@ class Status:
     recipient_id: str = ""
     callback_data: str = ""
     errors: tuple[ProviderError, ...] = ()
+    pricing: Pricing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """A status's ``pricing`` block, as reported (interpreted by the dispatch service)."""
+
+    billable: bool
+    category: str
+    pricing_model: str
+    type: str
+
+
+def _pricing(raw: Any) -> Pricing | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("category"), str):
+        return None
+    return Pricing(
+        billable=raw.get("billable") is True,
+        category=raw["category"],
+        pricing_model=str(raw.get("pricing_model") or ""),
+        type=str(raw.get("type") or ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +228,7 @@ def _status(raw: Any, pnid: str, where: str) -> Status:
         recipient_id=_text(item, "recipient_id", where, required=False),
         callback_data=_text(item, "biz_opaque_callback_data", where, required=False),
         errors=_errors(item.get("errors"), f"{where}.errors"),
+        pricing=_pricing(item.get("pricing")),
     )
 
 

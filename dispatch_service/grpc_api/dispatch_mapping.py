@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.pricing import total
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.read_models import MessageView, RunRecord
 from dispatch_service.use_cases.precheck import PrecheckResult
@@ -95,6 +96,8 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
             )
             for c in result.first_page
         ],
+        estimated_cost=str(result.estimated_cost) if result.estimated_cost is not None else "",
+        currency=result.currency,
     )
 
 
@@ -137,6 +140,14 @@ def run_status(status: RunStatus) -> pb.RunStatus:
         ],
         final_count=counts.done,
         progress=counts.progress,
+        billable_by_category=[
+            pb.CategoryCost(
+                category=c.category, billable_count=c.billable, estimated_cost=str(c.cost)
+            )
+            for c in status.costs
+        ],
+        estimated_cost=str(total(status.costs)) if status.currency else "",
+        currency=status.currency,
     )
 
 

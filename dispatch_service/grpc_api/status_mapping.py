@@ -13,6 +13,7 @@ from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
+from dispatch_service.domain.pricing import Pricing, pricing
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, ApplyStatusResult
@@ -100,6 +101,13 @@ def _inbound(check: _Checker, item: pb.InboundText, field: str) -> InboundText:
     )
 
 
+def _pricing(item: pb.StatusUpdate) -> Pricing | None:
+    block = item.pricing
+    if not item.HasField("pricing") or not block.category.strip():
+        return None
+    return pricing(block.billable, block.category, block.pricing_model, block.type)
+
+
 def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
     """The use case's command, or InvalidArgument naming every bad field."""
     total = len(request.statuses) + len(request.preferences) + len(request.inbound_texts)
@@ -116,6 +124,7 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
         inbound_texts=[
             _inbound(check, t, f"inbound_texts[{i}]") for i, t in enumerate(request.inbound_texts)
         ],
+        pricing=[_pricing(s) for s in request.statuses],
     )
     if check.violations:
         raise InvalidArgument(*check.violations)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import ApplyOutcome, DnmSource
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.lifecycle import StatusUpdate, opts_out
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.stop_keywords import (
     InboundText,
     PreferenceUpdate,
@@ -31,6 +32,7 @@ from dispatch_service.domain.stop_keywords import (
 )
 from dispatch_service.persistence import status as status_store
 from dispatch_service.persistence.do_not_message import add_entries
+from dispatch_service.persistence.message_transitions import record_pricing
 from dispatch_service.persistence.status import StatusApplication
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class ApplyStatusCommand:
     statuses: Sequence[StatusUpdate] = ()
     preferences: Sequence[PreferenceUpdate] = ()
     inbound_texts: Sequence[InboundText] = ()
+    pricing: Sequence[Pricing | None] = ()
+    """The pricing block reported with each status (by index; shorter or None: none)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,14 @@ async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
 ) -> tuple[list[StatusApplication], dict[str, int]]:
     applications = await status_store.apply_status_updates(session, command.statuses)
+    await record_pricing(
+        session,
+        [
+            (a.message_id, block)
+            for a, block in zip(applications, command.pricing, strict=False)
+            if block is not None and a.message_id is not None
+        ],
+    )
     added = await add_entries(session, collect_opt_outs(command, applications))
     return applications, dict(Tally(entry.source.value for entry in added))
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +27,7 @@ from dispatch_service.domain.eligibility import (
     evaluate_audience,
 )
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.pricing import estimate, total
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.persistence.prechecks import (
@@ -34,6 +37,7 @@ from dispatch_service.persistence.prechecks import (
     require_template,
     store_precheck,
 )
+from dispatch_service.persistence.pricing import rate_card, template_category
 from dispatch_service.use_cases.acting import acting
 
 DEFAULT_PAGE_SIZE = 50
@@ -63,6 +67,9 @@ class PrecheckResult:
     eligible_count: int
     blocked_by_reason: dict[RejectionReason, int]
     first_page: list[Candidate]
+    estimated_cost: Decimal | None = None
+    """Every eligible recipient billed at the template's category (None: no rate card)."""
+    currency: str = ""
 
     @property
     def blocked_count(self) -> int:
@@ -130,6 +137,10 @@ async def precheck_send(
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
         )
         await store_precheck(session, precheck, candidates)
+        card = await rate_card(session, actor.workspace_id)
+        category = await template_category(session, command.template_id)
+    by_prefix = Counter((c.target.phone_e164 or "")[:5] for c in candidates if c.eligible)
+    costs = estimate(card, ((prefix, category, n) for prefix, n in sorted(by_prefix.items())))
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
@@ -138,4 +149,6 @@ async def precheck_send(
         eligible_count=eligible,
         blocked_by_reason=blocked_by_reason(candidates),
         first_page=candidates[: command.page_size],
+        estimated_cost=total(costs) if card.prices else None,
+        currency=card.currency,
     )
