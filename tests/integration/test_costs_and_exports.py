@@ -84,7 +84,7 @@ async def test_costs_equal_the_stored_pricing_and_the_export_lists_everyone(
 
         await wait_for(all_sent, what="every message sent")
     with psycopg.connect(database_url) as conn:
-        wamids = dict(
+        wamids: dict[str, str] = dict(
             conn.execute(
                 "SELECT phone_e164, provider_message_id FROM invite_message WHERE run_id = %s",
                 [run.run_id],
