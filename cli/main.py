@@ -23,11 +23,21 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command module's subcommands."""
-    from cli.commands import demo, dnm, events, guests, runs, stack, templates, workspace
+    from cli.commands import (
+        changes,
+        demo,
+        dnm,
+        events,
+        guests,
+        runs,
+        stack,
+        templates,
+        workspace,
+    )
 
     parser = argparse.ArgumentParser(prog="invites", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, workspace, guests, events, templates, dnm, runs, demo):
+    for module in (stack, workspace, guests, events, templates, dnm, runs, changes, demo):
         module.register(commands)
     return parser
 

@@ -19,6 +19,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
+from cli.export_csv import write_csv
 from cli.main import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
 from cli.output import enum_name, print_json, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -90,6 +91,11 @@ def register(commands: Any) -> None:
         "--limit", type=int, default=50, help="at most this many rows (default 50)"
     )
     messages.add_argument("--json", action="store_true", help="print JSON")
+    messages.add_argument(
+        "--csv",
+        action="store_true",
+        help="write every recipient (outcome, times, reasons, pricing) as CSV to stdout",
+    )
 
     cancel = command("cancel", "cancel a run: nothing more is sent", run_cancel)
     cancel.add_argument("run_id")
@@ -147,6 +153,10 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
     )
     for item in reply.blocked_by_reason:
         console.print(f"    {enum_name(types_pb2.RejectionReason, item.reason)}: {item.count}")
+    if reply.currency:
+        console.print(
+            f"  estimated cost if all are billed: {reply.estimated_cost} {reply.currency}"
+        )
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (
@@ -238,6 +248,15 @@ def counts_table(status: pb.RunStatus) -> Table:
     return table
 
 
+def show_cost(status: pb.RunStatus) -> None:
+    """Billable messages per pricing category and the estimate, when any were reported."""
+    for item in status.billable_by_category:
+        cost = f" ~ {item.estimated_cost} {status.currency}" if status.currency else ""
+        console.print(f"billable {item.category}: {item.billable_count}{cost}")
+    if status.currency:
+        console.print(f"estimated cost: {status.estimated_cost} {status.currency}")
+
+
 async def watch_run(client: Client, run_id: str, as_json: bool = False) -> int:
     """Follow WatchRun until the run is final; exit 4 when it ended with failures."""
     last: pb.RunStatus | None = None
@@ -294,11 +313,17 @@ async def run_status(client: Client, args: argparse.Namespace) -> int:
             f"progress {reply.status.progress:.0%} "
             f"({reply.status.final_count}/{reply.status.total_count})"
         )
+        show_cost(reply.status)
     return EXIT_OK
 
 
 async def run_messages(client: Client, args: argparse.Namespace) -> int:
-    """`invites messages RUN`: a table (or JSON) of messages, following pages up to --limit."""
+    """`invites messages RUN`: a table (or JSON) of messages, following pages up to --limit;
+    with --csv, every recipient of the run (ExportRunMessages) as CSV."""
+    if args.csv:
+        export = pb.ExportRunMessagesRequest(run_id=args.run_id)
+        await write_csv(client.stream(client.dispatch.ExportRunMessages, export), sys.stdout)
+        return EXIT_OK
     request = pb.ListRunMessagesRequest(
         run_id=args.run_id,
         states=[types_pb2.MessageState.Value(f"MESSAGE_STATE_{s.upper()}") for s in args.state],
