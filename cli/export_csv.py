@@ -10,8 +10,8 @@ column as text).
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -41,10 +41,16 @@ HEADER = (
 )
 
 
+STATES = {v: enum_name(types_pb2.MessageState, v) for v in types_pb2.MessageState.values()}
+REASONS = {v: enum_name(types_pb2.RejectionReason, v) for v in types_pb2.RejectionReason.values()}
+REASONS[types_pb2.REJECTION_REASON_UNSPECIFIED] = ""
+
+
 def _time(value: Timestamp) -> str:
-    if not value.seconds and not value.nanos:
+    """ISO 8601 UTC to the second (what spreadsheets parse), or empty when unset."""
+    if not value.seconds:
         return ""
-    return value.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value.seconds))
 
 
 def _text(value: str) -> str:
@@ -60,8 +66,8 @@ def row(message: pb.ExportedMessage) -> list[str]:
         message.guest_unit_id,
         message.person_id,
         message.phone_e164,
-        enum_name(types_pb2.MessageState, message.state),
-        enum_name(types_pb2.RejectionReason, message.reason) if message.reason else "",
+        STATES[message.state],
+        REASONS[message.reason],
         str(message.error_code) if message.error_code else "",
         _text(message.error_title),
         _text(message.do_not_message_reason),

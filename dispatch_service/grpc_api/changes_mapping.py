@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.vocabulary import MessageState, RejectionReason, RunState
@@ -75,6 +78,13 @@ def changes_response(page: ChangePage) -> pb.ListChangesResponse:
     )
 
 
+def _stamp(value: datetime | None) -> Timestamp | None:
+    """A Timestamp without FromDatetime's calendar arithmetic (the export's hot loop)."""
+    if value is None:
+        return None
+    return Timestamp(seconds=int(value.timestamp()), nanos=value.microsecond * 1000)
+
+
 def exported(row: ExportRow) -> pb.ExportedMessage:
     """ExportRow -> ExportedMessage."""
     return pb.ExportedMessage(
@@ -91,8 +101,8 @@ def exported(row: ExportRow) -> pb.ExportedMessage:
         language=row.language,
         pricing_category=row.pricing_category or "",
         billable=row.billable,
-        sent_at=timestamp(row.sent_at),
-        delivered_at=timestamp(row.delivered_at),
-        read_at=timestamp(row.read_at),
-        failed_at=timestamp(row.failed_at),
+        sent_at=_stamp(row.sent_at),
+        delivered_at=_stamp(row.delivered_at),
+        read_at=_stamp(row.read_at),
+        failed_at=_stamp(row.failed_at),
     )

@@ -17,7 +17,7 @@ from dispatch_service.persistence.exports import export_batch
 from dispatch_service.persistence.runs import load_run
 from dispatch_service.read_models import ExportRow
 
-EXPORT_BATCH_SIZE = 2000
+EXPORT_BATCH_SIZE = 5000
 
 
 async def export_run_messages(
