@@ -17,9 +17,17 @@ from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
 from common.vocabulary import ImportSource, Role, TemplateCategory, TemplateStatus
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
+from dispatch_service.domain.pricing import RateCard
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
-from dispatch_service.use_cases import do_not_message, events, guests, templates, workspaces
+from dispatch_service.use_cases import (
+    do_not_message,
+    events,
+    guests,
+    rate_cards,
+    templates,
+    workspaces,
+)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -235,3 +243,33 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         return pb.ListDoNotMessageResponse(
             entries=[m.dnm_entry_pb(e) for e in entries], next_page_token=token
         )
+
+    # --- rate card -----------------------------------------------------------------------------
+
+    async def SetRateCard(
+        self, request: pb.SetRateCardRequest, context: Context
+    ) -> pb.SetRateCardResponse:
+        card = request.rate_card
+        stored = await rate_cards.set_rate_card(
+            self.sessions,
+            actor_id(context),
+            card.currency,
+            [(r.country_code, r.category, r.price) for r in card.rates],
+        )
+        return pb.SetRateCardResponse(rate_card=_rate_card_pb(stored))
+
+    async def GetRateCard(
+        self, request: pb.GetRateCardRequest, context: Context
+    ) -> pb.GetRateCardResponse:
+        stored = await rate_cards.get_rate_card(self.sessions, actor_id(context))
+        return pb.GetRateCardResponse(rate_card=_rate_card_pb(stored))
+
+
+def _rate_card_pb(card: RateCard) -> pb.RateCard:
+    return pb.RateCard(
+        currency=card.currency,
+        rates=[
+            pb.Rate(country_code=code, category=category, price=str(price))
+            for (code, category), price in sorted(card.prices.items())
+        ],
+    )

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import grpc
 import psycopg
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.generated.invites.v1 import admin_pb2 as admin_pb
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
-from tests.integration.conftest import INGESTOR_TOKEN, ApiClient
-from tests.integration.dispatch_support import FakeMeta, running, seed_world, wait_for
+from tests.integration.conftest import INGESTOR_TOKEN, ApiClient, code_of
+from tests.integration.dispatch_support import FakeMeta, World, running, seed_world, wait_for
 from tests.integration.factories import DEFAULT_SENDER
 from tests.integration.test_runs_api import start
 
@@ -45,21 +49,37 @@ STATUSES: list[tuple[int, str, dict[str, object] | None]] = [
 ]
 
 
-def seed_rates(database_url: str, workspace_id: object) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        for code, category, price in RATES:
-            conn.execute(
-                "INSERT INTO workspace_rate (workspace_id, country_code, category, price)"
-                " VALUES (%s, %s, %s, %s)",
-                [workspace_id, code, category, price],
-            )
+async def set_rates(api: ApiClient, world: World) -> None:
+    """The rate card through AdminService: a parent admin sets it, others may only read it."""
+    card = admin_pb.RateCard(
+        currency="usd",
+        rates=[admin_pb.Rate(country_code=c, category=k, price=p) for c, k, p in RATES],
+    )
+    request = admin_pb.SetRateCardRequest(rate_card=card)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await api.admin.SetRateCard(request, metadata=api.md(str(world.admin)))
+    assert code_of(caught.value) == grpc.StatusCode.PERMISSION_DENIED
+    bad = admin_pb.SetRateCardRequest(
+        rate_card=admin_pb.RateCard(rates=[admin_pb.Rate(country_code="0", price="-1")])
+    )
+    with pytest.raises(aio.AioRpcError) as caught:
+        await api.admin.SetRateCard(bad, metadata=api.md(str(world.parent_admin)))
+    assert code_of(caught.value) == grpc.StatusCode.INVALID_ARGUMENT
+    await api.admin.SetRateCard(request, metadata=api.md(str(world.parent_admin)))
+    stored = await api.admin.GetRateCard(
+        admin_pb.GetRateCardRequest(), metadata=api.md(str(world.viewer))
+    )
+    assert stored.rate_card.currency == "USD"
+    assert sorted(
+        (r.country_code, r.category, Decimal(r.price)) for r in stored.rate_card.rates
+    ) == sorted((c, k, Decimal(p)) for c, k, p in RATES)
 
 
 async def test_costs_equal_the_stored_pricing_and_the_export_lists_everyone(
     database_url: str, grpc_api: ApiClient, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     world = seed_world(database_url, PHONES)
-    seed_rates(database_url, world.workspace_id)
+    await set_rates(grpc_api, world)
     md = grpc_api.md(str(world.admin))
     checked = await grpc_api.dispatch.PrecheckSend(
         pb.PrecheckSendRequest(event_id=str(world.event_id), template_id=str(world.template_id)),

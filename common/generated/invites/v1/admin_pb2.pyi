@@ -1573,3 +1573,150 @@ class ListDoNotMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDoNotMessageResponse: _TypeAlias = ListDoNotMessageResponse  # noqa: Y015
+
+@_typing.final
+class Rate(_message.Message):
+    """The price of one billable message of a pricing category to one country."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    country_code: _builtins.str
+    """The country calling code without "+" (1, 44, 351), or "*" for any other country."""
+    category: _builtins.str
+    """The pricing category as the provider reports it (marketing, utility, authentication, ...)."""
+    price: _builtins.str
+    """The price per billable message, a decimal string (0.0250)."""
+    def __init__(
+        self,
+        *,
+        country_code: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "country_code", b"country_code", "price", b"price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rate: _TypeAlias = Rate  # noqa: Y015
+
+@_typing.final
+class RateCard(_message.Message):
+    """A workspace's prices for cost estimates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    RATES_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code of every price (USD)."""
+    @_builtins.property
+    def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rate]:
+        """The prices; the longest calling code a phone starts with wins, then "*"."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        rates: _abc.Iterable[Global___Rate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "rates", b"rates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateCard: _TypeAlias = RateCard  # noqa: Y015
+
+@_typing.final
+class SetRateCardRequest(_message.Message):
+    """Request for SetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The whole new rate card (an empty one removes the estimates)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateCardRequest: _TypeAlias = SetRateCardRequest  # noqa: Y015
+
+@_typing.final
+class SetRateCardResponse(_message.Message):
+    """Response of SetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The rate card as stored."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateCardResponse: _TypeAlias = SetRateCardResponse  # noqa: Y015
+
+@_typing.final
+class GetRateCardRequest(_message.Message):
+    """Request for GetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRateCardRequest: _TypeAlias = GetRateCardRequest  # noqa: Y015
+
+@_typing.final
+class GetRateCardResponse(_message.Message):
+    """Response of GetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The rate card (no rates when none was set)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRateCardResponse: _TypeAlias = GetRateCardResponse  # noqa: Y015

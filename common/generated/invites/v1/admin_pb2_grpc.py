@@ -130,6 +130,16 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
                 _registered_method=True)
+        self.SetRateCard = channel.unary_unary(
+                '/invites.v1.AdminService/SetRateCard',
+                request_serializer=invites_dot_v1_dot_admin__pb2.SetRateCardRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.SetRateCardResponse.FromString,
+                _registered_method=True)
+        self.GetRateCard = channel.unary_unary(
+                '/invites.v1.AdminService/GetRateCard',
+                request_serializer=invites_dot_v1_dot_admin__pb2.GetRateCardRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.GetRateCardResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -269,6 +279,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRateCard(self, request, context):
+        """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRateCard(self, request, context):
+        """Returns the workspace's rate card.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +390,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListDoNotMessage,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.SerializeToString,
+            ),
+            'SetRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateCard,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.SetRateCardRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.SetRateCardResponse.SerializeToString,
+            ),
+            'GetRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateCard,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.GetRateCardRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.GetRateCardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -882,6 +916,60 @@ class AdminService:
             '/invites.v1.AdminService/ListDoNotMessage',
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.ListDoNotMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/SetRateCard',
+            invites_dot_v1_dot_admin__pb2.SetRateCardRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.SetRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/GetRateCard',
+            invites_dot_v1_dot_admin__pb2.GetRateCardRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.GetRateCardResponse.FromString,
             options,
             channel_credentials,
             insecure,

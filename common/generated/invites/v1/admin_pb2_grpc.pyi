@@ -76,6 +76,10 @@ class AdminServiceStub:
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]
     """Lists the active do-not-message entries."""
+    SetRateCard: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRateCardRequest, _admin_pb2.SetRateCardResponse]
+    """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+    GetRateCard: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRateCardRequest, _admin_pb2.GetRateCardResponse]
+    """Returns the workspace's rate card."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -120,6 +124,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Removes a phone from the do-not-message list (audited)."""
     ListDoNotMessage: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDoNotMessageRequest, _admin_pb2.ListDoNotMessageResponse]  # type: ignore[assignment]
     """Lists the active do-not-message entries."""
+    SetRateCard: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRateCardRequest, _admin_pb2.SetRateCardResponse]  # type: ignore[assignment]
+    """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+    GetRateCard: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRateCardRequest, _admin_pb2.GetRateCardResponse]  # type: ignore[assignment]
+    """Returns the workspace's rate card."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -275,5 +283,21 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListDoNotMessageResponse, _abc.Awaitable[_admin_pb2.ListDoNotMessageResponse]]:
         """Lists the active do-not-message entries."""
+
+    @_abc_1.abstractmethod
+    def SetRateCard(
+        self,
+        request: _admin_pb2.SetRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetRateCardResponse, _abc.Awaitable[_admin_pb2.SetRateCardResponse]]:
+        """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+
+    @_abc_1.abstractmethod
+    def GetRateCard(
+        self,
+        request: _admin_pb2.GetRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetRateCardResponse, _abc.Awaitable[_admin_pb2.GetRateCardResponse]]:
+        """Returns the workspace's rate card."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
