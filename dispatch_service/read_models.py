@@ -221,3 +221,17 @@ class ExportRow:
     delivered_at: datetime | None
     read_at: datetime | None
     failed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What GetCallbackEndpoint shows (never the secret)."""
+
+    url: str
+    cursor: int
+    attempts: int
+    failing_since: datetime | None
+    next_attempt_at: datetime
+    last_status: str
+    delivered_count: int
+    dead_lettered_count: int

@@ -622,6 +622,60 @@ class ChangeLog(Base):
     )
 
 
+class CallbackEndpoint(Base):
+    """A workspace's signed-callback receiver: where changes are POSTed, the HMAC secret, the
+    delivery cursor into change_log (the last change delivered or dead-lettered) and the retry
+    state (callbacks/deliverer.py)."""
+
+    __tablename__ = "callback_endpoint"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[str] = mapped_column(Text, server_default="")
+    delivered_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    dead_lettered_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint("url ~ '^https?://'", name="url_http"),
+        CheckConstraint("length(secret) >= 16", name="secret_length"),
+    )
+
+
+class CallbackAttempt(Base):
+    """The delivery log: one POST of changes first_seq..last_seq and what came of it."""
+
+    __tablename__ = "callback_attempt"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("callback_endpoint.workspace_id", ondelete="CASCADE")
+    )
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text, server_default="")
+    attempted_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('delivered', 'failed', 'dead_lettered')", name="outcome_valid"
+        ),
+        Index("ix_callback_attempt_workspace_id_attempted_at", "workspace_id", "attempted_at"),
+    )
+
+
 class WorkspaceRate(Base):
     """A workspace's rate card: the price of one billable message per country calling code
     (`*`: any other) and pricing category, for cost estimates."""

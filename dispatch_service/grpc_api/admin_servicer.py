@@ -20,7 +20,10 @@ from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.domain.pricing import RateCard
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
+from dispatch_service.grpc_api.dispatch_mapping import timestamp
+from dispatch_service.read_models import EndpointState
 from dispatch_service.use_cases import (
+    callbacks,
     do_not_message,
     events,
     guests,
@@ -264,6 +267,22 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         stored = await rate_cards.get_rate_card(self.sessions, actor_id(context))
         return pb.GetRateCardResponse(rate_card=_rate_card_pb(stored))
 
+    # --- signed callbacks ----------------------------------------------------------------------
+
+    async def SetCallbackEndpoint(
+        self, request: pb.SetCallbackEndpointRequest, context: Context
+    ) -> pb.SetCallbackEndpointResponse:
+        state = await callbacks.set_callback_endpoint(
+            self.sessions, actor_id(context), request.url, request.secret
+        )
+        return pb.SetCallbackEndpointResponse(endpoint=_endpoint_pb(state))
+
+    async def GetCallbackEndpoint(
+        self, request: pb.GetCallbackEndpointRequest, context: Context
+    ) -> pb.GetCallbackEndpointResponse:
+        state = await callbacks.get_callback_endpoint(self.sessions, actor_id(context))
+        return pb.GetCallbackEndpointResponse(endpoint=_endpoint_pb(state))
+
 
 def _rate_card_pb(card: RateCard) -> pb.RateCard:
     return pb.RateCard(
@@ -272,4 +291,19 @@ def _rate_card_pb(card: RateCard) -> pb.RateCard:
             pb.Rate(country_code=code, category=category, price=str(price))
             for (code, category), price in sorted(card.prices.items())
         ],
+    )
+
+
+def _endpoint_pb(state: EndpointState | None) -> pb.CallbackEndpoint | None:
+    if state is None:
+        return None
+    return pb.CallbackEndpoint(
+        url=state.url,
+        cursor=str(state.cursor),
+        attempts=state.attempts,
+        failing_since=timestamp(state.failing_since),
+        next_attempt_at=timestamp(state.next_attempt_at),
+        last_status=state.last_status,
+        delivered_count=state.delivered_count,
+        dead_lettered_count=state.dead_lettered_count,
     )

@@ -8,6 +8,8 @@
   assigned after commit by one sequencer at a time (docs/changes.md explains why that is gapless).
 * invite_message.pricing_*: the pricing block the provider reported with the message's statuses
   (billable, category, pricing model, type).
+* callback_endpoint / callback_attempt: a workspace's signed-callback URL and secret, its
+  delivery cursor into change_log and retry state, and the delivery log (dead letters included).
 * workspace_rate: a workspace's rate card (price per country calling code and category), the
   estimate of GetRunStatus and PrecheckSend.
 
@@ -125,6 +127,72 @@ def upgrade() -> None:
             "workspace_id", "country_code", "category", name=op.f("pk_workspace_rate")
         ),
     )
+    op.create_table(
+        "callback_endpoint",
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("cursor", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "next_attempt_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Text(), server_default="", nullable=False),
+        sa.Column("delivered_count", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("dead_lettered_count", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("url ~ '^https?://'", name=op.f("ck_callback_endpoint_url_http")),
+        sa.CheckConstraint("length(secret) >= 16", name=op.f("ck_callback_endpoint_secret_length")),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspace.id"],
+            name=op.f("fk_callback_endpoint_workspace_id_workspace"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_callback_endpoint")),
+    )
+    op.create_table(
+        "callback_attempt",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("first_seq", sa.BigInteger(), nullable=False),
+        sa.Column("last_seq", sa.BigInteger(), nullable=False),
+        sa.Column("outcome", sa.Text(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), server_default="", nullable=False),
+        sa.Column(
+            "attempted_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "outcome IN ('delivered', 'failed', 'dead_lettered')",
+            name=op.f("ck_callback_attempt_outcome_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["callback_endpoint.workspace_id"],
+            name=op.f("fk_callback_attempt_workspace_id_callback_endpoint"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_attempt")),
+    )
+    op.create_index(
+        "ix_callback_attempt_workspace_id_attempted_at",
+        "callback_attempt",
+        ["workspace_id", "attempted_at"],
+    )
     op.add_column("invite_message", sa.Column("pricing_billable", sa.Boolean(), nullable=True))
     op.add_column("invite_message", sa.Column("pricing_category", sa.Text(), nullable=True))
     op.add_column("invite_message", sa.Column("pricing_model", sa.Text(), nullable=True))
@@ -149,6 +217,9 @@ def downgrade() -> None:
     for column in ("pricing_type", "pricing_model", "pricing_category", "pricing_billable"):
         op.drop_column("invite_message", column)
     op.drop_table("workspace_rate")
+    op.drop_index("ix_callback_attempt_workspace_id_attempted_at", table_name="callback_attempt")
+    op.drop_table("callback_attempt")
+    op.drop_table("callback_endpoint")
     op.drop_index("ix_change_log_workspace_seq", table_name="change_log")
     op.drop_index("ix_change_log_pending", table_name="change_log")
     op.drop_table("change_log")

@@ -1720,3 +1720,148 @@ class GetRateCardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRateCardResponse: _TypeAlias = GetRateCardResponse  # noqa: Y015
+
+@_typing.final
+class CallbackEndpoint(_message.Message):
+    """A workspace's callback receiver and where its delivery stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILING_SINCE_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_FIELD_NUMBER: _builtins.int
+    DELIVERED_COUNT_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_COUNT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where changes are POSTed."""
+    cursor: _builtins.str
+    """The cursor of the last change delivered (or dead-lettered)."""
+    attempts: _builtins.int
+    """Failed POSTs in a row of the current batch."""
+    last_status: _builtins.str
+    """The last answer (HTTP status, error kind, or dead_lettered)."""
+    delivered_count: _builtins.int
+    """Changes delivered so far."""
+    dead_lettered_count: _builtins.int
+    """Changes given up on after the dead-letter time."""
+    @_builtins.property
+    def failing_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the receiver fails (unset while it accepts)."""
+
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next POST is due."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        failing_since: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_status: _builtins.str = ...,
+        delivered_count: _builtins.int = ...,
+        dead_lettered_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failing_since", b"failing_since", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cursor", b"cursor", "dead_lettered_count", b"dead_lettered_count", "delivered_count", b"delivered_count", "failing_since", b"failing_since", "last_status", b"last_status", "next_attempt_at", b"next_attempt_at", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackEndpoint: _TypeAlias = CallbackEndpoint  # noqa: Y015
+
+@_typing.final
+class SetCallbackEndpointRequest(_message.Message):
+    """Request for SetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The receiver's http(s) URL; empty removes the receiver."""
+    secret: _builtins.str
+    """The HMAC-SHA256 secret (at least 16 characters; 32 random bytes recommended). Write-only."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCallbackEndpointRequest: _TypeAlias = SetCallbackEndpointRequest  # noqa: Y015
+
+@_typing.final
+class SetCallbackEndpointResponse(_message.Message):
+    """Response of SetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___CallbackEndpoint:
+        """The receiver as configured (unset when removed)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___CallbackEndpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCallbackEndpointResponse: _TypeAlias = SetCallbackEndpointResponse  # noqa: Y015
+
+@_typing.final
+class GetCallbackEndpointRequest(_message.Message):
+    """Request for GetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallbackEndpointRequest: _TypeAlias = GetCallbackEndpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCallbackEndpointResponse(_message.Message):
+    """Response of GetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___CallbackEndpoint:
+        """The receiver (unset when none is configured)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___CallbackEndpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallbackEndpointResponse: _TypeAlias = GetCallbackEndpointResponse  # noqa: Y015
