@@ -5,9 +5,11 @@ Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/pyth
 
 Creates a scratch database beside DATABASE_URL, migrates it, seeds one run of `--messages`
 messages (delivered, with pricing) and, for comparison, one of a tenth of that size, serves the
-dispatch service in this process on a free port and exports each run with the CLI's CSV writer
-into a temporary file. Prints rows, seconds, rows/s and how much this process's peak memory
-(RSS) grew during each export: it must not grow with the run (the export reads keyset batches
+dispatch service in this process on a free port and exports each run twice into a temporary
+file: with the CLI's CSV writer in this process (server and client sharing one process), and
+with `invites messages RUN --csv` as its own process (what a user runs; its time includes the
+CLI's start-up). Prints rows, seconds, rows/s and peak memory (RSS): the server's growth during
+each export and the CLI's peak; neither may grow with the run (the export reads keyset batches
 of 5,000). Figures are printed, never asserted; the scratch database is dropped afterwards.
 """
 
@@ -17,9 +19,11 @@ import argparse
 import asyncio
 import os
 import resource
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 from grpc import aio
@@ -99,13 +103,42 @@ async def export(db_url: str, member: uuid.UUID, runs: list[tuple[uuid.UUID, int
                     seconds = time.perf_counter() - started
                     size = out.tell() / 2**20
                 print(
-                    f"== export of a {n:,}-message run: {rows:,} rows, {size:.1f} MiB CSV in "
-                    f"{seconds:.2f} s ({rows / seconds:,.0f} rows/s); peak RSS "
+                    f"== in-process export of a {n:,}-message run: {rows:,} rows, {size:.1f} MiB "
+                    f"CSV in {seconds:.2f} s ({rows / seconds:,.0f} rows/s); peak RSS "
                     f"{before:.0f} -> {peak_rss_mib():.0f} MiB"
                 )
+                await cli_export(port, member, run_id, n)
     finally:
         await server.stop(None)
         await engine.dispose()
+
+
+async def cli_export(port: int, member: uuid.UUID, run_id: uuid.UUID, n: int) -> None:
+    """`invites messages RUN --csv > file` as its own process."""
+    env = {
+        **os.environ,
+        "INVITES_TARGET": f"127.0.0.1:{port}",
+        "INVITES_TOKEN": TOKEN,
+        "INVITES_ACTOR": str(member),
+    }
+    with tempfile.TemporaryFile("w+b") as out:
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "invites"),
+            "messages",
+            str(run_id),
+            "--csv",
+            stdout=out,
+            env=env,
+        )
+        code = await process.wait()
+        seconds = time.perf_counter() - started
+        rows = sum(1 for _ in (out.seek(0), *out)) - 2  # the seek's None and the header
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"== 'invites messages RUN --csv' of a {n:,}-message run: exit {code}, {rows:,} rows in "
+        f"{seconds:.2f} s including start-up; the CLI's peak RSS so far {child:.0f} MiB"
+    )
 
 
 def main() -> None:
