@@ -323,6 +323,11 @@ def main() -> None:
     parser.add_argument("--single-rate", type=float, default=300, help="sustained POSTs/s, 1 each")
     parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--log-dir", default="/tmp")
+    parser.add_argument(
+        "--without-change-log",
+        action="store_true",
+        help="disable the change-log triggers (to measure what the change stream costs)",
+    )
     args = parser.parse_args()
     server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
         "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -339,6 +344,8 @@ def main() -> None:
         # Client-side binding: the seed is several statements in one execute.
         with psycopg.connect(db_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
             conn.execute(SEED, {**ids, "n": messages, "sender": SENDER})
+            if args.without_change_log:
+                conn.execute("ALTER TABLE invite_message DISABLE TRIGGER change_log_message_update")
         asyncio.run(main_async(args, db_url, runs))
     finally:
         with admin(server) as conn:

@@ -23,6 +23,7 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command module's subcommands."""
     from cli.commands import (
+        changes,
         console,
         demo,
         dnm,
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="invites", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (stack, workspace, guests, events, templates, dnm, runs, demo, console):
+    for module in (stack, workspace, guests, events, templates, dnm, runs, changes, demo, console):
         module.register(commands)
     _remember_parsers(parser)
     return parser

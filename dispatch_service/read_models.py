@@ -238,3 +238,56 @@ class DoNotMessageEntryView(Protocol):
     def removed_by(self) -> uuid.UUID | None: ...
     @property
     def removal_reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    """One change of the change stream: a message's or a run's state, from and to."""
+
+    position: int
+    kind: str
+    run_id: uuid.UUID
+    event_id: uuid.UUID
+    message_id: uuid.UUID | None
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    error_code: int | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One recipient of a run as exported (outcome, timestamps, reasons, pricing)."""
+
+    id: uuid.UUID
+    position: int
+    guest_unit_id: uuid.UUID
+    person_id: uuid.UUID | None
+    phone_e164: str | None
+    state: MessageState
+    reason: RejectionReason | None
+    error_code: int | None
+    error_title: str | None
+    do_not_message_reason: str | None
+    language: str
+    pricing_category: str | None
+    billable: bool
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    failed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What GetCallbackEndpoint shows (never the secret)."""
+
+    url: str
+    cursor: int
+    attempts: int
+    failing_since: datetime | None
+    next_attempt_at: datetime
+    last_status: str
+    delivered_count: int
+    dead_lettered_count: int

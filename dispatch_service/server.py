@@ -24,6 +24,8 @@ from dispatch_service.grpc_api.admin_servicer import AdminServiceServicer
 from dispatch_service.grpc_api.dispatch_servicer import DispatchServiceServicer
 from dispatch_service.grpc_api.guard import Credentials, GuardInterceptor
 from dispatch_service.settings import DispatchSettings
+from dispatch_service.use_cases.callbacks import CallbackConfig, run_deliverer
+from dispatch_service.use_cases.changes import maintain_change_log
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,26 @@ async def serve(settings: DispatchSettings, deps: Deps | None = None) -> None:
     if settings.dispatch_metrics_listen:
         start_metrics_server(settings.dispatch_metrics_listen)
     deps.background.append(asyncio.create_task(track_database_health(deps.engine, health_servicer)))
+    deps.background.append(
+        asyncio.create_task(
+            maintain_change_log(
+                deps.sessions,
+                interval_seconds=settings.changes_sequence_seconds,
+                retention_seconds=settings.changes_retention_seconds,
+            ),
+            name="change-log",
+        )
+    )
+    if settings.callbacks_enabled:
+        config = CallbackConfig(
+            poll_seconds=settings.callback_poll_seconds,
+            timeout_seconds=settings.callback_timeout_seconds,
+            max_backoff_seconds=settings.callback_max_backoff_seconds,
+            dead_letter_seconds=settings.callback_dead_letter_seconds,
+        )
+        deps.background.append(
+            asyncio.create_task(run_deliverer(deps.sessions, config), name="callbacks")
+        )
     deps.start_workers()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

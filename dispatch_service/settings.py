@@ -161,6 +161,30 @@ class DispatchSettings(SendSettings):
     whatsapp_phone_number_id: str = Field(min_length=1)
     """WHATSAPP_PHONE_NUMBER_ID: the default sender phone number id for new workspaces."""
 
+    changes_sequence_seconds: float = Field(default=0.2, gt=0, le=60)
+    """CHANGES_SEQUENCE_SECONDS: how often committed changes get their stream cursor (readers
+    of WatchChanges/ListChanges also number pending changes themselves)."""
+
+    changes_retention_seconds: float = Field(default=7 * 24 * 3600, ge=60)
+    """CHANGES_RETENTION_SECONDS: how long the change log keeps a change (default 7 days); a
+    cursor older than that is refused with FAILED_PRECONDITION (CURSOR_EXPIRED)."""
+
+    callbacks_enabled: bool = True
+    """CALLBACKS_ENABLED: run the signed-callback deliverer in this process (docs/changes.md)."""
+
+    callback_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    """CALLBACK_POLL_SECONDS: how often the deliverer looks for new changes to POST."""
+
+    callback_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """CALLBACK_TIMEOUT_SECONDS: how long one POST to a receiver may take."""
+
+    callback_max_backoff_seconds: float = Field(default=300.0, ge=1, le=3600)
+    """CALLBACK_MAX_BACKOFF_SECONDS: the longest wait between retries to a failing receiver."""
+
+    callback_dead_letter_seconds: float = Field(default=24 * 3600, ge=1)
+    """CALLBACK_DEAD_LETTER_SECONDS: after a receiver failed this long, the changes it refuses
+    are dead-lettered (logged, skipped) and delivery goes on."""
+
     whatsapp_waba_id: str = ""
     """WHATSAPP_WABA_ID: the default WhatsApp Business Account id for new workspaces (whose
     templates SyncTemplates reads); empty: set per workspace."""

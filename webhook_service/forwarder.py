@@ -119,6 +119,16 @@ def _add_updates(
                     )
                     for c in s.contacts
                 ],
+                pricing=(
+                    pb.Pricing(
+                        billable=s.pricing.billable,
+                        category=s.pricing.category,
+                        pricing_model=s.pricing.pricing_model,
+                        type=s.pricing.type,
+                    )
+                    if s.pricing is not None
+                    else None
+                ),
             )
         )
     for p in updates.preferences:

@@ -165,6 +165,28 @@ class Status:
     participant_parent_user_id: str = ""
     contacts: tuple[Contact, ...] = ()
     """The ``contacts[]`` entries naming this recipient (sent/delivered/read only, never failed)."""
+    pricing: Pricing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """A status's ``pricing`` block, as reported (interpreted by the dispatch service)."""
+
+    billable: bool
+    category: str
+    pricing_model: str
+    type: str
+
+
+def _pricing(raw: Any) -> Pricing | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("category"), str):
+        return None
+    return Pricing(
+        billable=raw.get("billable") is True,
+        category=raw["category"],
+        pricing_model=str(raw.get("pricing_model") or ""),
+        type=str(raw.get("type") or ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +438,7 @@ def _status(raw: Any, pnid: str, where: str, contacts: tuple[Contact, ...], alon
         participant_parent_user_id=_text(
             item, "recipient_participant_parent_user_id", where, required=False
         ),
+        pricing=_pricing(item.get("pricing")),
     )
     if status.recipient_type == "group":
         named = _naming(contacts, [status.participant_id], [status.participant_user_id])

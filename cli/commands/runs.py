@@ -23,6 +23,7 @@ from rich.table import Table
 
 from cli.client import Client, add_connection_arguments
 from cli.exit_codes import EXIT_OK, EXIT_RUN_FAILURES, EXIT_USAGE
+from cli.export_csv import write_csv
 from cli.output import enum_name, make_console, print_json, print_json_items, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
@@ -128,6 +129,11 @@ def register(commands: Any) -> None:
         "--limit", type=int, default=50, help="at most this many rows (default 50)"
     )
     messages.add_argument("--json", action="store_true", help="print JSON lines, one per message")
+    messages.add_argument(
+        "--csv",
+        action="store_true",
+        help="write every recipient (outcome, times, reasons, pricing) as CSV to stdout",
+    )
 
     cancel = command("cancel", "cancel a run: nothing more is sent", run_cancel)
     cancel.add_argument("run_id")
@@ -287,6 +293,10 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
         )
         for note in template.notes:
             console.print(f"    [yellow]note:[/] {note}")
+    if reply.currency:
+        console.print(
+            f"  estimated cost if all are billed: {reply.estimated_cost} {reply.currency}"
+        )
     table = Table("household contact", "phone", "outcome", title="first recipients")
     for recipient in reply.recipients:
         outcome = (
@@ -442,6 +452,15 @@ def counts_table(status: pb.RunStatus) -> Table:
     return table
 
 
+def show_cost(status: pb.RunStatus) -> None:
+    """Billable messages per pricing category and the estimate, when any were reported."""
+    for item in status.billable_by_category:
+        cost = f" ~ {item.estimated_cost} {status.currency}" if status.currency else ""
+        console.print(f"billable {item.category}: {item.billable_count}{cost}")
+    if status.currency:
+        console.print(f"estimated cost: {status.estimated_cost} {status.currency}")
+
+
 def is_paused(status: pb.RunStatus) -> bool:
     """The run waits for a person (a resume or a cancel); watching it longer shows nothing new."""
     return status.run.state == types_pb2.RUN_STATE_PAUSED
@@ -524,11 +543,17 @@ async def run_status(client: Client, args: argparse.Namespace) -> int:
             f"progress {reply.status.progress:.0%} "
             f"({reply.status.final_count}/{reply.status.total_count})"
         )
+        show_cost(reply.status)
     return EXIT_OK
 
 
 async def run_messages(client: Client, args: argparse.Namespace) -> int:
-    """`invites messages RUN`: a table (or JSON) of messages, following pages up to --limit."""
+    """`invites messages RUN`: a table (or JSON) of messages, following pages up to --limit;
+    with --csv, every recipient of the run (ExportRunMessages) as CSV."""
+    if args.csv:
+        export = pb.ExportRunMessagesRequest(run_id=args.run_id)
+        await write_csv(client.stream(client.dispatch.ExportRunMessages, export), sys.stdout)
+        return EXIT_OK
     request = pb.ListRunMessagesRequest(
         run_id=args.run_id,
         states=[types_pb2.MessageState.Value(f"MESSAGE_STATE_{s.upper()}") for s in args.state],

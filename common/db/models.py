@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     Text,
     UniqueConstraint,
     Uuid,
@@ -647,6 +648,12 @@ class InviteMessage(Base):
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
+    # The provider's pricing block as last reported with a status (Meta: billable, category,
+    # pricing_model, type); NULL until a status carried one.
+    pricing_billable: Mapped[bool | None] = mapped_column(Boolean)
+    pricing_category: Mapped[str | None] = mapped_column(Text)
+    pricing_model: Mapped[str | None] = mapped_column(Text)
+    pricing_type: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         ForeignKeyConstraint(
@@ -713,6 +720,117 @@ class InviteRunCount(Base):
     reason: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
     error_code: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="0")
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChangeLog(Base):
+    """One message or run state change (or creation), in the writer's transaction.
+
+    Written only by the statement-level triggers of migration 0012 on invite_message and
+    invite_send_run. `id` orders one message's changes; `seq` (the stream's cursor) is assigned
+    after commit by the single sequencer (persistence/changes.py, docs/changes.md).
+    """
+
+    __tablename__ = "change_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    from_state: Mapped[str | None] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('message', 'run')", name="kind_valid"),
+        Index("ix_change_log_pending", "id", postgresql_where=text("seq IS NULL")),
+        Index(
+            "ix_change_log_workspace_seq",
+            "workspace_id",
+            "seq",
+            postgresql_where=text("seq IS NOT NULL"),
+        ),
+    )
+
+
+class CallbackEndpoint(Base):
+    """A workspace's signed-callback receiver: where changes are POSTed, the HMAC secret, the
+    delivery cursor into change_log (the last change delivered or dead-lettered) and the retry
+    state (callbacks/deliverer.py)."""
+
+    __tablename__ = "callback_endpoint"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[str] = mapped_column(Text, server_default="")
+    delivered_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    dead_lettered_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint("url ~ '^https?://'", name="url_http"),
+        CheckConstraint("length(secret) >= 16", name="secret_length"),
+    )
+
+
+class CallbackAttempt(Base):
+    """The delivery log: one POST of changes first_seq..last_seq and what came of it."""
+
+    __tablename__ = "callback_attempt"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("callback_endpoint.workspace_id", ondelete="CASCADE")
+    )
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text, server_default="")
+    attempted_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('delivered', 'failed', 'dead_lettered')", name="outcome_valid"
+        ),
+        Index("ix_callback_attempt_workspace_id_attempted_at", "workspace_id", "attempted_at"),
+    )
+
+
+class WorkspaceRate(Base):
+    """A workspace's rate card: the price of one billable message per country calling code
+    (`*`: any other) and pricing category, for cost estimates."""
+
+    __tablename__ = "workspace_rate"
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True
+    )
+    country_code: Mapped[str] = mapped_column(Text, primary_key=True)
+    category: Mapped[str] = mapped_column(Text, primary_key=True)
+    price: Mapped[Any] = mapped_column(Numeric(12, 6))
+    currency: Mapped[str] = mapped_column(Text, server_default="USD")
+
+    __table_args__ = (
+        CheckConstraint(
+            "country_code = '*' OR country_code ~ '^[1-9][0-9]{0,3}$'", name="country_code_format"
+        ),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+    )
 
 
 class SenderRateLimit(Base):

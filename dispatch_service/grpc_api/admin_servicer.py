@@ -17,13 +17,18 @@ from common.generated.invites.v1 import admin_pb2_grpc as pb_grpc
 from common.vocabulary import ImportSource, Role, SenderProvider, TemplateCategory, TemplateStatus
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
+from dispatch_service.domain.pricing import RateCard
 from dispatch_service.grpc_api import admin_mapping as m
 from dispatch_service.grpc_api.actor import actor_id
+from dispatch_service.grpc_api.dispatch_mapping import timestamp
+from dispatch_service.read_models import EndpointState
 from dispatch_service.use_cases import (
+    callbacks,
     console_keys,
     do_not_message,
     events,
     guests,
+    rate_cards,
     templates,
     workspaces,
 )
@@ -290,3 +295,64 @@ class AdminServiceServicer(pb_grpc.AdminServiceServicer):
         return pb.ResolveConsoleKeyResponse(
             member=m.member_pb(member), workspace=m.workspace_pb(workspace)
         )
+
+    # --- rate card -----------------------------------------------------------------------------
+
+    async def SetRateCard(
+        self, request: pb.SetRateCardRequest, context: Context
+    ) -> pb.SetRateCardResponse:
+        card = request.rate_card
+        stored = await rate_cards.set_rate_card(
+            self.sessions,
+            actor_id(context),
+            card.currency,
+            [(r.country_code, r.category, r.price) for r in card.rates],
+        )
+        return pb.SetRateCardResponse(rate_card=_rate_card_pb(stored))
+
+    async def GetRateCard(
+        self, request: pb.GetRateCardRequest, context: Context
+    ) -> pb.GetRateCardResponse:
+        stored = await rate_cards.get_rate_card(self.sessions, actor_id(context))
+        return pb.GetRateCardResponse(rate_card=_rate_card_pb(stored))
+
+    # --- signed callbacks ----------------------------------------------------------------------
+
+    async def SetCallbackEndpoint(
+        self, request: pb.SetCallbackEndpointRequest, context: Context
+    ) -> pb.SetCallbackEndpointResponse:
+        state = await callbacks.set_callback_endpoint(
+            self.sessions, actor_id(context), request.url, request.secret
+        )
+        return pb.SetCallbackEndpointResponse(endpoint=_endpoint_pb(state))
+
+    async def GetCallbackEndpoint(
+        self, request: pb.GetCallbackEndpointRequest, context: Context
+    ) -> pb.GetCallbackEndpointResponse:
+        state = await callbacks.get_callback_endpoint(self.sessions, actor_id(context))
+        return pb.GetCallbackEndpointResponse(endpoint=_endpoint_pb(state))
+
+
+def _rate_card_pb(card: RateCard) -> pb.RateCard:
+    return pb.RateCard(
+        currency=card.currency,
+        rates=[
+            pb.Rate(country_code=code, category=category, price=str(price))
+            for (code, category), price in sorted(card.prices.items())
+        ],
+    )
+
+
+def _endpoint_pb(state: EndpointState | None) -> pb.CallbackEndpoint | None:
+    if state is None:
+        return None
+    return pb.CallbackEndpoint(
+        url=state.url,
+        cursor=str(state.cursor),
+        attempts=state.attempts,
+        failing_since=timestamp(state.failing_since),
+        next_attempt_at=timestamp(state.next_attempt_at),
+        last_status=state.last_status,
+        delivered_count=state.delivered_count,
+        dead_lettered_count=state.dead_lettered_count,
+    )

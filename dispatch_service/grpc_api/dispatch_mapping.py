@@ -16,6 +16,7 @@ from common.db.models import PrecheckCandidate
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.domain.pricing import total
 from dispatch_service.domain.send_plan import HeaderMedia
 from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
@@ -114,6 +115,8 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
             for c in result.first_page
         ],
         template=_precheck_template(result.template),
+        estimated_cost=str(result.estimated_cost) if result.estimated_cost is not None else "",
+        currency=result.currency,
     )
 
 
@@ -205,6 +208,14 @@ def run_status(status: RunStatus) -> pb.RunStatus:
             )
             for h in status.held
         ],
+        billable_by_category=[
+            pb.CategoryCost(
+                category=c.category, billable_count=c.billable, estimated_cost=str(c.cost)
+            )
+            for c in status.costs
+        ],
+        estimated_cost=str(total(status.costs)) if status.currency else "",
+        currency=status.currency,
     )
 
 

@@ -12,11 +12,12 @@ from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from dispatch_service.bootstrap import Deps
 from dispatch_service.domain.ids import parse_uuid
 from dispatch_service.domain.resend import resend_selection
+from dispatch_service.grpc_api import changes_mapping, status_mapping
 from dispatch_service.grpc_api import dispatch_mapping as mapping
-from dispatch_service.grpc_api import status_mapping
 from dispatch_service.grpc_api.actor import actor_id
-from dispatch_service.use_cases import reads
+from dispatch_service.use_cases import changes, reads
 from dispatch_service.use_cases.apply_status import apply_status
+from dispatch_service.use_cases.exports import export_run_messages
 from dispatch_service.use_cases.precheck import (
     list_precheck_recipients,
     precheck_command,
@@ -178,3 +179,24 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             used_in_window=settings.window.used,
             frees_at=mapping.timestamp(settings.window.frees_at),
         )
+
+    async def ListChanges(
+        self, request: pb.ListChangesRequest, context: Context
+    ) -> pb.ListChangesResponse:
+        query = changes_mapping.change_query(actor_id(context), request)
+        page = await changes.list_changes(self.deps.sessions, query, request.page_size)
+        return changes_mapping.changes_response(page)
+
+    async def WatchChanges(
+        self, request: pb.WatchChangesRequest, context: Context
+    ) -> AsyncIterator[pb.WatchChangesResponse]:
+        query = changes_mapping.change_query(actor_id(context), request)
+        async for change in changes.watch_changes(self.deps.sessions, query):
+            yield pb.WatchChangesResponse(change=changes_mapping.change(change))
+
+    async def ExportRunMessages(
+        self, request: pb.ExportRunMessagesRequest, context: Context
+    ) -> AsyncIterator[pb.ExportRunMessagesResponse]:
+        run_id = parse_uuid(request.run_id, "run_id")
+        async for rows in export_run_messages(self.deps.sessions, actor_id(context), run_id):
+            yield pb.ExportRunMessagesResponse(messages=[changes_mapping.exported(r) for r in rows])

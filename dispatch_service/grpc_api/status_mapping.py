@@ -20,6 +20,7 @@ from dispatch_service.domain.meta_templates import (
     TemplateWebhook,
     normalise_language,
 )
+from dispatch_service.domain.pricing import Pricing, pricing
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, ApplyStatusResult
@@ -177,6 +178,13 @@ def _template_update(check: _Checker, item: pb.TemplateUpdate, field: str) -> Te
     )
 
 
+def _pricing(item: pb.StatusUpdate) -> Pricing | None:
+    block = item.pricing
+    if not item.HasField("pricing") or not block.category.strip():
+        return None
+    return pricing(block.billable, block.category, block.pricing_model, block.type)
+
+
 def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
     """The use case's command, or InvalidArgument naming every bad field."""
     total = (
@@ -202,6 +210,7 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
             _template_update(check, t, f"template_updates[{i}]")
             for i, t in enumerate(request.template_updates)
         ],
+        pricing=[_pricing(s) for s in request.statuses],
     )
     if check.violations:
         raise InvalidArgument(*check.violations)

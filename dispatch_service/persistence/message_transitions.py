@@ -25,6 +25,7 @@ from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.vocabulary import HoldReason, RunState
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.status_matching import MatchedMessage
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -474,3 +475,36 @@ async def write_provider_statuses(
         await session.execute(
             WRITE_PROVIDER_STATUSES, {"rows": json.dumps(rows, separators=(",", ":"))}
         )
+
+
+# --- pricing (no state change) ----------------------------------------------------------------
+
+RECORD_PRICING = text("""
+    UPDATE invite_message AS m
+    SET pricing_billable = v.billable, pricing_category = v.category,
+        pricing_model = v.model, pricing_type = v.type
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id uuid, billable boolean, category text, model text, type text)
+    WHERE m.id = v.id AND m.pricing_category IS NULL
+""")
+
+
+async def record_pricing(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, Pricing]]) -> None:
+    """Keep the first pricing block reported for each message (Meta may repeat it on sent,
+    delivered and read; it is recorded once per message). Changes no state. The caller holds
+    the rows' locks (ApplyStatus)."""
+    first: dict[uuid.UUID, Pricing] = {}
+    for message_id, block in rows:
+        first.setdefault(message_id, block)
+    if first:
+        payload = [
+            {
+                "id": str(i),
+                "billable": p.billable,
+                "category": p.category,
+                "model": p.model,
+                "type": p.type,
+            }
+            for i, p in sorted(first.items())
+        ]
+        await session.execute(RECORD_PRICING, {"rows": json.dumps(payload)})

@@ -27,6 +27,7 @@ from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider
 from dispatch_service.domain.identities import LearnedIdentity, learned_identities
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
 from dispatch_service.domain.meta_templates import TemplateWebhook
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.stop_keywords import (
     InboundText,
     PreferenceUpdate,
@@ -37,6 +38,7 @@ from dispatch_service.domain.stop_keywords import (
 from dispatch_service.persistence import status as status_store
 from dispatch_service.persistence.do_not_message import add_entries
 from dispatch_service.persistence.identities import learn_user_ids
+from dispatch_service.persistence.message_transitions import record_pricing
 from dispatch_service.persistence.status import StatusApplication
 from dispatch_service.use_cases.templates import (
     TemplateUpdateOutcome,
@@ -78,6 +80,8 @@ class ApplyStatusCommand:
     preferences: Sequence[PreferenceUpdate] = ()
     inbound_texts: Sequence[InboundText] = ()
     template_updates: Sequence[TemplateWebhook] = ()
+    pricing: Sequence[Pricing | None] = ()
+    """The pricing block reported with each status (by index; shorter or None: none)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,14 @@ async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand
 ) -> tuple[list[StatusApplication], dict[str, int], TemplateUpdatesApplied]:
     applications = await status_store.apply_status_updates(session, command.statuses)
+    await record_pricing(
+        session,
+        [
+            (a.message_id, block)
+            for a, block in zip(applications, command.pricing, strict=False)
+            if block is not None and a.message_id is not None
+        ],
+    )
     added = await add_entries(session, collect_opt_outs(command, applications))
     await learn_user_ids(session, collect_identities(command, applications))
     templates = await apply_template_updates(session, command.template_updates)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,6 +30,7 @@ from dispatch_service.domain.eligibility import (
 from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.messaging_limit import Allowance
 from dispatch_service.domain.paging import encode_page_token, page_request, single_key
+from dispatch_service.domain.pricing import estimate, total
 from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audience import resolve_audience
@@ -40,6 +43,7 @@ from dispatch_service.persistence.prechecks import (
     require_template,
     store_precheck,
 )
+from dispatch_service.persistence.pricing import rate_card, template_category
 from dispatch_service.use_cases.acting import READERS, acting
 from dispatch_service.use_cases.template_checks import template_step
 
@@ -75,6 +79,9 @@ class PrecheckResult:
     """The sender's messaging-limit window now (how many may be started now)."""
     template: TemplateCheck | None = None
     """The template step's facts and notes (use_cases/template_checks)."""
+    estimated_cost: Decimal | None = None
+    """Every eligible recipient billed at the template's category (None: no rate card)."""
+    currency: str = ""
 
     @property
     def blocked_count(self) -> int:
@@ -166,6 +173,10 @@ async def precheck_in(
     )
     await store_precheck(session, precheck, candidates)
     sender, limit, _ = await workspace_sending(session, actor.workspace_id)
+    card = await rate_card(session, actor.workspace_id)
+    category = await template_category(session, command.template_id)
+    by_prefix = Counter((c.target.phone_e164 or "")[:5] for c in candidates if c.eligible)
+    costs = estimate(card, ((prefix, category, n) for prefix, n in sorted(by_prefix.items())))
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
@@ -176,6 +187,8 @@ async def precheck_in(
         first_page=candidates[: command.page_size],
         allowance=await allowance(session, sender, limit),
         template=template,
+        estimated_cost=total(costs) if card.prices else None,
+        currency=card.currency,
     )
 
 

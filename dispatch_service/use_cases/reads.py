@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +21,7 @@ from dispatch_service.domain.paging import (
     page_request,
     single_key,
 )
+from dispatch_service.domain.pricing import CategoryCost, estimate
 from dispatch_service.domain.runs import RunCounts, summarise_counts
 from dispatch_service.domain.transitions import FINAL_RUN_STATES
 from dispatch_service.errors import FieldViolation, InvalidArgument
@@ -28,6 +29,7 @@ from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import require_event
 from dispatch_service.persistence.holds import held_counts
 from dispatch_service.persistence.message_listings import event_latest_messages, run_messages
+from dispatch_service.persistence.pricing import rate_card, run_billable
 from dispatch_service.persistence.runs import event_runs, load_run, run_counts
 from dispatch_service.read_models import HeldCount, MessageView, RunRecord
 
@@ -42,6 +44,9 @@ class RunStatus:
     counts: RunCounts
     held: tuple[HeldCount, ...] = ()
     """Queued messages waiting on purpose (quiet hours), per reason."""
+    costs: tuple[CategoryCost, ...] = ()
+    """Billable messages per pricing category with their estimate (GetRunStatus only)."""
+    currency: str = ""
 
 
 async def _status(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunStatus:
@@ -59,7 +64,10 @@ async def get_run_status(
     """The run's state and counts (three indexed reads, whatever the run's size)."""
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
-        return await _status(session, actor.workspace_id, run_id)
+        status = await _status(session, actor.workspace_id, run_id)
+        card = await rate_card(session, actor.workspace_id)
+        costs = estimate(card, await run_billable(session, run_id))
+    return replace(status, costs=tuple(costs), currency=card.currency)
 
 
 async def watch_run(

@@ -15,6 +15,7 @@ from webhook_service.normalise import (
     Normalised,
     Note,
     Preference,
+    Pricing,
     ProviderError,
     Status,
     normalise,
@@ -41,7 +42,22 @@ def test_sent_with_conversation_and_pricing() -> None:
             1750030073,
             recipient_id="16505551234",
             callback_data="0b5e1f8e-5a56-4c59-9d0e-2f1a3c4b5d6e",
+            pricing=Pricing(
+                billable=True, category="marketing", pricing_model="PMP", type="regular"
+            ),
         ),
+    )
+
+
+def test_a_status_without_a_usable_pricing_block_has_none() -> None:
+    body = json.loads((CORPUS / "sent_v23_conversation_pricing.json").read_bytes())
+    status = body["entry"][0]["changes"][0]["value"]["statuses"][0]
+    for broken in ("not an object", {"type": "regular"}, {"category": 7}):
+        status["pricing"] = broken
+        assert normalise(json.dumps(body).encode()).statuses[0].pricing is None
+    status["pricing"] = {"category": "authentication-international"}
+    assert normalise(json.dumps(body).encode()).statuses[0].pricing == Pricing(
+        billable=False, category="authentication-international", pricing_model="", type=""
     )
 
 

@@ -2148,3 +2148,295 @@ class SyncTemplatesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncTemplatesResponse: _TypeAlias = SyncTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class Rate(_message.Message):
+    """The price of one billable message of a pricing category to one country."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    country_code: _builtins.str
+    """The country calling code without "+" (1, 44, 351), or "*" for any other country."""
+    category: _builtins.str
+    """The pricing category as the provider reports it (marketing, utility, authentication, ...)."""
+    price: _builtins.str
+    """The price per billable message, a decimal string (0.0250)."""
+    def __init__(
+        self,
+        *,
+        country_code: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "country_code", b"country_code", "price", b"price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rate: _TypeAlias = Rate  # noqa: Y015
+
+@_typing.final
+class RateCard(_message.Message):
+    """A workspace's prices for cost estimates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    RATES_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code of every price (USD)."""
+    @_builtins.property
+    def rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rate]:
+        """The prices; the longest calling code a phone starts with wins, then "*"."""
+
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        rates: _abc.Iterable[Global___Rate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "rates", b"rates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateCard: _TypeAlias = RateCard  # noqa: Y015
+
+@_typing.final
+class SetRateCardRequest(_message.Message):
+    """Request for SetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The whole new rate card (an empty one removes the estimates)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateCardRequest: _TypeAlias = SetRateCardRequest  # noqa: Y015
+
+@_typing.final
+class SetRateCardResponse(_message.Message):
+    """Response of SetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The rate card as stored."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRateCardResponse: _TypeAlias = SetRateCardResponse  # noqa: Y015
+
+@_typing.final
+class GetRateCardRequest(_message.Message):
+    """Request for GetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRateCardRequest: _TypeAlias = GetRateCardRequest  # noqa: Y015
+
+@_typing.final
+class GetRateCardResponse(_message.Message):
+    """Response of GetRateCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate_card(self) -> Global___RateCard:
+        """The rate card (no rates when none was set)."""
+
+    def __init__(
+        self,
+        *,
+        rate_card: Global___RateCard | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate_card", b"rate_card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRateCardResponse: _TypeAlias = GetRateCardResponse  # noqa: Y015
+
+@_typing.final
+class CallbackEndpoint(_message.Message):
+    """A workspace's callback receiver and where its delivery stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILING_SINCE_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_FIELD_NUMBER: _builtins.int
+    DELIVERED_COUNT_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_COUNT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where changes are POSTed."""
+    cursor: _builtins.str
+    """The cursor of the last change delivered (or dead-lettered)."""
+    attempts: _builtins.int
+    """Failed POSTs in a row of the current batch."""
+    last_status: _builtins.str
+    """The last answer (HTTP status, error kind, or dead_lettered)."""
+    delivered_count: _builtins.int
+    """Changes delivered so far."""
+    dead_lettered_count: _builtins.int
+    """Changes given up on after the dead-letter time."""
+    @_builtins.property
+    def failing_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the receiver fails (unset while it accepts)."""
+
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next POST is due."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        failing_since: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_status: _builtins.str = ...,
+        delivered_count: _builtins.int = ...,
+        dead_lettered_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failing_since", b"failing_since", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cursor", b"cursor", "dead_lettered_count", b"dead_lettered_count", "delivered_count", b"delivered_count", "failing_since", b"failing_since", "last_status", b"last_status", "next_attempt_at", b"next_attempt_at", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackEndpoint: _TypeAlias = CallbackEndpoint  # noqa: Y015
+
+@_typing.final
+class SetCallbackEndpointRequest(_message.Message):
+    """Request for SetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The receiver's http(s) URL; empty removes the receiver."""
+    secret: _builtins.str
+    """The HMAC-SHA256 secret (at least 16 characters; 32 random bytes recommended). Write-only."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCallbackEndpointRequest: _TypeAlias = SetCallbackEndpointRequest  # noqa: Y015
+
+@_typing.final
+class SetCallbackEndpointResponse(_message.Message):
+    """Response of SetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___CallbackEndpoint:
+        """The receiver as configured (unset when removed)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___CallbackEndpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCallbackEndpointResponse: _TypeAlias = SetCallbackEndpointResponse  # noqa: Y015
+
+@_typing.final
+class GetCallbackEndpointRequest(_message.Message):
+    """Request for GetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallbackEndpointRequest: _TypeAlias = GetCallbackEndpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCallbackEndpointResponse(_message.Message):
+    """Response of GetCallbackEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoint(self) -> Global___CallbackEndpoint:
+        """The receiver (unset when none is configured)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___CallbackEndpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallbackEndpointResponse: _TypeAlias = GetCallbackEndpointResponse  # noqa: Y015

@@ -150,6 +150,26 @@ class AdminServiceStub:
                 request_serializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.FromString,
                 _registered_method=True)
+        self.SetRateCard = channel.unary_unary(
+                '/invites.v1.AdminService/SetRateCard',
+                request_serializer=invites_dot_v1_dot_admin__pb2.SetRateCardRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.SetRateCardResponse.FromString,
+                _registered_method=True)
+        self.GetRateCard = channel.unary_unary(
+                '/invites.v1.AdminService/GetRateCard',
+                request_serializer=invites_dot_v1_dot_admin__pb2.GetRateCardRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.GetRateCardResponse.FromString,
+                _registered_method=True)
+        self.SetCallbackEndpoint = channel.unary_unary(
+                '/invites.v1.AdminService/SetCallbackEndpoint',
+                request_serializer=invites_dot_v1_dot_admin__pb2.SetCallbackEndpointRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.SetCallbackEndpointResponse.FromString,
+                _registered_method=True)
+        self.GetCallbackEndpoint = channel.unary_unary(
+                '/invites.v1.AdminService/GetCallbackEndpoint',
+                request_serializer=invites_dot_v1_dot_admin__pb2.GetCallbackEndpointRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_admin__pb2.GetCallbackEndpointResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -318,6 +338,34 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRateCard(self, request, context):
+        """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRateCard(self, request, context):
+        """Returns the workspace's rate card.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCallbackEndpoint(self, request, context):
+        """Sets (or, with an empty url, removes) the workspace's signed-callback receiver (audited). parent_admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCallbackEndpoint(self, request, context):
+        """Returns the workspace's callback receiver and its delivery state (never the secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +483,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SyncTemplates,
                     request_deserializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.FromString,
                     response_serializer=invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.SerializeToString,
+            ),
+            'SetRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRateCard,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.SetRateCardRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.SetRateCardResponse.SerializeToString,
+            ),
+            'GetRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateCard,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.GetRateCardRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.GetRateCardResponse.SerializeToString,
+            ),
+            'SetCallbackEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCallbackEndpoint,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.SetCallbackEndpointRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.SetCallbackEndpointResponse.SerializeToString,
+            ),
+            'GetCallbackEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCallbackEndpoint,
+                    request_deserializer=invites_dot_v1_dot_admin__pb2.GetCallbackEndpointRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_admin__pb2.GetCallbackEndpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1059,6 +1127,114 @@ class AdminService:
             '/invites.v1.AdminService/SyncTemplates',
             invites_dot_v1_dot_admin__pb2.SyncTemplatesRequest.SerializeToString,
             invites_dot_v1_dot_admin__pb2.SyncTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/SetRateCard',
+            invites_dot_v1_dot_admin__pb2.SetRateCardRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.SetRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/GetRateCard',
+            invites_dot_v1_dot_admin__pb2.GetRateCardRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.GetRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCallbackEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/SetCallbackEndpoint',
+            invites_dot_v1_dot_admin__pb2.SetCallbackEndpointRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.SetCallbackEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCallbackEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.AdminService/GetCallbackEndpoint',
+            invites_dot_v1_dot_admin__pb2.GetCallbackEndpointRequest.SerializeToString,
+            invites_dot_v1_dot_admin__pb2.GetCallbackEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,14 @@ class AdminServiceStub:
     """Reads every template of the workspace's WhatsApp Business Account from Meta into the
     registry, and reports what changed.
     """
+    SetRateCard: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRateCardRequest, _admin_pb2.SetRateCardResponse]
+    """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+    GetRateCard: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRateCardRequest, _admin_pb2.GetRateCardResponse]
+    """Returns the workspace's rate card."""
+    SetCallbackEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetCallbackEndpointRequest, _admin_pb2.SetCallbackEndpointResponse]
+    """Sets (or, with an empty url, removes) the workspace's signed-callback receiver (audited). parent_admin only."""
+    GetCallbackEndpoint: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetCallbackEndpointRequest, _admin_pb2.GetCallbackEndpointResponse]
+    """Returns the workspace's callback receiver and its delivery state (never the secret)."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -140,6 +148,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Reads every template of the workspace's WhatsApp Business Account from Meta into the
     registry, and reports what changed.
     """
+    SetRateCard: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRateCardRequest, _admin_pb2.SetRateCardResponse]  # type: ignore[assignment]
+    """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+    GetRateCard: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRateCardRequest, _admin_pb2.GetRateCardResponse]  # type: ignore[assignment]
+    """Returns the workspace's rate card."""
+    SetCallbackEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetCallbackEndpointRequest, _admin_pb2.SetCallbackEndpointResponse]  # type: ignore[assignment]
+    """Sets (or, with an empty url, removes) the workspace's signed-callback receiver (audited). parent_admin only."""
+    GetCallbackEndpoint: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetCallbackEndpointRequest, _admin_pb2.GetCallbackEndpointResponse]  # type: ignore[assignment]
+    """Returns the workspace's callback receiver and its delivery state (never the secret)."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the data invitations are sent from."""
@@ -329,5 +345,37 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reads every template of the workspace's WhatsApp Business Account from Meta into the
         registry, and reports what changed.
         """
+
+    @_abc_1.abstractmethod
+    def SetRateCard(
+        self,
+        request: _admin_pb2.SetRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetRateCardResponse, _abc.Awaitable[_admin_pb2.SetRateCardResponse]]:
+        """Replaces the workspace's rate card, the prices behind the cost estimates (audited). parent_admin only."""
+
+    @_abc_1.abstractmethod
+    def GetRateCard(
+        self,
+        request: _admin_pb2.GetRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetRateCardResponse, _abc.Awaitable[_admin_pb2.GetRateCardResponse]]:
+        """Returns the workspace's rate card."""
+
+    @_abc_1.abstractmethod
+    def SetCallbackEndpoint(
+        self,
+        request: _admin_pb2.SetCallbackEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetCallbackEndpointResponse, _abc.Awaitable[_admin_pb2.SetCallbackEndpointResponse]]:
+        """Sets (or, with an empty url, removes) the workspace's signed-callback receiver (audited). parent_admin only."""
+
+    @_abc_1.abstractmethod
+    def GetCallbackEndpoint(
+        self,
+        request: _admin_pb2.GetCallbackEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetCallbackEndpointResponse, _abc.Awaitable[_admin_pb2.GetCallbackEndpointResponse]]:
+        """Returns the workspace's callback receiver and its delivery state (never the secret)."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -97,6 +97,30 @@ TEMPLATE_UPDATE_OUTCOME_UNMATCHED: TemplateUpdateOutcome.ValueType  # 4
 """No workspace with this WABA id has the template."""
 Global___TemplateUpdateOutcome: _TypeAlias = TemplateUpdateOutcome  # noqa: Y015
 
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """Not set: every kind, in filters."""
+    CHANGE_KIND_MESSAGE: _ChangeKind.ValueType  # 1
+    """A message's lifecycle state changed (or the message was created)."""
+    CHANGE_KIND_RUN: _ChangeKind.ValueType  # 2
+    """A run's state changed (or the run was created)."""
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """What a change is about."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""Not set: every kind, in filters."""
+CHANGE_KIND_MESSAGE: ChangeKind.ValueType  # 1
+"""A message's lifecycle state changed (or the message was created)."""
+CHANGE_KIND_RUN: ChangeKind.ValueType  # 2
+"""A run's state changed (or the run was created)."""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
 @_typing.final
 class PrecheckSendRequest(_message.Message):
     """Request for PrecheckSend."""
@@ -193,6 +217,8 @@ class PrecheckSendResponse(_message.Message):
     SENDABLE_NOW_FIELD_NUMBER: _builtins.int
     LIMIT_FREES_AT_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -207,6 +233,10 @@ class PrecheckSendResponse(_message.Message):
     """The workspace's messaging limit (unique recipients per moving 24 h); 0: unlimited."""
     sendable_now: _builtins.int
     """How many of the eligible recipients may be started now under that limit."""
+    estimated_cost: _builtins.str
+    """Estimated cost if every eligible recipient is billed at the template's category (decimal)."""
+    currency: _builtins.str
+    """The rate card's currency (ISO 4217), empty without a rate card."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """After this instant StartRun refuses the precheck."""
@@ -244,10 +274,12 @@ class PrecheckSendResponse(_message.Message):
         sendable_now: _builtins.int = ...,
         limit_frees_at: _timestamp_pb2.Timestamp | None = ...,
         template: Global___PrecheckTemplate | None = ...,
+        estimated_cost: _builtins.str = ...,
+        currency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "eligible_count", b"eligible_count", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "currency", b"currency", "eligible_count", b"eligible_count", "estimated_cost", b"estimated_cost", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -488,12 +520,19 @@ class RunStatus(_message.Message):
     FINAL_COUNT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    BILLABLE_BY_CATEGORY_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Messages in the run."""
     final_count: _builtins.int
     """Messages in a final state."""
     progress: _builtins.float
     """final_count / total_count, 0..1."""
+    estimated_cost: _builtins.str
+    """Estimated cost of all billable messages from the workspace's rate card (decimal, e.g. "1.25")."""
+    currency: _builtins.str
+    """The rate card's currency (ISO 4217), empty without a rate card."""
     @_builtins.property
     def run(self) -> Global___Run:
         """The run."""
@@ -518,6 +557,10 @@ class RunStatus(_message.Message):
     def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldCount]:
         """Queued messages waiting on purpose (quiet hours), per reason, with when they are due."""
 
+    @_builtins.property
+    def billable_by_category(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryCost]:
+        """Billable messages per pricing category (as the provider reported them) and their estimate."""
+
     def __init__(
         self,
         *,
@@ -530,10 +573,13 @@ class RunStatus(_message.Message):
         final_count: _builtins.int = ...,
         progress: _builtins.float = ...,
         held: _abc.Iterable[Global___HeldCount] | None = ...,
+        billable_by_category: _abc.Iterable[Global___CategoryCost] | None = ...,
+        estimated_cost: _builtins.str = ...,
+        currency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_by_category", b"billable_by_category", "blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "currency", b"currency", "estimated_cost", b"estimated_cost", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1076,6 +1122,7 @@ class StatusUpdate(_message.Message):
     PARTICIPANT_USER_ID_FIELD_NUMBER: _builtins.int
     PARTICIPANT_PARENT_USER_ID_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
+    PRICING_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The webhook receipt the update came from."""
     phone_number_id: _builtins.str
@@ -1116,6 +1163,10 @@ class StatusUpdate(_message.Message):
         with sent, delivered and read, never with failed.
         """
 
+    @_builtins.property
+    def pricing(self) -> Global___Pricing:
+        """The pricing block reported with the status; unset when the status carried none."""
+
     def __init__(
         self,
         *,
@@ -1134,10 +1185,11 @@ class StatusUpdate(_message.Message):
         participant_user_id: _builtins.str = ...,
         participant_parent_user_id: _builtins.str = ...,
         contacts: _abc.Iterable[Global___ProviderContact] | None = ...,
+        pricing: Global___Pricing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pricing", b"pricing", "provider_timestamp", b"provider_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "contacts", b"contacts", "errors", b"errors", "participant_id", b"participant_id", "participant_parent_user_id", b"participant_parent_user_id", "participant_user_id", b"participant_user_id", "phone_number_id", b"phone_number_id", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "recipient_parent_user_id", b"recipient_parent_user_id", "recipient_type", b"recipient_type", "recipient_user_id", b"recipient_user_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "contacts", b"contacts", "errors", b"errors", "participant_id", b"participant_id", "participant_parent_user_id", b"participant_parent_user_id", "participant_user_id", b"participant_user_id", "phone_number_id", b"phone_number_id", "pricing", b"pricing", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "recipient_parent_user_id", b"recipient_parent_user_id", "recipient_type", b"recipient_type", "recipient_user_id", b"recipient_user_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1760,3 +1812,413 @@ class ConfigureSendingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfigureSendingResponse: _TypeAlias = ConfigureSendingResponse  # noqa: Y015
+
+@_typing.final
+class Pricing(_message.Message):
+    """The pricing block a provider reports with a status (Meta: `pricing`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLABLE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICING_MODEL_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    billable: _builtins.bool
+    """Whether the message is billed."""
+    category: _builtins.str
+    """The pricing category (marketing, utility, authentication, service, ...)."""
+    pricing_model: _builtins.str
+    """The pricing model (PMP since July 2025, CBP before)."""
+    type: _builtins.str
+    """The pricing type (regular, free_customer_service, free_entry_point)."""
+    def __init__(
+        self,
+        *,
+        billable: _builtins.bool = ...,
+        category: _builtins.str = ...,
+        pricing_model: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "category", b"category", "pricing_model", b"pricing_model", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pricing: _TypeAlias = Pricing  # noqa: Y015
+
+@_typing.final
+class CategoryCost(_message.Message):
+    """Billable messages of one pricing category."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    BILLABLE_COUNT_FIELD_NUMBER: _builtins.int
+    ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """The pricing category as reported."""
+    billable_count: _builtins.int
+    """Billable messages in it."""
+    estimated_cost: _builtins.str
+    """Their estimated cost from the rate card (decimal)."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        billable_count: _builtins.int = ...,
+        estimated_cost: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_count", b"billable_count", "category", b"category", "estimated_cost", b"estimated_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryCost: _TypeAlias = CategoryCost  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    """One change of the change stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FROM_FIELD_NUMBER: _builtins.int
+    MESSAGE_TO_FIELD_NUMBER: _builtins.int
+    RUN_FROM_FIELD_NUMBER: _builtins.int
+    RUN_TO_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PAUSE_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """The change's position; pass it as after_cursor to continue after it."""
+    kind: Global___ChangeKind.ValueType
+    """What changed."""
+    run_id: _builtins.str
+    """The run (of the message, or the run itself)."""
+    event_id: _builtins.str
+    """The run's event."""
+    message_id: _builtins.str
+    """The message, for message changes."""
+    message_from: _types_pb2.MessageState.ValueType
+    """The message's state before (unspecified when the message was created)."""
+    message_to: _types_pb2.MessageState.ValueType
+    """The message's state after."""
+    run_from: _types_pb2.RunState.ValueType
+    """The run's state before (unspecified when the run was created)."""
+    run_to: _types_pb2.RunState.ValueType
+    """The run's state after."""
+    reason: _types_pb2.RejectionReason.ValueType
+    """Why the message is blocked or failed, when it is."""
+    pause_reason: _builtins.str
+    """Why the run is paused, when it is."""
+    error_code: _builtins.int
+    """The provider's error code, when the message has one."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made (its transaction's time)."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        run_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        message_from: _types_pb2.MessageState.ValueType = ...,
+        message_to: _types_pb2.MessageState.ValueType = ...,
+        run_from: _types_pb2.RunState.ValueType = ...,
+        run_to: _types_pb2.RunState.ValueType = ...,
+        reason: _types_pb2.RejectionReason.ValueType = ...,
+        pause_reason: _builtins.str = ...,
+        error_code: _builtins.int = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "cursor", b"cursor", "error_code", b"error_code", "event_id", b"event_id", "kind", b"kind", "message_from", b"message_from", "message_id", b"message_id", "message_to", b"message_to", "pause_reason", b"pause_reason", "reason", b"reason", "run_from", b"run_from", "run_id", b"run_id", "run_to", b"run_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class ListChangesRequest(_message.Message):
+    """Request for ListChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.str
+    """Continue after this cursor; empty: from the oldest change kept."""
+    run_id: _builtins.str
+    """Only this run's changes (all when empty)."""
+    event_id: _builtins.str
+    """Only this event's changes (all when empty)."""
+    page_size: _builtins.int
+    """Page size (default 500, at most 5000)."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___ChangeKind.ValueType]:
+        """Only these kinds (all when empty)."""
+
+    def __init__(
+        self,
+        *,
+        after_cursor: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___ChangeKind.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "event_id", b"event_id", "kinds", b"kinds", "page_size", b"page_size", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesRequest: _TypeAlias = ListChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListChangesResponse(_message.Message):
+    """Response of ListChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """Pass as after_cursor for the next page (further than the last change when the rest of the
+    log held nothing for the filter).
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]:
+        """The changes, in commit order."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___Change] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesResponse: _TypeAlias = ListChangesResponse  # noqa: Y015
+
+@_typing.final
+class WatchChangesRequest(_message.Message):
+    """Request for WatchChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    FROM_NOW_FIELD_NUMBER: _builtins.int
+    after_cursor: _builtins.str
+    """Continue after this cursor; empty: from the oldest change kept (or now, with from_now)."""
+    run_id: _builtins.str
+    """Only this run's changes (all when empty)."""
+    event_id: _builtins.str
+    """Only this event's changes (all when empty)."""
+    from_now: _builtins.bool
+    """With an empty after_cursor: only changes committed from now on."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___ChangeKind.ValueType]:
+        """Only these kinds (all when empty)."""
+
+    def __init__(
+        self,
+        *,
+        after_cursor: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___ChangeKind.ValueType] | None = ...,
+        from_now: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "event_id", b"event_id", "from_now", b"from_now", "kinds", b"kinds", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchChangesRequest: _TypeAlias = WatchChangesRequest  # noqa: Y015
+
+@_typing.final
+class WatchChangesResponse(_message.Message):
+    """One change of WatchChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___Change:
+        """The change."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___Change | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchChangesResponse: _TypeAlias = WatchChangesResponse  # noqa: Y015
+
+@_typing.final
+class ExportRunMessagesRequest(_message.Message):
+    """Request for ExportRunMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportRunMessagesRequest: _TypeAlias = ExportRunMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ExportedMessage(_message.Message):
+    """One recipient of a run as exported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    GUEST_UNIT_ID_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    PHONE_E164_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_TITLE_FIELD_NUMBER: _builtins.int
+    DO_NOT_MESSAGE_REASON_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    PRICING_CATEGORY_FIELD_NUMBER: _builtins.int
+    BILLABLE_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    READ_AT_FIELD_NUMBER: _builtins.int
+    FAILED_AT_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The message id."""
+    position: _builtins.int
+    """Its position in the audience."""
+    guest_unit_id: _builtins.str
+    """The household."""
+    person_id: _builtins.str
+    """The contact person."""
+    phone_e164: _builtins.str
+    """The recipient's phone (E.164; empty when missing)."""
+    state: _types_pb2.MessageState.ValueType
+    """The outcome so far."""
+    reason: _types_pb2.RejectionReason.ValueType
+    """Why blocked or failed."""
+    error_code: _builtins.int
+    """The provider's error code."""
+    error_title: _builtins.str
+    """The provider's error title."""
+    do_not_message_reason: _builtins.str
+    """The Do-Not-Message entry's reason, when blocked by Do-Not-Message."""
+    language: _builtins.str
+    """The template language sent."""
+    pricing_category: _builtins.str
+    """The pricing category reported by the provider."""
+    billable: _builtins.bool
+    """Whether the provider reported the message as billable."""
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was sent."""
+
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was delivered."""
+
+    @_builtins.property
+    def read_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was read."""
+
+    @_builtins.property
+    def failed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it failed."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        guest_unit_id: _builtins.str = ...,
+        person_id: _builtins.str = ...,
+        phone_e164: _builtins.str = ...,
+        state: _types_pb2.MessageState.ValueType = ...,
+        reason: _types_pb2.RejectionReason.ValueType = ...,
+        error_code: _builtins.int = ...,
+        error_title: _builtins.str = ...,
+        do_not_message_reason: _builtins.str = ...,
+        language: _builtins.str = ...,
+        pricing_category: _builtins.str = ...,
+        billable: _builtins.bool = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        read_at: _timestamp_pb2.Timestamp | None = ...,
+        failed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "failed_at", b"failed_at", "read_at", b"read_at", "sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "delivered_at", b"delivered_at", "do_not_message_reason", b"do_not_message_reason", "error_code", b"error_code", "error_title", b"error_title", "failed_at", b"failed_at", "guest_unit_id", b"guest_unit_id", "language", b"language", "message_id", b"message_id", "person_id", b"person_id", "phone_e164", b"phone_e164", "position", b"position", "pricing_category", b"pricing_category", "read_at", b"read_at", "reason", b"reason", "sent_at", b"sent_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedMessage: _TypeAlias = ExportedMessage  # noqa: Y015
+
+@_typing.final
+class ExportRunMessagesResponse(_message.Message):
+    """One batch of ExportRunMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedMessage]:
+        """The next recipients in audience order."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ExportedMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportRunMessagesResponse: _TypeAlias = ExportRunMessagesResponse  # noqa: Y015

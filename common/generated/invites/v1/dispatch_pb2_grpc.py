@@ -95,6 +95,21 @@ class DispatchServiceStub:
                 request_serializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.SerializeToString,
                 response_deserializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.FromString,
                 _registered_method=True)
+        self.ListChanges = channel.unary_unary(
+                '/invites.v1.DispatchService/ListChanges',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.ListChangesResponse.FromString,
+                _registered_method=True)
+        self.WatchChanges = channel.unary_stream(
+                '/invites.v1.DispatchService/WatchChanges',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.WatchChangesRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.WatchChangesResponse.FromString,
+                _registered_method=True)
+        self.ExportRunMessages = channel.unary_stream(
+                '/invites.v1.DispatchService/ExportRunMessages',
+                request_serializer=invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesRequest.SerializeToString,
+                response_deserializer=invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServiceServicer:
@@ -188,6 +203,28 @@ class DispatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChanges(self, request, context):
+        """Lists the workspace's message and run state changes in commit order after a cursor (paged).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchChanges(self, request, context):
+        """Streams the workspace's changes after a cursor, then each new one as it commits. Reconnect
+        with the last cursor received to resume with no gap (a change seen twice has the same cursor).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportRunMessages(self, request, context):
+        """Streams every recipient of a run with its outcome, in audience order, in batches (exports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +287,21 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     servicer.ConfigureSending,
                     request_deserializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.FromString,
                     response_serializer=invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.ListChangesRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.ListChangesResponse.SerializeToString,
+            ),
+            'WatchChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchChanges,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.WatchChangesRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.WatchChangesResponse.SerializeToString,
+            ),
+            'ExportRunMessages': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRunMessages,
+                    request_deserializer=invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesRequest.FromString,
+                    response_serializer=invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +629,87 @@ class DispatchService:
             '/invites.v1.DispatchService/ConfigureSending',
             invites_dot_v1_dot_dispatch__pb2.ConfigureSendingRequest.SerializeToString,
             invites_dot_v1_dot_dispatch__pb2.ConfigureSendingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invites.v1.DispatchService/ListChanges',
+            invites_dot_v1_dot_dispatch__pb2.ListChangesRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.ListChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/invites.v1.DispatchService/WatchChanges',
+            invites_dot_v1_dot_dispatch__pb2.WatchChangesRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.WatchChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRunMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/invites.v1.DispatchService/ExportRunMessages',
+            invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesRequest.SerializeToString,
+            invites_dot_v1_dot_dispatch__pb2.ExportRunMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

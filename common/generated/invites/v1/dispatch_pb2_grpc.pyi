@@ -67,6 +67,14 @@ class DispatchServiceStub:
     """
     ConfigureSending: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]
     """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
+    ListChanges: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListChangesRequest, _dispatch_pb2.ListChangesResponse]
+    """Lists the workspace's message and run state changes in commit order after a cursor (paged)."""
+    WatchChanges: _grpc.UnaryStreamMultiCallable[_dispatch_pb2.WatchChangesRequest, _dispatch_pb2.WatchChangesResponse]
+    """Streams the workspace's changes after a cursor, then each new one as it commits. Reconnect
+    with the last cursor received to resume with no gap (a change seen twice has the same cursor).
+    """
+    ExportRunMessages: _grpc.UnaryStreamMultiCallable[_dispatch_pb2.ExportRunMessagesRequest, _dispatch_pb2.ExportRunMessagesResponse]
+    """Streams every recipient of a run with its outcome, in audience order, in batches (exports)."""
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -103,6 +111,14 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """
     ConfigureSending: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ConfigureSendingRequest, _dispatch_pb2.ConfigureSendingResponse]  # type: ignore[assignment]
     """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
+    ListChanges: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListChangesRequest, _dispatch_pb2.ListChangesResponse]  # type: ignore[assignment]
+    """Lists the workspace's message and run state changes in commit order after a cursor (paged)."""
+    WatchChanges: _aio.UnaryStreamMultiCallable[_dispatch_pb2.WatchChangesRequest, _dispatch_pb2.WatchChangesResponse]  # type: ignore[assignment]
+    """Streams the workspace's changes after a cursor, then each new one as it commits. Reconnect
+    with the last cursor received to resume with no gap (a change seen twice has the same cursor).
+    """
+    ExportRunMessages: _aio.UnaryStreamMultiCallable[_dispatch_pb2.ExportRunMessagesRequest, _dispatch_pb2.ExportRunMessagesResponse]  # type: ignore[assignment]
+    """Streams every recipient of a run with its outcome, in audience order, in batches (exports)."""
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sends event invitations as WhatsApp template messages and tracks every recipient's lifecycle."""
@@ -208,5 +224,31 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.ConfigureSendingResponse, _abc.Awaitable[_dispatch_pb2.ConfigureSendingResponse]]:
         """Reads, and with a parent_admin actor sets, the workspace's messaging limit and quiet hours."""
+
+    @_abc_1.abstractmethod
+    def ListChanges(
+        self,
+        request: _dispatch_pb2.ListChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ListChangesResponse, _abc.Awaitable[_dispatch_pb2.ListChangesResponse]]:
+        """Lists the workspace's message and run state changes in commit order after a cursor (paged)."""
+
+    @_abc_1.abstractmethod
+    def WatchChanges(
+        self,
+        request: _dispatch_pb2.WatchChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatch_pb2.WatchChangesResponse], _abc.AsyncIterator[_dispatch_pb2.WatchChangesResponse]]:
+        """Streams the workspace's changes after a cursor, then each new one as it commits. Reconnect
+        with the last cursor received to resume with no gap (a change seen twice has the same cursor).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportRunMessages(
+        self,
+        request: _dispatch_pb2.ExportRunMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatch_pb2.ExportRunMessagesResponse], _abc.AsyncIterator[_dispatch_pb2.ExportRunMessagesResponse]]:
+        """Streams every recipient of a run with its outcome, in audience order, in batches (exports)."""
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,125 @@
+"""The change log: sequencing committed changes, reading them in order, pruning old ones.
+
+Rows are written only by the triggers of migration 0012, in the transaction of the statement
+that changed a message or run (one ``INSERT ... SELECT`` per statement). Their identity `id`
+orders the changes of one message: a message's row lock is held from its update until commit,
+so a later change to it takes its id after the earlier one committed.
+
+`seq`, the cursor readers see, is given after commit by :func:`sequence_pending`, one sequencer
+at a time (a transaction-scoped advisory lock): it numbers the committed, not yet numbered rows
+densely in id order, after the highest number so far. A reader's snapshot therefore always
+sees a prefix 1..n of the numbers (each numbering commits atomically, one after the other),
+so a reader that continues after the last number it saw can never skip one. docs/changes.md
+has the whole argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dispatch_service.domain.changes import ChangeFilter
+from dispatch_service.read_models import ChangeView
+
+# Namespace of the sequencer's advisory lock (the first key of pg_try_advisory_xact_lock).
+SEQUENCER_LOCK = (0x434847, 1)  # "CHG"
+
+TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:a, :b)")
+SEQUENCE = text("""
+    WITH pending AS (
+      SELECT id, row_number() OVER (ORDER BY id) AS n
+      FROM change_log WHERE seq IS NULL ORDER BY id LIMIT :limit),
+    head AS (SELECT coalesce(max(seq), 0) AS top FROM change_log WHERE seq IS NOT NULL)
+    UPDATE change_log c SET seq = head.top + pending.n
+    FROM pending, head WHERE c.id = pending.id
+""")
+HEAD = text("SELECT coalesce(max(seq), 0) FROM change_log WHERE seq IS NOT NULL")
+OLDEST = text("SELECT min(seq) FROM change_log WHERE seq IS NOT NULL")
+READ = text("""
+    SELECT seq, kind, run_id, event_id, message_id, from_state, to_state, reason, error_code,
+           changed_at
+    FROM change_log
+    WHERE workspace_id = :workspace AND seq IS NOT NULL AND seq > :after AND seq <= :head
+      AND (CAST(:run AS uuid) IS NULL OR run_id = :run)
+      AND (CAST(:event AS uuid) IS NULL OR event_id = :event)
+      AND kind = ANY(CAST(:kinds AS text[]))
+    ORDER BY seq
+    LIMIT :limit
+""")
+PRUNE = text("""
+    DELETE FROM change_log
+    WHERE seq IS NOT NULL AND changed_at < now() - make_interval(secs => :retention)
+      AND seq < (SELECT max(seq) FROM change_log)
+""")
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+async def sequence_pending(session: AsyncSession, limit: int = 50_000) -> int | None:
+    """Number committed, unnumbered changes (at most `limit`) and commit; how many, or None when
+    another sequencer holds the lock (it will number them)."""
+    async with session.begin():
+        locked = await session.execute(TRY_LOCK, {"a": SEQUENCER_LOCK[0], "b": SEQUENCER_LOCK[1]})
+        if not locked.scalar_one():
+            return None
+        result = await session.execute(SEQUENCE, {"limit": limit})
+        return _rowcount(result)
+
+
+async def read_changes(
+    session: AsyncSession, where: ChangeFilter, after: int, limit: int
+) -> tuple[list[ChangeView], int]:
+    """Up to `limit` numbered changes after `after` in order, and the head (the highest number
+    this read could see: every change up to it is final, so a reader may continue after it)."""
+    head = int((await session.execute(HEAD)).scalar_one())
+    rows = await session.execute(
+        READ,
+        {
+            "workspace": where.workspace_id,
+            "after": after,
+            "head": head,
+            "run": where.run_id,
+            "event": where.event_id,
+            "kinds": where.kind_values(),
+            "limit": limit,
+        },
+    )
+    changes = [
+        ChangeView(
+            position=r.seq,
+            kind=r.kind,
+            run_id=r.run_id,
+            event_id=r.event_id,
+            message_id=r.message_id,
+            from_state=r.from_state,
+            to_state=r.to_state,
+            reason=r.reason,
+            error_code=r.error_code,
+            changed_at=r.changed_at,
+        )
+        for r in rows
+    ]
+    return changes, head
+
+
+async def oldest_position(session: AsyncSession) -> int | None:
+    """The lowest number still kept (None when the log is empty)."""
+    value: int | None = (await session.execute(OLDEST)).scalar_one()
+    return int(value) if value is not None else None
+
+
+async def head_position(session: AsyncSession) -> int:
+    """The highest number given so far (0: none)."""
+    return int((await session.execute(HEAD)).scalar_one())
+
+
+async def prune(session: AsyncSession, retention_seconds: float) -> int:
+    """Delete numbered changes older than the retention (the newest is always kept, so numbering
+    continues after it); how many."""
+    async with session.begin():
+        result = await session.execute(PRUNE, {"retention": retention_seconds})
+        return _rowcount(result)
