@@ -12,15 +12,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-from rich.console import Console
-
 from cli.client import Client, add_connection_arguments
-from cli.main import EXIT_OK
-from cli.output import enum_name, print_json, timestamp
+from cli.exit_codes import EXIT_OK
+from cli.output import enum_name, make_console, print_json, timestamp
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 
-console = Console(highlight=False, soft_wrap=True)
+console = make_console()
 KINDS = {"message": pb.CHANGE_KIND_MESSAGE, "run": pb.CHANGE_KIND_RUN}
 
 

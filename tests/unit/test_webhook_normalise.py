@@ -398,7 +398,6 @@ def test_a_user_id_only_marketing_stop_is_read() -> None:
         ("calls_connect.json", "calls:"),
         ("smb_message_echoes.json", "smb_message_echoes:"),
         ("system_user_changed_user_id.json", "user_changed_user_id"),
-        ("template_status_update.json", "message_template_status_update:"),
     ],
 )
 def test_calls_echoes_and_notifications_are_ignored(name: str, reason: str) -> None:
