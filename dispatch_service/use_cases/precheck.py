@@ -1,8 +1,10 @@
 """PrecheckSend: resolve an event's audience, apply eligibility, store the snapshot.
 
 Needs an admin or parent_admin. The audience comes only from
-dispatch_service.persistence.audience.resolve_audience (the one recipient resolver), so the
-precheck and the run it starts can never disagree on who the recipients are.
+dispatch_service.persistence.audience.audience_select (the one recipient resolver), and the run
+starts from the stored snapshot, so the precheck and its run can never disagree on who the
+recipients are. Resolution, eligibility and the snapshot are one statement in Postgres
+(persistence.prechecks.evaluate_and_store); Python validates, and maps the answer.
 """
 
 from __future__ import annotations
@@ -17,21 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import RejectionReason
 from dispatch_service.domain.actors import WRITERS
-from dispatch_service.domain.eligibility import (
-    Candidate,
-    PolicyInputs,
-    audience_hash,
-    blocked_by_reason,
-    evaluate_audience,
-)
+from dispatch_service.domain.eligibility import Candidate
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.persistence.audience import resolve_audience
+from dispatch_service.persistence.audience import audience_select
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
-    do_not_message_phones,
-    invited_phones,
+    evaluate_and_store,
     require_template,
-    store_precheck,
 )
 from dispatch_service.use_cases.acting import acting
 
@@ -116,33 +110,23 @@ async def precheck_send(
     """Resolve, evaluate and store one precheck (one transaction)."""
     async with acting(sessions, command.actor_id, WRITERS, "run a precheck") as (session, actor):
         await require_template(session, actor.workspace_id, command.template_id)
-        targets = await resolve_audience(session, actor.workspace_id, command.event_id)
-        inputs = PolicyInputs(
-            do_not_message=await do_not_message_phones(session, actor.workspace_id),
-            already_invited=await invited_phones(session, command.event_id),
-            resend_phones=frozenset(command.resend_phones),
-        )
-        candidates = evaluate_audience(targets, inputs)
-        eligible = sum(1 for c in candidates if c.eligible)
+        resolved = await audience_select(session, actor.workspace_id, command.event_id)
         precheck = NewPrecheck(
             id=uuid.uuid4(),
             workspace_id=actor.workspace_id,
             event_id=command.event_id,
             template_id=command.template_id,
             actor_id=actor.member_id,
-            audience_hash=audience_hash(candidates),
-            total_count=len(candidates),
-            eligible_count=eligible,
             resend_phones=command.resend_phones,
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
         )
-        await store_precheck(session, precheck, candidates)
+        stored = await evaluate_and_store(session, precheck, resolved, command.page_size)
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
-        audience_hash=precheck.audience_hash,
-        total_count=precheck.total_count,
-        eligible_count=eligible,
-        blocked_by_reason=blocked_by_reason(candidates),
-        first_page=candidates[: command.page_size],
+        audience_hash=stored.audience_hash,
+        total_count=stored.total_count,
+        eligible_count=stored.eligible_count,
+        blocked_by_reason=stored.blocked_by_reason,
+        first_page=stored.first_page,
     )
