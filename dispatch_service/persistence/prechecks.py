@@ -126,7 +126,10 @@ def _reason(
     c = ranked.c
     no_phone = c.phone_e164.is_(None)
     return case(
-        (and_(not_(no_phone), c.phone_rank > 1), RejectionReason.DUPLICATE_TARGET.value),
+        (
+            and_(not_(no_phone), c.position != c.canonical_position),
+            RejectionReason.DUPLICATE_TARGET.value,
+        ),
         (not_(c.active), RejectionReason.GUEST_INACTIVE.value),
         (
             and_(no_phone, c.phone_status == PhoneStatus.MALFORMED.value),
@@ -179,11 +182,25 @@ def precheck_statement(
     Rows: one per first-page candidate (in order; one row of NULLs for an empty page), each with
     the summary columns."""
     audience = resolved.cte("resolved")
-    phone_rank = func.row_number().over(
-        partition_by=audience.c.phone_e164,
-        order_by=(audience.c.active.desc(), audience.c.position),
+    a = audience.c
+    # Per phone, the position of the target that represents it: the first active one, else the
+    # first (one hash aggregate: no second sort of the audience).
+    canonical = (
+        select(
+            a.phone_e164,
+            func.coalesce(func.min(a.position).filter(a.active), func.min(a.position)).label(
+                "canonical_position"
+            ),
+        )
+        .where(a.phone_e164.is_not(None))
+        .group_by(a.phone_e164)
+        .cte("canonical")
     )
-    ranked = select(audience, phone_rank.label("phone_rank")).cte("ranked")
+    ranked = (
+        select(audience, canonical.c.canonical_position)
+        .select_from(audience.outerjoin(canonical, canonical.c.phone_e164 == a.phone_e164))
+        .cte("ranked")
+    )
     reason = _reason(precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked)
     judged = select(ranked, reason.label("rejection_reason")).cte("judged")
     j = judged.c
