@@ -255,8 +255,12 @@ class PreparedRow:
     notes: tuple[str, ...]
 
 
-def prepare_row(row: GuestInput, default_region: str) -> PreparedRow:
-    """Normalise one input row; an empty household becomes the person's own, named after them."""
+def prepare_row(
+    row: GuestInput, default_region: str, phone: NormalisedPhone | None = None
+) -> PreparedRow:
+    """Normalise one input row; an empty household becomes the person's own, named after them.
+
+    `phone`: the row's phone already normalised (by normalise_phones, in a worker), if it was."""
     notes = list(row.notes)
     name, household = clean_text(row.name), clean_text(row.household)
     if not household:
@@ -268,7 +272,7 @@ def prepare_row(row: GuestInput, default_region: str) -> PreparedRow:
         row_number=row.row_number,
         household=household,
         display_name=name,
-        phone=normalise_phone(row.phone, default_region),
+        phone=phone or normalise_phone(row.phone, default_region),
         tags=tags,
         side=normalise_label(row.side) or None,
         is_contact=row.is_contact,
@@ -277,9 +281,19 @@ def prepare_row(row: GuestInput, default_region: str) -> PreparedRow:
     )
 
 
-def prepare_rows(rows: Sequence[GuestInput], default_region: str) -> list[PreparedRow]:
-    """`prepare_row` for a batch (a picklable top-level function: it may run in a worker)."""
-    return [prepare_row(row, default_region) for row in rows]
+def prepare_rows(
+    rows: Sequence[GuestInput],
+    default_region: str,
+    phones: Sequence[tuple[str, str | None]] | None = None,
+) -> list[PreparedRow]:
+    """`prepare_row` for a batch; `phones`: the rows' phones as `normalise_phones` answered."""
+    if phones is None:
+        return [prepare_row(row, default_region) for row in rows]
+    statuses = {s.value: s for s in PhoneStatus}
+    return [
+        prepare_row(row, default_region, NormalisedPhone(row.phone, statuses[status], e164))
+        for row, (status, e164) in zip(rows, phones, strict=True)
+    ]
 
 
 # --- planning one batch ------------------------------------------------------------------------
