@@ -222,7 +222,7 @@ class CsvGuestReader:
                     f"line {line_number}: {len(values)} fields, the header has {len(self.columns)}",
                 )
             )
-        if any(len(v) > MAX_FIELD_CHARS for v in values):
+        if max(map(len, values)) > MAX_FIELD_CHARS:
             raise InvalidArgument(
                 FieldViolation(
                     "csv", f"line {line_number}: a field is over {MAX_FIELD_CHARS} chars"

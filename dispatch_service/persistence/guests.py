@@ -265,15 +265,22 @@ async def _run(session: AsyncSession, statement: Any, params: dict[str, Any]) ->
 
 
 async def _copy(
-    session: AsyncSession, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    session: AsyncSession,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[Sequence[Any]],
 ) -> None:
-    """COPY `rows` into `table` on the session's connection (inside its transaction)."""
+    """COPY `rows` into `table` on the session's connection (inside its transaction).
+
+    `columns`: (name, Postgres type) pairs. Binary format with declared types: uuids go as their
+    16 bytes and nothing is formatted as text and parsed back."""
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    statement = psql.SQL("COPY {} ({}) FROM STDIN").format(
-        psql.Identifier(table), psql.SQL(", ").join(map(psql.Identifier, columns))
+    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        psql.Identifier(table), psql.SQL(", ").join(psql.Identifier(c) for c, _ in columns)
     )
     async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types([t for _, t in columns])
         for row in rows:
             await copy.write_row(row)
 
@@ -283,13 +290,20 @@ async def _write_people(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) -
     await _copy(
         session,
         "person",
-        ("id", "workspace_id", "display_name", "raw_phone", "phone_status", "phone_e164"),
+        (
+            ("id", "uuid"),
+            ("workspace_id", "uuid"),
+            ("display_name", "text"),
+            ("raw_phone", "text"),
+            ("phone_status", "text"),
+            ("phone_e164", "text"),
+        ),
         ((p.id, ws, p.display_name, p.raw_phone, p.phone_status.value, p.phone_e164) for p in new),
     )
     await _copy(
         session,
         "guest_identity",
-        ("workspace_id", "phone_e164", "person_id"),
+        (("workspace_id", "uuid"), ("phone_e164", "text"), ("person_id", "uuid")),
         ((ws, p.phone_e164, p.id) for p in new if p.phone_e164),
     )
     updates = list(plan.person_updates.values())
@@ -310,7 +324,13 @@ async def _write_units(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) ->
     await _copy(
         session,
         "guest_unit",
-        ("id", "workspace_id", "name", "contact_person_id", "side"),
+        (
+            ("id", "uuid"),
+            ("workspace_id", "uuid"),
+            ("name", "text"),
+            ("contact_person_id", "uuid"),
+            ("side", "text"),
+        ),
         ((u.id, ws, u.name, u.contact_person_id, u.side) for u in plan.new_units),
     )
     if plan.closed_memberships:
@@ -320,7 +340,7 @@ async def _write_units(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) ->
     await _copy(
         session,
         "guest_unit_membership",
-        ("workspace_id", "guest_unit_id", "person_id"),
+        (("workspace_id", "uuid"), ("guest_unit_id", "uuid"), ("person_id", "uuid")),
         ((ws, unit, person) for unit, person in plan.opened_memberships),
     )
     if plan.changed_units:
@@ -351,13 +371,21 @@ async def _write_rows(session: AsyncSession, run_id: uuid.UUID, plan: BatchPlan)
     await _copy(
         session,
         "import_row",
-        ("import_run_id", "row_number", "outcome", "raw", "phone_e164", "person_id", "message"),
+        (
+            ("import_run_id", "uuid"),
+            ("row_number", "int4"),
+            ("outcome", "text"),
+            ("raw", "jsonb"),
+            ("phone_e164", "text"),
+            ("person_id", "uuid"),
+            ("message", "text"),
+        ),
         (
             (
                 run_id,
                 r.row_number,
                 r.outcome.value,
-                json.dumps(dict(r.raw), ensure_ascii=False),
+                r.raw,
                 r.phone_e164,
                 r.person_id,
                 r.message,
