@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -375,6 +376,21 @@ class BatchPlan:
     rows: list[RowResult] = field(default_factory=list)
 
 
+_ID_BATCH = 4096
+_random_ids: Iterator[uuid.UUID] = iter(())
+
+
+def new_id() -> uuid.UUID:
+    """A random (version 4) UUID, like uuid.uuid4(), from random bytes read 4,096 ids at a time
+    (one os.urandom call per id was a tenth of an import's planning time)."""
+    global _random_ids
+    for value in _random_ids:
+        return value
+    pool = os.urandom(16 * _ID_BATCH)
+    _random_ids = (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, len(pool), 16))
+    return next(_random_ids)
+
+
 def person_key(display_name: str) -> str:
     """How people without a valid phone are matched inside their household."""
     return display_name.casefold()
@@ -420,7 +436,8 @@ class _Batch:
         person, existed, person_was_inactive = self._person(row, unit)
         self._move(person, unit)
         self._designate_contact(unit, person, row.is_contact)
-        self.plan.tag_links.update((unit.id, tag) for tag in row.tags)
+        if row.tags:
+            self.plan.tag_links.update((unit.id, tag) for tag in row.tags)
         if row.side and row.side != unit.side:
             unit.side, unit.changed = row.side, True
         if not row.phone.valid:
@@ -448,7 +465,7 @@ class _Batch:
         unit = self.units_by_name.get(row.household)
         if unit is None:
             unit = KnownUnit(
-                id=uuid.uuid4(),
+                id=new_id(),
                 name=row.household,
                 active=True,
                 contact_person_id=None,
@@ -472,7 +489,7 @@ class _Batch:
             person = self.unphoned_by_unit.get((unit.id, person_key(row.display_name)))
         if person is None:
             person = KnownPerson(
-                id=uuid.uuid4(), active=True, guest_unit_id=None, phone_valid=phone.valid
+                id=new_id(), active=True, guest_unit_id=None, phone_valid=phone.valid
             )
             self.start_unit[person.id] = None
             self.plan.new_persons.append(
