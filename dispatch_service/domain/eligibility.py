@@ -17,6 +17,10 @@ eligible or blocked with exactly one reason. The rules, in the order they are ap
 
 Everything else is eligible. The audience hash covers every target and its outcome in order, so
 two prechecks with the same hash would send exactly the same thing.
+
+These functions are the reference statement of the rules. PrecheckSend computes them in Postgres
+(dispatch_service.persistence.prechecks, one set-based statement); a test generates audiences
+and proves the SQL gives the same outcome per candidate and the same hash.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from typing import NamedTuple
 
 from common.vocabulary import PhoneStatus, RejectionReason
 from dispatch_service.domain.audience import AudienceTarget
+
+PRECHECK_REASONS = (
+    RejectionReason.DUPLICATE_TARGET,
+    RejectionReason.GUEST_INACTIVE,
+    RejectionReason.INVALID_PHONE,
+    RejectionReason.NO_PHONE,
+    RejectionReason.DO_NOT_MESSAGE,
+    RejectionReason.ALREADY_INVITED,
+)
+"""The reasons a precheck can give, in the order they are applied."""
 
 
 class Candidate(NamedTuple):
@@ -112,8 +126,10 @@ def blocked_by_reason(candidates: Iterable[Candidate]) -> dict[RejectionReason, 
 
 
 def audience_hash(candidates: Iterable[Candidate]) -> str:
-    """A stable hash of the targets and their outcomes, in order (hex, 32 characters)."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A stable hash of the targets and their outcomes, in order (hex, 32 characters).
+
+    SHA-256 (truncated) because Postgres computes the same digest with its built-in sha256()."""
+    digest = hashlib.sha256()
     lines = []
     for c in candidates:
         t = c.target
@@ -124,4 +140,4 @@ def audience_hash(candidates: Iterable[Candidate]) -> str:
             % (t.guest_unit_id.bytes, person, (t.phone_e164 or "").encode(), outcome.encode())
         )
     digest.update(b"".join(lines))
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]

@@ -20,6 +20,7 @@ Normalising is idempotent: the E.164 form of a valid phone normalises to itself 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import phonenumbers
@@ -48,6 +49,16 @@ class NormalisedPhone:
 def is_supported_region(region: str) -> bool:
     """True for an ISO 3166 alpha-2 region libphonenumber knows (upper case, e.g. "GB")."""
     return region in phonenumbers.SUPPORTED_REGIONS
+
+
+def normalise_phones(raws: Sequence[str], default_region: str) -> list[tuple[str, str | None]]:
+    """(status, E.164 or None) of each phone, in order: `normalise_phone` for a batch, in a
+    compact form that is cheap to send between processes (a picklable top-level function)."""
+    outcomes = []
+    for raw in raws:
+        phone = normalise_phone(raw, default_region)
+        outcomes.append((phone.status.value, phone.e164))
+    return outcomes
 
 
 def normalise_phone(raw: str, default_region: str) -> NormalisedPhone:

@@ -1,7 +1,9 @@
 """Event audiences in Postgres: storing a definition, and THE recipient resolver.
 
-`resolve_audience` is the one code path that turns an event's stored audience into households
-and their contacts. PrecheckSend and the run use only it, so their counts never drift.
+`audience_select` is the one code path that turns an event's stored audience into households
+and their contacts (one SQL statement). PrecheckSend evaluates and stores it inside Postgres and
+the run starts from that stored snapshot, so their counts never drift; `resolve_audience` reads
+the same statement into Python.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
     and_,
     delete,
@@ -172,44 +175,71 @@ def _selected(
     )
 
 
-async def resolve_audience(
-    session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
-) -> list[AudienceTarget]:
-    """The event's households with their designated contacts: THE recipient resolver.
+async def audience_select(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    event_id: uuid.UUID,
+    only_units: frozenset[uuid.UUID] | None = None,
+) -> Select[Any]:
+    """THE recipient resolver, as one SQL statement: the event's households with their designated
+    contacts, one row each, numbered in audience order.
 
     * Base set by mode (all / tags / sides / explicit), plus include overrides, minus exclude
       overrides (exclusion wins).
     * Inactive households, and households whose contact is inactive, are returned with
-      ``active=False`` (every mode, ALL included) so a precheck can report ``guest_inactive``.
-      A household with no contact is returned with ``person_id=None``, ``phone_status=MISSING``
-      and ``active`` = the household's own flag.
-    * Ordered by household name (byte order, independent of the database locale), then id.
-    * One SQL statement for the rows (plus one small read of the stored definition).
+      ``active = false`` (every mode, ALL included) so a precheck can report ``guest_inactive``.
+      A household with no contact has ``person_id`` NULL, ``phone_status`` 'missing' and
+      ``active`` = the household's own flag.
+    * ``position`` (0-based) orders by household name (byte order, independent of the database
+      locale), then id.
 
-    Raises NotFound when the event is not in the workspace, and FailedPrecondition (reason
-    ``AUDIENCE_NOT_SET``) when the event has no stored audience: an unset audience is an operator
-    mistake to report, never an empty send.
+    Columns: guest_unit_id, guest_unit_name, person_id, display_name, phone_e164, phone_status,
+    active, position. PrecheckSend evaluates and stores it inside Postgres (as a CTE);
+    `resolve_audience` reads it into Python. Raises NotFound when the event is not in the
+    workspace, and FailedPrecondition (reason ``AUDIENCE_NOT_SET``) when the event has no stored
+    audience: an unset audience is an operator mistake to report, never an empty send.
+    `only_units` keeps just those households of it (ResendRun's fresh precheck).
     """
     audience = await load_audience(session, workspace_id, event_id)
     if audience is None:
         raise FailedPrecondition(
             "the event has no audience; set one with SetEventAudience", reason="AUDIENCE_NOT_SET"
         )
+    # Byte order ("C" collation): the same order whatever locale the database was created with.
+    order = (GU.c.name.collate("C"), GU.c.id)
     statement = (
         select(
-            GU.c.id,
-            GU.c.name,
+            GU.c.id.label("guest_unit_id"),
+            GU.c.name.label("guest_unit_name"),
             PERSON.c.id.label("person_id"),
-            func.coalesce(PERSON.c.display_name, ""),
-            PERSON.c.phone_e164,
-            func.coalesce(PERSON.c.phone_status, PhoneStatus.MISSING.value),
-            and_(GU.c.active, PERSON.c.active.is_not(False)),
+            func.coalesce(PERSON.c.display_name, "").label("display_name"),
+            PERSON.c.phone_e164.label("phone_e164"),
+            func.coalesce(PERSON.c.phone_status, PhoneStatus.MISSING.value).label("phone_status"),
+            and_(GU.c.active, PERSON.c.active.is_not(False)).label("active"),
+            (func.row_number().over(order_by=order) - 1).label("position"),
         )
         .select_from(GU.outerjoin(PERSON, PERSON.c.id == GU.c.contact_person_id))
         .where(_selected(workspace_id, event_id, audience))
-        # Byte order ("C" collation): the same order whatever locale the database was created with.
-        .order_by(GU.c.name.collate("C"), GU.c.id)
     )
+    if only_units is not None:
+        statement = statement.where(GU.c.id.in_(sorted(only_units)))
+    return statement
+
+
+async def resolve_audience(
+    session: AsyncSession, workspace_id: uuid.UUID, event_id: uuid.UUID
+) -> list[AudienceTarget]:
+    """The rows of `audience_select` as targets, in audience order (see there for the rules)."""
+    resolved = (await audience_select(session, workspace_id, event_id)).subquery("resolved")
+    statement = select(
+        resolved.c.guest_unit_id,
+        resolved.c.guest_unit_name,
+        resolved.c.person_id,
+        resolved.c.display_name,
+        resolved.c.phone_e164,
+        resolved.c.phone_status,
+        resolved.c.active,
+    ).order_by(resolved.c.position)
     rows: Sequence[Any] = (await session.execute(statement)).all()
     statuses = {s.value: s for s in PhoneStatus}
     return [

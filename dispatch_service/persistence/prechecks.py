@@ -1,7 +1,10 @@
-"""Prechecks in Postgres: the facts eligibility needs, and storing a precheck with its candidates.
+"""Prechecks in Postgres: eligibility and the stored snapshot, computed by one SQL statement.
 
-Candidates are written with COPY (100,000 rows in a few hundred milliseconds), inside the
-caller's transaction.
+`evaluate_and_store` runs the one recipient resolver (persistence.audience.audience_select) as a
+CTE, applies the eligibility rules of dispatch_service.domain.eligibility in set-based SQL,
+inserts every candidate into precheck_candidate and answers the counts, the audience hash and the
+first page: 100,000 households never travel to Python and back. The pure rules stay the
+reference; tests/integration/test_precheck_sql.py proves this SQL gives the same outcomes and hash.
 """
 
 from __future__ import annotations
@@ -10,15 +13,40 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import reduce
 from typing import Any, cast
 
-from psycopg import AsyncConnection
-from sqlalchemy import select, text
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Select,
+    Table,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import CTE
 
-from common.db.models import Precheck, PrecheckCandidate, Template
-from common.vocabulary import MessageState
-from dispatch_service.domain.eligibility import Candidate
+from common.db.models import (
+    DoNotMessageEntry,
+    InviteMessage,
+    Precheck,
+    PrecheckCandidate,
+    Template,
+)
+from common.vocabulary import MessageState, PhoneStatus, RejectionReason
+from dispatch_service.domain.audience import AudienceTarget
+from dispatch_service.domain.eligibility import PRECHECK_REASONS, Candidate
 from dispatch_service.errors import NotFound
 
 INVITED_STATES = (
@@ -29,19 +57,6 @@ INVITED_STATES = (
     MessageState.READ,
 )
 """A message in one of these states means the phone is (being) invited: `already_invited`."""
-
-_CANDIDATE_COLUMNS = (
-    "precheck_id",
-    "position",
-    "guest_unit_id",
-    "person_id",
-    "display_name",
-    "guest_unit_name",
-    "phone_e164",
-    "eligible",
-    "rejection_reason",
-)
-_CANDIDATE_TYPES = ("uuid", "int4", "uuid", "uuid", "text", "text", "text", "bool", "text")
 
 
 async def require_template(
@@ -55,51 +70,205 @@ async def require_template(
         raise NotFound("no such template in this workspace", reason="TEMPLATE_NOT_FOUND")
 
 
-async def do_not_message_phones(session: AsyncSession, workspace_id: uuid.UUID) -> frozenset[str]:
-    """Every phone with an active do-not-message entry in the workspace (one indexed read; far
-    cheaper than sending 100,000 audience phones to the database to compare)."""
-    rows = await session.scalars(
-        text(
-            "SELECT phone_e164 FROM do_not_message_entry"
-            " WHERE workspace_id = :ws AND removed_at IS NULL"
-        ),
-        {"ws": workspace_id},
-    )
-    return frozenset(rows)
-
-
-async def invited_phones(session: AsyncSession, event_id: uuid.UUID) -> frozenset[str]:
-    """Phones with an invitation for the event that did not fail, was not blocked or cancelled."""
-    rows = await session.scalars(
-        text(
-            "SELECT DISTINCT phone_e164 FROM invite_message WHERE event_id = :event"
-            " AND phone_e164 IS NOT NULL AND state = ANY(:states)"
-        ),
-        {"event": event_id, "states": [s.value for s in INVITED_STATES]},
-    )
-    return frozenset(rows)
-
-
 @dataclass(frozen=True)
 class NewPrecheck:
-    """A precheck's header row."""
+    """A precheck's header row (its counts and hash come from its candidates)."""
 
     id: uuid.UUID
     workspace_id: uuid.UUID
     event_id: uuid.UUID
     template_id: uuid.UUID
     actor_id: uuid.UUID
-    audience_hash: str
-    total_count: int
-    eligible_count: int
     resend_phones: tuple[str, ...]
     expires_at: datetime
 
 
-async def store_precheck(
-    session: AsyncSession, precheck: NewPrecheck, candidates: Sequence[Candidate]
-) -> None:
-    """Insert the precheck and COPY its candidates (in the caller's transaction)."""
+PC = cast(Table, PrecheckCandidate.__table__)
+DNM = cast(Table, DoNotMessageEntry.__table__)
+MESSAGE = cast(Table, InviteMessage.__table__)
+
+# A precheck sorts and hashes the whole audience in one statement: enough memory for 100,000
+# households (and their phones) to stay out of temporary files. SET LOCAL: this transaction only.
+PRECHECK_WORK_MEM = "64MB"
+
+
+def do_not_message_blocks(workspace_id: uuid.UUID, candidate: CTE) -> ColumnElement[bool]:
+    """THE do-not-message predicate of a precheck: the candidate's phone has an active entry in
+    the workspace. Every do-not-message rule of a precheck lives here (an entry keyed by another
+    identity of the guest is one more OR-ed condition on `candidate`'s columns).
+
+    `IN (subquery)`: Postgres hashes the workspace's entries once and probes it per candidate."""
+    active_entries = select(DNM.c.phone_e164).where(
+        DNM.c.workspace_id == workspace_id, DNM.c.removed_at.is_(None)
+    )
+    return candidate.c.phone_e164.in_(active_entries)
+
+
+def already_invited(
+    event_id: uuid.UUID, resend_phones: Sequence[str], candidate: CTE
+) -> ColumnElement[bool]:
+    """The candidate's phone has a live invitation for the event and is not listed for resend."""
+    invited = select(MESSAGE.c.phone_e164).where(
+        MESSAGE.c.event_id == event_id,
+        MESSAGE.c.phone_e164.is_not(None),
+        MESSAGE.c.state.in_([s.value for s in INVITED_STATES]),
+    )
+    blocked: ColumnElement[bool] = candidate.c.phone_e164.in_(invited)
+    if resend_phones:
+        blocked = and_(blocked, candidate.c.phone_e164.not_in(list(resend_phones)))
+    return blocked
+
+
+def _reason(
+    workspace_id: uuid.UUID, event_id: uuid.UUID, resend_phones: Sequence[str], ranked: CTE
+) -> ColumnElement[Any]:
+    """domain.eligibility._reason as one CASE, in the same order (the first match wins)."""
+    c = ranked.c
+    no_phone = c.phone_e164.is_(None)
+    return case(
+        (
+            and_(not_(no_phone), c.position != c.canonical_position),
+            RejectionReason.DUPLICATE_TARGET.value,
+        ),
+        (not_(c.active), RejectionReason.GUEST_INACTIVE.value),
+        (
+            and_(no_phone, c.phone_status == PhoneStatus.MALFORMED.value),
+            RejectionReason.INVALID_PHONE.value,
+        ),
+        (no_phone, RejectionReason.NO_PHONE.value),
+        (do_not_message_blocks(workspace_id, ranked), RejectionReason.DO_NOT_MESSAGE.value),
+        (
+            already_invited(event_id, resend_phones, ranked),
+            RejectionReason.ALREADY_INVITED.value,
+        ),
+        else_=None,
+    )
+
+
+def _hash_line(row: CTE) -> ColumnElement[bytes]:
+    """domain.eligibility.audience_hash's line for one candidate, as bytea."""
+    bar = literal(b"|", LargeBinary)
+    parts: list[ColumnElement[Any]] = [
+        func.uuid_send(row.c.guest_unit_id),
+        bar,
+        func.coalesce(func.uuid_send(row.c.person_id), literal(b"", LargeBinary)),
+        bar,
+        func.convert_to(func.coalesce(row.c.phone_e164, ""), "UTF8"),
+        bar,
+        func.convert_to(func.coalesce(row.c.rejection_reason, "eligible"), "UTF8"),
+        literal(b"\n", LargeBinary),
+    ]
+    return reduce(lambda left, right: left.op("||")(right), parts)
+
+
+@dataclass(frozen=True)
+class StoredPrecheck:
+    """What storing a precheck's candidates answers."""
+
+    total_count: int
+    eligible_count: int
+    audience_hash: str
+    blocked_by_reason: dict[RejectionReason, int]
+    first_page: list[Candidate]
+
+
+def precheck_statement(
+    resolved: Select[Any],
+    precheck: NewPrecheck,
+    page_size: int,
+) -> Select[Any]:
+    """The one statement: resolve, judge, insert the candidates, summarise, first page.
+
+    Rows: one per first-page candidate (in order; one row of NULLs for an empty page), each with
+    the summary columns."""
+    audience = resolved.cte("resolved")
+    a = audience.c
+    # Per phone, the position of the target that represents it: the first active one, else the
+    # first (one hash aggregate: no second sort of the audience).
+    canonical = (
+        select(
+            a.phone_e164,
+            func.coalesce(func.min(a.position).filter(a.active), func.min(a.position)).label(
+                "canonical_position"
+            ),
+        )
+        .where(a.phone_e164.is_not(None))
+        .group_by(a.phone_e164)
+        .cte("canonical")
+    )
+    ranked = (
+        select(audience, canonical.c.canonical_position)
+        .select_from(audience.outerjoin(canonical, canonical.c.phone_e164 == a.phone_e164))
+        .cte("ranked")
+    )
+    reason = _reason(precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked)
+    judged = select(ranked, reason.label("rejection_reason")).cte("judged")
+    j = judged.c
+    inserted = (
+        insert(PC)
+        .from_select(
+            [
+                "precheck_id",
+                "position",
+                "guest_unit_id",
+                "person_id",
+                "display_name",
+                "guest_unit_name",
+                "phone_e164",
+                "eligible",
+                "rejection_reason",
+            ],
+            select(
+                literal(precheck.id, PC.c.precheck_id.type),
+                j.position,
+                j.guest_unit_id,
+                j.person_id,
+                j.display_name,
+                j.guest_unit_name,
+                j.phone_e164,
+                j.rejection_reason.is_(None),
+                j.rejection_reason,
+            ),
+        )
+        .returning(
+            PC.c.position,
+            PC.c.guest_unit_id,
+            PC.c.person_id,
+            PC.c.phone_e164,
+            PC.c.rejection_reason,
+        )
+        .cte("inserted")
+    )
+    i = inserted.c
+    lines = func.string_agg(
+        _hash_line(inserted), aggregate_order_by(literal(b"", LargeBinary), i.position)
+    )
+    digest = func.encode(func.sha256(func.coalesce(lines, literal(b"", LargeBinary))), "hex")
+    summary = select(
+        func.count().label("total_count"),
+        func.count().filter(i.rejection_reason.is_(None)).label("eligible_count"),
+        func.left(digest, 32).label("audience_hash"),
+        *(
+            func.count().filter(i.rejection_reason == r.value).label(f"n_{r.value}")
+            for r in PRECHECK_REASONS
+        ),
+    ).cte("summary")
+    page = select(judged).where(j.position < page_size).subquery("page")
+    return (
+        select(summary, page)
+        .select_from(summary.outerjoin(page, true() if page_size else false()))
+        .order_by(page.c.position)
+    )
+
+
+async def evaluate_and_store(
+    session: AsyncSession,
+    precheck: NewPrecheck,
+    resolved: Select[Any],
+    page_size: int,
+) -> StoredPrecheck:
+    """Insert the precheck, its candidates (judged in SQL) and its counts; the summary."""
+    await session.execute(text(f"SET LOCAL work_mem = '{PRECHECK_WORK_MEM}'"))
     session.add(
         Precheck(
             id=precheck.id,
@@ -107,44 +276,39 @@ async def store_precheck(
             event_id=precheck.event_id,
             template_id=precheck.template_id,
             actor_id=precheck.actor_id,
-            audience_hash=precheck.audience_hash,
-            total_count=precheck.total_count,
-            eligible_count=precheck.eligible_count,
-            blocked_count=precheck.total_count - precheck.eligible_count,
+            audience_hash="",
+            total_count=0,
+            eligible_count=0,
+            blocked_count=0,
             resend_phones=list(precheck.resend_phones),
             expires_at=precheck.expires_at,
         )
     )
     await session.flush()
-    connection = await raw_connection(session)
-    statement = (
-        f"COPY precheck_candidate ({', '.join(_CANDIDATE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    rows = (await session.execute(precheck_statement(resolved, precheck, page_size))).all()
+    first = rows[0]
+    stored = StoredPrecheck(
+        total_count=first.total_count,
+        eligible_count=first.eligible_count,
+        audience_hash=first.audience_hash,
+        blocked_by_reason={
+            r: getattr(first, f"n_{r.value}")
+            for r in sorted(PRECHECK_REASONS, key=lambda r: r.value)
+            if getattr(first, f"n_{r.value}")
+        },
+        first_page=[_candidate(row) for row in rows if row.position is not None],
     )
-    async with connection.cursor() as cursor, cursor.copy(statement) as copy:
-        # Binary with declared types: no text formatting or parsing of 100,000 uuids.
-        copy.set_types(list(_CANDIDATE_TYPES))
-        for c in candidates:
-            t = c.target
-            await copy.write_row(
-                (
-                    precheck.id,
-                    c.position,
-                    t.guest_unit_id,
-                    t.person_id,
-                    t.display_name,
-                    t.guest_unit_name,
-                    t.phone_e164,
-                    c.reason is None,
-                    c.reason.value if c.reason else None,
-                )
-            )
-
-
-async def raw_connection(session: AsyncSession) -> AsyncConnection[Any]:
-    """The psycopg connection under the session's current transaction (for COPY)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return cast(AsyncConnection[Any], raw.driver_connection)
+    await session.execute(
+        update(Precheck)
+        .where(Precheck.id == precheck.id)
+        .values(
+            audience_hash=stored.audience_hash,
+            total_count=stored.total_count,
+            eligible_count=stored.eligible_count,
+            blocked_count=stored.total_count - stored.eligible_count,
+        )
+    )
+    return stored
 
 
 async def list_candidates(
@@ -169,3 +333,33 @@ async def list_candidates(
         statement = statement.where(PrecheckCandidate.eligible.is_(eligible))
     rows = await session.scalars(statement.order_by(PrecheckCandidate.position).limit(limit))
     return list(rows)
+
+
+def _candidate(row: Any) -> Candidate:
+    target = AudienceTarget(
+        guest_unit_id=row.guest_unit_id,
+        guest_unit_name=row.guest_unit_name,
+        person_id=row.person_id,
+        display_name=row.display_name,
+        phone_e164=row.phone_e164,
+        phone_status=PhoneStatus(row.phone_status),
+        active=bool(row.active),
+    )
+    reason = RejectionReason(row.rejection_reason) if row.rejection_reason else None
+    return Candidate(row.position, target, reason)
+
+
+ELIGIBLE_BY_PREFIX = text("""
+    SELECT left(phone_e164, 5) AS prefix, count(*) AS n FROM precheck_candidate
+    WHERE precheck_id = :precheck AND eligible
+    GROUP BY 1 ORDER BY 1
+""")
+
+
+async def eligible_by_prefix(
+    session: AsyncSession, precheck_id: uuid.UUID
+) -> list[tuple[str, int]]:
+    """Eligible candidates of a precheck counted by the first five characters of their phone
+    (enough for any country calling code: the rate card's longest-prefix match needs no more)."""
+    rows = await session.execute(ELIGIBLE_BY_PREFIX, {"precheck": precheck_id})
+    return [(r.prefix, int(r.n)) for r in rows]

@@ -41,6 +41,7 @@ from dispatch_service.domain.paging import (
     page_request,
     single_key,
 )
+from dispatch_service.domain.phones import normalise_phones
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.guests import (
@@ -192,10 +193,12 @@ def _worker_init() -> None:
 
 
 class RowPreparer:
-    """Normalises batches of rows: in this process for a small import; in one worker process
-    from the second batch on, so phone normalisation (the import's main CPU cost) runs beside
-    the planning and writing here instead of taking turns with them. The worker is spawned (no
-    fork of a process running gRPC threads) and lives only as long as the import.
+    """Normalises batches of rows: in this process for a small import; from the second batch
+    on, phone normalisation (libphonenumber, the import's main CPU cost) runs in one worker
+    process beside the planning and writing here instead of taking turns with them. Only the
+    phones go to the worker and only (status, E.164) pairs come back: pickling whole rows both
+    ways cost this process more than the parsing it saved. The worker is spawned (no fork of a
+    process running gRPC threads) and lives only as long as the import.
     """
 
     def __init__(self, default_region: str) -> None:
@@ -213,7 +216,10 @@ class RowPreparer:
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, prepare_rows, batch, self.default_region)
+        phones = await loop.run_in_executor(
+            self._executor, normalise_phones, [row.phone for row in batch], self.default_region
+        )
+        return prepare_rows(batch, self.default_region, phones)
 
     def close(self) -> None:
         """Stop the worker, if one was started."""

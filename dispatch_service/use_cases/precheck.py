@@ -1,15 +1,16 @@
 """PrecheckSend: resolve an event's audience, apply eligibility, store the snapshot.
 
 Needs an admin or parent_admin. The audience comes only from
-dispatch_service.persistence.audience.resolve_audience (the one recipient resolver), so the
-precheck and the run it starts can never disagree on who the recipients are.
+dispatch_service.persistence.audience.audience_select (the one recipient resolver), and the run
+starts from the stored snapshot, so the precheck and its run can never disagree on who the
+recipients are. Resolution, eligibility and the snapshot are one statement in Postgres
+(persistence.prechecks.evaluate_and_store); Python validates, and maps the answer.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,28 +21,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db.models import PrecheckCandidate
 from common.vocabulary import RejectionReason
 from dispatch_service.domain.actors import WRITERS, Actor
-from dispatch_service.domain.eligibility import (
-    Candidate,
-    PolicyInputs,
-    audience_hash,
-    blocked_by_reason,
-    evaluate_audience,
-)
+from dispatch_service.domain.eligibility import Candidate
 from dispatch_service.domain.ids import id_violation, parse_uuid
 from dispatch_service.domain.messaging_limit import Allowance
 from dispatch_service.domain.paging import encode_page_token, page_request, single_key
 from dispatch_service.domain.pricing import estimate, total
 from dispatch_service.domain.template_checks import TemplateCheck
 from dispatch_service.errors import FieldViolation, InvalidArgument
-from dispatch_service.persistence.audience import resolve_audience
+from dispatch_service.persistence.audience import audience_select
 from dispatch_service.persistence.messaging_limit import allowance, workspace_sending
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
-    do_not_message_phones,
-    invited_phones,
+    eligible_by_prefix,
+    evaluate_and_store,
     list_candidates,
     require_template,
-    store_precheck,
 )
 from dispatch_service.persistence.pricing import rate_card, template_category
 from dispatch_service.use_cases.acting import READERS, acting
@@ -143,48 +137,37 @@ async def precheck_in(
     only_units: frozenset[uuid.UUID] | None = None,
     parameter_format: str = "positional",
 ) -> PrecheckResult:
-    """A precheck in the caller's transaction; `only_units` restricts the resolved audience to
-    those households (ResendRun), the rules applied being the same."""
+    """A precheck in the caller's transaction, resolved, judged and stored in Postgres;
+    `only_units` restricts the audience to those households (ResendRun), the rules applied
+    being the same."""
     await require_template(session, actor.workspace_id, command.template_id)
     template = await template_step(
         session, actor.workspace_id, command.template_id, parameter_format, command.event_id
     )
-    targets = await resolve_audience(session, actor.workspace_id, command.event_id)
-    if only_units is not None:
-        targets = [t for t in targets if t.guest_unit_id in only_units]
-    inputs = PolicyInputs(
-        do_not_message=await do_not_message_phones(session, actor.workspace_id),
-        already_invited=await invited_phones(session, command.event_id),
-        resend_phones=frozenset(command.resend_phones),
-    )
-    candidates = evaluate_audience(targets, inputs)
-    eligible = sum(1 for c in candidates if c.eligible)
+    resolved = await audience_select(session, actor.workspace_id, command.event_id, only_units)
     precheck = NewPrecheck(
         id=uuid.uuid4(),
         workspace_id=actor.workspace_id,
         event_id=command.event_id,
         template_id=command.template_id,
         actor_id=actor.member_id,
-        audience_hash=audience_hash(candidates),
-        total_count=len(candidates),
-        eligible_count=eligible,
         resend_phones=command.resend_phones,
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
     )
-    await store_precheck(session, precheck, candidates)
+    stored = await evaluate_and_store(session, precheck, resolved, command.page_size)
     sender, limit, _ = await workspace_sending(session, actor.workspace_id)
     card = await rate_card(session, actor.workspace_id)
     category = await template_category(session, command.template_id)
-    by_prefix = Counter((c.target.phone_e164 or "")[:5] for c in candidates if c.eligible)
-    costs = estimate(card, ((prefix, category, n) for prefix, n in sorted(by_prefix.items())))
+    prefixes = await eligible_by_prefix(session, precheck.id) if card.prices else []
+    costs = estimate(card, ((prefix, category, n) for prefix, n in prefixes))
     return PrecheckResult(
         precheck_id=precheck.id,
         expires_at=precheck.expires_at,
-        audience_hash=precheck.audience_hash,
-        total_count=precheck.total_count,
-        eligible_count=eligible,
-        blocked_by_reason=blocked_by_reason(candidates),
-        first_page=candidates[: command.page_size],
+        audience_hash=stored.audience_hash,
+        total_count=stored.total_count,
+        eligible_count=stored.eligible_count,
+        blocked_by_reason=stored.blocked_by_reason,
+        first_page=stored.first_page,
         allowance=await allowance(session, sender, limit),
         template=template,
         estimated_cost=total(costs) if card.prices else None,

@@ -17,9 +17,12 @@ from dispatch_service.domain.guests import (
     KnownPerson,
     KnownUnit,
     PreparedRow,
+    new_id,
     parse_header,
     prepare_row,
+    prepare_rows,
 )
+from dispatch_service.domain.phones import normalise_phones
 from dispatch_service.errors import InvalidArgument
 
 SAMPLE = (
@@ -343,3 +346,20 @@ def test_line_numbers_count_the_separator_hint() -> None:
     with pytest.raises(InvalidArgument) as error:
         read_all(b"sep=;\nname;phone\nAnn;+1 202 555 0101;x\n")
     assert "line 3:" in violations(error)
+
+
+def test_rows_prepared_with_phones_normalised_apart_equal_rows_prepared_whole() -> None:
+    rows = [
+        GuestInput(row_number=n, name=f"Guest {n}", phone=phone, household="H")
+        for n, phone in enumerate(["+1 202 555 0101", "(202) 555-0102", "12-ab", "", "  "], 1)
+    ]
+    phones = normalise_phones([r.phone for r in rows], "US")
+    assert [status for status, _ in phones] == ["valid", "valid", "malformed", "missing", "missing"]
+    assert prepare_rows(rows, "US", phones) == prepare_rows(rows, "US")
+
+
+def test_new_ids_are_distinct_random_uuids_across_refills() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert {i.version for i in ids} == {4}
+    assert {i.variant for i in ids} == {uuid.RFC_4122}
