@@ -10,10 +10,13 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    other's rows);
 4. do-not-message is checked again: a phone added since the precheck is blocked now, with its
    reason persisted;
-5. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+5. the rest are leased to this replica (they stay `queued`) until `claim_lease_seconds` past
+   their slot, and the slots they use are consumed.
 
-The transaction commits before any provider call: a crash after it leaves `sending` rows that
-are never re-sent automatically (see the reconciler).
+A claim does not make a message `sending`: the replica does that just before it writes the
+request (dispatcher.worker, `persistence.messages.mark_attempting`). A replica killed in between
+leaves `queued` rows whose lease runs out, and they are claimed again: only a message whose
+request may have left is ever ambiguous.
 """
 
 from __future__ import annotations
@@ -30,15 +33,15 @@ from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
 from dispatch_service.persistence.messages import (
     ActiveRun,
     block_do_not_message,
-    lock_claimable,
+    lease_claimed,
+    lock_claimable_unleased,
     lock_run_for_claim,
-    mark_sending,
 )
 
 
 @dataclass(frozen=True)
 class ClaimedMessage:
-    """A message this replica marked `sending`, to be sent at its slot."""
+    """A message this replica leased (still `queued`), to be sent at its slot."""
 
     id: uuid.UUID
     run: ActiveRun
@@ -66,10 +69,11 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class ClaimSettings:
-    """How much one claim may take and how long its leases last."""
+    """Who claims, and how long past its slot a claimed (not yet attempted) message stays
+    leased to it."""
 
     owner: str
-    lease_seconds: float
+    claim_lease_seconds: float
 
 
 async def claim(
@@ -88,13 +92,13 @@ async def claim(
         if await lock_run_for_claim(session, run.id) is None:
             return ClaimResult([], 0, False, True, 0.0)
         wanted = min(limit, reservation.slots.count)
-        candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
+        candidates = await lock_claimable_unleased(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
         await block_do_not_message(session, blocked)
         sendable = [c for c in candidates if not c.do_not_message]
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
-        lease = timedelta(seconds=settings.lease_seconds)
-        await mark_sending(
+        lease = timedelta(seconds=settings.claim_lease_seconds)
+        await lease_claimed(
             session, [c.id for c in sendable], [s + lease for s in slots], settings.owner
         )
         await limiter.commit(session, reservation, len(sendable))

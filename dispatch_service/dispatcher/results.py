@@ -10,7 +10,8 @@ Per outcome class (dispatch_service.domain.retry):
 * terminal: `failed` (provider_rejected); 131050 also adds the phone to do-not-message;
 * halt: the message goes back to `queued` and its run is paused with the reason;
 * ambiguous: stays `sending`, lease released; the reconciler or a webhook settles it;
-* released (claimed, never sent: run stopped or shutting down): back to `queued`.
+* released (claimed, never sent: run stopped, shutting down, its send window passed before the
+  request could be written): back to `queued` with the attempt given back.
 
 Messages are locked in id order first, like ApplyStatus does, so the two never deadlock.
 """
@@ -42,6 +43,7 @@ from dispatch_service.persistence.messages import (
     ErrorRow,
     OptOutRow,
     add_do_not_message,
+    give_back_unsent,
     lock_messages,
     pause_run,
     record_accepted,
@@ -49,10 +51,9 @@ from dispatch_service.persistence.messages import (
     record_failed,
     record_halted,
     record_requeued,
-    release_unsent,
 )
 from dispatch_service.persistence.status import apply_orphaned_statuses
-from dispatch_service.providers.base import Accepted, Failed, SendOutcome
+from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def plan(results: Sequence[Result], policy: RetryPolicy, rng: random.Random) -> 
     writes = _Plan()
     for result in results:
         message, outcome = result.message, result.outcome
-        if isinstance(outcome, Released):
+        if isinstance(outcome, Released | NotSent):
             writes.released.append(message.id)
         elif isinstance(outcome, Accepted):
             writes.accepted.append(
@@ -183,7 +184,7 @@ async def write_results(
     await add_do_not_message(session, writes.opt_outs)
     await record_halted(session, writes.halted)
     await record_ambiguous(session, writes.ambiguous)
-    await release_unsent(session, writes.released, owner)
+    await give_back_unsent(session, writes.released, owner)
     effects = BatchEffects(throttled_senders=set(writes.throttled))
     for run_id, reason in writes.pauses.items():
         if await pause_run(session, run_id, reason):
@@ -197,7 +198,7 @@ def observe(results: Sequence[Result], effects: BatchEffects) -> None:
     for result in results:
         outcome, message = result.outcome, result.message
         extra = {"run_id": message.run.id, "message_id": message.id}
-        if isinstance(outcome, Released):
+        if isinstance(outcome, Released | NotSent):
             by_class["released"] += 1
         elif isinstance(outcome, Accepted):
             by_class["accepted"] += 1

@@ -3,16 +3,28 @@
 Three cooperating loops per replica:
 
 * claim loop: for each active run (round robin per sender) claim due messages into send slots
-  (dispatcher.claims), as long as this replica has room (`concurrency` messages claimed and not
-  yet recorded), then start one task per message that waits for its slot and calls the provider;
+  (dispatcher.claims: leased, still `queued`), as long as this replica has room (`concurrency`
+  messages claimed and not yet recorded), then start one task per message that waits for its
+  slot and calls the provider;
+* marker loop: `mark_lead_seconds` before its slot a message is marked `sending` (batched with
+  its neighbours, one short transaction): the at-most-once point comes just before the request
+  is written, so a crash leaves ambiguous only what was about to leave or had left;
 * flush loop: outcomes are written in batches every `flush_seconds` (dispatcher.results); a
   failed write is retried, the outcomes stay in memory meanwhile;
 * reconciler loop: completes runs, fails unknown outcomes after their window
   (dispatcher.reconciler).
 
+The rate cap holds at the wire: a request may be written only inside its slot's window
+(`rate.late_tolerance_seconds` after it). The provider checks the window again once it has a
+connection in hand (providers.aiohttp_transport), so a request that waited in the connection
+pool, behind a slow connect or an event-loop stall is not written at all (NotSent) and its
+message goes back to `queued` with its attempt given back.
+
 Stopping (`stop()`): no more claims; messages waiting for their slot are released unsent (back
-to `queued`); provider calls in flight finish and are recorded. A hard kill instead leaves
-`sending` rows, which are never re-sent: a webhook or the reconciler settles them.
+to `queued`); provider calls in flight finish and are recorded. A hard kill leaves claimed
+messages `queued` under a lease that runs out `claim_lease_seconds` after their slot (then any
+replica claims them again), and `sending` only those marked just before their request (and the
+calls in flight): never re-sent, a webhook or the reconciler settles them.
 """
 
 from __future__ import annotations
@@ -45,8 +57,13 @@ from dispatch_service.dispatcher.results import (
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
-from dispatch_service.persistence.messages import ActiveRun, active_runs, run_states
-from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
+from dispatch_service.persistence.messages import (
+    ActiveRun,
+    active_runs,
+    mark_attempting,
+    run_states,
+)
+from dispatch_service.providers.base import NotSent, Provider, SendOutcome, TemplateSend
 from dispatch_service.settings import DispatchSettings
 
 log = logging.getLogger(__name__)
@@ -71,7 +88,14 @@ class DispatcherConfig:
     flush_seconds: float
     reconcile_seconds: float
     lease_seconds: float
+    """How long a `sending` message stays leased after it was marked (covers the call)."""
     outcome_unknown_seconds: float
+    mark_lead_seconds: float = 0.025
+    """How long before its slot a message is marked `sending` (the mark's transaction must fit
+    in it; a mark later than the slot's window releases the message unsent)."""
+    claim_lease_seconds: float = 2.0
+    """How long past its slot a claimed, not yet attempted message stays leased to its replica
+    (after a crash it is claimed again once this has passed)."""
 
     @classmethod
     def from_settings(cls, settings: DispatchSettings) -> DispatcherConfig:
@@ -125,7 +149,10 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.limiter = SenderRateLimiter(config.rate)
         self.reconciler = Reconciler(sessions, config.outcome_unknown_seconds)
-        self._claim_settings = ClaimSettings(owner=self.owner, lease_seconds=config.lease_seconds)
+        self._claim_settings = ClaimSettings(
+            owner=self.owner, claim_lease_seconds=config.claim_lease_seconds
+        )
+        self._marker = _Marker(sessions, self.owner, config.lease_seconds)
         self._reserved = 0
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -147,14 +174,16 @@ class Dispatcher:
         log.info("dispatcher %s starting", self.owner)
         flusher = asyncio.create_task(self._flush_loop(), name="dispatcher-flush")
         reconciler = asyncio.create_task(self._reconcile_loop(), name="dispatcher-reconcile")
-        self._loops = [flusher, reconciler]
+        marker = asyncio.create_task(self._marker.run(), name="dispatcher-mark")
+        self._loops = [flusher, reconciler, marker]
         try:
             await self._claim_loop()
         finally:
             await self._drain()
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            for loop in (reconciler, marker):
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
             log.info("dispatcher %s stopped", self.owner)
 
     def stop(self) -> None:
@@ -268,21 +297,36 @@ class Dispatcher:
         self._task_runs.pop(task, None)
 
     async def _send_at_slot(self, message: ClaimedMessage) -> None:
-        delay = message.send_at - time.monotonic()
+        window_ends = message.send_at + self.config.rate.late_tolerance_seconds
+        mark_at = message.send_at - self.config.mark_lead_seconds
+        delay = mark_at - time.monotonic()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+        if (
+            time.monotonic() > window_ends
+            or self._stopping.is_set()
+            or message.run.id in self._stopped_runs
+            or not await self._marker.mark(message.id)
+        ):
+            # Not attempted: the lease is given back (a no-op when the message is no longer
+            # ours: cancelled, or taken over after the lease ran out).
+            self._record(Result(message, Released()))
+            return
+        delay = message.send_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         lateness = time.monotonic() - message.send_at
         SLOT_LATENESS.observe(max(0.0, lateness))
-        late = lateness > self.config.rate.late_tolerance_seconds
-        if late or self._stopping.is_set() or message.run.id in self._stopped_runs:
+        if lateness > self.config.rate.late_tolerance_seconds:
             # A send far past its slot would land in a later second than the schedule gave
             # it and could push that second over the rate: give the slot up, claim it again.
             self._record(Result(message, Released()))
             return
-        self._record(Result(message, await self._call(message)))
+        outcome = await self._call(message, window_ends)
+        self._record(Result(message, Released() if isinstance(outcome, NotSent) else outcome))
 
-    async def _call(self, message: ClaimedMessage) -> SendOutcome:
+    async def _call(self, message: ClaimedMessage, not_after: float) -> SendOutcome:
         run = message.run
         send = TemplateSend(
             message_id=message.id,
@@ -293,7 +337,7 @@ class Dispatcher:
             body_parameters=message.variables,
             body_parameter_names=run.variable_names,
         )
-        return await self.provider.send_template(send)
+        return await self.provider.send_template(send, not_after=not_after)
 
     def _record(self, result: Result) -> None:
         self._results.append(result)
@@ -375,3 +419,52 @@ class Dispatcher:
             except Exception:
                 log.exception("reconciliation failed; retrying")
             await asyncio.sleep(self.config.reconcile_seconds)
+
+
+class _Marker:
+    """Marks messages `sending` just before their slots, batching the ones that come due
+    together into one short transaction (one in flight at a time: marks asked for meanwhile
+    share the next one)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], owner: str, lease_seconds: float
+    ) -> None:
+        self.sessions = sessions
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._pending: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+
+    async def mark(self, message_id: uuid.UUID) -> bool:
+        """True once the message is `sending` (and may be sent); False when it must not be."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((message_id, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        """Serve marks until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._pending = self._pending, []
+                if batch:
+                    await self._mark(batch)
+        finally:
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_result(False)
+
+    async def _mark(self, batch: list[tuple[uuid.UUID, asyncio.Future[bool]]]) -> None:
+        marked: set[uuid.UUID] = set()
+        try:
+            async with self.sessions() as session, session.begin():
+                marked = await mark_attempting(
+                    session, [m for m, _ in batch], self.owner, self.lease_seconds
+                )
+        except Exception as error:  # the database is away: nothing is sent
+            log.warning("marking %d messages sending failed: %s", len(batch), error)
+        for message_id, future in batch:
+            if not future.done():
+                future.set_result(message_id in marked)

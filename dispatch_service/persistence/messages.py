@@ -589,3 +589,120 @@ async def event_latest_messages(
         {"event": event_id, "ws": workspace_id, "after": after_guest_unit, "limit": limit},
     )
     return [_view(r) for r in rows]
+
+
+# --- faults branch: new transitions ---
+#
+# A claim no longer makes a message `sending`: it only leases the `queued` row to the claiming
+# replica until shortly after its slot. The replica marks it `sending` (the at-most-once point)
+# just before it writes the request; a replica killed before that leaves the row `queued`, and
+# the next claim takes it again once the lease has run out.
+
+CLAIMABLE_UNLEASED = text(
+    """
+    SELECT m.id, m.phone_e164, m.variables, m.attempt_count,
+           EXISTS (SELECT 1 FROM do_not_message_entry d
+                   WHERE d.workspace_id = :ws AND d.phone_e164 = m.phone_e164
+                     AND d.removed_at IS NULL) AS do_not_message
+    FROM invite_message m
+    WHERE m.run_id = :run AND m.state = 'queued'
+      AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
+      AND (m.lease_expires_at IS NULL OR m.lease_expires_at < clock_timestamp())
+    ORDER BY m.next_attempt_at
+    LIMIT :limit
+    FOR UPDATE OF m SKIP LOCKED
+    """
+)
+
+
+async def lock_claimable_unleased(
+    session: AsyncSession, run_id: uuid.UUID, workspace_id: uuid.UUID, limit: int
+) -> list[ClaimCandidate]:
+    """Claim read (no transition): up to `limit` due `queued` messages of the run that no
+    replica holds a live lease on, locked, each with whether its phone is on do-not-message."""
+    rows = await session.execute(
+        CLAIMABLE_UNLEASED, {"run": run_id, "ws": workspace_id, "limit": limit}
+    )
+    return [
+        ClaimCandidate(
+            r.id,
+            r.phone_e164,
+            tuple(str(v) for v in r.variables),
+            r.attempt_count,
+            bool(r.do_not_message),
+        )
+        for r in rows
+    ]
+
+
+async def lease_claimed(
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    lease_expires: Sequence[datetime],
+    owner: str,
+) -> None:
+    """Transition `queued` -> `queued` (leased): the claimed messages are held by `owner` until
+    their lease ends; nothing is attempted yet and the state does not change."""
+    await session.execute(
+        text(
+            """
+            UPDATE invite_message m SET lease_owner = :owner, lease_expires_at = v.lease,
+              updated_at = now()
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
+            WHERE m.id = v.id AND m.state = 'queued'
+            """
+        ),
+        {"ids": list(ids), "leases": list(lease_expires), "owner": owner},
+    )
+
+
+async def mark_attempting(
+    session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, lease_seconds: float
+) -> set[uuid.UUID]:
+    """Transition `queued` (leased by `owner`, run `dispatching`) -> `sending`: the at-most-once
+    point, taken just before the request is written (attempt + 1, `sending_at`, a lease for the
+    call). Returns the ids that moved; the others were cancelled, taken over after their lease
+    ran out, or their run stopped, and must not be sent."""
+    if not ids:
+        return set()
+    rows = await session.execute(
+        text(
+            """
+            UPDATE invite_message m SET state = 'sending', attempt_count = m.attempt_count + 1,
+              sending_at = clock_timestamp(),
+              lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
+              next_attempt_at = NULL, updated_at = now()
+            FROM invite_send_run r
+            WHERE m.id = ANY(:ids) AND m.state = 'queued' AND m.lease_owner = :owner
+              AND r.id = m.run_id AND r.state = 'dispatching'
+            RETURNING m.id
+            """
+        ),
+        {"ids": list(ids), "owner": owner, "lease": lease_seconds},
+    )
+    return {r.id for r in rows}
+
+
+async def give_back_unsent(session: AsyncSession, ids: Sequence[uuid.UUID], owner: str) -> None:
+    """Transition `queued` (leased by `owner`) or `sending` (leased by `owner`, request never
+    written) -> `queued` (`cancelled` when the run was cancelled meanwhile), lease cleared; a
+    `sending` message gets its attempt back."""
+    if not ids:
+        return
+    await session.execute(
+        text(
+            """
+            UPDATE invite_message m SET
+              state = CASE WHEN r.state = 'cancelled' THEN 'cancelled' ELSE 'queued' END,
+              attempt_count = CASE WHEN m.state = 'sending'
+                                   THEN greatest(m.attempt_count - 1, 0)
+                                   ELSE m.attempt_count END,
+              sending_at = CASE WHEN m.state = 'sending' THEN NULL ELSE m.sending_at END,
+              lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+            FROM invite_send_run r
+            WHERE m.id = ANY(:ids) AND m.state IN ('queued', 'sending')
+              AND m.lease_owner = :owner AND r.id = m.run_id
+            """
+        ),
+        {"ids": list(ids), "owner": owner},
+    )

@@ -11,17 +11,26 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dispatch_service.dispatcher.claims import ClaimSettings, claim
+from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.dispatcher.worker import Dispatcher
 from dispatch_service.domain.send_rate import RateSettings
+from dispatch_service.persistence.messages import ActiveRun, active_runs
+from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
 from tests.integration.dispatch_support import (
     FakeMeta,
+    RunningDispatcher,
     accept,
     graph_error,
     precheck_and_start,
     running,
     seed_world,
     wait_for,
+)
+from tests.integration.dispatch_support import (
+    test_config as dispatcher_config,
 )
 from tests.integration.factories import DEFAULT_SENDER, Seeder
 
@@ -46,6 +55,11 @@ async def messages(sessions: async_sessionmaker[AsyncSession]) -> dict[str, dict
             )
         )
         return {r.phone_e164: dict(r._mapping) for r in rows}
+
+
+async def _active_runs(sessions: async_sessionmaker[AsyncSession]) -> list[ActiveRun]:
+    async with sessions() as session:
+        return await active_runs(session)
 
 
 def completed(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> Any:
@@ -355,7 +369,10 @@ async def test_stopping_gives_claimed_but_unsent_messages_back(
             async with sessions() as session:
                 return bool(
                     await session.scalar(
-                        text("SELECT count(*) FROM invite_message WHERE state = 'sending'")
+                        text(
+                            "SELECT count(*) FROM invite_message"
+                            " WHERE state = 'queued' AND lease_owner IS NOT NULL"
+                        )
                     )
                 )
 
@@ -364,3 +381,65 @@ async def test_stopping_gives_claimed_but_unsent_messages_back(
     stored = await messages(sessions)
     assert fake.sends == []
     assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("queued", 0)}
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT count(*) FROM invite_message WHERE lease_owner IS NOT NULL") == [
+            (0,)
+        ]
+
+
+async def test_a_crashed_replicas_claimed_but_unattempted_messages_are_sent_after_the_lease(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A claim only leases: a replica that dies before marking leaves `queued` rows, which
+    another replica claims once the lease ran out and sends once (never outcome_unknown)."""
+    world = seed_world(database_url, PHONES[:4])
+    run = (await precheck_and_start(sessions, world)).run
+    active = [r for r in await _active_runs(sessions) if r.id == run.id]
+    dead = ClaimSettings(owner="dead-replica", claim_lease_seconds=1.0)
+    limiter = SenderRateLimiter(RateSettings(messages_per_second=500))
+    taken = await claim(sessions, limiter, active[0], 4, dead)
+    assert len(taken.messages) == 4  # ... and the replica dies here, before any mark
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT DISTINCT state, lease_owner FROM invite_message") == [
+            ("queued", "dead-replica")
+        ]
+    fake = FakeMeta()
+    async with running(sessions, fake, outcome_unknown_seconds=0.2):
+        await asyncio.sleep(0.5)
+        assert fake.sends == []  # still leased to the dead replica
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
+    assert sorted(fake.per_recipient.values()) == [1, 1, 1, 1]
+
+
+async def test_a_send_whose_window_passed_goes_back_to_queued_with_its_attempt(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The provider reports NotSent (the window passed before the request was written): the
+    message is given back unsent, never ambiguous, and is sent in a later slot."""
+    world = seed_world(database_url, PHONES[:3])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    provider = fake.provider()
+    refused: list[uuid.UUID] = []
+
+    class WindowPassesOnce:
+        name = "meta"
+
+        async def send_template(
+            self, send: TemplateSend, *, not_after: float | None = None
+        ) -> SendOutcome:
+            assert not_after is not None
+            if send.message_id not in refused:
+                refused.append(send.message_id)
+                return NotSent("the pool was full past the window")
+            return await provider.send_template(send, not_after=not_after)
+
+    dispatcher = Dispatcher(sessions, WindowPassesOnce(), dispatcher_config())
+    async with RunningDispatcher(dispatcher):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
+    assert len(refused) == 3
+    assert sorted(fake.per_recipient.values()) == [1, 1, 1]
