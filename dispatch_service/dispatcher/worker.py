@@ -90,7 +90,7 @@ class DispatcherConfig:
     lease_seconds: float
     """How long a `sending` message stays leased after it was marked (covers the call)."""
     outcome_unknown_seconds: float
-    mark_lead_seconds: float = 0.025
+    mark_lead_seconds: float = 0.01
     """How long before its slot a message is marked `sending` (the mark's transaction must fit
     in it; a mark later than the slot's window releases the message unsent)."""
     claim_lease_seconds: float = 2.0
