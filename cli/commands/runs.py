@@ -235,6 +235,9 @@ def counts_table(status: pb.RunStatus) -> Table:
         table.add_row(f"  failed: error {code.error_code}", str(code.count))
     if status.run.pause_reason:
         table.add_row("pause reason", status.run.pause_reason)
+    if status.run.provider_outage_reason:
+        probe = status.run.next_probe_at.ToDatetime().strftime("%H:%M:%S UTC")
+        table.add_row("provider outage", f"{status.run.provider_outage_reason}; next probe {probe}")
     return table
 
 

@@ -51,6 +51,8 @@ class ClaimedMessage:
     """This call's number (1-based): attempt_count after the claim."""
     send_at: float
     """The slot, on this process's time.monotonic() clock."""
+    probe: bool = False
+    """The one message let out to test a provider in outage."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ClaimResult:
     """True when the run had fewer due messages than the claim could take."""
     wait_seconds: float
     """When no slot was free: how long until one is."""
+    outage: bool = False
+    """The sender is in a provider outage (only probes go out)."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,11 @@ async def claim(
     async with sessions() as session, session.begin():
         reservation = await limiter.reserve(session, run.sender, limit)
         monotonic_at_db_now = time.monotonic()
+        outage = reservation.outage is not None
         if reservation.slots.count == 0:
-            return ClaimResult([], 0, True, False, reservation.wait_seconds)
+            return ClaimResult([], 0, True, False, reservation.wait_seconds, outage)
         if await lock_run_for_claim(session, run.id) is None:
-            return ClaimResult([], 0, False, True, 0.0)
+            return ClaimResult([], 0, False, True, 0.0, outage)
         wanted = min(limit, reservation.slots.count)
         candidates = await lock_claimable_unleased(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
@@ -112,7 +117,9 @@ async def claim(
             variables=c.variables,
             attempt=c.attempt_count + 1,
             send_at=monotonic_at_db_now + (slot - reservation.db_now).total_seconds(),
+            probe=outage,
         )
         for c, slot in zip(sendable, slots, strict=True)
     ]
-    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0)
+    exhausted = len(candidates) < wanted
+    return ClaimResult(messages, len(blocked), True, exhausted, 0.0, outage)

@@ -38,14 +38,19 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
-from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.dispatcher.rate_limiter import (
+    OutagePolicy,
+    OutageWatch,
+    SenderRateLimiter,
+)
 from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.dispatcher.results import (
     Released,
@@ -96,6 +101,8 @@ class DispatcherConfig:
     claim_lease_seconds: float = 2.0
     """How long past its slot a claimed, not yet attempted message stays leased to its replica
     (after a crash it is claimed again once this has passed)."""
+    outage: OutagePolicy = field(default_factory=OutagePolicy)
+    """When a provider outage pauses a sender, and how it is probed."""
 
     @classmethod
     def from_settings(cls, settings: DispatchSettings) -> DispatcherConfig:
@@ -122,6 +129,14 @@ class DispatcherConfig:
             lease_seconds=settings.dispatch_lease_seconds
             + settings.dispatch_provider_timeout_seconds,
             outcome_unknown_seconds=settings.dispatch_outcome_unknown_seconds,
+            outage=OutagePolicy(
+                threshold=settings.dispatch_outage_threshold,
+                probe_seconds=settings.dispatch_outage_probe_seconds,
+                probe_cap_seconds=max(
+                    settings.dispatch_outage_probe_seconds,
+                    settings.dispatch_outage_probe_cap_seconds,
+                ),
+            ),
         )
 
 
@@ -147,7 +162,9 @@ class Dispatcher:
         self.config = config
         self.owner = owner or replica_name()
         self.rng = rng or random.Random()
-        self.limiter = SenderRateLimiter(config.rate)
+        self.limiter = SenderRateLimiter(config.rate, config.outage)
+        self.outages = OutageWatch(config.outage.threshold)
+        self._outage_writes: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(sessions, config.outcome_unknown_seconds)
         self._claim_settings = ClaimSettings(
             owner=self.owner, claim_lease_seconds=config.claim_lease_seconds
@@ -252,6 +269,10 @@ class Dispatcher:
             )
             if not result.run_active:
                 self._stopped_runs.add(run.id)
+            if result.outage:
+                self.outages.in_outage.add(sender)
+            else:
+                self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
             if result.wait_seconds > 0:
@@ -307,6 +328,7 @@ class Dispatcher:
             time.monotonic() > window_ends
             or self._stopping.is_set()
             or message.run.id in self._stopped_runs
+            or (message.run.sender in self.outages.in_outage and not message.probe)
             or not await self._marker.mark(message.id)
         ):
             # Not attempted: the lease is given back (a no-op when the message is no longer
@@ -324,7 +346,27 @@ class Dispatcher:
             self._record(Result(message, Released()))
             return
         outcome = await self._call(message, window_ends)
+        self._watch(message.run.sender, outcome)
         self._record(Result(message, Released() if isinstance(outcome, NotSent) else outcome))
+
+    def _watch(self, sender: str, outcome: SendOutcome) -> None:
+        """Count provider failures; declare or end the sender's outage (a short write)."""
+        change = self.outages.observe(sender, outcome)
+        if change is None:
+            return
+        if change == "trip":
+            write = self.limiter.declare_outage(self.sessions, sender, self.outages.reason(sender))
+        else:
+            write = self.limiter.end_outage(self.sessions, sender)
+        task = asyncio.create_task(self._outage_write(write))
+        self._outage_writes.add(task)
+        task.add_done_callback(self._outage_writes.discard)
+
+    async def _outage_write(self, write: Coroutine[Any, Any, None]) -> None:
+        try:
+            await write
+        except Exception as error:  # the database is away: the next answers decide again
+            log.warning("recording a provider outage change failed: %s", error)
 
     async def _call(self, message: ClaimedMessage, not_after: float) -> SendOutcome:
         run = message.run

@@ -21,7 +21,12 @@ from dispatch_service.domain.paging import (
     page_request,
     single_key,
 )
-from dispatch_service.domain.runs import FINAL_RUN_STATES, RunCounts, summarise_counts
+from dispatch_service.domain.runs import (
+    ACTIVE_RUN_STATES,
+    FINAL_RUN_STATES,
+    RunCounts,
+    summarise_counts,
+)
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import require_event
@@ -30,6 +35,7 @@ from dispatch_service.persistence.messages import (
     event_latest_messages,
     run_messages,
 )
+from dispatch_service.persistence.rate_limit import SenderOutage, load_outage
 from dispatch_service.persistence.runs import RunRecord, event_runs, load_run, run_counts
 
 WATCH_POLL_SECONDS = 0.5
@@ -41,11 +47,17 @@ class RunStatus:
 
     run: RunRecord
     counts: RunCounts
+    outage: SenderOutage | None = None
+    """The sender's provider outage, while the run is active and there is one."""
 
 
 async def _status(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunStatus:
     run = await load_run(session, workspace_id, run_id)
-    return RunStatus(run=run, counts=summarise_counts(await run_counts(session, run_id)))
+    counts = summarise_counts(await run_counts(session, run_id))
+    outage = None
+    if run.state in ACTIVE_RUN_STATES:
+        outage = await load_outage(session, run.sender_phone_number_id)
+    return RunStatus(run=run, counts=counts, outage=outage)
 
 
 async def get_run_status(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -12,12 +13,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.claims import ClaimSettings, claim
-from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.dispatcher.results import RetryPolicy
 from dispatch_service.dispatcher.worker import Dispatcher
+from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.messages import ActiveRun, active_runs
+from dispatch_service.persistence.rate_limit import load_outage
 from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
+from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
 from tests.integration.dispatch_support import (
     FakeMeta,
@@ -443,3 +448,51 @@ async def test_a_send_whose_window_passed_goes_back_to_queued_with_its_attempt(
     assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
     assert len(refused) == 3
     assert sorted(fake.per_recipient.values()) == [1, 1, 1]
+
+
+async def test_a_provider_outage_holds_the_sender_probes_and_resumes_by_itself(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Refused connections past the threshold stop new sends for the sender (the run shows
+    why and when the next probe goes), one probe goes out per back-off step, and the first
+    answer resumes sending. Refused messages are retried; nobody is lost or sent twice."""
+    phones = [f"+1415556{n:04d}" for n in range(40)]
+    world = seed_world(database_url, phones)
+    run = (await precheck_and_start(sessions, world)).run
+    down = True
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response | Exception:
+        if down:
+            return httpx.ConnectError("connection refused")
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    policy = OutagePolicy(threshold=3, probe_seconds=0.3, probe_cap_seconds=0.6)
+    slow = RateSettings(messages_per_second=20, horizon_seconds=0.2)
+    retry = RetryPolicy(max_attempts=10, backoff=Backoff(0.05, 0.1))
+    async with running(sessions, fake, rate=slow, outage=policy, retry=retry):
+
+        async def outage_shown() -> bool:
+            status = await get_run_status(sessions, world.viewer, run.id)
+            return status.outage is not None
+
+        await wait_for(outage_shown, what="the outage on the run")
+        status = await get_run_status(sessions, world.viewer, run.id)
+        assert status.outage is not None
+        assert "3 failures in a row" in status.outage.reason
+        assert "ConnectError" in status.outage.reason
+        at_trip = len(fake.sends)
+        await asyncio.sleep(2.0)  # 40 sends' worth of slots at 20/s
+        during = len(fake.sends) - at_trip
+        down = False
+        await wait_for(completed(sessions, run.id), timeout=20, what="run completed")
+    # in flight at the trip (a slot or two) plus one probe per step (0.3, 0.6, 0.6, ...)
+    assert 1 <= during <= 2 + 5, during
+    stored = await messages(sessions)
+    assert {r["state"] for r in stored.values()} == {"sent"}
+    assert all(n >= 1 for n in fake.per_recipient.values())
+    accepted = Counter(body["to"] for _, body in fake.sends[at_trip + during :])
+    assert max(accepted.values()) == 1
+    async with sessions() as session:
+        assert await load_outage(session, DEFAULT_SENDER) is None
+    print(f"outage: {at_trip} refused before the trip, {during} requests in 2 s of outage")

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from common.generated.invites.v1 import types_pb2 as invites_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19invites/v1/dispatch.proto\x12\ninvites.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16invites/v1/types.proto\"f\n\x13PrecheckSendRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x15\n\rresend_phones\x18\x04 \x03(\t\"\xa6\x01\n\x11PrecheckRecipient\x12\x15\n\rguest_unit_id\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\x10\n\x08\x65ligible\x18\x05 \x01(\x08\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.invites.v1.RejectionReason\"\x9d\x02\n\x14PrecheckSendResponse\x12\x13\n\x0bprecheck_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\raudience_hash\x18\x03 \x01(\t\x12\x13\n\x0btotal_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x65ligible_count\x18\x05 \x01(\x03\x12\x15\n\rblocked_count\x18\x06 \x01(\x03\x12\x32\n\x11\x62locked_by_reason\x18\x07 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x31\n\nrecipients\x18\x08 \x03(\x0b\x32\x1d.invites.v1.PrecheckRecipient\"?\n\x0fStartRunRequest\x12\x13\n\x0bprecheck_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\xaa\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0bprecheck_id\x18\x05 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12#\n\x05state\x18\x08 \x01(\x0e\x32\x14.invites.v1.RunState\x12\x14\n\x0cpause_reason\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x10StartRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"%\n\x13GetRunStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xb0\x02\n\tRunStatus\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\x12(\n\x08\x62y_state\x18\x03 \x03(\x0b\x32\x16.invites.v1.StateCount\x12\x32\n\x11\x62locked_by_reason\x18\x04 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x38\n\x14\x66\x61iled_by_error_code\x18\x05 \x03(\x0b\x32\x1a.invites.v1.ErrorCodeCount\x12\x31\n\x10\x66\x61iled_by_reason\x18\x06 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x13\n\x0b\x66inal_count\x18\x07 \x01(\x03\x12\x10\n\x08progress\x18\x08 \x01(\x01\"=\n\x14GetRunStatusResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.invites.v1.RunStatus\"\xa7\x01\n\x16ListRunMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.invites.v1.MessageState\x12,\n\x07reasons\x18\x03 \x03(\x0e\x32\x1b.invites.v1.RejectionReason\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xcc\x03\n\nRunMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x15\n\rguest_unit_id\x18\x02 \x01(\t\x12\x11\n\tperson_id\x18\x03 \x01(\t\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.invites.v1.MessageState\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.invites.v1.RejectionReason\x12\x1b\n\x13provider_message_id\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\x05\x12\x13\n\x0b\x65rror_title\x18\t \x01(\t\x12\x15\n\rattempt_count\x18\n \x01(\x05\x12+\n\x07sent_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07read_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tfailed_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x17ListRunMessagesResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.invites.v1.RunMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\"\"\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"1\n\x11ResumeRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x10WatchRunResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.invites.v1.RunStatus\"U\n\x1aGetEventInvitationsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x0e\x45ventRecipient\x12\x15\n\rguest_unit_id\x18\x01 \x01(\t\x12\x12\n\nphone_e164\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12&\n\x06latest\x18\x04 \x01(\x0b\x32\x16.invites.v1.RunMessage\"\x85\x01\n\x1bGetEventInvitationsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.invites.v1.Run\x12.\n\nrecipients\x18\x02 \x03(\x0b\x32\x1a.invites.v1.EventRecipient\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"=\n\rProviderError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\"\xf8\x01\n\x0cStatusUpdate\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crecipient_id\x18\x06 \x01(\t\x12\x15\n\rcallback_data\x18\x07 \x01(\t\x12)\n\x06\x65rrors\x18\x08 \x03(\x0b\x32\x19.invites.v1.ProviderError\"\xa7\x01\n\x10PreferenceUpdate\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\r\n\x05wa_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x0bInboundText\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\x12\n\nfrom_wa_id\x18\x03 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x12\x41pplyStatusRequest\x12*\n\x08statuses\x18\x01 \x03(\x0b\x32\x18.invites.v1.StatusUpdate\x12\x31\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x1c.invites.v1.PreferenceUpdate\x12.\n\rinbound_texts\x18\x03 \x03(\x0b\x32\x17.invites.v1.InboundText\"f\n\x13\x41pplyStatusResponse\x12\x31\n\x0fstatus_outcomes\x18\x01 \x03(\x0e\x32\x18.invites.v1.ApplyOutcome\x12\x1c\n\x14\x64o_not_message_added\x18\x02 \x01(\x05*\xde\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_APPLIED\x10\x01\x12\x1b\n\x17\x41PPLY_OUTCOME_DUPLICATE\x10\x02\x12\x17\n\x13\x41PPLY_OUTCOME_STALE\x10\x03\x12 \n\x1c\x41PPLY_OUTCOME_AFTER_TERMINAL\x10\x04\x12 \n\x1c\x41PPLY_OUTCOME_UNKNOWN_STATUS\x10\x05\x12\x1a\n\x16\x41PPLY_OUTCOME_ORPHANED\x10\x06\x32\xef\x05\n\x0f\x44ispatchService\x12Q\n\x0cPrecheckSend\x12\x1f.invites.v1.PrecheckSendRequest\x1a .invites.v1.PrecheckSendResponse\x12\x45\n\x08StartRun\x12\x1b.invites.v1.StartRunRequest\x1a\x1c.invites.v1.StartRunResponse\x12Q\n\x0cGetRunStatus\x12\x1f.invites.v1.GetRunStatusRequest\x1a .invites.v1.GetRunStatusResponse\x12Z\n\x0fListRunMessages\x12\".invites.v1.ListRunMessagesRequest\x1a#.invites.v1.ListRunMessagesResponse\x12H\n\tCancelRun\x12\x1c.invites.v1.CancelRunRequest\x1a\x1d.invites.v1.CancelRunResponse\x12H\n\tResumeRun\x12\x1c.invites.v1.ResumeRunRequest\x1a\x1d.invites.v1.ResumeRunResponse\x12G\n\x08WatchRun\x12\x1b.invites.v1.WatchRunRequest\x1a\x1c.invites.v1.WatchRunResponse0\x01\x12\x66\n\x13GetEventInvitations\x12&.invites.v1.GetEventInvitationsRequest\x1a\'.invites.v1.GetEventInvitationsResponse\x12N\n\x0b\x41pplyStatus\x12\x1e.invites.v1.ApplyStatusRequest\x1a\x1f.invites.v1.ApplyStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19invites/v1/dispatch.proto\x12\ninvites.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16invites/v1/types.proto\"f\n\x13PrecheckSendRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x15\n\rresend_phones\x18\x04 \x03(\t\"\xa6\x01\n\x11PrecheckRecipient\x12\x15\n\rguest_unit_id\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\x10\n\x08\x65ligible\x18\x05 \x01(\x08\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.invites.v1.RejectionReason\"\x9d\x02\n\x14PrecheckSendResponse\x12\x13\n\x0bprecheck_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\raudience_hash\x18\x03 \x01(\t\x12\x13\n\x0btotal_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x65ligible_count\x18\x05 \x01(\x03\x12\x15\n\rblocked_count\x18\x06 \x01(\x03\x12\x32\n\x11\x62locked_by_reason\x18\x07 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x31\n\nrecipients\x18\x08 \x03(\x0b\x32\x1d.invites.v1.PrecheckRecipient\"?\n\x0fStartRunRequest\x12\x13\n\x0bprecheck_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\xfd\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x13\n\x0bprecheck_id\x18\x05 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12#\n\x05state\x18\x08 \x01(\x0e\x32\x14.invites.v1.RunState\x12\x14\n\x0cpause_reason\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16provider_outage_reason\x18\x0c \x01(\t\x12\x31\n\rnext_probe_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x10StartRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"%\n\x13GetRunStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xb0\x02\n\tRunStatus\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\x12(\n\x08\x62y_state\x18\x03 \x03(\x0b\x32\x16.invites.v1.StateCount\x12\x32\n\x11\x62locked_by_reason\x18\x04 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x38\n\x14\x66\x61iled_by_error_code\x18\x05 \x03(\x0b\x32\x1a.invites.v1.ErrorCodeCount\x12\x31\n\x10\x66\x61iled_by_reason\x18\x06 \x03(\x0b\x32\x17.invites.v1.ReasonCount\x12\x13\n\x0b\x66inal_count\x18\x07 \x01(\x03\x12\x10\n\x08progress\x18\x08 \x01(\x01\"=\n\x14GetRunStatusResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.invites.v1.RunStatus\"\xa7\x01\n\x16ListRunMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12(\n\x06states\x18\x02 \x03(\x0e\x32\x18.invites.v1.MessageState\x12,\n\x07reasons\x18\x03 \x03(\x0e\x32\x1b.invites.v1.RejectionReason\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\xcc\x03\n\nRunMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x15\n\rguest_unit_id\x18\x02 \x01(\t\x12\x11\n\tperson_id\x18\x03 \x01(\t\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.invites.v1.MessageState\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.invites.v1.RejectionReason\x12\x1b\n\x13provider_message_id\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\x05\x12\x13\n\x0b\x65rror_title\x18\t \x01(\t\x12\x15\n\rattempt_count\x18\n \x01(\x05\x12+\n\x07sent_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07read_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tfailed_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x17ListRunMessagesResponse\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.invites.v1.RunMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"1\n\x11\x43\x61ncelRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\"\"\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"1\n\x11ResumeRunResponse\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.invites.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"9\n\x10WatchRunResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.invites.v1.RunStatus\"U\n\x1aGetEventInvitationsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x0e\x45ventRecipient\x12\x15\n\rguest_unit_id\x18\x01 \x01(\t\x12\x12\n\nphone_e164\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12&\n\x06latest\x18\x04 \x01(\x0b\x32\x16.invites.v1.RunMessage\"\x85\x01\n\x1bGetEventInvitationsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.invites.v1.Run\x12.\n\nrecipients\x18\x02 \x03(\x0b\x32\x1a.invites.v1.EventRecipient\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"=\n\rProviderError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\"\xf8\x01\n\x0cStatusUpdate\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crecipient_id\x18\x06 \x01(\t\x12\x15\n\rcallback_data\x18\x07 \x01(\t\x12)\n\x06\x65rrors\x18\x08 \x03(\x0b\x32\x19.invites.v1.ProviderError\"\xa7\x01\n\x10PreferenceUpdate\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\r\n\x05wa_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x0bInboundText\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x17\n\x0fphone_number_id\x18\x02 \x01(\t\x12\x12\n\nfrom_wa_id\x18\x03 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x36\n\x12provider_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x12\x41pplyStatusRequest\x12*\n\x08statuses\x18\x01 \x03(\x0b\x32\x18.invites.v1.StatusUpdate\x12\x31\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x1c.invites.v1.PreferenceUpdate\x12.\n\rinbound_texts\x18\x03 \x03(\x0b\x32\x17.invites.v1.InboundText\"f\n\x13\x41pplyStatusResponse\x12\x31\n\x0fstatus_outcomes\x18\x01 \x03(\x0e\x32\x18.invites.v1.ApplyOutcome\x12\x1c\n\x14\x64o_not_message_added\x18\x02 \x01(\x05*\xde\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_APPLIED\x10\x01\x12\x1b\n\x17\x41PPLY_OUTCOME_DUPLICATE\x10\x02\x12\x17\n\x13\x41PPLY_OUTCOME_STALE\x10\x03\x12 \n\x1c\x41PPLY_OUTCOME_AFTER_TERMINAL\x10\x04\x12 \n\x1c\x41PPLY_OUTCOME_UNKNOWN_STATUS\x10\x05\x12\x1a\n\x16\x41PPLY_OUTCOME_ORPHANED\x10\x06\x32\xef\x05\n\x0f\x44ispatchService\x12Q\n\x0cPrecheckSend\x12\x1f.invites.v1.PrecheckSendRequest\x1a .invites.v1.PrecheckSendResponse\x12\x45\n\x08StartRun\x12\x1b.invites.v1.StartRunRequest\x1a\x1c.invites.v1.StartRunResponse\x12Q\n\x0cGetRunStatus\x12\x1f.invites.v1.GetRunStatusRequest\x1a .invites.v1.GetRunStatusResponse\x12Z\n\x0fListRunMessages\x12\".invites.v1.ListRunMessagesRequest\x1a#.invites.v1.ListRunMessagesResponse\x12H\n\tCancelRun\x12\x1c.invites.v1.CancelRunRequest\x1a\x1d.invites.v1.CancelRunResponse\x12H\n\tResumeRun\x12\x1c.invites.v1.ResumeRunRequest\x1a\x1d.invites.v1.ResumeRunResponse\x12G\n\x08WatchRun\x12\x1b.invites.v1.WatchRunRequest\x1a\x1c.invites.v1.WatchRunResponse0\x01\x12\x66\n\x13GetEventInvitations\x12&.invites.v1.GetEventInvitationsRequest\x1a\'.invites.v1.GetEventInvitationsResponse\x12N\n\x0b\x41pplyStatus\x12\x1e.invites.v1.ApplyStatusRequest\x1a\x1f.invites.v1.ApplyStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'invites.v1.dispatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYOUTCOME']._serialized_start=3771
-  _globals['_APPLYOUTCOME']._serialized_end=3993
+  _globals['_APPLYOUTCOME']._serialized_start=3854
+  _globals['_APPLYOUTCOME']._serialized_end=4076
   _globals['_PRECHECKSENDREQUEST']._serialized_start=98
   _globals['_PRECHECKSENDREQUEST']._serialized_end=200
   _globals['_PRECHECKRECIPIENT']._serialized_start=203
@@ -44,51 +44,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTRUNREQUEST']._serialized_start=659
   _globals['_STARTRUNREQUEST']._serialized_end=722
   _globals['_RUN']._serialized_start=725
-  _globals['_RUN']._serialized_end=1023
-  _globals['_STARTRUNRESPONSE']._serialized_start=1025
-  _globals['_STARTRUNRESPONSE']._serialized_end=1090
-  _globals['_GETRUNSTATUSREQUEST']._serialized_start=1092
-  _globals['_GETRUNSTATUSREQUEST']._serialized_end=1129
-  _globals['_RUNSTATUS']._serialized_start=1132
-  _globals['_RUNSTATUS']._serialized_end=1436
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=1438
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=1499
-  _globals['_LISTRUNMESSAGESREQUEST']._serialized_start=1502
-  _globals['_LISTRUNMESSAGESREQUEST']._serialized_end=1669
-  _globals['_RUNMESSAGE']._serialized_start=1672
-  _globals['_RUNMESSAGE']._serialized_end=2132
-  _globals['_LISTRUNMESSAGESRESPONSE']._serialized_start=2134
-  _globals['_LISTRUNMESSAGESRESPONSE']._serialized_end=2226
-  _globals['_CANCELRUNREQUEST']._serialized_start=2228
-  _globals['_CANCELRUNREQUEST']._serialized_end=2262
-  _globals['_CANCELRUNRESPONSE']._serialized_start=2264
-  _globals['_CANCELRUNRESPONSE']._serialized_end=2313
-  _globals['_RESUMERUNREQUEST']._serialized_start=2315
-  _globals['_RESUMERUNREQUEST']._serialized_end=2349
-  _globals['_RESUMERUNRESPONSE']._serialized_start=2351
-  _globals['_RESUMERUNRESPONSE']._serialized_end=2400
-  _globals['_WATCHRUNREQUEST']._serialized_start=2402
-  _globals['_WATCHRUNREQUEST']._serialized_end=2435
-  _globals['_WATCHRUNRESPONSE']._serialized_start=2437
-  _globals['_WATCHRUNRESPONSE']._serialized_end=2494
-  _globals['_GETEVENTINVITATIONSREQUEST']._serialized_start=2496
-  _globals['_GETEVENTINVITATIONSREQUEST']._serialized_end=2581
-  _globals['_EVENTRECIPIENT']._serialized_start=2583
-  _globals['_EVENTRECIPIENT']._serialized_end=2698
-  _globals['_GETEVENTINVITATIONSRESPONSE']._serialized_start=2701
-  _globals['_GETEVENTINVITATIONSRESPONSE']._serialized_end=2834
-  _globals['_PROVIDERERROR']._serialized_start=2836
-  _globals['_PROVIDERERROR']._serialized_end=2897
-  _globals['_STATUSUPDATE']._serialized_start=2900
-  _globals['_STATUSUPDATE']._serialized_end=3148
-  _globals['_PREFERENCEUPDATE']._serialized_start=3151
-  _globals['_PREFERENCEUPDATE']._serialized_end=3318
-  _globals['_INBOUNDTEXT']._serialized_start=3321
-  _globals['_INBOUNDTEXT']._serialized_end=3498
-  _globals['_APPLYSTATUSREQUEST']._serialized_start=3501
-  _globals['_APPLYSTATUSREQUEST']._serialized_end=3664
-  _globals['_APPLYSTATUSRESPONSE']._serialized_start=3666
-  _globals['_APPLYSTATUSRESPONSE']._serialized_end=3768
-  _globals['_DISPATCHSERVICE']._serialized_start=3996
-  _globals['_DISPATCHSERVICE']._serialized_end=4747
+  _globals['_RUN']._serialized_end=1106
+  _globals['_STARTRUNRESPONSE']._serialized_start=1108
+  _globals['_STARTRUNRESPONSE']._serialized_end=1173
+  _globals['_GETRUNSTATUSREQUEST']._serialized_start=1175
+  _globals['_GETRUNSTATUSREQUEST']._serialized_end=1212
+  _globals['_RUNSTATUS']._serialized_start=1215
+  _globals['_RUNSTATUS']._serialized_end=1519
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=1521
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=1582
+  _globals['_LISTRUNMESSAGESREQUEST']._serialized_start=1585
+  _globals['_LISTRUNMESSAGESREQUEST']._serialized_end=1752
+  _globals['_RUNMESSAGE']._serialized_start=1755
+  _globals['_RUNMESSAGE']._serialized_end=2215
+  _globals['_LISTRUNMESSAGESRESPONSE']._serialized_start=2217
+  _globals['_LISTRUNMESSAGESRESPONSE']._serialized_end=2309
+  _globals['_CANCELRUNREQUEST']._serialized_start=2311
+  _globals['_CANCELRUNREQUEST']._serialized_end=2345
+  _globals['_CANCELRUNRESPONSE']._serialized_start=2347
+  _globals['_CANCELRUNRESPONSE']._serialized_end=2396
+  _globals['_RESUMERUNREQUEST']._serialized_start=2398
+  _globals['_RESUMERUNREQUEST']._serialized_end=2432
+  _globals['_RESUMERUNRESPONSE']._serialized_start=2434
+  _globals['_RESUMERUNRESPONSE']._serialized_end=2483
+  _globals['_WATCHRUNREQUEST']._serialized_start=2485
+  _globals['_WATCHRUNREQUEST']._serialized_end=2518
+  _globals['_WATCHRUNRESPONSE']._serialized_start=2520
+  _globals['_WATCHRUNRESPONSE']._serialized_end=2577
+  _globals['_GETEVENTINVITATIONSREQUEST']._serialized_start=2579
+  _globals['_GETEVENTINVITATIONSREQUEST']._serialized_end=2664
+  _globals['_EVENTRECIPIENT']._serialized_start=2666
+  _globals['_EVENTRECIPIENT']._serialized_end=2781
+  _globals['_GETEVENTINVITATIONSRESPONSE']._serialized_start=2784
+  _globals['_GETEVENTINVITATIONSRESPONSE']._serialized_end=2917
+  _globals['_PROVIDERERROR']._serialized_start=2919
+  _globals['_PROVIDERERROR']._serialized_end=2980
+  _globals['_STATUSUPDATE']._serialized_start=2983
+  _globals['_STATUSUPDATE']._serialized_end=3231
+  _globals['_PREFERENCEUPDATE']._serialized_start=3234
+  _globals['_PREFERENCEUPDATE']._serialized_end=3401
+  _globals['_INBOUNDTEXT']._serialized_start=3404
+  _globals['_INBOUNDTEXT']._serialized_end=3581
+  _globals['_APPLYSTATUSREQUEST']._serialized_start=3584
+  _globals['_APPLYSTATUSREQUEST']._serialized_end=3747
+  _globals['_APPLYSTATUSRESPONSE']._serialized_start=3749
+  _globals['_APPLYSTATUSRESPONSE']._serialized_end=3851
+  _globals['_DISPATCHSERVICE']._serialized_start=4079
+  _globals['_DISPATCHSERVICE']._serialized_end=4830
 # @@protoc_insertion_point(module_scope)

@@ -242,6 +242,8 @@ class Run(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_OUTAGE_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_PROBE_AT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     event_id: _builtins.str
@@ -260,6 +262,11 @@ class Run(_message.Message):
     """Its state."""
     pause_reason: _builtins.str
     """Why it is paused, when paused."""
+    provider_outage_reason: _builtins.str
+    """While the sender's provider is failing (HTTP 5xx, timeouts, refused connections): why.
+    Nothing is sent for the sender then but one probe message at next_probe_at; the run resumes
+    by itself once the provider answers. Empty when there is no outage.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -267,6 +274,10 @@ class Run(_message.Message):
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When it reached completed or cancelled."""
+
+    @_builtins.property
+    def next_probe_at(self) -> _timestamp_pb2.Timestamp:
+        """During a provider outage: when the next probe message may go out."""
 
     def __init__(
         self,
@@ -282,10 +293,12 @@ class Run(_message.Message):
         pause_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        provider_outage_reason: _builtins.str = ...,
+        next_probe_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "next_probe_at", b"next_probe_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "next_probe_at", b"next_probe_at", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "provider_outage_reason", b"provider_outage_reason", "run_id", b"run_id", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
