@@ -17,7 +17,13 @@ When a call fails, its receipts stay ``pending`` (attempts and last
 error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
 queued in memory (they wait in the database, so memory stays bounded however long the dispatch
 service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
-interval, so the backlog drains within an interval of the dispatch service answering again.
+interval. After the outage (of the dispatch service or of Postgres) the ingestor stays in that
+*catching up* mode until a sweep finds no pending receipt at all: receipts stored meanwhile never
+wait for the minimum age, so the backlog is applied within one sweep interval of the dispatch
+service and the database answering again.
+
+Failures that an outage repeats (the database or the dispatch service away) are logged once per
+back-off step with a growing interval (common.outages.OutageLog), without tracebacks.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
+from common.outages import OutageLog
 from common.vocabulary import ReceiptFlag, ReceiptState
 from webhook_service import inbox, metrics
 from webhook_service.inbox import Receipt, Settlement
@@ -246,7 +253,12 @@ class Forwarder:
         self._tasks: list[asyncio.Task[None]] = []
         self._degraded = False
         """True after a call failed, until one succeeds: the sweeper is then in charge."""
+        self._catching_up = False
+        """True from a failure (a call, a sweep) until a sweep of every age finds nothing."""
         self._senders = SenderCache()
+        self._sweep_log = OutageLog(log, "sweeping pending receipts")
+        self._call_log = OutageLog(log, "ApplyStatus")
+        self._fresh_log = OutageLog(log, "forwarding fresh receipts")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -273,7 +285,11 @@ class Forwarder:
 
     def submit(self, receipt: Receipt) -> None:
         """Hand a freshly stored receipt to the forwarder (never blocks)."""
-        if self._degraded or len(self._queue) >= self._settings.webhook_forward_queue_limit:
+        if (
+            self._degraded
+            or self._catching_up
+            or len(self._queue) >= self._settings.webhook_forward_queue_limit
+        ):
             return  # it is durable: the sweeper forwards it
         self._queue.append(receipt)
         self._wake.set()
@@ -314,7 +330,8 @@ class Forwarder:
         self._calls.discard(task)
         self._slots.release()
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("forwarding failed", exc_info=error)
+            self._catching_up = True  # its receipts are pending: the sweeper takes them
+            self._fresh_log.failed(error)
 
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
         if self._degraded:
@@ -333,8 +350,10 @@ class Forwarder:
                 pending, oldest = await inbox.pending_stats(self._engine)
                 metrics.UNAPPLIED.set(pending)
                 metrics.OLDEST_UNAPPLIED.set(oldest)
-            except Exception:
-                log.exception("sweep failed")
+                self._sweep_log.succeeded()
+            except Exception as error:
+                self._sweep_log.failed(error)
+                self._catching_up = True  # receipts may be waiting that nobody forwarded
                 swept = 0
             # A full batch that went through means more may be waiting: go again at once.
             if self._degraded or swept < self._settings.webhook_forward_batch_receipts:
@@ -344,17 +363,22 @@ class Forwarder:
         """Forward one batch of pending receipts; returns how many were claimed.
 
         Normally only receipts older than the minimum age are taken (younger ones belong to the
-        forwarder of the ingestor that stored them); while degraded, every pending receipt is,
-        so the backlog drains within one sweep interval of the dispatch service answering."""
-        min_age = 0.0 if self._degraded else self._settings.webhook_sweep_min_age_seconds
+        forwarder of the ingestor that stored them); while degraded or catching up after an
+        outage, every pending receipt is, so the backlog drains within one sweep interval of
+        the dispatch service (and the database) answering again."""
+        catching_up = self._degraded or self._catching_up
+        min_age = 0.0 if catching_up else self._settings.webhook_sweep_min_age_seconds
         async with self._engine.begin() as conn:
             receipts = await inbox.claim_pending(
                 conn, limit=self._settings.webhook_forward_batch_receipts, min_age_seconds=min_age
             )
             if not receipts:
+                if catching_up and not self._degraded:
+                    self._catching_up = False  # nothing left behind: fresh receipts flow again
                 return 0
-            await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
-        log.info("swept %d pending receipts", len(receipts), extra={"count": len(receipts)})
+            applied = await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
+        if applied:
+            log.info("swept %d pending receipts: applied", applied, extra={"count": applied})
         return len(receipts)
 
     # --- shared ------------------------------------------------------------------------------
@@ -364,10 +388,15 @@ class Forwarder:
 
     async def _deliver(
         self, conn: AsyncConnection, plans: list[Plan], attempts: int, path: str
-    ) -> None:
-        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`)."""
+    ) -> int:
+        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`);
+        returns how many receipts were applied."""
+        applied = 0
         for work in plans:
-            await self._settle(conn, work, await self._call(work, attempts=attempts), path)
+            applied += await self._settle(
+                conn, work, await self._call(work, attempts=attempts), path
+            )
+        return applied
 
     async def _call(self, work: Plan, *, attempts: int) -> str | None:
         """Send the plan's request; None on success, else the last error's code name."""
@@ -384,22 +413,18 @@ class Forwarder:
             except aio.AioRpcError as failure:
                 error = failure.code().name
                 metrics.FORWARD_CALLS.labels(error).inc()
-                log.warning(
-                    "ApplyStatus failed (%s), attempt %d of %d",
-                    error,
-                    attempt,
-                    attempts,
-                    extra={"count": len(work.forwarded)},
-                )
+                self._call_log.failed(failure)
                 if failure.code() not in TRANSIENT_CODES or attempt == attempts:
                     # Whatever the cause (an outage, a wrong token), stop calling per receipt
                     # and let the sweeper retry everything once per interval.
                     self._degraded = True
+                    self._catching_up = True
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             else:
                 self._degraded = False
+                self._call_log.succeeded()
                 metrics.FORWARD_CALLS.labels("ok").inc()
                 r = work.request
                 metrics.UPDATES_FORWARDED.labels("statuses").inc(len(r.statuses))
@@ -408,17 +433,18 @@ class Forwarder:
                 return None
         return error
 
-    async def _settle(
-        self, conn: AsyncConnection, work: Plan, error: str | None, path: str
-    ) -> None:
+    async def _settle(self, conn: AsyncConnection, work: Plan, error: str | None, path: str) -> int:
         forwarded = work.forwarded
         if error is not None:
             forwarded = [
                 Settlement(s.receipt_id, ReceiptState.PENDING, error=f"ApplyStatus: {error}")
                 for s in forwarded
             ]
+        applied = 0
         for state, flag, lag in await inbox.settle(conn, [*work.settled, *forwarded]):
             if state == ReceiptState.APPLIED:
                 metrics.FORWARD_LAG.observe(lag)
+                applied += 1
             if state != ReceiptState.PENDING:
                 metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()
+        return applied

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.outages import OutageLog, is_outage_error
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
 from dispatch_service.dispatcher.rate_limiter import (
@@ -79,6 +80,7 @@ FLUSH_RETRY_SECONDS = 0.5
 SINGLE_WRITE_ATTEMPTS = 3
 FLUSH_WRITERS = 3
 MAX_BATCH = 500
+OUTAGE_RETRY_CAP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,9 @@ class Dispatcher:
         self._runs_at = 0.0
         self._turn: dict[str, int] = defaultdict(int)
         self._loops: list[asyncio.Task[None]] = []
+        self._claim_log = OutageLog(log, "claiming messages")
+        self._write_log = OutageLog(log, "writing send results")
+        self._reconcile_log = OutageLog(log, "reconciliation")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -224,8 +229,9 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     pause = await self._claim_round()
-                except Exception:
-                    log.exception("claim round failed; retrying")
+                    self._claim_log.succeeded()
+                except Exception as error:
+                    self._claim_log.failed(error)
                     pause = self.config.poll_seconds
                 if pause > 0:
                     await self._wait(pause)
@@ -415,29 +421,42 @@ class Dispatcher:
         self._have_results.set()  # wakes the flush loop when it waits for the last writer
 
     async def _write(self, batch: list[Result]) -> None:
-        """Write a batch; retry while the database is away; isolate a row that keeps failing."""
-        for attempt in range(1, 1_000_000):
+        """Write a batch. While the database is away (an outage error) the results stay in
+        memory and the write is retried with a growing pause, however long the outage: a known
+        provider outcome is never given up. Memory stays bounded because an unwritten result
+        keeps its place among the `concurrency` messages this replica may hold, so nothing more
+        is claimed meanwhile. Any other error: after a few attempts each row is written on its
+        own, so one bad row cannot hold the others back."""
+        failures = 0
+        while True:
             try:
                 await self._write_once(batch)
+                self._write_log.succeeded()
                 return
-            except Exception:
-                if len(batch) > 1 and attempt >= SINGLE_WRITE_ATTEMPTS:
+            except Exception as error:
+                self._write_log.failed(error)
+                if is_outage_error(error):
+                    await asyncio.sleep(_outage_pause(failures))
+                    failures += 1
+                    continue
+                failures += 1
+                if len(batch) > 1 and failures >= SINGLE_WRITE_ATTEMPTS:
                     for result in batch:
                         await self._write_single(result)
                     return
-                log.exception("writing %d send results failed; retrying", len(batch))
+                if failures >= SINGLE_WRITE_ATTEMPTS:
+                    self._give_up(batch[0])
+                    return
                 await asyncio.sleep(FLUSH_RETRY_SECONDS)
 
     async def _write_single(self, result: Result) -> None:
-        for _ in range(SINGLE_WRITE_ATTEMPTS):
-            try:
-                await self._write_once([result])
-                return
-            except Exception:
-                await asyncio.sleep(FLUSH_RETRY_SECONDS)
-        # Left `sending`: a webhook or the reconciler settles it; it is never re-sent.
+        await self._write([result])
+
+    @staticmethod
+    def _give_up(result: Result) -> None:
+        # Left `sending` (or leased): a webhook or the reconciler settles it; never re-sent.
         log.error(
-            "could not record a send result; the message stays sending",
+            "could not record a send result; the message stays as it was",
             extra={"run_id": result.message.run.id, "message_id": result.message.id},
         )
 
@@ -458,9 +477,15 @@ class Dispatcher:
         while True:
             try:
                 await self.reconciler.reconcile()
-            except Exception:
-                log.exception("reconciliation failed; retrying")
+                self._reconcile_log.succeeded()
+            except Exception as error:
+                self._reconcile_log.failed(error)
             await asyncio.sleep(self.config.reconcile_seconds)
+
+
+def _outage_pause(failures: int) -> float:
+    """Pause before retrying a write during a database outage: 0.5 s doubling to 5 s."""
+    return float(min(OUTAGE_RETRY_CAP_SECONDS, FLUSH_RETRY_SECONDS * 2 ** min(failures, 8)))
 
 
 class _Marker:
@@ -476,6 +501,7 @@ class _Marker:
         self.lease_seconds = lease_seconds
         self._pending: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
+        self._log = OutageLog(log, "marking messages sending")
 
     async def mark(self, message_id: uuid.UUID) -> bool:
         """True once the message is `sending` (and may be sent); False when it must not be."""
@@ -505,8 +531,9 @@ class _Marker:
                 marked = await mark_attempting(
                     session, [m for m, _ in batch], self.owner, self.lease_seconds
                 )
+            self._log.succeeded()
         except Exception as error:  # the database is away: nothing is sent
-            log.warning("marking %d messages sending failed: %s", len(batch), error)
+            self._log.failed(error)
         for message_id, future in batch:
             if not future.done():
                 future.set_result(message_id in marked)
