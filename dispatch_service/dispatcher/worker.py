@@ -81,6 +81,7 @@ SINGLE_WRITE_ATTEMPTS = 3
 FLUSH_WRITERS = 3
 MAX_BATCH = 500
 OUTAGE_RETRY_CAP_SECONDS = 5.0
+MAX_MARK_LEAD_SECONDS = 0.15
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ class DispatcherConfig:
     """How long a `sending` message stays leased after it was marked (covers the call)."""
     outcome_unknown_seconds: float
     mark_lead_seconds: float = 0.01
-    """How long before its slot a message is marked `sending` (the mark's transaction must fit
-    in it; a mark later than the slot's window releases the message unsent)."""
+    """How long before its slot a message is marked `sending`, at least (the dispatcher marks
+    earlier when marks take longer: twice their recent round trip, at most 150 ms; a mark that
+    ends past the slot's window releases the message unsent)."""
     claim_lease_seconds: float = 2.0
     """How long past its slot a claimed, not yet attempted message stays leased to its replica
     (after a crash it is claimed again once this has passed)."""
@@ -325,7 +327,7 @@ class Dispatcher:
 
     async def _send_at_slot(self, message: ClaimedMessage) -> None:
         window_ends = message.send_at + self.config.rate.late_tolerance_seconds
-        mark_at = message.send_at - self.config.mark_lead_seconds
+        mark_at = message.send_at - self._marker.lead(self.config.mark_lead_seconds)
         delay = mark_at - time.monotonic()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
@@ -502,13 +504,26 @@ class _Marker:
         self._pending: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
         self._log = OutageLog(log, "marking messages sending")
+        self._round_trip = 0.0
+        """Moving average of how long a mark takes from asking to answer (seconds)."""
+
+    def lead(self, minimum: float) -> float:
+        """How long before its slot to ask for a mark: twice the recent mark round trip (the
+        wait for the previous batch included), at least `minimum`, at most MAX_MARK_LEAD.
+        The busier the database, the earlier the mark, so slots are not missed."""
+        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self._round_trip))
 
     async def mark(self, message_id: uuid.UUID) -> bool:
         """True once the message is `sending` (and may be sent); False when it must not be."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((message_id, future))
         self._wake.set()
-        return await future
+        asked = time.monotonic()
+        try:
+            return await future
+        finally:
+            took = time.monotonic() - asked
+            self._round_trip += 0.2 * (took - self._round_trip)
 
     async def run(self) -> None:
         """Serve marks until cancelled."""
