@@ -17,10 +17,11 @@ When a call fails, its receipts stay ``pending`` (attempts and last
 error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
 queued in memory (they wait in the database, so memory stays bounded however long the dispatch
 service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
-interval. After the outage (of the dispatch service or of Postgres) the ingestor stays in that
-*catching up* mode until a sweep finds no pending receipt at all: receipts stored meanwhile never
-wait for the minimum age, so the backlog is applied within one sweep interval of the dispatch
-service and the database answering again.
+interval. After the outage (of the dispatch service or of Postgres), and from start-up (an
+ingestor killed before forwarding leaves receipts behind), the ingestor stays in that *catching
+up* mode until a sweep finds no pending receipt older than a second: such receipts never wait
+for the minimum age, so the backlog is applied within one sweep interval of the dispatch service
+and the database answering again (fresh receipts keep their fast path meanwhile).
 
 Failures that an outage repeats (the database or the dispatch service away) are logged once per
 back-off step with a growing interval (common.outages.OutageLog), without tracebacks.
@@ -53,6 +54,10 @@ from webhook_service.normalise import Normalised, normalise
 from webhook_service.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_MIN_AGE_SECONDS = 1.0
+"""While catching up after an outage or a restart, the sweeper leaves receipts younger than
+this to the fresh path (which applies them within milliseconds when all is well)."""
 
 TRANSIENT_CODES = frozenset(
     {
@@ -253,8 +258,9 @@ class Forwarder:
         self._tasks: list[asyncio.Task[None]] = []
         self._degraded = False
         """True after a call failed, until one succeeds: the sweeper is then in charge."""
-        self._catching_up = False
-        """True from a failure (a call, a sweep) until a sweep of every age finds nothing."""
+        self._catching_up = True
+        """True from start-up (an ingestor that died may have left receipts behind) and from a
+        failure (a call, a sweep) until a sweep of every age finds nothing."""
         self._senders = SenderCache()
         self._sweep_log = OutageLog(log, "sweeping pending receipts")
         self._call_log = OutageLog(log, "ApplyStatus")
@@ -285,11 +291,7 @@ class Forwarder:
 
     def submit(self, receipt: Receipt) -> None:
         """Hand a freshly stored receipt to the forwarder (never blocks)."""
-        if (
-            self._degraded
-            or self._catching_up
-            or len(self._queue) >= self._settings.webhook_forward_queue_limit
-        ):
+        if self._degraded or len(self._queue) >= self._settings.webhook_forward_queue_limit:
             return  # it is durable: the sweeper forwards it
         self._queue.append(receipt)
         self._wake.set()
@@ -367,7 +369,12 @@ class Forwarder:
         outage, every pending receipt is, so the backlog drains within one sweep interval of
         the dispatch service (and the database) answering again."""
         catching_up = self._degraded or self._catching_up
-        min_age = 0.0 if catching_up else self._settings.webhook_sweep_min_age_seconds
+        if self._degraded:
+            min_age = 0.0  # fresh receipts are not forwarded meanwhile: take every one
+        elif catching_up:
+            min_age = CATCH_UP_MIN_AGE_SECONDS  # younger ones are on the fresh path
+        else:
+            min_age = self._settings.webhook_sweep_min_age_seconds
         async with self._engine.begin() as conn:
             receipts = await inbox.claim_pending(
                 conn, limit=self._settings.webhook_forward_batch_receipts, min_age_seconds=min_age
