@@ -9,7 +9,6 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from sqlalchemy import exc as sa_exc
 
-from common import outages
 from common.outages import OutageLog, is_outage_error
 from dispatch_service.grpc_api.errors import unavailable_status
 
@@ -33,7 +32,7 @@ def test_a_long_outage_is_logged_once_per_growing_step_without_tracebacks(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(outages.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("common.outages.time.monotonic", lambda: now[0])
     log = OutageLog(logging.getLogger("test.outage"), "claiming")
     with caplog.at_level(logging.WARNING, logger="test.outage"):
         for _ in range(600):  # 60 s of failures, ten a second
