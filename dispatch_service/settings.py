@@ -94,6 +94,18 @@ class SendSettings(ServiceSettings):
     dispatch_provider_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     """DISPATCH_PROVIDER_CONNECT_TIMEOUT_SECONDS: connect timeout (safe to retry)."""
 
+    dispatch_outage_threshold: int = Field(default=20, ge=1, le=10000)
+    """DISPATCH_OUTAGE_THRESHOLD: provider failures in a row (HTTP 5xx, timeouts, refused or
+    dropped connections) that one replica sees for a sender before it declares a provider
+    outage: no new sends for that sender but one probe message at a time."""
+
+    dispatch_outage_probe_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """DISPATCH_OUTAGE_PROBE_SECONDS: wait before the first probe of an outage; each probe
+    that fails doubles it."""
+
+    dispatch_outage_probe_cap_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """DISPATCH_OUTAGE_PROBE_CAP_SECONDS: the longest wait between two probes."""
+
     dispatcher_concurrency: int = Field(default=1000, ge=1, le=10000)
     """DISPATCHER_CONCURRENCY: messages one replica may hold at once: waiting for their send
     slot, in a provider call, or waiting for their result to be written. 1,000 msg/s with

@@ -187,12 +187,20 @@ class Batching(_Model):
 
 
 class Retry(_Model):
-    """Redelivery of a POST that did not get HTTP 200: bounded in count and in time."""
+    """Redelivery of a POST that did not get HTTP 200, as Meta does it: exponential back-off
+    (each wait `multiplier` times the last, at most `max_interval_s`) for up to 7 days, on a
+    time scale tests can compress (`time_scale` 0.001: 7 days in about 10 minutes)."""
 
-    max_attempts: int = Field(5, ge=1)
+    max_attempts: int | None = Field(None, ge=1)
+    """Give up after this many attempts; null = only the time window bounds redelivery."""
     initial_ms: float = Field(500.0, ge=0.0)
     multiplier: float = Field(2.0, ge=1.0)
-    max_elapsed_s: float = Field(60.0, ge=0.0)
+    max_interval_s: float = Field(3600.0, gt=0.0)
+    """The longest wait between two attempts."""
+    max_elapsed_s: float = Field(7 * 24 * 3600.0, ge=0.0)
+    """Give up once this long has passed since the first attempt (Meta: 7 days)."""
+    time_scale: float = Field(1.0, gt=0.0, le=1.0)
+    """Every wait and the window are multiplied by this (1 = real time)."""
 
 
 class Webhooks(_Model):

@@ -4,8 +4,10 @@ Events are scheduled with the monotonic time they are due. One scheduler task wa
 earliest, lingers briefly so neighbours can join, then packs due events into POSTs of at most
 ``max_statuses_per_post`` and hands each to a delivery task. At most ``concurrency`` POSTs are
 in flight; when all slots are busy the scheduler waits, so events keep batching up instead of
-piling up tasks. A POST that does not get HTTP 200 is sent again, byte for byte, with
-exponential backoff, until ``retry.max_attempts`` or ``retry.max_elapsed_s`` is reached.
+piling up tasks. A POST that does not get HTTP 200 is sent again, byte for byte, as Meta does:
+exponential backoff (capped at ``retry.max_interval_s`` between attempts) for up to
+``retry.max_elapsed_s`` (7 days by default), every wait multiplied by ``retry.time_scale`` so
+tests can compress days into minutes; ``retry.max_attempts`` optionally bounds the attempts.
 
 In ``hold`` mode due events are parked instead of sent, until :meth:`WebhookSender.flush`.
 """
@@ -228,6 +230,7 @@ class WebhookSender:
         retry = self._config().retry
         started = time.monotonic()
         backoff = retry.initial_ms / 1000
+        window = retry.max_elapsed_s * retry.time_scale
         attempt = 1
         while True:
             try:  # the first attempt runs on the slot `_post` acquired
@@ -240,14 +243,16 @@ class WebhookSender:
                 return True
             self.counters.attempts_failed += 1
             elapsed = time.monotonic() - started
-            if attempt >= retry.max_attempts or elapsed + backoff > retry.max_elapsed_s:
+            wait = min(backoff, retry.max_interval_s) * retry.time_scale
+            out_of_attempts = retry.max_attempts is not None and attempt >= retry.max_attempts
+            if out_of_attempts or elapsed + wait > window:
                 self.counters.posts_dropped += 1
                 self.counters.events_dropped += events
                 log.warning("webhook POST dropped after %d attempts (%d events)", attempt, events)
                 return False
             self.counters.redeliveries += 1
-            await asyncio.sleep(backoff)
-            backoff *= retry.multiplier
+            await asyncio.sleep(wait)
+            backoff = min(backoff * retry.multiplier, retry.max_interval_s)
             attempt += 1
             await self._slots.acquire()
 

@@ -17,7 +17,14 @@ When a call fails, its receipts stay ``pending`` (attempts and last
 error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
 queued in memory (they wait in the database, so memory stays bounded however long the dispatch
 service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
-interval, so the backlog drains within an interval of the dispatch service answering again.
+interval. After the outage (of the dispatch service or of Postgres), and from start-up (an
+ingestor killed before forwarding leaves receipts behind), the ingestor stays in that *catching
+up* mode until a sweep finds no pending receipt older than a second: such receipts never wait
+for the minimum age, so the backlog is applied within one sweep interval of the dispatch service
+and the database answering again (fresh receipts keep their fast path meanwhile).
+
+Failures that an outage repeats (the database or the dispatch service away) are logged once per
+back-off step with a growing interval (common.outages.OutageLog), without tracebacks.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
+from common.outages import OutageLog
 from common.vocabulary import ReceiptFlag, ReceiptState
 from webhook_service import inbox, metrics
 from webhook_service.inbox import Receipt, Settlement
@@ -48,6 +56,10 @@ from webhook_service.settings import WebhookSettings
 from webhook_service.twilio import normalise_twilio
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_MIN_AGE_SECONDS = 1.0
+"""While catching up after an outage or a restart, the sweeper leaves receipts younger than
+this to the fresh path (which applies them within milliseconds when all is well)."""
 
 TRANSIENT_CODES = frozenset(
     {
@@ -332,7 +344,13 @@ class Forwarder:
         self._tasks: list[asyncio.Task[None]] = []
         self._degraded = False
         """True after a call failed, until one succeeds: the sweeper is then in charge."""
+        self._catching_up = True
+        """True from start-up (an ingestor that died may have left receipts behind) and from a
+        failure (a call, a sweep) until a sweep of every age finds nothing."""
         self._senders = SenderCache()
+        self._sweep_log = OutageLog(log, "sweeping pending receipts")
+        self._call_log = OutageLog(log, "ApplyStatus")
+        self._fresh_log = OutageLog(log, "forwarding fresh receipts")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -400,7 +418,8 @@ class Forwarder:
         self._calls.discard(task)
         self._slots.release()
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("forwarding failed", exc_info=error)
+            self._catching_up = True  # its receipts are pending: the sweeper takes them
+            self._fresh_log.failed(error)
 
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
         if self._degraded:
@@ -419,8 +438,10 @@ class Forwarder:
                 pending, oldest = await inbox.pending_stats(self._engine)
                 metrics.UNAPPLIED.set(pending)
                 metrics.OLDEST_UNAPPLIED.set(oldest)
-            except Exception:
-                log.exception("sweep failed")
+                self._sweep_log.succeeded()
+            except Exception as error:
+                self._sweep_log.failed(error)
+                self._catching_up = True  # receipts may be waiting that nobody forwarded
                 swept = 0
             # A full batch that went through means more may be waiting: go again at once.
             if self._degraded or swept < self._settings.webhook_forward_batch_receipts:
@@ -430,17 +451,27 @@ class Forwarder:
         """Forward one batch of pending receipts; returns how many were claimed.
 
         Normally only receipts older than the minimum age are taken (younger ones belong to the
-        forwarder of the ingestor that stored them); while degraded, every pending receipt is,
-        so the backlog drains within one sweep interval of the dispatch service answering."""
-        min_age = 0.0 if self._degraded else self._settings.webhook_sweep_min_age_seconds
+        forwarder of the ingestor that stored them); while degraded or catching up after an
+        outage, every pending receipt is, so the backlog drains within one sweep interval of
+        the dispatch service (and the database) answering again."""
+        catching_up = self._degraded or self._catching_up
+        if self._degraded:
+            min_age = 0.0  # fresh receipts are not forwarded meanwhile: take every one
+        elif catching_up:
+            min_age = CATCH_UP_MIN_AGE_SECONDS  # younger ones are on the fresh path
+        else:
+            min_age = self._settings.webhook_sweep_min_age_seconds
         async with self._engine.begin() as conn:
             receipts = await inbox.claim_pending(
                 conn, limit=self._settings.webhook_forward_batch_receipts, min_age_seconds=min_age
             )
             if not receipts:
+                if catching_up and not self._degraded:
+                    self._catching_up = False  # nothing left behind: fresh receipts flow again
                 return 0
-            await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
-        log.info("swept %d pending receipts", len(receipts), extra={"count": len(receipts)})
+            applied = await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
+        if applied:
+            log.info("swept %d pending receipts: applied", applied, extra={"count": applied})
         return len(receipts)
 
     # --- shared ------------------------------------------------------------------------------
@@ -450,10 +481,15 @@ class Forwarder:
 
     async def _deliver(
         self, conn: AsyncConnection, plans: list[Plan], attempts: int, path: str
-    ) -> None:
-        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`)."""
+    ) -> int:
+        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`);
+        returns how many receipts were applied."""
+        applied = 0
         for work in plans:
-            await self._settle(conn, work, await self._call(work, attempts=attempts), path)
+            applied += await self._settle(
+                conn, work, await self._call(work, attempts=attempts), path
+            )
+        return applied
 
     async def _call(self, work: Plan, *, attempts: int) -> str | None:
         """Send the plan's request; None on success, else the last error's code name."""
@@ -470,22 +506,18 @@ class Forwarder:
             except aio.AioRpcError as failure:
                 error = failure.code().name
                 metrics.FORWARD_CALLS.labels(error).inc()
-                log.warning(
-                    "ApplyStatus failed (%s), attempt %d of %d",
-                    error,
-                    attempt,
-                    attempts,
-                    extra={"count": len(work.forwarded)},
-                )
+                self._call_log.failed(failure)
                 if failure.code() not in TRANSIENT_CODES or attempt == attempts:
                     # Whatever the cause (an outage, a wrong token), stop calling per receipt
                     # and let the sweeper retry everything once per interval.
                     self._degraded = True
+                    self._catching_up = True
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             else:
                 self._degraded = False
+                self._call_log.succeeded()
                 metrics.FORWARD_CALLS.labels("ok").inc()
                 r = work.request
                 metrics.UPDATES_FORWARDED.labels("statuses").inc(len(r.statuses))
@@ -494,9 +526,7 @@ class Forwarder:
                 return None
         return error
 
-    async def _settle(
-        self, conn: AsyncConnection, work: Plan, error: str | None, path: str
-    ) -> None:
+    async def _settle(self, conn: AsyncConnection, work: Plan, error: str | None, path: str) -> int:
         forwarded = work.forwarded
         if error is not None:
             forwarded = [
@@ -504,9 +534,11 @@ class Forwarder:
                 for s in forwarded
             ]
         by_id = {s.receipt_id: s for s in [*work.settled, *forwarded]}
+        applied = 0
         for receipt_id, state, flag, lag in await inbox.settle(conn, list(by_id.values())):
             if state == ReceiptState.APPLIED:
                 metrics.FORWARD_LAG.observe(lag)
+                applied += 1
             if state == ReceiptState.PENDING:
                 continue
             metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()
@@ -515,3 +547,4 @@ class Forwarder:
                 metrics.ITEMS_UNREADABLE.inc(settlement.unreadable)
             for subject in settlement.ignored:
                 metrics.CHANGES_IGNORED.labels(subject).inc()
+        return applied

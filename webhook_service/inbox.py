@@ -22,6 +22,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.outages import OutageLog
+
 log = logging.getLogger(__name__)
 
 KEPT_HEADERS = (
@@ -138,6 +140,7 @@ class ReceiptWriter:
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = OutageLog(log, "storing webhook bodies")
 
     def start(self) -> None:
         """Start the writer task."""
@@ -211,11 +214,12 @@ class ReceiptWriter:
                 )
                 stored = {bytes(row.body_sha256): row for row in result}
         except Exception as error:  # every waiting POST answers 503 and Meta retries
-            log.exception("could not store %d webhook bodies", len(batch))
+            self._failures.failed(error)
             for item in batch:
                 if not item.done.done():
                     item.done.set_exception(error)
             return
+        self._failures.succeeded()
         for item in batch:
             row = stored.pop(item.sha256, None)  # a second identical body in the batch: None
             if not item.done.done():

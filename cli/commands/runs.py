@@ -449,6 +449,9 @@ def counts_table(status: pb.RunStatus) -> Table:
         if held.last_due_at != held.first_due_at:
             due += f" .. {timestamp(held.last_due_at)}"
         table.add_row(f"  waiting: {held.reason}", f"{held.count} (due {due})")
+    if status.run.provider_outage_reason:
+        probe = status.run.next_probe_at.ToDatetime().strftime("%H:%M:%S UTC")
+        table.add_row("provider outage", f"{status.run.provider_outage_reason}; next probe {probe}")
     return table
 
 

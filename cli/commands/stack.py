@@ -31,6 +31,9 @@ console = make_console(stderr=True)
 
 SANDBOX_LISTEN = "127.0.0.1:8090"
 STARTUP_TIMEOUT_SECONDS = 30.0
+CHILD_STOP_SECONDS = 10.0
+"""How long the children get to stop before SIGKILL (the embedded Postgres stops after them:
+`invites up` is gone within 15 s of a stop signal)."""
 # Credentials `up` generates when they are not set; stable across restarts (kept in the state dir).
 GENERATED = (
     "DISPATCH_BACKEND_TOKENS",
@@ -116,7 +119,8 @@ def stack_environment(state_dir: Path, with_sandbox: bool) -> tuple[dict[str, st
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         console.print(f"starting embedded Postgres in {state_dir / 'pgdata'} ...")
-        server_url = start_embedded_postgres(state_dir / "pgdata")
+        with STOP.deferred():  # started and registered for its stop at exit, or not at all
+            server_url = start_embedded_postgres(state_dir / "pgdata")
         env["DATABASE_URL"] = ensure_database(server_url, "invites")
     # With the sandbox, Twilio is played locally too (a generated auth token); without it, Twilio
     # is only configured when TWILIO_AUTH_TOKEN and its URLs are set (docs/operations.md).
@@ -153,13 +157,14 @@ def processes(specs: list[tuple[str, list[str]]], env: dict[str, str]) -> Iterat
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, argv in specs:
-            children[name] = subprocess.Popen([sys.executable, *argv], env=env)
+            with STOP.deferred():  # a child is either started and recorded, or not started
+                children[name] = subprocess.Popen([sys.executable, *argv], env=env)
         yield children
     finally:
         for child in children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + CHILD_STOP_SECONDS
         for child in children.values():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -245,8 +250,69 @@ def print_demo(demo: Demo) -> None:
     console.print("  .venv/bin/invites watch RUN_ID   (the run id `invites demo` prints)")
 
 
+class StopRequested(BaseException):
+    """SIGTERM, SIGINT or SIGHUP asked `invites up` to stop (raised from the signal handler, so
+    it interrupts whatever start-up step is running; BaseException, so no `except Exception`
+    swallows it)."""
+
+
+class _StopSignals:
+    """`invites up`'s signal handling, self-contained: SIGTERM, SIGINT and SIGHUP all stop the
+    stack, whatever dispositions the parent left (a background job inherits SIGINT ignored;
+    a handler replaces that). The first signal raises StopRequested in the main thread, except
+    inside `deferred()` sections (starting a child), where it is raised when the section ends;
+    later signals are ignored, so the clean-up (children stopped, then the embedded Postgres
+    at exit) runs to its end."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._deferring = 0
+        self._pending = False
+
+    def install(self) -> None:
+        """Take over the stop signals."""
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested is not None:
+            return  # already stopping
+        self.requested = signum
+        if self._deferring:
+            self._pending = True
+            return
+        raise StopRequested(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A section the stop request must not cut in two."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._pending:
+                self._pending = False
+                raise StopRequested(self.requested)
+
+
+STOP = _StopSignals()
+
+
 def run_up(args: argparse.Namespace) -> int:
-    """Run migrations and every service until Ctrl-C or SIGTERM."""
+    """Run migrations and every service until Ctrl-C, SIGTERM or SIGHUP (exit 0 then)."""
+    STOP.install()
+    try:
+        return _run_up(args)
+    except StopRequested as stop:
+        name = signal.Signals(stop.args[0]).name if stop.args else "a signal"
+        console.print(f"{name}: stopped")
+        return 0
+
+
+def _run_up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     with_sandbox = not args.no_sandbox and not os.environ.get("WHATSAPP_API_BASE_URL")
@@ -262,13 +328,6 @@ def run_up(args: argparse.Namespace) -> int:
     ]
     if with_sandbox:
         specs.insert(0, ("sandbox", ["-m", "sandbox"]))
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
     with processes(specs, env) as children:
         if not wait_for_dispatch(env["DISPATCH_LISTEN"]):
             console.print("[red]the dispatch service did not become healthy; see its log above[/]")
@@ -283,14 +342,9 @@ def run_up(args: argparse.Namespace) -> int:
             env["DISPATCH_BACKEND_TOKENS"].split(",")[0],
             demo.actor_id if demo is not None else None,
         )
-        try:
-            while not stop:
-                exited = [name for name, child in children.items() if child.poll() is not None]
-                if exited:
-                    console.print(f"[red]{', '.join(exited)} exited; stopping the stack[/]")
-                    return 1
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-    console.print("stopped")
-    return 0
+        while True:
+            exited = [name for name, child in children.items() if child.poll() is not None]
+            if exited:
+                console.print(f"[red]{', '.join(exited)} exited; stopping the stack[/]")
+                return 1
+            time.sleep(0.5)

@@ -853,6 +853,11 @@ class SenderRateLimit(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     throttled_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # A provider outage for this sender (null reason: none): no sends but one probe at a time.
+    outage_reason: Mapped[str | None] = mapped_column(Text)
+    outage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    probe_interval_seconds: Mapped[float] = mapped_column(Double, server_default="0")
 
     __table_args__ = (
         CheckConstraint("rate_factor > 0 AND rate_factor <= 1", name="rate_factor_range"),

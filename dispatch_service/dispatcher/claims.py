@@ -1,4 +1,4 @@
-"""One claim: a transaction that takes send slots and due messages and marks them `sending`.
+"""One claim: a transaction that takes send slots and due messages and leases them.
 
 In one transaction, in this lock order (the same everywhere, so claims never deadlock):
 
@@ -15,10 +15,13 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
    reason persisted;
 6. quiet hours: a message whose recipient's local time is outside the run's sending window is
    held (stays queued, due at the next opening; domain/quiet_hours.py);
-7. the rest become `sending` (attempt + 1, lease) and the slots they use are consumed.
+7. the rest are leased to this replica (they stay `queued`) until `claim_lease_seconds` past
+   their slot (``claimed``), and the slots they use are consumed.
 
-The transaction commits before any provider call: a crash after it leaves `sending` rows that
-are never re-sent automatically (see the reconciler).
+A claim does not make a message `sending`: the replica does that just before it writes the
+request (dispatcher.worker, ``message_transitions.mark_attempting``: ``attempted``). A replica
+killed in between leaves `queued` rows whose lease runs out, and they are claimed again: only a
+message whose request may have left is ever ambiguous.
 """
 
 from __future__ import annotations
@@ -44,14 +47,14 @@ from dispatch_service.persistence.message_transitions import (
     block_at_send,
     hold,
     hold_due,
-    mark_sending,
+    lease_claimed,
 )
 from dispatch_service.persistence.messaging_limit import allowance
 
 
 @dataclass(frozen=True)
 class ClaimedMessage:
-    """A message this replica marked `sending`, to be sent at its slot."""
+    """A message this replica leased (still `queued`), to be sent at its slot."""
 
     id: uuid.UUID
     run: ActiveRun
@@ -61,6 +64,8 @@ class ClaimedMessage:
     """This call's number (1-based): attempt_count after the claim."""
     send_at: float
     """The slot, on this process's time.monotonic() clock."""
+    probe: bool = False
+    """The one message let out to test a provider in outage."""
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,17 @@ class ClaimResult:
     """True when the run had fewer due messages than the claim could take."""
     wait_seconds: float
     """When no slot was free: how long until one is."""
+    outage: bool = False
+    """The sender is in a provider outage (only probes go out)."""
 
 
 @dataclass(frozen=True)
 class ClaimSettings:
-    """How much one claim may take and how long its leases last."""
+    """Who claims, and how long past its slot a claimed (not yet attempted) message stays
+    leased to it."""
 
     owner: str
-    lease_seconds: float
+    claim_lease_seconds: float
 
 
 async def claim(
@@ -96,16 +104,17 @@ async def claim(
     async with sessions() as session, session.begin():
         reservation = await limiter.reserve(session, run.sender, limit)
         monotonic_at_db_now = time.monotonic()
+        outage = reservation.outage is not None
         if reservation.slots.count == 0:
-            return ClaimResult([], 0, True, False, reservation.wait_seconds)
+            return ClaimResult([], 0, True, False, reservation.wait_seconds, outage)
         if await lock_run_for_claim(session, run.id) is None:
-            return ClaimResult([], 0, False, True, 0.0)
+            return ClaimResult([], 0, False, True, 0.0, outage)
         wanted = min(limit, reservation.slots.count)
         if run.messaging_limit is not None:
             window = await allowance(session, run.sender, run.messaging_limit)
             if window.frees_at is not None:
                 await hold_due(session, run.id, window.frees_at, HoldReason.MESSAGING_LIMIT)
-                return ClaimResult([], 0, True, True, 0.0)
+                return ClaimResult([], 0, True, True, 0.0, outage)
             wanted = min(wanted, window.remaining or 0)
         candidates = await lock_claimable(session, run.id, run.workspace_id, wanted)
         blocked = [c.id for c in candidates if c.do_not_message]
@@ -114,8 +123,8 @@ async def claim(
             session, run, [c for c in candidates if not c.do_not_message], reservation.db_now
         )
         slots = [reservation.slots.at(i) for i in range(len(sendable))]
-        lease = timedelta(seconds=settings.lease_seconds)
-        await mark_sending(
+        lease = timedelta(seconds=settings.claim_lease_seconds)
+        await lease_claimed(
             session, [c.id for c in sendable], [s + lease for s in slots], settings.owner
         )
         await limiter.commit(session, reservation, len(sendable))
@@ -129,10 +138,11 @@ async def claim(
             variables=c.variables,
             attempt=c.attempt_count + 1,
             send_at=monotonic_at_db_now + (slot - reservation.db_now).total_seconds(),
+            probe=outage,
         )
         for c, slot in zip(sendable, slots, strict=True)
     ]
-    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0)
+    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0, outage)
 
 
 async def _hold_quiet_hours(

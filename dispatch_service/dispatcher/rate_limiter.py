@@ -1,10 +1,20 @@
-"""The shared per-sender rate limit as the dispatcher uses it: slots for a claim, and the 130429
-reaction. Postgres holds the schedule (persistence.rate_limit); the math is domain.send_rate."""
+"""The shared per-sender rate limit as the dispatcher uses it: slots for a claim, the 130429
+reaction, and provider outages. Postgres holds the schedule and the outage
+(persistence.rate_limit); the math is domain.send_rate.
+
+A provider outage (`OutagePolicy`): a replica that sees `threshold` provider failures in a row
+for a sender (HTTP 5xx, timeouts, refused or dropped connections; any other answer resets the
+count) records an outage on the sender's row. While it lasts no claim gets a slot for the
+sender, except one probe message when `next_probe_at` has come (the probe interval doubles up
+to a cap each time). The first answer that is not an outage failure ends it, and the sender
+sends at its rate again. Messages a replica held for the sender meanwhile go back to `queued`
+unsent.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,7 +31,16 @@ from dispatch_service.domain.send_rate import (
     throttled,
     wait_seconds,
 )
-from dispatch_service.persistence.rate_limit import lock_schedule, save_schedule
+from dispatch_service.persistence.rate_limit import (
+    SenderOutage,
+    end_outage,
+    load_outage,
+    lock_schedule,
+    save_schedule,
+    start_outage,
+    take_probe,
+)
+from dispatch_service.providers.base import Accepted, Failed, SendOutcome
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +54,52 @@ class Reservation:
     db_now: datetime
     slots: Slots
     wait_seconds: float
+    outage: SenderOutage | None = None
+    """The sender's provider outage, if any: then `slots` is at most one probe."""
+
+
+@dataclass(frozen=True)
+class OutagePolicy:
+    """When a provider outage is declared, and how it is probed."""
+
+    threshold: int = 20
+    probe_seconds: float = 5.0
+    probe_cap_seconds: float = 60.0
+
+
+OUTAGE_WAIT_CAP_SECONDS = 1.0
 
 
 class SenderRateLimiter:
-    """Hands out send slots per sender across all replicas, and lowers the rate on 130429."""
+    """Hands out send slots per sender across all replicas, lowers the rate on 130429, and
+    holds a sender's sends during a provider outage."""
 
-    def __init__(self, settings: RateSettings) -> None:
+    def __init__(self, settings: RateSettings, outage: OutagePolicy | None = None) -> None:
         self.settings = settings
+        self.outage = outage or OutagePolicy()
 
     async def reserve(self, session: AsyncSession, sender: str, limit: int) -> Reservation:
         """Lock the sender's schedule and offer every slot up to the horizon (none when fewer
-        than a worthwhile batch are free: `wait_seconds` says when they will be)."""
+        than a worthwhile batch are free: `wait_seconds` says when they will be). During a
+        provider outage: nothing until the next probe is due, then one slot."""
         schedule, db_now = await lock_schedule(session, sender)
         CURRENT_RATE.labels(sender).set(effective_rate(schedule, db_now, self.settings))
+        outage = await load_outage(session, sender)
+        if outage is not None:
+            if db_now < outage.next_probe_at:
+                wait = (outage.next_probe_at - db_now).total_seconds()
+                return Reservation(
+                    sender,
+                    schedule,
+                    db_now,
+                    Slots(0, db_now, 1.0),
+                    min(OUTAGE_WAIT_CAP_SECONDS, wait),
+                    outage,
+                )
+            slots = available_slots(schedule, db_now, self.settings, 1)
+            return Reservation(
+                sender, schedule, db_now, replace(slots, count=min(1, slots.count)), 0.0, outage
+            )
         floor = batch_floor(schedule, db_now, self.settings, limit)
         return Reservation(
             sender=sender,
@@ -58,11 +110,35 @@ class SenderRateLimiter:
         )
 
     async def commit(self, session: AsyncSession, reservation: Reservation, used: int) -> None:
-        """Consume the first `used` offered slots (the rest stay free for other claims)."""
+        """Consume the first `used` offered slots (the rest stay free for other claims); a
+        probe pushes the next one back."""
         if used > 0:
             await save_schedule(
                 session, reservation.sender, take(reservation.schedule, reservation.slots, used)
             )
+            if reservation.outage is not None:
+                await take_probe(session, reservation.sender, self.outage.probe_cap_seconds)
+
+    async def declare_outage(
+        self, sessions: async_sessionmaker[AsyncSession], sender: str, reason: str
+    ) -> None:
+        """Record a provider outage for the sender (a no-op when one is already recorded)."""
+        async with sessions() as session, session.begin():
+            started = await start_outage(session, sender, reason, self.outage.probe_seconds)
+        if started:
+            log.warning(
+                "provider outage for sender %s: %s; holding its sends, first probe in %.0f s",
+                sender,
+                reason,
+                self.outage.probe_seconds,
+            )
+
+    async def end_outage(self, sessions: async_sessionmaker[AsyncSession], sender: str) -> None:
+        """The provider answered again: the sender sends at its rate."""
+        async with sessions() as session, session.begin():
+            ended = await end_outage(session, sender)
+        if ended:
+            log.warning("provider outage for sender %s is over: sending again", sender)
 
     async def throttle(self, sessions: async_sessionmaker[AsyncSession], sender: str) -> None:
         """The provider said 130429: halve the sender's rate (once per interval) and pause it."""
@@ -73,3 +149,48 @@ class SenderRateLimiter:
         rate = effective_rate(lowered, db_now, self.settings)
         CURRENT_RATE.labels(sender).set(rate)
         log.warning("sender %s throttled (130429): rate now %.1f/s", sender, rate)
+
+
+def is_outage_failure(outcome: SendOutcome) -> bool:
+    """A failure that says the provider is not answering: HTTP 5xx, or a transport failure
+    (timeout, refused or dropped connection)."""
+    if not isinstance(outcome, Failed):
+        return False
+    if outcome.http_status is not None:
+        return outcome.http_status >= 500
+    return outcome.error_code is None
+
+
+@dataclass
+class OutageWatch:
+    """One replica's view of provider failures per sender (see the module docstring)."""
+
+    threshold: int
+    streak: dict[str, int] = field(default_factory=dict)
+    last_failure: dict[str, str] = field(default_factory=dict)
+    in_outage: set[str] = field(default_factory=set)
+
+    def observe(self, sender: str, outcome: SendOutcome) -> str | None:
+        """Count one provider answer. Returns "trip" when this failure declares an outage,
+        "recovered" when a sender in outage answered, else None."""
+        if is_outage_failure(outcome):
+            assert isinstance(outcome, Failed)
+            self.streak[sender] = self.streak.get(sender, 0) + 1
+            self.last_failure[sender] = outcome.error_title
+            if self.streak[sender] >= self.threshold and sender not in self.in_outage:
+                self.in_outage.add(sender)
+                return "trip"
+            return None
+        if isinstance(outcome, Accepted | Failed):
+            self.streak[sender] = 0
+            if sender in self.in_outage:
+                self.in_outage.discard(sender)
+                return "recovered"
+        return None
+
+    def reason(self, sender: str) -> str:
+        """Why the sender is in outage, for the run and the log."""
+        return (
+            f"provider not answering: {self.streak.get(sender, 0)} failures in a row"
+            f" (last: {self.last_failure.get(sender, 'unknown')})"
+        )

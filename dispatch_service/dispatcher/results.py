@@ -12,7 +12,8 @@ Per outcome class (dispatch_service.domain.retry):
 * defer (131049, Meta's per-user marketing cap): `queued` again, due `defer_seconds` later;
 * halt: the message goes back to `queued` and its run is paused with the reason;
 * ambiguous: stays `sending`, lease released; the reconciler or a webhook settles it;
-* released (claimed, never sent: run stopped or shutting down): back to `queued`.
+* released (claimed, never sent: run stopped, shutting down, its send window passed before the
+  request could be written): back to `queued` with the attempt given back.
 
 Messages are locked in id order first, like ApplyStatus does, so the two never deadlock.
 """
@@ -46,16 +47,16 @@ from dispatch_service.persistence.do_not_message import add_entries
 from dispatch_service.persistence.message_transitions import (
     AcceptedRow,
     ErrorRow,
+    give_back_unsent,
     record_accepted,
     record_ambiguous,
     record_deferred,
     record_failed,
     record_halted,
     record_requeued,
-    release_unsent,
 )
 from dispatch_service.persistence.status import apply_orphaned_statuses
-from dispatch_service.providers.base import Accepted, Failed, SendOutcome
+from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def plan(results: Sequence[Result], policy: RetryPolicy, rng: random.Random) -> 
     writes = _Plan()
     for result in results:
         message, outcome = result.message, result.outcome
-        if isinstance(outcome, Released):
+        if isinstance(outcome, Released | NotSent):
             writes.released.append(message.id)
         elif isinstance(outcome, Accepted):
             writes.accepted.append(
@@ -199,7 +200,7 @@ async def write_results(
     await record_halted(session, writes.halted)
     await record_deferred(session, writes.deferred, policy.defer_seconds)
     await record_ambiguous(session, writes.ambiguous)
-    await release_unsent(session, writes.released, owner)
+    await give_back_unsent(session, writes.released, owner)
     effects = BatchEffects(throttled_senders=set(writes.throttled))
     for run_id, reason in writes.pauses.items():
         if await run_transitions.pause(session, run_id, reason):
@@ -213,7 +214,7 @@ def observe(results: Sequence[Result], effects: BatchEffects) -> None:
     for result in results:
         outcome, message = result.outcome, result.message
         extra = {"run_id": message.run.id, "message_id": message.id}
-        if isinstance(outcome, Released):
+        if isinstance(outcome, Released | NotSent):
             by_class["released"] += 1
         elif isinstance(outcome, Accepted):
             by_class["accepted"] += 1

@@ -3,16 +3,28 @@
 Three cooperating loops per replica:
 
 * claim loop: for each active run (round robin per sender) claim due messages into send slots
-  (dispatcher.claims), as long as this replica has room (`concurrency` messages claimed and not
-  yet recorded), then start one task per message that waits for its slot and calls the provider;
+  (dispatcher.claims: leased, still `queued`), as long as this replica has room (`concurrency`
+  messages claimed and not yet recorded), then start one task per message that waits for its
+  slot and calls the provider;
+* marker loop: `mark_lead_seconds` before its slot a message is marked `sending` (batched with
+  its neighbours, one short transaction): the at-most-once point comes just before the request
+  is written, so a crash leaves ambiguous only what was about to leave or had left;
 * flush loop: outcomes are written in batches every `flush_seconds` (dispatcher.results); a
   failed write is retried, the outcomes stay in memory meanwhile;
 * reconciler loop: completes runs, fails unknown outcomes after their window
   (dispatcher.reconciler).
 
+The rate cap holds at the wire: a request may be written only inside its slot's window
+(`rate.late_tolerance_seconds` after it). The provider checks the window again once it has a
+connection in hand (providers.aiohttp_transport), so a request that waited in the connection
+pool, behind a slow connect or an event-loop stall is not written at all (NotSent) and its
+message goes back to `queued` with its attempt given back.
+
 Stopping (`stop()`): no more claims; messages waiting for their slot are released unsent (back
-to `queued`); provider calls in flight finish and are recorded. A hard kill instead leaves
-`sending` rows, which are never re-sent: a webhook or the reconciler settles them.
+to `queued`); provider calls in flight finish and are recorded. A hard kill leaves claimed
+messages `queued` under a lease that runs out `claim_lease_seconds` after their slot (then any
+replica claims them again), and `sending` only those marked just before their request (and the
+calls in flight): never re-sent, a webhook or the reconciler settles them.
 """
 
 from __future__ import annotations
@@ -26,14 +38,20 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.outages import OutageLog, is_outage_error
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
-from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.dispatcher.rate_limiter import (
+    OutagePolicy,
+    OutageWatch,
+    SenderRateLimiter,
+)
 from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.dispatcher.results import (
     Released,
@@ -46,7 +64,8 @@ from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs, run_states
-from dispatch_service.providers.base import Provider, SendOutcome, TemplateSend
+from dispatch_service.persistence.message_transitions import mark_attempting
+from dispatch_service.providers.base import NotSent, Provider, SendOutcome, TemplateSend
 from dispatch_service.settings import SendSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +76,8 @@ FLUSH_RETRY_SECONDS = 0.5
 SINGLE_WRITE_ATTEMPTS = 3
 FLUSH_WRITERS = 3
 MAX_BATCH = 500
+OUTAGE_RETRY_CAP_SECONDS = 5.0
+MAX_MARK_LEAD_SECONDS = 0.15
 
 
 @dataclass(frozen=True)
@@ -71,7 +92,17 @@ class DispatcherConfig:
     flush_seconds: float
     reconcile_seconds: float
     lease_seconds: float
+    """How long a `sending` message stays leased after it was marked (covers the call)."""
     outcome_unknown_seconds: float
+    mark_lead_seconds: float = 0.01
+    """How long before its slot a message is marked `sending`, at least (the dispatcher marks
+    earlier when marks take longer: twice their recent round trip, at most 150 ms; a mark that
+    ends past the slot's window releases the message unsent)."""
+    claim_lease_seconds: float = 2.0
+    """How long past its slot a claimed, not yet attempted message stays leased to its replica
+    (after a crash it is claimed again once this has passed)."""
+    outage: OutagePolicy = field(default_factory=OutagePolicy)
+    """When a provider outage pauses a sender, and how it is probed."""
 
     @classmethod
     def from_settings(cls, settings: SendSettings) -> DispatcherConfig:
@@ -99,6 +130,14 @@ class DispatcherConfig:
             lease_seconds=settings.dispatch_lease_seconds
             + settings.dispatch_provider_timeout_seconds,
             outcome_unknown_seconds=settings.dispatch_outcome_unknown_seconds,
+            outage=OutagePolicy(
+                threshold=settings.dispatch_outage_threshold,
+                probe_seconds=settings.dispatch_outage_probe_seconds,
+                probe_cap_seconds=max(
+                    settings.dispatch_outage_probe_seconds,
+                    settings.dispatch_outage_probe_cap_seconds,
+                ),
+            ),
         )
 
 
@@ -124,9 +163,14 @@ class Dispatcher:
         self.config = config
         self.owner = owner or replica_name()
         self.rng = rng or random.Random()
-        self.limiter = SenderRateLimiter(config.rate)
+        self.limiter = SenderRateLimiter(config.rate, config.outage)
+        self.outages = OutageWatch(config.outage.threshold)
+        self._outage_writes: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(sessions, config.outcome_unknown_seconds)
-        self._claim_settings = ClaimSettings(owner=self.owner, lease_seconds=config.lease_seconds)
+        self._claim_settings = ClaimSettings(
+            owner=self.owner, claim_lease_seconds=config.claim_lease_seconds
+        )
+        self._marker = _Marker(sessions, self.owner, config.lease_seconds)
         self._reserved = 0
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -140,6 +184,9 @@ class Dispatcher:
         self._runs_at = 0.0
         self._turn: dict[str, int] = defaultdict(int)
         self._loops: list[asyncio.Task[None]] = []
+        self._claim_log = OutageLog(log, "claiming messages")
+        self._write_log = OutageLog(log, "writing send results")
+        self._reconcile_log = OutageLog(log, "reconciliation")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -148,14 +195,16 @@ class Dispatcher:
         log.info("dispatcher %s starting", self.owner)
         flusher = asyncio.create_task(self._flush_loop(), name="dispatcher-flush")
         reconciler = asyncio.create_task(self._reconcile_loop(), name="dispatcher-reconcile")
-        self._loops = [flusher, reconciler]
+        marker = asyncio.create_task(self._marker.run(), name="dispatcher-mark")
+        self._loops = [flusher, reconciler, marker]
         try:
             await self._claim_loop()
         finally:
             await self._drain()
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            for loop in (reconciler, marker):
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
             log.info("dispatcher %s stopped", self.owner)
 
     def stop(self) -> None:
@@ -179,8 +228,9 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     pause = await self._claim_round()
-                except Exception:
-                    log.exception("claim round failed; retrying")
+                    self._claim_log.succeeded()
+                except Exception as error:
+                    self._claim_log.failed(error)
                     pause = self.config.poll_seconds
                 if pause > 0:
                     await self._wait(pause)
@@ -224,6 +274,10 @@ class Dispatcher:
             )
             if not result.run_active:
                 self._stopped_runs.add(run.id)
+            if result.outage:
+                self.outages.in_outage.add(sender)
+            else:
+                self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
             if result.wait_seconds > 0:
@@ -269,21 +323,57 @@ class Dispatcher:
         self._task_runs.pop(task, None)
 
     async def _send_at_slot(self, message: ClaimedMessage) -> None:
-        delay = message.send_at - time.monotonic()
+        window_ends = message.send_at + self.config.rate.late_tolerance_seconds
+        mark_at = message.send_at - self._marker.lead(self.config.mark_lead_seconds)
+        delay = mark_at - time.monotonic()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+        if (
+            time.monotonic() > window_ends
+            or self._stopping.is_set()
+            or message.run.id in self._stopped_runs
+            or (message.run.sender in self.outages.in_outage and not message.probe)
+            or not await self._marker.mark(message.id)
+        ):
+            # Not attempted: the lease is given back (a no-op when the message is no longer
+            # ours: cancelled, or taken over after the lease ran out).
+            self._record(Result(message, Released()))
+            return
+        delay = message.send_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         lateness = time.monotonic() - message.send_at
         SLOT_LATENESS.observe(max(0.0, lateness))
-        late = lateness > self.config.rate.late_tolerance_seconds
-        if late or self._stopping.is_set() or message.run.id in self._stopped_runs:
+        if lateness > self.config.rate.late_tolerance_seconds:
             # A send far past its slot would land in a later second than the schedule gave
             # it and could push that second over the rate: give the slot up, claim it again.
             self._record(Result(message, Released()))
             return
-        self._record(Result(message, await self._call(message)))
+        outcome = await self._call(message, window_ends)
+        self._watch(message.run.sender, outcome)
+        self._record(Result(message, Released() if isinstance(outcome, NotSent) else outcome))
 
-    async def _call(self, message: ClaimedMessage) -> SendOutcome:
+    def _watch(self, sender: str, outcome: SendOutcome) -> None:
+        """Count provider failures; declare or end the sender's outage (a short write)."""
+        change = self.outages.observe(sender, outcome)
+        if change is None:
+            return
+        if change == "trip":
+            write = self.limiter.declare_outage(self.sessions, sender, self.outages.reason(sender))
+        else:
+            write = self.limiter.end_outage(self.sessions, sender)
+        task = asyncio.create_task(self._outage_write(write))
+        self._outage_writes.add(task)
+        task.add_done_callback(self._outage_writes.discard)
+
+    async def _outage_write(self, write: Coroutine[Any, Any, None]) -> None:
+        try:
+            await write
+        except Exception as error:  # the database is away: the next answers decide again
+            log.warning("recording a provider outage change failed: %s", error)
+
+    async def _call(self, message: ClaimedMessage, not_after: float) -> SendOutcome:
         run = message.run
         send = TemplateSend(
             message_id=message.id,
@@ -295,7 +385,7 @@ class Dispatcher:
             body_parameter_names=run.variable_names,
             send_plan=run.send_plan,
         )
-        return await self.provider.send_template(send)
+        return await self.provider.send_template(send, not_after=not_after)
 
     def _record(self, result: Result) -> None:
         self._results.append(result)
@@ -331,29 +421,42 @@ class Dispatcher:
         self._have_results.set()  # wakes the flush loop when it waits for the last writer
 
     async def _write(self, batch: list[Result]) -> None:
-        """Write a batch; retry while the database is away; isolate a row that keeps failing."""
-        for attempt in range(1, 1_000_000):
+        """Write a batch. While the database is away (an outage error) the results stay in
+        memory and the write is retried with a growing pause, however long the outage: a known
+        provider outcome is never given up. Memory stays bounded because an unwritten result
+        keeps its place among the `concurrency` messages this replica may hold, so nothing more
+        is claimed meanwhile. Any other error: after a few attempts each row is written on its
+        own, so one bad row cannot hold the others back."""
+        failures = 0
+        while True:
             try:
                 await self._write_once(batch)
+                self._write_log.succeeded()
                 return
-            except Exception:
-                if len(batch) > 1 and attempt >= SINGLE_WRITE_ATTEMPTS:
+            except Exception as error:
+                self._write_log.failed(error)
+                if is_outage_error(error):
+                    await asyncio.sleep(_outage_pause(failures))
+                    failures += 1
+                    continue
+                failures += 1
+                if len(batch) > 1 and failures >= SINGLE_WRITE_ATTEMPTS:
                     for result in batch:
                         await self._write_single(result)
                     return
-                log.exception("writing %d send results failed; retrying", len(batch))
+                if failures >= SINGLE_WRITE_ATTEMPTS:
+                    self._give_up(batch[0])
+                    return
                 await asyncio.sleep(FLUSH_RETRY_SECONDS)
 
     async def _write_single(self, result: Result) -> None:
-        for _ in range(SINGLE_WRITE_ATTEMPTS):
-            try:
-                await self._write_once([result])
-                return
-            except Exception:
-                await asyncio.sleep(FLUSH_RETRY_SECONDS)
-        # Left `sending`: a webhook or the reconciler settles it; it is never re-sent.
+        await self._write([result])
+
+    @staticmethod
+    def _give_up(result: Result) -> None:
+        # Left `sending` (or leased): a webhook or the reconciler settles it; never re-sent.
         log.error(
-            "could not record a send result; the message stays sending",
+            "could not record a send result; the message stays as it was",
             extra={"run_id": result.message.run.id, "message_id": result.message.id},
         )
 
@@ -374,6 +477,76 @@ class Dispatcher:
         while True:
             try:
                 await self.reconciler.reconcile()
-            except Exception:
-                log.exception("reconciliation failed; retrying")
+                self._reconcile_log.succeeded()
+            except Exception as error:
+                self._reconcile_log.failed(error)
             await asyncio.sleep(self.config.reconcile_seconds)
+
+
+def _outage_pause(failures: int) -> float:
+    """Pause before retrying a write during a database outage: 0.5 s doubling to 5 s."""
+    return float(min(OUTAGE_RETRY_CAP_SECONDS, FLUSH_RETRY_SECONDS * 2 ** min(failures, 8)))
+
+
+class _Marker:
+    """Marks messages `sending` just before their slots, batching the ones that come due
+    together into one short transaction (one in flight at a time: marks asked for meanwhile
+    share the next one)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], owner: str, lease_seconds: float
+    ) -> None:
+        self.sessions = sessions
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self._pending: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._log = OutageLog(log, "marking messages sending")
+        self._round_trip = 0.0
+        """Moving average of how long a mark takes from asking to answer (seconds)."""
+
+    def lead(self, minimum: float) -> float:
+        """How long before its slot to ask for a mark: twice the recent mark round trip (the
+        wait for the previous batch included), at least `minimum`, at most MAX_MARK_LEAD.
+        The busier the database, the earlier the mark, so slots are not missed."""
+        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self._round_trip))
+
+    async def mark(self, message_id: uuid.UUID) -> bool:
+        """True once the message is `sending` (and may be sent); False when it must not be."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((message_id, future))
+        self._wake.set()
+        asked = time.monotonic()
+        try:
+            return await future
+        finally:
+            took = time.monotonic() - asked
+            self._round_trip += 0.2 * (took - self._round_trip)
+
+    async def run(self) -> None:
+        """Serve marks until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._pending = self._pending, []
+                if batch:
+                    await self._mark(batch)
+        finally:
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_result(False)
+
+    async def _mark(self, batch: list[tuple[uuid.UUID, asyncio.Future[bool]]]) -> None:
+        marked: set[uuid.UUID] = set()
+        try:
+            async with self.sessions() as session, session.begin():
+                marked = await mark_attempting(
+                    session, [m for m, _ in batch], self.owner, self.lease_seconds
+                )
+            self._log.succeeded()
+        except Exception as error:  # the database is away: nothing is sent
+            self._log.failed(error)
+        for message_id, future in batch:
+            if not future.done():
+                future.set_result(message_id in marked)

@@ -11,13 +11,15 @@ again. A message's life at a glance::
     created_blocked          (StartRun, not eligible)           blocked
     blocked_already_invited  queued                             blocked     already_invited
     blocked_at_send          queued                             blocked     do_not_message (claim)
-    claimed                  queued                             sending     the at-most-once point
+    claimed                  queued                             queued      leased to a replica
+    attempted                queued                             sending     the at-most-once point,
+                                                                            just before the request
     held                     queued                             queued      quiet hours: due later
     accepted                 sending                            sent
     transient_error          sending                            queued      retried after back-off
     deferred                 sending                            queued      131049: after >= 24 h
     halted                   sending                            queued      the run pauses
-    released                 sending                            queued      claimed, never sent
+    released                 queued, sending                    queued      claimed, never sent
     stopped_by_cancel        sending                            cancelled   its run was cancelled
     retries_exhausted        sending                            failed      retries_exhausted
     terminal_error           sending                            failed      provider_rejected
@@ -80,6 +82,7 @@ class MessageEvent(StrEnum):
     BLOCKED_ALREADY_INVITED = "blocked_already_invited"
     BLOCKED_AT_SEND = "blocked_at_send"
     CLAIMED = "claimed"
+    ATTEMPTED = "attempted"
     HELD = "held"
     ACCEPTED = "accepted"
     TRANSIENT_ERROR = "transient_error"
@@ -156,13 +159,14 @@ _REASON = RejectionReason
 MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
     MessageEvent.BLOCKED_ALREADY_INVITED: _t({Q}, BLOCKED, _REASON.ALREADY_INVITED),
     MessageEvent.BLOCKED_AT_SEND: _t({Q}, BLOCKED, _REASON.DO_NOT_MESSAGE),
-    MessageEvent.CLAIMED: _t({Q}, SENDING),
+    MessageEvent.CLAIMED: _t({Q}, Q),
+    MessageEvent.ATTEMPTED: _t({Q}, SENDING),
     MessageEvent.HELD: _t({Q}, Q),
     MessageEvent.ACCEPTED: _t({SENDING}, SENT),
     MessageEvent.TRANSIENT_ERROR: _t({SENDING}, Q),
     MessageEvent.DEFERRED: _t({SENDING}, Q),
     MessageEvent.HALTED: _t({SENDING}, Q),
-    MessageEvent.RELEASED: _t({SENDING}, Q),
+    MessageEvent.RELEASED: _t({Q, SENDING}, Q),
     MessageEvent.STOPPED_BY_CANCEL: _t({SENDING}, CANCELLED),
     MessageEvent.RETRIES_EXHAUSTED: _t({SENDING}, FAILED, _REASON.RETRIES_EXHAUSTED),
     MessageEvent.TERMINAL_ERROR: _t({SENDING}, FAILED, _REASON.PROVIDER_REJECTED),

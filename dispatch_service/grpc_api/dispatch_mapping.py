@@ -180,8 +180,12 @@ def run_message(run: RunRecord) -> pb.Run:
 def run_status(status: RunStatus) -> pb.RunStatus:
     """RunStatus -> RunStatus proto (every state listed, zeros included)."""
     counts = status.counts
+    run = run_message(status.run)
+    if status.outage is not None:
+        run.provider_outage_reason = status.outage.reason
+        run.next_probe_at.FromDatetime(status.outage.next_probe_at.astimezone(UTC))
     return pb.RunStatus(
-        run=run_message(status.run),
+        run=run,
         total_count=counts.total,
         by_state=[
             types.StateCount(state=message_state(s), count=n) for s, n in counts.by_state.items()

@@ -32,6 +32,8 @@ STATUS_CODES: dict[type[DispatchError], int] = {
 
 ERROR_DOMAIN = "invites.v1"
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+UNAVAILABLE_MESSAGE = "the database is not reachable right now; retry later"
+UNAVAILABLE_RETRY_SECONDS = 1
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -61,3 +63,16 @@ def to_status(error: DispatchError) -> grpc.Status:
 def internal_status() -> grpc.Status:
     """A fixed INTERNAL status: never the exception's text, which may hold data or secrets."""
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE))
+
+
+def unavailable_status(retry_seconds: int = UNAVAILABLE_RETRY_SECONDS) -> grpc.Status:
+    """UNAVAILABLE (what standard gRPC retry policies retry) with RetryInfo and ErrorInfo, for
+    a call that failed because the database (or another dependency) is away."""
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)),
+        _pack(error_details_pb2.RetryInfo(retry_delay={"seconds": retry_seconds})),
+    ]
+    status = status_pb2.Status(
+        code=code_pb2.UNAVAILABLE, message=UNAVAILABLE_MESSAGE, details=details
+    )
+    return rpc_status.to_status(status)

@@ -17,10 +17,13 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from common.outages import OutageLog, is_outage_error
 from dispatch_service.errors import DispatchError, PermissionDenied, Unauthenticated
-from dispatch_service.grpc_api.errors import internal_status, to_status
+from dispatch_service.grpc_api.errors import internal_status, to_status, unavailable_status
 
 log = logging.getLogger(__name__)
+OUTAGES = OutageLog(log, "serving calls (database unreachable)")
+"""One log line per back-off step while calls fail because the database is away."""
 
 GUARDED_PREFIX = "/invites.v1."
 INGESTOR_METHODS = frozenset({"/invites.v1.DispatchService/ApplyStatus"})
@@ -52,6 +55,10 @@ class Credentials:
 async def _abort(context: Any, error: BaseException, method: str) -> None:
     if isinstance(error, DispatchError):
         await context.abort_with_status(to_status(error))  # raises AbortError
+        return
+    if is_outage_error(error):
+        OUTAGES.failed(error)
+        await context.abort_with_status(unavailable_status())
         return
     log.exception("unhandled error in %s", method, exc_info=error)
     await context.abort_with_status(internal_status())
@@ -102,7 +109,10 @@ class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             async def unary_unary(request: Any, context: Any) -> Any:
                 try:
                     check(method, metadata)
-                    return await inner(request, context)
+                    reply = await inner(request, context)
+                    if OUTAGES.failures:
+                        OUTAGES.succeeded()
+                    return reply
                 except aio.AbortError:
                     raise
                 except Exception as error:

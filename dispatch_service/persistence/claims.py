@@ -120,6 +120,7 @@ CLAIMABLE = text(
     FROM invite_message m
     WHERE m.run_id = :run AND m.state IN ({_CLAIMABLE})
       AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
+      AND (m.lease_expires_at IS NULL OR m.lease_expires_at < clock_timestamp())
       AND NOT EXISTS (SELECT 1 FROM invite_send_run r WHERE r.id = m.run_id
                       AND r.deadline <= clock_timestamp())
     ORDER BY m.next_attempt_at
@@ -132,7 +133,8 @@ CLAIMABLE = text(
 async def lock_claimable(
     session: AsyncSession, run_id: uuid.UUID, workspace_id: uuid.UUID, limit: int
 ) -> list[ClaimCandidate]:
-    """Up to `limit` due queued messages of the run, locked (others' locked rows are skipped),
+    """Up to `limit` due queued messages of the run that no replica holds a live lease on,
+    locked (others' locked rows are skipped),
     each with whether its phone is on the do-not-message list now."""
     rows = await session.execute(CLAIMABLE, {"run": run_id, "ws": workspace_id, "limit": limit})
     return [

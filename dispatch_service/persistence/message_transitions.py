@@ -77,25 +77,49 @@ async def block_at_send(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None
         )
 
 
-MARK_SENDING = text(f"""
-    UPDATE invite_message m SET state = {_to(E.CLAIMED)}, attempt_count = m.attempt_count + 1,
-      sending_at = clock_timestamp(), lease_owner = :owner,
-      lease_expires_at = v.lease, next_attempt_at = NULL, hold_reason = NULL, updated_at = now()
+LEASE = text(f"""
+    UPDATE invite_message m SET state = {_to(E.CLAIMED)}, lease_owner = :owner,
+      lease_expires_at = v.lease, hold_reason = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
     WHERE m.id = v.id AND m.state IN ({_from(E.CLAIMED)})
 """)
 
 
-async def mark_sending(
+async def lease_claimed(
     session: AsyncSession,
     ids: Sequence[uuid.UUID],
     lease_expires: Sequence[datetime],
     owner: str,
 ) -> None:
-    """``claimed``: the messages go `sending` (one more attempt) before any provider call."""
-    await session.execute(
-        MARK_SENDING, {"ids": list(ids), "leases": list(lease_expires), "owner": owner}
+    """``claimed``: the messages are leased to `owner` until their lease ends; they stay
+    `queued` (nothing is attempted yet), so a replica killed now leaves nothing ambiguous."""
+    await session.execute(LEASE, {"ids": list(ids), "leases": list(lease_expires), "owner": owner})
+
+
+MARK_ATTEMPTING = text(f"""
+    UPDATE invite_message m SET state = {_to(E.ATTEMPTED)},
+      attempt_count = m.attempt_count + 1, sending_at = clock_timestamp(),
+      lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
+      next_attempt_at = NULL, updated_at = now()
+    FROM invite_send_run r
+    WHERE m.id = ANY(:ids) AND m.state IN ({_from(E.ATTEMPTED)}) AND m.lease_owner = :owner
+      AND r.id = m.run_id AND r.state = {literal(RunState.DISPATCHING)}
+    RETURNING m.id
+""")
+
+
+async def mark_attempting(
+    session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, lease_seconds: float
+) -> set[uuid.UUID]:
+    """``attempted``: the at-most-once point, taken just before the request is written (attempt
+    + 1, `sending_at`, a lease for the call). Only messages still leased by `owner` whose run is
+    dispatching move; the ids returned may be sent, the others must not be."""
+    if not ids:
+        return set()
+    rows = await session.execute(
+        MARK_ATTEMPTING, {"ids": list(ids), "owner": owner, "lease": lease_seconds}
     )
+    return {r.id for r in rows}
 
 
 HOLD = text(f"""
@@ -301,11 +325,14 @@ async def record_ambiguous(session: AsyncSession, rows: Sequence[ErrorRow]) -> N
         await session.execute(AMBIGUOUS, _error_params(rows))
 
 
-RELEASE_UNSENT = text(f"""
+GIVE_BACK = text(f"""
     UPDATE invite_message m SET
       state = CASE WHEN r.state = {literal(RunState.CANCELLED)}
                    THEN {_to(E.STOPPED_BY_CANCEL)} ELSE {_to(E.RELEASED)} END,
-      attempt_count = greatest(m.attempt_count - 1, 0), sending_at = NULL,
+      attempt_count = CASE WHEN m.state IN ({_from(E.STOPPED_BY_CANCEL)})
+                           THEN greatest(m.attempt_count - 1, 0) ELSE m.attempt_count END,
+      sending_at = CASE WHEN m.state IN ({_from(E.STOPPED_BY_CANCEL)})
+                        THEN NULL ELSE m.sending_at END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     FROM invite_send_run r
     WHERE m.id = ANY(:ids) AND m.state IN ({_from(E.RELEASED, E.STOPPED_BY_CANCEL)})
@@ -313,11 +340,12 @@ RELEASE_UNSENT = text(f"""
 """)
 
 
-async def release_unsent(session: AsyncSession, ids: Sequence[uuid.UUID], owner: str) -> None:
-    """``released`` (or ``stopped_by_cancel``): claimed messages this replica never called the
-    provider for go back to `queued`, and the attempt is given back."""
+async def give_back_unsent(session: AsyncSession, ids: Sequence[uuid.UUID], owner: str) -> None:
+    """``released`` (or ``stopped_by_cancel``): messages this replica claimed or marked but
+    never wrote a request for go back to `queued` (`cancelled` when their run was cancelled
+    meanwhile), lease cleared; a `sending` one gets its attempt back."""
     if ids:
-        await session.execute(RELEASE_UNSENT, {"ids": list(ids), "owner": owner})
+        await session.execute(GIVE_BACK, {"ids": list(ids), "owner": owner})
 
 
 # --- reconciliation and cancellation --------------------------------------------------------

@@ -7,9 +7,11 @@ all replicas compute slots against one clock and one schedule, one at a time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch_service.domain.send_rate import SendSchedule
@@ -62,3 +64,81 @@ async def save_schedule(
             "throttled": 1 if throttled else 0,
         },
     )
+
+
+# --- provider outages (per sender, shared by every replica) -------------------------------------
+
+
+@dataclass(frozen=True)
+class SenderOutage:
+    """A sender whose provider is failing: nothing is sent but one probe at `next_probe_at`."""
+
+    reason: str
+    since: datetime
+    next_probe_at: datetime
+    probe_interval_seconds: float
+
+
+OUTAGE = text(
+    "SELECT outage_reason, outage_since, next_probe_at, probe_interval_seconds"
+    " FROM sender_rate_limit WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
+)
+
+
+async def load_outage(session: AsyncSession, sender: str) -> SenderOutage | None:
+    """The sender's outage, if it has one (under the caller's row lock when it holds one)."""
+    row = (await session.execute(OUTAGE, {"sender": sender})).one_or_none()
+    if row is None:
+        return None
+    return SenderOutage(
+        reason=row.outage_reason,
+        since=row.outage_since,
+        next_probe_at=row.next_probe_at,
+        probe_interval_seconds=float(row.probe_interval_seconds),
+    )
+
+
+async def start_outage(
+    session: AsyncSession, sender: str, reason: str, probe_seconds: float
+) -> bool:
+    """Record an outage for the sender (first probe `probe_seconds` from now); False when one
+    was already recorded (another replica saw it first)."""
+    await ensure_schedule(session, sender)
+    result = await session.execute(
+        text(
+            "UPDATE sender_rate_limit SET outage_reason = :reason,"
+            " outage_since = clock_timestamp(),"
+            " next_probe_at = clock_timestamp() + make_interval(secs => :probe),"
+            " probe_interval_seconds = :probe"
+            " WHERE sender_phone_number_id = :sender AND outage_reason IS NULL"
+        ),
+        {"sender": sender, "reason": reason, "probe": probe_seconds},
+    )
+    return cast(CursorResult[Any], result).rowcount > 0
+
+
+async def take_probe(session: AsyncSession, sender: str, interval_cap_seconds: float) -> None:
+    """A probe was handed out: the next one waits twice as long (up to the cap)."""
+    await session.execute(
+        text(
+            "UPDATE sender_rate_limit SET"
+            " probe_interval_seconds = least(:cap, probe_interval_seconds * 2),"
+            " next_probe_at = clock_timestamp()"
+            "   + make_interval(secs => least(:cap, probe_interval_seconds * 2))"
+            " WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
+        ),
+        {"sender": sender, "cap": interval_cap_seconds},
+    )
+
+
+async def end_outage(session: AsyncSession, sender: str) -> bool:
+    """The provider answered again: the sender sends at its rate. False when there was none."""
+    result = await session.execute(
+        text(
+            "UPDATE sender_rate_limit SET outage_reason = NULL, outage_since = NULL,"
+            " next_probe_at = NULL, probe_interval_seconds = 0"
+            " WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
+        ),
+        {"sender": sender},
+    )
+    return cast(CursorResult[Any], result).rowcount > 0

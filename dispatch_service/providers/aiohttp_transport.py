@@ -11,16 +11,49 @@ aiohttp's exceptions are translated to httpx's, keeping the one distinction the 
 classification needs: a request that certainly never left (connect errors, connect or pool
 timeouts -> ConnectError / ConnectTimeout) versus one that may have reached the provider
 (everything after the connection was made -> read/write timeouts, RemoteProtocolError, ReadError).
+
+Send windows: a request may carry `extensions={"not_after": t}` (time.monotonic()). The check
+runs in `WindowedRequest.send`, after aiohttp handed over a connection (pooled or new) and before
+the first byte is written, so no wait before it (the pool, a slow connect, an event-loop stall)
+can push a request out later than its window: it raises `SendWindowPassed` instead, and nothing
+was written. Waiting for a connection is also cut off at the window.
 """
 
 from __future__ import annotations
 
+import contextvars
+import time
+from typing import Any
+
 import aiohttp
 import httpx
 
+NOT_AFTER = "not_after"
+"""The request extension holding the monotonic moment after which it must not be written."""
 
-def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    """httpx's per-request timeouts (connect, read, write, pool) as aiohttp's."""
+_not_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "invites_not_after", default=None
+)
+
+
+class SendWindowPassed(Exception):
+    """The request's send window passed before it could be written: nothing left."""
+
+
+class WindowedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, refusing to write once the caller's send window has passed."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        """Check the window with the connection in hand, then write as aiohttp does."""
+        not_after = _not_after.get()
+        if not_after is not None and time.monotonic() > not_after:
+            raise SendWindowPassed("the send window passed before the request was written")
+        return await super().send(conn)
+
+
+def _timeout(request: httpx.Request, not_after: float | None) -> aiohttp.ClientTimeout:
+    """httpx's per-request timeouts (connect, read, write, pool) as aiohttp's; waiting for a
+    connection ends at the send window too."""
     timeouts = request.extensions.get("timeout", {})
     connect = timeouts.get("connect")
     pool = timeouts.get("pool")
@@ -28,6 +61,9 @@ def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
     write = timeouts.get("write")
     # aiohttp's `connect` covers waiting for a pooled connection plus establishing one.
     waiting = None if connect is None and pool is None else (connect or 0) + (pool or 0)
+    if not_after is not None:
+        left = max(0.001, not_after - time.monotonic())
+        waiting = left if waiting is None else min(waiting, left)
     reply = None if read is None and write is None else max(read or 0, write or 0)
     return aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=reply)
 
@@ -49,6 +85,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                request_class=WindowedRequest,
                 auto_decompress=False,  # httpx decodes the body
             )
         return self._session
@@ -56,13 +93,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request; aiohttp's failures are raised as the matching httpx exceptions."""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        not_after = request.extensions.get(NOT_AFTER)
+        token = _not_after.set(not_after)
         try:
             async with self._client().request(
                 request.method,
                 str(request.url),
                 headers=headers,
                 data=await request.aread(),
-                timeout=_timeout(request),
+                timeout=_timeout(request, not_after),
                 allow_redirects=False,
             ) as response:
                 content = await response.read()
@@ -75,6 +114,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     request=request,
                 )
         except aiohttp.ConnectionTimeoutError as error:  # before the request was sent
+            if not_after is not None and time.monotonic() >= not_after:
+                raise SendWindowPassed("no connection before the send window passed") from error
             raise httpx.ConnectTimeout(str(error), request=request) from error
         except aiohttp.ClientConnectorError as error:  # refused, unreachable, DNS, TLS
             raise httpx.ConnectError(str(error), request=request) from error
@@ -84,6 +125,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(error), request=request) from error
         except aiohttp.ClientError as error:  # reset, payload errors, anything after connecting
             raise httpx.ReadError(str(error), request=request) from error
+        finally:
+            _not_after.reset(token)
 
     async def aclose(self) -> None:
         """Close the aiohttp session and its connections."""

@@ -60,7 +60,16 @@ class Failed:
     http_status: int | None = None
 
 
-SendOutcome = Accepted | Failed
+@dataclass(frozen=True)
+class NotSent:
+    """The request was never written: its send window (`not_after`) passed first, for example
+    while it waited for a pooled connection. Nothing reached the provider; the slot is lost and
+    the message may be claimed again."""
+
+    reason: str
+
+
+SendOutcome = Accepted | Failed | NotSent
 
 
 class Provider(Protocol):
@@ -69,6 +78,11 @@ class Provider(Protocol):
     name: str
     """Stored in invite_message.provider (for example "meta")."""
 
-    async def send_template(self, send: TemplateSend) -> SendOutcome:
-        """Send one template message; never raises for provider or network failures."""
+    async def send_template(
+        self, send: TemplateSend, *, not_after: float | None = None
+    ) -> SendOutcome:
+        """Send one template message; never raises for provider or network failures.
+
+        `not_after` (time.monotonic()): the request must not be written later than this; when
+        it would be, the adapter answers NotSent without writing anything."""
         ...

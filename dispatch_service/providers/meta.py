@@ -10,7 +10,8 @@ dispatch_service.domain.retry:
 * 5xx: ambiguous, whatever the body says;
 * other statuses: by `error.code` (reference §2.3);
 * connect errors and pool timeouts: transient (the request never left this process);
-* read/write timeouts, dropped connections and other transport errors: ambiguous.
+* read/write timeouts, dropped connections and other transport errors: ambiguous;
+* the send window (`not_after`) passed before the request was written: NotSent.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ import httpx
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
 from dispatch_service.domain.send_plan import plan_components
-from dispatch_service.providers.aiohttp_transport import AiohttpTransport
-from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+from dispatch_service.providers.aiohttp_transport import (
+    NOT_AFTER,
+    AiohttpTransport,
+    SendWindowPassed,
+)
+from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome, TemplateSend
 from dispatch_service.providers.metrics import PROVIDER_LATENCY
 
 log = logging.getLogger(__name__)
@@ -112,14 +117,23 @@ class MetaCloudProvider:
             "biz_opaque_callback_data": str(send.message_id),
         }
 
-    async def send_template(self, send: TemplateSend) -> SendOutcome:
+    async def send_template(
+        self, send: TemplateSend, *, not_after: float | None = None
+    ) -> SendOutcome:
         """Send one template message and classify what came back (never raises for I/O)."""
         url = f"{self._base}/{send.sender_id}/messages"
+        if not_after is not None and time.monotonic() > not_after:
+            return NotSent("the send window passed before the call started")
         started = time.perf_counter()
         try:
             response = await self._client.post(
-                url, json=self.request_body(send), headers=self._headers
+                url,
+                json=self.request_body(send),
+                headers=self._headers,
+                extensions={NOT_AFTER: not_after} if not_after is not None else None,
             )
+        except SendWindowPassed as passed:
+            return NotSent(str(passed))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             return _transport_failure(RetryClass.TRANSIENT, error, "not sent")
         except httpx.TransportError as error:

@@ -92,8 +92,11 @@ class RoutingProvider:
         self._cache[key] = (facts, now + self._ttl)
         return facts
 
-    async def send_template(self, send: TemplateSend) -> SendOutcome:
-        """Send through the sender's provider; never raises for provider or network failures."""
+    async def send_template(
+        self, send: TemplateSend, *, not_after: float | None = None
+    ) -> SendOutcome:
+        """Send through the sender's provider (its request written only before `not_after`);
+        never raises for provider or network failures."""
         try:
             facts = await self.facts(send)
         except Exception as error:  # the database is away: nothing was sent, try again later
@@ -105,7 +108,7 @@ class RoutingProvider:
                 error_details=f"{type(error).__name__} while reading the sender's provider",
             )
         if facts.provider != SenderProvider.TWILIO.value:
-            return await self._meta.send_template(send)
+            return await self._meta.send_template(send, not_after=not_after)
         if self._twilio is None:
             return _halt("Twilio is not configured on this deployment (TWILIO_AUTH_TOKEN)")
         if not facts.account_sid:
@@ -115,7 +118,7 @@ class RoutingProvider:
                 f"template {send.template_name!r} ({send.language}) has no Twilio Content SID"
             )
         route = TwilioRoute(facts.account_sid, send.sender_id, facts.content_sid)
-        return await self._twilio.send_template_via(send, route)
+        return await self._twilio.send_template_via(send, route, not_after=not_after)
 
 
 def _halt(reason: str) -> Failed:

@@ -29,7 +29,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
-from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+from dispatch_service.providers.aiohttp_transport import NOT_AFTER, SendWindowPassed
+from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome, TemplateSend
 from dispatch_service.providers.metrics import PROVIDER_LATENCY
 
 MESSAGES_PATH = "/2010-04-01/Accounts/{account_sid}/Messages.json"
@@ -91,8 +92,13 @@ class TwilioProvider:
             form["From"] = route.sender
         return form
 
-    async def send_template_via(self, send: TemplateSend, route: TwilioRoute) -> SendOutcome:
-        """Send one template message and classify what came back (never raises for I/O)."""
+    async def send_template_via(
+        self, send: TemplateSend, route: TwilioRoute, *, not_after: float | None = None
+    ) -> SendOutcome:
+        """Send one template message and classify what came back (never raises for I/O). The
+        request is written only before `not_after` (monotonic clock), else NotSent."""
+        if not_after is not None and time.monotonic() > not_after:
+            return NotSent("the send window passed before the call started")
         url = self._base + MESSAGES_PATH.format(account_sid=route.account_sid)
         started = time.perf_counter()
         try:
@@ -101,7 +107,10 @@ class TwilioProvider:
                 data=self.request_form(send, route),
                 auth=(route.account_sid, self._token),
                 headers={"Accept": "application/json"},
+                extensions={NOT_AFTER: not_after} if not_after is not None else None,
             )
+        except SendWindowPassed as passed:
+            return NotSent(str(passed))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             return _transport_failure(RetryClass.TRANSIENT, error, "not sent")
         except httpx.TransportError as error:

@@ -22,7 +22,7 @@ from dispatch_service.domain.paging import (
     single_key,
 )
 from dispatch_service.domain.pricing import CategoryCost, estimate
-from dispatch_service.domain.runs import RunCounts, summarise_counts
+from dispatch_service.domain.runs import ACTIVE_RUN_STATES, RunCounts, summarise_counts
 from dispatch_service.domain.transitions import FINAL_RUN_STATES
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
@@ -30,6 +30,7 @@ from dispatch_service.persistence.audience import require_event
 from dispatch_service.persistence.holds import held_counts
 from dispatch_service.persistence.message_listings import event_latest_messages, run_messages
 from dispatch_service.persistence.pricing import rate_card, run_billable
+from dispatch_service.persistence.rate_limit import SenderOutage, load_outage
 from dispatch_service.persistence.runs import event_runs, load_run, run_counts
 from dispatch_service.read_models import HeldCount, MessageView, RunRecord
 
@@ -47,14 +48,20 @@ class RunStatus:
     costs: tuple[CategoryCost, ...] = ()
     """Billable messages per pricing category with their estimate (GetRunStatus only)."""
     currency: str = ""
+    outage: SenderOutage | None = None
+    """The sender's provider outage, while the run is active and there is one."""
 
 
 async def _status(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunStatus:
     run = await load_run(session, workspace_id, run_id)
+    outage = None
+    if run.state in ACTIVE_RUN_STATES:
+        outage = await load_outage(session, run.sender_phone_number_id)
     return RunStatus(
         run=run,
         counts=summarise_counts(await run_counts(session, run_id)),
         held=await held_counts(session, run_id),
+        outage=outage,
     )
 
 

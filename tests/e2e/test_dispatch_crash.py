@@ -8,6 +8,7 @@ and no one-second window holds more sends than the configured rate."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from common.generated.invites.v1 import types_pb2 as types
+from dispatch_service.dispatcher.worker import MAX_MARK_LEAD_SECONDS
+from dispatch_service.domain.send_rate import RateSettings
 from tests.e2e.conftest import StartService
 from tests.e2e.dispatch_stack import DispatchStack, scenario
 from tests.integration.dispatch_support import World
@@ -91,17 +94,28 @@ def test_killing_a_replica_at_random_moments_never_sends_anyone_twice(
         rows = seed.rows("SELECT phone_e164, state, rejection_reason FROM invite_message")
     assert len(rows) == RECIPIENTS
     outcome_unknown = 0
+    never_reached = 0
     for phone, state, reason in rows:
         if state in ("sent", "delivered", "read"):
             assert per_recipient[phone.lstrip("+")] == 1, phone
         else:
             assert (state, reason) == ("failed", "outcome_unknown"), (phone, state, reason)
             outcome_unknown += 1
+            never_reached += per_recipient[phone.lstrip("+")] == 0
     assert kills == 3
-    assert outcome_unknown < RECIPIENTS // 4  # only what was claimed or in flight at a kill
+    # Claimed is not sent: a kill leaves ambiguous only messages marked `sending` just before
+    # their request (at most the slots of the mark lead, which grows with the database's
+    # latency up to MAX_MARK_LEAD_SECONDS, plus the late window) and requests in flight, never
+    # the rest of a claim (which stays queued and is sent after its lease).
+    tolerance = RateSettings(messages_per_second=RATE).late_tolerance_seconds
+    window = MAX_MARK_LEAD_SECONDS + tolerance
+    assert never_reached <= kills * (math.ceil(RATE * window) + 1), never_reached
     stats = stack.control("GET", "stats")
     busiest = stats["max_sends_in_any_second"]
-    print(f"kills={kills} outcome_unknown={outcome_unknown} sent={len(ledger)} busiest={busiest}")
+    print(
+        f"kills={kills} outcome_unknown={outcome_unknown} never_reached={never_reached}"
+        f" sent={len(ledger)} busiest={busiest}"
+    )
     assert stats["max_sends_in_any_second"] <= RATE
     assert stats["rejected_by_code"] == {}
 

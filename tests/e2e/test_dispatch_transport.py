@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from dispatch_service.domain.retry import RetryClass
-from dispatch_service.providers.base import Accepted, Failed, TemplateSend
+from dispatch_service.providers.base import Accepted, Failed, NotSent, TemplateSend
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
 
 SEND = TemplateSend(
@@ -121,3 +122,33 @@ async def test_an_answer_slower_than_the_timeout_is_ambiguous(
     assert isinstance(outcome, Failed)
     assert outcome.retry_class is RetryClass.AMBIGUOUS
     assert "Timeout" in outcome.error_title
+
+
+async def test_a_request_whose_window_passes_in_the_pool_is_never_written() -> None:
+    """The only connection is busy past the second request's window: that request must not
+    leave when the connection frees up (it would land outside its slot), and says so."""
+    arrived: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.append((await request.json())["biz_opaque_callback_data"])
+        await asyncio.sleep(0.4)
+        return web.json_response({"contacts": [{"wa_id": "1"}], "messages": [{"id": "wamid.S"}]})
+
+    runner, url = await serve(slow)
+    client = build_http_client(timeout_seconds=2, connect_timeout_seconds=2, max_connections=1)
+    provider = MetaCloudProvider(client, base_url=url, api_version="v21.0", access_token="t")
+    second = TemplateSend(**{**SEND.__dict__, "message_id": uuid.uuid4()})
+    try:
+        first_call = asyncio.create_task(provider.send_template(SEND))
+        await asyncio.sleep(0.05)  # the first request holds the only connection now
+        outcome = await provider.send_template(second, not_after=time.monotonic() + 0.1)
+        assert isinstance(outcome, NotSent)
+        assert isinstance(await first_call, Accepted)
+        late = await provider.send_template(second, not_after=time.monotonic() - 0.01)
+        assert isinstance(late, NotSent)
+        in_time = await provider.send_template(second, not_after=time.monotonic() + 5)
+        assert isinstance(in_time, Accepted)
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    assert arrived == [str(SEND.message_id), str(second.message_id)]

@@ -374,3 +374,51 @@ async def test_v23_shape_adds_conversation_and_pricing(client: httpx.AsyncClient
     assert "pricing" in delivered
     assert "conversation" not in read
     assert "pricing" not in read
+
+
+async def test_redelivery_keeps_going_like_meta_on_a_compressed_time_scale(
+    client: httpx.AsyncClient,
+) -> None:
+    """By default there is no attempt limit: Meta keeps trying for 7 days with exponential
+    back-off (capped per wait). On a 1/10,000 time scale, 11 refusals in a row (an hour and
+    more of real back-off, far past the old 5 attempts) still end delivered."""
+    retry = {"initial_ms": 500, "multiplier": 2, "max_interval_s": 600, "time_scale": 0.0001}
+    async with (
+        serve_recorder(answers=[503] * 11 + [200]) as hooks,
+        serve(
+            local_settings(callback_url=hooks.url),
+            scenario=scenario(delivered_share=0, retry=retry),
+        ) as sandbox,
+    ):
+        await send(client, sandbox, "16505550001")
+        posts = await hooks.wait_for_posts(12)
+        await asyncio.sleep(0.1)
+        counters = sandbox.service.webhooks.snapshot()
+
+    assert len(posts) == 12
+    assert counters["redeliveries"] == 11
+    assert counters["posts_acknowledged"] == 1
+    assert counters["posts_dropped"] == 0
+
+
+async def test_redelivery_gives_up_after_the_scaled_window() -> None:
+    """The 7-day window, scaled: 1 s of waits at time_scale 1e-5 is 100,000 s (~28 h) real."""
+    retry = {"initial_ms": 500, "multiplier": 2, "max_elapsed_s": 30_000, "time_scale": 0.00001}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/webhooks/whatsapp"
+    async with (
+        httpx.AsyncClient() as client,
+        serve(
+            local_settings(callback_url=dead_url),
+            scenario=scenario(delivered_share=0, retry=retry),
+        ) as sandbox,
+    ):
+        await send(client, sandbox, "16505550001")
+        await asyncio.sleep(0.8)
+        counters = sandbox.service.webhooks.snapshot()
+
+    # waits 0.5, 1, 2, ... 2,048 s, then 3,600 s (the cap) each: 20 waits fit in 30,000 s
+    # (fewer when the attempts themselves take a noticeable share of the scaled window)
+    assert counters["posts_dropped"] == 1
+    assert 15 <= counters["attempts_failed"] <= 21

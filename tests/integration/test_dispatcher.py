@@ -5,23 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dispatch_service.dispatcher.claims import ClaimSettings, claim
+from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.dispatcher.results import RetryPolicy
+from dispatch_service.dispatcher.worker import Dispatcher
+from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
+from dispatch_service.persistence.claims import ActiveRun, active_runs
+from dispatch_service.persistence.rate_limit import load_outage
+from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
+from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
 from tests.integration.dispatch_support import (
     FakeMeta,
+    RunningDispatcher,
     accept,
     graph_error,
     precheck_and_start,
     running,
     seed_world,
     wait_for,
+)
+from tests.integration.dispatch_support import (
+    test_config as dispatcher_config,
 )
 from tests.integration.factories import DEFAULT_SENDER, Seeder
 
@@ -46,6 +60,11 @@ async def messages(sessions: async_sessionmaker[AsyncSession]) -> dict[str, dict
             )
         )
         return {r.phone_e164: dict(r._mapping) for r in rows}
+
+
+async def _active_runs(sessions: async_sessionmaker[AsyncSession]) -> list[ActiveRun]:
+    async with sessions() as session:
+        return await active_runs(session)
 
 
 def completed(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> Any:
@@ -382,7 +401,10 @@ async def test_stopping_gives_claimed_but_unsent_messages_back(
             async with sessions() as session:
                 return bool(
                     await session.scalar(
-                        text("SELECT count(*) FROM invite_message WHERE state = 'sending'")
+                        text(
+                            "SELECT count(*) FROM invite_message"
+                            " WHERE state = 'queued' AND lease_owner IS NOT NULL"
+                        )
                     )
                 )
 
@@ -391,3 +413,113 @@ async def test_stopping_gives_claimed_but_unsent_messages_back(
     stored = await messages(sessions)
     assert fake.sends == []
     assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("queued", 0)}
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT count(*) FROM invite_message WHERE lease_owner IS NOT NULL") == [
+            (0,)
+        ]
+
+
+async def test_a_crashed_replicas_claimed_but_unattempted_messages_are_sent_after_the_lease(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A claim only leases: a replica that dies before marking leaves `queued` rows, which
+    another replica claims once the lease ran out and sends once (never outcome_unknown)."""
+    world = seed_world(database_url, PHONES[:4])
+    run = (await precheck_and_start(sessions, world)).run
+    active = [r for r in await _active_runs(sessions) if r.id == run.id]
+    dead = ClaimSettings(owner="dead-replica", claim_lease_seconds=1.0)
+    limiter = SenderRateLimiter(RateSettings(messages_per_second=500))
+    taken = await claim(sessions, limiter, active[0], 4, dead)
+    assert len(taken.messages) == 4  # ... and the replica dies here, before any mark
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT DISTINCT state, lease_owner FROM invite_message") == [
+            ("queued", "dead-replica")
+        ]
+    fake = FakeMeta()
+    async with running(sessions, fake, outcome_unknown_seconds=0.2):
+        await asyncio.sleep(0.5)
+        assert fake.sends == []  # still leased to the dead replica
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
+    assert sorted(fake.per_recipient.values()) == [1, 1, 1, 1]
+
+
+async def test_a_send_whose_window_passed_goes_back_to_queued_with_its_attempt(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The provider reports NotSent (the window passed before the request was written): the
+    message is given back unsent, never ambiguous, and is sent in a later slot."""
+    world = seed_world(database_url, PHONES[:3])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    provider = fake.provider()
+    refused: list[uuid.UUID] = []
+
+    class WindowPassesOnce:
+        name = "meta"
+
+        async def send_template(
+            self, send: TemplateSend, *, not_after: float | None = None
+        ) -> SendOutcome:
+            assert not_after is not None
+            if send.message_id not in refused:
+                refused.append(send.message_id)
+                return NotSent("the pool was full past the window")
+            return await provider.send_template(send, not_after=not_after)
+
+    dispatcher = Dispatcher(sessions, WindowPassesOnce(), dispatcher_config())
+    async with RunningDispatcher(dispatcher):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    stored = await messages(sessions)
+    assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
+    assert len(refused) == 3
+    assert sorted(fake.per_recipient.values()) == [1, 1, 1]
+
+
+async def test_a_provider_outage_holds_the_sender_probes_and_resumes_by_itself(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Refused connections past the threshold stop new sends for the sender (the run shows
+    why and when the next probe goes), one probe goes out per back-off step, and the first
+    answer resumes sending. Refused messages are retried; nobody is lost or sent twice."""
+    phones = [f"+1415556{n:04d}" for n in range(40)]
+    world = seed_world(database_url, phones)
+    run = (await precheck_and_start(sessions, world)).run
+    down = True
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response | Exception:
+        if down:
+            return httpx.ConnectError("connection refused")
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    policy = OutagePolicy(threshold=3, probe_seconds=0.3, probe_cap_seconds=0.6)
+    slow = RateSettings(messages_per_second=20, horizon_seconds=0.2)
+    retry = RetryPolicy(max_attempts=10, backoff=Backoff(0.05, 0.1))
+    async with running(sessions, fake, rate=slow, outage=policy, retry=retry):
+
+        async def outage_shown() -> bool:
+            status = await get_run_status(sessions, world.viewer, run.id)
+            return status.outage is not None
+
+        await wait_for(outage_shown, what="the outage on the run")
+        status = await get_run_status(sessions, world.viewer, run.id)
+        assert status.outage is not None
+        assert "3 failures in a row" in status.outage.reason
+        assert "ConnectError" in status.outage.reason
+        at_trip = len(fake.sends)
+        await asyncio.sleep(2.0)  # 40 sends' worth of slots at 20/s
+        during = len(fake.sends) - at_trip
+        down = False
+        await wait_for(completed(sessions, run.id), timeout=20, what="run completed")
+    # in flight at the trip (a slot or two) plus one probe per step (0.3, 0.6, 0.6, ...)
+    assert 1 <= during <= 2 + 5, during
+    stored = await messages(sessions)
+    assert {r["state"] for r in stored.values()} == {"sent"}
+    assert all(n >= 1 for n in fake.per_recipient.values())
+    accepted = Counter(body["to"] for _, body in fake.sends[at_trip + during :])
+    assert max(accepted.values()) == 1
+    async with sessions() as session:
+        assert await load_outage(session, DEFAULT_SENDER) is None
+    print(f"outage: {at_trip} refused before the trip, {during} requests in 2 s of outage")

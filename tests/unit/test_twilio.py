@@ -232,7 +232,9 @@ def test_answers_are_classified_with_the_one_error_table() -> None:
     assert ERROR_CODES[63049].retry_class is ERROR_CODES[131049].retry_class
     assert error(500, 20500).retry_class is RetryClass.AMBIGUOUS
     assert error(503, 21211).retry_class is RetryClass.AMBIGUOUS
-    assert parse_response(201, b"{}").retry_class is RetryClass.AMBIGUOUS
+    unreadable = parse_response(201, b"{}")
+    assert isinstance(unreadable, Failed)
+    assert unreadable.retry_class is RetryClass.AMBIGUOUS
     assert classify_http_error(502, None).retry_class is RetryClass.AMBIGUOUS
 
 

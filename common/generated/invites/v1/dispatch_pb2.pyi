@@ -390,6 +390,8 @@ class Run(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
     SEND_WINDOW_FIELD_NUMBER: _builtins.int
+    PROVIDER_OUTAGE_REASON_FIELD_NUMBER: _builtins.int
+    NEXT_PROBE_AT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     event_id: _builtins.str
@@ -412,6 +414,11 @@ class Run(_message.Message):
     """The run this one resends to (ResendRun), if any."""
     send_window: _builtins.str
     """The run's own quiet hours ("HH:MM-HH:MM"), when it overrides the workspace's."""
+    provider_outage_reason: _builtins.str
+    """While the sender's provider is failing (HTTP 5xx, timeouts, refused connections): why.
+    Nothing is sent for the sender then but one probe message at next_probe_at; the run resumes
+    by itself once the provider answers. Empty when there is no outage.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -427,6 +434,10 @@ class Run(_message.Message):
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """After this instant unsent messages fail as expired (unset: no deadline)."""
+
+    @_builtins.property
+    def next_probe_at(self) -> _timestamp_pb2.Timestamp:
+        """During a provider outage: when the next probe message may go out."""
 
     def __init__(
         self,
@@ -446,10 +457,12 @@ class Run(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         parent_run_id: _builtins.str = ...,
         send_window: _builtins.str = ...,
+        provider_outage_reason: _builtins.str = ...,
+        next_probe_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "send_at", b"send_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "next_probe_at", b"next_probe_at", "send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "run_id", b"run_id", "send_at", b"send_at", "send_window", b"send_window", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "created_at", b"created_at", "deadline", b"deadline", "event_id", b"event_id", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "language", b"language", "next_probe_at", b"next_probe_at", "parent_run_id", b"parent_run_id", "pause_reason", b"pause_reason", "precheck_id", b"precheck_id", "provider_outage_reason", b"provider_outage_reason", "run_id", b"run_id", "send_at", b"send_at", "send_window", b"send_window", "state", b"state", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
