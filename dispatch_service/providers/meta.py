@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Literal
 
 import httpx
@@ -26,12 +25,10 @@ import httpx
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
 from dispatch_service.domain.send_plan import plan_components
 from dispatch_service.providers.aiohttp_transport import (
-    NOT_AFTER,
     AiohttpTransport,
-    SendWindowPassed,
 )
-from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome, TemplateSend
-from dispatch_service.providers.metrics import PROVIDER_LATENCY
+from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+from dispatch_service.providers.http_call import post_in_window
 
 log = logging.getLogger(__name__)
 
@@ -122,35 +119,14 @@ class MetaCloudProvider:
     ) -> SendOutcome:
         """Send one template message and classify what came back (never raises for I/O)."""
         url = f"{self._base}/{send.sender_id}/messages"
-        if not_after is not None and time.monotonic() > not_after:
-            return NotSent("the send window passed before the call started")
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(
-                url,
-                json=self.request_body(send),
-                headers=self._headers,
-                extensions={NOT_AFTER: not_after} if not_after is not None else None,
-            )
-        except SendWindowPassed as passed:
-            return NotSent(str(passed))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            return _transport_failure(RetryClass.TRANSIENT, error, "not sent")
-        except httpx.TransportError as error:
-            return _transport_failure(RetryClass.AMBIGUOUS, error, "may have been sent")
-        finally:
-            PROVIDER_LATENCY.observe(time.perf_counter() - started)
-        return parse_response(response.status_code, response.content)
-
-
-def _transport_failure(retry_class: RetryClass, error: httpx.TransportError, what: str) -> Failed:
-    kind = type(error).__name__
-    return Failed(
-        retry_class=retry_class,
-        error_code=None,
-        error_title=f"{kind}: {what}",
-        error_details=f"the provider call ended with {kind} before an answer arrived",
-    )
+        return await post_in_window(
+            self._client,
+            url,
+            parse_response,
+            not_after=not_after,
+            json=self.request_body(send),
+            headers=self._headers,
+        )
 
 
 def parse_response(status: int, body: bytes) -> SendOutcome:

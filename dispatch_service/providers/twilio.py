@@ -20,7 +20,6 @@ timeouts and dropped connections are ambiguous (never re-sent).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
-from dispatch_service.providers.aiohttp_transport import NOT_AFTER, SendWindowPassed
-from dispatch_service.providers.base import Accepted, Failed, NotSent, SendOutcome, TemplateSend
-from dispatch_service.providers.metrics import PROVIDER_LATENCY
+from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
+from dispatch_service.providers.http_call import post_in_window
 
 MESSAGES_PATH = "/2010-04-01/Accounts/{account_sid}/Messages.json"
 CALLBACK_MESSAGE_PARAM = "m"
@@ -97,37 +95,16 @@ class TwilioProvider:
     ) -> SendOutcome:
         """Send one template message and classify what came back (never raises for I/O). The
         request is written only before `not_after` (monotonic clock), else NotSent."""
-        if not_after is not None and time.monotonic() > not_after:
-            return NotSent("the send window passed before the call started")
         url = self._base + MESSAGES_PATH.format(account_sid=route.account_sid)
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(
-                url,
-                data=self.request_form(send, route),
-                auth=(route.account_sid, self._token),
-                headers={"Accept": "application/json"},
-                extensions={NOT_AFTER: not_after} if not_after is not None else None,
-            )
-        except SendWindowPassed as passed:
-            return NotSent(str(passed))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            return _transport_failure(RetryClass.TRANSIENT, error, "not sent")
-        except httpx.TransportError as error:
-            return _transport_failure(RetryClass.AMBIGUOUS, error, "may have been sent")
-        finally:
-            PROVIDER_LATENCY.observe(time.perf_counter() - started)
-        return parse_response(response.status_code, response.content)
-
-
-def _transport_failure(retry_class: RetryClass, error: httpx.TransportError, what: str) -> Failed:
-    kind = type(error).__name__
-    return Failed(
-        retry_class=retry_class,
-        error_code=None,
-        error_title=f"{kind}: {what}",
-        error_details=f"the provider call ended with {kind} before an answer arrived",
-    )
+        return await post_in_window(
+            self._client,
+            url,
+            parse_response,
+            not_after=not_after,
+            data=self.request_form(send, route),
+            auth=(route.account_sid, self._token),
+            headers={"Accept": "application/json"},
+        )
 
 
 def parse_response(status: int, body: bytes) -> SendOutcome:
