@@ -1,4 +1,4 @@
-"""The Meta WhatsApp Cloud API adapter: the only place httpx exceptions are caught.
+"""The Meta WhatsApp Cloud API adapter (its HTTP call and transport errors: providers/http_call.py).
 
 `POST {base}/{version}/{phone_number_id}/messages` with a template body (reference §1):
 `to` is the E.164 number without '+', the template's body parameters are text parameters in
