@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from sandbox.errors import GraphError, Rejected
 from sandbox.ledger import LedgerEntry
 from sandbox.scenario import plan_statuses
 from sandbox.validation import TemplateSend
+from sandbox.webhooks import redelivery_waits
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +313,8 @@ class TwilioSide:
     async def _deliver(self, url: str, form: dict[str, str], delay: float, retry: Any) -> None:
         await asyncio.sleep(delay)
         headers = {"X-Twilio-Signature": sign(self._token, url, form)}
-        wait = retry.initial_ms / 1000
-        started = time.monotonic()
-        for attempt in range(1, retry.max_attempts + 1):
+        waits = redelivery_waits(retry)
+        while True:
             try:
                 assert self._client is not None
                 async with self._slots:  # at most `concurrency` callbacks in flight
@@ -326,7 +325,7 @@ class TwilioSide:
             except httpx.HTTPError:
                 pass
             self.callbacks_failed += 1
-            if attempt == retry.max_attempts or time.monotonic() - started > retry.max_elapsed_s:
+            wait = next(waits, None)
+            if wait is None:
                 return
-            await asyncio.sleep(wait * random.uniform(0.5, 1.5))
-            wait *= retry.multiplier
+            await asyncio.sleep(wait)

@@ -20,16 +20,33 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
 from sandbox.payloads import WebhookItem, build_payload, encode, sign
-from sandbox.scenario import Webhooks
+from sandbox.scenario import Retry, Webhooks
 
 log = logging.getLogger(__name__)
+
+
+def redelivery_waits(retry: Retry) -> Iterator[float]:
+    """The waits before each redelivery of a refused webhook, as Meta schedules them (each
+    `multiplier` times the last, at most `max_interval_s`, time-scaled), until the attempts or the
+    window run out."""
+    backoff = retry.initial_ms / 1000
+    window = retry.max_elapsed_s * retry.time_scale
+    elapsed, attempt = 0.0, 1
+    while retry.max_attempts is None or attempt < retry.max_attempts:
+        wait = min(backoff, retry.max_interval_s) * retry.time_scale
+        if elapsed + wait > window:
+            return
+        yield wait
+        elapsed += wait
+        backoff = min(backoff * retry.multiplier, retry.max_interval_s)
+        attempt += 1
 
 
 @dataclass(slots=True)
