@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,7 +108,7 @@ class _Plan:
     halted: list[ErrorRow] = field(default_factory=list)
     deferred: list[ErrorRow] = field(default_factory=list)
     ambiguous: list[ErrorRow] = field(default_factory=list)
-    released: list[uuid.UUID] = field(default_factory=list)
+    released: list[tuple[uuid.UUID, datetime | None]] = field(default_factory=list)
     opt_outs: list[DoNotMessageRequest] = field(default_factory=list)
     pauses: dict[uuid.UUID, str] = field(default_factory=dict)
     throttled: set[str] = field(default_factory=set)
@@ -123,7 +124,7 @@ def plan(results: Sequence[Result], policy: RetryPolicy, rng: random.Random) -> 
     for result in results:
         message, outcome = result.message, result.outcome
         if isinstance(outcome, Released | NotSent):
-            writes.released.append(message.id)
+            writes.released.append((message.id, message.lease))
         elif isinstance(outcome, Accepted):
             writes.accepted.append(
                 AcceptedRow(message.id, outcome.provider_message_id, outcome.recipient_id)

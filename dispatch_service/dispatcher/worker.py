@@ -39,7 +39,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -329,17 +330,20 @@ class Dispatcher:
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        if (
+        marked = None
+        if not (
             time.monotonic() > window_ends
             or self._stopping.is_set()
             or message.run.id in self._stopped_runs
             or (message.run.sender in self.outages.in_outage and not message.probe)
-            or not await self._marker.mark(message.id)
         ):
+            marked = await self._marker.mark(message.id)
+        if marked is None:
             # Not attempted: the lease is given back (a no-op when the message is no longer
             # ours: cancelled, or taken over after the lease ran out).
             self._record(Result(message, Released()))
             return
+        message = replace(message, lease=marked)  # from now on it is held by the mark's lease
         delay = message.send_at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -499,7 +503,7 @@ class _Marker:
         self.sessions = sessions
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self._pending: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[uuid.UUID, asyncio.Future[datetime | None]]] = []
         self._wake = asyncio.Event()
         self._log = OutageLog(log, "marking messages sending")
         self._round_trip = 0.0
@@ -511,9 +515,10 @@ class _Marker:
         The busier the database, the earlier the mark, so slots are not missed."""
         return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self._round_trip))
 
-    async def mark(self, message_id: uuid.UUID) -> bool:
-        """True once the message is `sending` (and may be sent); False when it must not be."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def mark(self, message_id: uuid.UUID) -> datetime | None:
+        """The lease of the call once the message is `sending` (it may be sent); None when it
+        must not be."""
+        future: asyncio.Future[datetime | None] = asyncio.get_running_loop().create_future()
         self._pending.append((message_id, future))
         self._wake.set()
         asked = time.monotonic()
@@ -535,10 +540,10 @@ class _Marker:
         finally:
             for _, future in self._pending:
                 if not future.done():
-                    future.set_result(False)
+                    future.set_result(None)
 
-    async def _mark(self, batch: list[tuple[uuid.UUID, asyncio.Future[bool]]]) -> None:
-        marked: set[uuid.UUID] = set()
+    async def _mark(self, batch: list[tuple[uuid.UUID, asyncio.Future[datetime | None]]]) -> None:
+        marked: dict[uuid.UUID, datetime] = {}
         try:
             async with self.sessions() as session, session.begin():
                 marked = await mark_attempting(
@@ -549,4 +554,4 @@ class _Marker:
             self._log.failed(error)
         for message_id, future in batch:
             if not future.done():
-                future.set_result(message_id in marked)
+                future.set_result(marked.get(message_id))

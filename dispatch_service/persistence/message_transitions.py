@@ -104,22 +104,22 @@ MARK_ATTEMPTING = text(f"""
     FROM invite_send_run r
     WHERE m.id = ANY(:ids) AND m.state IN ({_from(E.ATTEMPTED)}) AND m.lease_owner = :owner
       AND r.id = m.run_id AND r.state = {literal(RunState.DISPATCHING)}
-    RETURNING m.id
+    RETURNING m.id, m.lease_expires_at
 """)
 
 
 async def mark_attempting(
     session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, lease_seconds: float
-) -> set[uuid.UUID]:
+) -> dict[uuid.UUID, datetime]:
     """``attempted``: the at-most-once point, taken just before the request is written (attempt
     + 1, `sending_at`, a lease for the call). Only messages still leased by `owner` whose run is
-    dispatching move; the ids returned may be sent, the others must not be."""
+    dispatching move; those returned (with their new lease) may be sent, the others must not."""
     if not ids:
-        return set()
+        return {}
     rows = await session.execute(
         MARK_ATTEMPTING, {"ids": list(ids), "owner": owner, "lease": lease_seconds}
     )
-    return {r.id for r in rows}
+    return {r.id: r.lease_expires_at for r in rows}
 
 
 HOLD = text(f"""
@@ -334,18 +334,31 @@ GIVE_BACK = text(f"""
       sending_at = CASE WHEN m.state IN ({_from(E.STOPPED_BY_CANCEL)})
                         THEN NULL ELSE m.sending_at END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM invite_send_run r
-    WHERE m.id = ANY(:ids) AND m.state IN ({_from(E.RELEASED, E.STOPPED_BY_CANCEL)})
+    FROM invite_send_run r,
+         unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
+    WHERE m.id = v.id AND m.state IN ({_from(E.RELEASED, E.STOPPED_BY_CANCEL)})
       AND m.lease_owner = :owner AND r.id = m.run_id
+      AND (v.lease IS NULL OR m.lease_expires_at = v.lease)
 """)
 
 
-async def give_back_unsent(session: AsyncSession, ids: Sequence[uuid.UUID], owner: str) -> None:
+async def give_back_unsent(
+    session: AsyncSession, leases: Sequence[tuple[uuid.UUID, datetime | None]], owner: str
+) -> None:
     """``released`` (or ``stopped_by_cancel``): messages this replica claimed or marked but
     never wrote a request for go back to `queued` (`cancelled` when their run was cancelled
-    meanwhile), lease cleared; a `sending` one gets its attempt back."""
-    if ids:
-        await session.execute(GIVE_BACK, {"ids": list(ids), "owner": owner})
+    meanwhile), lease cleared; a `sending` one gets its attempt back. Each is given back only
+    while it still holds the lease it was claimed or marked under: a give back written late
+    (after a database outage) never undoes a newer claim of the same message that was sent."""
+    if leases:
+        await session.execute(
+            GIVE_BACK,
+            {
+                "ids": [i for i, _ in leases],
+                "leases": [lease for _, lease in leases],
+                "owner": owner,
+            },
+        )
 
 
 # --- reconciliation and cancellation --------------------------------------------------------

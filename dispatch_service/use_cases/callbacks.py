@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.outages import OutageLog
 from dispatch_service.domain.actors import SENDERS
 from dispatch_service.domain.callbacks import SIGNATURE_HEADER, callback_body, retry_delay, sign
 from dispatch_service.domain.changes import ChangeFilter
@@ -169,13 +170,15 @@ async def run_deliverer(
 ) -> None:
     """The deliverer loop (until cancelled or `stop` is set), with its own HTTP client."""
     stop = stop or asyncio.Event()
+    outage = OutageLog(log, "callback delivery")
     async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
         while not stop.is_set():
             handled = 0
             try:
                 handled = await deliver_once(sessions, client, config)
-            except Exception:  # a database outage must not end the loop; the next round retries
-                log.exception("callback delivery round failed; retrying")
+                outage.succeeded()
+            except Exception as error:  # a database outage must not end the loop
+                outage.failed(error)
             if not handled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), config.poll_seconds)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.outages import OutageLog
 from dispatch_service.domain.changes import (
     ChangeFilter,
     ChangeKind,
@@ -125,6 +126,7 @@ async def maintain_change_log(
     """The background loop: number committed changes every interval, prune old ones now and
     then. Several replicas may run it; one numbers at a time."""
     rounds = 0
+    outage = OutageLog(log, "change log maintenance")
     while True:
         try:
             async with sessions() as session:
@@ -133,7 +135,8 @@ async def maintain_change_log(
                     pruned = await log_.prune(session, retention_seconds)
                     if pruned:
                         log.info("pruned %d changes older than the retention", pruned)
-        except Exception:  # the loop must outlive a database outage; the next round retries
-            log.exception("change log maintenance failed; retrying")
+            outage.succeeded()
+        except Exception as error:  # the loop outlives a database outage; the next round retries
+            outage.failed(error)
         rounds += 1
         await asyncio.sleep(interval_seconds)

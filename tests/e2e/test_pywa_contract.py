@@ -244,8 +244,9 @@ async def test_our_normaliser_reads_every_sandbox_webhook_without_flagging_it() 
         seen["statuses"] = seen.get("statuses", 0) + len(got.statuses)
         seen["inbound_texts"] = seen.get("inbound_texts", 0) + len(got.inbound_texts)
         seen["preferences"] = seen.get("preferences", 0) + len(got.preferences)
-    # calls, echoes and template updates are ignored (never unknown_shape); the rest is read.
-    for subject in ("calls", "smb_message_echoes", "message_template_status_update"):
+        seen["template_updates"] = seen.get("template_updates", 0) + len(got.template_updates)
+    # calls and echoes are ignored (never unknown_shape); the rest is read, template updates too.
+    for subject in ("calls", "smb_message_echoes", "template_updates"):
         assert seen.get(subject, 0) >= 3, (subject, seen)
     assert seen["inbound_texts"] >= 6
     assert seen["preferences"] >= 6
