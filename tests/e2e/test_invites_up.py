@@ -161,7 +161,7 @@ def check_the_twilio_demo(tmp_path: Path, env: dict[str, str]) -> None:
     }
     listed = invites(tmp_path, connection, "messages", run_id.group(1), "--json")
     assert listed.returncode == 0, listed.stderr
-    messages = json.loads(listed.stdout)["messages"]
+    messages = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
     sids = [m.get("provider_message_id", "") for m in messages]
     assert any(sid.startswith("SM") for sid in sids)
     assert not any(sid.startswith("wamid.") for sid in sids)
