@@ -700,6 +700,21 @@ class InviteMessage(Base):
             "sending_at",
             postgresql_where=text("sending_at IS NOT NULL"),
         ),
+        # GetRunStatus reads held and billable messages on every call: partial indexes keep
+        # those reads to the few held rows and an index-only count of the billable ones.
+        Index(
+            "ix_invite_message_held",
+            "run_id",
+            "hold_reason",
+            postgresql_where=text("state = 'queued' AND hold_reason IS NOT NULL"),
+        ),
+        Index(
+            "ix_invite_message_billable",
+            "run_id",
+            "pricing_category",
+            "phone_e164",
+            postgresql_where=text("pricing_billable AND pricing_category IS NOT NULL"),
+        ),
     )
 
 

@@ -347,19 +347,3 @@ def _candidate(row: Any) -> Candidate:
     )
     reason = RejectionReason(row.rejection_reason) if row.rejection_reason else None
     return Candidate(row.position, target, reason)
-
-
-ELIGIBLE_BY_PREFIX = text("""
-    SELECT left(phone_e164, 5) AS prefix, count(*) AS n FROM precheck_candidate
-    WHERE precheck_id = :precheck AND eligible
-    GROUP BY 1 ORDER BY 1
-""")
-
-
-async def eligible_by_prefix(
-    session: AsyncSession, precheck_id: uuid.UUID
-) -> list[tuple[str, int]]:
-    """Eligible candidates of a precheck counted by the first five characters of their phone
-    (enough for any country calling code: the rate card's longest-prefix match needs no more)."""
-    rows = await session.execute(ELIGIBLE_BY_PREFIX, {"precheck": precheck_id})
-    return [(r.prefix, int(r.n)) for r in rows]

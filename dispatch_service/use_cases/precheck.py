@@ -32,12 +32,11 @@ from dispatch_service.persistence.audience import audience_select
 from dispatch_service.persistence.messaging_limit import allowance, workspace_sending
 from dispatch_service.persistence.prechecks import (
     NewPrecheck,
-    eligible_by_prefix,
     evaluate_and_store,
     list_candidates,
     require_template,
 )
-from dispatch_service.persistence.pricing import rate_card, template_category
+from dispatch_service.persistence.pricing import precheck_eligible, rate_card, template_category
 from dispatch_service.use_cases.acting import READERS, acting
 from dispatch_service.use_cases.template_checks import template_step
 
@@ -158,7 +157,7 @@ async def precheck_in(
     sender, limit, _ = await workspace_sending(session, actor.workspace_id)
     card = await rate_card(session, actor.workspace_id)
     category = await template_category(session, command.template_id)
-    prefixes = await eligible_by_prefix(session, precheck.id) if card.prices else []
+    prefixes = await precheck_eligible(session, precheck.id) if card.prices else []
     costs = estimate(card, ((prefix, category, n) for prefix, n in prefixes))
     return PrecheckResult(
         precheck_id=precheck.id,
