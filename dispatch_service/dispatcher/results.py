@@ -158,7 +158,12 @@ def _plan_failure(
         writes.exhausted.append(row)
     elif decision.step is NextStep.FAIL_REJECTED:
         writes.rejected.append(row)
-        source = classify_code(failed.error_code).opt_out if failed.error_code else None
+        # the provider classified the code as an opt-out; the table names its source
+        source = (
+            classify_code(failed.error_code).opt_out
+            if failed.adds_do_not_message and failed.error_code
+            else None
+        )
         if source is not None:
             writes.opt_outs.append(
                 provider_opt_out(
