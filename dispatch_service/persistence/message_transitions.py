@@ -149,6 +149,7 @@ HOLD_DUE = text(f"""
       hold_reason = :reason, updated_at = now()
     WHERE run_id = :run AND state IN ({_from(E.HELD)})
       AND (next_attempt_at IS NULL OR next_attempt_at < :until)
+      AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())
 """)
 
 
@@ -156,7 +157,8 @@ async def hold_due(
     session: AsyncSession, run_id: uuid.UUID, until: datetime, reason: HoldReason
 ) -> int:
     """``held``: every queued message of the run due before `until` waits until then (the
-    messaging limit is reached); returns how many."""
+    messaging limit is reached); returns how many. Messages a replica holds a live claim on
+    are not touched: their slots are taken, they go out."""
     result = await session.execute(
         HOLD_DUE, {"run": run_id, "until": until, "reason": reason.value}
     )

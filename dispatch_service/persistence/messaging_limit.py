@@ -7,17 +7,27 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.vocabulary import MessageState
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
+from dispatch_service.persistence.state_sql import literal
 
-# Per phone, its last send (claim) in the window; the window frees when the (used - limit + 1)th
-# oldest of those leaves it.
-WINDOW_USE = text("""
+# Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
+# of those leaves it. A message claimed but not yet marked `sending` (leased, still `queued`)
+# counts as sent now: its slot is taken, and the claims of one sender are serialised by its
+# schedule row, so a second claim cannot hand the same room out again before the mark.
+WINDOW_USE = text(f"""
     WITH recent AS (
-      SELECT m.phone_e164, max(m.sending_at) AS last
-      FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-      WHERE r.sender_phone_number_id = :sender AND m.sending_at IS NOT NULL
-        AND m.sending_at > clock_timestamp() - make_interval(secs => :window)
-      GROUP BY m.phone_e164)
+      SELECT phone_e164, max(last) AS last FROM (
+        SELECT m.phone_e164, m.sending_at AS last
+        FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
+        WHERE r.sender_phone_number_id = :sender AND m.sending_at IS NOT NULL
+          AND m.sending_at > clock_timestamp() - make_interval(secs => :window)
+        UNION ALL
+        SELECT m.phone_e164, clock_timestamp()
+        FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
+        WHERE r.sender_phone_number_id = :sender AND m.state = {literal(MessageState.QUEUED)}
+          AND m.lease_owner IS NOT NULL AND m.lease_expires_at > clock_timestamp()
+      ) AS uses GROUP BY phone_e164)
     SELECT (SELECT count(*) FROM recent) AS used,
            (SELECT last + make_interval(secs => :window) FROM recent ORDER BY last
             OFFSET greatest((SELECT count(*) FROM recent) - :limit, 0) LIMIT 1) AS frees_at,

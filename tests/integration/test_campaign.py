@@ -17,9 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.dispatcher.claims import ClaimSettings, claim
+from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
 from dispatch_service.domain.resend import ResendSelection, resend_selection
+from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.errors import InvalidArgument, NotFound, PermissionDenied
 from dispatch_service.persistence import message_transitions, run_transitions
+from dispatch_service.persistence.claims import active_runs
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.resend import ResendResult, resend_command, resend_run
@@ -476,6 +480,30 @@ async def test_131049_defers_the_message_a_day_instead_of_failing_it(
 
 
 # --- the portfolio messaging limit ----------------------------------------------------------
+
+
+async def test_claimed_but_not_yet_marked_messages_use_the_messaging_limit(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Claims of one sender, one after the other before any mark (a slow database, a mark
+    that waits for its slot): the second sees the room the first took, so the limit holds.
+    (Seen in CI: the second claim counted only `sending` rows and let a third recipient out.)"""
+    world = seed_world(database_url, PHONES[:4])
+    with Seeder(database_url) as seed:
+        seed.conn.execute(
+            "UPDATE workspace SET messaging_limit = 2 WHERE id = %s", (world.workspace_id,)
+        )
+    run = (await precheck_and_start(sessions, world)).run
+    async with sessions() as session:
+        (active,) = [r for r in await active_runs(session) if r.id == run.id]
+    limiter = SenderRateLimiter(RateSettings(messages_per_second=500))
+    replica = ClaimSettings(owner="replica", claim_lease_seconds=30.0)
+    first = await claim(sessions, limiter, active, 1, replica)
+    second = await claim(sessions, limiter, active, 4, replica)
+    third = await claim(sessions, limiter, active, 4, replica)
+    assert (len(first.messages), len(second.messages), len(third.messages)) == (1, 1, 0)
+    status = await get_run_status(sessions, world.admin, run.id)
+    assert [(h.reason, h.count) for h in status.held] == [("messaging_limit", 2)]
 
 
 async def test_the_messaging_limit_holds_new_recipients_until_the_24_hour_window_frees(
