@@ -171,7 +171,7 @@ class Dispatcher:
         self._claim_settings = ClaimSettings(
             owner=self.owner, claim_lease_seconds=config.claim_lease_seconds
         )
-        self._marker = _Marker(sessions, self.owner, config.lease_seconds)
+        self._marker = Marker(sessions, self.owner, config.lease_seconds)
         self._reserved = 0
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -492,7 +492,7 @@ def _outage_pause(failures: int) -> float:
     return float(min(OUTAGE_RETRY_CAP_SECONDS, FLUSH_RETRY_SECONDS * 2 ** min(failures, 8)))
 
 
-class _Marker:
+class Marker:
     """Marks messages `sending` just before their slots, batching the ones that come due
     together into one short transaction (one in flight at a time: marks asked for meanwhile
     share the next one)."""
@@ -546,9 +546,13 @@ class _Marker:
         marked: dict[uuid.UUID, datetime] = {}
         try:
             async with self.sessions() as session, session.begin():
-                marked = await mark_attempting(
+                marking = await mark_attempting(
                     session, [m for m, _ in batch], self.owner, self.lease_seconds
                 )
+            # Only a committed mark may be sent: the UPDATE's rows are known before the commit,
+            # and a commit that fails (the database went away) leaves the messages `queued`
+            # under their claim lease, to be claimed again once it runs out.
+            marked = marking
             self._log.succeeded()
         except Exception as error:  # the database is away: nothing is sent
             self._log.failed(error)

@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
     wait_for_serving,
 )
 from tests.integration.dispatch_support import World
+from tests.integration.factories import Seeder
 
 TEMPLATE = {"name": "event_invitation", "language": "en_US", "body_params": 2}
 FAST_WEBHOOKS = {
@@ -192,6 +193,22 @@ class DispatchStack:
         )
         response.raise_for_status()
         return response.json()
+
+    def settle_webhooks(self, database_url: str, timeout: float = 30.0) -> None:
+        """Wait until the sandbox has no webhook left to post (scheduled, held for redelivery
+        or in flight) and the ingestor's receipts are all applied: after this, the database
+        has heard everything the provider will say."""
+        deadline = time.monotonic() + timeout
+        while True:
+            webhooks = self.control("GET", "stats")["webhooks"]
+            waiting = webhooks["scheduled"] + webhooks["held"] + webhooks["posts_in_flight"]
+            with Seeder(database_url) as seed:
+                pending = seed.rows("SELECT count(*) FROM webhook_receipt WHERE state = 'pending'")
+            if waiting == 0 and pending[0][0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"webhooks unsettled: {webhooks}, receipts {pending}")
+            time.sleep(0.2)
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every accepted send, in order."""

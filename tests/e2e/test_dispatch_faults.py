@@ -1,6 +1,7 @@
 """The send path under provider faults, with two real dispatch replicas against the sandbox.
 
-Each test ends with the same checks (`assert_promises_kept`): the sandbox's ledger has nobody
+Each test ends with the same checks (`assert_promises_kept`, once every webhook the sandbox
+will post has been applied): the sandbox's ledger has nobody
 twice and no one-second window over the cap (the sandbox's own count, at the moment each
 request arrived), and in the database nothing is stuck, nothing ended ambiguous that the
 provider never saw, and the run's counters equal its rows. Figures an operator would want are
@@ -28,6 +29,7 @@ def assert_promises_kept(
     stack: DispatchStack, database_url: str, world: World, run_id: str, cap: int
 ) -> dict[str, Any]:
     """The checks every fault test ends with; returns figures for the report."""
+    stack.settle_webhooks(database_url)
     ledger = stack.ledger()
     stats = stack.control("GET", "stats")
     per_recipient = Counter(entry["wa_id"] for entry in ledger)
@@ -35,7 +37,9 @@ def assert_promises_kept(
     # nobody twice; on failure each entry names its message (biz_opaque_callback_data)
     assert [wa_id for wa_id, n in per_recipient.items() if n > 1] == [], twice
     assert stats["max_sends_in_any_second"] <= cap, stats["sends_per_second"]
-    with Seeder(database_url) as seed:
+    with Seeder(database_url) as seed, seed.conn.transaction():
+        # one snapshot for the rows and their counts (late `read` webhooks may still arrive)
+        seed.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         rows = seed.rows(
             "SELECT phone_e164, state, rejection_reason FROM invite_message WHERE run_id = %s",
             run_id,

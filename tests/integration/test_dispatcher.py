@@ -9,14 +9,15 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.claims import ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.dispatcher.results import RetryPolicy
-from dispatch_service.dispatcher.worker import Dispatcher
+from dispatch_service.dispatcher.worker import Dispatcher, Marker
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs
@@ -443,6 +444,57 @@ async def test_a_crashed_replicas_claimed_but_unattempted_messages_are_sent_afte
     stored = await messages(sessions)
     assert {(r["state"], r["attempt_count"]) for r in stored.values()} == {("sent", 1)}
     assert sorted(fake.per_recipient.values()) == [1, 1, 1, 1]
+
+
+def _commits_fail(sessions: async_sessionmaker[AsyncSession]) -> Any:
+    """A session factory whose commits fail, as when the database goes away mid-commit
+    (the statements before the commit ran and returned their rows)."""
+
+    def session() -> AsyncSession:
+        opened = sessions()
+
+        @event.listens_for(opened.sync_session, "before_commit")
+        def refuse(_: Any) -> None:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+        return opened
+
+    return session
+
+
+async def test_a_mark_whose_commit_failed_is_not_sent(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The mark's UPDATE returns its rows before the commit: when the commit then fails (a
+    Postgres crash), the messages must not be sent, for they are still `queued` under their
+    claim lease and will be claimed and sent again. (Seen as one recipient sent twice across
+    a Postgres restart: once before the crash, once after.)"""
+    world = seed_world(database_url, PHONES[:2])
+    run = (await precheck_and_start(sessions, world)).run
+    active = [r for r in await _active_runs(sessions) if r.id == run.id]
+    limiter = SenderRateLimiter(RateSettings(messages_per_second=500))
+    replica = ClaimSettings(owner="replica", claim_lease_seconds=30.0)
+    taken = await claim(sessions, limiter, active[0], 2, replica)
+    assert len(taken.messages) == 2
+
+    async def mark_all(marker: Marker) -> list[Any]:
+        marking = asyncio.create_task(marker.run())
+        try:
+            return list(await asyncio.gather(*(marker.mark(m.id) for m in taken.messages)))
+        finally:
+            marking.cancel()
+
+    assert await mark_all(Marker(_commits_fail(sessions), "replica", 10.0)) == [None, None]
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
+            ("queued", 0)
+        ]
+    leases = await mark_all(Marker(sessions, "replica", 10.0))  # the database answers again
+    assert all(lease is not None for lease in leases)
+    with Seeder(database_url) as seed:
+        assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
+            ("sending", 1)
+        ]
 
 
 async def test_a_send_whose_window_passed_goes_back_to_queued_with_its_attempt(
