@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import HoldReason
 from dispatch_service.dispatcher.metrics import SENDS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
-from dispatch_service.domain.quiet_hours import next_opening, parse_window
+from dispatch_service.domain.quiet_hours import event_zone, next_opening, parse_window
 from dispatch_service.persistence.claims import (
     ActiveRun,
     ClaimCandidate,
@@ -157,9 +157,10 @@ async def _hold_quiet_hours(
     if run.send_window is None:
         return candidates
     window = parse_window(run.send_window)
+    zone = event_zone(run.time_zone)
     sendable, held, until = [], [], []
     for candidate in candidates:
-        opening = next_opening(window, candidate.phone_e164, now)
+        opening = next_opening(window, candidate.phone_e164, now, zone)
         if opening is None:
             sendable.append(candidate)
         else:

@@ -2,10 +2,14 @@
 
 A window like ``09:00-21:00`` is set on the workspace and may be overridden per run (StartRun's
 ``send_window``); ``22:00-06:00`` wraps midnight. A recipient's local time comes from the
-phone number's region (phonenumbers' time-zone data); a number spanning several zones (a
-country without area-code zones) may be sent only when the time is inside the window in every
-one of them, and when no such moment comes within two days, in its first zone alone. A number
-without zone data uses the fallback zone (UTC: events carry no time zone).
+phone number's region (phonenumbers' time-zone data), else the event's time zone:
+
+* one zone for the number (a US area code, most countries): that zone;
+* several (a country without area-code zones, such as Russia's mobiles): the event's zone when
+  it is one of them (a guest invited to an event in Moscow most likely lives in its zone),
+  otherwise the message may go only when the time is inside the window in every one of them,
+  and when no such moment comes within two days, in its first zone alone;
+* none (no zone data for the number): the event's zone (UTC for an event without one).
 
 The dispatcher asks at claim time: a message due outside its window is held (``held``: it stays
 `queued`, due at the next opening). Held messages come due together at the opening, but every
@@ -61,12 +65,12 @@ def parse_window(value: str, field: str = "send_window") -> SendWindow:
 
 
 @lru_cache(maxsize=4096)
-def recipient_zones(phone_e164: str) -> tuple[ZoneInfo, ...]:
-    """The phone number's time zones (phonenumbers' data), or the fallback zone."""
+def _number_zones(phone_e164: str) -> tuple[ZoneInfo, ...]:
+    """The phone number's time zones in phonenumbers' data (none when it has none)."""
     try:
         number = phonenumbers.parse(phone_e164)
     except phonenumbers.NumberParseException:
-        return (FALLBACK_ZONE,)
+        return ()
     names = [n for n in phone_timezones.time_zones_for_number(number) if n != "Etc/Unknown"]
     zones = []
     for name in names:
@@ -74,7 +78,26 @@ def recipient_zones(phone_e164: str) -> tuple[ZoneInfo, ...]:
             zones.append(ZoneInfo(name))
         except (KeyError, ValueError):  # pragma: no cover - a zone this system's tzdata lacks
             continue
-    return tuple(zones) or (FALLBACK_ZONE,)
+    return tuple(zones)
+
+
+@lru_cache(maxsize=64)
+def event_zone(name: str | None) -> ZoneInfo:
+    """An event's time zone by its IANA name; UTC for none or one this system does not know."""
+    try:
+        return ZoneInfo(name) if name else FALLBACK_ZONE
+    except (KeyError, ValueError):
+        return FALLBACK_ZONE
+
+
+def recipient_zones(phone_e164: str, event: ZoneInfo = FALLBACK_ZONE) -> tuple[ZoneInfo, ...]:
+    """The zones a message to `phone_e164` must respect (see the module docstring)."""
+    zones = _number_zones(phone_e164)
+    if not zones:
+        return (event,)
+    if len(zones) > 1 and event in zones:
+        return (event,)
+    return zones
 
 
 def _inside(window: SendWindow, zones: tuple[ZoneInfo, ...], at: datetime) -> bool:
@@ -93,9 +116,12 @@ def _openings(window: SendWindow, zone: ZoneInfo, now: datetime) -> list[datetim
     return result
 
 
-def next_opening(window: SendWindow, phone_e164: str, now: datetime) -> datetime | None:
-    """None when a message to `phone_e164` may go at `now`; else when it may next (UTC)."""
-    zones = recipient_zones(phone_e164)
+def next_opening(
+    window: SendWindow, phone_e164: str, now: datetime, event: ZoneInfo = FALLBACK_ZONE
+) -> datetime | None:
+    """None when a message to `phone_e164` may go at `now`; else when it may next (UTC).
+    `event`: the event's time zone, for numbers their own data does not place."""
+    zones = recipient_zones(phone_e164, event)
     if _inside(window, zones, now):
         return None
     candidates = sorted({t for zone in zones for t in _openings(window, zone, now)})

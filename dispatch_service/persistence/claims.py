@@ -41,15 +41,17 @@ class ActiveRun:
     """The workspace's portfolio messaging limit (unique recipients per 24 h); None: none."""
     send_plan: Mapping[str, Any] = field(default_factory=dict)
     """The run's header, parameter format and buttons (domain/send_plan)."""
+    time_zone: str = "UTC"
+    """The event's time zone (IANA name): quiet hours for numbers whose region has no zone."""
 
 
 ACTIVE_RUNS = text(
     f"""
     SELECT r.id, r.workspace_id, r.sender_phone_number_id AS sender, t.name, r.language,
            t.variables, coalesce(r.send_window, w.send_window) AS send_window,
-           w.messaging_limit, r.send_plan
+           w.messaging_limit, r.send_plan, e.time_zone
     FROM invite_send_run r JOIN template t ON t.id = r.template_id
-      JOIN workspace w ON w.id = r.workspace_id
+      JOIN workspace w ON w.id = r.workspace_id JOIN event e ON e.id = r.event_id
     WHERE r.state IN ({_ACTIVE})
     ORDER BY r.created_at
     """
@@ -70,6 +72,7 @@ async def active_runs(session: AsyncSession) -> list[ActiveRun]:
             send_window=r.send_window,
             messaging_limit=r.messaging_limit,
             send_plan=r.send_plan or {},
+            time_zone=r.time_zone,
         )
         for r in rows
     ]

@@ -9,13 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.vocabulary import MessageState
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
-from dispatch_service.persistence.state_sql import literal
 
 # Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
 # of those leaves it. A message claimed but not yet marked `sending` (leased, still `queued`)
 # counts as sent now: its slot is taken, and the claims of one sender are serialised by its
 # schedule row, so a second claim cannot hand the same room out again before the mark.
-WINDOW_USE = text(f"""
+WINDOW_USE = text("""
     WITH recent AS (
       SELECT phone_e164, max(last) AS last FROM (
         SELECT m.phone_e164, m.sending_at AS last
@@ -25,7 +24,7 @@ WINDOW_USE = text(f"""
         UNION ALL
         SELECT m.phone_e164, clock_timestamp()
         FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-        WHERE r.sender_phone_number_id = :sender AND m.state = {literal(MessageState.QUEUED)}
+        WHERE r.sender_phone_number_id = :sender AND m.state = :queued
           AND m.lease_owner IS NOT NULL AND m.lease_expires_at > clock_timestamp()
       ) AS uses GROUP BY phone_e164)
     SELECT (SELECT count(*) FROM recent) AS used,
@@ -41,7 +40,13 @@ async def allowance(session: AsyncSession, sender: str, limit: int | None) -> Al
         return Allowance(limit=None, used=0, frees_at=None)
     row = (
         await session.execute(
-            WINDOW_USE, {"sender": sender, "limit": limit, "window": WINDOW.total_seconds()}
+            WINDOW_USE,
+            {
+                "sender": sender,
+                "limit": limit,
+                "window": WINDOW.total_seconds(),
+                "queued": MessageState.QUEUED.value,
+            },
         )
     ).one()
     used = int(row.used)

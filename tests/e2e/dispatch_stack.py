@@ -61,6 +61,7 @@ class DispatchStack:
     tmp_path: Path
     dispatchers: dict[str, ServiceProcess] = field(default_factory=dict)
     workers: dict[str, ServiceProcess] = field(default_factory=dict)
+    webhook: ServiceProcess | None = None
 
     @property
     def sandbox_url(self) -> str:
@@ -118,6 +119,7 @@ class DispatchStack:
         """The ingestor, forwarding to `dispatch_target`."""
         webhook = self.start_service("webhook", "webhook_service", DISPATCH_TARGET=dispatch_target)
         wait_for_http(webhook, f"http://{self.env['WEBHOOK_LISTEN']}/healthz")
+        self.webhook = webhook
         return webhook
 
     def stub(self, target: str | None = None) -> tuple[grpc.Channel, pb_grpc.DispatchServiceStub]:
@@ -197,7 +199,10 @@ class DispatchStack:
     def settle_webhooks(self, database_url: str, timeout: float = 30.0) -> None:
         """Wait until the sandbox has no webhook left to post (scheduled, held for redelivery
         or in flight) and the ingestor's receipts are all applied: after this, the database
-        has heard everything the provider will say."""
+        has heard everything the provider will say. Without an ingestor there is nothing to
+        wait for (the sandbox keeps redelivering to nobody)."""
+        if self.webhook is None:
+            return
         deadline = time.monotonic() + timeout
         while True:
             webhooks = self.control("GET", "stats")["webhooks"]

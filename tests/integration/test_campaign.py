@@ -363,11 +363,40 @@ async def test_resend_needs_a_class_a_parent_admin_and_a_run_of_the_workspace(
 LA = ZoneInfo("America/Los_Angeles")  # the zone of the +1415 test phones
 
 
-def window_around(offset_hours: int, length_hours: int = 1) -> str:
-    """A window starting `offset_hours` from the current hour in Los Angeles."""
-    local = datetime.now(LA)
+def window_around(offset_hours: int, length_hours: int = 1, zone: ZoneInfo = LA) -> str:
+    """A window starting `offset_hours` from the current hour in `zone` (Los Angeles)."""
+    local = datetime.now(zone)
     start = (local.hour + offset_hours) % 24
     return f"{start:02d}:00-{(start + length_hours) % 24:02d}:00"
+
+
+async def test_a_number_its_region_does_not_place_keeps_the_events_hours(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A UK mobile has no zone in phonenumbers' data: the event's time zone (Tokyo) decides
+    when it may go, not UTC."""
+    tokyo = ZoneInfo("Asia/Tokyo")
+    world = seed_world(database_url, ["+447700900123"])
+    with Seeder(database_url) as seed:
+        seed.conn.execute(
+            "UPDATE event SET time_zone = 'Asia/Tokyo' WHERE id = %s", (world.event_id,)
+        )
+        seed.conn.execute(  # opens two hours from now in Tokyo (and not in UTC's hours)
+            "UPDATE workspace SET send_window = %s WHERE id = %s",
+            (window_around(2, zone=tokyo), world.workspace_id),
+        )
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+
+        async def held() -> bool:
+            return bool((await get_run_status(sessions, world.admin, run.id)).held)
+
+        await wait_for(held, what="the message held")
+    assert fake.sends == []
+    (hold,) = (await get_run_status(sessions, world.admin, run.id)).held
+    opening = hold.first_due_at.astimezone(tokyo)
+    assert (opening.hour, opening.minute) == ((datetime.now(tokyo).hour + 2) % 24, 0)
 
 
 async def test_a_message_outside_its_recipients_window_waits_for_the_next_opening(

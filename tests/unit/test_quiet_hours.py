@@ -9,6 +9,7 @@ import pytest
 
 from dispatch_service.domain.quiet_hours import (
     SendWindow,
+    event_zone,
     next_opening,
     parse_window,
     recipient_zones,
@@ -65,3 +66,27 @@ def test_a_number_spanning_zones_waits_until_it_is_inside_in_all_of_them() -> No
     opening = next_opening(DAY, russia, utc(0))
     assert opening is not None
     assert all(DAY.contains(opening.astimezone(z).time()) for z in zones)
+
+
+def test_the_events_zone_places_a_number_without_zone_data() -> None:
+    uk = "+447700900123"
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert recipient_zones(uk, tokyo) == (tokyo,)
+    assert next_opening(DAY, uk, utc(0), tokyo) is None  # 09:00 in Tokyo
+    assert next_opening(DAY, uk, utc(0)) == utc(9)  # UTC when the event has no zone
+
+
+def test_the_events_zone_picks_among_a_numbers_zones_only_when_it_is_one_of_them() -> None:
+    russia = "+79161234567"
+    moscow, new_york = ZoneInfo("Europe/Moscow"), ZoneInfo("America/New_York")
+    assert moscow in recipient_zones(russia)
+    assert recipient_zones(russia, moscow) == (moscow,)
+    assert recipient_zones(russia, new_york) == recipient_zones(russia)
+    assert recipient_zones(SF, moscow) == (ZoneInfo("America/Los_Angeles"),)  # one zone: its own
+    assert next_opening(DAY, russia, utc(6), moscow) is None  # 09:00 in Moscow
+
+
+def test_an_unknown_event_zone_name_is_utc() -> None:
+    assert event_zone("Mars/Olympus_Mons") == ZoneInfo("UTC")
+    assert event_zone(None) == ZoneInfo("UTC")
+    assert event_zone("Asia/Tokyo") == ZoneInfo("Asia/Tokyo")
