@@ -34,6 +34,7 @@ from dispatch_service.dispatcher.claims import ClaimedMessage
 from dispatch_service.dispatcher.metrics import RETRIES, RUN_TRANSITIONS, SENDS
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.retry import (
+    MARKETING_CAP_DEFER_SECONDS,
     Backoff,
     NextStep,
     RetryClass,
@@ -86,7 +87,7 @@ class RetryPolicy:
 
     max_attempts: int
     backoff: Backoff
-    defer_seconds: float = 86_400.0
+    defer_seconds: float = MARKETING_CAP_DEFER_SECONDS
     """How long a message waits after Meta's per-user marketing cap (131049)."""
 
 
@@ -198,7 +199,9 @@ async def write_results(
     await lock_messages(session, [r.message.id for r in results])
     await record_accepted(session, writes.accepted)
     if writes.accepted:
-        await apply_orphaned_statuses(session, [row.id for row in writes.accepted])
+        await apply_orphaned_statuses(
+            session, [row.id for row in writes.accepted], policy.defer_seconds
+        )
     await record_requeued(session, writes.requeued, writes.delays)
     await record_failed(session, writes.exhausted, MessageEvent.RETRIES_EXHAUSTED)
     await record_failed(session, writes.rejected, MessageEvent.TERMINAL_ERROR)

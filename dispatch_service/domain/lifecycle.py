@@ -14,6 +14,11 @@ a status that moves nothing means (``stale`` or ``after_terminal``) and which ti
 * Statuses this system does not track (``played``, ``deleted``, future ones) change nothing.
 * Blocked or cancelled messages were never sent: any status is ``after_terminal`` and changes
   nothing.
+* A ``failed`` status whose error defers (Meta's per-user marketing cap 131049, Twilio's 63049)
+  does not fail the message: it was not delivered, and goes back to the queue to be sent again
+  after at least 24 h (``provider_deferred``; the writer sets when). Its earlier send's ``sent``
+  time is dropped, and any later status of that send is ``stale`` (``Lifecycle.deferred``), so
+  the order in which its statuses arrive does not matter.
 
 Timestamps come from the provider and are chosen so the result does not depend on the order in
 which a consistent set of statuses arrives (Meta delivers out of order):
@@ -36,7 +41,7 @@ from datetime import datetime
 
 from common.vocabulary import ApplyOutcome, DnmSource, MessageState, RejectionReason
 from dispatch_service.domain.identities import ProviderContact
-from dispatch_service.domain.retry import classify_code
+from dispatch_service.domain.retry import RetryClass, classify_code
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
     PROVIDER_STATUS_EVENTS,
@@ -113,6 +118,9 @@ class Lifecycle:
     failed_at: datetime | None = None
     error: ProviderError | None = None
     rejection_reason: RejectionReason | None = None
+    deferred: bool = False
+    """Queued again after a provider deferral (131049): its previous send's statuses are
+    stale; the next send starts afresh."""
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:
@@ -144,11 +152,25 @@ def _fail(message: Lifecycle, status: ProviderStatus) -> Lifecycle:
     )
 
 
+def deferring_error(status: ProviderStatus) -> ProviderError | None:
+    """The error of a `failed` status that defers the message (the error table's DEFER class:
+    131049, 63049), else None."""
+    if status.status != FAILED:
+        return None
+    defers = (e for e in status.errors if classify_code(e.code).retry_class is RetryClass.DEFER)
+    return next(defers, None)
+
+
 def apply_status(message: Lifecycle, status: ProviderStatus) -> tuple[ApplyOutcome, Lifecycle]:
     """Apply one (not duplicate) provider status: what it did, and the message afterwards."""
     if status.status not in TRACKED_STATUSES:
         return ApplyOutcome.UNKNOWN_STATUS, message
+    if message.deferred:  # a status of the send before the deferral
+        return ApplyOutcome.STALE, message
     reported = MessageState(status.status)
+    error = deferring_error(status)
+    if error is not None and message_step(message.state, MessageEvent.PROVIDER_DEFERRED):
+        return ApplyOutcome.APPLIED, Lifecycle(MessageState.QUEUED, error=error, deferred=True)
     target = message_step(message.state, PROVIDER_STATUS_EVENTS[reported])
     if target is MessageState.FAILED:
         return ApplyOutcome.APPLIED, _fail(message, status)

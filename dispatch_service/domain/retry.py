@@ -86,11 +86,14 @@ T, R, TERM, H = (
 # * 131048 (spam rate limit): halt; retrying worsens the account's standing (reference ⚠).
 # * 131049 (per-user marketing cap): deferred, not failed: Meta says wait at least 24 h (§5.2);
 #   the run's deadline, when it has one, expires what is still waiting then. Meta mostly reports
-#   it in a `failed` webhook after accepting the send; that message stays failed (131049) and
-#   ResendRun --code 131049 sends it again later.
+#   it in a `failed` webhook after accepting the send: that defers the message the same way
+#   (``provider_deferred``, domain/lifecycle.py).
 # * 132000, 132001, 132007, 132015, 132016: the template as registered with Meta does not fit
 #   this run (parameters, language, approval, quality); every other message would fail too, so
 #   the run halts for a human (fix the template, then resume or cancel).
+MARKETING_CAP_DEFER_SECONDS = 86_400.0
+"""How long a message waits after Meta's per-user marketing cap by default (at least 24 h)."""
+
 ERROR_CODES: dict[int, CodeRule] = {
     0: CodeRule(H, "unable to authenticate the app user (token expired or revoked)"),
     1: CodeRule(T, "invalid request or possible server error"),

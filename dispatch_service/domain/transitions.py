@@ -31,11 +31,16 @@ again. A message's life at a glance::
     provider_delivered       queued, sending, sent              delivered
     provider_read            queued, sending, sent, delivered   read
     provider_failed          queued, sending, sent, delivered   failed      provider_rejected
+    provider_deferred        queued, sending, sent              queued      a `failed` status with
+                                                                            131049: after >= 24 h
 
 The provider rows are not typed by hand: they follow from the rank rule (``RANK``): a provider
 status advances a message from every live state of lower rank, ``failed`` from every live state
-but ``read`` (final success). ``read``, ``failed``, ``blocked`` and ``cancelled`` are final: no
-transition leaves them.
+but ``read`` (final success). ``provider_deferred`` is the one provider row typed by hand: Meta
+reports its per-user marketing cap (131049, Twilio 63049) mostly as a `failed` status after it
+accepted the send; the message was not delivered and goes back to the queue, held for the
+marketing limit, like the ``deferred`` send result. ``read``, ``failed``, ``blocked`` and
+``cancelled`` are final: no transition leaves them.
 
 A run's life::
 
@@ -47,6 +52,11 @@ A run's life::
     resumed                  paused                   -> dispatching  (ResumeRun)
     cancelled                scheduled, queued, dispatching, paused -> cancelled (CancelRun)
     completed                queued, dispatching      -> completed    (nothing pending)
+    reopened                 completed                -> dispatching  (a provider deferred one
+                                                                        of its messages)
+
+``completed`` and ``cancelled`` end a run; ``reopened`` is the one way back: a run completes as
+soon as nothing is queued or sending, and Meta's 131049 for its last messages may come later.
 """
 
 from __future__ import annotations
@@ -100,6 +110,7 @@ class MessageEvent(StrEnum):
     PROVIDER_DELIVERED = "provider_delivered"
     PROVIDER_READ = "provider_read"
     PROVIDER_FAILED = "provider_failed"
+    PROVIDER_DEFERRED = "provider_deferred"
 
 
 class RunEvent(StrEnum):
@@ -111,6 +122,7 @@ class RunEvent(StrEnum):
     RESUMED = "resumed"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+    REOPENED = "reopened"
 
 
 Q, SENDING, SENT, DELIVERED, READ, FAILED, BLOCKED, CANCELLED = (
@@ -182,6 +194,7 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
         )
         for state, event in PROVIDER_STATUS_EVENTS.items()
     },
+    MessageEvent.PROVIDER_DEFERRED: _t({Q, SENDING, SENT}, Q),
 }
 """Every message transition (the table of the module docstring)."""
 
@@ -196,6 +209,7 @@ R_SCHEDULED, R_QUEUED, R_DISPATCHING, R_PAUSED, R_COMPLETED, R_CANCELLED = (
 
 INITIAL_RUN_STATES = frozenset({R_SCHEDULED, R_QUEUED})
 FINAL_RUN_STATES = frozenset({R_COMPLETED, R_CANCELLED})
+"""States that end a run (only ``reopened`` leaves one: see the module docstring)."""
 
 RUN_TRANSITIONS: Mapping[RunEvent, Transition[RunState]] = {
     RunEvent.DUE: _t({R_SCHEDULED}, R_QUEUED),
@@ -204,6 +218,7 @@ RUN_TRANSITIONS: Mapping[RunEvent, Transition[RunState]] = {
     RunEvent.RESUMED: _t({R_PAUSED}, R_DISPATCHING),
     RunEvent.CANCELLED: _t({R_SCHEDULED, R_QUEUED, R_DISPATCHING, R_PAUSED}, R_CANCELLED),
     RunEvent.COMPLETED: _t({R_QUEUED, R_DISPATCHING}, R_COMPLETED),
+    RunEvent.REOPENED: _t({R_COMPLETED}, R_DISPATCHING),
 }
 """Every run transition."""
 

@@ -140,7 +140,8 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         self, request: pb.ApplyStatusRequest, context: Context
     ) -> pb.ApplyStatusResponse:
         command = status_mapping.to_command(request)
-        result = await apply_status(command, self.deps.sessions)
+        defer = self.deps.settings.dispatch_marketing_limit_defer_seconds
+        result = await apply_status(command, self.deps.sessions, defer)
         return status_mapping.to_response(result)
 
     async def ResendRun(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.vocabulary import HoldReason, RunState
 from dispatch_service.domain.pricing import Pricing
+from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.status_matching import MatchedMessage
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -185,7 +186,8 @@ RECORD_ACCEPTED = text(f"""
                    ELSE m.state END,
       sent_at = CASE WHEN m.state IN ({_from(E.ACCEPTED)}, {_SENT_OR_LATER})
                      THEN coalesce(m.sent_at, clock_timestamp()) ELSE m.sent_at END,
-      provider_message_id = coalesce(m.provider_message_id, v.wamid),
+      provider_message_id = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN v.wamid
+                                 ELSE coalesce(m.provider_message_id, v.wamid) END,
       wa_id = coalesce(m.wa_id, v.wa_id),
       error_code = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL ELSE m.error_code END,
       error_title = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL ELSE m.error_title END,
@@ -200,8 +202,9 @@ RECORD_ACCEPTED = text(f"""
 
 async def record_accepted(session: AsyncSession, rows: Sequence[AcceptedRow]) -> None:
     """``accepted``: `sending` -> `sent` (sent_at provisional: the `sent` webhook's timestamp
-    replaces it). A message a webhook already advanced keeps its state; only a missing provider
-    id / wa_id is filled in."""
+    replaces it) with this send's provider id (a deferred message's earlier one is replaced).
+    A message a webhook already advanced keeps its state; only a missing provider id / wa_id is
+    filled in."""
     if not rows:
         return
     await session.execute(
@@ -462,20 +465,30 @@ async def block_already_invited(
 
 # --- provider statuses (ApplyStatus) --------------------------------------------------------
 
-PROVIDER_MOVES = allowed_moves({e: T[e] for e in PROVIDER_STATUS_EVENTS.values()})
+PROVIDER_EVENTS = (*PROVIDER_STATUS_EVENTS.values(), E.PROVIDER_DEFERRED)
+PROVIDER_MOVES = allowed_moves({e: T[e] for e in PROVIDER_EVENTS})
 """The (from, to) pairs a provider status may make (``provider_*`` transitions)."""
 
-WRITE_PROVIDER_STATUSES = text("""
+# A deferred message (``provider_deferred``) waits `defer` seconds, held for the marketing limit,
+# its previous send's sent time forgotten (its provider id stays until the next send replaces
+# it, so that send's late statuses still find it, and are stale).
+WRITE_PROVIDER_STATUSES = text(f"""
     UPDATE invite_message AS m
     SET state = v.state, sent_at = v.sent_at, delivered_at = v.delivered_at,
         read_at = v.read_at, failed_at = v.failed_at, error_code = v.error_code,
         error_title = v.error_title, error_details = v.error_details,
         rejection_reason = v.rejection_reason, provider_message_id = v.wamid, wa_id = v.wa_id,
+        next_attempt_at = CASE WHEN v.deferred
+                               THEN clock_timestamp() + make_interval(secs => :defer)
+                               ELSE m.next_attempt_at END,
+        hold_reason = CASE WHEN v.deferred THEN {literal(HoldReason.MARKETING_LIMIT)}
+                           ELSE m.hold_reason END,
         updated_at = now()
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS v(id uuid, before text, state text, sent_at timestamptz, delivered_at timestamptz,
               read_at timestamptz, failed_at timestamptz, error_code int, error_title text,
-              error_details text, rejection_reason text, wamid text, wa_id text)
+              error_details text, rejection_reason text, wamid text, wa_id text,
+              deferred boolean)
     WHERE m.id = v.id AND m.state = v.before
 """)
 
@@ -499,6 +512,7 @@ def _status_row(message: MatchedMessage) -> dict[str, Any]:
         "rejection_reason": message.after.rejection_reason,
         "wamid": message.provider_message_id,
         "wa_id": message.wa_id,
+        "deferred": message.after.deferred and not message.before.deferred,
     }
 
 
@@ -507,17 +521,22 @@ def _iso(value: datetime | None) -> str | None:
 
 
 async def write_provider_statuses(
-    session: AsyncSession, messages: Iterable[MatchedMessage]
-) -> None:
-    """``provider_sent`` / ``provider_delivered`` / ``provider_read`` / ``provider_failed``
-    (and the timestamps, ids and errors statuses fill without a move): write back each changed
-    message of an ApplyStatus batch. The rows are locked by the caller; a move outside the
-    table is a bug and raises before anything is written."""
+    session: AsyncSession,
+    messages: Iterable[MatchedMessage],
+    defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
+) -> list[uuid.UUID]:
+    """``provider_sent`` / ``provider_delivered`` / ``provider_read`` / ``provider_failed`` /
+    ``provider_deferred`` (and the timestamps, ids and errors statuses fill without a move):
+    write back each changed message of an ApplyStatus batch; a deferred one is due again
+    `defer_seconds` from now. The rows are locked by the caller; a move outside the table is a
+    bug and raises before anything is written. Returns the ids of the deferred messages."""
     rows = [_status_row(m) for m in messages if m.changed]
     if rows:
         await session.execute(
-            WRITE_PROVIDER_STATUSES, {"rows": json.dumps(rows, separators=(",", ":"))}
+            WRITE_PROVIDER_STATUSES,
+            {"rows": json.dumps(rows, separators=(",", ":")), "defer": defer_seconds},
         )
+    return [uuid.UUID(row["id"]) for row in rows if row["deferred"]]
 
 
 # --- pricing (no state change) ----------------------------------------------------------------

@@ -8,6 +8,7 @@ greps for it, and the test databases audit every state change against the table)
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -62,6 +63,15 @@ COMPLETE = text(f"""
 """)
 
 
+REOPEN = text(f"""
+    UPDATE invite_send_run r SET state = {_to(E.REOPENED)}, finished_at = NULL,
+      updated_at = now()
+    WHERE r.state IN ({_from(E.REOPENED)})
+      AND r.id IN (SELECT m.run_id FROM invite_message m WHERE m.id = ANY(:ids))
+    RETURNING r.id
+""")
+
+
 def _changed(result: Any) -> bool:
     return cast(CursorResult[Any], result).rowcount > 0
 
@@ -100,4 +110,13 @@ async def complete_finished(
 ) -> list[uuid.UUID]:
     """``completed``: active runs (or just `run_id`) with no message pending; their ids."""
     rows = await session.execute(COMPLETE, {"run": run_id})
+    return [r.id for r in rows]
+
+
+async def reopen_for(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """``reopened``: completed runs of `message_ids` (messages a provider deferred back into
+    the queue) dispatch again; their ids."""
+    if not message_ids:
+        return []
+    rows = await session.execute(REOPEN, {"ids": list(message_ids)})
     return [r.id for r in rows]

@@ -43,13 +43,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
+from common.vocabulary import ApplyOutcome, HoldReason, MessageState, RejectionReason
 from dispatch_service.domain.lifecycle import (
     Lifecycle,
     ProviderError,
     ProviderStatus,
     StatusUpdate,
 )
+from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.status_matching import (
     HeldStatus,
     MatchedMessage,
@@ -58,6 +59,7 @@ from dispatch_service.domain.status_matching import (
     replay_held,
     status_key,
 )
+from dispatch_service.persistence import run_transitions
 from dispatch_service.persistence.message_transitions import write_provider_statuses
 
 PROVIDER = "meta"
@@ -95,7 +97,7 @@ class StatusApplication:
 _LOCK_MESSAGES = """
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
-           m.rejection_reason, r.sender_phone_number_id
+           m.rejection_reason, m.hold_reason, r.sender_phone_number_id
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
     WHERE {match}
     ORDER BY m.id
@@ -190,6 +192,8 @@ def _lifecycle(row: Any) -> Lifecycle:
         failed_at=row.failed_at,
         error=error,
         rejection_reason=RejectionReason(row.rejection_reason) if row.rejection_reason else None,
+        deferred=row.state == MessageState.QUEUED.value
+        and row.hold_reason == HoldReason.MARKETING_LIMIT.value,
     )
 
 
@@ -354,7 +358,9 @@ async def _replay_held(session: AsyncSession, batch: StatusBatch) -> list[HeldSt
 
 
 async def apply_status_updates(
-    session: AsyncSession, updates: Sequence[StatusUpdate]
+    session: AsyncSession,
+    updates: Sequence[StatusUpdate],
+    defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
 ) -> list[StatusApplication]:
     """Apply a batch of provider statuses; one result per input, in order.
 
@@ -377,7 +383,8 @@ async def apply_status_updates(
         outcomes = batch.replay(skip=conflicts)
         await _fix_outcomes(session, batch, outcomes)
     await _write_held(session, held)
-    await write_provider_statuses(session, batch.messages.values())
+    deferred = await write_provider_statuses(session, batch.messages.values(), defer_seconds)
+    await run_transitions.reopen_for(session, deferred)
     return _results(batch, outcomes)
 
 
@@ -411,7 +418,11 @@ def _results(batch: StatusBatch, outcomes: dict[int, ApplyOutcome]) -> list[Stat
     return results
 
 
-async def apply_orphaned_statuses(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> int:
+async def apply_orphaned_statuses(
+    session: AsyncSession,
+    message_ids: Sequence[uuid.UUID],
+    defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
+) -> int:
     """Apply the statuses that arrived before these messages' provider ids were stored.
 
     The dispatcher calls this right after it stores provider message ids, preferably in the same
@@ -431,5 +442,6 @@ async def apply_orphaned_statuses(session: AsyncSession, message_ids: Sequence[u
     match_held(held, messages)
     replay_held(held, messages)
     await _write_held(session, held)
-    await write_provider_statuses(session, messages.values())
+    deferred = await write_provider_statuses(session, messages.values(), defer_seconds)
+    await run_transitions.reopen_for(session, deferred)
     return sum(1 for o in held if o.message_id is not None)

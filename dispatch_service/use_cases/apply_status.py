@@ -28,6 +28,7 @@ from dispatch_service.domain.identities import LearnedIdentity, learned_identiti
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
 from dispatch_service.domain.meta_templates import TemplateWebhook
 from dispatch_service.domain.pricing import Pricing
+from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.stop_keywords import (
     InboundText,
     PreferenceUpdate,
@@ -153,9 +154,9 @@ def collect_identities(
 
 
 async def _apply_once(
-    session: AsyncSession, command: ApplyStatusCommand
+    session: AsyncSession, command: ApplyStatusCommand, defer_seconds: float
 ) -> tuple[list[StatusApplication], dict[str, int], TemplateUpdatesApplied]:
-    applications = await status_store.apply_status_updates(session, command.statuses)
+    applications = await status_store.apply_status_updates(session, command.statuses, defer_seconds)
     await record_pricing(
         session,
         [
@@ -171,14 +172,17 @@ async def _apply_once(
 
 
 async def apply_status(
-    command: ApplyStatusCommand, sessions: async_sessionmaker[AsyncSession]
+    command: ApplyStatusCommand,
+    sessions: async_sessionmaker[AsyncSession],
+    defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
 ) -> ApplyStatusResult:
-    """Apply the batch in one transaction (retried on a conflict with a concurrent writer)."""
+    """Apply the batch in one transaction (retried on a conflict with a concurrent writer).
+    A message a `failed` status defers (131049) is due again `defer_seconds` later."""
     started = time.perf_counter()
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
-                applications, added, templates = await _apply_once(session, command)
+                applications, added, templates = await _apply_once(session, command, defer_seconds)
             break
         except Exception as error:
             if attempt == MAX_ATTEMPTS or not status_store.is_retryable(error):

@@ -7,6 +7,7 @@ database; nothing sleeps for the scheduled time.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,14 +17,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import MessageState, RejectionReason, RunState
+from common.vocabulary import ApplyOutcome, MessageState, RejectionReason, RunState
 from dispatch_service.dispatcher.claims import ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
+from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.resend import ResendSelection, resend_selection
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.errors import InvalidArgument, NotFound, PermissionDenied
 from dispatch_service.persistence import message_transitions, run_transitions
 from dispatch_service.persistence.claims import active_runs
+from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.resend import ResendResult, resend_command, resend_run
@@ -45,7 +48,7 @@ from tests.integration.dispatch_support import (
     seed_world,
     wait_for,
 )
-from tests.integration.factories import Seeder
+from tests.integration.factories import DEFAULT_SENDER, Seeder
 
 PHONES = [f"+1415555{n:04d}" for n in range(6)]
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -506,6 +509,81 @@ async def test_131049_defers_the_message_a_day_instead_of_failing_it(
         assert await message_transitions.expire_past_deadline(session, now=deadline) == {run.id: 1}
         assert await run_transitions.complete_finished(session, run.id) == [run.id]
     assert (await message_states(sessions, run.id))[capped] == ("failed", "expired")
+
+
+async def test_131049_reported_by_webhook_defers_the_message_and_reopens_its_run(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Meta accepts the send, then reports 131049 in a `failed` webhook (its usual way): the
+    message is not failed but queued again a day later (the configured wait), the completed
+    run dispatches again, late statuses of the first send change nothing, and the next send
+    gets a provider id of its own whose statuses apply."""
+    capped, fine = PHONES[0], PHONES[1]
+    world = seed_world(database_url, [capped, fine])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    first = await message_row(sessions, capped)
+    failed = StatusUpdate(
+        provider_message_id=first.provider_message_id,
+        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(first.id),
+    )
+    day = 3 * 3600.0  # a workspace may wait longer or shorter than Meta's 24 h
+    result = await apply_status(ApplyStatusCommand(statuses=(failed,)), sessions, day)
+    assert result.outcomes == [ApplyOutcome.APPLIED]
+    row = await message_row(sessions, capped)
+    assert (row.state, row.error_code, row.hold_reason, row.sent_at) == (
+        "queued",
+        131049,
+        "marketing_limit",
+        None,
+    )
+    assert timedelta(hours=2, minutes=59) < row.wait <= timedelta(hours=3)
+    assert (await run_row(sessions, run.id)).state == "dispatching"  # reopened
+    status = await get_run_status(sessions, world.admin, run.id)
+    assert [(h.reason, h.count) for h in status.held] == [("marketing_limit", 1)]
+
+    late = replace(failed, report=ProviderStatus("delivered", datetime.now(UTC)))
+    result = await apply_status(ApplyStatusCommand(statuses=(late,)), sessions)
+    assert result.outcomes == [ApplyOutcome.STALE]  # the first send's, after the deferral
+    assert (await message_row(sessions, capped)).state == "queued"
+
+    with Seeder(database_url) as seed:  # the test moves the clock: the wait is over
+        seed.conn.execute(
+            "UPDATE invite_message SET next_attempt_at = now() WHERE id = %s", (first.id,)
+        )
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="sent again")
+    second = await message_row(sessions, capped)
+    assert (fake.sends_to(capped), fake.sends_to(fine)) == (2, 1)
+    assert second.state == "sent"
+    assert second.provider_message_id != first.provider_message_id
+    delivered = StatusUpdate(
+        provider_message_id=second.provider_message_id,
+        report=ProviderStatus("delivered", datetime.now(UTC)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(first.id),
+    )
+    result = await apply_status(ApplyStatusCommand(statuses=(delivered,)), sessions)
+    assert result.outcomes == [ApplyOutcome.APPLIED]
+    assert (await message_row(sessions, capped)).state == "delivered"
+
+
+async def message_row(sessions: async_sessionmaker[AsyncSession], phone: str) -> Any:
+    """The message to `phone` (one run in these tests), with its wait until the next attempt."""
+    async with sessions() as session:
+        return (
+            await session.execute(
+                text(
+                    "SELECT id, state, provider_message_id, error_code, hold_reason, sent_at,"
+                    " next_attempt_at - now() AS wait FROM invite_message WHERE phone_e164 = :p"
+                ),
+                {"p": phone},
+            )
+        ).one()
 
 
 # --- the portfolio messaging limit ----------------------------------------------------------

@@ -97,6 +97,26 @@ def test_repeats_are_duplicates() -> None:
     assert outcomes == [A.APPLIED, A.DUPLICATE]
 
 
+def test_a_marketing_cap_failure_defers_until_the_message_was_delivered() -> None:
+    capped = status("failed", 9, ProviderError(131049, "cap"))
+    for start in (S.QUEUED, S.SENDING, S.SENT):
+        outcome, after = apply_status(Lifecycle(start, sent_at=T0), capped)
+        assert (outcome, after) == (
+            A.APPLIED,
+            Lifecycle(S.QUEUED, error=ProviderError(131049, "cap"), deferred=True),
+        )
+    # Twilio's 63049 is the same cap
+    _, after = apply_status(Lifecycle(S.SENT), status("failed", 9, ProviderError(63049)))
+    assert after.deferred
+    # delivered, then a cap failure: contradictory; the table's failed stands
+    _, after = apply_status(Lifecycle(S.DELIVERED), capped)
+    assert (after.state, after.deferred) == (S.FAILED, False)
+    # any status of the deferred send is stale
+    deferred = Lifecycle(S.QUEUED, error=ProviderError(131049), deferred=True)
+    for name in ("sent", "delivered", "read", "failed"):
+        assert apply_status(deferred, status(name, 20)) == (A.STALE, deferred)
+
+
 def test_only_131050_failures_opt_out() -> None:
     assert opts_out(status("failed", 0, ProviderError(131026), ProviderError(131050)))
     assert not opts_out(status("failed", 0, ProviderError(131026)))
@@ -111,7 +131,7 @@ START = st.sampled_from([S.QUEUED, S.SENDING, S.SENT])
 @st.composite
 def consistent_history(draw: st.DrawFn) -> list[ProviderStatus]:
     """Statuses one real message can get: sent ≤ delivered ≤ read, or failed at the end."""
-    ending = draw(st.sampled_from(["sent", "delivered", "read", "read-only", "failed"]))
+    ending = draw(st.sampled_from(["sent", "delivered", "read", "read-only", "failed", "deferred"]))
     times = sorted(draw(st.lists(st.integers(0, 10_000), min_size=3, max_size=3)))
     history = [status("sent", times[0])]
     if ending in ("delivered", "read", "failed") and draw(st.booleans()):
@@ -120,6 +140,8 @@ def consistent_history(draw: st.DrawFn) -> list[ProviderStatus]:
         history.append(status("read", times[2]))
     if ending == "failed":
         history.append(status("failed", times[2], ProviderError(131026)))
+    if ending == "deferred":  # Meta's per-user marketing cap: not delivered, try again later
+        history.append(status("failed", times[2], ProviderError(131049)))
     if draw(st.booleans()):
         history.append(status("played", times[2]))
     if not draw(st.booleans()):  # the sent webhook itself may never come
@@ -153,8 +175,13 @@ def test_the_state_never_goes_back(
     message = Lifecycle(start)
     for incoming in case[1]:
         _, after = apply_status(message, incoming)
-        if message.state in (S.READ, S.FAILED):
+        if message.deferred:
+            assert after == message
+        elif message.state in (S.READ, S.FAILED):
             assert after.state == message.state
+        elif after.deferred:  # the one way back: a deferral, before delivery
+            assert after.state == S.QUEUED
+            assert message.state in (S.QUEUED, S.SENDING, S.SENT)
         elif after.state != S.FAILED:
             assert RANK[after.state] >= RANK[message.state]
         message = after
@@ -167,6 +194,9 @@ def test_timestamps_are_the_providers(
     history, arrival = case
     final, _ = replay(Lifecycle(start), arrival)
     times = {s.status: s.at for s in history}
+    if final.deferred:  # the send's times are forgotten: the next send starts afresh
+        assert final == Lifecycle(S.QUEUED, error=ProviderError(131049), deferred=True)
+        return
     assert final.sent_at == times.get("sent")
     delivered = [times[k] for k in ("delivered", "read") if k in times]
     assert final.delivered_at == (min(delivered) if delivered else None)

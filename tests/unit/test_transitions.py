@@ -20,6 +20,7 @@ from dispatch_service.domain.transitions import (
     RANK,
     RUN_TRANSITIONS,
     MessageEvent,
+    RunEvent,
     Transition,
     message_step,
 )
@@ -51,9 +52,16 @@ def test_no_transition_leaves_a_final_message_state() -> None:
         assert not transition.sources & FINAL_MESSAGE_STATES, event
 
 
-def test_no_transition_leaves_a_final_run_state() -> None:
-    for event, transition in RUN_TRANSITIONS.items():
-        assert not transition.sources & FINAL_RUN_STATES, event
+def test_only_a_provider_deferral_reopens_a_finished_run() -> None:
+    leaving = {e: t for e, t in RUN_TRANSITIONS.items() if t.sources & FINAL_RUN_STATES}
+    assert set(leaving) == {RunEvent.REOPENED}
+    assert leaving[RunEvent.REOPENED].sources == {RunState.COMPLETED}  # never a cancelled run
+
+
+def test_a_provider_deferral_takes_back_only_what_was_not_delivered() -> None:
+    deferred = MESSAGE_TRANSITIONS[MessageEvent.PROVIDER_DEFERRED]
+    assert deferred.target is MessageState.QUEUED
+    assert not deferred.sources & {MessageState.DELIVERED, MessageState.READ}
 
 
 def test_every_live_message_state_can_still_end() -> None:
