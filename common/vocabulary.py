@@ -108,6 +108,13 @@ class DnmSource(StrEnum):
     PROVIDER_ERROR_21610 = "provider_error_21610"
 
 
+class LimitSource(StrEnum):
+    """Who set a workspace's messaging limit last."""
+
+    OPERATOR = "operator"
+    PROVIDER = "provider"
+
+
 class SenderProvider(StrEnum):
     """Which provider a workspace sends through (and a webhook receipt came from)."""
 

@@ -1,4 +1,5 @@
-"""The Graph API route: ``POST /{version}/{phone_number_id}/messages``."""
+"""The Graph API routes: ``POST /{version}/{phone_number_id}/messages``, the account's
+templates and the phone number's fields."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sandbox.service import SandboxService
 
 GRAPH_SEND_PATH = r"/{version:v\d+\.\d+}/{phone_number_id:\d+}/messages"
 GRAPH_TEMPLATES_PATH = r"/{version:v\d+\.\d+}/{waba_id:\d+}/message_templates"
+GRAPH_PHONE_PATH = r"/{version:v\d+\.\d+}/{phone_number_id:\d+}"
 
 
 class GraphRoutes:
@@ -23,7 +25,17 @@ class GraphRoutes:
         return [
             web.post(GRAPH_SEND_PATH, self.send_message),
             web.get(GRAPH_TEMPLATES_PATH, self.message_templates),
+            web.get(GRAPH_PHONE_PATH, self.phone_number),
         ]
+
+    async def phone_number(self, request: web.Request) -> web.Response:
+        """The phone number's fields asked for (its messaging limit tier)."""
+        status, body = self._service.phone_number(
+            request.match_info["phone_number_id"],
+            request.headers.get("Authorization"),
+            request.query.get("fields", ""),
+        )
+        return web.Response(status=status, body=body, content_type="application/json")
 
     async def message_templates(self, request: web.Request) -> web.Response:
         """One page of the account's templates, with ``paging.next`` while more follow."""

@@ -164,6 +164,24 @@ class SandboxService:
             body["paging"]["next"] = next_url(_cursor(start + len(page) - 1))
         return 200, encode(body)
 
+    def phone_number(
+        self, phone_number_id: str, authorization: str | None, fields: str
+    ) -> tuple[int, bytes]:
+        """Handle ``GET /{version}/{phone_number_id}?fields=...``: the id, and the portfolio's
+        messaging limit as Meta writes it (``whatsapp_business_manager_messaging_limit``:
+        ``TIER_250`` ... ``TIER_UNLIMITED``, from the scenario's ``limits.messaging_limit``)."""
+        try:
+            self._authorize(authorization)
+        except Rejected as rejected:
+            return rejected.error.http_status, self._error_body(rejected.error)
+        body: dict[str, Any] = {"id": phone_number_id}
+        asked = {f.strip() for f in fields.split(",")}
+        if "whatsapp_business_manager_messaging_limit" in asked:
+            body["whatsapp_business_manager_messaging_limit"] = tier_name(
+                self.scenario.limits.messaging_limit
+            )
+        return 200, encode(body)
+
     def _authorize(self, authorization: str | None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
         if not token:
@@ -541,3 +559,13 @@ def _group_id(display_phone_number: str, phone_number_id: str) -> str:
 
 def _profile_name(wa_id: str) -> str:
     return f"Guest {wa_id[-4:]}"
+
+
+def tier_name(limit: int | None) -> str:
+    """Meta's name for a messaging limit tier: TIER_250, TIER_2K, TIER_10K, TIER_100K,
+    TIER_UNLIMITED (None); another number as TIER_<n>."""
+    if limit is None:
+        return "TIER_UNLIMITED"
+    if limit >= 1000 and limit % 1000 == 0:
+        return f"TIER_{limit // 1000}K"
+    return f"TIER_{limit}"

@@ -91,7 +91,13 @@ class Plan:
     @property
     def update_count(self) -> int:
         r = self.request
-        return len(r.statuses) + len(r.preferences) + len(r.inbound_texts) + len(r.template_updates)
+        return (
+            len(r.statuses)
+            + len(r.preferences)
+            + len(r.inbound_texts)
+            + len(r.template_updates)
+            + len(r.messaging_limit_updates)
+        )
 
 
 def _add_updates(
@@ -188,6 +194,17 @@ def _add_updates(
                 provider_timestamp=_timestamp(u.timestamp),
                 buttons=[pb.TemplateUpdateButton(**b) for b in u.buttons],
                 **u.values,
+            )
+        )
+    for limit in updates.limit_updates:  # keyed by WABA id too
+        request.messaging_limit_updates.append(
+            pb.MessagingLimitUpdate(
+                receipt_id=receipt_id,
+                waba_id=limit.waba_id,
+                field=limit.field,
+                provider_timestamp=_timestamp(limit.timestamp),
+                max_daily_conversations_per_business=limit.limit,
+                event=limit.event,
             )
         )
     return dropped

@@ -50,13 +50,14 @@ from common.vocabulary import ReceiptFlag
 OBJECT = "whatsapp_business_account"
 MESSAGES_FIELD = "messages"
 PREFERENCES_FIELD = "user_preferences"
+LIMIT_FIELDS = frozenset({"business_capability_update", "phone_number_quality_update"})
+"""Changes that may announce the portfolio messaging limit (reference meta-2026 §5.1)."""
 IGNORED_FIELDS: dict[str, str] = {
     "account_alerts": "account alert (messaging limit, capability eligibility)",
     "account_review_update": "account review decision",
     "account_settings_update": "account settings change",
     "account_update": "account event (ban, verification, pricing tier, partner change)",
     "automatic_events": "automatic conversion events (ads)",
-    "business_capability_update": "messaging limit / capability change",
     "business_status_update": "business status change",
     "calls": "voice call events and call statuses (this system never calls)",
     "flows": "WhatsApp Flows status and endpoint alerts",
@@ -70,7 +71,6 @@ IGNORED_FIELDS: dict[str, str] = {
     "partner_solutions": "partner solution status",
     "payment_configuration_update": "payment configuration change",
     "phone_number_name_update": "display name review",
-    "phone_number_quality_update": "phone number quality / throughput change",
     "security": "two-step verification or PIN change",
     "smb_app_state_sync": "WhatsApp Business app contacts sync",
     "smb_message_echoes": "messages the business sent from the WhatsApp Business app",
@@ -249,6 +249,18 @@ class TemplateUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagingLimitUpdate:
+    """Meta announcing the portfolio messaging limit (``max_daily_conversations_per_business``
+    as written: an integer or ``TIER_*``; the dispatch service reads it)."""
+
+    waba_id: str
+    field: str
+    timestamp: int
+    limit: str
+    event: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Normalised:
     """What a receipt carries, and what to flag it with."""
 
@@ -261,6 +273,7 @@ class Normalised:
     value_errors: tuple[ProviderError, ...] = ()
     notes: tuple[Note, ...] = ()
     template_updates: tuple[TemplateUpdate, ...] = ()
+    limit_updates: tuple[MessagingLimitUpdate, ...] = ()
 
     @property
     def update_count(self) -> int:
@@ -270,6 +283,7 @@ class Normalised:
             + len(self.preferences)
             + len(self.inbound_texts)
             + len(self.template_updates)
+            + len(self.limit_updates)
         )
 
     @property
@@ -297,6 +311,7 @@ class _Collector:
     value_errors: list[ProviderError] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     template_updates: list[TemplateUpdate] = field(default_factory=list)
+    limit_updates: list[MessagingLimitUpdate] = field(default_factory=list)
     known_changes: int = 0
 
     def unreadable(self, path: str, reason: str) -> None:
@@ -653,6 +668,27 @@ def _template_change(
     )
 
 
+def _limit_change(
+    value: dict[str, Any], name: str, entry: dict[str, Any], where: str, out: _Collector
+) -> None:
+    """A capability or phone number quality change (WABA-level: entry.id is the WABA, entry.time
+    orders it). Only its messaging limit is read; one without a limit carries nothing for us."""
+    limit = value.get("max_daily_conversations_per_business")
+    if limit is None or isinstance(limit, dict | list | bool) or str(limit) == "":
+        out.ignored(where, f"{name} without a messaging limit", name)
+        return
+    top = where.split(".")[0]
+    out.limit_updates.append(
+        MessagingLimitUpdate(
+            waba_id=_text(entry, "id", top),
+            field=name,
+            timestamp=_timestamp({"timestamp": entry.get("time")}, f"{top}.time"),
+            limit=str(limit)[:40],
+            event=str(value.get("event") or "")[:60],
+        )
+    )
+
+
 def _change(raw: Any, where: str, out: _Collector, entry: dict[str, Any]) -> None:
     if not isinstance(raw, dict):
         out.unreadable(where, f"{where} is not an object")
@@ -663,6 +699,9 @@ def _change(raw: Any, where: str, out: _Collector, entry: dict[str, Any]) -> Non
         if isinstance(name, str) and name in TEMPLATE_FIELDS:
             value = _object(change.get("value"), f"{where}.value")
             _template_change(value, name, entry, f"{where}.value", out)
+        elif isinstance(name, str) and name in LIMIT_FIELDS:
+            value = _object(change.get("value"), f"{where}.value")
+            _limit_change(value, name, entry, f"{where}.value", out)
         elif name == MESSAGES_FIELD:
             _messages_change(_object(change.get("value"), f"{where}.value"), where, out)
         elif name == PREFERENCES_FIELD:
@@ -720,10 +759,15 @@ def normalise(body: bytes) -> Normalised:
     if out.known_changes == 0:
         problem = _summary(out.notes) or "no change this system reads"
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem=problem, notes=notes)
-    counted = len(out.statuses) + len(out.preferences) + len(out.inbound_texts)
-    if counted + len(out.template_updates) > MAX_UPDATES:
+    updates = (
+        len(out.statuses)
+        + len(out.preferences)
+        + len(out.inbound_texts)
+        + len(out.template_updates)
+        + len(out.limit_updates)
+    )
+    if updates > MAX_UPDATES:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="too many updates in one body")
-    updates = counted + len(out.template_updates)
     flag: ReceiptFlag | None = None
     if any(n.kind == "unreadable" for n in notes):
         flag = ReceiptFlag.UNREADABLE_ITEMS
@@ -739,4 +783,5 @@ def normalise(body: bytes) -> Normalised:
         value_errors=tuple(out.value_errors),
         notes=notes,
         template_updates=tuple(out.template_updates),
+        limit_updates=tuple(out.limit_updates),
     )

@@ -184,6 +184,8 @@ async def run_sync(client: Client, args: argparse.Namespace) -> int:
     )
     for skipped in reply.skipped:
         print(f"skipped: {skipped}")
+    if reply.messaging_limit:
+        print(f"messaging limit (read from Meta): {reply.messaging_limit} per 24 h")
     for run_id in reply.paused_run_ids:
         print(f"paused run {run_id}: its template was deleted on Meta or is not approved")
     return 0

@@ -47,6 +47,7 @@ from common.vocabulary import (
     HoldReason,
     ImportRowOutcome,
     ImportSource,
+    LimitSource,
     MessageState,
     PhoneStatus,
     ReceiptFlag,
@@ -116,6 +117,10 @@ class Workspace(Base):
     send_window: Mapped[str | None] = mapped_column(Text)
     # Meta's portfolio messaging limit: unique recipients per moving 24 h (None: unlimited).
     messaging_limit: Mapped[int | None] = mapped_column(Integer)
+    messaging_limit_source: Mapped[str | None] = mapped_column(Text)
+    """Who set it last (operator, or provider: Meta's webhooks and its phone number answer)."""
+    messaging_limit_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When that word was said (the newest wins: Meta's webhooks arrive out of order)."""
     waba_id: Mapped[str | None] = mapped_column(Text)
     """The WhatsApp Business Account owning the sender's templates (SyncTemplates reads it)."""
     created_at: Mapped[datetime] = _created_at()
@@ -125,6 +130,7 @@ class Workspace(Base):
         CheckConstraint("messaging_limit IS NULL OR messaging_limit > 0", name="limit_positive"),
         CheckConstraint("default_region ~ '^[A-Z]{2}$'", name="default_region_iso"),
         one_of("sender_provider", SenderProvider),
+        one_of("messaging_limit_source", LimitSource, name="limit_source_valid"),
         CheckConstraint(
             "sender_provider <> 'twilio' OR (twilio_account_sid ~ '^AC[0-9a-fA-F]{32}$' AND "
             "sender_phone_number_id ~ '^(whatsapp:\\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$')",

@@ -2,7 +2,10 @@
 
 A business portfolio may start conversations with at most its tier's number of unique users in
 any moving 24 hours: 250, 2,000, 10,000, 100,000 or unlimited, shared by all its numbers. A
-workspace records its sender's tier (`invites limits --messaging-limit 2000`). Every claim of a
+workspace records its sender's tier: set by an operator (`invites limits --messaging-limit
+2000`), or read from Meta (its `business_capability_update` and `phone_number_quality_update`
+webhooks, and `SyncTemplates`, which asks the phone number's
+`whatsapp_business_manager_messaging_limit`); the newest word wins. Every claim of a
 run counts the unique recipients its sender's runs were sent to in the last 24 hours (a phone
 counts once; a send counts from its claim, failed or not: never over the limit) and claims at
 most what remains. When nothing remains, the run's due messages are **held** (they stay queued,
@@ -13,6 +16,7 @@ until when. PrecheckSend says how many could go now.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,6 +37,50 @@ def parse_limit(value: str, field: str = "messaging_limit") -> int | None:
     raise InvalidArgument(
         FieldViolation(field, f"must be one of {', '.join(map(str, TIERS))} or unlimited")
     )
+
+
+_TIER = re.compile(r"^TIER_(\d+)(K?)$")
+
+
+def provider_limit(value: object) -> int | None:
+    """Meta's tier as it writes it -> unique recipients per 24 h, None for unlimited.
+
+    Meta types the webhook value as an integer, lists ``TIER_250`` ... ``TIER_UNLIMITED`` and
+    shows ``2000`` in its example (reference §5.1): both are read; ``-1`` and
+    ``TIER_UNLIMITED`` are unlimited. Older tiers (``TIER_50``, ``TIER_1K``) read as their
+    numbers. Anything else raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a messaging limit tier: {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().upper()
+        if text in ("TIER_UNLIMITED", "UNLIMITED", "-1"):
+            return None
+        match = _TIER.match(text)
+        if match:
+            number = int(match.group(1)) * (1000 if match.group(2) else 1)
+        elif text.isdigit():
+            number = int(text)
+        else:
+            raise ValueError(f"not a messaging limit tier: {str(value)[:40]!r}")
+    if number == -1:
+        return None
+    if number <= 0:
+        raise ValueError(f"not a messaging limit tier: {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class LimitAnnouncement:
+    """Meta announcing the messaging limit of WABA `waba_id`'s portfolio at `at`."""
+
+    waba_id: str
+    limit: int | None
+    """Unique recipients per 24 h; None: unlimited."""
+    at: datetime
+    field: str = ""
+    """The webhook change field it came in (empty: read from the phone number)."""
 
 
 @dataclass(frozen=True)

@@ -272,6 +272,9 @@ def sync_report_pb(report: SyncReport) -> pb.SyncTemplatesResponse:
         ],
         skipped=list(report.skipped),
         paused_run_ids=[str(r) for r in report.paused_runs],
+        messaging_limit=""
+        if report.messaging_limit is None
+        else str(report.messaging_limit[0] or "unlimited"),
     )
 
 

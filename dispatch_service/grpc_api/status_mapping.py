@@ -15,6 +15,7 @@ from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
+from dispatch_service.domain.messaging_limit import LimitAnnouncement, provider_limit
 from dispatch_service.domain.meta_templates import (
     TemplateField,
     TemplateWebhook,
@@ -45,7 +46,13 @@ TEMPLATE_OUTCOMES: dict[TemplateUpdateOutcome, pb.TemplateUpdateOutcome.ValueTyp
     TemplateUpdateOutcome.UNMATCHED: pb.TEMPLATE_UPDATE_OUTCOME_UNMATCHED,
 }
 
-_Timestamped = pb.StatusUpdate | pb.PreferenceUpdate | pb.InboundText | pb.TemplateUpdate
+_Timestamped = (
+    pb.StatusUpdate
+    | pb.PreferenceUpdate
+    | pb.InboundText
+    | pb.TemplateUpdate
+    | pb.MessagingLimitUpdate
+)
 
 
 class _Checker:
@@ -185,6 +192,27 @@ def _pricing(item: pb.StatusUpdate) -> Pricing | None:
     return pricing(block.billable, block.category, block.pricing_model, block.type)
 
 
+def _limit_update(check: _Checker, item: pb.MessagingLimitUpdate, field: str) -> LimitAnnouncement:
+    written = check.required(item.max_daily_conversations_per_business, f"{field}.limit")
+    try:
+        limit = provider_limit(written)
+    except ValueError:
+        if written:
+            check.violations.append(
+                FieldViolation(
+                    f"{field}.max_daily_conversations_per_business",
+                    "must be a tier: an integer, TIER_250 ... TIER_100K or TIER_UNLIMITED",
+                )
+            )
+        limit = None
+    return LimitAnnouncement(
+        waba_id=check.required(item.waba_id, f"{field}.waba_id"),
+        limit=limit,
+        at=check.provider_timestamp(item, field),
+        field=item.field.strip(),
+    )
+
+
 def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
     """The use case's command, or InvalidArgument naming every bad field."""
     total = (
@@ -192,6 +220,7 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
         + len(request.preferences)
         + len(request.inbound_texts)
         + len(request.template_updates)
+        + len(request.messaging_limit_updates)
     )
     if total > MAX_UPDATES_PER_CALL:
         raise InvalidArgument(
@@ -211,6 +240,10 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
             for i, t in enumerate(request.template_updates)
         ],
         pricing=[_pricing(s) for s in request.statuses],
+        limit_updates=[
+            _limit_update(check, u, f"messaging_limit_updates[{i}]")
+            for i, u in enumerate(request.messaging_limit_updates)
+        ],
     )
     if check.violations:
         raise InvalidArgument(*check.violations)

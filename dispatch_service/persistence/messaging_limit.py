@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import MessageState
+from common.vocabulary import LimitSource, MessageState
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
 
 # Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
@@ -77,8 +79,53 @@ async def workspace_sending(
 async def set_workspace_sending(
     session: AsyncSession, workspace_id: uuid.UUID, limit: int | None, window: str | None
 ) -> None:
-    """Record the workspace's messaging limit and send window."""
+    """Record the workspace's messaging limit (an operator's word, as of now) and send window."""
     await session.execute(
-        text("UPDATE workspace SET messaging_limit = :limit, send_window = :window WHERE id = :ws"),
-        {"ws": workspace_id, "limit": limit, "window": window},
+        text(
+            "UPDATE workspace SET messaging_limit = :limit, send_window = :window,"
+            " messaging_limit_source = :source, messaging_limit_updated_at = now()"
+            " WHERE id = :ws"
+        ),
+        {"ws": workspace_id, "limit": limit, "window": window, "source": LimitSource.OPERATOR},
     )
+
+
+@dataclass(frozen=True)
+class ProviderLimitChange:
+    """A workspace whose messaging limit Meta's word changed."""
+
+    workspace_id: uuid.UUID
+    before: int | None
+    after: int | None
+
+
+RECORD_PROVIDER_LIMIT = text("""
+    UPDATE workspace w SET messaging_limit = :limit, messaging_limit_source = :source,
+      messaging_limit_updated_at = :at
+    FROM workspace old
+    WHERE old.id = w.id
+      AND ((:waba <> '' AND w.waba_id = :waba)
+           OR (:sender <> '' AND w.sender_phone_number_id = :sender))
+      AND (w.messaging_limit_updated_at IS NULL OR w.messaging_limit_updated_at < :at)
+    RETURNING w.id, old.messaging_limit AS before
+""")
+
+
+async def record_provider_limit(
+    session: AsyncSession, waba_id: str, sender: str, limit: int | None, at: datetime
+) -> list[ProviderLimitChange]:
+    """Meta said at `at` that the portfolio of WABA `waba_id` (or of phone number `sender`) may
+    reach `limit` unique recipients per 24 h (None: unlimited): every workspace of that account
+    or number takes it, unless it heard something newer (an operator's setting or a later
+    webhook). Returns the workspaces it changed."""
+    rows = await session.execute(
+        RECORD_PROVIDER_LIMIT,
+        {
+            "limit": limit,
+            "source": LimitSource.PROVIDER,
+            "at": at,
+            "waba": waba_id,
+            "sender": sender,
+        },
+    )
+    return [ProviderLimitChange(r.id, r.before, limit) for r in rows]

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 FIELDS = "id,name,language,status,category,parameter_format,quality_score,components"
+LIMIT_FIELD = "whatsapp_business_manager_messaging_limit"
 PAGE_SIZE = 100
 MAX_PAGES = 500
 
@@ -26,10 +27,15 @@ class TemplateCatalogError(Exception):
 
 
 class TemplateCatalog(Protocol):
-    """Where SyncTemplates reads an account's templates from."""
+    """Where SyncTemplates reads an account's templates (and its portfolio's messaging limit)
+    from."""
 
     async def list_templates(self, waba_id: str) -> list[Mapping[str, Any]]:
         """Every template translation of the account, across all pages."""
+        ...
+
+    async def messaging_limit(self, phone_number_id: str) -> object:
+        """The phone number's portfolio messaging limit as Meta writes it (``TIER_2K``)."""
         ...
 
 
@@ -66,6 +72,16 @@ class MetaTemplateCatalog:
             url, params = self._next(page, url, params, len(data))
         raise TemplateCatalogError(f"the template list did not end after {MAX_PAGES} pages")
 
+    async def messaging_limit(self, phone_number_id: str) -> object:
+        """`GET /{phone_number_id}?fields=whatsapp_business_manager_messaging_limit` (reference
+        meta-2026 §5.1; `messaging_limit_tier` is deprecated)."""
+        body = await self._page(
+            f"{self._base}/{phone_number_id}", {"fields": LIMIT_FIELD}, "the phone number"
+        )
+        if LIMIT_FIELD not in body:
+            raise TemplateCatalogError(f"the phone number answer has no {LIMIT_FIELD}")
+        return body[LIMIT_FIELD]
+
     def _next(
         self, page: Mapping[str, Any], url: str, params: dict[str, str] | None, count: int
     ) -> tuple[str | None, dict[str, str] | None]:
@@ -80,12 +96,14 @@ class MetaTemplateCatalog:
             return url, {**params, "after": after}
         return None, None
 
-    async def _page(self, url: str, params: dict[str, str] | None) -> Mapping[str, Any]:
+    async def _page(
+        self, url: str, params: dict[str, str] | None, what: str = "the template list"
+    ) -> Mapping[str, Any]:
         try:
             response = await self._client.get(url, params=params, headers=self._headers)
         except httpx.TransportError as error:
             raise TemplateCatalogError(
-                f"could not read templates from Meta: {type(error).__name__}"
+                f"could not read {what} from Meta: {type(error).__name__}"
             ) from None
         try:
             body = json.loads(response.content)
@@ -95,7 +113,7 @@ class MetaTemplateCatalog:
             graph_error = body.get("error") if isinstance(body, Mapping) else None
             detail = graph_error.get("message") if isinstance(graph_error, Mapping) else None
             raise TemplateCatalogError(
-                f"Meta answered HTTP {response.status_code} to the template list"
+                f"Meta answered HTTP {response.status_code} to {what}"
                 + (f": {detail}" if isinstance(detail, str) else "")
             )
         return body

@@ -26,6 +26,7 @@ from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.identities import LearnedIdentity, learned_identities
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
+from dispatch_service.domain.messaging_limit import LimitAnnouncement
 from dispatch_service.domain.meta_templates import TemplateWebhook
 from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
@@ -41,6 +42,7 @@ from dispatch_service.persistence.do_not_message import add_entries
 from dispatch_service.persistence.identities import learn_user_ids
 from dispatch_service.persistence.message_transitions import record_pricing
 from dispatch_service.persistence.status import StatusApplication
+from dispatch_service.use_cases.sending import record_limits
 from dispatch_service.use_cases.templates import (
     TemplateUpdateOutcome,
     TemplateUpdatesApplied,
@@ -83,6 +85,7 @@ class ApplyStatusCommand:
     template_updates: Sequence[TemplateWebhook] = ()
     pricing: Sequence[Pricing | None] = ()
     """The pricing block reported with each status (by index; shorter or None: none)."""
+    limit_updates: Sequence[LimitAnnouncement] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ async def _apply_once(
     added = await add_entries(session, collect_opt_outs(command, applications))
     await learn_user_ids(session, collect_identities(command, applications))
     templates = await apply_template_updates(session, command.template_updates)
+    await record_limits(session, command.limit_updates)
     return applications, dict(Tally(entry.source.value for entry in added)), templates
 
 

@@ -3,21 +3,27 @@ parent_admin, audited as workspace.configure_sending)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.vocabulary import LimitSource
 from dispatch_service.domain.actors import SENDERS
-from dispatch_service.domain.messaging_limit import Allowance, parse_limit
+from dispatch_service.domain.messaging_limit import Allowance, LimitAnnouncement, parse_limit
 from dispatch_service.domain.quiet_hours import parse_window
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.messaging_limit import (
     allowance,
+    record_provider_limit,
     set_workspace_sending,
     workspace_sending,
 )
 from dispatch_service.use_cases.acting import READERS, acting
+
+log = logging.getLogger(__name__)
 
 CLEAR = ("none", "off")
 
@@ -82,3 +88,36 @@ async def configure_sending(
                 },
             )
         return SendingSettings(limit, window, await allowance(session, sender, limit))
+
+
+async def record_limits(
+    session: AsyncSession, announced: Sequence[LimitAnnouncement], sender: str = ""
+) -> None:
+    """Meta's word on messaging limits (its webhooks, or the phone number `sender` read by
+    SyncTemplates): each workspace of the account (or number) takes the newest one, audited as
+    ``workspace.messaging_limit`` (actor: none, source: provider)."""
+    for announcement in sorted(announced, key=lambda a: a.at):
+        changes = await record_provider_limit(
+            session, announcement.waba_id, sender, announcement.limit, announcement.at
+        )
+        for change in changes:
+            record_audit(
+                session,
+                workspace_id=change.workspace_id,
+                actor_id=None,
+                action="workspace.messaging_limit",
+                subject_type="workspace",
+                subject_id=change.workspace_id,
+                details={
+                    "from": change.before,
+                    "to": change.after,
+                    "source": LimitSource.PROVIDER.value,
+                    "field": announcement.field,
+                },
+            )
+            log.info(
+                "messaging limit %s (from Meta, was %s)",
+                change.after or "unlimited",
+                change.before or "unlimited",
+                extra={"workspace_id": change.workspace_id},
+            )

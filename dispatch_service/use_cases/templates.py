@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.db.models import Template
 from common.vocabulary import TemplateCategory, TemplateSource, TemplateStatus
 from dispatch_service.domain.actors import WRITERS, Actor
+from dispatch_service.domain.messaging_limit import LimitAnnouncement, provider_limit
 from dispatch_service.domain.meta_templates import (
     HALTING_STATUSES,
     StoredTemplate,
@@ -48,6 +49,7 @@ from dispatch_service.persistence.templates import (
 from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.providers.meta_templates import TemplateCatalog, TemplateCatalogError
 from dispatch_service.use_cases.acting import READERS, acting
+from dispatch_service.use_cases.sending import record_limits
 
 # Meta's rules: template names are lowercase letters, digits and underscores (at most 512);
 # languages are codes like "en", "en_US", "pt_BR", "zh_HK".
@@ -239,6 +241,9 @@ class SyncReport:
     skipped: tuple[str, ...]
     """Items Meta returned that could not be read, each with why."""
     paused_runs: tuple[uuid.UUID, ...]
+    messaging_limit: tuple[int | None] | None = None
+    """The portfolio messaging limit read from the sender's phone number ((None,): unlimited);
+    None when it could not be read (the reason is in `skipped`)."""
 
 
 async def sync_templates(
@@ -269,6 +274,7 @@ async def sync_templates(
             )
             workspace.waba_id = waba_id
         account = workspace.waba_id
+        sender = workspace.sender_phone_number_id
     if not account:
         raise FailedPrecondition(
             "the workspace has no WhatsApp Business Account id: pass waba_id once",
@@ -289,9 +295,27 @@ async def sync_templates(
             definitions.append(parse_template(item))
         except TemplateItemError as error:
             skipped.append(str(error))
+    limit = await _read_limit(catalog, sender, skipped)
     async with acting(sessions, actor_id, WRITERS, "sync templates") as (session, actor):
         report = await _apply_sync(session, actor, account, definitions)
-    return SyncReport(account, len(items), report[0], tuple(skipped), report[1])
+        if limit is not None:
+            announced = LimitAnnouncement(account, limit[0], datetime.now(UTC))
+            await record_limits(session, [announced], sender)
+    return SyncReport(account, len(items), report[0], tuple(skipped), report[1], limit)
+
+
+async def _read_limit(
+    catalog: TemplateCatalog, sender: str, skipped: list[str]
+) -> tuple[int | None] | None:
+    """The sender's portfolio messaging limit from Meta ((None,): unlimited), or None with why
+    added to `skipped` (a failed read never fails the template sync)."""
+    if not sender.isdigit():
+        return None  # not a Meta phone number id (a Twilio sender)
+    try:
+        return (provider_limit(await catalog.messaging_limit(sender)),)
+    except (TemplateCatalogError, ValueError) as error:
+        skipped.append(f"messaging limit: {error}")
+        return None
 
 
 async def _apply_sync(

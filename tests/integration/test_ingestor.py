@@ -520,3 +520,33 @@ async def test_a_paused_template_webhook_pauses_the_run_through_the_ingestor(
             "PAUSED",
         )
     ]
+
+
+async def test_metas_messaging_limit_webhooks_set_the_workspaces_limit_newest_first(
+    database_url: str, post: Post
+) -> None:
+    """business_capability_update (2000, an integer) and phone_number_quality_update (TIER_10K)
+    reach the workspace of their WABA through the ingestor; delivered newest first, the older
+    one changes nothing; each change is audited with no actor."""
+    world = seed_world(database_url, ["+14155550101"])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE workspace SET waba_id = '102290129340398' WHERE id = %s",
+            (world.workspace_id,),
+        )
+    newer = (CORPUS / "phone_number_quality_update.json").read_bytes()  # entry.time 1750034000
+    older = (CORPUS / "business_capability_update.json").read_bytes()  # entry.time 1750030400
+    assert (await post(newer)).status == 200
+    assert (await post(older)).status == 200
+    await eventually(lambda: receipts(database_url) == [("applied", None), ("applied", None)])
+    assert query(
+        database_url,
+        "SELECT messaging_limit, messaging_limit_source, messaging_limit_updated_at"
+        " FROM workspace WHERE id = %s",
+        world.workspace_id,
+    ) == [(10_000, "provider", datetime.fromtimestamp(1750034000, UTC))]
+    assert query(
+        database_url,
+        "SELECT actor_id, details->>'to', details->>'field' FROM audit_entry"
+        " WHERE action = 'workspace.messaging_limit'",
+    ) == [(None, "10000", "phone_number_quality_update")]

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc, types_pb2
+from common.generated.invites.v1 import dispatch_pb2 as pb_dispatch
 from dispatch_service.bootstrap import Deps
 from dispatch_service.providers.meta_templates import MetaTemplateCatalog
 from dispatch_service.server import build_server
@@ -28,6 +29,7 @@ from sandbox.testing import TEST_ACCESS_TOKEN, local_settings, serve
 from tests.integration.admin_support import new_workspace
 from tests.integration.conftest import ApiClient, code_of
 from tests.integration.dispatch_support import precheck_and_start, seed_world
+from tests.integration.factories import Seeder
 
 WABA = "102290129340398"
 INVITATION_CARD: dict[str, Any] = {
@@ -315,3 +317,39 @@ async def test_a_sync_finding_a_template_paused_pauses_the_runs_using_it(
             {"id": started.run.id},
         )
     assert reason == "template event_invitation (en_US) is PAUSED on Meta (found by a sync)"
+
+
+async def test_sync_reads_the_portfolio_messaging_limit_and_the_newest_word_wins(
+    sync_api: SyncApi, database_url: str
+) -> None:
+    """SyncTemplates asks the sender's phone number for whatsapp_business_manager_messaging_limit
+    (the sandbox answers TIER_2K for a limit of 2000) and records it on the workspace; an
+    operator's later setting replaces it, a later read replaces that."""
+    created = await new_workspace(sync_api.api)
+    admin, workspace = created.admin.member_id, created.workspace.workspace_id
+    scene = sync_api.sandbox.scenario
+    sync_api.sandbox.use_scenario(
+        scene.model_copy(
+            update={"limits": scene.limits.model_copy(update={"messaging_limit": 2000})}
+        )
+    )
+
+    def limit() -> tuple[Any, ...]:
+        with Seeder(database_url) as seed:
+            return seed.rows(
+                "SELECT messaging_limit, messaging_limit_source FROM workspace WHERE id = %s",
+                workspace,
+            )[0]
+
+    reply = await sync_api.sync(admin, waba_id=WABA)
+    assert (reply.messaging_limit, list(reply.skipped)) == ("2000", [])
+    assert limit() == (2000, "provider")
+
+    await sync_api.api.dispatch.ConfigureSending(
+        pb_dispatch.ConfigureSendingRequest(messaging_limit="250"),
+        metadata=sync_api.api.md(admin),
+    )
+    assert limit() == (250, "operator")
+    sync_api.sandbox.use_scenario(scene)  # Meta says: unlimited now
+    assert (await sync_api.sync(admin)).messaging_limit == "unlimited"
+    assert limit() == (None, "provider")

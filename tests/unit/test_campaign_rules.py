@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.vocabulary import RejectionReason
-from dispatch_service.domain.messaging_limit import Allowance, parse_limit
+from dispatch_service.domain.messaging_limit import Allowance, parse_limit, provider_limit
 from dispatch_service.domain.resend import ResendSelection, resend_selection
 from dispatch_service.errors import InvalidArgument
 
@@ -56,3 +56,30 @@ def test_resend_selection_normalises_and_validates() -> None:
         resend_selection(True, (), False, -1)
     with pytest.raises(InvalidArgument, match="at least one class"):
         resend_selection(False, (), False, 0, rejected=False)
+
+
+@pytest.mark.parametrize(
+    ("written", "limit"),
+    [
+        (2000, 2000),  # Meta's example: an integer
+        ("2000", 2000),
+        ("TIER_250", 250),
+        ("TIER_2K", 2000),
+        ("TIER_10K", 10_000),
+        ("TIER_100K", 100_000),
+        ("TIER_1K", 1000),  # an older tier
+        ("TIER_UNLIMITED", None),
+        (-1, None),
+        ("-1", None),
+    ],
+)
+def test_metas_messaging_limit_is_read_as_an_integer_or_a_tier(
+    written: object, limit: int | None
+) -> None:
+    assert provider_limit(written) == limit
+
+
+@pytest.mark.parametrize("written", ["TIER_", "lots", 0, -5, True, "TIER_2M", ""])
+def test_anything_else_is_not_a_messaging_limit(written: object) -> None:
+    with pytest.raises(ValueError, match="not a messaging limit tier"):
+        provider_limit(written)

@@ -12,6 +12,7 @@ from webhook_service.normalise import (
     IGNORED_FIELDS,
     Contact,
     InboundText,
+    MessagingLimitUpdate,
     Normalised,
     Note,
     Preference,
@@ -426,3 +427,26 @@ def test_every_documented_field_alone_is_ignored(field: str) -> None:
     }
     got = normalise(json.dumps(body).encode())
     assert got.flag is ReceiptFlag.IGNORED
+
+
+def test_messaging_limit_announcements_are_read_as_meta_writes_them() -> None:
+    capability = load("business_capability_update.json")
+    assert capability.flag is None
+    assert capability.limit_updates == (
+        MessagingLimitUpdate(
+            "102290129340398", "business_capability_update", 1750030400, "2000", ""
+        ),
+    )
+    quality = load("phone_number_quality_update.json")
+    assert quality.limit_updates == (
+        MessagingLimitUpdate(
+            "102290129340398",
+            "phone_number_quality_update",
+            1750034000,
+            "TIER_10K",
+            "THROUGHPUT_UPGRADE",
+        ),
+    )
+    assert quality.update_count == 1
+    onboarding = load("phone_number_quality_update_onboarding.json")  # no limit: nothing for us
+    assert (onboarding.flag, onboarding.limit_updates) == (ReceiptFlag.IGNORED, ())

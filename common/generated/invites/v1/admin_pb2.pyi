@@ -2114,10 +2114,16 @@ class SyncTemplatesResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    MESSAGING_LIMIT_FIELD_NUMBER: _builtins.int
     waba_id: _builtins.str
     """The account read."""
     read: _builtins.int
     """How many template translations Meta returned, across all pages."""
+    messaging_limit: _builtins.str
+    """The portfolio messaging limit read from the sender's phone number and now recorded on the
+    workspace: unique recipients per 24 h ("2000"), "unlimited", or empty when it could not be
+    read (why is in skipped).
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateSyncChange]:
         """Every registry template the sync touched, created, updated, left unchanged or marked deleted."""
@@ -2140,10 +2146,11 @@ class SyncTemplatesResponse(_message.Message):
         changes: _abc.Iterable[Global___TemplateSyncChange] | None = ...,
         skipped: _abc.Iterable[_builtins.str] | None = ...,
         paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        messaging_limit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "paused_run_ids", b"paused_run_ids", "read", b"read", "skipped", b"skipped", "waba_id", b"waba_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "messaging_limit", b"messaging_limit", "paused_run_ids", b"paused_run_ids", "read", b"read", "skipped", b"skipped", "waba_id", b"waba_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

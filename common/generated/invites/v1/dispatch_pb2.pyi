@@ -1326,6 +1326,7 @@ class ApplyStatusRequest(_message.Message):
     PREFERENCES_FIELD_NUMBER: _builtins.int
     INBOUND_TEXTS_FIELD_NUMBER: _builtins.int
     TEMPLATE_UPDATES_FIELD_NUMBER: _builtins.int
+    MESSAGING_LIMIT_UPDATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusUpdate]:
         """Message statuses."""
@@ -1342,6 +1343,10 @@ class ApplyStatusRequest(_message.Message):
     def template_updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateUpdate]:
         """Template status, quality, category and components changes."""
 
+    @_builtins.property
+    def messaging_limit_updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessagingLimitUpdate]:
+        """The business portfolio's messaging limit, as Meta announced it."""
+
     def __init__(
         self,
         *,
@@ -1349,14 +1354,62 @@ class ApplyStatusRequest(_message.Message):
         preferences: _abc.Iterable[Global___PreferenceUpdate] | None = ...,
         inbound_texts: _abc.Iterable[Global___InboundText] | None = ...,
         template_updates: _abc.Iterable[Global___TemplateUpdate] | None = ...,
+        messaging_limit_updates: _abc.Iterable[Global___MessagingLimitUpdate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "preferences", b"preferences", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "messaging_limit_updates", b"messaging_limit_updates", "preferences", b"preferences", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusRequest: _TypeAlias = ApplyStatusRequest  # noqa: Y015
+
+@_typing.final
+class MessagingLimitUpdate(_message.Message):
+    """Meta announcing a business portfolio's messaging limit (the business_capability_update and
+    phone_number_quality_update webhooks): every workspace of the account takes it unless it heard
+    something newer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    WABA_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    PROVIDER_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    MAX_DAILY_CONVERSATIONS_PER_BUSINESS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """The webhook receipt the update came from."""
+    waba_id: _builtins.str
+    """The WhatsApp Business Account id (entry[].id)."""
+    field: _builtins.str
+    """The change field, for example business_capability_update."""
+    max_daily_conversations_per_business: _builtins.str
+    """max_daily_conversations_per_business as Meta wrote it: 2000, TIER_2K, -1, TIER_UNLIMITED."""
+    event: _builtins.str
+    """phone_number_quality_update: the event (ONBOARDING, THROUGHPUT_UPGRADE, ...)."""
+    @_builtins.property
+    def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Meta's time of the change (entry[].time); the newest word wins."""
+
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        waba_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        provider_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        max_daily_conversations_per_business: _builtins.str = ...,
+        event: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_timestamp", b"provider_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "field", b"field", "max_daily_conversations_per_business", b"max_daily_conversations_per_business", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "waba_id", b"waba_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessagingLimitUpdate: _TypeAlias = MessagingLimitUpdate  # noqa: Y015
 
 @_typing.final
 class ApplyStatusResponse(_message.Message):
