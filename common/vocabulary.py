@@ -43,6 +43,7 @@ class RejectionReason(StrEnum):
     RETRIES_EXHAUSTED = "retries_exhausted"
     PROVIDER_REJECTED = "provider_rejected"
     EXPIRED = "expired"
+    NO_APPROVED_TRANSLATION = "no_approved_translation"
 
 
 class HoldReason(StrEnum):

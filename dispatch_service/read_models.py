@@ -87,6 +87,7 @@ class GuestUnitView:
     side: str | None
     member_count: int
     active: bool
+    preferred_language: str | None = None
 
 
 @dataclass(frozen=True)

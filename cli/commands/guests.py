@@ -64,6 +64,7 @@ def register(commands: Any) -> None:
     add.add_argument("--phone", required=True)
     add.add_argument("--tag", action="append", default=[], help="repeatable")
     add.add_argument("--side", default="")
+    add.add_argument("--language", default="", help="the household's language (es, pt_BR)")
     add.add_argument("--contact", action="store_true", help="the household's designated contact")
     add.add_argument("--key", default="", help="idempotency key (default: derived from the row)")
     add.add_argument("--json", action="store_true", help="print JSON")
@@ -176,6 +177,7 @@ async def run_add(client: Client, args: argparse.Namespace) -> int:
         phone=args.phone,
         tags=args.tag,
         side=args.side,
+        language=args.language,
         is_contact=args.contact,
     )
     key = (
@@ -290,7 +292,16 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
     if not args.json:
         table(
             "households",
-            ("guest_unit_id", "name", "contact phone", "members", "tags", "side", "active"),
+            (
+                "guest_unit_id",
+                "name",
+                "contact phone",
+                "members",
+                "tags",
+                "side",
+                "language",
+                "active",
+            ),
             [
                 (
                     u.guest_unit_id,
@@ -299,6 +310,7 @@ async def run_list(client: Client, args: argparse.Namespace) -> int:
                     u.member_count,
                     ";".join(u.tags),
                     u.side,
+                    u.preferred_language,
                     "yes" if u.active else "no",
                 )
                 for u in listed

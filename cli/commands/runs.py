@@ -53,6 +53,13 @@ def register(commands: Any) -> None:
         metavar="PHONE",
         help="invite this phone again although it was invited (repeatable)",
     )
+    precheck.add_argument(
+        "--fallback-language",
+        default="",
+        metavar="LANG",
+        help="for guests whose language no approved translation fits: this translation "
+        "(default: the template's own), or 'none' to block them",
+    )
     precheck.add_argument("--json", action="store_true", help="print JSON")
 
     recipients = command(
@@ -68,6 +75,13 @@ def register(commands: Any) -> None:
     send.add_argument("event_id")
     send.add_argument("template_id")
     send.add_argument("--resend", action="append", default=[], metavar="PHONE")
+    send.add_argument(
+        "--fallback-language",
+        default="",
+        metavar="LANG",
+        help="for guests whose language no approved translation fits: this translation "
+        "(default: the template's own), or 'none' to block them",
+    )
     send.add_argument(
         "--idempotency-key",
         default="",
@@ -264,6 +278,7 @@ async def _precheck(client: Client, args: argparse.Namespace) -> pb.PrecheckSend
         template_id=args.template_id,
         resend_phones=args.resend,
         page_size=20,
+        fallback_language=args.fallback_language,
     )
     return await client.call(client.dispatch.PrecheckSend, request)
 
@@ -277,6 +292,9 @@ def show_precheck(reply: pb.PrecheckSendResponse) -> None:
     )
     for item in reply.blocked_by_reason:
         console.print(f"    {enum_name(types_pb2.RejectionReason, item.reason)}: {item.count}")
+    if len(reply.recipients_by_language) > 1:
+        languages = ", ".join(f"{c.language} {c.count}" for c in reply.recipients_by_language)
+        console.print(f"  languages: {languages}")
     if reply.messaging_limit:
         line = f"  messaging limit {reply.messaging_limit}/24 h: {reply.sendable_now} can go now"
         if reply.HasField("limit_frees_at"):

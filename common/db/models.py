@@ -265,6 +265,9 @@ class GuestUnit(Base):
     name: Mapped[str] = mapped_column(Text)
     contact_person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
     side: Mapped[str | None] = mapped_column(Text)
+    preferred_language: Mapped[str | None] = mapped_column(Text)
+    """The household's language (en_US form); a run sends the template's translation that fits
+    it (domain/languages.py). None: the run's language."""
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _created_at()
@@ -519,6 +522,8 @@ class Precheck(Base):
     eligible_count: Mapped[int] = mapped_column(Integer)
     blocked_count: Mapped[int] = mapped_column(Integer)
     resend_phones: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    fallback_language: Mapped[str | None] = mapped_column(Text)
+    """The translation for guests no translation fits (None: they are blocked)."""
     created_at: Mapped[datetime] = _created_at()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -543,6 +548,8 @@ class PrecheckCandidate(Base):
     phone_e164: Mapped[str | None] = mapped_column(Text)
     eligible: Mapped[bool] = mapped_column(Boolean)
     rejection_reason: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    """The template translation this recipient gets (eligible ones; domain/languages.py)."""
 
     __table_args__ = (
         one_of("rejection_reason", RejectionReason),
@@ -638,6 +645,8 @@ class InviteMessage(Base):
     rejection_reason: Mapped[str | None] = mapped_column(Text)
     # Why a queued message waits until next_attempt_at (quiet hours), when it does.
     hold_reason: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    """The template translation it is sent in (None: the run's language)."""
     provider: Mapped[str] = mapped_column(Text, server_default="meta")
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     wa_id: Mapped[str | None] = mapped_column(Text)

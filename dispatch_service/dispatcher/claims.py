@@ -66,6 +66,8 @@ class ClaimedMessage:
     """The slot, on this process's time.monotonic() clock."""
     probe: bool = False
     """The one message let out to test a provider in outage."""
+    language: str | None = None
+    """The template translation to send (None: the run's language)."""
     lease: datetime | None = None
     """The lease this replica holds the message under (the claim's, then the mark's): a give
     back only touches the message while it still holds exactly this lease."""
@@ -142,6 +144,7 @@ async def claim(
             attempt=c.attempt_count + 1,
             send_at=monotonic_at_db_now + (slot - reservation.db_now).total_seconds(),
             probe=outage,
+            language=c.language,
             lease=slot + lease,
         )
         for c, slot in zip(sendable, slots, strict=True)

@@ -384,7 +384,7 @@ class Dispatcher:
             sender_id=run.sender,
             to_e164=message.phone_e164,
             template_name=run.template_name,
-            language=run.language,
+            language=message.language or run.language,
             body_parameters=message.variables,
             body_parameter_names=run.variable_names,
             send_plan=run.send_plan,

@@ -40,6 +40,8 @@ class AudienceTarget:
     """The contact's phone status (MISSING when there is no contact)."""
     active: bool
     """The household is active and so is its contact person."""
+    preferred_language: str | None = None
+    """The household's language (domain/languages.py), None when it has none."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ eligible or blocked with exactly one reason. The rules, in the order they are ap
 5. ``already_invited``: an invitation for this event that did not fail, was not blocked and was
    not cancelled already exists for the phone, unless the request lists the phone in
    ``resend_phones``.
+6. ``no_approved_translation``: the precheck has no fallback language and no approved
+   translation of the template fits the household's language (domain/languages.py).
 
 Everything else is eligible. The audience hash covers every target and its outcome in order, so
 two prechecks with the same hash would send exactly the same thing.
@@ -33,6 +35,7 @@ from typing import NamedTuple
 
 from common.vocabulary import PhoneStatus, RejectionReason
 from dispatch_service.domain.audience import AudienceTarget
+from dispatch_service.domain.languages import LanguagePolicy, resolve
 
 PRECHECK_REASONS = (
     RejectionReason.DUPLICATE_TARGET,
@@ -41,6 +44,7 @@ PRECHECK_REASONS = (
     RejectionReason.NO_PHONE,
     RejectionReason.DO_NOT_MESSAGE,
     RejectionReason.ALREADY_INVITED,
+    RejectionReason.NO_APPROVED_TRANSLATION,
 )
 """The reasons a precheck can give, in the order they are applied."""
 
@@ -70,6 +74,8 @@ class PolicyInputs:
     """Phones with a non-failed, non-blocked, non-cancelled invitation for this event."""
     resend_phones: frozenset[str] = frozenset()
     """Phones the operator explicitly asked to invite again."""
+    languages: LanguagePolicy | None = None
+    """The template's approved translations and the fallback (None: languages not checked)."""
 
 
 def evaluate_audience(targets: Sequence[AudienceTarget], inputs: PolicyInputs) -> list[Candidate]:
@@ -116,6 +122,8 @@ def _reason(
         return RejectionReason.DO_NOT_MESSAGE
     if phone in inputs.already_invited and phone not in inputs.resend_phones:
         return RejectionReason.ALREADY_INVITED
+    if inputs.languages and resolve(target.preferred_language, inputs.languages) is None:
+        return RejectionReason.NO_APPROVED_TRANSLATION
     return None
 
 

@@ -12,6 +12,8 @@ into known columns; an Excel ``sep=;`` first line names it outright), and traili
                           (empty: the person is a household of their own, named after them)
     tags        no        semicolon-separated labels for audience filters ("family;vip")
     side        no        for example "bride" or "groom"
+    language    no        the household's language (es, pt_BR): invitations use the template's
+                          translation that fits it (domain/languages.py)
     is_contact  no        yes/true/1/x marks the household's designated contact
 
 Header names are matched case-insensitively; an unknown, duplicated or missing required column
@@ -43,11 +45,12 @@ from dataclasses import dataclass, field
 
 from common.vocabulary import ImportRowOutcome, PhoneStatus
 from dispatch_service.domain.audience import normalise_label
+from dispatch_service.domain.languages import guest_language
 from dispatch_service.domain.phones import NormalisedPhone, normalise_phone
 from dispatch_service.errors import FieldViolation, InvalidArgument
 
 REQUIRED_COLUMNS = ("name", "phone")
-OPTIONAL_COLUMNS = ("household", "tags", "side", "is_contact")
+OPTIONAL_COLUMNS = ("household", "tags", "side", "is_contact", "language")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 TAG_SEPARATOR = ";"
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x"})
@@ -72,6 +75,7 @@ class GuestInput:
     is_contact: bool = False
     raw: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    language: str = ""
 
 
 def parse_header(fields: Sequence[str]) -> tuple[str, ...]:
@@ -152,6 +156,7 @@ def csv_record_to_input(
         is_contact=bool(flag),
         raw=raw,
         notes=tuple(notes),
+        language=raw.get("language", ""),
     )
 
 
@@ -296,6 +301,7 @@ class PreparedRow:
     is_contact: bool
     raw: Mapping[str, str]
     notes: tuple[str, ...]
+    language: str | None = None
 
 
 def prepare_row(
@@ -311,6 +317,9 @@ def prepare_row(
         if household:
             notes.append("no household given: the guest is a household of their own")
     tags = tuple(dict.fromkeys(t for t in map(normalise_label, row.tags) if t))
+    language = guest_language(row.language)
+    if row.language.strip() and language is None:
+        notes.append(f"language {row.language.strip()[:20]!r} not understood; ignored")
     return PreparedRow(
         row_number=row.row_number,
         household=household,
@@ -321,6 +330,7 @@ def prepare_row(
         is_contact=row.is_contact,
         raw=row.raw,
         notes=tuple(notes),
+        language=language,
     )
 
 
@@ -366,6 +376,7 @@ class KnownUnit:
     side: str | None
     new: bool = False
     changed: bool = False
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +493,8 @@ class _Batch:
             self.plan.tag_links.update((unit.id, tag) for tag in row.tags)
         if row.side and row.side != unit.side:
             unit.side, unit.changed = row.side, True
+        if row.language and row.language != unit.language:
+            unit.language, unit.changed = row.language, True
         if not row.phone.valid:
             outcome, note = (
                 ImportRowOutcome.WARNING_MALFORMED_PHONE,

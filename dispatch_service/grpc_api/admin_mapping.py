@@ -313,6 +313,7 @@ def guest_input(row_number: int, row: pb.GuestRow) -> GuestInput:
         tags=list(row.tags),
         side=row.side,
         is_contact=row.is_contact,
+        language=row.language,
     )
 
 
@@ -365,6 +366,7 @@ def guest_unit_pb(unit: GuestUnitView) -> pb.GuestUnit:
         side=unit.side or "",
         member_count=unit.member_count,
         active=unit.active,
+        preferred_language=unit.preferred_language or "",
     )
 
 

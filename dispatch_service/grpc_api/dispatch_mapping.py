@@ -111,12 +111,17 @@ def precheck_response(result: PrecheckResult) -> pb.PrecheckSendResponse:
                 phone_e164=c.target.phone_e164 or "",
                 eligible=c.eligible,
                 reason=reason(c.reason),
+                language=result.language_of(c),
             )
             for c in result.first_page
         ],
         template=_precheck_template(result.template),
         estimated_cost=str(result.estimated_cost) if result.estimated_cost is not None else "",
         currency=result.currency,
+        recipients_by_language=[
+            pb.LanguageCount(language=language, count=n)
+            for language, n in result.by_language.items()
+        ],
     )
 
 
@@ -277,4 +282,5 @@ def candidate_recipient(row: PrecheckCandidate) -> pb.PrecheckRecipient:
         phone_e164=row.phone_e164 or "",
         eligible=row.eligible,
         reason=reason(RejectionReason(row.rejection_reason) if row.rejection_reason else None),
+        language=row.language or "",
     )

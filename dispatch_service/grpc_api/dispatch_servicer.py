@@ -51,6 +51,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             request.template_id,
             request.page_size,
             list(request.resend_phones),
+            request.fallback_language,
         )
         ttl = self.deps.settings.precheck_ttl_seconds
         fmt = self.deps.settings.whatsapp_parameter_format

@@ -217,6 +217,7 @@ async def audience_select(
             func.coalesce(PERSON.c.phone_status, PhoneStatus.MISSING.value).label("phone_status"),
             and_(GU.c.active, PERSON.c.active.is_not(False)).label("active"),
             (func.row_number().over(order_by=order) - 1).label("position"),
+            GU.c.preferred_language.label("preferred_language"),
         )
         .select_from(GU.outerjoin(PERSON, PERSON.c.id == GU.c.contact_person_id))
         .where(_selected(workspace_id, event_id, audience))
@@ -239,6 +240,7 @@ async def resolve_audience(
         resolved.c.phone_e164,
         resolved.c.phone_status,
         resolved.c.active,
+        resolved.c.preferred_language,
     ).order_by(resolved.c.position)
     rows: Sequence[Any] = (await session.execute(statement)).all()
     statuses = {s.value: s for s in PhoneStatus}
@@ -251,8 +253,9 @@ async def resolve_audience(
             phone_e164=phone,
             phone_status=statuses[status],
             active=bool(active),
+            preferred_language=language,
         )
-        for unit_id, name, person_id, display_name, phone, status, active in rows
+        for unit_id, name, person_id, display_name, phone, status, active, language in rows
     ]
 
 

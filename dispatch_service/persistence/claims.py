@@ -112,11 +112,13 @@ class ClaimCandidate:
     attempt_count: int
     do_not_message: bool
     """The phone joined the workspace's do-not-message list since the precheck."""
+    language: str | None = None
+    """The template translation it is sent in (None: the run's)."""
 
 
 CLAIMABLE = text(
     f"""
-    SELECT m.id, m.phone_e164, m.variables, m.attempt_count,
+    SELECT m.id, m.phone_e164, m.variables, m.attempt_count, m.language,
            EXISTS (SELECT 1 FROM do_not_message_entry d
                    WHERE d.workspace_id = :ws AND d.phone_e164 = m.phone_e164
                      AND d.removed_at IS NULL) AS do_not_message
@@ -147,6 +149,7 @@ async def lock_claimable(
             tuple(str(v) for v in r.variables),
             r.attempt_count,
             bool(r.do_not_message),
+            r.language,
         )
         for r in rows
     ]

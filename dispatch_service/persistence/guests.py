@@ -126,7 +126,7 @@ WITH wanted AS (
   SELECT gu.id FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS q(id)
   JOIN guest_unit gu ON gu.id = CAST(q.id AS uuid) AND gu.workspace_id = :ws
 )
-SELECT gu.id, gu.name, gu.active, gu.contact_person_id, gu.side,
+SELECT gu.id, gu.name, gu.active, gu.contact_person_id, gu.side, gu.preferred_language,
        coalesce(p.phone_status = 'valid', false) AS contact_valid
 FROM wanted JOIN guest_unit gu ON gu.id = wanted.id
 LEFT JOIN person p ON p.id = gu.contact_person_id
@@ -171,7 +171,15 @@ async def load_batch_state(
         UNITS, {"ws": workspace_id, "names": _texts(names), "ids": _uuids(held)}
     )
     by_id: dict[uuid.UUID, KnownUnit] = {
-        u.id: KnownUnit(u.id, u.name, u.active, u.contact_person_id, u.contact_valid, u.side)
+        u.id: KnownUnit(
+            u.id,
+            u.name,
+            u.active,
+            u.contact_person_id,
+            u.contact_valid,
+            u.side,
+            language=u.preferred_language,
+        )
         for u in units
     }
     state = BatchState(persons, {u.name: u for u in by_id.values()}, by_id, {})
@@ -198,11 +206,14 @@ WHERE person.id = CAST(u.id AS uuid)
 
 UPDATE_UNITS = text("""
 UPDATE guest_unit SET active = CAST(u.active AS boolean),
-       contact_person_id = CAST(u.contact AS uuid), side = u.side, updated_at = now()
+       contact_person_id = CAST(u.contact AS uuid), side = u.side,
+       preferred_language = u.language, updated_at = now()
 FROM ROWS FROM (jsonb_array_elements_text(CAST(:ids AS jsonb)),
                 jsonb_array_elements_text(CAST(:actives AS jsonb)),
                 jsonb_array_elements_text(CAST(:contacts AS jsonb)),
-                jsonb_array_elements_text(CAST(:sides AS jsonb))) AS u(id, active, contact, side)
+                jsonb_array_elements_text(CAST(:sides AS jsonb)),
+                jsonb_array_elements_text(CAST(:languages AS jsonb)))
+     AS u(id, active, contact, side, language)
 WHERE guest_unit.id = CAST(u.id AS uuid)
 """)
 
@@ -331,8 +342,9 @@ async def _write_units(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) ->
             ("name", "text"),
             ("contact_person_id", "uuid"),
             ("side", "text"),
+            ("preferred_language", "text"),
         ),
-        ((u.id, ws, u.name, u.contact_person_id, u.side) for u in plan.new_units),
+        ((u.id, ws, u.name, u.contact_person_id, u.side, u.language) for u in plan.new_units),
     )
     if plan.closed_memberships:
         await _run(
@@ -354,6 +366,7 @@ async def _write_units(session: AsyncSession, ws: uuid.UUID, plan: BatchPlan) ->
                 "actives": json.dumps([u.active for u in changed]),
                 "contacts": json.dumps([_hex(u.contact_person_id) for u in changed]),
                 "sides": json.dumps([u.side for u in changed]),
+                "languages": json.dumps([u.language for u in changed]),
             },
         )
     if plan.tag_links:
@@ -442,6 +455,7 @@ async def list_import_rows(
 
 GUEST_UNITS = text("""
 SELECT gu.id, gu.name, gu.contact_person_id, p.phone_e164, gu.side, gu.active,
+       gu.preferred_language,
        (SELECT count(*) FROM guest_unit_membership m
         WHERE m.guest_unit_id = gu.id AND m.active) AS members,
        coalesce((SELECT array_agg(t.name ORDER BY t.name) FROM guest_unit_tag gut
@@ -471,6 +485,7 @@ async def list_guest_units(
             r.side,
             r.members,
             r.active,
+            r.preferred_language,
         )
         for r in result
     ]

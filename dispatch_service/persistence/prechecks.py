@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import reduce
 from typing import Any, cast
@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     Select,
     Table,
+    Text,
     and_,
     case,
     false,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import CTE
 
 from common.db.models import (
@@ -44,9 +46,10 @@ from common.db.models import (
     PrecheckCandidate,
     Template,
 )
-from common.vocabulary import MessageState, PhoneStatus, RejectionReason
+from common.vocabulary import MessageState, PhoneStatus, RejectionReason, TemplateStatus
 from dispatch_service.domain.audience import AudienceTarget
 from dispatch_service.domain.eligibility import PRECHECK_REASONS, Candidate
+from dispatch_service.domain.languages import LanguagePolicy, choices
 from dispatch_service.errors import NotFound
 
 INVITED_STATES = (
@@ -70,6 +73,30 @@ async def require_template(
         raise NotFound("no such template in this workspace", reason="TEMPLATE_NOT_FOUND")
 
 
+async def template_translations(
+    session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID
+) -> tuple[str, frozenset[str]]:
+    """The template's language, and the APPROVED translations of its name in the workspace."""
+    chosen = aliased(Template)
+    rows = await session.execute(
+        select(chosen.language, Template.language)
+        .select_from(chosen)
+        .outerjoin(
+            Template,
+            and_(
+                Template.workspace_id == chosen.workspace_id,
+                Template.name == chosen.name,
+                Template.status == TemplateStatus.APPROVED.value,
+            ),
+        )
+        .where(chosen.id == template_id, chosen.workspace_id == workspace_id)
+    )
+    found = rows.all()
+    if not found:
+        raise NotFound("no such template in this workspace", reason="TEMPLATE_NOT_FOUND")
+    return found[0][0], frozenset(r[1] for r in found if r[1] is not None)
+
+
 @dataclass(frozen=True)
 class NewPrecheck:
     """A precheck's header row (its counts and hash come from its candidates)."""
@@ -81,6 +108,8 @@ class NewPrecheck:
     actor_id: uuid.UUID
     resend_phones: tuple[str, ...]
     expires_at: datetime
+    languages: LanguagePolicy | None = None
+    """The template's approved translations and the fallback (None: not checked)."""
 
 
 PC = cast(Table, PrecheckCandidate.__table__)
@@ -119,11 +148,34 @@ def already_invited(
     return blocked
 
 
+def language_of(policy: LanguagePolicy, preferred: ColumnElement[Any]) -> ColumnElement[Any]:
+    """domain.languages.resolve as one CASE over a preferred-language column (the approved
+    translations are few: they are written into the statement)."""
+    fallback = literal(policy.fallback, Text)
+    default = literal(policy.default or policy.fallback, Text)
+    stem = func.split_part(preferred, "_", 1)
+    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = [
+        (preferred.is_(None), default),
+        (preferred == "", default),
+    ]
+    if policy.approved:
+        whens.append((preferred.in_(sorted(policy.approved)), preferred))
+    whens += [(stem == key, literal(chosen, Text)) for key, chosen in choices(policy).items()]
+    return case(*whens, else_=fallback)
+
+
 def _reason(
-    workspace_id: uuid.UUID, event_id: uuid.UUID, resend_phones: Sequence[str], ranked: CTE
+    workspace_id: uuid.UUID,
+    event_id: uuid.UUID,
+    resend_phones: Sequence[str],
+    ranked: CTE,
+    languages: LanguagePolicy | None = None,
 ) -> ColumnElement[Any]:
     """domain.eligibility._reason as one CASE, in the same order (the first match wins)."""
     c = ranked.c
+    untranslated: ColumnElement[bool] = (
+        language_of(languages, c.preferred_language).is_(None) if languages else false()
+    )
     no_phone = c.phone_e164.is_(None)
     return case(
         (
@@ -141,6 +193,7 @@ def _reason(
             already_invited(event_id, resend_phones, ranked),
             RejectionReason.ALREADY_INVITED.value,
         ),
+        (untranslated, RejectionReason.NO_APPROVED_TRANSLATION.value),
         else_=None,
     )
 
@@ -170,6 +223,22 @@ class StoredPrecheck:
     audience_hash: str
     blocked_by_reason: dict[RejectionReason, int]
     first_page: list[Candidate]
+    by_language: dict[str, int] = field(default_factory=dict)
+    """Eligible recipients per template language (empty: languages not resolved)."""
+
+
+def _by_language(inserted: CTE) -> ColumnElement[Any]:
+    """{language: eligible recipients} of the inserted candidates, as one jsonb value."""
+    i = inserted.c
+    counts = (
+        select(i.language, func.count().label("n"))
+        .where(i.rejection_reason.is_(None), i.language.is_not(None))
+        .group_by(i.language)
+        .subquery("per_language")
+    )
+    return select(
+        func.coalesce(func.jsonb_object_agg(counts.c.language, counts.c.n), text("'{}'"))
+    ).scalar_subquery()
 
 
 def precheck_statement(
@@ -201,7 +270,9 @@ def precheck_statement(
         .select_from(audience.outerjoin(canonical, canonical.c.phone_e164 == a.phone_e164))
         .cte("ranked")
     )
-    reason = _reason(precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked)
+    reason = _reason(
+        precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked, precheck.languages
+    )
     judged = select(ranked, reason.label("rejection_reason")).cte("judged")
     j = judged.c
     inserted = (
@@ -217,6 +288,7 @@ def precheck_statement(
                 "phone_e164",
                 "eligible",
                 "rejection_reason",
+                "language",
             ],
             select(
                 literal(precheck.id, PC.c.precheck_id.type),
@@ -228,6 +300,15 @@ def precheck_statement(
                 j.phone_e164,
                 j.rejection_reason.is_(None),
                 j.rejection_reason,
+                case(
+                    (
+                        j.rejection_reason.is_(None),
+                        language_of(precheck.languages, j.preferred_language),
+                    ),
+                    else_=None,
+                )
+                if precheck.languages
+                else literal(None, Text),
             ),
         )
         .returning(
@@ -236,6 +317,7 @@ def precheck_statement(
             PC.c.person_id,
             PC.c.phone_e164,
             PC.c.rejection_reason,
+            PC.c.language,
         )
         .cte("inserted")
     )
@@ -252,6 +334,7 @@ def precheck_statement(
             func.count().filter(i.rejection_reason == r.value).label(f"n_{r.value}")
             for r in PRECHECK_REASONS
         ),
+        _by_language(inserted).label("by_language"),
     ).cte("summary")
     page = select(judged).where(j.position < page_size).subquery("page")
     return (
@@ -281,6 +364,7 @@ async def evaluate_and_store(
             eligible_count=0,
             blocked_count=0,
             resend_phones=list(precheck.resend_phones),
+            fallback_language=precheck.languages.fallback if precheck.languages else None,
             expires_at=precheck.expires_at,
         )
     )
@@ -297,6 +381,7 @@ async def evaluate_and_store(
             if getattr(first, f"n_{r.value}")
         },
         first_page=[_candidate(row) for row in rows if row.position is not None],
+        by_language=dict(sorted((first.by_language or {}).items())),
     )
     await session.execute(
         update(Precheck)
@@ -344,6 +429,7 @@ def _candidate(row: Any) -> Candidate:
         phone_e164=row.phone_e164,
         phone_status=PhoneStatus(row.phone_status),
         active=bool(row.active),
+        preferred_language=row.preferred_language,
     )
     reason = RejectionReason(row.rejection_reason) if row.rejection_reason else None
     return Candidate(row.position, target, reason)

@@ -187,10 +187,11 @@ def _variables_sql(
 INSERT_MESSAGES = """
 WITH inserted AS (
   INSERT INTO invite_message (run_id, workspace_id, event_id, position, guest_unit_id,
-    person_id, phone_e164, variables, state, rejection_reason, provider)
+    person_id, phone_e164, variables, state, rejection_reason, provider, language)
   SELECT :run, :ws, :event, c.position, c.guest_unit_id, c.person_id, c.phone_e164,
     {variables},
-    CASE WHEN c.eligible THEN 'queued' ELSE 'blocked' END, c.rejection_reason, :provider
+    CASE WHEN c.eligible THEN 'queued' ELSE 'blocked' END, c.rejection_reason, :provider,
+    c.language
   FROM precheck_candidate c
   WHERE c.precheck_id = :precheck
   ORDER BY c.position

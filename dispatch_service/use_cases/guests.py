@@ -113,7 +113,7 @@ def rows_import_request(
     if not rows or len(rows) > MAX_UPSERT_ROWS:
         violations.append(FieldViolation("rows", f"must hold 1 to {MAX_UPSERT_ROWS} rows"))
     for index, row in enumerate(rows):
-        texts = (row.household, row.name, row.phone, row.side, *row.tags)
+        texts = (row.household, row.name, row.phone, row.side, row.language, *row.tags)
         if any(len(t) > MAX_FIELD_CHARS or "\x00" in t for t in texts):
             violations.append(
                 FieldViolation(
@@ -142,6 +142,7 @@ def guest_row(
     tags: Sequence[str],
     side: str,
     is_contact: bool,
+    language: str = "",
 ) -> GuestInput:
     """A guest input from an explicit row (UpsertGuests), with its raw form for the import row."""
     raw = {
@@ -151,8 +152,11 @@ def guest_row(
         "tags": TAG_SEPARATOR.join(tags),
         "side": side,
         "is_contact": "yes" if is_contact else "",
+        "language": language,
     }
-    return GuestInput(row_number, name, phone, household, tuple(tags), side, is_contact, raw)
+    return GuestInput(
+        row_number, name, phone, household, tuple(tags), side, is_contact, raw, language=language
+    )
 
 
 async def csv_batches(

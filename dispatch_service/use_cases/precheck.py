@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,7 +23,9 @@ from common.vocabulary import RejectionReason
 from dispatch_service.domain.actors import WRITERS, Actor
 from dispatch_service.domain.eligibility import Candidate
 from dispatch_service.domain.ids import id_violation, parse_uuid
+from dispatch_service.domain.languages import LanguagePolicy, resolve
 from dispatch_service.domain.messaging_limit import Allowance
+from dispatch_service.domain.meta_templates import normalise_language
 from dispatch_service.domain.paging import encode_page_token, page_request, single_key
 from dispatch_service.domain.pricing import estimate, total
 from dispatch_service.domain.template_checks import TemplateCheck
@@ -35,6 +37,7 @@ from dispatch_service.persistence.prechecks import (
     evaluate_and_store,
     list_candidates,
     require_template,
+    template_translations,
 )
 from dispatch_service.persistence.pricing import precheck_eligible, rate_card, template_category
 from dispatch_service.use_cases.acting import READERS, acting
@@ -55,6 +58,12 @@ class PrecheckCommand:
     template_id: uuid.UUID
     page_size: int
     resend_phones: tuple[str, ...]
+    fallback_language: str = ""
+    """For guests no approved translation fits: "" the template's own language, NO_FALLBACK
+    none (they are blocked no_approved_translation), else that approved language."""
+
+
+NO_FALLBACK = "none"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,15 @@ class PrecheckResult:
     estimated_cost: Decimal | None = None
     """Every eligible recipient billed at the template's category (None: no rate card)."""
     currency: str = ""
+    by_language: dict[str, int] = field(default_factory=dict)
+    """Eligible recipients per template translation they get (domain/languages.py)."""
+    languages: LanguagePolicy | None = None
+
+    def language_of(self, candidate: Candidate) -> str:
+        """The translation an eligible candidate gets ("" for a blocked one)."""
+        if not candidate.eligible or self.languages is None:
+            return ""
+        return resolve(candidate.target.preferred_language, self.languages) or ""
 
     @property
     def blocked_count(self) -> int:
@@ -88,15 +106,16 @@ def precheck_command(
     template_id: str,
     page_size: int,
     resend_phones: Sequence[str],
+    fallback_language: str = "",
 ) -> PrecheckCommand:
     """Validate the raw request; InvalidArgument lists every bad field."""
     violations: list[FieldViolation] = []
     ids: dict[str, uuid.UUID] = {}
-    for field, raw in (("event_id", event_id), ("template_id", template_id)):
-        if (violation := id_violation(raw, field)) is not None:
+    for name, raw in (("event_id", event_id), ("template_id", template_id)):
+        if (violation := id_violation(raw, name)) is not None:
             violations.append(violation)
         else:
-            ids[field] = parse_uuid(raw, field)
+            ids[name] = parse_uuid(raw, name)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         violations.append(FieldViolation("page_size", f"must be 0..{MAX_PAGE_SIZE}"))
     bad = [p for p in resend_phones if not E164.match(p)]
@@ -112,6 +131,7 @@ def precheck_command(
         template_id=ids["template_id"],
         page_size=page_size or DEFAULT_PAGE_SIZE,
         resend_phones=tuple(dict.fromkeys(resend_phones)),
+        fallback_language=fallback_language.strip(),
     )
 
 
@@ -144,6 +164,9 @@ async def precheck_in(
         session, actor.workspace_id, command.template_id, parameter_format, command.event_id
     )
     resolved = await audience_select(session, actor.workspace_id, command.event_id, only_units)
+    languages = await _language_policy(
+        session, actor.workspace_id, command.template_id, command.fallback_language
+    )
     precheck = NewPrecheck(
         id=uuid.uuid4(),
         workspace_id=actor.workspace_id,
@@ -152,6 +175,7 @@ async def precheck_in(
         actor_id=actor.member_id,
         resend_phones=command.resend_phones,
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
+        languages=languages,
     )
     stored = await evaluate_and_store(session, precheck, resolved, command.page_size)
     sender, limit, _ = await workspace_sending(session, actor.workspace_id)
@@ -171,7 +195,31 @@ async def precheck_in(
         template=template,
         estimated_cost=total(costs) if card.prices else None,
         currency=card.currency,
+        by_language=stored.by_language,
+        languages=languages,
     )
+
+
+async def _language_policy(
+    session: AsyncSession, workspace_id: uuid.UUID, template_id: uuid.UUID, fallback: str
+) -> LanguagePolicy:
+    """The approved translations of the template's name, and the fallback the request asks for
+    (InvalidArgument for a fallback that is not one of them)."""
+    language, approved = await template_translations(session, workspace_id, template_id)
+    if not fallback:
+        return LanguagePolicy(approved, language, language)
+    if fallback.lower() == NO_FALLBACK:
+        return LanguagePolicy(approved, None, language)
+    chosen = normalise_language(fallback)
+    if chosen not in approved:
+        known = ", ".join(sorted(approved)) or "none"
+        raise InvalidArgument(
+            FieldViolation(
+                "fallback_language",
+                f"must be an approved translation of the template ({known}) or {NO_FALLBACK}",
+            )
+        )
+    return LanguagePolicy(approved, chosen, language)
 
 
 async def list_precheck_recipients(

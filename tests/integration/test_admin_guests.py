@@ -472,3 +472,38 @@ async def test_a_used_key_answers_without_reading_a_large_stream(grpc_api: ApiCl
     again = await import_csv(grpc_api, admin, large, key="big", chunk=64 * 1024)
     assert (again.created, again.import_run) == (False, first.import_run)
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 4
+
+
+async def test_a_households_language_comes_from_the_csv_or_upsert_and_is_listed(
+    grpc_api: ApiClient,
+) -> None:
+    _, admin = await _workspace(grpc_api)
+    csv = (
+        "household,name,phone,language\n"
+        "Garcias,Ana Garcia,+12025550101,es-MX\n"
+        "Lees,Lee,+12025550102,\n"
+        "Kirks,Kirk,+12025550103,klingon\n"
+    )
+    run = (await import_csv(grpc_api, admin, csv, key="languages")).import_run
+    listed = await _rows(grpc_api, admin, run.import_run_id)
+    assert "language 'klingon' not understood; ignored" in listed[2].message
+    units = await _units(grpc_api, admin)
+    assert {name: u.preferred_language for name, u in units.items()} == {
+        "Garcias": "es_MX",
+        "Lees": "",
+        "Kirks": "",
+    }
+    request = pb.UpsertGuestsRequest(  # a later word changes it; an empty one keeps it
+        idempotency_key="languages-2",
+        source=pb.IMPORT_SOURCE_MANUAL,
+        rows=[
+            pb.GuestRow(household="Lees", name="Lee", phone="+12025550102", language="PT"),
+            pb.GuestRow(household="Garcias", name="Ana Garcia", phone="+12025550101"),
+        ],
+    )
+    await grpc_api.admin.UpsertGuests(request, metadata=grpc_api.md(admin))
+    units = await _units(grpc_api, admin)
+    assert (units["Lees"].preferred_language, units["Garcias"].preferred_language) == (
+        "pt",
+        "es_MX",
+    )

@@ -1,17 +1,19 @@
 """PrecheckSend's SQL eligibility equals the pure rules (domain/eligibility.py), on generated
 audiences that hit every reason: shared phones, inactive households and contacts, households
 without a contact, malformed and missing phones, active and removed do-not-message entries,
-invitations in every state, resend lists, and names that sort differently by locale."""
+invitations in every state, resend lists, names that sort differently by locale, and household
+languages that do and do not fit the template's approved translations (domain/languages.py)."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import MessageState
+from common.vocabulary import MessageState, RejectionReason
 from dispatch_service.domain.eligibility import (
     PRECHECK_REASONS,
     PolicyInputs,
@@ -19,11 +21,14 @@ from dispatch_service.domain.eligibility import (
     blocked_by_reason,
     evaluate_audience,
 )
+from dispatch_service.domain.languages import LanguagePolicy, resolve
 from dispatch_service.persistence.audience import resolve_audience
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from tests.integration.dispatch_support import World, precheck_and_start
 from tests.integration.factories import Seeder
 
+LANGUAGES = (None, "en_US", "en", "es", "es_MX", "pt", "pt_BR", "fr", "fr", "de_DE", "de_DE", "")
+TRANSLATIONS = {"en_US": "APPROVED", "es": "APPROVED", "pt_BR": "APPROVED", "fr": "PENDING"}
 NAMES = ("Adams", "adams", "Émile", "Zoë", "zoe", "Ørsted", "Baker", "baker", "ß", "Ab", "a b")
 SEEDS = range(4)
 STATES_AFTER_START = [s.value for s in MessageState if s is not MessageState.BLOCKED]
@@ -42,6 +47,9 @@ def _generated_world(database_url: str, rng: random.Random) -> tuple[World, list
             event_id=seed.event(ws),
             template_id=seed.template(ws),
         )
+        for language, status in TRANSLATIONS.items():
+            if language != "en_US":
+                seed.template(ws, language=language, status=status)
         identities: set[str] = set()
         for number in range(120):
             contact = None
@@ -68,6 +76,7 @@ def _generated_world(database_url: str, rng: random.Random) -> tuple[World, list
                 name=_household_name(rng, number),
                 contact_person_id=contact,
                 active=rng.random() > 0.1,
+                preferred_language=rng.choice(LANGUAGES),
             )
             if contact is not None:
                 seed.insert(
@@ -85,7 +94,9 @@ def _household_name(rng: random.Random, number: int) -> str:
     return f"{rng.choice(NAMES)} {number}"
 
 
-async def _policy_inputs(session: AsyncSession, world: World, resend: list[str]) -> PolicyInputs:
+async def _policy_inputs(
+    session: AsyncSession, world: World, resend: list[str], fallback: str | None
+) -> PolicyInputs:
     """The facts the pure rules need, read independently of the production SQL."""
     dnm = await session.scalars(
         text(
@@ -102,7 +113,9 @@ async def _policy_inputs(session: AsyncSession, world: World, resend: list[str])
         ),
         {"event": world.event_id},
     )
-    return PolicyInputs(frozenset(dnm), frozenset(invited), frozenset(resend))
+    approved = frozenset(lang for lang, status in TRANSLATIONS.items() if status == "APPROVED")
+    languages = LanguagePolicy(approved, fallback, "en_US")
+    return PolicyInputs(frozenset(dnm), frozenset(invited), frozenset(resend), languages)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -123,27 +136,35 @@ async def test_the_sql_precheck_equals_the_pure_rules(
                 "UPDATE invite_message SET state = %s WHERE id = %s",
                 (rng.choice(STATES_AFTER_START), message_id),
             )
-        for phone in rng.sample(pool, 4):
+        blocked = rng.sample(pool, 5)
+        for phone in blocked[:4]:
             seeder.do_not_message(world.workspace_id, phone)
-        removed = seeder.do_not_message(world.workspace_id, rng.choice(pool))
+        removed = seeder.do_not_message(world.workspace_id, blocked[4])
         seeder.conn.execute(
             "UPDATE do_not_message_entry SET removed_at = now() WHERE id = %s", (removed,)
         )
     resend = rng.sample(pool, 3)
     page_size = rng.choice([1, 7, 50, 500])
+    fallback = {0: None, 1: "en_US", 2: "es", 3: None}[seed]  # None: blocked, not sent in one
 
     command = precheck_command(
-        world.admin, str(world.event_id), str(world.template_id), page_size, resend
+        world.admin,
+        str(world.event_id),
+        str(world.template_id),
+        page_size,
+        resend,
+        fallback or ("" if seed == 1 else "none"),
     )
     result = await precheck_send(sessions, command, ttl_seconds=600)
 
     async with sessions() as session:
         targets = await resolve_audience(session, world.workspace_id, world.event_id)
-        expected = evaluate_audience(targets, await _policy_inputs(session, world, resend))
+        inputs = await _policy_inputs(session, world, resend, fallback)
+        expected = evaluate_audience(targets, inputs)
     with Seeder(database_url) as seeder:
         stored = seeder.rows(
             "SELECT position, guest_unit_id, person_id, display_name, guest_unit_name,"
-            " phone_e164, eligible, rejection_reason FROM precheck_candidate"
+            " phone_e164, eligible, rejection_reason, language FROM precheck_candidate"
             " WHERE precheck_id = %s ORDER BY position",
             result.precheck_id,
         )
@@ -162,9 +183,15 @@ async def test_the_sql_precheck_equals_the_pure_rules(
             c.target.phone_e164,
             c.eligible,
             c.reason.value if c.reason else None,
+            resolve(c.target.preferred_language, inputs.languages)
+            if c.eligible and inputs.languages
+            else None,
         )
         for c in expected
     ]
+    assert result.by_language == dict(
+        sorted(Counter(language for *_, language in stored if language).items())
+    )
     eligible = sum(1 for c in expected if c.eligible)
     assert (result.total_count, result.eligible_count) == (len(expected), eligible)
     assert result.blocked_by_reason == blocked_by_reason(expected)
@@ -172,7 +199,12 @@ async def test_the_sql_precheck_equals_the_pure_rules(
     assert header == [(len(expected), eligible, len(expected) - eligible, result.audience_hash)]
     assert result.first_page == expected[:page_size]
     # The generated audience is worth comparing: every reason a precheck gives, and eligibles.
-    assert set(result.blocked_by_reason) == set(PRECHECK_REASONS)
+    # (no_approved_translation comes last, after already_invited, which most households of a
+    # generated world reach first: tests/integration/test_guest_languages.py covers it.)
+    given = set(result.blocked_by_reason) | {RejectionReason.NO_APPROVED_TRANSLATION}
+    assert given == set(PRECHECK_REASONS)
+    if fallback is not None:  # with a fallback, every language fits
+        assert RejectionReason.NO_APPROVED_TRANSLATION not in result.blocked_by_reason
     assert eligible > 0
 
 

@@ -1290,6 +1290,7 @@ class GuestRow(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     SIDE_FIELD_NUMBER: _builtins.int
     IS_CONTACT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     household: _builtins.str
     """The household's name (rows with the same name form one household)."""
     name: _builtins.str
@@ -1300,6 +1301,8 @@ class GuestRow(_message.Message):
     """The side (for example "bride", "groom")."""
     is_contact: _builtins.bool
     """Whether this person is the household's designated contact."""
+    language: _builtins.str
+    """The household's language (es, pt_BR): invitations use the template translation that fits."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tags, for audience filters."""
@@ -1313,10 +1316,11 @@ class GuestRow(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         side: _builtins.str = ...,
         is_contact: _builtins.bool = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["household", b"household", "is_contact", b"is_contact", "name", b"name", "phone", b"phone", "side", b"side", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["household", b"household", "is_contact", b"is_contact", "language", b"language", "name", b"name", "phone", b"phone", "side", b"side", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1504,6 +1508,7 @@ class GuestUnit(_message.Message):
     SIDE_FIELD_NUMBER: _builtins.int
     MEMBER_COUNT_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    PREFERRED_LANGUAGE_FIELD_NUMBER: _builtins.int
     guest_unit_id: _builtins.str
     """Its id."""
     name: _builtins.str
@@ -1518,6 +1523,8 @@ class GuestUnit(_message.Message):
     """Active members."""
     active: _builtins.bool
     """Whether the household is active."""
+    preferred_language: _builtins.str
+    """The household's language (en_US form); empty: the run's language."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tags."""
@@ -1533,10 +1540,11 @@ class GuestUnit(_message.Message):
         side: _builtins.str = ...,
         member_count: _builtins.int = ...,
         active: _builtins.bool = ...,
+        preferred_language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "contact_person_id", b"contact_person_id", "contact_phone_e164", b"contact_phone_e164", "guest_unit_id", b"guest_unit_id", "member_count", b"member_count", "name", b"name", "side", b"side", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "contact_person_id", b"contact_person_id", "contact_phone_e164", b"contact_phone_e164", "guest_unit_id", b"guest_unit_id", "member_count", b"member_count", "name", b"name", "preferred_language", b"preferred_language", "side", b"side", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -131,12 +131,18 @@ class PrecheckSendRequest(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     RESEND_PHONES_FIELD_NUMBER: _builtins.int
+    FALLBACK_LANGUAGE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event whose audience is resolved."""
     template_id: _builtins.str
     """The template the run would use (checked for existence; approval is checked by StartRun)."""
     page_size: _builtins.int
     """How many recipients to return in the first page (default 50, at most 500)."""
+    fallback_language: _builtins.str
+    """The translation for guests whose language no approved translation of the template fits:
+    empty for the template's own language, "none" to block them (no_approved_translation), or
+    another approved translation (es, pt_BR).
+    """
     @_builtins.property
     def resend_phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Phones (E.164) that may be invited again although a non-failed invitation already went to them."""
@@ -148,10 +154,11 @@ class PrecheckSendRequest(_message.Message):
         template_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         resend_phones: _abc.Iterable[_builtins.str] | None = ...,
+        fallback_language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "page_size", b"page_size", "resend_phones", b"resend_phones", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fallback_language", b"fallback_language", "page_size", b"page_size", "resend_phones", b"resend_phones", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,6 +176,7 @@ class PrecheckRecipient(_message.Message):
     PHONE_E164_FIELD_NUMBER: _builtins.int
     ELIGIBLE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     guest_unit_id: _builtins.str
     """The household (guest unit)."""
     person_id: _builtins.str
@@ -181,6 +189,8 @@ class PrecheckRecipient(_message.Message):
     """Whether the recipient would be sent."""
     reason: _types_pb2.RejectionReason.ValueType
     """Why not, when not eligible."""
+    language: _builtins.str
+    """The template translation it would be sent in (eligible recipients)."""
     def __init__(
         self,
         *,
@@ -190,14 +200,41 @@ class PrecheckRecipient(_message.Message):
         phone_e164: _builtins.str = ...,
         eligible: _builtins.bool = ...,
         reason: _types_pb2.RejectionReason.ValueType = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "eligible", b"eligible", "guest_unit_id", b"guest_unit_id", "person_id", b"person_id", "phone_e164", b"phone_e164", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "eligible", b"eligible", "guest_unit_id", b"guest_unit_id", "language", b"language", "person_id", b"person_id", "phone_e164", b"phone_e164", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PrecheckRecipient: _TypeAlias = PrecheckRecipient  # noqa: Y015
+
+@_typing.final
+class LanguageCount(_message.Message):
+    """Recipients who get one template translation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """The translation (en_US form)."""
+    count: _builtins.int
+    """Eligible recipients who get it."""
+    def __init__(
+        self,
+        *,
+        language: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "language", b"language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LanguageCount: _TypeAlias = LanguageCount  # noqa: Y015
 
 @_typing.final
 class PrecheckSendResponse(_message.Message):
@@ -219,6 +256,7 @@ class PrecheckSendResponse(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_BY_LANGUAGE_FIELD_NUMBER: _builtins.int
     precheck_id: _builtins.str
     """The stored precheck; pass it to StartRun."""
     audience_hash: _builtins.str
@@ -259,6 +297,10 @@ class PrecheckSendResponse(_message.Message):
     def template(self) -> Global___PrecheckTemplate:
         """The chosen template as the run would send it, with notes to show."""
 
+    @_builtins.property
+    def recipients_by_language(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageCount]:
+        """Eligible recipients per template translation they get (each guest's language)."""
+
     def __init__(
         self,
         *,
@@ -276,10 +318,11 @@ class PrecheckSendResponse(_message.Message):
         template: Global___PrecheckTemplate | None = ...,
         estimated_cost: _builtins.str = ...,
         currency: _builtins.str = ...,
+        recipients_by_language: _abc.Iterable[Global___LanguageCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "currency", b"currency", "eligible_count", b"eligible_count", "estimated_cost", b"estimated_cost", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "sendable_now", b"sendable_now", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_hash", b"audience_hash", "blocked_by_reason", b"blocked_by_reason", "blocked_count", b"blocked_count", "currency", b"currency", "eligible_count", b"eligible_count", "estimated_cost", b"estimated_cost", "expires_at", b"expires_at", "limit_frees_at", b"limit_frees_at", "messaging_limit", b"messaging_limit", "precheck_id", b"precheck_id", "recipients", b"recipients", "recipients_by_language", b"recipients_by_language", "sendable_now", b"sendable_now", "template", b"template", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

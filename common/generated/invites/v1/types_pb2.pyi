@@ -129,6 +129,10 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """The provider rejected the message with a terminal error (see error_code)."""
     REJECTION_REASON_EXPIRED: _RejectionReason.ValueType  # 10
     """Still unsent when the run's deadline passed."""
+    REJECTION_REASON_NO_APPROVED_TRANSLATION: _RejectionReason.ValueType  # 11
+    """No approved translation of the template fits the household's language, and the precheck
+    had no fallback language.
+    """
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why a recipient was not (or could not be) invited."""
@@ -155,6 +159,10 @@ REJECTION_REASON_PROVIDER_REJECTED: RejectionReason.ValueType  # 9
 """The provider rejected the message with a terminal error (see error_code)."""
 REJECTION_REASON_EXPIRED: RejectionReason.ValueType  # 10
 """Still unsent when the run's deadline passed."""
+REJECTION_REASON_NO_APPROVED_TRANSLATION: RejectionReason.ValueType  # 11
+"""No approved translation of the template fits the household's language, and the precheck
+had no fallback language.
+"""
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
 class _RunState:
