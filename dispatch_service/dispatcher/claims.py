@@ -36,7 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import HoldReason
 from dispatch_service.dispatcher.metrics import SENDS
 from dispatch_service.dispatcher.rate_limiter import SenderRateLimiter
-from dispatch_service.domain.quiet_hours import event_zone, next_opening, parse_window
+from dispatch_service.domain.quiet_hours import next_opening, parse_window
+from dispatch_service.domain.template_variables import zone as event_zone
 from dispatch_service.persistence.claims import (
     ActiveRun,
     ClaimCandidate,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from phonenumbers import timezone as phone_timezones
 from dispatch_service.errors import FieldViolation, InvalidArgument
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
-FALLBACK_ZONE = ZoneInfo("UTC")
+FALLBACK_ZONE: tzinfo = UTC
 SEARCH_DAYS = 2
 
 
@@ -81,16 +81,7 @@ def _number_zones(phone_e164: str) -> tuple[ZoneInfo, ...]:
     return tuple(zones)
 
 
-@lru_cache(maxsize=64)
-def event_zone(name: str | None) -> ZoneInfo:
-    """An event's time zone by its IANA name; UTC for none or one this system does not know."""
-    try:
-        return ZoneInfo(name) if name else FALLBACK_ZONE
-    except (KeyError, ValueError):
-        return FALLBACK_ZONE
-
-
-def recipient_zones(phone_e164: str, event: ZoneInfo = FALLBACK_ZONE) -> tuple[ZoneInfo, ...]:
+def recipient_zones(phone_e164: str, event: tzinfo = FALLBACK_ZONE) -> tuple[tzinfo, ...]:
     """The zones a message to `phone_e164` must respect (see the module docstring)."""
     zones = _number_zones(phone_e164)
     if not zones:
@@ -100,11 +91,11 @@ def recipient_zones(phone_e164: str, event: ZoneInfo = FALLBACK_ZONE) -> tuple[Z
     return zones
 
 
-def _inside(window: SendWindow, zones: tuple[ZoneInfo, ...], at: datetime) -> bool:
+def _inside(window: SendWindow, zones: tuple[tzinfo, ...], at: datetime) -> bool:
     return all(window.contains(at.astimezone(zone).time()) for zone in zones)
 
 
-def _openings(window: SendWindow, zone: ZoneInfo, now: datetime) -> list[datetime]:
+def _openings(window: SendWindow, zone: tzinfo, now: datetime) -> list[datetime]:
     """The window's next openings in `zone` (UTC instants after `now`)."""
     local_today = now.astimezone(zone).date()
     result = []
@@ -117,10 +108,11 @@ def _openings(window: SendWindow, zone: ZoneInfo, now: datetime) -> list[datetim
 
 
 def next_opening(
-    window: SendWindow, phone_e164: str, now: datetime, event: ZoneInfo = FALLBACK_ZONE
+    window: SendWindow, phone_e164: str, now: datetime, event: tzinfo = FALLBACK_ZONE
 ) -> datetime | None:
     """None when a message to `phone_e164` may go at `now`; else when it may next (UTC).
-    `event`: the event's time zone, for numbers their own data does not place."""
+    `event`: the event's time zone (template_variables.zone), for numbers their own data does
+    not place."""
     zones = recipient_zones(phone_e164, event)
     if _inside(window, zones, now):
         return None

@@ -10,7 +10,9 @@ compared trimmed and case-insensitively):
     household, household_name, guest_unit, family       the household (guest unit) name
     event, event_name                                   the event's name
     event_date, date                                    the event's start, e.g. "Sat 12 Oct 2026,
-                                                        19:00", in the event's time zone
+                                                        19:00", in the event's time zone and the
+                                                        message's language ("sáb 12 oct 2026,
+                                                        19:00" for es)
     event_day                                           the start date only, "Sat 12 Oct 2026"
     event_time, time                                    the start time only, "19:00" (event's zone)
     event_location, location, venue                    the event's location
@@ -26,7 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime
 
 from dispatch_service.errors import FailedPrecondition
 
@@ -83,19 +89,34 @@ class EventFacts:
     """IANA name; dates and times are written in it (an unknown one falls back to UTC)."""
 
 
-def event_value(source: VariableSource, event: EventFacts) -> str:
-    """The value of a run-wide source for `event` (per-recipient sources are not run-wide)."""
-    start = event.starts_at.astimezone(zone(event.time_zone))
-    values = {
-        VariableSource.EVENT_NAME: event.name,
-        VariableSource.EVENT_DATE: f"{start:%a} {start.day} {start:%b %Y, %H:%M}",
-        VariableSource.EVENT_DAY: f"{start:%a} {start.day} {start:%b %Y}",
-        VariableSource.EVENT_TIME: f"{start:%H:%M}",
-        VariableSource.EVENT_LOCATION: event.location,
-    }
-    if source not in values:
+DATE_PATTERNS = {
+    VariableSource.EVENT_DATE: "EEE d MMM y, HH:mm",
+    VariableSource.EVENT_DAY: "EEE d MMM y",
+    VariableSource.EVENT_TIME: "HH:mm",
+}
+"""CLDR patterns of the date sources (English: "Sat 12 Oct 2026, 19:00")."""
+
+
+def event_value(source: VariableSource, event: EventFacts, language: str | None = None) -> str:
+    """The value of a run-wide source for `event` (per-recipient sources are not run-wide), its
+    dates in the event's time zone and `language` (a template language such as ``es`` or
+    ``pt_BR``; English for none or one CLDR does not know)."""
+    if source is VariableSource.EVENT_NAME:
+        return event.name
+    if source is VariableSource.EVENT_LOCATION:
+        return event.location
+    if source not in DATE_PATTERNS:
         raise ValueError(f"{source} differs per recipient")
-    return values[source]
+    start = event.starts_at.astimezone(zone(event.time_zone))
+    return str(format_datetime(start, DATE_PATTERNS[source], locale=_locale(language)))
+
+
+@lru_cache(maxsize=64)
+def _locale(language: str | None) -> Locale:
+    try:
+        return Locale.parse(language or "en")
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en")
 
 
 def zone(name: str) -> tzinfo:

@@ -168,9 +168,14 @@ async def sender_of(session: AsyncSession, workspace_id: uuid.UUID) -> str:
 
 
 def _variables_sql(
-    sources: Sequence[VariableSource], event: EventFacts
+    sources: Sequence[VariableSource],
+    event: EventFacts,
+    run_language: str,
+    languages: Sequence[str] = (),
 ) -> tuple[str, dict[str, str]]:
-    """A jsonb_build_array(...) of each message's frozen variable values, and its parameters."""
+    """A jsonb_build_array(...) of each message's frozen variable values, and its parameters.
+    An event value that reads differently in another of the messages' `languages` (a date) is
+    chosen per message by its language (the run's for messages without one)."""
     parts: list[str] = []
     params: dict[str, str] = {}
     for index, source in enumerate(sources):
@@ -179,9 +184,26 @@ def _variables_sql(
         elif source is VariableSource.HOUSEHOLD_NAME:
             parts.append("c.guest_unit_name")
         else:
-            params[f"v{index}"] = event_value(source, event)
-            parts.append(f"CAST(:v{index} AS text)")
+            params[f"v{index}"] = default = event_value(source, event, run_language)
+            whens = []
+            for n, language in enumerate(languages):
+                value = event_value(source, event, language)
+                if value != default:
+                    params[f"v{index}_{n}"], params[f"l{index}_{n}"] = value, language
+                    whens.append(
+                        f"WHEN CAST(:l{index}_{n} AS text) THEN CAST(:v{index}_{n} AS text)"
+                    )
+            if whens:
+                parts.append(f"CASE c.language {' '.join(whens)} ELSE CAST(:v{index} AS text) END")
+            else:
+                parts.append(f"CAST(:v{index} AS text)")
     return f"jsonb_build_array({', '.join(parts)})", params
+
+
+PRECHECK_LANGUAGES = text(
+    "SELECT DISTINCT language FROM precheck_candidate"
+    " WHERE precheck_id = :precheck AND language IS NOT NULL ORDER BY language"
+)
 
 
 INSERT_MESSAGES = """
@@ -269,7 +291,8 @@ async def create_run(
         if _violates(error, IDEMPOTENCY_CONSTRAINT):
             raise IdempotencyKeyRace("another StartRun committed this key first") from error
         raise
-    variables, params = _variables_sql(sources, event)
+    languages = list(await session.scalars(PRECHECK_LANGUAGES, {"precheck": run.precheck.id}))
+    variables, params = _variables_sql(sources, event, run.template.language, languages)
     # Only the variables expression is spliced in: built above from our own constants.
     result = await session.execute(
         text(INSERT_MESSAGES.replace("{variables}", variables)),

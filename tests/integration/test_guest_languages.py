@@ -60,13 +60,16 @@ async def test_each_guest_gets_the_translation_that_fits_and_the_rest_the_runs(
         PORTUGUESE: "en_US",
     }
     with Seeder(database_url) as seed:
-        stored = dict(
-            seed.rows(
-                "SELECT phone_e164, language FROM invite_message WHERE run_id = %s",
+        stored = {
+            phone: (language, variables[1])
+            for phone, language, variables in seed.rows(
+                "SELECT phone_e164, language, variables FROM invite_message WHERE run_id = %s",
                 started.run.id,
             )
-        )
-    assert stored[SPANISH_MEXICO] == "es"
+        }
+    # the event's date in each message's language (the event starts 2030-06-01 17:30 UTC)
+    assert stored[SPANISH_MEXICO] == ("es", "sáb 1 jun 2030, 17:30")
+    assert stored[FRENCH] == ("en_US", "Sat 1 Jun 2030, 17:30")
 
 
 async def test_the_precheck_counts_recipients_per_translation_and_blocks_without_fallback(

@@ -9,7 +9,6 @@ import pytest
 
 from dispatch_service.domain.quiet_hours import (
     SendWindow,
-    event_zone,
     next_opening,
     parse_window,
     recipient_zones,
@@ -41,7 +40,7 @@ def test_windows_parse_and_wrap_midnight() -> None:
 def test_local_time_comes_from_the_phone_number() -> None:
     assert recipient_zones(SF) == (ZoneInfo("America/Los_Angeles"),)
     assert recipient_zones(NYC) == (ZoneInfo("America/New_York"),)
-    assert recipient_zones("+447700900123") == (ZoneInfo("UTC"),)  # no zone data: fallback
+    assert recipient_zones("+447700900123") == (UTC,)  # no zone data: fallback
 
 
 def test_inside_the_window_a_message_goes_now() -> None:
@@ -86,7 +85,5 @@ def test_the_events_zone_picks_among_a_numbers_zones_only_when_it_is_one_of_them
     assert next_opening(DAY, russia, utc(6), moscow) is None  # 09:00 in Moscow
 
 
-def test_an_unknown_event_zone_name_is_utc() -> None:
-    assert event_zone("Mars/Olympus_Mons") == ZoneInfo("UTC")
-    assert event_zone(None) == ZoneInfo("UTC")
-    assert event_zone("Asia/Tokyo") == ZoneInfo("Asia/Tokyo")
+def test_a_number_without_zone_data_and_an_event_without_a_zone_is_utc() -> None:
+    assert recipient_zones("+447700900123") == (UTC,)
