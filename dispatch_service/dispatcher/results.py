@@ -68,6 +68,9 @@ class Released:
     """The message was claimed but never sent (its run stopped, or the replica is stopping)."""
 
     retry_class: RetryClass | None = None
+    possible_lease: datetime | None = None
+    """A mark's lease the message may hold although the mark's commit failed (given back
+    under it too)."""
 
 
 Outcome = SendOutcome | Released
@@ -126,6 +129,8 @@ def plan(results: Sequence[Result], policy: RetryPolicy, rng: random.Random) -> 
         message, outcome = result.message, result.outcome
         if isinstance(outcome, Released | NotSent):
             writes.released.append((message.id, message.lease))
+            if isinstance(outcome, Released) and outcome.possible_lease is not None:
+                writes.released.append((message.id, outcome.possible_lease))
         elif isinstance(outcome, Accepted):
             writes.accepted.append(
                 AcceptedRow(message.id, outcome.provider_message_id, outcome.recipient_id)

@@ -340,8 +340,10 @@ class Dispatcher:
             marked = await self._marker.mark(message.id)
         if marked is None:
             # Not attempted: the lease is given back (a no-op when the message is no longer
-            # ours: cancelled, or taken over after the lease ran out).
-            self._record(Result(message, Released()))
+            # ours: cancelled, or taken over after the lease ran out). A mark whose commit
+            # failed may have committed all the same: the give back then names that lease too.
+            possible = self._marker.uncertain.pop(message.id, None)
+            self._record(Result(message, Released(possible_lease=possible)))
             return
         message = replace(message, lease=marked)  # from now on it is held by the mark's lease
         delay = message.send_at - time.monotonic()
@@ -506,6 +508,11 @@ class Marker:
         self._pending: list[tuple[uuid.UUID, asyncio.Future[datetime | None]]] = []
         self._wake = asyncio.Event()
         self._log = OutageLog(log, "marking messages sending")
+        self.uncertain: dict[uuid.UUID, datetime] = {}
+        """Messages whose mark's commit failed, with the lease the mark would hold if it
+        committed nonetheless (the database went away after the COMMIT reached it): the
+        worker gives them back under that lease too, so they are neither sent twice nor left
+        `sending` without a call."""
         self._round_trip = 0.0
         """Moving average of how long a mark takes from asking to answer (seconds)."""
 
@@ -544,6 +551,7 @@ class Marker:
 
     async def _mark(self, batch: list[tuple[uuid.UUID, asyncio.Future[datetime | None]]]) -> None:
         marked: dict[uuid.UUID, datetime] = {}
+        marking: dict[uuid.UUID, datetime] = {}
         try:
             async with self.sessions() as session, session.begin():
                 marking = await mark_attempting(
@@ -556,6 +564,7 @@ class Marker:
             self._log.succeeded()
         except Exception as error:  # the database is away: nothing is sent
             self._log.failed(error)
+            self.uncertain.update(marking)
         for message_id, future in batch:
             if not future.done():
                 future.set_result(marked.get(message_id))

@@ -353,8 +353,10 @@ async def give_back_unsent(
     """``released`` (or ``stopped_by_cancel``): messages this replica claimed or marked but
     never wrote a request for go back to `queued` (`cancelled` when their run was cancelled
     meanwhile), lease cleared; a `sending` one gets its attempt back. Each is given back only
-    while it still holds the lease it was claimed or marked under: a give back written late
-    (after a database outage) never undoes a newer claim of the same message that was sent."""
+    while it still holds the lease it was claimed or marked under (a message may be listed
+    twice, with its claim's lease and the lease of a mark whose commit failed but may have
+    happened): a give back written late (after a database outage) never undoes a newer claim
+    of the same message that was sent."""
     if leases:
         await session.execute(
             GIVE_BACK,
