@@ -717,6 +717,13 @@ class InviteMessage(Base):
         ),
         # GetRunStatus reads held and billable messages on every call: partial indexes keep
         # those reads to the few held rows and an index-only count of the billable ones.
+        # The messaging limit counts claimed, not yet marked messages as used on every claim
+        # (persistence/messaging_limit.py): only those few rows are in this index.
+        Index(
+            "ix_invite_message_leased",
+            "run_id",
+            postgresql_where=text("state = 'queued' AND lease_owner IS NOT NULL"),
+        ),
         Index(
             "ix_invite_message_held",
             "run_id",

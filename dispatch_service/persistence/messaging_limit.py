@@ -9,13 +9,15 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import LimitSource, MessageState
+from common.vocabulary import LimitSource
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
 
 # Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
 # of those leaves it. A message claimed but not yet marked `sending` (leased, still `queued`)
 # counts as sent now: its slot is taken, and the claims of one sender are serialised by its
-# schedule row, so a second claim cannot hand the same room out again before the mark.
+# schedule row, so a second claim cannot hand the same room out again before the mark. (The
+# state is written out, not bound: it must match ix_invite_message_leased's predicate even in
+# a generic plan of the prepared statement.)
 WINDOW_USE = text("""
     WITH recent AS (
       SELECT phone_e164, max(last) AS last FROM (
@@ -26,7 +28,7 @@ WINDOW_USE = text("""
         UNION ALL
         SELECT m.phone_e164, clock_timestamp()
         FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-        WHERE r.sender_phone_number_id = :sender AND m.state = :queued
+        WHERE r.sender_phone_number_id = :sender AND m.state = 'queued'
           AND m.lease_owner IS NOT NULL AND m.lease_expires_at > clock_timestamp()
       ) AS uses GROUP BY phone_e164)
     SELECT (SELECT count(*) FROM recent) AS used,
@@ -47,7 +49,6 @@ async def allowance(session: AsyncSession, sender: str, limit: int | None) -> Al
                 "sender": sender,
                 "limit": limit,
                 "window": WINDOW.total_seconds(),
-                "queued": MessageState.QUEUED.value,
             },
         )
     ).one()
