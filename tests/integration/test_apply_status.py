@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
+from dispatch_service.domain.messaging_limit import LimitAnnouncement
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.persistence.status import apply_orphaned_statuses
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
@@ -351,3 +352,23 @@ async def test_run_counters_follow_the_transitions(
         run.run_id,
     )
     assert counts == [("delivered", 1), ("failed", 1), ("read", 1), ("sent", 1)]
+
+
+async def test_an_older_messaging_limit_announcement_never_replaces_a_newer_one(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        workspace = seed_workspace(conn)
+        conn.execute("UPDATE workspace SET waba_id = '777' WHERE id = %s", [workspace])
+    newer = LimitAnnouncement("777", 10_000, at(60), "phone_number_quality_update")
+    older = LimitAnnouncement("777", 2_000, at(0), "business_capability_update")
+    unlimited = LimitAnnouncement("777", None, at(120), "business_capability_update")
+    await apply_status(ApplyStatusCommand(limit_updates=[newer]), sessions)
+    await apply_status(ApplyStatusCommand(limit_updates=[older]), sessions)  # late: ignored
+    limit = "SELECT messaging_limit, messaging_limit_source FROM workspace WHERE id = %s"
+    assert rows(database_url, limit, workspace) == [(10_000, "provider")]
+    await apply_status(ApplyStatusCommand(limit_updates=[unlimited]), sessions)
+    assert rows(database_url, limit, workspace) == [(None, "provider")]
+    other = LimitAnnouncement("888", 250, at(180))  # another account's: not this workspace
+    await apply_status(ApplyStatusCommand(limit_updates=[other]), sessions)
+    assert rows(database_url, limit, workspace) == [(None, "provider")]

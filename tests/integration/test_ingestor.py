@@ -526,8 +526,8 @@ async def test_metas_messaging_limit_webhooks_set_the_workspaces_limit_newest_fi
     database_url: str, post: Post
 ) -> None:
     """business_capability_update (2000, an integer) and phone_number_quality_update (TIER_10K)
-    reach the workspace of their WABA through the ingestor; delivered newest first, the older
-    one changes nothing; each change is audited with no actor."""
+    reach the workspace of their WABA through the ingestor; delivered newest first, the newer
+    one's limit is what stays; each change is audited with no actor."""
     world = seed_world(database_url, ["+14155550101"])
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
@@ -545,8 +545,15 @@ async def test_metas_messaging_limit_webhooks_set_the_workspaces_limit_newest_fi
         " FROM workspace WHERE id = %s",
         world.workspace_id,
     ) == [(10_000, "provider", datetime.fromtimestamp(1750034000, UTC))]
-    assert query(
+    audited = query(
         database_url,
         "SELECT actor_id, details->>'to', details->>'field' FROM audit_entry"
-        " WHERE action = 'workspace.messaging_limit'",
-    ) == [(None, "10000", "phone_number_quality_update")]
+        " WHERE action = 'workspace.messaging_limit' ORDER BY id",
+    )
+    # the older one is audited too when the two reached the dispatch service in one batch (it is
+    # applied first, then the newer), never after the newer
+    assert audited[-1] == (None, "10000", "phone_number_quality_update")
+    assert set(audited) <= {
+        (None, "2000", "business_capability_update"),
+        (None, "10000", "phone_number_quality_update"),
+    }
