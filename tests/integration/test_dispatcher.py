@@ -14,7 +14,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch_service.dispatcher.claims import ClaimSettings, claim
+from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.dispatcher.results import Released, Result, RetryPolicy, write_results
@@ -464,13 +464,10 @@ def _commits_fail(sessions: async_sessionmaker[AsyncSession], *, after: bool = F
     return session
 
 
-async def test_a_mark_whose_commit_failed_is_not_sent(
+async def _two_claimed(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
-) -> None:
-    """The mark's UPDATE returns its rows before the commit: when the commit then fails (a
-    Postgres crash), the messages must not be sent, for they are still `queued` under their
-    claim lease and will be claimed and sent again. (Seen as one recipient sent twice across
-    a Postgres restart: once before the crash, once after.)"""
+) -> tuple[uuid.UUID, list[ClaimedMessage]]:
+    """A started run of two messages, both claimed (leased, still queued) by "replica"."""
     world = seed_world(database_url, PHONES[:2])
     run = (await precheck_and_start(sessions, world)).run
     active = [r for r in await _active_runs(sessions) if r.id == run.id]
@@ -478,20 +475,35 @@ async def test_a_mark_whose_commit_failed_is_not_sent(
     replica = ClaimSettings(owner="replica", claim_lease_seconds=30.0)
     taken = await claim(sessions, limiter, active[0], 2, replica)
     assert len(taken.messages) == 2
+    return run.id, taken.messages
 
-    async def mark_all(marker: Marker) -> list[Any]:
-        marking = asyncio.create_task(marker.run())
-        try:
-            return list(await asyncio.gather(*(marker.mark(m.id) for m in taken.messages)))
-        finally:
-            marking.cancel()
 
-    assert await mark_all(Marker(_commits_fail(sessions), "replica", 10.0)) == [None, None]
+async def _mark_all(marker: Marker, messages: list[ClaimedMessage]) -> list[Any]:
+    """Mark every message through a running `marker`; the lease of each (None: not marked)."""
+    marking = asyncio.create_task(marker.run())
+    try:
+        return list(await asyncio.gather(*(marker.mark(m.id) for m in messages)))
+    finally:
+        marking.cancel()
+
+
+async def test_a_mark_whose_commit_failed_is_not_sent(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The mark's UPDATE returns its rows before the commit: when the commit then fails (a
+    Postgres crash), the messages must not be sent, for they are still `queued` under their
+    claim lease and will be claimed and sent again. (Seen as one recipient sent twice across
+    a Postgres restart: once before the crash, once after.)"""
+    _, taken = await _two_claimed(database_url, sessions)
+    assert await _mark_all(Marker(_commits_fail(sessions), "replica", 10.0), taken) == [
+        None,
+        None,
+    ]
     with Seeder(database_url) as seed:
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
             ("queued", 0)
         ]
-    leases = await mark_all(Marker(sessions, "replica", 10.0))  # the database answers again
+    leases = await _mark_all(Marker(sessions, "replica", 10.0), taken)  # it answers again
     assert all(lease is not None for lease in leases)
     with Seeder(database_url) as seed:
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
@@ -508,26 +520,14 @@ async def test_a_mark_that_committed_though_its_commit_failed_is_given_back_not_
     attempt, to be sent once, instead of staying `sending` until the reconciler fails them
     outcome_unknown without any call made. (Seen as 2 of 800 outcome_unknown, never sent, in
     the Postgres-restart test.)"""
-    world = seed_world(database_url, PHONES[:2])
-    run = (await precheck_and_start(sessions, world)).run
-    active = [r for r in await _active_runs(sessions) if r.id == run.id]
-    limiter = SenderRateLimiter(RateSettings(messages_per_second=500))
-    replica = ClaimSettings(owner="replica", claim_lease_seconds=30.0)
-    taken = await claim(sessions, limiter, active[0], 2, replica)
+    run_id, taken = await _two_claimed(database_url, sessions)
     marker = Marker(_commits_fail(sessions, after=True), "replica", 10.0)
-    marking = asyncio.create_task(marker.run())
-    try:
-        leases = await asyncio.gather(*(marker.mark(m.id) for m in taken.messages))
-    finally:
-        marking.cancel()
-    assert leases == [None, None]  # not to be sent
+    assert await _mark_all(marker, taken) == [None, None]  # not to be sent
     with Seeder(database_url) as seed:  # ... yet the mark took effect
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
             ("sending", 1)
         ]
-    results = [
-        Result(m, Released(possible_lease=marker.uncertain.pop(m.id))) for m in taken.messages
-    ]
+    results = [Result(m, Released(possible_lease=marker.uncertain.pop(m.id))) for m in taken]
     policy = RetryPolicy(max_attempts=3, backoff=Backoff(0.1, 1.0))
     async with sessions() as session, session.begin():
         await write_results(session, results, policy, "replica", random.Random(1))
@@ -537,7 +537,7 @@ async def test_a_mark_that_committed_though_its_commit_failed_is_given_back_not_
         ) == [("queued", 0, None)]
     fake = FakeMeta()
     async with running(sessions, fake):
-        await wait_for(completed(sessions, run.id), what="run completed")
+        await wait_for(completed(sessions, run_id), what="run completed")
     assert sorted(fake.per_recipient.values()) == [1, 1]
 
 
