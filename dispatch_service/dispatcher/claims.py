@@ -26,7 +26,6 @@ message whose request may have left is ever ambiguous.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -109,7 +108,6 @@ async def claim(
     """Claim up to `limit` due messages of `run` (one transaction; see the module docstring)."""
     async with sessions() as session, session.begin():
         reservation = await limiter.reserve(session, run.sender, limit)
-        monotonic_at_db_now = time.monotonic()
         outage = reservation.outage is not None
         if reservation.slots.count == 0:
             return ClaimResult([], 0, True, False, reservation.wait_seconds, outage)
@@ -143,7 +141,7 @@ async def claim(
             phone_e164=c.phone_e164,
             variables=c.variables,
             attempt=c.attempt_count + 1,
-            send_at=monotonic_at_db_now + (slot - reservation.db_now).total_seconds(),
+            send_at=reservation.monotonic_at(slot),
             probe=outage,
             language=c.language,
             lease=slot + lease,

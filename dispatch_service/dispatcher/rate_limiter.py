@@ -14,12 +14,14 @@ unsent.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.metrics import CURRENT_RATE
+from dispatch_service.domain.database_clock import DatabaseClock
 from dispatch_service.domain.send_rate import (
     RateSettings,
     SendSchedule,
@@ -34,7 +36,6 @@ from dispatch_service.domain.send_rate import (
 from dispatch_service.persistence.rate_limit import (
     SenderOutage,
     end_outage,
-    load_outage,
     lock_schedule,
     save_schedule,
     start_outage,
@@ -56,6 +57,12 @@ class Reservation:
     wait_seconds: float
     outage: SenderOutage | None = None
     """The sender's provider outage, if any: then `slots` is at most one probe."""
+    monotonic_at_db_now: float = 0.0
+    """`db_now` on this process's time.monotonic() clock (domain.database_clock)."""
+
+    def monotonic_at(self, moment: datetime) -> float:
+        """A moment on the database's clock (a slot) on this process's monotonic clock."""
+        return self.monotonic_at_db_now + (moment - self.db_now).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -77,14 +84,17 @@ class SenderRateLimiter:
     def __init__(self, settings: RateSettings, outage: OutagePolicy | None = None) -> None:
         self.settings = settings
         self.outage = outage or OutagePolicy()
+        self.clock = DatabaseClock()
 
     async def reserve(self, session: AsyncSession, sender: str, limit: int) -> Reservation:
         """Lock the sender's schedule and offer every slot up to the horizon (none when fewer
         than a worthwhile batch are free: `wait_seconds` says when they will be). During a
         provider outage: nothing until the next probe is due, then one slot."""
-        schedule, db_now = await lock_schedule(session, sender)
+        asked = time.monotonic()
+        locked = await lock_schedule(session, sender)
+        schedule, db_now, outage = locked.schedule, locked.db_now, locked.outage
+        at_db_now = self.clock.observe(asked, time.monotonic(), db_now)
         CURRENT_RATE.labels(sender).set(effective_rate(schedule, db_now, self.settings))
-        outage = await load_outage(session, sender)
         if outage is not None:
             if db_now < outage.next_probe_at:
                 wait = (outage.next_probe_at - db_now).total_seconds()
@@ -95,10 +105,17 @@ class SenderRateLimiter:
                     Slots(0, db_now, 1.0),
                     min(OUTAGE_WAIT_CAP_SECONDS, wait),
                     outage,
+                    at_db_now,
                 )
             slots = available_slots(schedule, db_now, self.settings, 1)
             return Reservation(
-                sender, schedule, db_now, replace(slots, count=min(1, slots.count)), 0.0, outage
+                sender,
+                schedule,
+                db_now,
+                replace(slots, count=min(1, slots.count)),
+                0.0,
+                outage,
+                at_db_now,
             )
         floor = batch_floor(schedule, db_now, self.settings, limit)
         return Reservation(
@@ -107,6 +124,7 @@ class SenderRateLimiter:
             db_now=db_now,
             slots=available_slots(schedule, db_now, self.settings, floor),
             wait_seconds=wait_seconds(schedule, db_now, self.settings, floor),
+            monotonic_at_db_now=at_db_now,
         )
 
     async def commit(self, session: AsyncSession, reservation: Reservation, used: int) -> None:
@@ -143,8 +161,9 @@ class SenderRateLimiter:
     async def throttle(self, sessions: async_sessionmaker[AsyncSession], sender: str) -> None:
         """The provider said 130429: halve the sender's rate (once per interval) and pause it."""
         async with sessions() as session, session.begin():
-            schedule, db_now = await lock_schedule(session, sender)
-            lowered = throttled(schedule, db_now, self.settings)
+            locked = await lock_schedule(session, sender)
+            db_now = locked.db_now
+            lowered = throttled(locked.schedule, db_now, self.settings)
             await save_schedule(session, sender, lowered, throttled=True)
         rate = effective_rate(lowered, db_now, self.settings)
         CURRENT_RATE.labels(sender).set(rate)

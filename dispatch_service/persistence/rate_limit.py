@@ -21,8 +21,13 @@ ENSURE = text(
     " ON CONFLICT (sender_phone_number_id) DO NOTHING"
 )
 LOCK = text(
-    "SELECT next_slot_at, rate_factor, rate_factor_at, clock_timestamp() AS db_now"
-    " FROM sender_rate_limit WHERE sender_phone_number_id = :sender FOR UPDATE"
+    # The clock is read outside the locking subquery, so after the lock was granted: a clock in
+    # the locking SELECT's own list is read before it waits for the lock (and read again only
+    # when the holder updated the row), which would date the slots by the wait.
+    "SELECT s.*, clock_timestamp() AS db_now FROM ("
+    " SELECT next_slot_at, rate_factor, rate_factor_at, outage_reason, outage_since,"
+    " next_probe_at, probe_interval_seconds FROM sender_rate_limit"
+    " WHERE sender_phone_number_id = :sender FOR UPDATE) AS s"
 )
 SAVE = text(
     "UPDATE sender_rate_limit SET next_slot_at = :next_slot_at, rate_factor = :rate_factor,"
@@ -36,8 +41,19 @@ async def ensure_schedule(session: AsyncSession, sender: str) -> None:
     await session.execute(ENSURE, {"sender": sender})
 
 
-async def lock_schedule(session: AsyncSession, sender: str) -> tuple[SendSchedule, datetime]:
-    """The sender's schedule, locked until the transaction ends, and the database's clock."""
+@dataclass(frozen=True)
+class LockedSchedule:
+    """A sender's schedule under its row lock, its outage if any, and the database's clock
+    once the lock was granted."""
+
+    schedule: SendSchedule
+    db_now: datetime
+    outage: SenderOutage | None
+
+
+async def lock_schedule(session: AsyncSession, sender: str) -> LockedSchedule:
+    """The sender's schedule and outage, locked until the transaction ends, and the database's
+    clock (one round trip once the row exists)."""
     row = (await session.execute(LOCK, {"sender": sender})).one_or_none()
     if row is None:
         await ensure_schedule(session, sender)
@@ -47,7 +63,7 @@ async def lock_schedule(session: AsyncSession, sender: str) -> tuple[SendSchedul
         rate_factor=float(row.rate_factor),
         rate_factor_at=row.rate_factor_at,
     )
-    return schedule, row.db_now
+    return LockedSchedule(schedule, row.db_now, _outage(row))
 
 
 async def save_schedule(
@@ -86,9 +102,12 @@ OUTAGE = text(
 
 
 async def load_outage(session: AsyncSession, sender: str) -> SenderOutage | None:
-    """The sender's outage, if it has one (under the caller's row lock when it holds one)."""
-    row = (await session.execute(OUTAGE, {"sender": sender})).one_or_none()
-    if row is None:
+    """The sender's outage, if it has one (read without a lock)."""
+    return _outage((await session.execute(OUTAGE, {"sender": sender})).one_or_none())
+
+
+def _outage(row: Any) -> SenderOutage | None:
+    if row is None or row.outage_reason is None:
         return None
     return SenderOutage(
         reason=row.outage_reason,

@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from dispatch_service.dispatcher.worker import Dispatcher, Marker
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs
-from dispatch_service.persistence.rate_limit import load_outage
+from dispatch_service.persistence.rate_limit import load_outage, lock_schedule
 from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
@@ -362,6 +363,34 @@ async def test_130429_lowers_the_shared_rate_and_the_message_is_sent_later(
     stored = await messages(sessions)
     assert {r["state"] for r in stored.values()} == {"sent"}
     assert len(fake.sends) == 3  # the throttled one once more, never twice accepted
+
+
+async def test_slots_are_dated_after_the_schedule_lock_was_granted_not_before_the_wait(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Another replica holds the sender's schedule without changing it (a claim that found no
+    # slot, or nothing to send). The clock the waiting claim computes slots against must be read
+    # once the lock is granted: read before the wait, its first slots would already be past
+    # when it gets them, and a replica that trusted them would send them all at once.
+    with Seeder(database_url) as seed:
+        seed.conn.execute(
+            "INSERT INTO sender_rate_limit (sender_phone_number_id) VALUES (%s)", (DEFAULT_SENDER,)
+        )
+    holding = asyncio.Event()
+
+    async def hold_the_lock() -> datetime:
+        async with sessions() as session, session.begin():
+            await lock_schedule(session, DEFAULT_SENDER)
+            holding.set()
+            await asyncio.sleep(0.4)
+            released: datetime = await session.scalar(text("SELECT clock_timestamp()"))
+            return released
+
+    holder = asyncio.create_task(hold_the_lock())
+    await holding.wait()
+    async with sessions() as session, session.begin():
+        locked = await lock_schedule(session, DEFAULT_SENDER)
+    assert locked.db_now >= await holder
 
 
 async def test_cancel_during_a_run_stops_sending_and_the_run_is_cancelled(

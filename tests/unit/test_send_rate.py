@@ -76,8 +76,10 @@ def test_sends_started_within_the_late_tolerance_never_exceed_the_rate(
     interval = 1 / effective_rate(fresh(), T0, limits)
     late = limits.late_tolerance_seconds
     starts = [i * interval + rng.uniform(0, late) for i in range(int(3 * rate))]
-    # Half the headroom is left for the network: a window of 1 s plus that jitter still fits.
-    assert max_in_any_second(starts) <= rate
+    # Two thirds of the headroom are left for the network: even sends that reach the provider
+    # up to that much later than they started still fit in any one second.
+    wire = (rate - max_in_any_second(starts)) / (rate * (1 - limits.effective_headroom))
+    assert wire >= 2 * late - 1e-9
 
 
 def test_a_claim_waits_for_a_worthwhile_batch() -> None:
