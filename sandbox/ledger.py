@@ -8,6 +8,7 @@ counted, by error code.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,3 +117,15 @@ def max_in_any_second(times: list[float]) -> int:
             left += 1
         best = max(best, right - left + 1)
     return best
+
+
+def read_all(get: Callable[[str], Any]) -> list[dict[str, Any]]:
+    """Every entry through the control API's pages: `get("ledger?after=…")` answers one."""
+    entries: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = get(f"ledger?after={after}&limit=5000")
+        entries += page["entries"]
+        if page["next_after"] is None:
+            return entries
+        after = page["next_after"]

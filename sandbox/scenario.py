@@ -350,7 +350,7 @@ class SendDecider:
         self._window = ThroughputWindow()
         self._fired: defaultdict[tuple[int, str], int] = defaultdict(int)
         self._recipients: dict[str, float] = {}
-        """wa_id -> its last accepted send (the portfolio limit's window)."""
+        """wa_id -> its last accepted send (the portfolio limit's window), oldest first."""
         self._marketing: defaultdict[str, deque[float]] = defaultdict(deque)
         """wa_id -> its accepted marketing sends in the window."""
         self.scenario = scenario
@@ -407,8 +407,12 @@ class SendDecider:
         """The limit error this send hits, if any (portfolio first, then the per-user cap)."""
         limits = self.scenario.limits
         horizon = now - limits.window_seconds
-        for wa_id in [w for w, last in self._recipients.items() if last <= horizon]:
-            del self._recipients[wa_id]
+        recipients = self._recipients  # oldest first: a send moves its recipient to the end
+        while recipients:
+            oldest, last = next(iter(recipients.items()))
+            if last > horizon:
+                break
+            del recipients[oldest]
         if (
             limits.messaging_limit is not None
             and send.wa_id not in self._recipients
@@ -424,6 +428,7 @@ class SendDecider:
         return None
 
     def _count_limits(self, send: TemplateSend, template: TemplateSpec, now: float) -> None:
+        self._recipients.pop(send.wa_id, None)
         self._recipients[send.wa_id] = now
         if template.category == "MARKETING":
             self._marketing[send.wa_id].append(now)

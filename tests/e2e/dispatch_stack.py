@@ -26,6 +26,7 @@ import httpx
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from common.generated.invites.v1 import types_pb2 as types
+from sandbox.ledger import read_all
 from tests.e2e.conftest import (
     BACKEND_TOKEN,
     ServiceProcess,
@@ -217,14 +218,7 @@ class DispatchStack:
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every accepted send, in order."""
-        entries: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = self.control("GET", f"ledger?after={after}&limit=5000")
-            entries += page["entries"]
-            if page["next_after"] is None:
-                return entries
-            after = page["next_after"]
+        return read_all(lambda path: self.control("GET", path))
 
 
 def counts_by_state(status: pb.RunStatus) -> dict[str, int]:
