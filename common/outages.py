@@ -13,6 +13,7 @@ import logging
 import time
 
 import grpc
+import psycopg
 from grpc import aio
 from sqlalchemy import exc as sa_exc
 
@@ -36,6 +37,10 @@ def is_outage_error(error: BaseException) -> bool:
         if isinstance(current, sa_exc.InterfaceError | sa_exc.OperationalError):
             return True
         if getattr(current, "sqlstate", None) in OUTAGE_SQLSTATES:
+            return True
+        if isinstance(current, psycopg.OperationalError | psycopg.InterfaceError) and (
+            current.sqlstate is None  # raised by the client: no connection, or it was lost
+        ):
             return True
         if type(current).__module__.startswith("asyncpg") and type(current).__name__ in {
             "ConnectionDoesNotExistError",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.outages import OutageLog, is_outage_error
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
@@ -61,6 +61,7 @@ from dispatch_service.dispatcher.results import (
     observe,
     write_results,
 )
+from dispatch_service.dispatcher.run_wakeups import RunWakeups, conninfo
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.send_rate import RateSettings
@@ -188,6 +189,11 @@ class Dispatcher:
         self._claim_log = OutageLog(log, "claiming messages")
         self._write_log = OutageLog(log, "writing send results")
         self._reconcile_log = OutageLog(log, "reconciliation")
+        bind = sessions.kw.get("bind")
+        self.wakeups = None
+        """Listens for runs becoming claimable (None without a Postgres engine)."""
+        if isinstance(bind, AsyncEngine):
+            self.wakeups = RunWakeups(conninfo(bind.url), self._new_runs)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -198,15 +204,22 @@ class Dispatcher:
         reconciler = asyncio.create_task(self._reconcile_loop(), name="dispatcher-reconcile")
         marker = asyncio.create_task(self._marker.run(), name="dispatcher-mark")
         self._loops = [flusher, reconciler, marker]
+        if self.wakeups is not None:
+            self._loops.append(asyncio.create_task(self.wakeups.run(), name="dispatcher-wakeups"))
         try:
             await self._claim_loop()
         finally:
             await self._drain()
-            for loop in (reconciler, marker):
+            for loop in self._loops[1:]:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
             log.info("dispatcher %s stopped", self.owner)
+
+    def _new_runs(self) -> None:
+        """A run became claimable (run_wakeups): reload the active runs and claim now."""
+        self._runs_at = float("-inf")
+        self._room.set()
 
     def stop(self) -> None:
         """Ask the dispatcher to stop: no new claims; in-flight calls finish and are recorded."""

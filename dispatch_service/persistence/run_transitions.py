@@ -72,6 +72,19 @@ REOPEN = text(f"""
 """)
 
 
+RUNS_CHANNEL = "invite_runs"
+"""The Postgres NOTIFY channel a transaction that made a run claimable signals on commit
+(dispatcher/run_wakeups.py listens, so workers claim at once instead of at their next
+refresh)."""
+WAKE = text(f"SELECT pg_notify('{RUNS_CHANNEL}', '')")
+
+
+async def wake_dispatchers(session: AsyncSession) -> None:
+    """Signal, when this transaction commits, that a run became claimable (Postgres folds the
+    signals of one transaction into one)."""
+    await session.execute(WAKE)
+
+
 def _changed(result: Any) -> bool:
     return cast(CursorResult[Any], result).rowcount > 0
 
@@ -80,8 +93,10 @@ async def promote_due(session: AsyncSession, now: datetime | None = None) -> lis
     """``due``: scheduled runs whose send_at has come (at `now`, default the database clock)
     are queued, so the dispatcher claims them; their ids. One conditional UPDATE: replicas
     running it at once promote each run once."""
-    rows = await session.execute(PROMOTE_DUE, {"now": now})
-    return [r.id for r in rows]
+    promoted = [r.id for r in await session.execute(PROMOTE_DUE, {"now": now})]
+    if promoted:
+        await wake_dispatchers(session)
+    return promoted
 
 
 async def start(session: AsyncSession, run_id: uuid.UUID) -> bool:
@@ -96,7 +111,10 @@ async def pause(session: AsyncSession, run_id: uuid.UUID, reason: str) -> bool:
 
 async def resume(session: AsyncSession, run_id: uuid.UUID) -> bool:
     """``resumed``: a paused run dispatches again (ResumeRun)."""
-    return _changed(await session.execute(RESUME, {"run": run_id}))
+    resumed = _changed(await session.execute(RESUME, {"run": run_id}))
+    if resumed:
+        await wake_dispatchers(session)
+    return resumed
 
 
 async def cancel(session: AsyncSession, run_id: uuid.UUID) -> bool:
@@ -118,5 +136,7 @@ async def reopen_for(session: AsyncSession, message_ids: Sequence[uuid.UUID]) ->
     the queue) dispatch again; their ids."""
     if not message_ids:
         return []
-    rows = await session.execute(REOPEN, {"ids": list(message_ids)})
-    return [r.id for r in rows]
+    reopened = [r.id for r in await session.execute(REOPEN, {"ids": list(message_ids)})]
+    if reopened:
+        await wake_dispatchers(session)
+    return reopened

@@ -317,6 +317,8 @@ async def create_run(
     )
     if not eligible:
         await run_transitions.complete_finished(session, run.id)
+    elif not run.send_at:
+        await run_transitions.wake_dispatchers(session)
     return total, eligible
 
 

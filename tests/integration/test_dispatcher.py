@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dispatch_service.dispatcher import worker as worker_module
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
 from dispatch_service.dispatcher.reconciler import Reconciler
@@ -363,6 +364,23 @@ async def test_130429_lowers_the_shared_rate_and_the_message_is_sent_later(
     stored = await messages(sessions)
     assert {r["state"] for r in stored.values()} == {"sent"}
     assert len(fake.sends) == 3  # the throttled one once more, never twice accepted
+
+
+async def test_a_run_started_while_the_worker_waits_is_claimed_on_its_signal(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    # The periodic refresh of active runs is pushed out of reach: only StartRun's signal
+    # (NOTIFY at commit) can make the worker see the new run.
+    monkeypatch.setattr(worker_module, "RUNS_REFRESH_SECONDS", 3600.0)
+    world = seed_world(database_url, PHONES[:3])
+    fake = FakeMeta()
+    async with running(sessions, fake) as dispatcher:
+        assert dispatcher.wakeups is not None
+        await asyncio.wait_for(dispatcher.wakeups.listening.wait(), 10)
+        await asyncio.sleep(0.3)  # the worker has loaded its (empty) list of runs
+        run = (await precheck_and_start(sessions, world)).run
+        await wait_for(completed(sessions, run.id), what="the new run sent")
+    assert len(fake.sends) == 3
 
 
 async def test_slots_are_dated_after_the_schedule_lock_was_granted_not_before_the_wait(

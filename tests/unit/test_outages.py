@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from sqlalchemy import exc as sa_exc
@@ -26,6 +27,11 @@ def test_database_and_network_failures_are_outage_errors_and_bugs_are_not() -> N
     assert is_outage_error(wrapped)
     assert not is_outage_error(ValueError("a bug"))
     assert not is_outage_error(KeyError("x"))
+    # psycopg on its own (the run listener's connection): a lost or refused connection is an
+    # outage; an error the server answered (a bad statement) is not.
+    assert is_outage_error(psycopg.OperationalError("consuming input failed: server closed"))
+    assert is_outage_error(psycopg.InterfaceError("the connection is closed"))
+    assert not is_outage_error(psycopg.errors.SyntaxError("syntax error at or near"))
 
 
 def test_a_long_outage_is_logged_once_per_growing_step_without_tracebacks(
