@@ -50,8 +50,3 @@ class DatabaseClock:
         while bounds[0][0] < answered - self.window_seconds:
             bounds.popleft()
         return db + bounds[0][1]
-
-    @property
-    def offset(self) -> float | None:
-        """The current estimate of (monotonic - database) seconds; None before any reading."""
-        return self._bounds[0][1] if self._bounds else None
