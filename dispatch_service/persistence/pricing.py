@@ -4,25 +4,21 @@ recipients, grouped by phone prefix (enough for any calling code) and category."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch_service.domain.pricing import RateCard
 
-RATES = text("""
-    SELECT country_code, category, price, currency FROM workspace_rate
+RATES_SQL = """
+    SELECT country_code, category, price::text AS price, currency FROM workspace_rate
     WHERE workspace_id = :workspace ORDER BY country_code, category
-""")
+"""
+RATES = text(RATES_SQL)
 # '+' and at most four digits: the longest calling code a rate may name.
-RUN_BILLABLE = text("""
-    SELECT substr(phone_e164, 1, 5) AS prefix, pricing_category AS category, count(*) AS n
-    FROM invite_message
-    WHERE run_id = :run AND pricing_billable AND pricing_category IS NOT NULL
-    GROUP BY 1, 2 ORDER BY 1, 2
-""")
 PRECHECK_ELIGIBLE = text("""
     SELECT substr(phone_e164, 1, 5) AS prefix, count(*) AS n
     FROM precheck_candidate WHERE precheck_id = :precheck AND eligible
@@ -39,10 +35,15 @@ INSERT_RATES = text("""
 
 async def rate_card(session: AsyncSession, workspace_id: uuid.UUID) -> RateCard:
     """The workspace's rate card (empty when it has none)."""
-    rows = list(await session.execute(RATES, {"workspace": workspace_id}))
+    rows = (await session.execute(RATES, {"workspace": workspace_id})).mappings().all()
+    return card_of(rows)
+
+
+def card_of(rows: Sequence[Mapping[str, Any]] | Sequence[RowMapping]) -> RateCard:
+    """The rate card RATES_SQL's rows describe."""
     return RateCard(
-        prices={(r.country_code, r.category): Decimal(r.price) for r in rows},
-        currency=rows[0].currency if rows else "",
+        prices={(r["country_code"], r["category"]): Decimal(r["price"]) for r in rows},
+        currency=rows[0]["currency"] if rows else "",
     )
 
 
@@ -66,12 +67,6 @@ async def replace_rate_card(
                 "prices": [r[2] for r in rates],
             },
         )
-
-
-async def run_billable(session: AsyncSession, run_id: uuid.UUID) -> list[tuple[str, str, int]]:
-    """The run's billable messages as (phone prefix, category, count)."""
-    rows = await session.execute(RUN_BILLABLE, {"run": run_id})
-    return [(r.prefix or "", r.category, int(r.n)) for r in rows]
 
 
 async def precheck_eligible(session: AsyncSession, precheck_id: uuid.UUID) -> list[tuple[str, int]]:

@@ -63,7 +63,7 @@ async def lock_schedule(session: AsyncSession, sender: str) -> LockedSchedule:
         rate_factor=float(row.rate_factor),
         rate_factor_at=row.rate_factor_at,
     )
-    return LockedSchedule(schedule, row.db_now, _outage(row))
+    return LockedSchedule(schedule, row.db_now, outage_of(row))
 
 
 async def save_schedule(
@@ -95,18 +95,20 @@ class SenderOutage:
     probe_interval_seconds: float
 
 
-OUTAGE = text(
+OUTAGE_SQL = (
     "SELECT outage_reason, outage_since, next_probe_at, probe_interval_seconds"
     " FROM sender_rate_limit WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
 )
+OUTAGE = text(OUTAGE_SQL)
 
 
 async def load_outage(session: AsyncSession, sender: str) -> SenderOutage | None:
     """The sender's outage, if it has one (read without a lock)."""
-    return _outage((await session.execute(OUTAGE, {"sender": sender})).one_or_none())
+    return outage_of((await session.execute(OUTAGE, {"sender": sender})).one_or_none())
 
 
-def _outage(row: Any) -> SenderOutage | None:
+def outage_of(row: Any) -> SenderOutage | None:
+    """The outage in a row with OUTAGE_SQL's columns (None: no row, or no outage)."""
     if row is None or row.outage_reason is None:
         return None
     return SenderOutage(

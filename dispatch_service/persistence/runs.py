@@ -24,8 +24,7 @@ from common.db.models import (
     Template,
     Workspace,
 )
-from common.vocabulary import MessageState, RejectionReason, RunState
-from dispatch_service.domain.runs import CountRow
+from common.vocabulary import RunState
 from dispatch_service.domain.template_variables import (
     EventFacts,
     VariableSource,
@@ -343,26 +342,6 @@ async def _block_invited_since(session: AsyncSession, run: NewRun) -> int:
     if not phones:
         return 0
     return await message_transitions.block_already_invited(session, run.id, sorted(phones))
-
-
-COUNTS = text(
-    "SELECT state, reason, error_code, sum(count) AS n FROM invite_run_count"
-    " WHERE run_id = :run GROUP BY state, reason, error_code HAVING sum(count) <> 0"
-)
-
-
-async def run_counts(session: AsyncSession, run_id: uuid.UUID) -> list[CountRow]:
-    """The run's message counts from the trigger-maintained projection."""
-    rows = await session.execute(COUNTS, {"run": run_id})
-    return [
-        CountRow(
-            state=MessageState(r.state),
-            reason=RejectionReason(r.reason) if r.reason else None,
-            error_code=int(r.error_code) or None,
-            count=int(r.n),
-        )
-        for r in rows
-    ]
 
 
 async def event_runs(

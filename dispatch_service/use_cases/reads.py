@@ -27,11 +27,10 @@ from dispatch_service.domain.transitions import FINAL_RUN_STATES
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.audience import require_event
-from dispatch_service.persistence.holds import held_counts
 from dispatch_service.persistence.message_listings import event_latest_messages, run_messages
-from dispatch_service.persistence.pricing import rate_card, run_billable
-from dispatch_service.persistence.rate_limit import SenderOutage, load_outage
-from dispatch_service.persistence.runs import event_runs, load_run, run_counts
+from dispatch_service.persistence.rate_limit import SenderOutage
+from dispatch_service.persistence.run_figures import RunFigures, run_figures
+from dispatch_service.persistence.runs import event_runs, load_run
 from dispatch_service.read_models import HeldCount, MessageView, RunRecord
 
 WATCH_POLL_SECONDS = 0.5
@@ -52,29 +51,33 @@ class RunStatus:
     """The sender's provider outage, while the run is active and there is one."""
 
 
-async def _status(session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunStatus:
+async def _status(
+    session: AsyncSession, workspace_id: uuid.UUID, run_id: uuid.UUID
+) -> tuple[RunStatus, RunFigures]:
     run = await load_run(session, workspace_id, run_id)
-    outage = None
-    if run.state in ACTIVE_RUN_STATES:
-        outage = await load_outage(session, run.sender_phone_number_id)
-    return RunStatus(
-        run=run,
-        counts=summarise_counts(await run_counts(session, run_id)),
-        held=await held_counts(session, run_id),
-        outage=outage,
+    active = run.state in ACTIVE_RUN_STATES
+    figures = await run_figures(
+        session, workspace_id, run_id, run.sender_phone_number_id if active else None
     )
+    status = RunStatus(
+        run=run,
+        counts=summarise_counts(figures.counts),
+        held=figures.held,
+        outage=figures.outage,
+    )
+    return status, figures
 
 
 async def get_run_status(
     sessions: async_sessionmaker[AsyncSession], actor_id: uuid.UUID, run_id: uuid.UUID
 ) -> RunStatus:
-    """The run's state and counts (three indexed reads, whatever the run's size)."""
+    """The run's state, counts and cost estimate (three round trips, each an indexed read,
+    whatever the run's size)."""
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
-        status = await _status(session, actor.workspace_id, run_id)
-        card = await rate_card(session, actor.workspace_id)
-        costs = estimate(card, await run_billable(session, run_id))
-    return replace(status, costs=tuple(costs), currency=card.currency)
+        status, figures = await _status(session, actor.workspace_id, run_id)
+    costs = estimate(figures.card, figures.billable)
+    return replace(status, costs=tuple(costs), currency=figures.card.currency)
 
 
 async def watch_run(
@@ -89,7 +92,7 @@ async def watch_run(
     last: RunStatus | None = None
     while True:
         async with sessions() as session:
-            status = await _status(session, workspace_id, run_id)
+            status, _ = await _status(session, workspace_id, run_id)
         if status != last:
             yield status
             last = status
