@@ -71,7 +71,7 @@ async def _status(
 async def get_run_status(
     sessions: async_sessionmaker[AsyncSession], actor_id: uuid.UUID, run_id: uuid.UUID
 ) -> RunStatus:
-    """The run's state, counts and cost estimate (three round trips, each an indexed read,
+    """The run's state, counts and cost estimate (three statements, each an indexed read,
     whatever the run's size)."""
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
