@@ -99,12 +99,6 @@ OUTAGE_SQL = (
     "SELECT outage_reason, outage_since, next_probe_at, probe_interval_seconds"
     " FROM sender_rate_limit WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
 )
-OUTAGE = text(OUTAGE_SQL)
-
-
-async def load_outage(session: AsyncSession, sender: str) -> SenderOutage | None:
-    """The sender's outage, if it has one (read without a lock)."""
-    return outage_of((await session.execute(OUTAGE, {"sender": sender})).one_or_none())
 
 
 def outage_of(row: Any) -> SenderOutage | None:

@@ -24,7 +24,7 @@ from dispatch_service.dispatcher.worker import Dispatcher, Marker
 from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs
-from dispatch_service.persistence.rate_limit import load_outage, lock_schedule
+from dispatch_service.persistence.rate_limit import lock_schedule
 from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
@@ -663,6 +663,6 @@ async def test_a_provider_outage_holds_the_sender_probes_and_resumes_by_itself(
     assert all(n >= 1 for n in fake.per_recipient.values())
     accepted = Counter(body["to"] for _, body in fake.sends[at_trip + during :])
     assert max(accepted.values()) == 1
-    async with sessions() as session:
-        assert await load_outage(session, DEFAULT_SENDER) is None
+    async with sessions() as session, session.begin():
+        assert (await lock_schedule(session, DEFAULT_SENDER)).outage is None
     print(f"outage: {at_trip} refused before the trip, {during} requests in 2 s of outage")
