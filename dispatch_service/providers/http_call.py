@@ -27,7 +27,7 @@ NOT_STARTED = "the send window passed before the call started"
 
 async def post_in_window(
     client: httpx.AsyncClient,
-    url: str,
+    url: str | httpx.URL,
     parse: Callable[[int, bytes], SendOutcome],
     *,
     not_after: float | None,
