@@ -420,9 +420,10 @@ def many_senders(stack: Stack, workspaces: list[dict[str, uuid.UUID]], latency_m
     elapsed = time.perf_counter() - started
     stats = stack.sandbox_control("GET", "stats")
     busiest = stats["max_sends_in_any_second_by_phone_number_id"]
+    workers = f"{stack.args.replicas} worker process{'es' if stack.args.replicas > 1 else ''}"
     print(
         f"{len(runs)} senders at a {stack.args.rate}/s cap each, sandbox latency {latency_ms} ms,"
-        f" one worker process: {sent} messages in {elapsed:.2f} s = {sent / elapsed:.0f} msg/s"
+        f" {workers}: {sent} messages in {elapsed:.2f} s = {sent / elapsed:.0f} msg/s"
         f" (target >= 2,000); busiest second per sender: {sorted(busiest.values())}"
         f" (cap {stack.args.rate}); rejected: {stats['rejected_by_code'] or 'none'}"
     )
