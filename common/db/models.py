@@ -715,8 +715,8 @@ class InviteMessage(Base):
             "sending_at",
             postgresql_where=text("sending_at IS NOT NULL"),
         ),
-        # GetRunStatus reads held and billable messages on every call: partial indexes keep
-        # those reads to the few held rows and an index-only count of the billable ones.
+        # GetRunStatus reads held messages on every call: a partial index keeps that read to
+        # the few held rows (billable messages are counted by triggers: InviteRunBillable).
         # The messaging limit counts claimed, not yet marked messages as used on every claim
         # (persistence/messaging_limit.py): only those few rows are in this index.
         Index(
@@ -729,13 +729,6 @@ class InviteMessage(Base):
             "run_id",
             "hold_reason",
             postgresql_where=text("state = 'queued' AND hold_reason IS NOT NULL"),
-        ),
-        Index(
-            "ix_invite_message_billable",
-            "run_id",
-            "pricing_category",
-            "phone_e164",
-            postgresql_where=text("pricing_billable AND pricing_category IS NOT NULL"),
         ),
     )
 
@@ -757,6 +750,27 @@ class InviteRunCount(Base):
     state: Mapped[str] = mapped_column(Text, primary_key=True)
     reason: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
     error_code: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="0")
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class InviteRunBillable(Base):
+    """Billable messages of a run by (phone prefix, pricing category): what GetRunStatus's cost
+    estimate reads.
+
+    Maintained only by statement-level triggers on invite_message (migration 0017), sharded by
+    the writing backend's pid like InviteRunCount; readers sum the shards. `prefix` is the
+    phone's first five characters ('+' and up to four digits: the longest calling code a rate
+    may name), '' for a message without a phone.
+    """
+
+    __tablename__ = "invite_run_billable"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("invite_send_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(Text, primary_key=True)
+    category: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
 
 

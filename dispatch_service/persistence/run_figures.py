@@ -2,14 +2,15 @@
 
 GetRunStatus is polled by backends and the console while runs dispatch, on a Postgres busy with
 sending, so its cost is round trips more than work: each of these reads is a small index scan
-(the count projection, the partial indexes of held and billable messages, the rate card, the
-sender's schedule row). One statement returns them all, each as a JSON array built by its own
-subquery:
+(two trigger-maintained projections, the partial index of held messages, the rate card, the
+sender's schedule row), whatever the run's size. One statement returns them all, each as a JSON
+array built by its own subquery:
 
 * `counts`: the trigger-maintained projection (invite_run_count) per state, reason and code;
 * `held`: queued messages waiting on purpose (quiet hours, the messaging limit, a 131049
   deferral), per reason, with when they are due;
-* `billable`: billable messages per phone prefix and pricing category (for the cost estimate);
+* `billable`: billable messages per phone prefix and pricing category (for the cost estimate),
+  from their trigger-maintained projection (invite_run_billable);
 * `rates`: the workspace's rate card;
 * the sender's provider outage (typed columns), asked only for an active run.
 """
@@ -41,12 +42,9 @@ HELD_SQL = """
       AND next_attempt_at > clock_timestamp()
     GROUP BY hold_reason ORDER BY hold_reason
 """
-# '+' and at most four digits: the longest calling code a rate may name.
 BILLABLE_SQL = """
-    SELECT substr(phone_e164, 1, 5) AS prefix, pricing_category AS category, count(*) AS n
-    FROM invite_message
-    WHERE run_id = :run AND pricing_billable AND pricing_category IS NOT NULL
-    GROUP BY 1, 2 ORDER BY 1, 2
+    SELECT prefix, category, sum(count) AS n FROM invite_run_billable
+    WHERE run_id = :run GROUP BY prefix, category HAVING sum(count) <> 0 ORDER BY prefix, category
 """
 RUN_FIGURES = text(f"""
     SELECT f.*, o.* FROM (SELECT

@@ -17,7 +17,14 @@ from common.generated.invites.v1 import admin_pb2 as admin_pb
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2 as types
 from tests.integration.conftest import INGESTOR_TOKEN, ApiClient, code_of
-from tests.integration.dispatch_support import FakeMeta, World, running, seed_world, wait_for
+from tests.integration.dispatch_support import (
+    FakeMeta,
+    World,
+    precheck_and_start,
+    running,
+    seed_world,
+    wait_for,
+)
 from tests.integration.factories import DEFAULT_SENDER
 from tests.integration.test_runs_api import start
 
@@ -178,3 +185,49 @@ async def test_costs_equal_the_stored_pricing_and_the_export_lists_everyone(
         types.MESSAGE_STATE_READ,
     }
     assert all(m.language == "en_US" and m.sent_at.seconds > 0 for m in exported)
+
+
+async def test_the_billable_projection_follows_every_write_to_the_messages(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # GetRunStatus's cost estimate reads invite_run_billable, kept by triggers: whatever writes
+    # the messages (pricing set, changed, withdrawn, a message deleted), it must equal a count
+    # of the billable messages themselves.
+    world = seed_world(database_url, PHONES)
+    run = (await precheck_and_start(sessions, world)).run
+
+    def projection(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return conn.execute(
+            "SELECT prefix, category, sum(count)::int FROM invite_run_billable WHERE run_id = %s"
+            " GROUP BY 1, 2 HAVING sum(count) <> 0 ORDER BY 1, 2",
+            [run.id],
+        ).fetchall()
+
+    def counted(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return conn.execute(
+            "SELECT substr(phone_e164, 1, 5), pricing_category, count(*)::int FROM invite_message"
+            " WHERE run_id = %s AND pricing_billable AND pricing_category IS NOT NULL"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
+            [run.id],
+        ).fetchall()
+
+    steps = [
+        "UPDATE invite_message SET pricing_billable = true, pricing_category = 'marketing'"
+        " WHERE run_id = %(run)s",
+        "UPDATE invite_message SET pricing_category = 'utility'"
+        " WHERE run_id = %(run)s AND phone_e164 LIKE '+44%%'",
+        "UPDATE invite_message SET pricing_billable = false"
+        " WHERE run_id = %(run)s AND phone_e164 = '+14155550001'",
+        "UPDATE invite_message SET pricing_category = NULL"
+        " WHERE run_id = %(run)s AND phone_e164 = '+351912345678'",
+        "DELETE FROM invite_message WHERE run_id = %(run)s AND phone_e164 = '+14155550002'",
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert projection(conn) == counted(conn) == []  # nothing priced at StartRun
+        for step in steps:
+            conn.execute(step, {"run": run.id})
+            assert projection(conn) == counted(conn), step
+        assert projection(conn) == [
+            ("+3519", "marketing", 1),
+            ("+4420", "utility", 2),
+        ]
