@@ -51,7 +51,19 @@ def assert_promises_kept(
                 run_id,
             )
         )
+        billable = seed.rows(
+            "SELECT prefix, category, sum(count)::int FROM invite_run_billable"
+            " WHERE run_id = %s GROUP BY 1, 2 HAVING sum(count) <> 0 ORDER BY 1, 2",
+            run_id,
+        )
+        priced = seed.rows(
+            "SELECT substr(phone_e164, 1, 5), pricing_category, count(*)::int FROM invite_message"
+            " WHERE run_id = %s AND pricing_billable AND pricing_category IS NOT NULL"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
+            run_id,
+        )
     assert counted == dict(Counter(state for _, state, _ in rows))
+    assert billable == priced  # the cost estimate's projection, kept by triggers, too
     stuck = [row for row in rows if row[1] in ("queued", "sending")]
     assert stuck == []
     unknown = [phone for phone, state, reason in rows if reason == "outcome_unknown"]
