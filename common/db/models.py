@@ -715,8 +715,6 @@ class InviteMessage(Base):
             "sending_at",
             postgresql_where=text("sending_at IS NOT NULL"),
         ),
-        # GetRunStatus reads held messages on every call: a partial index keeps that read to
-        # the few held rows (billable messages are counted by triggers: InviteRunBillable).
         # The messaging limit counts claimed, not yet marked messages as used on every claim
         # (persistence/messaging_limit.py): only those few rows are in this index.
         Index(
@@ -724,6 +722,8 @@ class InviteMessage(Base):
             "run_id",
             postgresql_where=text("state = 'queued' AND lease_owner IS NOT NULL"),
         ),
+        # GetRunStatus reads held messages on every call: a partial index keeps that read to
+        # the few held rows (billable messages are counted by triggers: InviteRunBillable).
         Index(
             "ix_invite_message_held",
             "run_id",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,29 +43,26 @@ def test_the_estimate_is_late_by_at_most_the_fastest_answer_seen(
         assert truth - 1e-5 <= mapped <= truth + fastest + 1e-5  # float seconds since 1970
 
 
-def test_a_slow_answer_does_not_move_the_slots_of_its_claim_late() -> None:
+@pytest.mark.parametrize(
+    ("offset", "answer_wait", "late_by_at_most"),
+    [
+        # This answer waited 80 ms behind a busy event loop: its slots still map to the moment
+        # the database read its clock (within the first reading's 1 ms), not to when the answer
+        # was read.
+        pytest.param(50.0, 0.080, 0.001, id="a slow answer does not move its claim's slots late"),
+        # The database's clock stepped back 2 s: the offset grew by 2 s; the first reading after
+        # it proves the old estimate impossible, and the slots follow the new clock.
+        pytest.param(52.0, 0.010, 0.010, id="a step back of the clock is followed at once"),
+        pytest.param(48.0, 0.005, 0.005, id="a step forward is followed at once"),
+    ],
+)
+def test_a_second_reading_maps_to_when_the_database_read_its_clock(
+    offset: float, answer_wait: float, late_by_at_most: float
+) -> None:
     clock = DatabaseClock()
     reading(clock, 50.0, at=10.0, before=0.001, after=0.001)
-    # This answer waited 80 ms behind a busy event loop: its slots still map to the moment the
-    # database read its clock (within the first reading's 1 ms), not to when the answer was read.
-    mapped = reading(clock, 50.0, at=11.0, before=0.001, after=0.080)
-    assert abs(mapped - 11.001) <= 0.001 + 1e-6
-
-
-def test_a_step_back_of_the_database_clock_is_followed_at_once() -> None:
-    clock = DatabaseClock()
-    reading(clock, 50.0, at=10.0, before=0.001, after=0.001)
-    # The database's clock stepped back 2 s: the offset grew by 2 s; the first reading after it
-    # proves the old estimate impossible, and the slots follow the new clock.
-    mapped = reading(clock, 52.0, at=11.0, before=0.001, after=0.010)
-    assert abs(mapped - 11.001) <= 0.010 + 1e-6
-
-
-def test_a_step_forward_is_followed_at_once() -> None:
-    clock = DatabaseClock()
-    reading(clock, 50.0, at=10.0, before=0.001, after=0.001)
-    mapped = reading(clock, 48.0, at=11.0, before=0.001, after=0.005)
-    assert abs(mapped - 11.001) <= 0.005 + 1e-6
+    mapped = reading(clock, offset, at=11.0, before=0.001, after=answer_wait)
+    assert abs(mapped - 11.001) <= late_by_at_most + 1e-6
 
 
 def test_readings_older_than_the_window_are_forgotten() -> None:
