@@ -12,6 +12,8 @@ from common.vocabulary import Role
 from dispatch_service.domain.actors import Actor
 from dispatch_service.errors import Unauthenticated
 
+NO_ACTIVE_MEMBERSHIP = "x-actor-id names no active membership"
+
 
 async def load_actor(session: AsyncSession, member_id: uuid.UUID) -> Actor:
     """The active membership `member_id`, or Unauthenticated."""
@@ -23,5 +25,5 @@ async def load_actor(session: AsyncSession, member_id: uuid.UUID) -> Actor:
         )
     ).one_or_none()
     if row is None:
-        raise Unauthenticated("x-actor-id names no active membership")
+        raise Unauthenticated(NO_ACTIVE_MEMBERSHIP)
     return Actor(member_id=member_id, workspace_id=row.workspace_id, role=Role(row.role))

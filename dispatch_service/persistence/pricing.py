@@ -13,11 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch_service.domain.pricing import RateCard
 
-RATES_SQL = """
-    SELECT country_code, category, price::text AS price, currency FROM workspace_rate
-    WHERE workspace_id = :workspace ORDER BY country_code, category
-"""
-RATES = text(RATES_SQL)
+
+def rates_sql(workspace: str = ":workspace") -> str:
+    """The rate card's rows of the workspace `workspace` (a parameter, or a column of an
+    enclosing statement)."""
+    return f"""
+        SELECT country_code, category, price::text AS price, currency FROM workspace_rate
+        WHERE workspace_id = {workspace} ORDER BY country_code, category
+    """
+
+
+RATES = text(rates_sql())
 # '+' and at most four digits: the longest calling code a rate may name.
 PRECHECK_ELIGIBLE = text("""
     SELECT substr(phone_e164, 1, 5) AS prefix, count(*) AS n
@@ -40,7 +46,7 @@ async def rate_card(session: AsyncSession, workspace_id: uuid.UUID) -> RateCard:
 
 
 def card_of(rows: Sequence[Mapping[str, Any]] | Sequence[RowMapping]) -> RateCard:
-    """The rate card RATES_SQL's rows describe."""
+    """The rate card rates_sql's rows describe."""
     return RateCard(
         prices={(r["country_code"], r["category"]): Decimal(r["price"]) for r in rows},
         currency=rows[0]["currency"] if rows else "",

@@ -20,13 +20,14 @@ ENSURE = text(
     "INSERT INTO sender_rate_limit (sender_phone_number_id) VALUES (:sender)"
     " ON CONFLICT (sender_phone_number_id) DO NOTHING"
 )
+OUTAGE_COLUMNS = "outage_reason, outage_since, next_probe_at, probe_interval_seconds"
+"""A sender's provider outage as stored (see SenderOutage and outage_of)."""
 LOCK = text(
     # The clock is read outside the locking subquery, so after the lock was granted: a clock in
     # the locking SELECT's own list is read before it waits for the lock (and read again only
     # when the holder updated the row), which would date the slots by the wait.
     "SELECT s.*, clock_timestamp() AS db_now FROM ("
-    " SELECT next_slot_at, rate_factor, rate_factor_at, outage_reason, outage_since,"
-    " next_probe_at, probe_interval_seconds FROM sender_rate_limit"
+    f" SELECT next_slot_at, rate_factor, rate_factor_at, {OUTAGE_COLUMNS} FROM sender_rate_limit"
     " WHERE sender_phone_number_id = :sender FOR UPDATE) AS s"
 )
 SAVE = text(
@@ -95,14 +96,17 @@ class SenderOutage:
     probe_interval_seconds: float
 
 
-OUTAGE_SQL = (
-    "SELECT outage_reason, outage_since, next_probe_at, probe_interval_seconds"
-    " FROM sender_rate_limit WHERE sender_phone_number_id = :sender AND outage_reason IS NOT NULL"
-)
+def outage_sql(sender: str = ":sender") -> str:
+    """The outage of the sender `sender` (a parameter, or a column of an enclosing statement):
+    one row with OUTAGE_COLUMNS, or none."""
+    return (
+        f"SELECT {OUTAGE_COLUMNS} FROM sender_rate_limit"
+        f" WHERE sender_phone_number_id = {sender} AND outage_reason IS NOT NULL"
+    )
 
 
 def outage_of(row: Any) -> SenderOutage | None:
-    """The outage in a row with OUTAGE_SQL's columns (None: no row, or no outage)."""
+    """The outage in a row with OUTAGE_COLUMNS (None: no row, or no outage)."""
     if row is None or row.outage_reason is None:
         return None
     return SenderOutage(

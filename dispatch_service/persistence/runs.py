@@ -35,6 +35,7 @@ from dispatch_service.persistence import message_transitions, run_transitions
 from dispatch_service.persistence.prechecks import INVITED_STATES
 from dispatch_service.read_models import RunRecord
 
+RUN_NOT_FOUND = "no such run in this workspace"
 IDEMPOTENCY_CONSTRAINT = "uq_invite_send_run_workspace_id_idempotency_key"
 
 
@@ -74,7 +75,7 @@ async def load_run(
         statement = statement.with_for_update()
     run = await session.scalar(statement.execution_options(populate_existing=True))
     if run is None:
-        raise NotFound("no such run in this workspace", reason="RUN_NOT_FOUND")
+        raise NotFound(RUN_NOT_FOUND, reason="RUN_NOT_FOUND")
     return _record(run)
 
 

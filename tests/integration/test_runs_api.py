@@ -161,6 +161,10 @@ async def test_error_codes_for_bad_input_roles_and_other_workspaces(
         ),
     ):
         assert await failure(call) == grpc.StatusCode.NOT_FOUND
+    stranger = d.GetRunStatus(
+        pb.GetRunStatusRequest(run_id=run.run_id), metadata=md(str(uuid.uuid4()))
+    )
+    assert await failure(stranger) == grpc.StatusCode.UNAUTHENTICATED
     bad_token = d.ListRunMessages(
         pb.ListRunMessagesRequest(run_id=run.run_id, page_token="%%%"),
         metadata=md(str(world.viewer)),
