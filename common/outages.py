@@ -24,12 +24,34 @@ OUTAGE_GRPC_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEAD
 OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"})
 
 
+# Postgres's class 40 (transaction rollback): a deadlock or serialization failure rolled the
+# transaction back. The database is up; the work conflicted with other work and may be retried.
+CONFLICT_SQLSTATE_CLASS = "40"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_conflict_error(error: BaseException) -> bool:
+    """True for a transaction Postgres rolled back because it conflicted with another one
+    (deadlock, serialization failure): not an outage; the work may simply be retried."""
+    return any(
+        str(getattr(e, "sqlstate", None) or "").startswith(CONFLICT_SQLSTATE_CLASS)
+        for e in _chain(error)
+    )
+
+
 def is_outage_error(error: BaseException) -> bool:
     """True for errors that mean "the database / the peer is not reachable right now"."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    if is_conflict_error(error):
+        return False
+    for current in _chain(error):
         if isinstance(current, ConnectionError | TimeoutError | OSError):
             return True
         if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
@@ -53,7 +75,6 @@ def is_outage_error(error: BaseException) -> bool:
             return True
         if isinstance(current, aio.AioRpcError) and current.code() in OUTAGE_GRPC_CODES:
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

@@ -6,7 +6,8 @@ idempotent conditional updates, so replicas running it at once do no harm).
   reason outcome_unknown. It is never sent again: Meta offers no way to ask whether it went out,
   and a duplicate invitation is the failure this system exists to avoid. A webhook arriving
   before the window ends settles it instead (ApplyStatus matches by wamid or callback data).
-* Cancelled runs: a queued message left behind by a result written during the cancel.
+* Cancelled runs: a queued message left behind by the cancel (it skips messages another
+  transaction holds) or queued again by a result written during it.
 * Scheduled runs: a `scheduled` run whose send_at has come is queued (one conditional UPDATE,
   so whichever replica is up starts it, once); the claim loop picks it up on its next refresh.
 * Deadlines: queued messages of a run whose deadline passed fail with reason expired.

@@ -34,6 +34,7 @@ ERROR_DOMAIN = "invites.v1"
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 UNAVAILABLE_MESSAGE = "the database is not reachable right now; retry later"
 UNAVAILABLE_RETRY_SECONDS = 1
+ABORTED_MESSAGE = "the call conflicted with concurrent work and changed nothing; retry it"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -75,4 +76,14 @@ def unavailable_status(retry_seconds: int = UNAVAILABLE_RETRY_SECONDS) -> grpc.S
     status = status_pb2.Status(
         code=code_pb2.UNAVAILABLE, message=UNAVAILABLE_MESSAGE, details=details
     )
+    return rpc_status.to_status(status)
+
+
+def aborted_status() -> grpc.Status:
+    """ABORTED (gRPC's code for a concurrency conflict: retry at a higher level) with ErrorInfo,
+    for a call whose transaction Postgres rolled back as a deadlock or serialization victim."""
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason="CONCURRENT_CONFLICT", domain=ERROR_DOMAIN))
+    ]
+    status = status_pb2.Status(code=code_pb2.ABORTED, message=ABORTED_MESSAGE, details=details)
     return rpc_status.to_status(status)

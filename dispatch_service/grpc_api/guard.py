@@ -17,9 +17,14 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from common.outages import OutageLog, is_outage_error
+from common.outages import OutageLog, is_conflict_error, is_outage_error
 from dispatch_service.errors import DispatchError, PermissionDenied, Unauthenticated
-from dispatch_service.grpc_api.errors import internal_status, to_status, unavailable_status
+from dispatch_service.grpc_api.errors import (
+    aborted_status,
+    internal_status,
+    to_status,
+    unavailable_status,
+)
 
 log = logging.getLogger(__name__)
 OUTAGES = OutageLog(log, "serving calls (database unreachable)")
@@ -55,6 +60,10 @@ class Credentials:
 async def _abort(context: Any, error: BaseException, method: str) -> None:
     if isinstance(error, DispatchError):
         await context.abort_with_status(to_status(error))  # raises AbortError
+        return
+    if is_conflict_error(error):
+        log.warning("%s rolled back by a conflict with concurrent work: ABORTED", method)
+        await context.abort_with_status(aborted_status())
         return
     if is_outage_error(error):
         OUTAGES.failed(error)

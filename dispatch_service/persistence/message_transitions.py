@@ -396,19 +396,37 @@ async def fail_unknown_outcomes(
     return [(r.id, r.run_id) for r in rows]
 
 
+# Cancelling never waits on a message another transaction holds (a send worker marking it
+# `sending`, writing its result, a status being applied): waiting would lock the run's messages
+# in an order of its own against the worker's, which can deadlock. What it skips either leaves
+# `queued` no more (the call was made; its outcome is recorded as usual) or is cancelled by the
+# reconciler's cancel_stragglers a moment later.
+CANCEL_QUEUED = text(f"""
+    WITH due AS (
+      SELECT id FROM invite_message
+      WHERE run_id = :run AND state IN ({_from(E.CANCELLED)})
+      FOR UPDATE SKIP LOCKED)
+    UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now(),
+      lease_owner = NULL, lease_expires_at = NULL
+    FROM due WHERE m.id = due.id
+""")
+CANCEL_STRAGGLERS = text(f"""
+    WITH due AS (
+      SELECT m.id FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
+      WHERE r.state = {literal(RunState.CANCELLED)} AND r.finished_at > now() - interval '1 hour'
+        AND m.state IN ({_from(E.CANCELLED)})
+      FOR UPDATE OF m SKIP LOCKED)
+    UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now(),
+      lease_owner = NULL, lease_expires_at = NULL
+    FROM due WHERE m.id = due.id
+""")
+
+
 async def cancel_stragglers(session: AsyncSession) -> int:
-    """``cancelled``: queued messages of runs cancelled in the last hour (a result written while
-    the run was being cancelled may have queued one again)."""
-    result = await session.execute(
-        text(f"""
-            UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now()
-            FROM invite_send_run r
-            WHERE r.state = {literal(RunState.CANCELLED)}
-              AND r.finished_at > now() - interval '1 hour'
-              AND m.run_id = r.id AND m.state IN ({_from(E.CANCELLED)})
-        """)
-    )
-    return _rowcount(result)
+    """``cancelled``: queued messages of runs cancelled in the last hour (CancelRun skipped
+    them while another transaction held them, or a result written while the run was being
+    cancelled queued one again)."""
+    return _rowcount(await session.execute(CANCEL_STRAGGLERS))
 
 
 EXPIRE_PAST_DEADLINE = text(f"""
@@ -436,16 +454,9 @@ async def expire_past_deadline(
 
 
 async def cancel_queued(session: AsyncSession, run_id: uuid.UUID) -> int:
-    """``cancelled``: the run's queued messages (CancelRun); returns how many."""
-    result = await session.execute(
-        text(
-            f"UPDATE invite_message SET state = {_to(E.CANCELLED)}, updated_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL"
-            f" WHERE run_id = :run AND state IN ({_from(E.CANCELLED)})"
-        ),
-        {"run": run_id},
-    )
-    return _rowcount(result)
+    """``cancelled``: the run's queued messages not held by another transaction (CancelRun; see
+    CANCEL_QUEUED); returns how many."""
+    return _rowcount(await session.execute(CANCEL_QUEUED, {"run": run_id}))
 
 
 async def block_already_invited(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import MessageState, RejectionReason, RunState
+from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -211,6 +213,33 @@ async def test_cancel_cancels_queued_messages_and_resume_needs_a_paused_run(
     assert status.counts.by_state[MessageState.BLOCKED] == 1
     with pytest.raises(FailedPrecondition):
         await cancel_run(sessions, command)
+
+
+async def test_cancel_never_waits_on_a_message_another_transaction_holds(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A send worker holds a message (marking it `sending`) while CancelRun runs: the cancel
+    does not wait for it (waiting let the two lock the run's messages in opposite orders and
+    deadlock), and the reconciler cancels what it skipped once it is free."""
+    world = seed_world(database_url, [A, B, C])
+    run = (await precheck_and_start(sessions, world)).run
+    with psycopg.connect(database_url) as worker:
+        worker.execute("SELECT id FROM invite_message WHERE phone_e164 = %s FOR UPDATE", (B,))
+        cancelled = await asyncio.wait_for(
+            cancel_run(sessions, run_command(world.parent_admin, str(run.id))), timeout=10
+        )
+        assert cancelled.state is RunState.CANCELLED
+        counts = (await get_run_status(sessions, world.viewer, run.id)).counts.by_state
+        assert (counts[MessageState.CANCELLED], counts[MessageState.QUEUED]) == (2, 1)
+        worker.rollback()
+    await Reconciler(sessions, outcome_unknown_seconds=60).reconcile()
+    counts = (await get_run_status(sessions, world.viewer, run.id)).counts.by_state
+    assert (counts[MessageState.CANCELLED], counts[MessageState.QUEUED]) == (3, 0)
+    with Seeder(database_url) as seed:
+        states = seed.conn.execute(
+            "SELECT state, lease_owner FROM invite_message WHERE run_id = %s", (run.id,)
+        ).fetchall()
+    assert states == [("cancelled", None)] * 3
 
 
 async def test_resume_turns_a_paused_run_back_to_dispatching(

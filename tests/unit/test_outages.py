@@ -10,8 +10,8 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from sqlalchemy import exc as sa_exc
 
-from common.outages import OutageLog, is_outage_error
-from dispatch_service.grpc_api.errors import unavailable_status
+from common.outages import OutageLog, is_conflict_error, is_outage_error
+from dispatch_service.grpc_api.errors import aborted_status, unavailable_status
 
 
 def refused() -> sa_exc.OperationalError:
@@ -32,6 +32,28 @@ def test_database_and_network_failures_are_outage_errors_and_bugs_are_not() -> N
     assert is_outage_error(psycopg.OperationalError("consuming input failed: server closed"))
     assert is_outage_error(psycopg.InterfaceError("the connection is closed"))
     assert not is_outage_error(psycopg.errors.SyntaxError("syntax error at or near"))
+
+
+@pytest.mark.parametrize(
+    "error", [psycopg.errors.DeadlockDetected("deadlock"), psycopg.errors.SerializationFailure("x")]
+)
+def test_a_transaction_rolled_back_by_a_conflict_is_not_an_outage(error: Exception) -> None:
+    # SQLAlchemy wraps psycopg's class 40 errors in its OperationalError, which otherwise reads
+    # as "the database is away".
+    wrapped = sa_exc.OperationalError("UPDATE invite_message ...", {}, error)
+    wrapped.__cause__ = error
+    assert is_conflict_error(wrapped)
+    assert not is_outage_error(wrapped)
+    assert not is_conflict_error(refused())
+    assert not is_conflict_error(psycopg.errors.SyntaxError("syntax error at or near"))
+    status = status_pb2.Status.FromString(
+        dict(aborted_status().trailing_metadata)["grpc-status-details-bin"]
+    )
+    assert status.code == code_pb2.ABORTED
+    (info,) = status.details
+    unpacked = error_details_pb2.ErrorInfo()
+    assert info.Unpack(unpacked)
+    assert unpacked.reason == "CONCURRENT_CONFLICT"
 
 
 def test_a_long_outage_is_logged_once_per_growing_step_without_tracebacks(
