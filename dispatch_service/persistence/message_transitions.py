@@ -14,7 +14,6 @@ and fire the run-counter triggers like every other writer.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dispatch_service.domain.transitions import (
     MessageEvent,
     allowed_moves,
 )
+from dispatch_service.persistence.json_param import json_param
 from dispatch_service.persistence.state_sql import literal, quoted
 
 E = MessageEvent
@@ -512,13 +512,13 @@ def _status_row(message: MatchedMessage) -> dict[str, Any]:
         raise ValueError(f"no provider transition moves a message from {before} to {after}")
     error = message.after.error
     return {
-        "id": str(message.id),
+        "id": message.id,
         "before": before.value,
         "state": after.value,
-        "sent_at": _iso(message.after.sent_at),
-        "delivered_at": _iso(message.after.delivered_at),
-        "read_at": _iso(message.after.read_at),
-        "failed_at": _iso(message.after.failed_at),
+        "sent_at": message.after.sent_at,
+        "delivered_at": message.after.delivered_at,
+        "read_at": message.after.read_at,
+        "failed_at": message.after.failed_at,
         "error_code": error.code if error else None,
         "error_title": error.title if error else None,
         "error_details": error.details if error else None,
@@ -527,10 +527,6 @@ def _status_row(message: MatchedMessage) -> dict[str, Any]:
         "wa_id": message.wa_id,
         "deferred": message.after.deferred and not message.before.deferred,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 async def write_provider_statuses(
@@ -547,9 +543,9 @@ async def write_provider_statuses(
     if rows:
         await session.execute(
             WRITE_PROVIDER_STATUSES,
-            {"rows": json.dumps(rows, separators=(",", ":")), "defer": defer_seconds},
+            {"rows": json_param(rows), "defer": defer_seconds},
         )
-    return [uuid.UUID(row["id"]) for row in rows if row["deferred"]]
+    return [row["id"] for row in rows if row["deferred"]]
 
 
 # --- pricing (no state change) ----------------------------------------------------------------
@@ -574,7 +570,7 @@ async def record_pricing(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, 
     if first:
         payload = [
             {
-                "id": str(i),
+                "id": i,
                 "billable": p.billable,
                 "category": p.category,
                 "model": p.model,
@@ -582,4 +578,4 @@ async def record_pricing(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, 
             }
             for i, p in sorted(first.items())
         ]
-        await session.execute(RECORD_PRICING, {"rows": json.dumps(payload)})
+        await session.execute(RECORD_PRICING, {"rows": json_param(payload)})

@@ -31,11 +31,9 @@ message ids (ideally in the same transaction) and the statuses that arrived firs
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -60,6 +58,7 @@ from dispatch_service.domain.status_matching import (
     status_key,
 )
 from dispatch_service.persistence import run_transitions
+from dispatch_service.persistence.json_param import json_param
 from dispatch_service.persistence.message_transitions import write_provider_statuses
 
 PROVIDER = "meta"
@@ -162,19 +161,6 @@ SET_EVENT_OUTCOMES = text("""
 """)
 
 
-def _json(value: Any) -> str:
-    """One JSON parameter: datetimes as ISO 8601 (with offset), UUIDs as strings."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_scalar)
-
-
-def _json_scalar(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"cannot send {type(value).__name__} as JSON")
-
-
 # --- reading rows -------------------------------------------------------------------------------
 
 
@@ -210,7 +196,7 @@ def _message(row: Any) -> MatchedMessage:
     )
 
 
-def _errors_from_json(raw: Any) -> tuple[ProviderError, ...]:
+def _errors_fromjson_param(raw: Any) -> tuple[ProviderError, ...]:
     items = raw if isinstance(raw, list) else []
     return tuple(
         ProviderError(int(e.get("code", 0)), str(e.get("title", "")), str(e.get("details", "")))
@@ -219,7 +205,7 @@ def _errors_from_json(raw: Any) -> tuple[ProviderError, ...]:
     )
 
 
-def _errors_to_json(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
+def _errors_tojson_param(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
     return [{"code": e.code, "title": e.title, "details": e.details} for e in errors]
 
 
@@ -234,10 +220,10 @@ async def _lock_messages(
 ) -> list[MatchedMessage]:
     if wamids:
         result = await session.execute(
-            LOCK_BY_PROVIDER_ID, {"provider": PROVIDER, "wamids": _json(list(wamids))}
+            LOCK_BY_PROVIDER_ID, {"provider": PROVIDER, "wamids": json_param(list(wamids))}
         )
     elif ids:
-        result = await session.execute(LOCK_BY_ID, {"ids": _json(list(ids))})
+        result = await session.execute(LOCK_BY_ID, {"ids": json_param(list(ids))})
     else:
         return []
     return [_message(row) for row in result]
@@ -257,8 +243,10 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
         ORPHANS_FOR,
         {
             "provider": PROVIDER,
-            "wamids": _json([m.provider_message_id for m in messages if m.provider_message_id]),
-            "callbacks": _json([str(m.id) for m in messages]),
+            "wamids": json_param(
+                [m.provider_message_id for m in messages if m.provider_message_id]
+            ),
+            "callbacks": json_param([m.id for m in messages]),
         },
     )
     return [
@@ -269,7 +257,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
             callback_data=row.callback_data,
             recipient_id=row.recipient_id,
             report=ProviderStatus(
-                row.status, row.provider_timestamp, _errors_from_json(row.errors)
+                row.status, row.provider_timestamp, _errors_fromjson_param(row.errors)
             ),
         )
         for row in rows
@@ -282,7 +270,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
 def _outcome_rows(
     items: Iterable[tuple[str, str, ApplyOutcome, uuid.UUID | None]],
 ) -> str:
-    return _json(
+    return json_param(
         [
             {"wamid": wamid, "status": status, "outcome": outcome.value, "message_id": message_id}
             for wamid, status, outcome, message_id in items
@@ -320,7 +308,7 @@ async def _guard_unmatched(session: AsyncSession, batch: StatusBatch) -> None:
         return
     await _lock_wamids(session, unmatched)
     found = await session.execute(
-        ANY_MESSAGE_WITH, {"provider": PROVIDER, "wamids": _json(unmatched)}
+        ANY_MESSAGE_WITH, {"provider": PROVIDER, "wamids": json_param(unmatched)}
     )
     if found.first() is not None:
         raise RetryableConflict("a message received its provider id while the batch was applied")
@@ -342,11 +330,11 @@ async def _insert_events(
                 "pnid": update.phone_number_id,
                 "recipient": update.recipient_id,
                 "callback": update.callback_data,
-                "errors": _errors_to_json(update.report.errors),
+                "errors": _errors_tojson_param(update.report.errors),
                 "outcome": outcomes[i].value,
             }
         )
-    result = await session.execute(INSERT_EVENTS, {"provider": PROVIDER, "rows": _json(rows)})
+    result = await session.execute(INSERT_EVENTS, {"provider": PROVIDER, "rows": json_param(rows)})
     return {(row.provider_message_id, row.status) for row in result}
 
 
