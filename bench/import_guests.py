@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import resource
@@ -139,6 +140,11 @@ async def _import(
         _chunks(path, uuid.uuid4().hex, chunk), metadata=metadata, timeout=600
     )
     elapsed = time.perf_counter() - started
+    # The import's worker process is stopped without waiting; its CPU counts among this
+    # process's children only once it is reaped (active_children() reaps what has exited).
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     own_after, children_after = _own_cpu()
     run = reply.import_run
     print(
