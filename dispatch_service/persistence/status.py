@@ -196,7 +196,7 @@ def _message(row: Any) -> MatchedMessage:
     )
 
 
-def _errors_fromjson_param(raw: Any) -> tuple[ProviderError, ...]:
+def _errors_from_json(raw: Any) -> tuple[ProviderError, ...]:
     items = raw if isinstance(raw, list) else []
     return tuple(
         ProviderError(int(e.get("code", 0)), str(e.get("title", "")), str(e.get("details", "")))
@@ -205,7 +205,7 @@ def _errors_fromjson_param(raw: Any) -> tuple[ProviderError, ...]:
     )
 
 
-def _errors_tojson_param(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
+def _errors_to_json(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
     return [{"code": e.code, "title": e.title, "details": e.details} for e in errors]
 
 
@@ -257,7 +257,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
             callback_data=row.callback_data,
             recipient_id=row.recipient_id,
             report=ProviderStatus(
-                row.status, row.provider_timestamp, _errors_fromjson_param(row.errors)
+                row.status, row.provider_timestamp, _errors_from_json(row.errors)
             ),
         )
         for row in rows
@@ -330,7 +330,7 @@ async def _insert_events(
                 "pnid": update.phone_number_id,
                 "recipient": update.recipient_id,
                 "callback": update.callback_data,
-                "errors": _errors_tojson_param(update.report.errors),
+                "errors": _errors_to_json(update.report.errors),
                 "outcome": outcomes[i].value,
             }
         )
