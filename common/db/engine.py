@@ -16,12 +16,18 @@ from common.settings import sqlalchemy_url
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """An async psycopg 3 engine; the caller owns it and disposes of it on shutdown."""
+    """An async psycopg 3 engine; the caller owns it and disposes of it on shutdown.
+
+    No pre-ping: checking each connection as it leaves the pool cost every transaction one more
+    round trip, and on a busy 2-core machine each round trip is a wait to be scheduled again
+    (GetRunStatus p50 5.6 -> 3.3 ms, p99 17 -> 11-15 ms while a run dispatches). Postgres can
+    go away in the middle of any transaction, so every caller already handles a lost connection
+    (an outage error: UNAVAILABLE for a call, a retry for the dispatcher's and ingestor's loops);
+    the first statement on a connection from before a restart is one more such moment. SQLAlchemy
+    then discards every connection the pool held (they are all from before the restart).
+    """
     return create_async_engine(
-        sqlalchemy_url(database_url),
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=True,
+        sqlalchemy_url(database_url), pool_size=pool_size, max_overflow=max_overflow
     )
 
 
