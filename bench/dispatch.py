@@ -362,6 +362,7 @@ def throughput(
     started_at = time.time()
     started = time.perf_counter()
     run = start(stack, admin, reply.precheck_id).run
+    answered = time.perf_counter() - started
     total = reply.eligible_count
     sent = 0
     while sent < total:
@@ -384,7 +385,8 @@ def throughput(
     if len(accepted) > 1:
         steady = (len(accepted) - 1) / (accepted[-1] - accepted[0])
         print(
-            f"  of which: first send {accepted[0] - started_at:.2f} s after StartRun was called;"
+            f"  of which: StartRun answered in {answered:.2f} s, the first send left"
+            f" {accepted[0] - started_at:.2f} s after it was called;"
             f" {steady:.0f} msg/s from the first send to the last at the sandbox"
             f" ({steady / (stack.args.rate * (1 - headroom)):.1%} of the schedule's rate);"
             f" the last recorded {started_at + elapsed - accepted[-1]:.2f} s after it was sent"
