@@ -429,6 +429,19 @@ def many_senders(stack: Stack, workspaces: list[dict[str, uuid.UUID]], latency_m
         f" (target >= 2,000); busiest second per sender: {sorted(busiest.values())}"
         f" (cap {stack.args.rate}); rejected: {stats['rejected_by_code'] or 'none'}"
     )
+    by_sender: dict[str, list[float]] = {}
+    for entry in stack.ledger():
+        by_sender.setdefault(entry["phone_number_id"], []).append(entry["accepted_at"])
+    first = min(min(times) for times in by_sender.values())
+    print(
+        "  each sender, its first and last send (s after the first of all) and its rate between"
+        " them: "
+        + "; ".join(
+            f"{min(t) - first:.1f}-{max(t) - first:.1f} s {(len(t) - 1) / (max(t) - min(t)):.0f}/s"
+            for t in sorted(by_sender.values(), key=min)
+            if len(t) > 1
+        )
+    )
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from common.observability import configure_logging
+from common.runtime import tune_garbage_collection
 from common.settings import host_port, load_settings
 from webhook_service.app import create_app
 from webhook_service.settings import WebhookSettings
@@ -18,6 +19,7 @@ def main() -> None:
     """Load and validate settings (exit 2 when they are wrong), then serve until SIGTERM/SIGINT."""
     settings = load_settings(WebhookSettings)
     configure_logging("webhook", settings.log_level)
+    tune_garbage_collection()
     host, port = host_port(settings.webhook_listen)
     # run_app handles SIGTERM/SIGINT: stop accepting, let requests finish, then run cleanup_ctx.
     web.run_app(

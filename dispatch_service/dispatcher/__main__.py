@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from common.observability import configure_logging
+from common.runtime import tune_garbage_collection
 from common.settings import load_settings
 from dispatch_service.dispatcher.process import run_worker
 from dispatch_service.settings import WorkerSettings
@@ -14,6 +15,7 @@ def main() -> None:
     """Load and validate settings (exit 2 when they are wrong), then send until SIGTERM."""
     settings = load_settings(WorkerSettings)
     configure_logging("dispatcher", settings.log_level)
+    tune_garbage_collection()
     asyncio.run(run_worker(settings))
 
 
