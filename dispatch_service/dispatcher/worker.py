@@ -267,24 +267,17 @@ class Dispatcher:
                 by_sender[run.sender].append(run)
         if not by_sender:
             return self.config.poll_seconds
-        # Senders claim side by side: each claim locks its own sender's schedule, so one
-        # sender's claim never waits for another's round trips. The room left is shared out
-        # first, so together they never hold more than the concurrency allows.
-        share = max(1, self._free() // len(by_sender))
-        waits = await asyncio.gather(
-            *(self._claim_for_sender(s, runs, share) for s, runs in by_sender.items())
-        )
+        waits = [await self._claim_for_sender(s, runs) for s, runs in by_sender.items()]
         return min(waits)
 
-    async def _claim_for_sender(self, sender: str, runs: Sequence[ActiveRun], share: int) -> float:
+    async def _claim_for_sender(self, sender: str, runs: Sequence[ActiveRun]) -> float:
         start = self._turn[sender]
-        claimed = 0
         for offset in range(len(runs)):
-            room = min(share - claimed, self._free())
-            if room <= 0 or self._stopping.is_set():
+            free = self._free()
+            if free <= 0 or self._stopping.is_set():
                 return self.config.poll_seconds
             run = runs[(start + offset) % len(runs)]
-            limit = min(self.config.claim_batch_size, room)
+            limit = min(self.config.claim_batch_size, free)
             began = time.perf_counter()
             result = await claim(self.sessions, self.limiter, run, limit, self._claim_settings)
             log.debug(
@@ -301,7 +294,6 @@ class Dispatcher:
                 self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
-            claimed += len(result.messages)
             if result.wait_seconds > 0:
                 return result.wait_seconds  # no slot for this sender yet
             if result.messages and not result.exhausted:
