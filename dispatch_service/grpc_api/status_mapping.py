@@ -60,6 +60,10 @@ class _Checker:
 
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
+        # The statuses of one webhook share its receipt id and, mostly, its timestamps: each is
+        # parsed once per call (a 2,000-status call spent a third of its conversion on them).
+        self._receipts: dict[str, uuid.UUID] = {}
+        self._moments: dict[tuple[int, int], datetime] = {}
 
     def required(self, value: str, field: str) -> str:
         if not value.strip():
@@ -75,14 +79,20 @@ class _Checker:
                 )
             )
             return datetime.fromtimestamp(0, UTC)
-        return value.ToDatetime(tzinfo=UTC)
+        key = (value.seconds, value.nanos)
+        moment = self._moments.get(key)
+        if moment is None:
+            moment = self._moments[key] = value.ToDatetime(tzinfo=UTC)
+        return moment
 
     def receipt(self, value: str, field: str) -> uuid.UUID | None:
         if not value:
             return None
-        parsed = parse_uuid_or_none(value)
+        parsed = self._receipts.get(value) or parse_uuid_or_none(value)
         if parsed is None:
             self.violations.append(FieldViolation(field, NOT_AN_ID))
+        else:
+            self._receipts[value] = parsed
         return parsed
 
     def phone_or_user_id(self, phone: str, user_id: str, field: str, names: str) -> None:
