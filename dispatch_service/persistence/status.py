@@ -92,7 +92,8 @@ class StatusApplication:
 # JSON in C, which is several times cheaper than the driver building one typed array per column.
 # Lists of ids come as a JSON array: ARRAY(SELECT jsonb_array_elements_text(...)).
 
-# The two lock queries differ only in how they find the messages; both read what _message() needs.
+# The two lock queries differ only in how they find the messages; both read what _message() needs,
+# in the order it unpacks.
 _LOCK_MESSAGES = """
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
@@ -164,33 +165,51 @@ SET_EVENT_OUTCOMES = text("""
 # --- reading rows -------------------------------------------------------------------------------
 
 
-def _lifecycle(row: Any) -> Lifecycle:
-    error = (
-        ProviderError(row.error_code, row.error_title or "", row.error_details or "")
-        if row.error_code is not None
-        else None
-    )
-    return Lifecycle(
-        state=MessageState(row.state),
-        sent_at=row.sent_at,
-        delivered_at=row.delivered_at,
-        read_at=row.read_at,
-        failed_at=row.failed_at,
-        error=error,
-        rejection_reason=RejectionReason(row.rejection_reason) if row.rejection_reason else None,
-        deferred=row.state == MessageState.QUEUED.value
-        and row.hold_reason == HoldReason.MARKETING_LIMIT.value,
-    )
+_STATES = {state.value: state for state in MessageState}
+_REASONS = {reason.value: reason for reason in RejectionReason}
 
 
 def _message(row: Any) -> MatchedMessage:
-    lifecycle = _lifecycle(row)
+    """A locked message from a row of _LOCK_MESSAGES (unpacked in its column order: reading
+    fifteen columns by name and the enums by call was a sixth of ApplyStatus's CPU)."""
+    (
+        message_id,
+        provider_message_id,
+        wa_id,
+        phone_e164,
+        state_value,
+        sent_at,
+        delivered_at,
+        read_at,
+        failed_at,
+        error_code,
+        error_title,
+        error_details,
+        rejection_reason,
+        hold_reason,
+        sender,
+    ) = row
+    state = _STATES[state_value]
+    lifecycle = Lifecycle(
+        state=state,
+        sent_at=sent_at,
+        delivered_at=delivered_at,
+        read_at=read_at,
+        failed_at=failed_at,
+        error=(
+            ProviderError(error_code, error_title or "", error_details or "")
+            if error_code is not None
+            else None
+        ),
+        rejection_reason=_REASONS[rejection_reason] if rejection_reason else None,
+        deferred=state is MessageState.QUEUED and hold_reason == HoldReason.MARKETING_LIMIT,
+    )
     return MatchedMessage(
-        id=row.id,
-        sender=row.sender_phone_number_id,
-        phone_e164=row.phone_e164,
-        provider_message_id=row.provider_message_id,
-        wa_id=row.wa_id,
+        id=message_id,
+        sender=sender,
+        phone_e164=phone_e164,
+        provider_message_id=provider_message_id,
+        wa_id=wa_id,
         before=lifecycle,
         after=lifecycle,
     )
