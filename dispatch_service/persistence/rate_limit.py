@@ -96,9 +96,9 @@ class SenderOutage:
     probe_interval_seconds: float
 
 
-def outage_sql(sender: str = ":sender") -> str:
-    """The outage of the sender `sender` (a parameter, or a column of an enclosing statement):
-    one row with OUTAGE_COLUMNS, or none."""
+def outage_sql(sender: str) -> str:
+    """The outage of the sender named by `sender` (a column of the enclosing statement): one
+    row with OUTAGE_COLUMNS, or none."""
     return (
         f"SELECT {OUTAGE_COLUMNS} FROM sender_rate_limit"
         f" WHERE sender_phone_number_id = {sender} AND outage_reason IS NOT NULL"

@@ -20,22 +20,22 @@ snapshot, so it runs outside a transaction (no BEGIN and no ROLLBACK round trips
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.engine import outside_transaction
-from common.vocabulary import MessageState, RejectionReason, RunState
+from common.vocabulary import MessageState, RejectionReason
 from dispatch_service.domain.pricing import RateCard
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES, CountRow
 from dispatch_service.errors import NotFound, Unauthenticated
 from dispatch_service.persistence.actors import NO_ACTIVE_MEMBERSHIP
 from dispatch_service.persistence.pricing import card_of, rates_sql
 from dispatch_service.persistence.rate_limit import SenderOutage, outage_of, outage_sql
-from dispatch_service.persistence.runs import RUN_NOT_FOUND
-from dispatch_service.persistence.state_sql import literal
+from dispatch_service.persistence.runs import RUN_FIELDS, RUN_NOT_FOUND, run_record
+from dispatch_service.persistence.state_sql import literal, quoted
 from dispatch_service.read_models import HeldCount, RunRecord
 
 COUNTS_SQL = """
@@ -56,7 +56,6 @@ BILLABLE_SQL = """
     SELECT prefix, category, sum(count) AS n FROM invite_run_billable
     WHERE run_id = :run GROUP BY prefix, category HAVING sum(count) <> 0 ORDER BY prefix, category
 """
-RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
 RUN_STATUS = text(f"""
     WITH actor AS (SELECT workspace_id FROM membership WHERE id = :actor AND active),
     run AS (
@@ -75,7 +74,7 @@ RUN_STATUS = text(f"""
       WHERE run.id IS NOT NULL
     ) f ON true
     LEFT JOIN LATERAL ({outage_sql("run.sender_phone_number_id")}) o
-      ON run.state = ANY(:active)
+      ON run.state IN ({quoted(ACTIVE_RUN_STATES)})
 """)
 
 
@@ -102,24 +101,13 @@ async def run_figures(
     not in its workspace.
     """
     async with outside_transaction(sessions) as session:
-        row = (
-            await session.execute(
-                RUN_STATUS,
-                {
-                    "actor": actor_id,
-                    "run": run_id,
-                    "active": [state.value for state in ACTIVE_RUN_STATES],
-                },
-            )
-        ).one()
+        row = (await session.execute(RUN_STATUS, {"actor": actor_id, "run": run_id})).one()
     if row.actor_workspace_id is None:
         raise Unauthenticated(NO_ACTIVE_MEMBERSHIP)
     if row.id is None:
         raise NotFound(RUN_NOT_FOUND, reason="RUN_NOT_FOUND")
     return RunFigures(
-        run=RunRecord(
-            **{**{name: getattr(row, name) for name in RUN_FIELDS}, "state": RunState(row.state)}
-        ),
+        run=run_record(row),
         counts=[
             CountRow(
                 state=MessageState(c["state"]),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from psycopg import errors as pg_errors
 from sqlalchemy import select, text
@@ -39,29 +40,14 @@ RUN_NOT_FOUND = "no such run in this workspace"
 IDEMPOTENCY_CONSTRAINT = "uq_invite_send_run_workspace_id_idempotency_key"
 
 
-def _record(run: InviteSendRun) -> RunRecord:
-    return RunRecord(
-        id=run.id,
-        workspace_id=run.workspace_id,
-        event_id=run.event_id,
-        template_id=run.template_id,
-        language=run.language,
-        precheck_id=run.precheck_id,
-        actor_id=run.actor_id,
-        idempotency_key=run.idempotency_key,
-        sender_phone_number_id=run.sender_phone_number_id,
-        state=RunState(run.state),
-        pause_reason=run.pause_reason,
-        total_count=run.total_count,
-        eligible_count=run.eligible_count,
-        blocked_count=run.blocked_count,
-        created_at=run.created_at,
-        finished_at=run.finished_at,
-        send_at=run.send_at,
-        deadline=run.deadline,
-        parent_run_id=run.parent_run_id,
-        send_window=run.send_window,
-    )
+RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
+"""The run columns a RunRecord holds (same names in invite_send_run)."""
+
+
+def run_record(run: Any) -> RunRecord:
+    """The RunRecord of an InviteSendRun, or of a row with RUN_FIELDS' columns."""
+    values = {name: getattr(run, name) for name in RUN_FIELDS}
+    return RunRecord(**{**values, "state": RunState(run.state)})
 
 
 async def load_run(
@@ -76,7 +62,7 @@ async def load_run(
     run = await session.scalar(statement.execution_options(populate_existing=True))
     if run is None:
         raise NotFound(RUN_NOT_FOUND, reason="RUN_NOT_FOUND")
-    return _record(run)
+    return run_record(run)
 
 
 async def find_run_by_key(
@@ -91,7 +77,7 @@ async def find_run_by_key(
         )
         .execution_options(populate_existing=True)
     )
-    return _record(run) if run is not None else None
+    return run_record(run) if run is not None else None
 
 
 async def find_run_by_precheck(session: AsyncSession, precheck_id: uuid.UUID) -> RunRecord | None:
@@ -99,7 +85,7 @@ async def find_run_by_precheck(session: AsyncSession, precheck_id: uuid.UUID) ->
     run = await session.scalar(
         select(InviteSendRun).where(InviteSendRun.precheck_id == precheck_id)
     )
-    return _record(run) if run is not None else None
+    return run_record(run) if run is not None else None
 
 
 @dataclass(frozen=True)
@@ -354,4 +340,4 @@ async def event_runs(
         .where(InviteSendRun.workspace_id == workspace_id, InviteSendRun.event_id == event_id)
         .order_by(InviteSendRun.created_at.desc(), InviteSendRun.id)
     )
-    return [_record(r) for r in rows]
+    return [run_record(r) for r in rows]
