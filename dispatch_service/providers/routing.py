@@ -4,7 +4,12 @@ A run's messages go out through its workspace's sender (`invite_send_run.sender_
 copied from the workspace at StartRun). The dispatcher hands every `TemplateSend` to this router,
 which looks the sender up (workspace.sender_provider, twilio_account_sid) and, for Twilio, the
 template's Content SID, then calls that provider. Look-ups are cached for a few seconds: the
-dispatcher sends up to 1,000 messages a second through a handful of senders.
+dispatcher sends up to 1,000 messages a second through a handful of senders. The look-up sits on
+the send path (between a message's slot and its request), so it never makes a send wait once the
+sender is known: a look-up in flight is shared by every send that needs it, and an expired entry
+keeps answering while one refresh runs behind it (for at most one more `ttl_seconds`). Without
+that, each expiry sent every send of that moment to the database at once: hundreds of sessions,
+a drained connection pool, sends waiting past their windows.
 
 A failed look-up is transient (nothing was sent). A Twilio sender on a deployment without
 TWILIO_AUTH_TOKEN, or a template without a Twilio Content SID, halts the run: every other
@@ -13,6 +18,7 @@ message would fail the same way, and a human has to configure it (then resume).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -65,32 +71,54 @@ class RoutingProvider:
         self._twilio = twilio
         self._ttl = ttl_seconds
         self._cache: dict[tuple[str, str, str], tuple[SenderFacts, float]] = {}
+        """Each (sender, template, language)'s facts and when they stop being fresh."""
+        self._looking_up: dict[tuple[str, str, str], asyncio.Task[SenderFacts]] = {}
 
     async def facts(self, send: TemplateSend) -> SenderFacts:
-        """The sender's provider and Twilio details (cached for `ttl_seconds`)."""
+        """The sender's provider and Twilio details (cached for `ttl_seconds`; an expired entry
+        answers for one more `ttl_seconds` while a single refresh runs)."""
         key = (send.sender_id, send.template_name, send.language)
         now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        if cached is not None:
+            facts, fresh_until = cached
+            if now < fresh_until:
+                return facts
+            if now < fresh_until + self._ttl:
+                self._look_up(key)
+                return facts
+        return await asyncio.shield(self._look_up(key))
+
+    def _look_up(self, key: tuple[str, str, str]) -> asyncio.Task[SenderFacts]:
+        """The look-up of `key` in flight, started if there is none."""
+        task = self._looking_up.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read(key), name="sender look-up")
+            self._looking_up[key] = task
+            task.add_done_callback(lambda done: self._looked_up(key, done))
+        return task
+
+    def _looked_up(self, key: tuple[str, str, str], task: asyncio.Task[SenderFacts]) -> None:
+        del self._looking_up[key]
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self._cache[key] = (task.result(), time.monotonic() + self._ttl)
+        else:  # logged once for every send that waited on it
+            log.warning("sender look-up failed: %s", type(error).__name__)
+
+    async def _read(self, key: tuple[str, str, str]) -> SenderFacts:
+        sender, name, language = key
         async with self._sessions() as session:
             row = (
                 await session.execute(
-                    SENDER_QUERY,
-                    {
-                        "sender": send.sender_id,
-                        "name": send.template_name,
-                        "language": send.language,
-                    },
+                    SENDER_QUERY, {"sender": sender, "name": name, "language": language}
                 )
             ).first()
-        facts = (
-            SenderFacts(row.sender_provider, row.twilio_account_sid, row.twilio_content_sid)
-            if row is not None
-            else SenderFacts(SenderProvider.META.value, None, None)
-        )
-        self._cache[key] = (facts, now + self._ttl)
-        return facts
+        if row is None:
+            return SenderFacts(SenderProvider.META.value, None, None)
+        return SenderFacts(row.sender_provider, row.twilio_account_sid, row.twilio_content_sid)
 
     async def send_template(
         self, send: TemplateSend, *, not_after: float | None = None
@@ -100,7 +128,6 @@ class RoutingProvider:
         try:
             facts = await self.facts(send)
         except Exception as error:  # the database is away: nothing was sent, try again later
-            log.warning("sender look-up failed: %s", type(error).__name__)
             return Failed(
                 retry_class=RetryClass.TRANSIENT,
                 error_code=None,
