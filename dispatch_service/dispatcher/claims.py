@@ -104,10 +104,12 @@ async def claim(
     run: ActiveRun,
     limit: int,
     settings: ClaimSettings,
+    lead_seconds: float = 0.0,
 ) -> ClaimResult:
-    """Claim up to `limit` due messages of `run` (one transaction; see the module docstring)."""
+    """Claim up to `limit` due messages of `run` (one transaction; see the module docstring),
+    into slots no sooner than `lead_seconds` from now (domain.send_rate)."""
     async with sessions() as session, session.begin():
-        reservation = await limiter.reserve(session, run.sender, limit)
+        reservation = await limiter.reserve(session, run.sender, limit, lead_seconds)
         outage = reservation.outage is not None
         if reservation.slots.count == 0:
             return ClaimResult([], 0, True, False, reservation.wait_seconds, outage)

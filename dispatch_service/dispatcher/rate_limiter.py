@@ -86,10 +86,13 @@ class SenderRateLimiter:
         self.outage = outage or OutagePolicy()
         self.clock = DatabaseClock()
 
-    async def reserve(self, session: AsyncSession, sender: str, limit: int) -> Reservation:
-        """Lock the sender's schedule and offer every slot up to the horizon (none when fewer
-        than a worthwhile batch are free: `wait_seconds` says when they will be). During a
-        provider outage: nothing until the next probe is due, then one slot."""
+    async def reserve(
+        self, session: AsyncSession, sender: str, limit: int, lead_seconds: float = 0.0
+    ) -> Reservation:
+        """Lock the sender's schedule and offer every slot from `lead_seconds` ahead up to the
+        horizon past that (none when fewer than a worthwhile batch are free: `wait_seconds`
+        says when they will be). During a provider outage: nothing until the next probe is due,
+        then one slot."""
         asked = time.monotonic()
         locked = await lock_schedule(session, sender)
         schedule, db_now, outage = locked.schedule, locked.db_now, locked.outage
@@ -107,7 +110,7 @@ class SenderRateLimiter:
                     outage,
                     at_db_now,
                 )
-            slots = available_slots(schedule, db_now, self.settings, 1)
+            slots = available_slots(schedule, db_now, self.settings, 1, lead_seconds)
             return Reservation(
                 sender,
                 schedule,
@@ -122,8 +125,8 @@ class SenderRateLimiter:
             sender=sender,
             schedule=schedule,
             db_now=db_now,
-            slots=available_slots(schedule, db_now, self.settings, floor),
-            wait_seconds=wait_seconds(schedule, db_now, self.settings, floor),
+            slots=available_slots(schedule, db_now, self.settings, floor, lead_seconds),
+            wait_seconds=wait_seconds(schedule, db_now, self.settings, floor, lead_seconds),
             monotonic_at_db_now=at_db_now,
         )
 

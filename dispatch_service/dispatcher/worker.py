@@ -80,6 +80,7 @@ FLUSH_WRITERS = 3
 MAX_BATCH = 500
 OUTAGE_RETRY_CAP_SECONDS = 5.0
 MAX_MARK_LEAD_SECONDS = 0.15
+MAX_CLAIM_LEAD_SECONDS = 0.4
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ class Dispatcher:
         self._runs: list[ActiveRun] = []
         self._runs_at = 0.0
         self._turn: dict[str, int] = defaultdict(int)
+        self._claim_round_trip = 0.0
+        """Moving average of how long a claim takes (seconds)."""
         self._loops: list[asyncio.Task[None]] = []
         self._claim_log = OutageLog(log, "claiming messages")
         self._write_log = OutageLog(log, "writing send results")
@@ -279,12 +282,13 @@ class Dispatcher:
             run = runs[(start + offset) % len(runs)]
             limit = min(self.config.claim_batch_size, free)
             began = time.perf_counter()
-            result = await claim(self.sessions, self.limiter, run, limit, self._claim_settings)
+            result = await claim(
+                self.sessions, self.limiter, run, limit, self._claim_settings, self._lead()
+            )
+            took = time.perf_counter() - began
+            self._claim_round_trip += 0.2 * (took - self._claim_round_trip)
             log.debug(
-                "claimed %d in %.1f ms",
-                len(result.messages),
-                (time.perf_counter() - began) * 1000,
-                extra={"run_id": run.id},
+                "claimed %d in %.1f ms", len(result.messages), took * 1000, extra={"run_id": run.id}
             )
             if not result.run_active:
                 self._stopped_runs.add(run.id)
@@ -304,6 +308,17 @@ class Dispatcher:
 
     def _free(self) -> int:
         return self.config.concurrency - self._reserved
+
+    def _lead(self) -> float:
+        """How soon the first slot of a claim may be (domain.send_rate): a slot sooner than the
+        claim's own round trip plus a mark's, less the lateness a send may have, would be missed
+        (recent averages; on a busy machine slots start later instead of being missed)."""
+        lead = (
+            self._claim_round_trip
+            + self._marker.round_trip
+            - self.config.rate.late_tolerance_seconds
+        )
+        return min(MAX_CLAIM_LEAD_SECONDS, max(0.0, lead))
 
     async def _refresh(self) -> None:
         """Reload active runs now and then, and learn which runs with messages held here
@@ -526,14 +541,14 @@ class Marker:
         committed nonetheless (the database went away after the COMMIT reached it): the
         worker gives them back under that lease too, so they are neither sent twice nor left
         `sending` without a call."""
-        self._round_trip = 0.0
+        self.round_trip = 0.0
         """Moving average of how long a mark takes from asking to answer (seconds)."""
 
     def lead(self, minimum: float) -> float:
         """How long before its slot to ask for a mark: twice the recent mark round trip (the
         wait for the previous batch included), at least `minimum`, at most MAX_MARK_LEAD.
         The busier the database, the earlier the mark, so slots are not missed."""
-        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self._round_trip))
+        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self.round_trip))
 
     async def mark(self, message_id: uuid.UUID) -> datetime | None:
         """The lease of the call once the message is `sending` (it may be sent); None when it
@@ -546,7 +561,7 @@ class Marker:
             return await future
         finally:
             took = time.monotonic() - asked
-            self._round_trip += 0.2 * (took - self._round_trip)
+            self.round_trip += 0.2 * (took - self.round_trip)
 
     async def run(self) -> None:
         """Serve marks until cancelled."""

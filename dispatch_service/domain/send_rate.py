@@ -2,11 +2,19 @@
 
 A GCRA ("generic cell rate algorithm") limiter: the schedule keeps `next_slot_at`, the earliest
 moment the next message may go out. Taking k slots hands out the moments
-`start, start + 1/r, ..., start + (k-1)/r` with `start = max(next_slot_at, now)` and moves
-`next_slot_at` to `start + k/r`. Replicas take slots inside one row lock, so sends of all
+`start, start + 1/r, ..., start + (k-1)/r` with `start = max(next_slot_at, now + lead)` and
+moves `next_slot_at` to `start + k/r`. Replicas take slots inside one row lock, so sends of all
 replicas together are spaced 1/r apart: there is no burst, and any one-second window holds at
-most r of them. Slots are only handed out up to `horizon` seconds ahead, so a replica never
-holds (and, if killed, never strands) more than about r * horizon claimed messages.
+most r of them. Slots are only handed out up to `horizon` seconds past `now + lead`, so a
+replica never holds (and, if killed, never strands) more than about r * (lead + horizon)
+claimed messages.
+
+`lead` is how long the claiming replica needs before it can send a message it is claiming now
+(the rest of its claim transaction, then the mark that comes before each request): a slot
+sooner than that would be missed, and a missed slot is a message released unsent and a slot
+nobody uses. A sender whose schedule fell behind `now` (its replica was busy with other
+senders) starts again at `now + lead` instead of spending its first slots on messages that
+cannot make them.
 
 r = configured rate * (1 - headroom) * rate_factor:
 
@@ -108,12 +116,18 @@ def batch_floor(schedule: SendSchedule, now: datetime, settings: RateSettings, l
 
 
 def available_slots(
-    schedule: SendSchedule, now: datetime, settings: RateSettings, min_count: int = 1
+    schedule: SendSchedule,
+    now: datetime,
+    settings: RateSettings,
+    min_count: int = 1,
+    lead_seconds: float = 0.0,
 ) -> Slots:
-    """Every slot from the next free one up to now + horizon; none when fewer than `min_count`."""
+    """Every slot from the next free one, but not before now + lead, up to now + lead + horizon;
+    none when fewer than `min_count`."""
     rate = effective_rate(schedule, now, settings)
-    start = max(schedule.next_slot_at, now)
-    room = (now + timedelta(seconds=settings.horizon_seconds) - start).total_seconds()
+    ready = now + timedelta(seconds=lead_seconds)
+    start = max(schedule.next_slot_at, ready)
+    room = (ready + timedelta(seconds=settings.horizon_seconds) - start).total_seconds()
     count = int(room * rate) + 1 if room >= 0 else 0
     return Slots(count=count if count >= min_count else 0, first=start, interval=1.0 / rate)
 
@@ -126,13 +140,18 @@ def take(schedule: SendSchedule, slots: Slots, used: int) -> SendSchedule:
 
 
 def wait_seconds(
-    schedule: SendSchedule, now: datetime, settings: RateSettings, min_count: int = 1
+    schedule: SendSchedule,
+    now: datetime,
+    settings: RateSettings,
+    min_count: int = 1,
+    lead_seconds: float = 0.0,
 ) -> float:
     """How long until a claim would get at least `min_count` slots (at least a millisecond)."""
     rate = effective_rate(schedule, now, settings)
-    start = max(schedule.next_slot_at, now)
-    ready = start + timedelta(seconds=(min_count - 1) / rate - settings.horizon_seconds)
-    return max(0.001, (ready - now).total_seconds())
+    ready = now + timedelta(seconds=lead_seconds)
+    start = max(schedule.next_slot_at, ready)
+    due = start + timedelta(seconds=(min_count - 1) / rate - settings.horizon_seconds)
+    return max(0.001, (due - ready).total_seconds())
 
 
 def throttled(schedule: SendSchedule, now: datetime, settings: RateSettings) -> SendSchedule:

@@ -92,6 +92,28 @@ def test_a_claim_waits_for_a_worthwhile_batch() -> None:
     assert available_slots(busy, later, SETTINGS, floor).count >= floor
 
 
+def test_a_schedule_behind_starts_again_after_the_claims_lead() -> None:
+    behind = fresh(T0 - timedelta(seconds=2))  # its replica was busy with other senders
+    lead = 0.08
+
+    slots = available_slots(behind, T0, SETTINGS, lead_seconds=lead)
+
+    assert slots.first == T0 + timedelta(seconds=lead)  # no slot it could not make in time
+    assert slots.count == 21  # still a horizon's worth, past the lead
+    ahead = fresh(T0 + timedelta(seconds=0.15))
+    assert available_slots(ahead, T0, SETTINGS, lead_seconds=lead).first == ahead.next_slot_at
+
+
+def test_the_wait_for_a_batch_counts_the_lead() -> None:
+    busy = SendSchedule(T0 + timedelta(milliseconds=295), 1.0, T0 - timedelta(hours=1))
+    floor = batch_floor(busy, T0, SETTINGS, limit=500)
+    assert available_slots(busy, T0, SETTINGS, floor, lead_seconds=0.1).count == 0
+    wait = wait_seconds(busy, T0, SETTINGS, floor, lead_seconds=0.1)
+    assert round(wait, 3) == 0.085  # 295 ms + 9 more slots - 200 ms horizon - 100 ms lead
+    later = T0 + timedelta(seconds=wait)
+    assert available_slots(busy, later, SETTINGS, floor, lead_seconds=0.1).count >= floor
+
+
 def test_130429_halves_the_rate_once_per_interval_pauses_and_recovers() -> None:
     once = throttled(fresh(), T0, SETTINGS)
     assert once.rate_factor == 0.5
