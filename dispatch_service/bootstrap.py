@@ -15,6 +15,7 @@ from common.db.engine import make_engine, make_sessions
 from common.settings import split_secrets
 from dispatch_service.dispatcher.worker import Dispatcher, DispatcherConfig
 from dispatch_service.providers.base import Provider
+from dispatch_service.providers.http_call import ProviderClient
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
 from dispatch_service.providers.meta_templates import MetaTemplateCatalog, TemplateCatalog
 from dispatch_service.providers.routing import RoutingProvider
@@ -87,7 +88,7 @@ async def finish_dispatcher(task: asyncio.Task[None], settings: SendSettings) ->
 
 def build_provider(
     settings: SendSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> tuple[MetaCloudProvider, httpx.AsyncClient]:
+) -> tuple[MetaCloudProvider, ProviderClient]:
     """The Meta Cloud API provider over one AsyncClient with explicit timeouts and limits."""
     client = build_http_client(
         timeout_seconds=settings.dispatch_provider_timeout_seconds,
@@ -110,9 +111,7 @@ def pool_size(settings: SendSettings) -> int:
     return max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
 
 
-def build_twilio_provider(
-    settings: SendSettings, client: httpx.AsyncClient
-) -> TwilioProvider | None:
+def build_twilio_provider(settings: SendSettings, client: ProviderClient) -> TwilioProvider | None:
     """The Twilio provider over the same client, or None when TWILIO_AUTH_TOKEN is unset."""
     if settings.twilio_auth_token is None:
         return None
@@ -126,7 +125,7 @@ def build_twilio_provider(
 
 def build_sending_provider(
     settings: SendSettings, sessions: async_sessionmaker[AsyncSession]
-) -> tuple[RoutingProvider, httpx.AsyncClient]:
+) -> tuple[RoutingProvider, ProviderClient]:
     """The provider a sending process uses: each sender's own (Meta or Twilio) over one client."""
     meta, client = build_provider(settings)
     return RoutingProvider(sessions, meta, build_twilio_provider(settings, client)), client

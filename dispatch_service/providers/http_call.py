@@ -7,13 +7,20 @@ Both adapters (Meta, Twilio) post through :func:`post_in_window`:
 * connecting failed or timed out, or no pooled connection came: transient (nothing left);
 * any other transport error once the request may have been written: ambiguous;
 * an answer: the adapter's own parser classifies it.
+
+The request goes from here straight to the client's transport (:class:`ProviderClient`):
+provider calls use none of httpx's client layer (auth flows, redirects, cookies, default
+headers merged per request), and that layer cost ~200 µs of CPU per request, 40% of a call's
+CPU in the send worker (py-spy at ~850 sends/s; a micro-benchmark against a bare aiohttp
+server: 481-536 -> 294-338 µs per request). Everything else stays httpx: the same transports
+(aiohttp's in production, MockTransport in tests), `httpx.Timeout`, `httpx.Limits`, and the
+exceptions the transports raise.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -23,24 +30,58 @@ from dispatch_service.providers.base import Failed, NotSent, SendOutcome
 from dispatch_service.providers.metrics import PROVIDER_LATENCY
 
 NOT_STARTED = "the send window passed before the call started"
+USER_AGENT = "invite-dispatch"
+
+
+class ProviderClient(httpx.AsyncClient):
+    """The process's one AsyncClient for provider calls, whose `post_direct` hands a request
+    straight to its transport (see the module docstring). Closing it closes the transport."""
+
+    def __init__(
+        self, *, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout, limits: httpx.Limits
+    ) -> None:
+        super().__init__(transport=transport, timeout=timeout, limits=limits)
+        self._direct = transport
+        self._timeouts = timeout.as_dict()
+
+    async def post_direct(
+        self, url: httpx.URL, content: bytes, headers: Mapping[str, str], not_after: float | None
+    ) -> httpx.Response:
+        """POST `content` with exactly `headers` (plus Host, Content-Length and User-Agent),
+        the client's timeouts and the send window; the answer read whole."""
+        extensions: dict[str, object] = {"timeout": self._timeouts}
+        if not_after is not None:
+            extensions[NOT_AFTER] = not_after
+        request = httpx.Request(
+            "POST",
+            url,
+            headers={"User-Agent": USER_AGENT, **headers},
+            content=content,
+            extensions=extensions,
+        )
+        response = await self._direct.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
 
 async def post_in_window(
-    client: httpx.AsyncClient,
-    url: str | httpx.URL,
+    client: ProviderClient,
+    url: httpx.URL,
     parse: Callable[[int, bytes], SendOutcome],
     *,
     not_after: float | None,
-    **request: Any,
+    content: bytes,
+    headers: Mapping[str, str],
 ) -> SendOutcome:
-    """POST `request` to `url` if it can leave before `not_after` (monotonic clock)."""
+    """POST `content` to `url` if it can leave before `not_after` (monotonic clock)."""
     if not_after is not None and time.monotonic() > not_after:
         return NotSent(NOT_STARTED)
     started = time.perf_counter()
     try:
-        response = await client.post(
-            url, extensions={NOT_AFTER: not_after} if not_after is not None else None, **request
-        )
+        response = await client.post_direct(url, content, headers, not_after)
     except SendWindowPassed as passed:
         return NotSent(str(passed))
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:

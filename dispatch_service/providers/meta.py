@@ -21,6 +21,7 @@ import logging
 from typing import Any, Literal
 
 import httpx
+import orjson
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
 from dispatch_service.domain.send_plan import plan_components
@@ -28,7 +29,7 @@ from dispatch_service.providers.aiohttp_transport import (
     AiohttpTransport,
 )
 from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
-from dispatch_service.providers.http_call import post_in_window
+from dispatch_service.providers.http_call import ProviderClient, post_in_window
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def build_http_client(
     connect_timeout_seconds: float,
     max_connections: int,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
+) -> ProviderClient:
     """The process's one AsyncClient for provider calls, with explicit timeouts and limits,
     over the aiohttp-backed transport (see providers.aiohttp_transport) unless one is given."""
     # httpx logs every request at INFO: a line per message at 1,000 messages/s is noise.
@@ -51,7 +52,7 @@ def build_http_client(
         max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
-    return httpx.AsyncClient(
+    return ProviderClient(
         timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
         limits=limits,
         transport=transport or AiohttpTransport(limits),
@@ -65,7 +66,7 @@ class MetaCloudProvider:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: ProviderClient,
         *,
         base_url: str,
         api_version: str,
@@ -74,7 +75,11 @@ class MetaCloudProvider:
     ) -> None:
         self._client = client
         self._base = f"{base_url.rstrip('/')}/{api_version}"
-        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self._headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         self._named = parameter_format == "named"
         self._urls: dict[str, httpx.URL] = {}
         """Each sender's messages endpoint, parsed once (httpx parses a str URL on every call:
@@ -129,7 +134,7 @@ class MetaCloudProvider:
             url,
             parse_response,
             not_after=not_after,
-            json=self.request_body(send),
+            content=orjson.dumps(self.request_body(send)),
             headers=self._headers,
         )
 

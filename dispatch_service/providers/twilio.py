@@ -19,6 +19,7 @@ timeouts and dropped connections are ambiguous (never re-sent).
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import httpx
 
 from dispatch_service.domain.retry import CodeRule, RetryClass, classify_http_error
 from dispatch_service.providers.base import Accepted, Failed, SendOutcome, TemplateSend
-from dispatch_service.providers.http_call import post_in_window
+from dispatch_service.providers.http_call import ProviderClient, post_in_window
 
 MESSAGES_PATH = "/2010-04-01/Accounts/{account_sid}/Messages.json"
 CALLBACK_MESSAGE_PARAM = "m"
@@ -61,7 +62,7 @@ class TwilioProvider:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: ProviderClient,
         *,
         base_url: str,
         auth_token: str,
@@ -96,14 +97,18 @@ class TwilioProvider:
         """Send one template message and classify what came back (never raises for I/O). The
         request is written only before `not_after` (monotonic clock), else NotSent."""
         url = self._base + MESSAGES_PATH.format(account_sid=route.account_sid)
+        credentials = base64.b64encode(f"{route.account_sid}:{self._token}".encode()).decode()
         return await post_in_window(
             self._client,
-            url,
+            httpx.URL(url),
             parse_response,
             not_after=not_after,
-            data=self.request_form(send, route),
-            auth=(route.account_sid, self._token),
-            headers={"Accept": "application/json"},
+            content=urlencode(self.request_form(send, route)).encode(),
+            headers={
+                "Authorization": f"Basic {credentials}",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
         )
 
 

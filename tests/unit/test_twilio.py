@@ -18,6 +18,7 @@ from common.settings import describe_errors, split_secrets
 from common.vocabulary import ReceiptFlag
 from dispatch_service.domain.retry import ERROR_CODES, RetryClass, classify_http_error
 from dispatch_service.providers.base import Accepted, Failed, TemplateSend
+from dispatch_service.providers.meta import build_http_client
 from dispatch_service.providers.twilio import (
     TwilioProvider,
     TwilioRoute,
@@ -190,7 +191,7 @@ def test_the_request_form() -> None:
         ("Jane", "Sat 12 Oct"),
     )
     provider = TwilioProvider(
-        httpx.AsyncClient(),
+        build_http_client(timeout_seconds=1.0, connect_timeout_seconds=1.0, max_connections=1),
         base_url="http://x",
         auth_token="t",
         status_callback_url="https://h.example/webhooks/twilio",
@@ -320,7 +321,12 @@ async def test_transport_failures_are_transient_only_before_the_request_left(
         seen.append(request)
         raise raised
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with build_http_client(
+        timeout_seconds=1.0,
+        connect_timeout_seconds=1.0,
+        max_connections=1,
+        transport=httpx.MockTransport(handler),
+    ) as client:
         provider = TwilioProvider(
             client,
             base_url="https://api.twilio.example",
