@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ import grpc
 import httpx
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from common.db.migrate import upgrade
@@ -155,6 +157,7 @@ class Stack:
         }
         self.targets: list[str] = []
         self.workers: list[str] = []
+        self.worker_metrics: list[str] = []
 
     def start(self) -> None:
         scenario = self.workdir / "scenario.json"
@@ -171,11 +174,13 @@ class Stack:
             self.dispatch_pids.append(process.pid)
             if not self.args.embedded:  # the send worker in a process of its own
                 health = f"127.0.0.1:{free_port()}"
+                metrics = f"127.0.0.1:{free_port()}"
                 worker = self._spawn(
                     "dispatch_service.dispatcher",
-                    {"DISPATCHER_HEALTH_LISTEN": health, "DISPATCHER_METRICS_LISTEN": ""},
+                    {"DISPATCHER_HEALTH_LISTEN": health, "DISPATCHER_METRICS_LISTEN": metrics},
                 )
                 self.workers.append(health)
+                self.worker_metrics.append(metrics)
                 self.dispatch_pids.append(worker.pid)
         # An API-only replica (DISPATCHER_ENABLED=false) shows what a read costs on a process
         # that is not also sending.
@@ -243,6 +248,19 @@ class Stack:
     def sandbox_control(self, method: str, path: str, body: Any = None) -> Any:
         url = f"http://{self.sandbox}/_sandbox/{path}"
         return httpx.request(method, url, json=body, timeout=30).json()
+
+    def send_counts(self) -> dict[str, float]:
+        """The workers' send counters (by outcome) and slot-lateness buckets, summed."""
+        totals: dict[str, float] = defaultdict(float)
+        for listen in self.worker_metrics:
+            page = httpx.get(f"http://{listen}/metrics", timeout=10).text
+            for family in text_string_to_metric_families(page):
+                for sample in family.samples:
+                    if sample.name == "invites_dispatch_sends_total":
+                        totals[sample.labels["outcome"]] += sample.value
+                    elif sample.name == "invites_dispatch_slot_lateness_seconds_bucket":
+                        totals[f"late<={sample.labels['le']}"] += sample.value
+        return totals
 
     def rss_mb(self) -> float:
         total = 0.0
@@ -359,6 +377,7 @@ def throughput(
     stack.sandbox_control("PATCH", "scenario", {"latency": {"ms": latency_ms, "jitter_ms": 0}})
     stack.sandbox_control("POST", "reset")
     reply = precheck(stack, admin, event_id, ids["template"])
+    before = stack.send_counts()
     started_at = time.time()
     started = time.perf_counter()
     run = start(stack, admin, reply.precheck_id).run
@@ -391,6 +410,26 @@ def throughput(
             f" ({steady / (stack.args.rate * (1 - headroom)):.1%} of the schedule's rate);"
             f" the last recorded {started_at + elapsed - accepted[-1]:.2f} s after it was sent"
         )
+    worker_breakdown(stack, before)
+
+
+def worker_breakdown(stack: Stack, before: dict[str, float]) -> None:
+    """Where the workers' send slots went since `before` (their metrics; none when embedded)."""
+    if not stack.worker_metrics:
+        return
+    after = stack.send_counts()
+    diff = {key: after[key] - before.get(key, 0.0) for key in after}
+    started = diff.get("late<=+Inf", 0.0)
+    if not started:
+        return
+    within = diff.get("late<=0.001", 0.0) / started
+    over = 1 - diff.get("late<=0.05", 0.0) / started
+    print(
+        f"  the worker: {diff.get('accepted', 0):.0f} accepted, {diff.get('released', 0):.0f}"
+        f" released unsent (their slot's window passed: a wasted slot each); of the calls"
+        f" started after their mark, {within:.0%} within 1 ms of their slot, {over:.0%} more"
+        " than 50 ms late"
+    )
 
 
 def seed_workspace(conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
@@ -409,6 +448,7 @@ def many_senders(stack: Stack, workspaces: list[dict[str, uuid.UUID]], latency_m
     stack.sandbox_control("PATCH", "scenario", {"latency": {"ms": latency_ms, "jitter_ms": 0}})
     stack.sandbox_control("POST", "reset")
     replies = [precheck(stack, w["admin"], w["event"], w["template"]) for w in workspaces]
+    before = stack.send_counts()
     started = time.perf_counter()
     runs = [
         (w["admin"], start(stack, w["admin"], r.precheck_id).run.run_id)
@@ -442,6 +482,7 @@ def many_senders(stack: Stack, workspaces: list[dict[str, uuid.UUID]], latency_m
             if len(t) > 1
         )
     )
+    worker_breakdown(stack, before)
 
 
 def main() -> None:
