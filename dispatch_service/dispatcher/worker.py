@@ -80,7 +80,8 @@ FLUSH_WRITERS = 3
 MAX_BATCH = 500
 OUTAGE_RETRY_CAP_SECONDS = 5.0
 MAX_MARK_LEAD_SECONDS = 0.15
-MAX_CLAIM_LEAD_SECONDS = 0.4
+MAX_CLAIM_LEAD_SECONDS = 0.25
+STALE_AVERAGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,8 @@ class Dispatcher:
         self._runs: list[ActiveRun] = []
         self._runs_at = 0.0
         self._turn: dict[str, int] = defaultdict(int)
-        self._claim_round_trip = 0.0
-        """Moving average of how long a claim takes (seconds)."""
+        self._claim_round_trip = RecentAverage()
+        """How long a claim takes (seconds)."""
         self._loops: list[asyncio.Task[None]] = []
         self._claim_log = OutageLog(log, "claiming messages")
         self._write_log = OutageLog(log, "writing send results")
@@ -286,7 +287,7 @@ class Dispatcher:
                 self.sessions, self.limiter, run, limit, self._claim_settings, self._lead()
             )
             took = time.perf_counter() - began
-            self._claim_round_trip += 0.2 * (took - self._claim_round_trip)
+            self._claim_round_trip.add(took)
             log.debug(
                 "claimed %d in %.1f ms", len(result.messages), took * 1000, extra={"run_id": run.id}
             )
@@ -314,8 +315,8 @@ class Dispatcher:
         claim's own round trip plus a mark's, less the lateness a send may have, would be missed
         (recent averages; on a busy machine slots start later instead of being missed)."""
         lead = (
-            self._claim_round_trip
-            + self._marker.round_trip
+            self._claim_round_trip.value()
+            + self._marker.round_trip.value()
             - self.config.rate.late_tolerance_seconds
         )
         return min(MAX_CLAIM_LEAD_SECONDS, max(0.0, lead))
@@ -518,6 +519,31 @@ class Dispatcher:
             await asyncio.sleep(self.config.reconcile_seconds)
 
 
+class RecentAverage:
+    """A moving average of recent durations that forgets a quiet spell: measures older than
+    STALE_AVERAGE_SECONDS say nothing about now (a run starting on an idle worker must not
+    inherit the last busy minute's round trips), so it then reads 0 and the next measure
+    starts it again."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self._weight = weight
+        self._value = 0.0
+        self._at = float("-inf")
+
+    def add(self, seconds: float) -> None:
+        """One more measure."""
+        now = time.monotonic()
+        if now - self._at > STALE_AVERAGE_SECONDS:
+            self._value = seconds
+        else:
+            self._value += self._weight * (seconds - self._value)
+        self._at = now
+
+    def value(self) -> float:
+        """The average, or 0 after a quiet spell."""
+        return self._value if time.monotonic() - self._at <= STALE_AVERAGE_SECONDS else 0.0
+
+
 def _outage_pause(failures: int) -> float:
     """Pause before retrying a write during a database outage: 0.5 s doubling to 5 s."""
     return float(min(OUTAGE_RETRY_CAP_SECONDS, FLUSH_RETRY_SECONDS * 2 ** min(failures, 8)))
@@ -542,14 +568,14 @@ class Marker:
         committed nonetheless (the database went away after the COMMIT reached it): the
         worker gives them back under that lease too, so they are neither sent twice nor left
         `sending` without a call."""
-        self.round_trip = 0.0
-        """Moving average of how long a mark takes from asking to answer (seconds)."""
+        self.round_trip = RecentAverage()
+        """How long a mark takes from asking to answer (seconds)."""
 
     def lead(self, minimum: float) -> float:
         """How long before its slot to ask for a mark: twice the recent mark round trip (the
         wait for the previous batch included), at least `minimum`, at most MAX_MARK_LEAD.
         The busier the database, the earlier the mark, so slots are not missed."""
-        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self.round_trip))
+        return min(MAX_MARK_LEAD_SECONDS, max(minimum, 2 * self.round_trip.value()))
 
     async def mark(self, message_id: uuid.UUID) -> datetime | None:
         """The lease of the call once the message is `sending` (it may be sent); None when it
@@ -562,7 +588,7 @@ class Marker:
             return await future
         finally:
             took = time.monotonic() - asked
-            self.round_trip += 0.2 * (took - self.round_trip)
+            self.round_trip.add(took)
 
     async def run(self) -> None:
         """Serve marks until cancelled."""
