@@ -158,6 +158,7 @@ class Stack:
         self.targets: list[str] = []
         self.workers: list[str] = []
         self.worker_metrics: list[str] = []
+        self.worker_pids: list[int] = []
 
     def start(self) -> None:
         scenario = self.workdir / "scenario.json"
@@ -181,6 +182,7 @@ class Stack:
                 )
                 self.workers.append(health)
                 self.worker_metrics.append(metrics)
+                self.worker_pids.append(worker.pid)
                 self.dispatch_pids.append(worker.pid)
         # An API-only replica (DISPATCHER_ENABLED=false) shows what a read costs on a process
         # that is not also sending.
@@ -250,7 +252,7 @@ class Stack:
         return httpx.request(method, url, json=body, timeout=30).json()
 
     def send_counts(self) -> dict[str, float]:
-        """The workers' send counters (by outcome) and slot-lateness buckets, summed."""
+        """The workers' send counters (by outcome), slot-lateness buckets and CPU, summed."""
         totals: dict[str, float] = defaultdict(float)
         for listen in self.worker_metrics:
             page = httpx.get(f"http://{listen}/metrics", timeout=10).text
@@ -260,6 +262,9 @@ class Stack:
                         totals[sample.labels["outcome"]] += sample.value
                     elif sample.name == "invites_dispatch_slot_lateness_seconds_bucket":
                         totals[f"late<={sample.labels['le']}"] += sample.value
+        for pid in self.worker_pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            totals["cpu"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return totals
 
     def rss_mb(self) -> float:
@@ -424,11 +429,13 @@ def worker_breakdown(stack: Stack, before: dict[str, float]) -> None:
         return
     within = diff.get("late<=0.001", 0.0) / started
     over = 1 - diff.get("late<=0.05", 0.0) / started
+    accepted = diff.get("accepted", 0.0)
     print(
-        f"  the worker: {diff.get('accepted', 0):.0f} accepted, {diff.get('released', 0):.0f}"
+        f"  the worker: {accepted:.0f} accepted, {diff.get('released', 0):.0f}"
         f" released unsent (their slot's window passed: a wasted slot each); of the calls"
         f" started after their mark, {within:.0%} within 1 ms of their slot, {over:.0%} more"
-        " than 50 ms late"
+        f" than 50 ms late; {diff['cpu'] * 1e6 / max(1.0, accepted):.0f} us of worker CPU per"
+        " message accepted"
     )
 
 
