@@ -60,8 +60,10 @@ class SendSettings(ServiceSettings):
     """DISPATCH_THROTTLE_BACKOFF_SECONDS: pause of a sender's schedule after a 130429."""
 
     dispatch_schedule_horizon_seconds: float = Field(default=0.2, gt=0, le=5)
-    """DISPATCH_SCHEDULE_HORIZON_SECONDS: how far ahead a replica claims send slots; bounds
-    how many claimed-but-unsent messages a killed replica can leave behind (rate * horizon)."""
+    """DISPATCH_SCHEDULE_HORIZON_SECONDS: how far ahead a replica claims send slots, counted
+    from its claim lead (its recent claim and mark round trips, at most 0.25 s); bounds how
+    many claimed-but-unsent messages a killed replica can leave behind (rate * (lead +
+    horizon))."""
 
     dispatch_max_attempts: int = Field(default=5, ge=1, le=20)
     """DISPATCH_MAX_ATTEMPTS: provider calls per message before a transient error is final
