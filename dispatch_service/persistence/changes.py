@@ -27,6 +27,14 @@ from dispatch_service.read_models import ChangeView
 SEQUENCER_LOCK = (0x434847, 1)  # "CHG"
 
 TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:a, :b)")
+# The numbering's scan of ix_change_log_pending must walk the index in order, never as a bitmap.
+# Every numbered row leaves a dead entry in that partial index until a vacuum; an index scan
+# marks each one it steps over as dead for all later scans (so they skip it without reading the
+# heap), a bitmap scan never does and reads every one again on every round, so each round costs
+# more than the last. The planner picks the bitmap (it expects few pending rows). Measured, 700
+# rows a round: with the bitmap a round went from 8.1 to 14.9 ms over 140,000 numbered rows, with
+# the index from 7.5 to 9.6 ms (the rest is the UPDATE itself).
+NO_BITMAP = text("SET LOCAL enable_bitmapscan = off")
 SEQUENCE = text("""
     WITH pending AS (
       SELECT id, row_number() OVER (ORDER BY id) AS n
@@ -66,6 +74,7 @@ async def sequence_pending(session: AsyncSession, limit: int = 50_000) -> int | 
         locked = await session.execute(TRY_LOCK, {"a": SEQUENCER_LOCK[0], "b": SEQUENCER_LOCK[1]})
         if not locked.scalar_one():
             return None
+        await session.execute(NO_BITMAP)
         result = await session.execute(SEQUENCE, {"limit": limit})
         return _rowcount(result)
 
