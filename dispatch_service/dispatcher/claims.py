@@ -84,7 +84,9 @@ class ClaimResult:
     exhausted: bool
     """True when the run had fewer due messages than the claim could take."""
     wait_seconds: float
-    """When no slot was free: how long until one is."""
+    """How long until the sender has a worthwhile batch of slots again, when none was free or
+    this claim took some (else 0: nothing was due, the run stopped, or it is held for the
+    messaging limit)."""
     outage: bool = False
     """The sender is in a provider outage (only probes go out)."""
 
@@ -150,7 +152,8 @@ async def claim(
         )
         for c, slot in zip(sendable, slots, strict=True)
     ]
-    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, 0.0, outage)
+    wait = limiter.wait_after(reservation, len(sendable)) if sendable else 0.0
+    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, wait, outage)
 
 
 async def _hold_quiet_hours(

@@ -59,6 +59,10 @@ class Reservation:
     """The sender's provider outage, if any: then `slots` is at most one probe."""
     monotonic_at_db_now: float = 0.0
     """`db_now` on this process's time.monotonic() clock (domain.database_clock)."""
+    floor: int = 1
+    """The fewest slots worth a claim (domain.send_rate.batch_floor)."""
+    lead_seconds: float = 0.0
+    """How soon after `db_now` the first slot could be."""
 
     def monotonic_at(self, moment: datetime) -> float:
         """A moment on the database's clock (a slot) on this process's monotonic clock."""
@@ -121,13 +125,30 @@ class SenderRateLimiter:
                 at_db_now,
             )
         floor = batch_floor(schedule, db_now, self.settings, limit)
+        # Waits aim at a full batch, a claim takes three quarters of one: a claim that comes
+        # when its wait said (the lead moved a little since, the clocks round) takes its slots
+        # instead of coming back empty.
+        accept = max(1, floor * 3 // 4)
         return Reservation(
             sender=sender,
             schedule=schedule,
             db_now=db_now,
-            slots=available_slots(schedule, db_now, self.settings, floor, lead_seconds),
+            slots=available_slots(schedule, db_now, self.settings, accept, lead_seconds),
             wait_seconds=wait_seconds(schedule, db_now, self.settings, floor, lead_seconds),
             monotonic_at_db_now=at_db_now,
+            floor=floor,
+            lead_seconds=lead_seconds,
+        )
+
+    def wait_after(self, reservation: Reservation, used: int) -> float:
+        """Once a claim took `used` of the offered slots: how long until the sender has a
+        worthwhile batch again (from the reservation's moment; at least a millisecond). During
+        an outage, 0: the next claim learns when the next probe is due."""
+        if reservation.outage is not None:
+            return 0.0
+        after = take(reservation.schedule, reservation.slots, used)
+        return wait_seconds(
+            after, reservation.db_now, self.settings, reservation.floor, reservation.lead_seconds
         )
 
     async def commit(self, session: AsyncSession, reservation: Reservation, used: int) -> None:

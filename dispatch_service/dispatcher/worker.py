@@ -177,6 +177,9 @@ class Dispatcher:
         self._marker = Marker(sessions, self.owner, config.lease_seconds)
         self._reserved = 0
         self._room = asyncio.Event()
+        """Wakes the claim loop: a run became claimable, the worker stops, or (only while the
+        loop waits for room, `_needs_room`) results were written and their places freed."""
+        self._needs_room = False
         self._stopping = asyncio.Event()
         self._results: list[Result] = []
         self._have_results = asyncio.Event()
@@ -187,6 +190,8 @@ class Dispatcher:
         self._runs: list[ActiveRun] = []
         self._runs_at = 0.0
         self._turn: dict[str, int] = defaultdict(int)
+        self._claim_at: dict[str, float] = {}
+        """When each sender is next worth a claim (time.monotonic())."""
         self._claim_round_trip = RecentAverage()
         """How long a claim takes (seconds)."""
         self._loops: list[asyncio.Task[None]] = []
@@ -223,6 +228,7 @@ class Dispatcher:
     def _new_runs(self) -> None:
         """A run became claimable (run_wakeups): reload the active runs and claim now."""
         self._runs_at = float("-inf")
+        self._claim_at.clear()
         self._room.set()
 
     def stop(self) -> None:
@@ -244,6 +250,9 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         try:
             while not self._stopping.is_set():
+                # Cleared before the round, not before the wait: a wake-up that comes during
+                # the round (a new run, freed room) then cuts the wait after it short.
+                self._room.clear()
                 try:
                     pause = await self._claim_round()
                     self._claim_log.succeeded()
@@ -256,14 +265,21 @@ class Dispatcher:
             self._stopping.set()
 
     async def _wait(self, seconds: float) -> None:
-        self._room.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), seconds)
 
     async def _claim_round(self) -> float:
-        """Claim what there is room and slots for; returns how long to wait before the next."""
+        """Claim what there is room and slots for; returns how long to wait before the next.
+
+        No empty claims: a sender is claimed for only once the wait its last claim gave has
+        passed (its next worthwhile batch of slots), and written results wake the loop only
+        when it waits for room. Before, every flush (every 20 ms) woke it and each wake-up
+        claimed for every sender: two to four empty claims, each a transaction on the
+        sender's schedule row, for every claim that took messages."""
+        self._needs_room = False
         await self._refresh()
         if self._free() <= 0:
+            self._needs_room = True
             return self.config.poll_seconds
         by_sender: dict[str, list[ActiveRun]] = defaultdict(list)
         for run in self._runs:
@@ -271,7 +287,15 @@ class Dispatcher:
                 by_sender[run.sender].append(run)
         if not by_sender:
             return self.config.poll_seconds
-        waits = [await self._claim_for_sender(s, runs) for s, runs in by_sender.items()]
+        waits = []
+        for sender, runs in by_sender.items():
+            due = self._claim_at.get(sender, 0.0) - time.monotonic()
+            if due > 0:
+                waits.append(due)
+                continue
+            wait = await self._claim_for_sender(sender, runs)
+            self._claim_at[sender] = time.monotonic() + wait
+            waits.append(wait)
         return min(waits)
 
     async def _claim_for_sender(self, sender: str, runs: Sequence[ActiveRun]) -> float:
@@ -279,6 +303,7 @@ class Dispatcher:
         for offset in range(len(runs)):
             free = self._free()
             if free <= 0 or self._stopping.is_set():
+                self._needs_room = True
                 return self.config.poll_seconds
             run = runs[(start + offset) % len(runs)]
             limit = min(self.config.claim_batch_size, free)
@@ -299,11 +324,13 @@ class Dispatcher:
                 self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
-            if result.wait_seconds > 0:
-                return result.wait_seconds  # no slot for this sender yet
+            # The wait is counted from the claim's lock: less what the claim took since.
+            wait = max(0.001, result.wait_seconds - took) if result.wait_seconds > 0 else 0.0
             if result.messages and not result.exhausted:
                 self._turn[sender] = start + offset + 1
-                return 0.0  # there is more right away
+                return wait  # the run has more: once the sender has slots again
+            if not result.messages and wait > 0:
+                return wait  # no slot for this sender yet
         self._turn[sender] = start + 1
         return self.config.poll_seconds
 
@@ -453,7 +480,8 @@ class Dispatcher:
         await self._write(batch)
         self._reserved -= len(batch)
         IN_FLIGHT.dec(len(batch))
-        self._room.set()
+        if self._needs_room:
+            self._room.set()
         self._have_results.set()  # wakes the flush loop when it waits for the last writer
 
     async def _write(self, batch: list[Result]) -> None:

@@ -213,7 +213,16 @@ class DispatchStack:
             if waiting == 0 and pending[0][0] == 0:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"webhooks unsettled: {webhooks}, receipts {pending}")
+                with Seeder(database_url) as seed:
+                    stuck = seed.rows(
+                        "SELECT attempts, last_error, now() - received_at, flag, provider"
+                        " FROM webhook_receipt WHERE state = 'pending' ORDER BY received_at"
+                        " LIMIT 5"
+                    )
+                raise AssertionError(
+                    f"webhooks unsettled: {webhooks}, receipts {pending}; the oldest pending"
+                    f" (attempts, last error, age, flag, provider): {stuck}"
+                )
             time.sleep(0.2)
 
     def ledger(self) -> list[dict[str, Any]]:

@@ -383,6 +383,37 @@ async def test_a_run_started_while_the_worker_waits_is_claimed_on_its_signal(
     assert len(fake.sends) == 3
 
 
+async def test_the_worker_claims_when_its_sender_has_slots_not_at_every_flush(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    # 150 messages at 200/s (180/s after headroom): claims of half a horizon's slots each.
+    # A claim that took its sender's slots says when the next batch comes; the loop sleeps
+    # until then, and written results (every 10 ms here) do not wake it to claim for nothing.
+    took: list[bool] = []  # per claim: did it take messages?
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        result = await claim(*args, **kwargs)
+        took.append(bool(result.messages))
+        return result
+
+    monkeypatch.setattr(worker_module, "claim", counted)
+    phones = [f"+1415666{n:04d}" for n in range(150)]
+    world = seed_world(database_url, phones)
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    rate = RateSettings(messages_per_second=200, headroom=0.1, horizon_seconds=0.2)
+    async with running(sessions, fake, rate=rate, concurrency=500, claim_batch_size=500):
+        await wait_for(completed(sessions, run.id), what="run completed")
+
+    assert len(fake.sends) == 150
+    # Up to the last claim that took messages (after it, nothing is queued and the worker
+    # polls until the run completes):
+    sending = took[: len(took) - took[::-1].index(True)]
+    taking, empty = sending.count(True), sending.count(False)
+    assert taking >= 5  # batches of ~18 slots, not one claim for everything
+    assert empty <= taking // 2, (taking, empty)
+
+
 async def test_slots_are_dated_after_the_schedule_lock_was_granted_not_before_the_wait(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
