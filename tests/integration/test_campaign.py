@@ -644,7 +644,11 @@ async def test_the_messaging_limit_holds_new_recipients_until_the_24_hour_window
         ttl_seconds=600,
     )
     assert (again.allowance.limit, again.allowance.used, again.allowance.remaining) == (2, 2, 0)
-    assert again.allowance.frees_at == hold.first_due_at
+    # The hold was set by a claim that may have come before the two sends were marked: a use
+    # claimed but not yet marked counts from the claim's moment, a marked one from its mark
+    # (persistence/messaging_limit.py), so the two estimates differ by at most the claim lead.
+    assert again.allowance.frees_at is not None
+    assert abs(again.allowance.frees_at - hold.first_due_at) < timedelta(seconds=1)
 
     with Seeder(database_url) as seed:  # the test moves the clock: a day has passed
         seed.conn.execute(
