@@ -49,6 +49,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
+from bench.processes import cpu_seconds
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -262,9 +263,7 @@ class Stack:
                         totals[sample.labels["outcome"]] += sample.value
                     elif sample.name == "invites_dispatch_slot_lateness_seconds_bucket":
                         totals[f"late<={sample.labels['le']}"] += sample.value
-        for pid in self.worker_pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            totals["cpu"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        totals["cpu"] = sum(cpu_seconds(pid) for pid in self.worker_pids)
         return totals
 
     def rss_mb(self) -> float:

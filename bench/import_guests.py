@@ -38,6 +38,7 @@ import psycopg
 from grpc import aio
 from psycopg import sql
 
+from bench.processes import cpu_seconds
 from common.db.engine import make_engine, make_sessions
 from common.db.migrate import upgrade
 from common.db.urls import with_database
@@ -102,12 +103,6 @@ async def _chunks(path: Path, key: str, chunk: int) -> AsyncIterator[pb.ImportGu
             yield pb.ImportGuestsRequest(chunk=data)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -121,7 +116,7 @@ def _postgres_cpu(url: str) -> float:
             "SELECT pid FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
-    return sum(_cpu_seconds(pid) for (pid,) in pids)
+    return sum(cpu_seconds(pid) for (pid,) in pids)
 
 
 async def _import(

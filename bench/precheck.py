@@ -25,13 +25,13 @@ import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from sqlalchemy import text
 
+from bench.processes import cpu_seconds
 from common.db.engine import make_engine, make_sessions
 from common.db.migrate import upgrade
 from common.db.urls import with_database
@@ -108,12 +108,6 @@ def _ceiling(url: str, workspace: uuid.UUID, repeat: int) -> list[float]:
     return timings
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _prechecks(url: str, ids: dict[str, Any], repeat: int) -> list[float]:
     # One pooled connection: its backend's CPU is what Postgres spent on the precheck.
     engine = make_engine(url, pool_size=1, max_overflow=0)
@@ -124,11 +118,11 @@ async def _prechecks(url: str, ids: dict[str, Any], repeat: int) -> list[float]:
             backend = int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
         command = precheck_command(ids["admin"], str(ids["ev"]), str(ids["template"]), 50, [])
         for attempt in range(repeat):
-            own, postgres = time.process_time(), _cpu_seconds(backend)
+            own, postgres = time.process_time(), cpu_seconds(backend)
             started = time.perf_counter()
             result = await precheck_send(sessions, command, ttl_seconds=600)
             timings.append(time.perf_counter() - started)
-            own, postgres = time.process_time() - own, _cpu_seconds(backend) - postgres
+            own, postgres = time.process_time() - own, cpu_seconds(backend) - postgres
             blocked = ", ".join(f"{r.value} {n}" for r, n in result.blocked_by_reason.items())
             print(
                 f"  PrecheckSend run {attempt + 1}: {timings[-1]:.3f} s; CPU s: service"
