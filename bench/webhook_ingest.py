@@ -48,6 +48,7 @@ import psycopg
 from aiohttp import web
 from psycopg import sql
 
+from bench.processes import cpu_seconds, postgres_cpu_seconds
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -292,10 +293,35 @@ class Figures:
     """Events/s the bare server took of the same POSTs (saturating runs only)."""
 
 
-async def measure(scenario: Scenario, url: str, db_url: str, connections: int) -> Figures:
+class CpuMeter:
+    """CPU seconds used by the ingestor, the dispatch service, Postgres and this load generator
+    over one phase: with the events it handled, what each costs per event (a figure that noise
+    on the machine changes far less than a rate)."""
+
+    def __init__(self, services: dict[str, int]) -> None:
+        self.services = services
+        self.before = self.read()
+
+    def read(self) -> dict[str, float]:
+        used = {name: cpu_seconds(pid) for name, pid in self.services.items()}
+        used["postgres"] = postgres_cpu_seconds()
+        used["load generator"] = time.process_time()
+        return used
+
+    def per_event(self, events: int) -> str:
+        after = self.read()
+        spent = {name: (after[name] - self.before[name]) / events * 1e6 for name in after}
+        parts = ", ".join(f"{name} {us:,.0f}" for name, us in spent.items())
+        return f"{sum(spent.values()):,.0f} µs of CPU per event ({parts})"
+
+
+async def measure(
+    scenario: Scenario, url: str, db_url: str, connections: int, services: dict[str, int]
+) -> Figures:
     posts = scenario.bodies(int(time.time()))
     with psycopg.connect(db_url) as conn:
         since = conn.execute("SELECT clock_timestamp()").fetchone()
+    cpu = CpuMeter(services)
     started = time.perf_counter()
     if scenario.rate is None:
         latencies = await send_saturating(url, posts, connections)
@@ -320,6 +346,7 @@ async def measure(scenario: Scenario, url: str, db_url: str, connections: int) -
         if len(settled) >= len(posts) or time.perf_counter() - started > 300:
             break
         await asyncio.sleep(0.05)
+    spent = cpu.per_event(scenario.events)
     to_applied = [settled[s.sha256] - s.began for s in latencies if s.sha256 in settled]
     with psycopg.connect(db_url) as conn:
         lag = conn.execute(
@@ -345,6 +372,7 @@ async def measure(scenario: Scenario, url: str, db_url: str, connections: int) -
         f"   POST -> applied: p50 {percentile(to_applied, 0.5) * 1000:.1f} ms,"
         f" p99 {whole:.1f} ms ({len(to_applied)} of {len(posts)} POSTs settled)"
     )
+    print(f"   {spent}")
     return Figures(events / applied, whole)
 
 
@@ -448,7 +476,8 @@ async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]
         await wait_http(f"http://{webhook}/readyz")
         for run in runs:
             url = f"http://{webhook}/webhooks/whatsapp"
-            figures[run.label] = await measure(run, url, db_url, args.connections)
+            services = {"ingestor": processes[1].pid, "dispatch": processes[0].pid}
+            figures[run.label] = await measure(run, url, db_url, args.connections, services)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
