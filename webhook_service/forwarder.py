@@ -12,16 +12,20 @@ Two paths share one planning step (normalise, bind senders, build requests of at
   another one holds), forwards them, and records the outcome in the same transaction. It is what
   delivers receipts stored while the dispatch service was down, or before a crash.
 
-A receipt is marked ``applied`` only after ApplyStatus succeeded for every update in it.
-When a call fails, its receipts stay ``pending`` (attempts and last
-error recorded) and the ingestor is *degraded* until a call succeeds: fresh receipts are not
-queued in memory (they wait in the database, so memory stays bounded however long the dispatch
-service is down), and the sweeper takes every pending receipt whatever its age, once per sweep
-interval. After the outage (of the dispatch service or of Postgres), and from start-up (an
-ingestor killed before forwarding leaves receipts behind), the ingestor stays in that *catching
-up* mode until a sweep finds no pending receipt older than a second: such receipts never wait
-for the minimum age, so the backlog is applied within one sweep interval of the dispatch service
-and the database answering again (fresh receipts keep their fast path meanwhile).
+A receipt is marked ``applied`` only when ApplyStatus applied every update in it: on the fresh path
+by ApplyStatus itself, in the transaction that applies them (the request names its receipts; one
+commit per batch instead of two), and by the ingestor for what the call did not settle (flagged
+receipts, receipts with nothing to forward, ones a sweeper held); the sweeper, which holds its
+receipts locked, marks them itself in its own transaction. When a call fails, its receipts stay
+``pending`` (attempts and last error recorded) and the ingestor is *degraded* until a call
+succeeds: fresh receipts are not queued in memory (they wait in the database, so memory stays
+bounded however long the dispatch service is down), and the sweeper takes every pending receipt
+whatever its age, once per sweep interval. After the outage (of the dispatch service or of
+Postgres), and from start-up (an ingestor killed before forwarding leaves receipts behind), the
+ingestor stays in that *catching up* mode until a sweep finds no pending receipt older than a
+second: such receipts never wait for the minimum age, so the backlog is applied within one sweep
+interval of the dispatch service and the database answering again (fresh receipts keep their fast
+path meanwhile).
 
 Failures that an outage repeats (the database or the dispatch service away) are logged once per
 back-off step with a growing interval (common.outages.OutageLog), without tracebacks.
@@ -45,12 +49,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.db.receipts import Settled, Settlement, settle
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import dispatch_pb2_grpc as pb_grpc
 from common.outages import OutageLog
 from common.vocabulary import ReceiptFlag, ReceiptState
 from webhook_service import inbox, metrics
-from webhook_service.inbox import Receipt, Settlement
+from webhook_service.inbox import Receipt
 from webhook_service.normalise import Normalised, normalise
 from webhook_service.settings import WebhookSettings
 from webhook_service.twilio import normalise_twilio
@@ -441,9 +446,15 @@ class Forwarder:
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
         if self._degraded:
             return  # left pending for the sweeper
-        plans = await self._plan(self._engine, receipts)
-        async with self._engine.begin() as conn:
-            await self._deliver(conn, plans, self._settings.webhook_forward_attempts, "fresh")
+        left: list[Settlement] = []
+        for work in await self._plan(self._engine, receipts):
+            # ApplyStatus marks these applied in its own transaction: one commit, not two.
+            work.request.settle_receipts.extend(_settlement_message(s) for s in work.forwarded)
+            response = await self._call(work, attempts=self._settings.webhook_forward_attempts)
+            left += self._left_to_settle(work, response, "fresh")
+        if left:  # flagged, nothing to forward, failed, or held by a sweeper meanwhile
+            async with self._engine.begin() as conn:
+                self._count(await settle(conn, left), left, "fresh")
 
     # --- the sweeper -------------------------------------------------------------------------
 
@@ -486,7 +497,12 @@ class Forwarder:
                 if catching_up and not self._degraded:
                     self._catching_up = False  # nothing left behind: fresh receipts flow again
                 return 0
-            applied = await self._deliver(conn, await self._plan(conn, receipts), 1, "sweep")
+            # The sweeper holds these receipts (FOR NO KEY UPDATE) until it commits, so it
+            # settles them itself, in this transaction, rather than asking ApplyStatus to.
+            left: list[Settlement] = []
+            for work in await self._plan(conn, receipts):
+                left += self._left_to_settle(work, await self._call(work, attempts=1), "sweep")
+            applied = self._count(await settle(conn, left), left, "sweep")
         if applied:
             log.info("swept %d pending receipts: applied", applied, extra={"count": applied})
         return len(receipts)
@@ -496,26 +512,14 @@ class Forwarder:
     async def _plan(self, db: AsyncConnection | AsyncEngine, receipts: list[Receipt]) -> list[Plan]:
         return await plan(db, receipts, self._senders, self._settings.webhook_forward_batch_updates)
 
-    async def _deliver(
-        self, conn: AsyncConnection, plans: list[Plan], attempts: int, path: str
-    ) -> int:
-        """Call ApplyStatus for each plan and record the outcome on its receipts (in `conn`);
-        returns how many receipts were applied."""
-        applied = 0
-        for work in plans:
-            applied += await self._settle(
-                conn, work, await self._call(work, attempts=attempts), path
-            )
-        return applied
-
-    async def _call(self, work: Plan, *, attempts: int) -> str | None:
-        """Send the plan's request; None on success, else the last error's code name."""
+    async def _call(self, work: Plan, *, attempts: int) -> pb.ApplyStatusResponse | str:
+        """Send the plan's request: its response, or the last error's code name."""
         if not work.update_count:
-            return None
+            return pb.ApplyStatusResponse()
         error = "not attempted"
         for attempt in range(1, attempts + 1):
             try:
-                await self._stub.ApplyStatus(
+                response: pb.ApplyStatusResponse = await self._stub.ApplyStatus(
                     work.request,
                     timeout=self._settings.webhook_forward_deadline_seconds,
                     metadata=self._metadata,
@@ -540,28 +544,59 @@ class Forwarder:
                 metrics.UPDATES_FORWARDED.labels("statuses").inc(len(r.statuses))
                 metrics.UPDATES_FORWARDED.labels("preferences").inc(len(r.preferences))
                 metrics.UPDATES_FORWARDED.labels("inbound_texts").inc(len(r.inbound_texts))
-                return None
+                return response
         return error
 
-    async def _settle(self, conn: AsyncConnection, work: Plan, error: str | None, path: str) -> int:
-        forwarded = work.forwarded
-        if error is not None:
-            forwarded = [
-                Settlement(s.receipt_id, ReceiptState.PENDING, error=f"ApplyStatus: {error}")
-                for s in forwarded
+    def _left_to_settle(
+        self, work: Plan, outcome: pb.ApplyStatusResponse | str, path: str
+    ) -> list[Settlement]:
+        """What the ingestor must still record on the plan's receipts after its call: all of
+        them but those ApplyStatus settled itself (counted here)."""
+        if isinstance(outcome, str):  # the call failed: its receipts stay pending
+            failed = f"ApplyStatus: {outcome}"
+            return [
+                *work.settled,
+                *(
+                    Settlement(s.receipt_id, ReceiptState.PENDING, error=failed)
+                    for s in work.forwarded
+                ),
             ]
-        by_id = {s.receipt_id: s for s in [*work.settled, *forwarded]}
+        done = {uuid.UUID(r.receipt_id): r.lag_seconds for r in outcome.settled_receipts}
+        if done:
+            settled = [
+                Settled(s.receipt_id, ReceiptState.APPLIED, s.flag, done[s.receipt_id])
+                for s in work.forwarded
+                if s.receipt_id in done
+            ]
+            self._count(settled, work.forwarded, path)
+        return [*work.settled, *(s for s in work.forwarded if s.receipt_id not in done)]
+
+    @staticmethod
+    def _count(settled: Sequence[Settled], settlements: Sequence[Settlement], path: str) -> int:
+        """Count settled receipts in the metrics; returns how many were applied."""
+        by_id = {s.receipt_id: s for s in settlements}
         applied = 0
-        for receipt_id, state, flag, lag in await inbox.settle(conn, list(by_id.values())):
-            if state == ReceiptState.APPLIED:
-                metrics.FORWARD_LAG.observe(lag)
+        for receipt in settled:
+            if receipt.state == ReceiptState.APPLIED:
+                metrics.FORWARD_LAG.observe(receipt.lag_seconds)
                 applied += 1
-            if state == ReceiptState.PENDING:
+            if receipt.state == ReceiptState.PENDING:
                 continue
-            metrics.RECEIPTS_SETTLED.labels(flag or state, path).inc()
-            settlement = by_id[receipt_id]
+            metrics.RECEIPTS_SETTLED.labels(receipt.flag or receipt.state, path).inc()
+            settlement = by_id[receipt.receipt_id]
             if settlement.unreadable:
                 metrics.ITEMS_UNREADABLE.inc(settlement.unreadable)
             for subject in settlement.ignored:
                 metrics.CHANGES_IGNORED.labels(subject).inc()
         return applied
+
+
+def _settlement_message(settlement: Settlement) -> pb.ReceiptSettlement:
+    """A forwarded receipt's settlement as ApplyStatus takes it."""
+    return pb.ReceiptSettlement(
+        receipt_id=str(settlement.receipt_id),
+        flag=settlement.flag or "",
+        phone_number_id=settlement.phone_number_id or "",
+        workspace_id=str(settlement.workspace_id) if settlement.workspace_id else "",
+        notes_json=settlement.notes or "",
+    )

@@ -49,24 +49,6 @@ class Receipt:
     """meta (a Graph JSON body) or twilio (webhook_service.twilio.receipt_body)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What to record on a receipt after a forwarding attempt."""
-
-    receipt_id: uuid.UUID
-    state: str  # pending (attempt failed), applied, flagged
-    flag: str | None = None
-    phone_number_id: str | None = None
-    workspace_id: uuid.UUID | None = None
-    error: str | None = None
-    notes: str | None = None
-    """JSON list of ``{path, kind, reason}`` (items not read or ignored); None keeps the stored."""
-    unreadable: int = 0
-    """How many items of the body could not be read (for the metrics)."""
-    ignored: Sequence[str] = ()
-    """The change fields (or item kinds) ignored in the body (for the metrics)."""
-
-
 INSERT_RECEIPTS = text("""
     INSERT INTO webhook_receipt (body, body_sha256, headers, signature_verdict, state, provider)
     SELECT v.body, v.sha256, CAST(v.headers AS jsonb), 'valid', 'pending', v.provider
@@ -88,21 +70,6 @@ SENDER_BINDINGS = text("""
            min(id::text) AS some_workspace
     FROM workspace WHERE sender_phone_number_id = ANY(CAST(:ids AS text[]))
     GROUP BY sender_phone_number_id
-""")
-SETTLE = text("""
-    UPDATE webhook_receipt AS r
-    SET state = v.state, flag = v.flag,
-        notes = COALESCE(CAST(v.notes AS jsonb), r.notes),
-        phone_number_id = COALESCE(v.phone_number_id, r.phone_number_id),
-        workspace_id = COALESCE(v.workspace_id, r.workspace_id),
-        applied_at = CASE WHEN v.state = 'applied' THEN now() ELSE r.applied_at END,
-        attempts = r.attempts + 1, last_error = v.error
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:states AS text[]), CAST(:flags AS text[]),
-                CAST(:phone_number_ids AS text[]), CAST(:workspace_ids AS uuid[]),
-                CAST(:errors AS text[]), CAST(:notes AS text[]))
-         AS v(id, state, flag, phone_number_id, workspace_id, error, notes)
-    WHERE r.id = v.id AND r.state = 'pending'
-    RETURNING r.id, r.state, r.flag, EXTRACT(EPOCH FROM (now() - r.received_at)) AS lag
 """)
 PENDING_STATS = text("""
     SELECT count(*) AS pending, EXTRACT(EPOCH FROM now() - min(received_at)) AS oldest
@@ -254,28 +221,6 @@ async def sender_bindings(
         row.phone_number_id: uuid.UUID(row.some_workspace) if row.workspaces == 1 else None
         for row in rows
     }
-
-
-async def settle(
-    conn: AsyncConnection, settlements: Sequence[Settlement]
-) -> list[tuple[uuid.UUID, str, str | None, float]]:
-    """Record an attempt's outcome on still-pending receipts: (id, state, flag, lag seconds)
-    for each receipt that was still pending."""
-    if not settlements:
-        return []
-    rows = await conn.execute(
-        SETTLE,
-        {
-            "ids": [s.receipt_id for s in settlements],
-            "states": [s.state for s in settlements],
-            "flags": [s.flag for s in settlements],
-            "phone_number_ids": [s.phone_number_id for s in settlements],
-            "workspace_ids": [s.workspace_id for s in settlements],
-            "errors": [s.error for s in settlements],
-            "notes": [s.notes for s in settlements],
-        },
-    )
-    return [(row.id, row.state, row.flag, float(row.lag)) for row in rows]
 
 
 async def pending_stats(engine: AsyncEngine) -> tuple[int, float]:

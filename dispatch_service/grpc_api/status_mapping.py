@@ -10,8 +10,11 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import orjson
+
+from common.db.receipts import Settlement
 from common.generated.invites.v1 import dispatch_pb2 as pb
-from common.vocabulary import ApplyOutcome
+from common.vocabulary import ApplyOutcome, ReceiptFlag, ReceiptState
 from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
@@ -223,6 +226,37 @@ def _limit_update(check: _Checker, item: pb.MessagingLimitUpdate, field: str) ->
     )
 
 
+APPLIED_RECEIPT_FLAGS = frozenset({"", ReceiptFlag.UNREADABLE_ITEMS, ReceiptFlag.IGNORED})
+"""The flags an applied receipt may carry (the others go with receipts never applied)."""
+
+
+def _settlement(check: _Checker, item: pb.ReceiptSettlement, field: str) -> Settlement:
+    named = f"{field}.receipt_id"
+    receipt_id = check.receipt(check.required(item.receipt_id, named), named)
+    workspace_id = parse_uuid_or_none(item.workspace_id) if item.workspace_id else None
+    if item.workspace_id and workspace_id is None:
+        check.violations.append(FieldViolation(f"{field}.workspace_id", NOT_AN_ID))
+    if item.flag not in APPLIED_RECEIPT_FLAGS:
+        check.violations.append(
+            FieldViolation(f"{field}.flag", "must be empty, unreadable_items or ignored")
+        )
+    if item.notes_json:
+        try:
+            notes = orjson.loads(item.notes_json)
+        except orjson.JSONDecodeError:
+            notes = None
+        if not isinstance(notes, list):
+            check.violations.append(FieldViolation(f"{field}.notes_json", "must be a JSON array"))
+    return Settlement(
+        receipt_id=receipt_id or uuid.UUID(int=0),
+        state=ReceiptState.APPLIED,
+        flag=item.flag or None,
+        phone_number_id=item.phone_number_id.strip() or None,
+        workspace_id=workspace_id,
+        notes=item.notes_json or None,
+    )
+
+
 def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
     """The use case's command, or InvalidArgument naming every bad field."""
     total = (
@@ -254,6 +288,10 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
             _limit_update(check, u, f"messaging_limit_updates[{i}]")
             for i, u in enumerate(request.messaging_limit_updates)
         ],
+        settle_receipts=[
+            _settlement(check, r, f"settle_receipts[{i}]")
+            for i, r in enumerate(request.settle_receipts)
+        ],
     )
     if check.violations:
         raise InvalidArgument(*check.violations)
@@ -267,4 +305,8 @@ def to_response(result: ApplyStatusResult) -> pb.ApplyStatusResponse:
         do_not_message_added=result.do_not_message_added,
         template_outcomes=[TEMPLATE_OUTCOMES[o] for o in result.template_outcomes],
         paused_run_ids=[str(r) for r in result.paused_runs],
+        settled_receipts=[
+            pb.SettledReceipt(receipt_id=str(r.receipt_id), lag_seconds=r.lag_seconds)
+            for r in result.settled_receipts
+        ],
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db import receipts
 from common.vocabulary import ApplyOutcome
 from dispatch_service.domain.do_not_message import DoNotMessageRequest, provider_opt_out
 from dispatch_service.domain.identities import LearnedIdentity, learned_identities
@@ -86,6 +87,9 @@ class ApplyStatusCommand:
     pricing: Sequence[Pricing | None] = ()
     """The pricing block reported with each status (by index; shorter or None: none)."""
     limit_updates: Sequence[LimitAnnouncement] = ()
+    settle_receipts: Sequence[receipts.Settlement] = ()
+    """Webhook receipts to mark applied in the batch's transaction (those another transaction
+    holds are skipped: it settles them)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,17 @@ class ApplyStatusResult:
     do_not_message_added: int = 0
     template_outcomes: list[TemplateUpdateOutcome] = field(default_factory=list)
     paused_runs: list[uuid.UUID] = field(default_factory=list)
+    settled_receipts: list[receipts.Settled] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What one transaction of the batch did."""
+
+    applications: list[StatusApplication]
+    added: dict[str, int]
+    templates: TemplateUpdatesApplied
+    settled: list[receipts.Settled]
 
 
 def collect_opt_outs(
@@ -158,7 +173,7 @@ def collect_identities(
 
 async def _apply_once(
     session: AsyncSession, command: ApplyStatusCommand, defer_seconds: float
-) -> tuple[list[StatusApplication], dict[str, int], TemplateUpdatesApplied]:
+) -> _Applied:
     applications = await status_store.apply_status_updates(session, command.statuses, defer_seconds)
     await record_pricing(
         session,
@@ -172,7 +187,9 @@ async def _apply_once(
     await learn_user_ids(session, collect_identities(command, applications))
     templates = await apply_template_updates(session, command.template_updates)
     await record_limits(session, command.limit_updates)
-    return applications, dict(Tally(entry.source.value for entry in added)), templates
+    settled = await receipts.settle(session, command.settle_receipts, skip_locked=True)
+    tally = dict(Tally(entry.source.value for entry in added))
+    return _Applied(applications, tally, templates, settled)
 
 
 async def apply_status(
@@ -186,7 +203,7 @@ async def apply_status(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
-                applications, added, templates = await _apply_once(session, command, defer_seconds)
+                applied = await _apply_once(session, command, defer_seconds)
             break
         except Exception as error:
             if attempt == MAX_ATTEMPTS or not status_store.is_retryable(error):
@@ -194,12 +211,13 @@ async def apply_status(
             CONFLICT_RETRIES.inc()
             await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
     APPLY_SECONDS.observe(time.perf_counter() - started)
-    _record(command, applications, added)
+    _record(command, applied.applications, applied.added)
     return ApplyStatusResult(
-        outcomes=[a.outcome for a in applications],
-        do_not_message_added=sum(added.values()),
-        template_outcomes=templates.outcomes,
-        paused_runs=templates.paused_runs,
+        outcomes=[a.outcome for a in applied.applications],
+        do_not_message_added=sum(applied.added.values()),
+        template_outcomes=applied.templates.outcomes,
+        paused_runs=applied.templates.paused_runs,
+        settled_receipts=applied.settled,
     )
 
 

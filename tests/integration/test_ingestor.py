@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -445,6 +446,133 @@ async def test_the_dispatch_service_refuses_callers_without_the_ingestor_token(
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "statuses[0].provider_message_id" in (caught.value.details() or "")
         assert "statuses[0].provider_timestamp" in (caught.value.details() or "")
+
+
+def stored_receipt(database_url: str, body: bytes) -> uuid.UUID:
+    """A pending receipt stored as the ingestor stores one (returns its id)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO webhook_receipt (body, body_sha256, signature_verdict, state)"
+            " VALUES (%s, %s, 'valid', 'pending') RETURNING id",
+            [body, hashlib.sha256(body).digest()],
+        ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def apply_request(
+    run: SeededRun, receipt_id: uuid.UUID, **settlement: str
+) -> dispatch_pb2.ApplyStatusRequest:
+    request = dispatch_pb2.ApplyStatusRequest(
+        statuses=[
+            dispatch_pb2.StatusUpdate(
+                receipt_id=str(receipt_id),
+                phone_number_id=SENDER,
+                provider_message_id=run.wamids[0] or "",
+                status="delivered",
+                provider_timestamp=Timestamp(seconds=1_900_000_000),
+            )
+        ]
+    )
+    request.settle_receipts.add(receipt_id=str(receipt_id), **settlement)
+    return request
+
+
+INGESTOR = (("authorization", f"Bearer {INGESTOR_TOKEN}"),)
+
+
+async def test_apply_status_settles_the_receipts_it_applies_in_the_same_transaction(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    run = seed_run(database_url, 1)
+    receipt_id = stored_receipt(database_url, b'{"stored": "as received"}')
+    notes = json.dumps([{"path": "entry[0].changes[1]", "kind": "ignored", "reason": "x"}])
+    request = apply_request(
+        run,
+        receipt_id,
+        flag="ignored",
+        phone_number_id=SENDER,
+        workspace_id=str(run.workspace_id),
+        notes_json=notes,
+    )
+    async with aio.insecure_channel(dispatch.target) as channel:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
+        reply = await stub.ApplyStatus(request, metadata=INGESTOR, timeout=5)
+        assert [r.receipt_id for r in reply.settled_receipts] == [str(receipt_id)]
+        assert 0 <= reply.settled_receipts[0].lag_seconds < 60
+        (settled,) = query(
+            database_url,
+            "SELECT state, flag, phone_number_id, workspace_id, notes, attempts, applied_at"
+            " FROM webhook_receipt",
+        )
+        assert settled[:6] == (
+            "applied",
+            "ignored",
+            SENDER,
+            run.workspace_id,
+            json.loads(notes),
+            1,
+        )
+        assert states(database_url, run) == ["delivered"]
+        # The same call again (a retry after a lost answer) applies a duplicate and settles
+        # nothing: the receipt keeps what was recorded first.
+        again = await stub.ApplyStatus(request, metadata=INGESTOR, timeout=5)
+        assert list(again.status_outcomes) == [dispatch_pb2.APPLY_OUTCOME_DUPLICATE]
+        assert list(again.settled_receipts) == []
+        assert query(database_url, "SELECT attempts, applied_at FROM webhook_receipt") == [
+            (1, settled[6])
+        ]
+
+
+async def test_apply_status_leaves_a_receipt_a_sweeper_holds_to_that_sweeper(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    run = seed_run(database_url, 1)
+    receipt_id = stored_receipt(database_url, b'{"held": "by a sweeper"}')
+    async with aio.insecure_channel(dispatch.target) as channel:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
+        with psycopg.connect(database_url) as sweeper:
+            sweeper.execute(
+                "SELECT id FROM webhook_receipt WHERE id = %s FOR NO KEY UPDATE", [receipt_id]
+            )
+            # Waiting for the sweeper's lock could wait for the sweeper's own ApplyStatus call;
+            # the batch is applied and the receipt left to the sweeper instead.
+            reply = await stub.ApplyStatus(
+                apply_request(run, receipt_id), metadata=INGESTOR, timeout=5
+            )
+            assert list(reply.status_outcomes) == [dispatch_pb2.APPLY_OUTCOME_APPLIED]
+            assert list(reply.settled_receipts) == []
+        assert states(database_url, run) == ["delivered"]
+        assert receipts(database_url) == [("pending", None)]
+
+
+async def test_apply_status_refuses_settlements_it_cannot_record(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    run = seed_run(database_url, 1)
+    request = apply_request(run, uuid.uuid4())
+    request.settle_receipts.add(receipt_id="not-a-receipt")
+    request.settle_receipts.add(receipt_id=str(uuid.uuid4()), workspace_id="nope")
+    request.settle_receipts.add(receipt_id=str(uuid.uuid4()), flag="unknown_sender")
+    request.settle_receipts.add(receipt_id=str(uuid.uuid4()), notes_json='{"not": "a list"}')
+    request.settle_receipts.add(receipt_id=str(uuid.uuid4()), notes_json="[unclosed")
+    request.settle_receipts.add()
+    async with aio.insecure_channel(dispatch.target) as channel:
+        stub = dispatch_pb2_grpc.DispatchServiceStub(channel)
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.ApplyStatus(request, metadata=INGESTOR, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details() or ""
+    for field in (
+        "settle_receipts[1].receipt_id",
+        "settle_receipts[2].workspace_id",
+        "settle_receipts[3].flag",
+        "settle_receipts[4].notes_json",
+        "settle_receipts[5].notes_json",
+        "settle_receipts[6].receipt_id",
+    ):
+        assert field in details
+    assert states(database_url, run) == ["sent"]
 
 
 async def test_identical_posts_at_the_same_moment_are_one_receipt(

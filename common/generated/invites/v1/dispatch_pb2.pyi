@@ -1370,6 +1370,7 @@ class ApplyStatusRequest(_message.Message):
     INBOUND_TEXTS_FIELD_NUMBER: _builtins.int
     TEMPLATE_UPDATES_FIELD_NUMBER: _builtins.int
     MESSAGING_LIMIT_UPDATES_FIELD_NUMBER: _builtins.int
+    SETTLE_RECEIPTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusUpdate]:
         """Message statuses."""
@@ -1390,6 +1391,14 @@ class ApplyStatusRequest(_message.Message):
     def messaging_limit_updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessagingLimitUpdate]:
         """The business portfolio's messaging limit, as Meta announced it."""
 
+    @_builtins.property
+    def settle_receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptSettlement]:
+        """Webhook receipts to mark applied in the same transaction as the updates (the ingestor's
+        fresh path: one commit instead of two). A receipt is settled here only while it is still
+        pending and no other transaction holds it (an ingestor's sweeper forwarding it settles it
+        itself); `settled_receipts` in the response names the ones settled here.
+        """
+
     def __init__(
         self,
         *,
@@ -1398,14 +1407,83 @@ class ApplyStatusRequest(_message.Message):
         inbound_texts: _abc.Iterable[Global___InboundText] | None = ...,
         template_updates: _abc.Iterable[Global___TemplateUpdate] | None = ...,
         messaging_limit_updates: _abc.Iterable[Global___MessagingLimitUpdate] | None = ...,
+        settle_receipts: _abc.Iterable[Global___ReceiptSettlement] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "messaging_limit_updates", b"messaging_limit_updates", "preferences", b"preferences", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inbound_texts", b"inbound_texts", "messaging_limit_updates", b"messaging_limit_updates", "preferences", b"preferences", "settle_receipts", b"settle_receipts", "statuses", b"statuses", "template_updates", b"template_updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyStatusRequest: _TypeAlias = ApplyStatusRequest  # noqa: Y015
+
+@_typing.final
+class ReceiptSettlement(_message.Message):
+    """A webhook receipt whose updates are all in this ApplyStatus request, and what to record on it
+    once they are applied.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_ID_FIELD_NUMBER: _builtins.int
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    NOTES_JSON_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """The receipt (a UUID)."""
+    flag: _builtins.str
+    """unreadable_items or ignored when some of its items were not read or carried nothing for
+    us; empty when none.
+    """
+    phone_number_id: _builtins.str
+    """The first sender phone number id the body names."""
+    workspace_id: _builtins.str
+    """The workspace that sender belongs to, when exactly one uses it (a UUID); empty when not."""
+    notes_json: _builtins.str
+    """A JSON array of {path, kind, reason} notes on items not read or ignored; empty: none."""
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        flag: _builtins.str = ...,
+        phone_number_id: _builtins.str = ...,
+        workspace_id: _builtins.str = ...,
+        notes_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flag", b"flag", "notes_json", b"notes_json", "phone_number_id", b"phone_number_id", "receipt_id", b"receipt_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptSettlement: _TypeAlias = ReceiptSettlement  # noqa: Y015
+
+@_typing.final
+class SettledReceipt(_message.Message):
+    """A receipt ApplyStatus marked applied in its own transaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    """The receipt (a UUID)."""
+    lag_seconds: _builtins.float
+    """Seconds from the receipt being stored to its being applied (database clock)."""
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        lag_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lag_seconds", b"lag_seconds", "receipt_id", b"receipt_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettledReceipt: _TypeAlias = SettledReceipt  # noqa: Y015
 
 @_typing.final
 class MessagingLimitUpdate(_message.Message):
@@ -1464,6 +1542,7 @@ class ApplyStatusResponse(_message.Message):
     DO_NOT_MESSAGE_ADDED_FIELD_NUMBER: _builtins.int
     TEMPLATE_OUTCOMES_FIELD_NUMBER: _builtins.int
     PAUSED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    SETTLED_RECEIPTS_FIELD_NUMBER: _builtins.int
     do_not_message_added: _builtins.int
     """Do-not-message entries added by this batch."""
     @_builtins.property
@@ -1478,6 +1557,10 @@ class ApplyStatusResponse(_message.Message):
     def paused_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Runs paused because their template became PAUSED, DISABLED or REJECTED."""
 
+    @_builtins.property
+    def settled_receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettledReceipt]:
+        """The entries of `settle_receipts` settled in this batch's transaction."""
+
     def __init__(
         self,
         *,
@@ -1485,10 +1568,11 @@ class ApplyStatusResponse(_message.Message):
         do_not_message_added: _builtins.int = ...,
         template_outcomes: _abc.Iterable[Global___TemplateUpdateOutcome.ValueType] | None = ...,
         paused_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        settled_receipts: _abc.Iterable[Global___SettledReceipt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "paused_run_ids", b"paused_run_ids", "status_outcomes", b"status_outcomes", "template_outcomes", b"template_outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_message_added", b"do_not_message_added", "paused_run_ids", b"paused_run_ids", "settled_receipts", b"settled_receipts", "status_outcomes", b"status_outcomes", "template_outcomes", b"template_outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
