@@ -46,7 +46,7 @@ from tests.status_support import (
 from webhook_service.app import CHANNEL_OPTIONS, create_app
 from webhook_service.app import Deps as WebhookDeps
 from webhook_service.forwarder import Forwarder, plan
-from webhook_service.inbox import Receipt
+from webhook_service.inbox import Receipt, ReceiptWriter
 from webhook_service.settings import WebhookSettings
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
@@ -573,6 +573,31 @@ async def test_apply_status_refuses_settlements_it_cannot_record(
     ):
         assert field in details
     assert states(database_url, run) == ["sent"]
+
+
+async def test_the_writer_stores_each_body_exactly_and_headers_nobody_signed_safely(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)
+    writer = ReceiptWriter(engine)
+    writer.start()
+    bodies = [bytes(range(256)), b'{"a": 1}', '{"é": "\u0000"}'.encode()]
+    odd = {"user-agent": "agent\udc80\x00", "content-type": "application/json", "x-other": "no"}
+    try:
+        stored = await asyncio.gather(
+            *(writer.store(b, hashlib.sha256(b).digest(), odd) for b in [*bodies, bodies[1]])
+        )
+    finally:
+        await writer.stop()
+        await engine.dispose()
+    # One batch: the repeated body is the same receipt (None for the second), the rest stored.
+    assert sum(r is None for r in stored) == 1
+    rows = query(database_url, "SELECT body, body_sha256, headers FROM webhook_receipt")
+    assert sorted(bytes(r[0]) for r in rows) == sorted(bodies)
+    assert all(bytes(r[1]) == hashlib.sha256(bytes(r[0])).digest() for r in rows)
+    assert {json.dumps(r[2], sort_keys=True) for r in rows} == {
+        json.dumps({"content-type": "application/json", "user-agent": "agent?"}, sort_keys=True)
+    }
 
 
 async def test_identical_posts_at_the_same_moment_are_one_receipt(
