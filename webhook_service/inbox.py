@@ -113,7 +113,11 @@ class ReceiptWriter:
     FLUSHES_IN_FLIGHT = 2
 
     def __init__(self, engine: AsyncEngine, max_batch: int = 500) -> None:
-        self._engine = engine
+        # One INSERT is one transaction of its own: in autocommit it commits before the server
+        # says it is ready again, which psycopg waits for before returning the rows, so a POST
+        # is still answered only once its row is committed, without a BEGIN and a COMMIT round
+        # trip around every flush (flushes are small: a few bodies each at 3,000 POSTs/s).
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
@@ -180,7 +184,7 @@ class ReceiptWriter:
 
     async def _insert(self, batch: list[_Waiting]) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with self._engine.connect() as conn:
                 result = await conn.execute(INSERT_RECEIPTS, {"rows": _rows(batch)})
                 stored = {bytes(row.body_sha256): row for row in result}
         except Exception as error:  # every waiting POST answers 503 and Meta retries
