@@ -40,6 +40,7 @@ from tests.integration.dispatch_support import (
 )
 from tests.integration.factories import DEFAULT_SENDER
 from tests.integration.test_runs_api import precheck, start
+from tests.status_support import seed_run
 
 PHONES = [f"+1415555{n:04d}" for n in range(40)]
 MESSAGE_STATES = {int(v): k for k, v in types.MessageState.items()}
@@ -264,3 +265,48 @@ async def test_filters_paging_and_bad_or_expired_cursors(
     with pytest.raises(aio.AioRpcError) as caught:
         await grpc_api.dispatch.ListChanges(pb.ListChangesRequest(after_cursor="1"), metadata=md)
     assert code_of(caught.value) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+UPDATE_TRIGGERS = ("change_log_message_update", "change_log_run_update")
+
+
+def test_the_update_triggers_never_plan_their_join_as_a_nested_loop(database_url: str) -> None:
+    # CREATE OR REPLACE FUNCTION without the SET clause would silently drop the setting.
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY(%s)",
+            [list(UPDATE_TRIGGERS)],
+        ).fetchall()
+    assert dict(rows) == {name: ["enable_nestloop=off"] for name in UPDATE_TRIGGERS}
+
+
+def test_a_large_update_after_a_one_message_update_joins_its_rows_by_hash(
+    database_url: str,
+) -> None:
+    """PL/pgSQL keeps the plan a connection made first: before the fix, a first update of one
+    message left the change-log trigger comparing every new row with every old row."""
+    run = seed_run(database_url, 400)
+    plans: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            conn.execute("LOAD 'auto_explain'")
+        except psycopg.Error:
+            pytest.skip("auto_explain is not installed with this Postgres (pgserver's build)")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "client_min_messages = log",
+        ):
+            conn.execute(f"SET {setting}")
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        update = (
+            "UPDATE invite_message SET state = 'delivered'"
+            " WHERE id IN (SELECT id FROM invite_message WHERE run_id = %s AND state = 'sent'"
+            " ORDER BY position LIMIT %s)"
+        )
+        conn.execute(update, [run.run_id, 1])
+        plans.clear()
+        conn.execute(update, [run.run_id, 399])
+    (trigger,) = [p for p in plans if "INSERT INTO change_log" in p]
+    assert "Hash Join" in trigger or "Merge Join" in trigger
+    assert "Nested Loop" not in trigger
