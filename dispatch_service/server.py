@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.db.engine import autocommit_connection
 from common.generated.invites.v1 import admin_pb2, admin_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from common.observability import start_metrics_server
 from common.settings import split_secrets
@@ -117,7 +118,7 @@ async def track_database_health(
     serving: bool | None = False
     while True:
         try:
-            async with engine.connect() as connection:
+            async with autocommit_connection(engine) as connection:
                 await connection.execute(text("SELECT 1"))
             answers = True
         except Exception:  # any failure means "not serving"; the reason is logged once per change

@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.db.engine import autocommit_connection
 from common.outages import OutageLog
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,6 @@ async def sender_bindings(
 
 async def pending_stats(engine: AsyncEngine) -> tuple[int, float]:
     """How many receipts are pending and the oldest one's age in seconds."""
-    async with engine.connect() as conn:
+    async with autocommit_connection(engine) as conn:
         row = (await conn.execute(PENDING_STATS)).one()
     return int(row.pending), float(row.oldest or 0.0)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -42,7 +43,22 @@ async def outside_transaction(
 ) -> AsyncIterator[AsyncSession]:
     """A session whose connection runs each statement on its own (autocommit), for a read that
     is a single statement: one statement is one snapshot already, and a transaction around it
-    would only add its BEGIN and ROLLBACK round trips."""
+    would only add its BEGIN and ROLLBACK round trips.
+
+    The ROLLBACK costs more than its round trip: psycopg forgets every statement it prepared on
+    a connection that rolls back (and deallocates them on the server), so the next five runs
+    of each statement on that pooled connection are parsed and planned again. A loop that reads
+    in a transaction ten times a second kept a whole process's statements unprepared. So reads
+    that repeat use this, or commit (a read-only transaction that commits forgets nothing)."""
     async with sessions() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
+
+
+@asynccontextmanager
+async def autocommit_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection whose statements each run on their own (see outside_transaction:
+    no BEGIN, and no ROLLBACK to make psycopg forget its prepared statements)."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection

@@ -20,6 +20,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db.engine import outside_transaction
 from dispatch_service.dispatcher.metrics import OUTCOME_UNKNOWN, QUEUE_DEPTH, RUN_TRANSITIONS
 from dispatch_service.persistence import run_transitions
 from dispatch_service.persistence.claims import queue_depth
@@ -66,5 +67,5 @@ class Reconciler:
         for run_id in completed:
             RUN_TRANSITIONS.labels("completed").inc()
             log.info("run completed", extra={"run_id": run_id})
-        async with self.sessions() as session:
+        async with outside_transaction(self.sessions) as session:
             QUEUE_DEPTH.set(await queue_depth(session))

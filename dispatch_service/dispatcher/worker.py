@@ -45,6 +45,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from common.db.engine import outside_transaction
 from common.outages import OutageLog, is_outage_error
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
@@ -353,13 +354,13 @@ class Dispatcher:
         stopped (paused, cancelled) meanwhile, so their waiting messages are not sent."""
         now = time.monotonic()
         if now - self._runs_at >= RUNS_REFRESH_SECONDS:
-            async with self.sessions() as session:
+            async with outside_transaction(self.sessions) as session:
                 self._runs = await active_runs(session)
             self._runs_at = now
             self._stopped_runs -= {run.id for run in self._runs}
         held = set(self._task_runs.values())
         if held and now - self._states_at >= STATES_REFRESH_SECONDS:
-            async with self.sessions() as session:
+            async with outside_transaction(self.sessions) as session:
                 states = await run_states(session, list(held))
             self._states_at = now
             self._stopped_runs |= {r for r, s in states.items() if s not in ACTIVE_RUN_STATES}

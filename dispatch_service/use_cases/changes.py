@@ -90,7 +90,8 @@ async def list_changes(
         where, after = await _start(session, query)
         await session.commit()
         await log_.sequence_pending(session)
-        changes, head = await log_.read_changes(session, where, after, size)
+        async with session.begin():  # committed: a rollback would unprepare the statements
+            changes, head = await log_.read_changes(session, where, after, size)
     last = changes[-1].position if len(changes) == size else max(head, after)
     return ChangePage(changes, format_cursor(last))
 
@@ -107,7 +108,8 @@ async def watch_changes(
     while True:
         async with sessions() as session:
             await log_.sequence_pending(session)
-            changes, head = await log_.read_changes(session, where, after, WATCH_BATCH)
+            async with session.begin():  # committed: a rollback would unprepare the statements
+                changes, head = await log_.read_changes(session, where, after, WATCH_BATCH)
         for change in changes:
             yield change
             after = change.position

@@ -11,10 +11,12 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db.engine import outside_transaction
 from dispatch_service.dispatcher import worker as worker_module
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
@@ -47,7 +49,7 @@ PHONES = [f"+1415555{n:04d}" for n in range(10)]
 
 
 async def run_state(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> str:
-    async with sessions() as session:
+    async with outside_transaction(sessions) as session:
         return str(
             await session.scalar(
                 text("SELECT state FROM invite_send_run WHERE id = :id"), {"id": run_id}
@@ -381,6 +383,35 @@ async def test_a_run_started_while_the_worker_waits_is_claimed_on_its_signal(
         run = (await precheck_and_start(sessions, world)).run
         await wait_for(completed(sessions, run.id), what="the new run sent")
     assert len(fake.sends) == 3
+
+
+async def test_a_clean_run_is_sent_without_one_rollback(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    # psycopg forgets every statement it prepared on a connection that rolls back, so a loop
+    # that read in a transaction ten times a second (the worker's refresh of its runs) kept
+    # the worker's statements unprepared. Every read of the loops runs outside a transaction
+    # or commits: counted are rollbacks that reach Postgres (a transaction was open).
+    monkeypatch.setattr(worker_module, "RUNS_REFRESH_SECONDS", 0.01)
+    monkeypatch.setattr(worker_module, "STATES_REFRESH_SECONDS", 0.01)
+    world = seed_world(database_url, [f"+1415777{n:04d}" for n in range(40)])
+    run = (await precheck_and_start(sessions, world)).run
+    dialect = sessions.kw["bind"].sync_engine.dialect
+    plain = dialect.do_rollback
+    rolled_back: list[str] = []
+
+    def counting(dbapi_connection: Any) -> None:
+        status = dbapi_connection.driver_connection.info.transaction_status
+        if status != psycopg.pq.TransactionStatus.IDLE:
+            rolled_back.append(status.name)
+        plain(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_rollback", counting)
+    fake = FakeMeta(latency=0.05)
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+    assert len(fake.sends) == 40
+    assert rolled_back == []
 
 
 async def test_the_worker_claims_when_its_sender_has_slots_not_at_every_flush(
