@@ -46,6 +46,11 @@ class Settled:
     lag_seconds: float
 
 
+# The receipts are found by `id = ANY(:ids)` on the primary key, and "still pending" is spelled
+# state NOT IN ('applied', 'flagged') (the same, by the CHECK on state): with the set's rows
+# alone (jsonb_to_recordset, which the planner takes for 100 rows) and state = 'pending', the
+# planner read ix_webhook_receipt_pending, which holds an entry for every receipt settled since
+# the last vacuum (11-17 ms a call for 36 receipts after a burst), or scanned the whole table.
 _SETTLE = """
     WITH v AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
@@ -60,7 +65,8 @@ _SETTLE = """
         applied_at = CASE WHEN v.state = 'applied' THEN now() ELSE r.applied_at END,
         attempts = r.attempts + 1, last_error = v.error
     FROM v
-    WHERE r.id = v.id AND r.state = 'pending'{only_free}
+    WHERE r.id = ANY(CAST(:ids AS uuid[])) AND r.id = v.id
+      AND r.state NOT IN ('applied', 'flagged'){only_free}
     RETURNING r.id, r.state, r.flag, EXTRACT(EPOCH FROM (now() - r.received_at)) AS lag
 """
 SETTLE = text(_SETTLE.format(free="", only_free=""))
@@ -71,7 +77,7 @@ SETTLE_UNLOCKED = text(
         free="""
     , free AS (
         SELECT r.id FROM webhook_receipt AS r
-        WHERE r.id IN (SELECT id FROM v) AND r.state = 'pending'
+        WHERE r.id = ANY(CAST(:ids AS uuid[])) AND r.state NOT IN ('applied', 'flagged')
         ORDER BY r.id
         FOR NO KEY UPDATE SKIP LOCKED
     )""",
@@ -105,5 +111,8 @@ async def settle(
             for s in settlements
         ]
     ).decode()
-    result = await db.execute(SETTLE_UNLOCKED if skip_locked else SETTLE, {"rows": rows})
+    ids = [s.receipt_id for s in settlements]
+    result = await db.execute(
+        SETTLE_UNLOCKED if skip_locked else SETTLE, {"rows": rows, "ids": ids}
+    )
     return [Settled(row[0], row[1], row[2], float(row[3])) for row in result]

@@ -25,6 +25,7 @@ from grpc import aio
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db import receipts as receipts_sql
 from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
 from dispatch_service.bootstrap import Deps as DispatchDeps
@@ -598,6 +599,29 @@ async def test_the_writer_stores_each_body_exactly_and_headers_nobody_signed_saf
     assert {json.dumps(r[2], sort_keys=True) for r in rows} == {
         json.dumps({"content-type": "application/json", "user-agent": "agent?"}, sort_keys=True)
     }
+
+
+@pytest.mark.parametrize("statement", [receipts_sql.SETTLE, receipts_sql.SETTLE_UNLOCKED])
+def test_settling_looks_receipts_up_by_id_never_through_the_pending_index(
+    database_url: str, statement: Any
+) -> None:
+    # The partial index holds an entry for every receipt settled since the last vacuum; with
+    # statistics saying next to nothing is pending the planner read it instead of the ids.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO webhook_receipt (body, body_sha256, signature_verdict, state)"
+            " SELECT convert_to(i::text, 'utf8'), sha256(convert_to(i::text, 'utf8')), 'valid',"
+            " CASE WHEN i % 1000 = 0 THEN 'pending' ELSE 'applied' END"
+            " FROM generate_series(1, 20000) AS i"
+        )
+        conn.execute("ANALYZE webhook_receipt")
+        ids = [r[0] for r in conn.execute("SELECT id FROM webhook_receipt LIMIT 30")]
+        rows = json.dumps([{"id": str(i), "state": "applied"} for i in ids])
+        sql = statement.text.replace(":rows", "%(rows)s").replace(":ids", "%(ids)s")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", {"rows": rows, "ids": ids}))
+    assert "on pk_webhook_receipt" in plan or "using pk_webhook_receipt" in plan
+    assert "ix_webhook_receipt_pending" not in plan
+    assert "Seq Scan" not in plan
 
 
 async def test_identical_posts_at_the_same_moment_are_one_receipt(
