@@ -14,16 +14,23 @@ def cpu_seconds(pid: int) -> float:
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU seconds used so far by every live process named ``postgres`` on this machine (the
-    server and its backends; a backend that has exited no longer counts, so read this around a
-    phase whose connections stay open, as the services' pools do)."""
+    """CPU seconds used so far by the Postgres servers on this machine: each postmaster, what it
+    reaped of its backends that exited (their CPU would otherwise vanish from the sum when a
+    pool closes a connection mid-phase), and its live backends."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() == "postgres":
-                total += cpu_seconds(int(entry.name))
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parent = Path(f"/proc/{fields[1]}/comm")
+            postmaster = not parent.exists() or parent.read_text().strip() != "postgres"
+            used = int(fields[11]) + int(fields[12])
+            if postmaster:  # cutime + cstime: the exited children it waited for
+                used += int(fields[13]) + int(fields[14])
+            total += used / os.sysconf("SC_CLK_TCK")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # it ended while we looked
     return total

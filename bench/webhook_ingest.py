@@ -223,18 +223,25 @@ async def send_saturating(url: str, posts: list[Post], connections: int) -> list
     return latencies
 
 
+PACING_TICK_SECONDS = 0.001
+
+
 async def send_paced(url: str, posts: list[Post], per_second: float) -> list[Sent]:
     """Open loop: one POST every 1/per_second s whatever the answers (a sustained rate), on
-    enough connections that none waits for a free one."""
+    enough connections that none waits for a free one. Every millisecond the POSTs that are
+    due leave together (three at 3,000/s): a timer per POST cost this process twice the CPU,
+    taken from the services measured on the same two cores."""
     async with Poster(url, PACED_CONNECTIONS) as poster:
         prepared = [(post, poster.request(post)) for post in posts]
         started = time.perf_counter()
         tasks = []
-        for n, (post, request) in enumerate(prepared):
-            delay = started + n / per_second - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(poster.post(post, request)))
+        n = 0
+        while n < len(prepared):
+            due = min(len(prepared), int((time.perf_counter() - started) * per_second) + 1)
+            for post, request in prepared[n:due]:
+                tasks.append(asyncio.create_task(poster.post(post, request)))
+            n = max(n, due)
+            await asyncio.sleep(PACING_TICK_SECONDS)
         return list(await asyncio.gather(*tasks))
 
 
@@ -481,6 +488,8 @@ async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]
             url = f"http://{webhook}/webhooks/whatsapp"
             services = {"ingestor": processes[1].pid, "dispatch": processes[0].pid}
             figures[run.label] = await measure(run, url, db_url, args.connections, services)
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
