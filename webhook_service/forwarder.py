@@ -66,6 +66,10 @@ CATCH_UP_MIN_AGE_SECONDS = 1.0
 """While catching up after an outage or a restart, the sweeper leaves receipts younger than
 this to the fresh path (which applies them within milliseconds when all is well)."""
 
+CATCH_UP_MARGIN_SECONDS = 0.5
+"""Added to CATCH_UP_MIN_AGE_SECONDS before a sweep may end catching up (the receipts' age is
+the database's clock, the wait this process's)."""
+
 TRANSIENT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -368,7 +372,10 @@ class Forwarder:
         """True after a call failed, until one succeeds: the sweeper is then in charge."""
         self._catching_up = True
         """True from start-up (an ingestor that died may have left receipts behind) and from a
-        failure (a call, a sweep) until a sweep of every age finds nothing."""
+        failure (a call, a sweep) or a full queue until a sweep finds nothing left behind."""
+        self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS
+        """A sweep ends catching up only from then on: a receipt left behind just before is
+        younger than CATCH_UP_MIN_AGE_SECONDS until then, and a sweep would not see it yet."""
         self._senders = SenderCache()
         self._sweep_log = OutageLog(log, "sweeping pending receipts")
         self._call_log = OutageLog(log, "ApplyStatus")
@@ -397,10 +404,23 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def _catch_up(self) -> None:
+        """Receipts may have been left behind now: sweep every one a second old until a sweep
+        made after they are that old finds none."""
+        self._catching_up = True
+        self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS + CATCH_UP_MARGIN_SECONDS
+
     def submit(self, receipt: Receipt) -> None:
         """Hand a freshly stored receipt to the forwarder (never blocks)."""
-        if self._degraded or len(self._queue) >= self._settings.webhook_forward_queue_limit:
+        if self._degraded:
             return  # it is durable: the sweeper forwards it
+        if len(self._queue) >= self._settings.webhook_forward_queue_limit:
+            # Durable too, but the sweeper would leave it for WEBHOOK_SWEEP_MIN_AGE_SECONDS (a
+            # minute) as a receipt on some ingestor's fresh path: catching up, it takes every
+            # receipt a second old, so a burst past the queue is applied within a sweep.
+            self._catch_up()
+            metrics.LEFT_TO_SWEEPER.inc()
+            return
         self._queue.append(receipt)
         self._wake.set()
 
@@ -440,7 +460,7 @@ class Forwarder:
         self._calls.discard(task)
         self._slots.release()
         if not task.cancelled() and (error := task.exception()) is not None:
-            self._catching_up = True  # its receipts are pending: the sweeper takes them
+            self._catch_up()  # its receipts are pending: the sweeper takes them
             self._fresh_log.failed(error)
 
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
@@ -469,7 +489,7 @@ class Forwarder:
                 self._sweep_log.succeeded()
             except Exception as error:
                 self._sweep_log.failed(error)
-                self._catching_up = True  # receipts may be waiting that nobody forwarded
+                self._catch_up()  # receipts may be waiting that nobody forwarded
                 swept = 0
             # A full batch that went through means more may be waiting: go again at once.
             if self._degraded or swept < self._settings.webhook_forward_batch_receipts:
@@ -494,7 +514,7 @@ class Forwarder:
                 conn, limit=self._settings.webhook_forward_batch_receipts, min_age_seconds=min_age
             )
             if not receipts:
-                if catching_up and not self._degraded:
+                if catching_up and not self._degraded and time.monotonic() >= self._catch_up_until:
                     self._catching_up = False  # nothing left behind: fresh receipts flow again
                 return 0
             # The sweeper holds these receipts (FOR NO KEY UPDATE) until it commits, so it
@@ -532,7 +552,7 @@ class Forwarder:
                     # Whatever the cause (an outage, a wrong token), stop calling per receipt
                     # and let the sweeper retry everything once per interval.
                     self._degraded = True
-                    self._catching_up = True
+                    self._catch_up()
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))

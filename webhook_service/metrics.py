@@ -44,6 +44,11 @@ FORWARD_CALLS = Counter(
     "ApplyStatus calls by result (ok, or the gRPC status code name).",
     ["result"],
 )
+LEFT_TO_SWEEPER = Counter(
+    "invites_webhook_left_to_sweeper_total",
+    "Fresh receipts not queued for forwarding because the queue was full"
+    " (WEBHOOK_FORWARD_QUEUE_LIMIT): the sweeper forwards them, from a second old.",
+)
 FORWARD_LAG = Histogram(
     "invites_webhook_forward_lag_seconds",
     "From a receipt being stored to it being applied.",

@@ -624,6 +624,42 @@ def test_settling_looks_receipts_up_by_id_never_through_the_pending_index(
     assert "Seq Scan" not in plan
 
 
+async def test_receipts_past_a_full_forward_queue_are_swept_within_seconds_not_a_minute(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    run = seed_run(database_url, 3)
+    settings = webhook_settings(
+        database_url,
+        dispatch.target,
+        webhook_forward_queue_limit=1,
+        webhook_sweep_min_age_seconds=60.0,
+    )
+    engine = make_engine(database_url, pool_size=2)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    forwarder = Forwarder(settings, engine, channel)  # not started: nothing drains its queue
+    try:
+        await asyncio.sleep(1.1)  # past the start-up's catching up
+        assert await forwarder.sweep_once() == 0  # a clean sweep: no longer catching up
+        ids = [
+            stored_receipt(
+                database_url, statuses_body([status_item(w or "", "delivered", 1_900_000_000)])
+            )
+            for w in run.wamids
+        ]
+        for receipt_id in ids:
+            forwarder.submit(Receipt(receipt_id, b"", datetime.now(UTC)))
+        assert await forwarder.sweep_once() == 0  # younger than a second: the fresh path's
+        await asyncio.sleep(1.1)
+        # The two the queue could not take are a second old: swept now, not after a minute
+        # (the one queued is swept too, as after any outage: its statuses apply once).
+        assert await forwarder.sweep_once() == 3
+    finally:
+        await channel.close(None)
+        await engine.dispose()
+    assert receipts(database_url) == [("applied", None)] * 3
+    assert states(database_url, run) == ["delivered"] * 3
+
+
 async def test_identical_posts_at_the_same_moment_are_one_receipt(
     database_url: str, post: Post
 ) -> None:
