@@ -373,7 +373,7 @@ class Forwarder:
         self._catching_up = True
         """True from start-up (an ingestor that died may have left receipts behind) and from a
         failure (a call, a sweep) or a full queue until a sweep finds nothing left behind."""
-        self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS
+        self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS + CATCH_UP_MARGIN_SECONDS
         """A sweep ends catching up only from then on: a receipt left behind just before is
         younger than CATCH_UP_MIN_AGE_SECONDS until then, and a sweep would not see it yet."""
         self._senders = SenderCache()
