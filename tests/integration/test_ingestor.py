@@ -638,7 +638,7 @@ async def test_receipts_past_a_full_forward_queue_are_swept_within_seconds_not_a
     channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
     forwarder = Forwarder(settings, engine, channel)  # not started: nothing drains its queue
     try:
-        await asyncio.sleep(1.1)  # past the start-up's catching up
+        await asyncio.sleep(1.6)  # past the start-up's catching up
         assert await forwarder.sweep_once() == 0  # a clean sweep: no longer catching up
         ids = [
             stored_receipt(
