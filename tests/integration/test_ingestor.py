@@ -660,6 +660,47 @@ async def test_receipts_past_a_full_forward_queue_are_swept_within_seconds_not_a
     assert states(database_url, run) == ["delivered"] * 3
 
 
+async def test_the_writer_batches_bodies_that_arrive_while_a_flush_is_out(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A linger long enough to be unmistakable: under load (a flush already out) newcomers wait
+    # for it and share one INSERT; a body that arrives when nothing is out goes at once.
+    monkeypatch.setattr(ReceiptWriter, "LINGER_SECONDS", 0.3)
+    engine = make_engine(database_url, pool_size=2)
+    writer = ReceiptWriter(engine)
+    batches: list[int] = []
+    insert = writer._insert
+
+    async def counted(batch: list[Any]) -> None:
+        batches.append(len(batch))
+        if len(batches) > 1:
+            await asyncio.sleep(0.1)  # a slow commit: the next bodies arrive while it is out
+        await insert(batch)
+
+    monkeypatch.setattr(writer, "_insert", counted)
+    writer.start()
+
+    def body(n: int) -> tuple[bytes, bytes]:
+        data = f'{{"n": {n}}}'.encode()
+        return data, hashlib.sha256(data).digest()
+
+    try:
+        began = asyncio.get_running_loop().time()
+        assert await writer.store(*body(0), {}) is not None
+        assert asyncio.get_running_loop().time() - began < 0.25  # idle: no linger
+        stores = [asyncio.create_task(writer.store(*body(1), {}))]
+        await asyncio.sleep(0)  # its flush is out
+        for n in range(2, 12):
+            await asyncio.sleep(0.005)
+            stores.append(asyncio.create_task(writer.store(*body(n), {})))
+        assert all(r is not None for r in await asyncio.gather(*stores))
+    finally:
+        await writer.stop()
+        await engine.dispose()
+    assert batches == [1, 1, 10]
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(12,)]
+
+
 async def test_identical_posts_at_the_same_moment_are_one_receipt(
     database_url: str, post: Post
 ) -> None:
