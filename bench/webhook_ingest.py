@@ -229,8 +229,8 @@ PACING_TICK_SECONDS = 0.001
 async def send_paced(url: str, posts: list[Post], per_second: float) -> list[Sent]:
     """Open loop: one POST every 1/per_second s whatever the answers (a sustained rate), on
     enough connections that none waits for a free one. Every millisecond the POSTs that are
-    due leave together (three at 3,000/s): a timer per POST cost this process twice the CPU,
-    taken from the services measured on the same two cores."""
+    due leave together (three at 3,000/s) instead of one timer per POST; the generator's CPU
+    per event is printed with the services' (about 75 µs at 3,000/s either way)."""
     async with Poster(url, PACED_CONNECTIONS) as poster:
         prepared = [(post, poster.request(post)) for post in posts]
         started = time.perf_counter()
