@@ -118,11 +118,7 @@ class ReceiptWriter:
     """The next flush lingers only while fewer bodies than this are waiting."""
 
     def __init__(self, engine: AsyncEngine, max_batch: int = 500) -> None:
-        # One INSERT is one transaction of its own: in autocommit it commits before the server
-        # says it is ready again, which psycopg waits for before returning the rows, so a POST
-        # is still answered only once its row is committed, without a BEGIN and a COMMIT round
-        # trip around every flush (flushes are small: a few bodies each at 3,000 POSTs/s).
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
@@ -195,7 +191,11 @@ class ReceiptWriter:
 
     async def _insert(self, batch: list[_Waiting]) -> None:
         try:
-            async with self._engine.connect() as conn:
+            # One INSERT is one transaction of its own: in autocommit it commits before the
+            # server says it is ready again, which psycopg waits for before returning the rows,
+            # so a POST is still answered only once its row is committed, without a BEGIN and a
+            # COMMIT round trip around every flush (flushes are small at 3,000 POSTs/s).
+            async with autocommit_connection(self._engine) as conn:
                 result = await conn.execute(INSERT_RECEIPTS, {"rows": _rows(batch)})
                 stored = {bytes(row.body_sha256): row for row in result}
         except Exception as error:  # every waiting POST answers 503 and Meta retries
