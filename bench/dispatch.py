@@ -49,7 +49,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from bench.processes import cpu_seconds, postgres_cpu_seconds
+from bench.processes import machine_cpu
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -263,12 +263,10 @@ class Stack:
                         totals[sample.labels["outcome"]] += sample.value
                     elif sample.name == "invites_dispatch_slot_lateness_seconds_bucket":
                         totals[f"late<={sample.labels['le']}"] += sample.value
-        totals["cpu"] = sum(cpu_seconds(pid) for pid in self.worker_pids)
         api = [pid for pid in self.dispatch_pids if pid not in self.worker_pids]
-        totals["cpu api"] = sum(cpu_seconds(pid) for pid in api)
-        totals["cpu sandbox"] = cpu_seconds(self.processes[0].pid)
-        totals["cpu postgres"] = postgres_cpu_seconds()
-        totals["cpu bench"] = time.process_time()
+        groups = {"worker": self.worker_pids, "api": api, "sandbox": [self.processes[0].pid]}
+        for name, used in machine_cpu(groups, "bench").items():
+            totals[f"cpu {name}"] = used
         return totals
 
     def rss_mb(self) -> float:
@@ -434,12 +432,12 @@ def worker_breakdown(stack: Stack, before: dict[str, float]) -> None:
     within = diff.get("late<=0.001", 0.0) / started
     over = 1 - diff.get("late<=0.05", 0.0) / started
     accepted = diff.get("accepted", 0.0)
+    worker_us = diff["cpu worker"] * 1e6 / max(1.0, accepted)
     print(
         f"  the worker: {accepted:.0f} accepted, {diff.get('released', 0):.0f}"
         f" released unsent (their slot's window passed: a wasted slot each); of the calls"
         f" started after their mark, {within:.0%} within 1 ms of their slot, {over:.0%} more"
-        f" than 50 ms late; {diff['cpu'] * 1e6 / max(1.0, accepted):.0f} us of worker CPU per"
-        " message accepted"
+        f" than 50 ms late; {worker_us:.0f} us of worker CPU per message accepted"
     )
     others = {name: diff[f"cpu {name}"] for name in ("postgres", "api", "sandbox", "bench")}
     print(

@@ -4,6 +4,8 @@ scripts; run as a script, as `make bench` does with every file here, it prints n
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 
@@ -34,3 +36,13 @@ def postgres_cpu_seconds() -> float:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # it ended while we looked
     return total
+
+
+def machine_cpu(groups: Mapping[str, Iterable[int]], own: str) -> dict[str, float]:
+    """CPU seconds so far of each named group of processes, of Postgres (postgres_cpu_seconds)
+    and of this process (named `own`): read before and after a phase, the difference says what
+    each part of the machine spent on it."""
+    used = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
+    used["postgres"] = postgres_cpu_seconds()
+    used[own] = time.process_time()
+    return used

@@ -48,7 +48,7 @@ import psycopg
 from aiohttp import web
 from psycopg import sql
 
-from bench.processes import cpu_seconds, postgres_cpu_seconds
+from bench.processes import machine_cpu
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -308,14 +308,11 @@ class CpuMeter:
     on the machine changes far less than a rate)."""
 
     def __init__(self, services: dict[str, int]) -> None:
-        self.services = services
+        self.services = {name: [pid] for name, pid in services.items()}
         self.before = self.read()
 
     def read(self) -> dict[str, float]:
-        used = {name: cpu_seconds(pid) for name, pid in self.services.items()}
-        used["postgres"] = postgres_cpu_seconds()
-        used["load generator"] = time.process_time()
-        return used
+        return machine_cpu(self.services, "load generator")
 
     def per_event(self, events: int) -> str:
         after = self.read()
