@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,11 +44,10 @@ from typing import Any
 import grpc
 import httpx
 import psycopg
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from bench.processes import machine_cpu
+from bench.processes import free_port, machine_cpu, wait_serving
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -91,12 +89,6 @@ INSERT INTO guest_unit_tag (guest_unit_id, tag_id)
 SELECT md5(%(key)s || 'u' || i)::uuid, %(tag)s FROM generate_series(1, %(m)s) AS i;
 ANALYZE;
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -193,7 +185,7 @@ class Stack:
         )
         self._wait_http(f"http://{self.sandbox}/healthz")
         for target in [*self.targets, *self.workers, self.reader]:
-            self._wait_serving(target)
+            wait_serving(target)
         self.channel = grpc.insecure_channel(self.targets[0])
         self.stub = pb_grpc.DispatchServiceStub(self.channel)
         self.reader_stub = pb_grpc.DispatchServiceStub(grpc.insecure_channel(self.reader))
@@ -216,21 +208,6 @@ class Stack:
                 pass
             time.sleep(0.1)
         raise SystemExit(f"{url} never answered")
-
-    @staticmethod
-    def _wait_serving(target: str) -> None:
-        for _ in range(200):
-            with grpc.insecure_channel(target) as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-            time.sleep(0.1)
-        raise SystemExit(f"{target} never answered SERVING")
 
     def stop(self) -> None:
         for process in self.processes:

@@ -4,15 +4,57 @@ scripts; run as a script, as `make bench` does with every file here, it prints n
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port on loopback nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_serving(target: str, attempts: int = 200) -> None:
+    """Wait until the gRPC server at `target` answers its health check with SERVING."""
+    for _ in range(attempts):
+        with grpc.insecure_channel(target) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+        time.sleep(0.1)
+    raise SystemExit(f"{target} never answered SERVING")
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process itself, and of its children: those it waited for once
+    they exited and those alive now."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    children = (int(fields[13]) + int(fields[14])) / tick
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                children += cpu_seconds(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # it ended while we looked
+    return (int(fields[11]) + int(fields[12])) / tick, children
 
 
 def postgres_cpu_seconds() -> float:

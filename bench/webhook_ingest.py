@@ -34,7 +34,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ import psycopg
 from aiohttp import web
 from psycopg import sql
 
-from bench.processes import machine_cpu
+from bench.processes import free_port, machine_cpu
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -78,12 +77,6 @@ SELECT %(run)s, %(ws)s, %(ev)s, i, %(unit)s, '+1202' || lpad(i::text, 7, '0'), '
 FROM generate_series(0, %(n)s - 1) AS i;
 ANALYZE;
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
