@@ -4,13 +4,14 @@ of the same rows.
 Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python \
            bench/import_guests.py [--rows 100000] [--chunk-kib 64] [--repeat 1]
 
-Creates a scratch database beside DATABASE_URL and migrates it, starts the real gRPC server
-in-process on a free port, streams the CSV over a real channel in chunks (as `invites guests
-import` does) into a new workspace, then imports the same file again under a new key (every row
-an update); `--repeat` times, each into a workspace of its own. Prints each import's seconds,
-rows/s and counters, the CPU seconds this process, its import worker and Postgres spent on it
-(wall time on a shared machine says little alone), and the medians with their target: 100,000
-rows in at most 10 s on a 2-core machine (issue 16).
+Creates a scratch database beside DATABASE_URL and migrates it, starts the service as it runs
+in production (`python -m dispatch_service`, API only) on a free port, streams the CSV over a
+real channel in chunks (as `invites guests import` does) into a new workspace, then imports the
+same file again under a new key (every row an update); `--repeat` times, each into a workspace
+of its own. Prints each import's seconds, rows/s and counters, the CPU seconds the service, its
+import worker and Postgres spent on it (wall time on a shared machine says little alone), the
+service's peak RSS, and the medians with their target: 100,000 rows in at most 10 s on a 2-core
+machine (issue 16).
 
 Same-run ceiling: the rows the first import stored (people, identities, households,
 memberships, tags, import rows) exported and loaded again with COPY (FORMAT BINARY) into a
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import random
-import resource
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -38,15 +40,11 @@ import psycopg
 from grpc import aio
 from psycopg import sql
 
-from bench.processes import cpu_seconds
-from common.db.engine import make_engine, make_sessions
+from bench.processes import cpu_seconds, family_cpu_seconds, free_port, wait_serving
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import admin_pb2 as pb
 from common.generated.invites.v1 import admin_pb2_grpc
-from dispatch_service.bootstrap import Deps
-from dispatch_service.server import build_server
-from dispatch_service.settings import DispatchSettings
 
 TOKEN = "bench-backend-token"
 TARGET_SECONDS = 10.0
@@ -109,12 +107,6 @@ async def _chunks(path: Path, key: str, chunk: int) -> AsyncIterator[pb.ImportGu
             yield pb.ImportGuestsRequest(chunk=data)
 
 
-def _own_cpu() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
-
-
 def _postgres_cpu(url: str) -> float:
     """CPU seconds of every backend now connected to the scratch database but this one."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -132,21 +124,17 @@ async def _import(
     chunk: int,
     label: str,
     url: str,
+    service: int,
 ) -> float:
     metadata = (("authorization", f"Bearer {TOKEN}"), ("x-actor-id", actor))
-    own, children = _own_cpu()
+    own, children = family_cpu_seconds(service)
     postgres = _postgres_cpu(url)
     started = time.perf_counter()
     reply = await stub.ImportGuests(
         _chunks(path, uuid.uuid4().hex, chunk), metadata=metadata, timeout=600
     )
     elapsed = time.perf_counter() - started
-    # The import's worker process is stopped without waiting; its CPU counts among this
-    # process's children only once it is reaped (active_children() reaps what has exited).
-    deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    own_after, children_after = _own_cpu()
+    own_after, children_after = family_cpu_seconds(service)
     run = reply.import_run
     print(
         f"  {label}: {run.total_rows} rows in {elapsed:.2f} s"
@@ -159,44 +147,72 @@ async def _import(
     return elapsed
 
 
-async def _bench(url: str, path: Path, chunk: int, repeat: int) -> dict[str, Any]:
-    settings = DispatchSettings(
-        database_url=url,
-        dispatch_listen="127.0.0.1:0",
-        dispatch_metrics_listen="",
-        dispatch_backend_tokens=TOKEN,
-        dispatch_ingestor_token="bench-ingestor-token",
-        whatsapp_access_token="bench-access-token",
-        whatsapp_phone_number_id="100000000000001",
-        import_max_bytes=1 << 30,
-    )
-    engine = make_engine(url)
-    server, _, port = build_server(settings, Deps(settings, engine, make_sessions(engine)))
-    await server.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+async def _bench(url: str, path: Path, chunk: int, repeat: int, log: Path) -> dict[str, Any]:
+    """Import `repeat` times into the service run as in production (python -m dispatch_service,
+    API only: its garbage collection tuned, its import worker spawned as it is there)."""
+    target = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DISPATCH_LISTEN": target,
+        "DISPATCH_METRICS_LISTEN": "",
+        "DISPATCHER_ENABLED": "false",
+        "DISPATCH_BACKEND_TOKENS": TOKEN,
+        "DISPATCH_INGESTOR_TOKEN": "bench-ingestor-token",
+        "WHATSAPP_ACCESS_TOKEN": "bench-access-token",
+        "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+        "IMPORT_MAX_BYTES": str(1 << 30),
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+    with log.open("wb") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "dispatch_service"], env=env, stdout=out, stderr=out
+        )
     figures: dict[str, Any] = {"creates": [], "updates": [], "workspaces": []}
     try:
-        stub = admin_pb2_grpc.AdminServiceStub(channel)
-        for attempt in range(repeat):
-            created = await stub.CreateWorkspace(
-                pb.CreateWorkspaceRequest(
-                    name=f"Bench {attempt}", default_region="US", admin_display_name="B"
-                ),
-                metadata=(("authorization", f"Bearer {TOKEN}"),),
-            )
-            figures["workspaces"].append(uuid.UUID(created.workspace.workspace_id))
-            actor = created.admin.member_id
-            label = f"run {attempt + 1}, first import (creates)"
-            figures["creates"].append(await _import(stub, actor, path, chunk, label, url))
-            label = f"run {attempt + 1}, second import (updates)"
-            figures["updates"].append(await _import(stub, actor, path, chunk, label, url))
+        wait_serving(target)
+        async with aio.insecure_channel(target) as channel:
+            stub = admin_pb2_grpc.AdminServiceStub(channel)
+            for attempt in range(repeat):
+                created = await stub.CreateWorkspace(
+                    pb.CreateWorkspaceRequest(
+                        name=f"Bench {attempt}", default_region="US", admin_display_name="B"
+                    ),
+                    metadata=(("authorization", f"Bearer {TOKEN}"),),
+                )
+                figures["workspaces"].append(uuid.UUID(created.workspace.workspace_id))
+                actor = created.admin.member_id
+                for key, label in (
+                    ("creates", "first import (creates)"),
+                    ("updates", "second import (updates)"),
+                ):
+                    figures[key].append(
+                        await _import(
+                            stub,
+                            actor,
+                            path,
+                            chunk,
+                            f"run {attempt + 1}, {label}",
+                            url,
+                            service.pid,
+                        )
+                    )
+        peak = _peak_rss_mib(service.pid)
+        print(f"  peak RSS of the service: {peak:.0f} MiB")
     finally:
-        await channel.close(None)
-        await server.stop(None)
-        await engine.dispose()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  peak RSS of this process (client + server): {peak:.0f} MiB")
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            service.kill()
     return figures
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _copy_ceiling(url: str, ceiling_url: str, workspace: uuid.UUID) -> float:
@@ -274,7 +290,12 @@ def main() -> None:
             url, ceiling_url = with_database(server, name), with_database(server, name + "_ceiling")
             upgrade(url)
             upgrade(ceiling_url)
-            figures = asyncio.run(_bench(url, path, args.chunk_kib * 1024, args.repeat))
+            log = Path(tmp) / "dispatch_service.log"
+            try:
+                figures = asyncio.run(_bench(url, path, args.chunk_kib * 1024, args.repeat, log))
+            except BaseException:
+                print(log.read_text(errors="replace")[-4000:])
+                raise
             ceiling = _copy_ceiling(url, ceiling_url, figures["workspaces"][0])
         finally:
             _drop(admin, name)

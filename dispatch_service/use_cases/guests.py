@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequen
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,7 +63,6 @@ from dispatch_service.read_models import GuestUnitView, ImportRowView
 from dispatch_service.use_cases.acting import READERS, acting
 
 BATCH_ROWS = 2000
-WORKER_FROM_BATCH = 2  # a single-batch import is prepared in process (no worker start-up)
 MAX_KEY = 200
 MAX_UPSERT_ROWS = 10_000
 T = TypeVar("T")
@@ -197,38 +196,55 @@ def _worker_init() -> None:
 
 
 class RowPreparer:
-    """Normalises batches of rows: in this process for a small import; from the second batch
-    on, phone normalisation (libphonenumber, the import's main CPU cost) runs in one worker
-    process beside the planning and writing here instead of taking turns with them. Only the
-    phones go to the worker and only (status, E.164) pairs come back: pickling whole rows both
-    ways cost this process more than the parsing it saved. The worker is spawned (no fork of a
-    process running gRPC threads) and lives only as long as the import.
+    """Normalises batches of rows. Phone normalisation (libphonenumber, the import's main CPU
+    cost) moves to one worker process beside the planning and writing here, instead of taking
+    turns with them, once the import shows it is large: its first full batch starts the worker,
+    and batches are prepared here until the worker has started (spawning it and importing
+    libphonenumber there takes a few tenths of a second; waiting for it cost more than doing
+    the work here meanwhile). Only the phones go to the worker and only (status, E.164) pairs
+    come back: pickling whole rows both ways cost this process more than the parsing it saved.
+    The worker is spawned (no fork of a process running gRPC threads) and lives only as long as
+    the import; if it cannot start, every batch is prepared here.
     """
 
-    def __init__(self, default_region: str) -> None:
+    def __init__(self, default_region: str, worker_from_rows: int) -> None:
         self.default_region = default_region
-        self._batches = 0
+        self.worker_from_rows = worker_from_rows
+        self.batches_in_worker = 0
         self._executor: ProcessPoolExecutor | None = None
+        self._started: asyncio.Future[list[tuple[str, str | None]]] | None = None
 
     async def prepare(self, batch: list[GuestInput]) -> list[PreparedRow]:
         """The batch's rows, prepared."""
-        self._batches += 1
-        if self._batches < WORKER_FROM_BATCH:
-            return prepare_rows(batch, self.default_region)
-        if self._executor is None:
+        loop = asyncio.get_running_loop()
+        if self._executor is None and len(batch) >= self.worker_from_rows:
             self._executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
             )
-        loop = asyncio.get_running_loop()
+            # An empty call: done once the worker has started and imported the parser.
+            self._started = loop.run_in_executor(
+                self._executor, normalise_phones, [], self.default_region
+            )
+        if not _succeeded(self._started):
+            return prepare_rows(batch, self.default_region)
         phones = await loop.run_in_executor(
             self._executor, normalise_phones, [row.phone for row in batch], self.default_region
         )
+        self.batches_in_worker += 1
         return prepare_rows(batch, self.default_region, phones)
 
     def close(self) -> None:
         """Stop the worker, if one was started."""
+        _succeeded(self._started)  # its error, if any, is retrieved: no "never retrieved" noise
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _succeeded(future: asyncio.Future[Any] | None) -> bool:
+    """Whether `future` has ended with a result."""
+    if future is None or not future.done() or future.cancelled():
+        return False
+    return future.exception() is None
 
 
 async def _prepared(
@@ -309,7 +325,7 @@ async def _import(
         file_name=request.file_name,
     )
     planner, counts = ImportPlanner(), Counter[ImportRowOutcome]()
-    preparer = RowPreparer(workspace.default_region)
+    preparer = RowPreparer(workspace.default_region, worker_from_rows=BATCH_ROWS)
     try:
         # aclosing: on an error the read-ahead task is stopped here, not when garbage collected.
         async with contextlib.aclosing(read_ahead(_prepared(batches, preparer))) as prepared:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import uuid
 
 import pytest
@@ -24,6 +26,7 @@ from dispatch_service.domain.guests import (
 )
 from dispatch_service.domain.phones import normalise_phones
 from dispatch_service.errors import InvalidArgument
+from dispatch_service.use_cases.guests import RowPreparer
 
 SAMPLE = (
     "Household,Name,Phone,Tags,Side,is_contact\r\n"
@@ -363,3 +366,41 @@ def test_new_ids_are_distinct_random_uuids_across_refills() -> None:
     assert len(set(ids)) == len(ids)
     assert {i.version for i in ids} == {4}
     assert {i.variant for i in ids} == {uuid.RFC_4122}
+
+
+# --- the import's worker process ---------------------------------------------------------------
+
+
+async def test_the_import_worker_prepares_rows_as_this_process_does() -> None:
+    rows = read_all(SAMPLE)
+    preparer = RowPreparer("US", worker_from_rows=len(rows))
+    try:
+        here = await preparer.prepare(rows)  # a full batch: starts the worker, prepared here
+        assert preparer.batches_in_worker == 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while not preparer.batches_in_worker:  # prepared here until the worker has started
+            assert asyncio.get_running_loop().time() < deadline, "the worker never started"
+            await asyncio.sleep(0.05)
+            prepared = await preparer.prepare(rows)
+        assert prepared == here
+        assert [r.phone.e164 for r in prepared] == [
+            "+12025550101",
+            "+12025550102",
+            "+12025550103",
+            None,
+        ]
+    finally:
+        preparer.close()
+
+
+async def test_a_small_import_starts_no_worker() -> None:
+    rows = read_all(SAMPLE)
+    preparer = RowPreparer("US", worker_from_rows=len(rows) + 1)
+    try:
+        assert await preparer.prepare(rows) == prepare_rows(rows, "US")
+        await asyncio.sleep(0.2)
+        await preparer.prepare(rows)
+        assert preparer.batches_in_worker == 0
+        assert multiprocessing.active_children() == []
+    finally:
+        preparer.close()
