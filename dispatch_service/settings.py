@@ -224,3 +224,10 @@ class WorkerSettings(SendSettings):
 
     dispatcher_metrics_listen: str = "127.0.0.1:9103"
     """DISPATCHER_METRICS_LISTEN: host:port for the worker's Prometheus metrics; empty disables."""
+
+    dispatcher_nice: int = Field(default=10, ge=0, le=19)
+    """DISPATCHER_NICE: the worker process's nice value (0: as everything else). Where API
+    replicas or Postgres share the worker's CPUs, the kernel then runs them first when both
+    want a core, so reads do not queue behind sending; a worker alone on its CPUs runs as
+    fast (nothing to give way to). Its sends are paced to slots with a late window, so giving
+    way costs them a millisecond now and then, not throughput (docs/dispatch.md §10)."""
