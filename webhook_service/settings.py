@@ -49,7 +49,7 @@ class WebhookSettings(ServiceSettings):
     """WEBHOOK_FORWARD_BATCH_UPDATES: stop adding receipts to a call past this many updates
     (a single receipt is never split; Meta batches at most 1,000 updates per POST)."""
 
-    webhook_forward_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    webhook_forward_linger_seconds: float = Field(default=0.002, ge=0, le=1)
     """WEBHOOK_FORWARD_LINGER_SECONDS: how long the forwarder waits after a receipt arrives so
     that others can join its ApplyStatus call (fewer, larger calls; adds this much lag)."""
 
