@@ -40,13 +40,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import psycopg
 from aiohttp import web
 from psycopg import sql
 
+from bench.http_load import Poster
 from bench.processes import free_port, machine_cpu
 from common.db.migrate import upgrade
 from common.db.urls import with_database
@@ -143,74 +143,28 @@ class Sent:
     latency: float
 
 
-class Poster:
-    """The load generator: a minimal HTTP/1.1 client over keep-alive connections, sending
-    requests built before timing and reading only the status line, headers and body length.
-    aiohttp's client took 40% of a core at 3,000 POSTs/s, a fifth of this 2-core machine
-    taken from the services measured; this takes a few percent (the issue's figures came from
-    wrk, a C load generator, for the same reason)."""
+async def post_one(poster: Poster, post: Post, request: bytes) -> Sent:
+    """POST one prepared webhook (anything but 200 stops the bench)."""
+    status, began, latency = await poster.post(request)
+    if status != 200:
+        raise SystemExit(f"POST answered {status}")
+    return Sent(hashlib.sha256(post[0]).digest(), began, latency)
 
-    def __init__(self, url: str, connections: int) -> None:
-        parsed = urlsplit(url)
-        self.host, self.port, self.path = parsed.hostname or "", parsed.port or 80, parsed.path
-        self.connections = connections
-        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.Queue()
-        )
 
-    async def __aenter__(self) -> Poster:
-        for _ in range(self.connections):
-            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        while not self.idle.empty():
-            _, writer = self.idle.get_nowait()
-            writer.close()
-
-    def request(self, post: Post) -> bytes:
-        body, signature = post
-        head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nX-Hub-Signature-256: {signature}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        return head.encode() + body
-
-    async def post(self, post: Post, request: bytes) -> Sent:
-        """POST one prepared request (anything but 200 stops the bench)."""
-        reader, writer = await self.idle.get()
-        began, started = time.time(), time.perf_counter()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        length = next(
-            (
-                int(line.split(b":", 1)[1])
-                for line in lines
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
-        latency = time.perf_counter() - started
-        self.idle.put_nowait((reader, writer))
-        if status != 200:
-            raise SystemExit(f"POST answered {status}")
-        return Sent(hashlib.sha256(post[0]).digest(), began, latency)
+def prepared(poster: Poster, posts: list[Post]) -> list[tuple[Post, bytes]]:
+    """Each signed body with its request bytes, built before timing."""
+    return [(post, poster.request(post[0], {"X-Hub-Signature-256": post[1]})) for post in posts]
 
 
 async def send_saturating(url: str, posts: list[Post], connections: int) -> list[Sent]:
     """Closed loop: `connections` connections POST back to back (measures capacity)."""
     async with Poster(url, connections) as poster:
-        prepared = [(post, poster.request(post)) for post in posts]
-        queue = list(reversed(prepared))
+        queue = list(reversed(prepared(poster, posts)))
         latencies: list[Sent] = []
 
         async def worker() -> None:
             while queue:
-                latencies.append(await poster.post(*queue.pop()))
+                latencies.append(await post_one(poster, *queue.pop()))
 
         await asyncio.gather(*(worker() for _ in range(connections)))
     return latencies
@@ -225,14 +179,14 @@ async def send_paced(url: str, posts: list[Post], per_second: float) -> list[Sen
     due leave together (three at 3,000/s) instead of one timer per POST; the generator's CPU
     per event is printed with the services' (about 75 µs at 3,000/s either way)."""
     async with Poster(url, PACED_CONNECTIONS) as poster:
-        prepared = [(post, poster.request(post)) for post in posts]
+        requests = prepared(poster, posts)
         started = time.perf_counter()
         tasks = []
         n = 0
-        while n < len(prepared):
-            due = min(len(prepared), int((time.perf_counter() - started) * per_second) + 1)
-            for post, request in prepared[n:due]:
-                tasks.append(asyncio.create_task(poster.post(post, request)))
+        while n < len(requests):
+            due = min(len(requests), int((time.perf_counter() - started) * per_second) + 1)
+            for post, request in requests[n:due]:
+                tasks.append(asyncio.create_task(post_one(poster, post, request)))
             n = max(n, due)
             await asyncio.sleep(PACING_TICK_SECONDS)
         return list(await asyncio.gather(*tasks))
