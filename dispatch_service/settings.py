@@ -229,5 +229,5 @@ class WorkerSettings(SendSettings):
     """DISPATCHER_NICE: the worker process's nice value (0: as everything else). Where API
     replicas or Postgres share the worker's CPUs, the kernel then runs them first when both
     want a core, so reads do not queue behind sending; a worker alone on its CPUs runs as
-    fast (nothing to give way to). Its sends are paced to slots with a late window, so giving
-    way costs them a millisecond now and then, not throughput (docs/dispatch.md §10)."""
+    fast (nothing to give way to). A worker with CPU to spare kept its send rate in the
+    bench; one that is itself CPU-bound sent about 6% less (docs/dispatch.md §10)."""

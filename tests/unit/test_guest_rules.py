@@ -395,12 +395,13 @@ async def test_the_import_worker_prepares_rows_as_this_process_does() -> None:
 
 async def test_a_small_import_starts_no_worker() -> None:
     rows = read_all(SAMPLE)
+    before = set(multiprocessing.active_children())  # an earlier test's worker may still exit
     preparer = RowPreparer("US", worker_from_rows=len(rows) + 1)
     try:
         assert await preparer.prepare(rows) == prepare_rows(rows, "US")
         await asyncio.sleep(0.2)
         await preparer.prepare(rows)
         assert preparer.batches_in_worker == 0
-        assert multiprocessing.active_children() == []
+        assert set(multiprocessing.active_children()) <= before
     finally:
         preparer.close()
