@@ -62,7 +62,7 @@ from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.read_models import GuestUnitView, ImportRowView
 from dispatch_service.use_cases.acting import READERS, acting
 
-BATCH_ROWS = 2000
+BATCH_ROWS = 4000
 MAX_KEY = 200
 MAX_UPSERT_ROWS = 10_000
 T = TypeVar("T")
