@@ -1,4 +1,5 @@
-"""Process-wide runtime settings every service applies at start.
+"""Process-wide runtime settings every service applies at start (and the send worker's CPU
+priority, `run_at_nice`).
 
 Garbage collection: CPython's cycle collector runs its youngest generation every 700 net
 container allocations and, now and then, a full collection that walks every object the
@@ -16,6 +17,7 @@ from first send to last went from 98.5% to 100.3% of the schedule's.
 from __future__ import annotations
 
 import gc
+import os
 
 GC_THRESHOLDS = (50_000, 20, 100)
 """Youngest generation every 50,000 net allocations; the older ones after 20 and 100 of the
@@ -27,3 +29,10 @@ def tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def run_at_nice(nice: int) -> None:
+    """Run this process at nice value `nice` at least: lower its CPU priority to it, and leave
+    a process that was started nicer still (raising it back needs privileges)."""
+    if nice > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)

@@ -226,7 +226,8 @@ class WorkerSettings(SendSettings):
     """DISPATCHER_METRICS_LISTEN: host:port for the worker's Prometheus metrics; empty disables."""
 
     dispatcher_nice: int = Field(default=10, ge=0, le=19)
-    """DISPATCHER_NICE: the worker process's nice value (0: as everything else). Where API
+    """DISPATCHER_NICE: the nice value the worker process runs at, at least (0: as everything
+    else; a worker started nicer stays so). Where API
     replicas or Postgres share the worker's CPUs, the kernel then runs them first when both
     want a core, so reads do not queue behind sending; a worker alone on its CPUs runs as
     fast (nothing to give way to). A worker with CPU to spare kept its send rate in the

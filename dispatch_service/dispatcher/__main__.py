@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 from common.observability import configure_logging
-from common.runtime import tune_garbage_collection
+from common.runtime import run_at_nice, tune_garbage_collection
 from common.settings import load_settings
 from dispatch_service.dispatcher.process import run_worker
 from dispatch_service.settings import WorkerSettings
@@ -16,7 +15,7 @@ def main() -> None:
     """Load and validate settings (exit 2 when they are wrong), then send until SIGTERM."""
     settings = load_settings(WorkerSettings)
     configure_logging("dispatcher", settings.log_level)
-    os.nice(settings.dispatcher_nice)  # reads first where the CPUs are shared (settings.py)
+    run_at_nice(settings.dispatcher_nice)  # reads first where the CPUs are shared (settings.py)
     tune_garbage_collection()
     asyncio.run(run_worker(settings))
 
