@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 
@@ -67,3 +67,16 @@ class Poster:
         latency = time.perf_counter() - started
         self.idle.put_nowait((reader, writer))
         return status, began, latency
+
+    async def post_back_to_back(self, requests: Sequence[bytes]) -> list[tuple[int, float, float]]:
+        """Closed loop (measures capacity): each connection posts the next request as soon as
+        its last one answered. The answers (as `post` gives them) in the requests' order."""
+        answers: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * len(requests)
+        untaken = iter(range(len(requests)))  # shared: each request is taken once
+
+        async def connection() -> None:
+            for index in untaken:
+                answers[index] = await self.post(requests[index])
+
+        await asyncio.gather(*(connection() for _ in range(self.connections)))
+        return answers

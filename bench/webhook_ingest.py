@@ -143,12 +143,17 @@ class Sent:
     latency: float
 
 
-async def post_one(poster: Poster, post: Post, request: bytes) -> Sent:
-    """POST one prepared webhook (anything but 200 stops the bench)."""
-    status, began, latency = await poster.post(request)
+def sent(post: Post, answer: tuple[int, float, float]) -> Sent:
+    """One webhook POST's record from its answer (anything but 200 stops the bench)."""
+    status, began, latency = answer
     if status != 200:
         raise SystemExit(f"POST answered {status}")
     return Sent(hashlib.sha256(post[0]).digest(), began, latency)
+
+
+async def post_one(poster: Poster, post: Post, request: bytes) -> Sent:
+    """POST one prepared webhook."""
+    return sent(post, await poster.post(request))
 
 
 def prepared(poster: Poster, posts: list[Post]) -> list[tuple[Post, bytes]]:
@@ -159,15 +164,9 @@ def prepared(poster: Poster, posts: list[Post]) -> list[tuple[Post, bytes]]:
 async def send_saturating(url: str, posts: list[Post], connections: int) -> list[Sent]:
     """Closed loop: `connections` connections POST back to back (measures capacity)."""
     async with Poster(url, connections) as poster:
-        queue = list(reversed(prepared(poster, posts)))
-        latencies: list[Sent] = []
-
-        async def worker() -> None:
-            while queue:
-                latencies.append(await post_one(poster, *queue.pop()))
-
-        await asyncio.gather(*(worker() for _ in range(connections)))
-    return latencies
+        requests = [request for _, request in prepared(poster, posts)]
+        answers = await poster.post_back_to_back(requests)
+    return [sent(post, answer) for post, answer in zip(posts, answers, strict=True)]
 
 
 PACING_TICK_SECONDS = 0.001
