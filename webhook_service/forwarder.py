@@ -370,12 +370,13 @@ class Forwarder:
         self._tasks: list[asyncio.Task[None]] = []
         self._degraded = False
         """True after a call failed, until one succeeds: the sweeper is then in charge."""
-        self._catching_up = True
+        self._catching_up = False
         """True from start-up (an ingestor that died may have left receipts behind) and from a
         failure (a call, a sweep) or a full queue until a sweep finds nothing left behind."""
-        self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS + CATCH_UP_MARGIN_SECONDS
+        self._catch_up_until = 0.0
         """A sweep ends catching up only from then on: a receipt left behind just before is
         younger than CATCH_UP_MIN_AGE_SECONDS until then, and a sweep would not see it yet."""
+        self._catch_up()  # from start-up
         self._senders = SenderCache()
         self._sweep_log = OutageLog(log, "sweeping pending receipts")
         self._call_log = OutageLog(log, "ApplyStatus")
