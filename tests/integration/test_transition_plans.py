@@ -1,0 +1,112 @@
+"""The send path's UPDATEs keep their plans when the statistics are older than the run.
+
+Statistics taken while next to nothing was queued (a fresh table, or a big one between runs:
+autovacuum analyses after a tenth of it changed) made every queued message look rare. The
+statements that find their messages by id then read the state indexes instead, every queued
+message of every run per claim or give back, and the reconciler's statements started from the
+queued messages instead of the few runs concerned (dispatch_service/persistence/
+message_transitions.py, `_state_in`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import TextClause
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.vocabulary import HoldReason
+from dispatch_service.domain.transitions import MessageEvent as E
+from dispatch_service.persistence import message_transitions as mt
+from tests.integration.dispatch_support import precheck_and_start, seed_world
+
+OWNER = "replica-a"
+QUEUED_AFTER_ANALYZE = 20_000
+STATE_INDEXES = (
+    "ix_invite_message_claimable",
+    "ix_invite_message_run_id_invite_message_state",
+    "ix_invite_message_leased",
+    "ix_invite_message_held",
+    "ix_invite_message_unresolved_sending",
+)
+
+
+def _explain(conn: psycopg.Connection[Any], statement: TextClause, params: dict[str, Any]) -> str:
+    sql = statement.text
+    for name in sorted(params, key=len, reverse=True):
+        sql = sql.replace(f":{name}", f"%({name})s")
+    return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", params))
+
+
+@pytest.fixture
+async def stale(database_url: str, sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
+    """Statistics taken over 50,000 sent messages, then a run of 20,000 queued ones: 150 of
+    their ids."""
+    world = seed_world(database_url, ["+14155550101"])
+    run = (await precheck_and_start(sessions, world)).run
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO invite_message (run_id, workspace_id, event_id, position,"
+            " guest_unit_id, state, provider_message_id, sent_at)"
+            " SELECT m.run_id, m.workspace_id, m.event_id, 100000 + i, m.guest_unit_id, 'sent',"
+            " 'wamid.' || i, now() FROM (SELECT * FROM invite_message LIMIT 1) m,"
+            " generate_series(1, 50000) AS i"
+        )
+        conn.execute("ANALYZE")
+        conn.execute(
+            "INSERT INTO invite_message (run_id, workspace_id, event_id, position,"
+            " guest_unit_id, state, lease_owner)"
+            " SELECT m.run_id, m.workspace_id, m.event_id, 1000 + i, m.guest_unit_id, 'queued',"
+            " %(owner)s FROM (SELECT * FROM invite_message WHERE run_id = %(run)s LIMIT 1) m,"
+            " generate_series(1, %(n)s) AS i",
+            {"owner": OWNER, "run": run.id, "n": QUEUED_AFTER_ANALYZE},
+        )
+        return [
+            r[0]
+            for r in conn.execute("SELECT id FROM invite_message WHERE state = 'queued' LIMIT 150")
+        ]
+
+
+def _by_id() -> list[tuple[str, TextClause, dict[str, Any]]]:
+    leases = [datetime(2030, 1, 1, tzinfo=UTC)]
+    errors = {"codes": [131000], "titles": ["t"], "details": ["d"], "extra": [1.0]}
+    return [
+        ("lease", mt.LEASE, {"leases": leases, "owner": OWNER}),
+        ("mark", mt.MARK_ATTEMPTING, {"owner": OWNER, "lease": 30.0}),
+        ("hold", mt.HOLD, {"untils": leases, "reason": HoldReason.QUIET_HOURS.value}),
+        ("requeue", mt.REQUEUE[E.TRANSIENT_ERROR], errors),
+        ("fail", mt.FAIL[E.TERMINAL_ERROR], errors),
+        ("ambiguous", mt.AMBIGUOUS, errors),
+        ("give back", mt.GIVE_BACK, {"leases": leases, "owner": OWNER}),
+    ]
+
+
+async def test_the_transitions_by_id_read_the_primary_key_whatever_the_statistics_say(
+    database_url: str, stale: list[Any]
+) -> None:
+    ids = stale
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name, statement, params in _by_id():
+            values = {k: v * len(ids) if isinstance(v, list) else v for k, v in params.items()}
+            plan = _explain(conn, statement, {"ids": ids, **values})
+            assert "pk_invite_message" in plan, (name, plan)
+            assert "Seq Scan on invite_message" not in plan, (name, plan)
+            assert not [index for index in STATE_INDEXES if index in plan], (name, plan)
+
+
+async def test_the_reconciler_reads_the_messages_of_the_runs_concerned_only(
+    database_url: str, stale: list[Any]
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name, statement, params in [
+            ("cancel stragglers", mt.CANCEL_STRAGGLERS, {}),
+            ("expire past deadline", mt.EXPIRE_PAST_DEADLINE, {"now": None}),
+        ]:
+            plan = _explain(conn, statement, params)
+            assert "CTE Scan on runs" in plan, (name, plan)
+            # each run's own messages, through its index
+            assert "(run_id = runs.id)" in plan, (name, plan)
+            assert "Seq Scan on invite_message" not in plan, (name, plan)
