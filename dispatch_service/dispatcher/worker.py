@@ -129,6 +129,7 @@ class DispatcherConfig:
             ),
             concurrency=settings.dispatcher_concurrency,
             claim_batch_size=settings.dispatcher_claim_batch_size,
+            mark_lead_seconds=settings.dispatcher_mark_lead_seconds,
             poll_seconds=settings.dispatcher_poll_seconds,
             flush_seconds=settings.dispatcher_flush_seconds,
             reconcile_seconds=settings.dispatcher_reconcile_seconds,
