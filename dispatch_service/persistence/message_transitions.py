@@ -57,9 +57,10 @@ def _state_in(*events: MessageEvent, column: str = "m.state") -> str:
     A plain ``state IN (...)`` let statistics older than the run decide. Taken when next to
     nothing was queued, they made every queued message look rare, and the planner read the
     state indexes (`ix_invite_message_claimable`, `(run_id, state)`) instead of the ids: every
-    queued message of every run for each claim or give back. In the three-sender bench: a claim's
-    lease of about 150 messages 19-28 ms, a give back of about 55 28 ms; by primary key 11-15 ms
-    and 6-10 ms, most of it the writes and their triggers (docs/dispatch.md §10)."""
+    queued message of every run for each claim or give back. In the three-sender bench, per
+    call: a claim's lease (about 150 messages) 19-28 ms, a give back (about 55) 28 ms; by
+    primary key 11-15 ms and 6-10 ms, most of it the writes and their triggers (docs/dispatch.md
+    §10)."""
     return f"({column} || '') IN ({_from(*events)})"
 
 
