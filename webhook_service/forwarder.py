@@ -376,7 +376,7 @@ class Forwarder:
         self._catch_up_until = 0.0
         """A sweep ends catching up only from then on: a receipt left behind just before is
         younger than CATCH_UP_MIN_AGE_SECONDS until then, and a sweep would not see it yet."""
-        self._catch_up()  # from start-up
+        self.catch_up()  # from start-up
         self._senders = SenderCache()
         self._sweep_log = OutageLog(log, "sweeping pending receipts")
         self._call_log = OutageLog(log, "ApplyStatus")
@@ -405,9 +405,9 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
         """Receipts may have been left behind now: sweep every one a second old until a sweep
-        made after they are that old finds none."""
+        made after they are that old finds none (also the receipt writer's failures: app.py)."""
         self._catching_up = True
         self._catch_up_until = time.monotonic() + CATCH_UP_MIN_AGE_SECONDS + CATCH_UP_MARGIN_SECONDS
 
@@ -419,7 +419,7 @@ class Forwarder:
             # Durable too, but the sweeper would leave it for WEBHOOK_SWEEP_MIN_AGE_SECONDS (a
             # minute) as a receipt on some ingestor's fresh path: catching up, it takes every
             # receipt a second old, so a burst past the queue is applied within a sweep.
-            self._catch_up()
+            self.catch_up()
             metrics.LEFT_TO_SWEEPER.inc()
             return
         self._queue.append(receipt)
@@ -461,7 +461,7 @@ class Forwarder:
         self._calls.discard(task)
         self._slots.release()
         if not task.cancelled() and (error := task.exception()) is not None:
-            self._catch_up()  # its receipts are pending: the sweeper takes them
+            self.catch_up()  # its receipts are pending: the sweeper takes them
             self._fresh_log.failed(error)
 
     async def _forward_fresh(self, receipts: list[Receipt]) -> None:
@@ -490,7 +490,7 @@ class Forwarder:
                 self._sweep_log.succeeded()
             except Exception as error:
                 self._sweep_log.failed(error)
-                self._catch_up()  # receipts may be waiting that nobody forwarded
+                self.catch_up()  # receipts may be waiting that nobody forwarded
                 swept = 0
             # A full batch that went through means more may be waiting: go again at once.
             if self._degraded or swept < self._settings.webhook_forward_batch_receipts:
@@ -553,7 +553,7 @@ class Forwarder:
                     # Whatever the cause (an outage, a wrong token), stop calling per receipt
                     # and let the sweeper retry everything once per interval.
                     self._degraded = True
-                    self._catch_up()
+                    self.catch_up()
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))

@@ -44,7 +44,7 @@ from tests.status_support import (
     status_item,
     statuses_body,
 )
-from webhook_service.app import CHANNEL_OPTIONS, create_app
+from webhook_service.app import CHANNEL_OPTIONS, FORWARDER, create_app
 from webhook_service.app import Deps as WebhookDeps
 from webhook_service.forwarder import Forwarder, plan
 from webhook_service.inbox import Receipt, ReceiptWriter
@@ -811,3 +811,37 @@ async def test_metas_messaging_limit_webhooks_set_the_workspaces_limit_newest_fi
         (None, "2000", "business_capability_update"),
         (None, "10000", "phone_number_quality_update"),
     }
+
+
+async def test_a_receipt_whose_store_failed_after_its_commit_is_applied_within_seconds(
+    database_url: str, dispatch: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database went away after committing a flush, before the writer heard of it: the POST
+    # answered 503, the row is pending, and Meta's redelivery is a duplicate that hands nothing
+    # to the forwarder. Without catching up it would wait WEBHOOK_SWEEP_MIN_AGE_SECONDS.
+    run = seed_run(database_url, 1)
+    store = ReceiptWriter.store
+    lost: list[bool] = []
+
+    async def committed_then_lost(writer: ReceiptWriter, *args: Any, **kwargs: Any) -> Any:
+        receipt = await store(writer, *args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise ConnectionError("server closed the connection unexpectedly")
+        return receipt
+
+    monkeypatch.setattr(ReceiptWriter, "store", committed_then_lost)
+    settings = webhook_settings(database_url, dispatch.target, webhook_sweep_min_age_seconds=60.0)
+    deps = WebhookDeps(
+        make_engine(database_url, pool_size=4), aio.insecure_channel(dispatch.target)
+    )
+    body = statuses_body([status_item(run.wamids[0] or "", "delivered", 1_900_000_000)])
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)}
+    app = create_app(settings, deps)
+    async with TestClient(TestServer(app)) as client:
+        forwarder = app[FORWARDER]
+        await eventually(lambda: not forwarder._catching_up)  # start-up's catching up is over
+        assert (await client.post(PATH, data=body, headers=headers)).status == 503
+        assert (await client.post(PATH, data=body, headers=headers)).status == 200  # duplicate
+        await eventually(lambda: receipts(database_url) == [("applied", None)], timeout=5.0)
+    assert states(database_url, run) == ["delivered"]
