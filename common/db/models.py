@@ -693,9 +693,8 @@ class InviteMessage(Base):
         ),
         UniqueConstraint("provider", "provider_message_id"),
         UniqueConstraint("run_id", "position"),
-        Index(None, "run_id", "state"),
-        Index(None, "event_id", "phone_e164"),
-        # GetEventInvitations: each household's latest invitation, paged by household.
+        # GetEventInvitations: each household's latest invitation, paged by household; also
+        # PrecheckSend's already-invited test (every invitation of the event).
         Index("ix_invite_message_event_unit", "event_id", "guest_unit_id", "created_at"),
         Index(
             "ix_invite_message_claimable",
@@ -703,8 +702,12 @@ class InviteMessage(Base):
             "next_attempt_at",
             postgresql_where=text("state = 'queued'"),
         ),
+        # The messages in flight: the reconciler's unresolved outcomes (all runs) and whether a
+        # run still has one (its completion). Each write of a message pays every index that is
+        # not partial: a run's messages by state have none of their own (migration 0019).
         Index(
             "ix_invite_message_unresolved_sending",
+            "run_id",
             "sending_at",
             postgresql_where=text("state = 'sending'"),
         ),

@@ -56,7 +56,7 @@ def _state_in(*events: MessageEvent, column: str = "m.state") -> str:
 
     A plain ``state IN (...)`` let statistics older than the run decide. Taken when next to
     nothing was queued, they made every queued message look rare, and the planner read the
-    state indexes (`ix_invite_message_claimable`, `(run_id, state)`) instead of the ids: every
+    state indexes (`ix_invite_message_claimable`, then `(run_id, state)`) instead of the ids: every
     queued message of every run for each claim or give back. In the three-sender bench, per
     call: a claim's lease (about 150 messages) 19-28 ms, a give back (about 55) 28 ms; by
     primary key 11-15 ms and 6-10 ms, most of it the writes and their triggers (docs/dispatch.md
@@ -249,7 +249,7 @@ _RUN_CANCELLED = (
     f"(SELECT r.state FROM invite_send_run r WHERE r.id = m.run_id) = {literal(RunState.CANCELLED)}"
 )
 """Whether the message's run was cancelled: a look-up per message, not a join. Joined, the
-planner could start from the runs and read each run's messages by (run_id, state)."""
+planner could start from the runs and read each run's messages by state."""
 
 _ERROR_VALUES = """
     unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]), CAST(:titles AS text[]),

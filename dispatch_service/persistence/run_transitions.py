@@ -53,12 +53,18 @@ CANCEL = text(
     f"UPDATE invite_send_run SET state = {_to(E.CANCELLED)}, pause_reason = NULL,"
     f" updated_at = now(), finished_at = now() WHERE id = :run AND state IN ({_from(E.CANCELLED)})"
 )
+# One NOT EXISTS per pending state: each reads that state's partial index (queued: claimable,
+# sending: unresolved_sending), a probe whatever the run's size; no index of the table covers
+# (run_id, state) for all states (migration 0019).
+_NOTHING_PENDING = " AND ".join(
+    f"NOT EXISTS (SELECT 1 FROM invite_message m WHERE m.run_id = r.id AND m.state = {literal(s)})"
+    for s in sorted(PENDING_MESSAGE_STATES)
+)
 COMPLETE = text(f"""
     UPDATE invite_send_run r SET state = {_to(E.COMPLETED)}, finished_at = now(),
       updated_at = now()
     WHERE r.state IN ({_from(E.COMPLETED)}) AND (CAST(:run AS uuid) IS NULL OR r.id = :run)
-      AND NOT EXISTS (SELECT 1 FROM invite_message m
-                      WHERE m.run_id = r.id AND m.state IN ({quoted(PENDING_MESSAGE_STATES)}))
+      AND {_NOTHING_PENDING}
     RETURNING r.id
 """)
 

@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import HoldReason
 from dispatch_service.domain.transitions import MessageEvent as E
 from dispatch_service.persistence import message_transitions as mt
+from dispatch_service.persistence import run_transitions
 from tests.integration.dispatch_support import precheck_and_start, seed_world
 
 OWNER = "replica-a"
 QUEUED_AFTER_ANALYZE = 20_000
 STATE_INDEXES = (
     "ix_invite_message_claimable",
-    "ix_invite_message_run_id_invite_message_state",
     "ix_invite_message_leased",
     "ix_invite_message_held",
     "ix_invite_message_unresolved_sending",
@@ -110,3 +110,21 @@ async def test_the_reconciler_reads_the_messages_of_the_runs_concerned_only(
             # each run's own messages, through its index
             assert "(run_id = runs.id)" in plan, (name, plan)
             assert "Seq Scan on invite_message" not in plan, (name, plan)
+
+
+async def test_a_runs_completion_probes_its_pending_messages_through_their_partial_indexes(
+    database_url: str, stale: list[Any]
+) -> None:
+    """No index covers (run_id, state) for every state (migration 0019): the completion test
+    reads the queued and the sending messages of the run from their own partial indexes, never
+    the run's 70,000 messages."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE invite_message")
+        run = conn.execute("SELECT run_id FROM invite_message LIMIT 1").fetchone()
+        assert run is not None
+        for params in ({"run": run[0]}, {"run": None}):
+            plan = _explain(conn, run_transitions.COMPLETE, params)
+            assert "ix_invite_message_claimable" in plan, plan
+            assert "ix_invite_message_unresolved_sending" in plan, plan
+            assert "uq_invite_message_run_id_position" not in plan, plan
+            assert "Seq Scan on invite_message" not in plan, plan
