@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.runtime import EventLoop
+
 PLACEHOLDERS = frozenset({"changeme", "change-me", "placeholder", "secret", "todo", "xxx", "none"})
 
 
@@ -84,6 +86,9 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     """LOG_LEVEL: the logging level (DEBUG, INFO, WARNING, ERROR)."""
+
+    event_loop: EventLoop = "uvloop"
+    """EVENT_LOOP: the process's event loop, `uvloop` or `asyncio` (common/runtime.py)."""
 
 
 S = TypeVar("S", bound=BaseModel)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from common.observability import configure_logging
-from common.runtime import tune_garbage_collection
+from common.runtime import tune_garbage_collection, use_event_loop
 from common.settings import load_settings
 from dispatch_service.server import serve
 from dispatch_service.settings import DispatchSettings
@@ -16,6 +16,7 @@ def main() -> None:
     settings = load_settings(DispatchSettings)
     configure_logging("dispatch", settings.log_level)
     tune_garbage_collection()
+    use_event_loop(settings.event_loop)
     asyncio.run(serve(settings))
 
 

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from common.observability import configure_logging
-from common.runtime import tune_garbage_collection
+from common.runtime import tune_garbage_collection, use_event_loop
 from common.settings import host_port, load_settings
 from webhook_service.app import create_app
 from webhook_service.settings import WebhookSettings
@@ -20,6 +20,7 @@ def main() -> None:
     settings = load_settings(WebhookSettings)
     configure_logging("webhook", settings.log_level)
     tune_garbage_collection()
+    use_event_loop(settings.event_loop)
     host, port = host_port(settings.webhook_listen)
     # run_app handles SIGTERM/SIGINT: stop accepting, let requests finish, then run cleanup_ctx.
     web.run_app(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from common.observability import configure_logging
-from common.runtime import run_at_nice, tune_garbage_collection
+from common.runtime import run_at_nice, tune_garbage_collection, use_event_loop
 from common.settings import load_settings
 from dispatch_service.dispatcher.process import run_worker
 from dispatch_service.settings import WorkerSettings
@@ -17,6 +17,7 @@ def main() -> None:
     configure_logging("dispatcher", settings.log_level)
     run_at_nice(settings.dispatcher_nice)  # reads first where the CPUs are shared (settings.py)
     tune_garbage_collection()
+    use_event_loop(settings.event_loop)
     asyncio.run(run_worker(settings))
 
 
