@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,9 @@ NOT_AFTER = "not_after"
 _not_after: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "invites_not_after", default=None
 )
+
+
+RawHeaders = tuple[tuple[bytes, bytes], ...]
 
 
 class SendWindowPassed(Exception):
@@ -51,10 +55,13 @@ class WindowedRequest(aiohttp.ClientRequest):
         return await super().send(conn)
 
 
-def _timeout(request: httpx.Request, not_after: float | None) -> aiohttp.ClientTimeout:
+Timeouts = Mapping[str, float | None]
+"""httpx's per-request timeouts by name (connect, read, write, pool: `httpx.Timeout.as_dict()`)."""
+
+
+def _timeout(timeouts: Timeouts, not_after: float | None) -> aiohttp.ClientTimeout:
     """httpx's per-request timeouts (connect, read, write, pool) as aiohttp's; waiting for a
     connection ends at the send window too."""
-    timeouts = request.extensions.get("timeout", {})
     connect = timeouts.get("connect")
     pool = timeouts.get("pool")
     read = timeouts.get("read")
@@ -83,36 +90,73 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._limits.keepalive_expiry or 15.0,
                 force_close=self._limits.max_keepalive_connections == 0,
             )
+            # aiohttp decodes a compressed body; the httpx responses built from it below drop
+            # the Content-Encoding header, so httpx does not decode it again.
             self._session = aiohttp.ClientSession(
-                connector=connector,
-                request_class=WindowedRequest,
-                auto_decompress=False,  # httpx decodes the body
+                connector=connector, request_class=WindowedRequest
             )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request; aiohttp's failures are raised as the matching httpx exceptions."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        not_after = request.extensions.get(NOT_AFTER)
+        status, raw_headers, content = await self._exchange(
+            request.method,
+            str(request.url),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            await request.aread(),
+            request.extensions.get("timeout", {}),
+            request.extensions.get(NOT_AFTER),
+            request,
+        )
+        return httpx.Response(
+            status,
+            headers=[
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in raw_headers
+                if k.lower() != b"content-encoding"
+            ],
+            content=content,
+            request=request,
+        )
+
+    async def post(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeouts: Timeouts,
+        not_after: float | None,
+    ) -> tuple[int, bytes]:
+        """POST `content` and return the status and the (decoded) body: the send worker's path,
+        with no httpx request or response built around it (`http_call.ProviderClient`). Failures
+        are raised as httpx's exceptions, as from handle_async_request."""
+        status, _, content = await self._exchange(
+            "POST", url, headers, content, timeouts, not_after, None
+        )
+        return status, content
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | list[tuple[str, str]],
+        content: bytes,
+        timeouts: Timeouts,
+        not_after: float | None,
+        request: httpx.Request | None,
+    ) -> tuple[int, RawHeaders, bytes]:
+        """One request through aiohttp inside the send window: status, raw headers, body."""
         token = _not_after.set(not_after)
         try:
             async with self._client().request(
-                request.method,
-                str(request.url),
+                method,
+                url,
                 headers=headers,
-                data=await request.aread(),
-                timeout=_timeout(request, not_after),
+                data=content,
+                timeout=_timeout(timeouts, not_after),
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
-                return httpx.Response(
-                    response.status,
-                    headers=[
-                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
-                    ],
-                    content=content,
-                    request=request,
-                )
+                return response.status, response.raw_headers, await response.read()
         except aiohttp.ConnectionTimeoutError as error:  # before the request was sent
             if not_after is not None and time.monotonic() >= not_after:
                 raise SendWindowPassed("no connection before the send window passed") from error

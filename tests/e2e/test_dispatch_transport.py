@@ -5,6 +5,8 @@ versus maybe sent (ambiguous, never re-sent)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import socket
 import time
 import uuid
@@ -31,6 +33,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def serve(handler: Handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/{version}/{sender}/messages", handler)
+    return await serve_app(app)
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -75,6 +81,31 @@ async def test_an_accepted_send_comes_through_with_the_request_intact(
     [(authorization, body)] = seen
     assert authorization == "Bearer t"
     assert body["biz_opaque_callback_data"] == str(SEND.message_id)
+
+
+async def test_a_compressed_answer_is_read_once_decoded_on_both_paths() -> None:
+    """aiohttp decodes a gzip body: the send path reads it as is, and an httpx response built
+    from it (template sync goes through httpx's client) must not be decoded a second time."""
+    answer = {"contacts": [{"wa_id": "14155550100"}], "messages": [{"id": "wamid.Z"}]}
+
+    async def gzipped(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps(answer).encode())
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/{version}/{sender}/messages", gzipped)
+    app.router.add_get("/{version}/{sender}/messages", gzipped)
+    runner, url = await serve_app(app)
+    client = build_http_client(timeout_seconds=2, connect_timeout_seconds=2, max_connections=2)
+    provider = MetaCloudProvider(client, base_url=url, api_version="v26.0", access_token="t")
+    try:
+        assert await provider.send_template(SEND) == Accepted("wamid.Z", "14155550100")
+        response = await client.get(f"{url}/v26.0/{SEND.sender_id}/messages")
+        assert response.json() == answer
+    finally:
+        await client.aclose()
+        await runner.cleanup()
 
 
 async def test_a_refused_connection_was_never_sent(
