@@ -691,7 +691,14 @@ class InviteMessage(Base):
             unique=True,
             postgresql_where=text("rejection_reason IS DISTINCT FROM 'duplicate_target'"),
         ),
-        UniqueConstraint("provider", "provider_message_id"),
+        # Only messages with a provider id: every reader asks for given ids (migration 0020).
+        Index(
+            "uq_invite_message_provider_message_id",
+            "provider",
+            "provider_message_id",
+            unique=True,
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
         UniqueConstraint("run_id", "position"),
         # GetEventInvitations: each household's latest invitation, paged by household; also
         # PrecheckSend's already-invited test (every invitation of the event).

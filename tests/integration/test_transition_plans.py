@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import HoldReason
 from dispatch_service.domain.transitions import MessageEvent as E
 from dispatch_service.persistence import message_transitions as mt
-from dispatch_service.persistence import run_transitions
+from dispatch_service.persistence import run_transitions, status
 from tests.integration.dispatch_support import precheck_and_start, seed_world
 
 OWNER = "replica-a"
@@ -127,4 +127,18 @@ async def test_a_runs_completion_probes_its_pending_messages_through_their_parti
             assert "ix_invite_message_claimable" in plan, plan
             assert "ix_invite_message_unresolved_sending" in plan, plan
             assert "uq_invite_message_run_id_position" not in plan, plan
+            assert "Seq Scan on invite_message" not in plan, plan
+
+
+async def test_a_webhook_finds_its_messages_through_the_provider_id_index(
+    database_url: str, stale: list[Any]
+) -> None:
+    """The provider-id index holds only messages that have one (migration 0020); the statuses'
+    lookups by provider id still read it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for statement in (status.LOCK_BY_PROVIDER_ID, status.ANY_MESSAGE_WITH):
+            plan = _explain(
+                conn, statement, {"provider": "meta", "wamids": '["wamid.1", "wamid.2"]'}
+            )
+            assert "uq_invite_message_provider_message_id" in plan, plan
             assert "Seq Scan on invite_message" not in plan, plan
