@@ -558,7 +558,12 @@ class Forwarder:
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             else:
-                self._degraded = False
+                if self._degraded:
+                    # Receipts handed over while degraded were left to the sweeper, and one stored
+                    # after its last claim is younger than the catch-up age now: catching up
+                    # lasts until a sweep made after it is that old finds nothing.
+                    self._degraded = False
+                    self.catch_up()
                 self._call_log.succeeded()
                 metrics.FORWARD_CALLS.labels("ok").inc()
                 r = work.request

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -413,6 +414,52 @@ async def test_sweepers_of_several_ingestors_share_pending_receipts(
     assert sum(counts) <= 40
     assert query(database_url, "SELECT max(attempts) FROM webhook_receipt") == [(1,)]
     assert states(database_url, run) == ["delivered"] * 40
+
+
+async def test_a_receipt_handed_over_while_degraded_is_swept_within_seconds_of_recovery(
+    database_url: str, dispatch: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ApplyStatus had been failing for longer than the catch-up window. The sweeper claimed
+    what was pending and its call succeeded, but meanwhile another receipt was stored and
+    handed over (not forwarded: the ingestor was still degraded). Catching up must outlast the
+    recovery: that receipt, younger than a second at the next sweep, otherwise waited
+    WEBHOOK_SWEEP_MIN_AGE_SECONDS (seen as "webhooks unsettled" in the Postgres-restart test)."""
+    run = seed_run(database_url, 2)
+    early, late = (
+        statuses_body([status_item(wamid or "", "delivered", 1_900_000_000)])
+        for wamid in run.wamids
+    )
+    stored_receipt(database_url, early)
+    settings = webhook_settings(database_url, dispatch.target, webhook_sweep_min_age_seconds=60.0)
+    engine = make_engine(database_url, pool_size=4)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    forwarder = Forwarder(settings, engine, channel)
+    plan_claimed = forwarder._plan
+
+    async def store_late_meanwhile(db: Any, claimed: list[Receipt]) -> Any:
+        late_id = stored_receipt(database_url, late)  # after the sweep's claim
+        forwarder.submit(Receipt(late_id, late, datetime.now(UTC)))  # degraded: left to sweeps
+        return await plan_claimed(db, claimed)
+
+    try:
+        forwarder._degraded = True  # ApplyStatus failed ...
+        forwarder._catch_up_until = time.monotonic() - 10  # ... longer ago than the window
+        monkeypatch.setattr(forwarder, "_plan", store_late_meanwhile)
+        assert await forwarder.sweep_once() == 1  # the degraded sweep: `early`, and it succeeds
+        monkeypatch.undo()
+        assert not forwarder._degraded
+        deadline = time.monotonic() + 4.0  # the sweeper's loop, every 0.2 s
+        while time.monotonic() < deadline and sorted(receipts(database_url)) != [
+            ("applied", None),
+            ("applied", None),
+        ]:
+            await forwarder.sweep_once()
+            await asyncio.sleep(0.2)
+    finally:
+        await channel.close(None)
+        await engine.dispose()
+    assert receipts(database_url) == [("applied", None), ("applied", None)]
+    assert states(database_url, run) == ["delivered", "delivered"]
 
 
 async def test_the_dispatch_service_refuses_callers_without_the_ingestor_token(
