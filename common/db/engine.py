@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import psycopg
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -62,3 +64,27 @@ async def autocommit_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConne
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         yield connection
+
+
+@asynccontextmanager
+async def driver_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection's own psycopg connection inside a transaction, committed on leaving
+    (rolled back on an error): for the one statement the send worker runs hundreds of times a
+    second (persistence.message_transitions.mark_attempting). A session around a short
+    transaction cost 645 µs of CPU against 375 µs for the same statement and transaction on the
+    driver (2,000 transactions of one UPDATE ... RETURNING each, uvloop). The connection goes
+    back to the pool as any other; a lost connection raises psycopg's own errors (which
+    common.outages knows as outages) and is discarded, not reset, on its way back."""
+    engine = sessions.kw["bind"]
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        try:
+            async with driver.transaction():
+                yield driver
+        except BaseException:
+            if driver.broken or driver.closed:
+                await connection.invalidate()
+            raise

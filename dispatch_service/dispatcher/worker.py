@@ -38,14 +38,17 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from common.db.engine import outside_transaction
+from common.db.engine import driver_transaction, outside_transaction
 from common.outages import OutageLog, is_outage_error
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
@@ -185,7 +188,9 @@ class Dispatcher:
         self._claim_settings = ClaimSettings(
             owner=self.owner, claim_lease_seconds=config.claim_lease_seconds
         )
-        self._marker = Marker(sessions, self.owner, config.lease_seconds)
+        self._marker = Marker(
+            partial(driver_transaction, sessions), self.owner, config.lease_seconds
+        )
         self._reserved = 0
         self._room = asyncio.Event()
         """Wakes the claim loop: a run became claimable, the worker stops, or (only while the
@@ -584,15 +589,18 @@ def _outage_pause(failures: int) -> float:
     return float(min(OUTAGE_RETRY_CAP_SECONDS, FLUSH_RETRY_SECONDS * 2 ** min(failures, 8)))
 
 
+MarkTransaction = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+"""Where a mark runs: a transaction on a driver connection (common.db.engine.driver_transaction),
+committed when the context exits."""
+
+
 class Marker:
     """Marks messages `sending` just before their slots, batching the ones that come due
     together into one short transaction (one in flight at a time: marks asked for meanwhile
     share the next one)."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], owner: str, lease_seconds: float
-    ) -> None:
-        self.sessions = sessions
+    def __init__(self, transaction: MarkTransaction, owner: str, lease_seconds: float) -> None:
+        self.transaction = transaction
         self.owner = owner
         self.lease_seconds = lease_seconds
         self._pending: list[tuple[uuid.UUID, asyncio.Future[datetime | None]]] = []
@@ -643,9 +651,9 @@ class Marker:
         marked: dict[uuid.UUID, datetime] = {}
         marking: dict[uuid.UUID, datetime] = {}
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.transaction() as connection:
                 marking = await mark_attempting(
-                    session, [m for m, _ in batch], self.owner, self.lease_seconds
+                    connection, [m for m, _ in batch], self.owner, self.lease_seconds
                 )
             # Only a committed mark may be sent: the UPDATE's rows are known before the commit,
             # and a commit that fails (the database went away) leaves the messages `queued`

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -115,30 +116,39 @@ async def lease_claimed(
     await session.execute(LEASE, {"ids": list(ids), "leases": list(lease_expires), "owner": owner})
 
 
-MARK_ATTEMPTING = text(f"""
+# In the driver's parameter style: it runs on psycopg's connection, not through a session
+# (common.db.engine.driver_transaction).
+MARK_ATTEMPTING = f"""
     UPDATE invite_message m SET state = {_to(E.ATTEMPTED)},
       attempt_count = m.attempt_count + 1, sending_at = clock_timestamp(),
-      lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
+      lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
       next_attempt_at = NULL, updated_at = now()
     FROM invite_send_run r
-    WHERE m.id = ANY(:ids) AND {_state_in(E.ATTEMPTED)} AND m.lease_owner = :owner
+    WHERE m.id = ANY(%(ids)s) AND {_state_in(E.ATTEMPTED)} AND m.lease_owner = %(owner)s
       AND r.id = m.run_id AND r.state = {literal(RunState.DISPATCHING)}
     RETURNING m.id, m.lease_expires_at
-""")
+"""
 
 
 async def mark_attempting(
-    session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, lease_seconds: float
+    connection: psycopg.AsyncConnection[Any],
+    ids: Sequence[uuid.UUID],
+    owner: str,
+    lease_seconds: float,
 ) -> dict[uuid.UUID, datetime]:
     """``attempted``: the at-most-once point, taken just before the request is written (attempt
     + 1, `sending_at`, a lease for the call). Only messages still leased by `owner` whose run is
-    dispatching move; those returned (with their new lease) may be sent, the others must not."""
+    dispatching move; those returned (with their new lease) may be sent, the others must not.
+
+    On the driver's connection, inside the caller's transaction: the worker marks a few
+    messages hundreds of times a second, and a session around each mark cost 270 µs of CPU more
+    (common.db.engine.driver_transaction)."""
     if not ids:
         return {}
-    rows = await session.execute(
-        MARK_ATTEMPTING, {"ids": list(ids), "owner": owner, "lease": lease_seconds}
+    cursor = await connection.execute(
+        MARK_ATTEMPTING, {"ids": list(ids), "owner": owner, "lease": float(lease_seconds)}
     )
-    return {r.id: r.lease_expires_at for r in rows}
+    return {row[0]: row[1] for row in await cursor.fetchall()}
 
 
 HOLD = text(f"""

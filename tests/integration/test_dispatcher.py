@@ -7,16 +7,18 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.db.engine import outside_transaction
+from common.db.engine import driver_transaction, outside_transaction
 from dispatch_service.dispatcher import worker as worker_module
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
@@ -557,20 +559,20 @@ async def test_a_crashed_replicas_claimed_but_unattempted_messages_are_sent_afte
 
 
 def _commits_fail(sessions: async_sessionmaker[AsyncSession], *, after: bool = False) -> Any:
-    """A session factory whose commits fail, as when the database goes away mid-commit (the
-    statements before the commit ran and returned their rows); `after`: the COMMIT reached
-    the database and took effect, and only its answer was lost."""
+    """A mark transaction whose commit fails, as when the database goes away mid-commit (the
+    statement before the commit ran and returned its rows); `after`: the COMMIT reached the
+    database and took effect, and only its answer was lost."""
 
-    def session() -> AsyncSession:
-        opened = sessions()
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        lost = psycopg.OperationalError("server closed the connection")
+        async with driver_transaction(sessions) as connection:
+            yield connection
+            if not after:
+                raise lost  # before the COMMIT: rolled back
+        raise lost
 
-        def refuse(_: Any) -> None:
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
-
-        event.listen(opened.sync_session, "after_commit" if after else "before_commit", refuse)
-        return opened
-
-    return session
+    return transaction
 
 
 async def _two_claimed(
@@ -612,7 +614,9 @@ async def test_a_mark_whose_commit_failed_is_not_sent(
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [
             ("queued", 0)
         ]
-    leases = await _mark_all(Marker(sessions, "replica", 10.0), taken)  # it answers again
+    leases = await _mark_all(
+        Marker(partial(driver_transaction, sessions), "replica", 10.0), taken
+    )  # it answers again
     assert all(lease is not None for lease in leases)
     with Seeder(database_url) as seed:
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +39,9 @@ async def test_a_late_give_back_of_an_old_lease_leaves_the_newer_attempt_alone(
         await lease_claimed(session, [message_id], [old_lease], OWNER)
         # the old lease ran out; the same replica claims the message again and marks it
         await lease_claimed(session, [message_id], [old_lease + timedelta(minutes=1)], OWNER)
-        marked = await mark_attempting(session, [message_id], OWNER, 30.0)
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)  # the session's, in its transaction
+        marked = await mark_attempting(driver, [message_id], OWNER, 30.0)
     assert set(marked) == {message_id}
 
     async with sessions() as session, session.begin():

@@ -34,8 +34,10 @@ STATE_INDEXES = (
 )
 
 
-def _explain(conn: psycopg.Connection[Any], statement: TextClause, params: dict[str, Any]) -> str:
-    sql = statement.text
+def _explain(
+    conn: psycopg.Connection[Any], statement: TextClause | str, params: dict[str, Any]
+) -> str:
+    sql = statement if isinstance(statement, str) else statement.text
     for name in sorted(params, key=len, reverse=True):
         sql = sql.replace(f":{name}", f"%({name})s")
     return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", params))
@@ -70,7 +72,7 @@ async def stale(database_url: str, sessions: async_sessionmaker[AsyncSession]) -
         ]
 
 
-def _by_id() -> list[tuple[str, TextClause, dict[str, Any]]]:
+def _by_id() -> list[tuple[str, TextClause | str, dict[str, Any]]]:
     leases = [datetime(2030, 1, 1, tzinfo=UTC)]
     errors = {"codes": [131000], "titles": ["t"], "details": ["d"], "extra": [1.0]}
     return [
