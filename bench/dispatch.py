@@ -57,7 +57,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from bench.http_load import Poster
-from bench.processes import free_port, machine_cpu, wait_serving
+from bench.processes import free_port, machine_cpu, machine_speed, wait_serving
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -612,6 +612,7 @@ def main() -> None:
         or os.environ.get("DATABASE_URL")
         or "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    print(machine_speed(server))
     ids = {k: uuid.uuid4() for k in ("ws", "admin", "template", "tag")}
     keep = os.environ.get("BENCH_WORKDIR")
     with (

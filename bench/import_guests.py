@@ -40,7 +40,13 @@ import psycopg
 from grpc import aio
 from psycopg import sql
 
-from bench.processes import cpu_seconds, family_cpu_seconds, free_port, wait_serving
+from bench.processes import (
+    cpu_seconds,
+    family_cpu_seconds,
+    free_port,
+    machine_speed,
+    wait_serving,
+)
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import admin_pb2 as pb
@@ -280,6 +286,7 @@ def main() -> None:
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"bench_import_{uuid.uuid4().hex[:8]}"
     admin = with_database(server, "postgres")
+    print(machine_speed(admin))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "guests.csv"
         write_csv(path, args.rows)

@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PROBE_STEPS = 2_000_000
+PROBE_ROUND_TRIPS = 2_000
+PROBE_ROWS = 2_000_000
 
 
 def free_port() -> int:
@@ -88,3 +93,37 @@ def machine_cpu(groups: Mapping[str, Iterable[int]], own: str) -> dict[str, floa
     used["postgres"] = postgres_cpu_seconds()
     used[own] = time.process_time()
     return used
+
+
+def _best_of_three(work: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def machine_speed(database_url: str) -> str:
+    """How fast this machine is right now, in three small probes (best of three each): a pure
+    Python loop, `SELECT 1` round trips to Postgres, and Postgres counting rows. The 2-core
+    machine's speed moves by tens of percent from day to day and hour to hour; figures taken
+    at different times compare only with these beside them."""
+    python = PROBE_STEPS / _best_of_three(lambda: sum(i * i for i in range(PROBE_STEPS)))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+
+        def round_trips() -> None:
+            for _ in range(PROBE_ROUND_TRIPS):
+                conn.execute("SELECT 1").fetchone()
+
+        trips = PROBE_ROUND_TRIPS / _best_of_three(round_trips)
+        count = _best_of_three(
+            lambda: conn.execute(
+                "SELECT count(*) FROM generate_series(1, %s)", (PROBE_ROWS,)
+            ).fetchone()
+        )
+    return (
+        f"machine speed now: Python {python / 1e6:.1f} M loop steps/s; Postgres"
+        f" {trips:,.0f} SELECT 1 round trips/s, {count * 1000:.0f} ms to count"
+        f" {PROBE_ROWS:,} rows; load average {os.getloadavg()[0]:.2f}"
+    )

@@ -47,7 +47,7 @@ from aiohttp import web
 from psycopg import sql
 
 from bench.http_load import Poster
-from bench.processes import free_port, machine_cpu
+from bench.processes import free_port, machine_cpu, machine_speed
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -491,6 +491,7 @@ def main() -> None:
     server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
         "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    print(machine_speed(server))
     runs = scenarios(args)
     name = f"bench_webhook_{uuid.uuid4().hex[:10]}"
     with admin(server) as conn:
