@@ -97,12 +97,20 @@ async def block_at_send(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None
         )
 
 
+# A claim's and a result batch's rows travel as one JSON text (persistence.json_param): psycopg
+# adapted a list of a few hundred ids and timestamps element by element, 3.4% of the send
+# worker's CPU with three senders (py-spy).
 LEASE = text(f"""
     UPDATE invite_message m SET state = {_to(E.CLAIMED)}, lease_owner = :owner,
       lease_expires_at = v.lease, hold_reason = NULL, updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS timestamptz[])) AS v(id, lease)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id uuid, lease timestamptz)
     WHERE m.id = v.id AND {_state_in(E.CLAIMED)}
 """)
+
+
+def lease_rows(ids: Sequence[uuid.UUID], lease_expires: Sequence[datetime]) -> str:
+    """LEASE's `rows`: each message with the moment its lease ends."""
+    return json_param([{"id": i, "lease": e} for i, e in zip(ids, lease_expires, strict=True)])
 
 
 async def lease_claimed(
@@ -113,7 +121,7 @@ async def lease_claimed(
 ) -> None:
     """``claimed``: the messages are leased to `owner` until their lease ends; they stay
     `queued` (nothing is attempted yet), so a replica killed now leaves nothing ambiguous."""
-    await session.execute(LEASE, {"ids": list(ids), "leases": list(lease_expires), "owner": owner})
+    await session.execute(LEASE, {"rows": lease_rows(ids, lease_expires), "owner": owner})
 
 
 # In the driver's parameter style: it runs on psycopg's connection, not through a session
@@ -222,8 +230,7 @@ RECORD_ACCEPTED = text(f"""
       error_details = CASE WHEN m.state IN ({_from(E.ACCEPTED)}) THEN NULL
                            ELSE m.error_details END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]))
-      AS v(id, wamid, wa_id)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id uuid, wamid text, wa_id text)
     WHERE m.id = v.id
 """)
 
@@ -235,14 +242,8 @@ async def record_accepted(session: AsyncSession, rows: Sequence[AcceptedRow]) ->
     filled in."""
     if not rows:
         return
-    await session.execute(
-        RECORD_ACCEPTED,
-        {
-            "ids": [r.id for r in rows],
-            "wamids": [r.provider_message_id for r in rows],
-            "wa_ids": [r.wa_id for r in rows],
-        },
-    )
+    batch = [{"id": r.id, "wamid": r.provider_message_id, "wa_id": r.wa_id} for r in rows]
+    await session.execute(RECORD_ACCEPTED, {"rows": json_param(batch)})
 
 
 @dataclass(frozen=True)

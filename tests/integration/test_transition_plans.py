@@ -76,7 +76,11 @@ def _by_id() -> list[tuple[str, TextClause | str, dict[str, Any]]]:
     leases = [datetime(2030, 1, 1, tzinfo=UTC)]
     errors = {"codes": [131000], "titles": ["t"], "details": ["d"], "extra": [1.0]}
     return [
-        ("lease", mt.LEASE, {"leases": leases, "owner": OWNER}),
+        (
+            "lease",
+            mt.LEASE,
+            {"rows": lambda ids: mt.lease_rows(ids, leases * len(ids)), "owner": OWNER},
+        ),
         ("mark", mt.MARK_ATTEMPTING, {"owner": OWNER, "lease": 30.0}),
         ("hold", mt.HOLD, {"untils": leases, "reason": HoldReason.QUIET_HOURS.value}),
         ("requeue", mt.REQUEUE[E.TRANSIENT_ERROR], errors),
@@ -92,7 +96,10 @@ async def test_the_transitions_by_id_read_the_primary_key_whatever_the_statistic
     ids = stale
     with psycopg.connect(database_url, autocommit=True) as conn:
         for name, statement, params in _by_id():
-            values = {k: v * len(ids) if isinstance(v, list) else v for k, v in params.items()}
+            values = {
+                k: v(ids) if callable(v) else v * len(ids) if isinstance(v, list) else v
+                for k, v in params.items()
+            }
             plan = _explain(conn, statement, {"ids": ids, **values})
             assert "pk_invite_message" in plan, (name, plan)
             assert "Seq Scan on invite_message" not in plan, (name, plan)
