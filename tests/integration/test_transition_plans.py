@@ -86,7 +86,11 @@ def _by_id() -> list[tuple[str, TextClause | str, dict[str, Any]]]:
         ("requeue", mt.REQUEUE[E.TRANSIENT_ERROR], errors),
         ("fail", mt.FAIL[E.TERMINAL_ERROR], errors),
         ("ambiguous", mt.AMBIGUOUS, errors),
-        ("give back", mt.GIVE_BACK, {"leases": leases, "owner": OWNER}),
+        (
+            "give back",
+            mt.GIVE_BACK,
+            {"rows": lambda ids: mt.lease_rows(ids, leases * len(ids)), "owner": OWNER},
+        ),
     ]
 
 
