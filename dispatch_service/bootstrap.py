@@ -21,6 +21,7 @@ from dispatch_service.providers.meta_templates import MetaTemplateCatalog, Templ
 from dispatch_service.providers.routing import RoutingProvider
 from dispatch_service.providers.twilio import TwilioProvider
 from dispatch_service.settings import DispatchSettings, SendSettings
+from dispatch_service.use_cases.runs import MessageCreation
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class Deps:
     dispatcher_task: asyncio.Task[None] | None = None
     template_catalog: TemplateCatalog | None = None
     """Where SyncTemplates reads the WhatsApp Business Account's templates (None: nowhere)."""
+    creation: MessageCreation = field(init=False)
+    """Creates the remaining messages of the runs this process starts, in the background."""
+
+    def __post_init__(self) -> None:
+        self.creation = MessageCreation(self.sessions)
 
     @property
     def provider_name(self) -> str:
@@ -68,6 +74,7 @@ class Deps:
         for task in self.background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.creation.drain(self.settings.dispatch_grace_seconds)
         if self.http_client is not None:
             await self.http_client.aclose()
         await self.engine.dispose()

@@ -41,6 +41,8 @@ class RunRecord:
     deadline: datetime | None = None
     parent_run_id: uuid.UUID | None = None
     send_window: str | None = None
+    next_candidate_position: int | None = None
+    """Not None while StartRun is still creating the run's messages (persistence/runs)."""
 
 
 @dataclass(frozen=True)

@@ -588,6 +588,11 @@ class InviteSendRun(Base):
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("invite_send_run.id"))
     # Quiet hours of this run ("HH:MM-HH:MM"), overriding the workspace's.
     send_window: Mapped[str | None] = mapped_column(Text)
+    # StartRun commits the first messages, then creates the rest in batches (persistence/runs):
+    # the candidate position from which messages are still to be created (NULL: all exist), and
+    # what each message is created with (provider, variable sources, frozen event values).
+    next_candidate_position: Mapped[int | None] = mapped_column(Integer)
+    message_spec: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         one_of("state", RunState),
@@ -620,6 +625,11 @@ class InviteSendRun(Base):
             postgresql_where=text("deadline IS NOT NULL AND finished_at IS NULL"),
         ),
         Index(None, "parent_run_id"),
+        Index(
+            "ix_invite_send_run_creating",
+            "id",
+            postgresql_where=text("next_candidate_position IS NOT NULL"),
+        ),
     )
 
 

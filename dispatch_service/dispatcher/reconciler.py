@@ -11,7 +11,10 @@ idempotent conditional updates, so replicas running it at once do no harm).
 * Scheduled runs: a `scheduled` run whose send_at has come is queued (one conditional UPDATE,
   so whichever replica is up starts it, once); the claim loop picks it up on its next refresh.
 * Deadlines: queued messages of a run whose deadline passed fail with reason expired.
-* Completion: an active run with no message queued or sending is completed.
+* Unfinished runs: a run whose StartRun died after committing the run and its first messages
+  gets the rest of its messages (persistence/runs), once its creation made no progress for
+  UNFINISHED_IDLE_SECONDS (a live StartRun is still at it).
+* Completion: an active run with every message created and none queued or sending is completed.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from dispatch_service.persistence.message_transitions import (
     expire_past_deadline,
     fail_unknown_outcomes,
 )
+from dispatch_service.persistence.runs import create_more_messages, runs_left_unfinished
 
 log = logging.getLogger(__name__)
+
+UNFINISHED_IDLE_SECONDS = 5.0
 
 
 class Reconciler:
@@ -44,7 +50,8 @@ class Reconciler:
         self.outcome_unknown_seconds = outcome_unknown_seconds
 
     async def reconcile(self) -> None:
-        """One pass (four short transactions)."""
+        """One pass (four short transactions, more for an unfinished run)."""
+        await self._finish_runs_left_unfinished()
         async with self.sessions() as session, session.begin():
             due = await run_transitions.promote_due(session)
             expired = await expire_past_deadline(session)
@@ -69,3 +76,13 @@ class Reconciler:
             log.info("run completed", extra={"run_id": run_id})
         async with outside_transaction(self.sessions) as session:
             QUEUE_DEPTH.set(await queue_depth(session))
+
+    async def _finish_runs_left_unfinished(self) -> None:
+        async with outside_transaction(self.sessions) as session:
+            unfinished = await runs_left_unfinished(session, UNFINISHED_IDLE_SECONDS)
+        for run_id in unfinished:
+            log.warning("finishing the messages a StartRun left undone", extra={"run_id": run_id})
+            done: bool | None = False
+            while done is False:  # None: another process is creating them now
+                async with self.sessions() as session, session.begin():
+                    done = await create_more_messages(session, run_id, wait=False)

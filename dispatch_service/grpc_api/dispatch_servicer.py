@@ -82,7 +82,9 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             send_window=request.send_window,
             header_media=mapping.header_media(request),
         )
-        result = await start_run(self.deps.sessions, command, self.deps.provider_name)
+        result = await start_run(
+            self.deps.sessions, command, self.deps.provider_name, self.deps.creation
+        )
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 
     async def GetRunStatus(

@@ -64,7 +64,7 @@ COMPLETE = text(f"""
     UPDATE invite_send_run r SET state = {_to(E.COMPLETED)}, finished_at = now(),
       updated_at = now()
     WHERE r.state IN ({_from(E.COMPLETED)}) AND (CAST(:run AS uuid) IS NULL OR r.id = :run)
-      AND {_NOTHING_PENDING}
+      AND r.next_candidate_position IS NULL AND {_NOTHING_PENDING}
     RETURNING r.id
 """)
 

@@ -8,6 +8,9 @@ with the winner's run. A precheck starts at most one run (UNIQUE precheck_id).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,9 +42,11 @@ from dispatch_service.errors import (
 from dispatch_service.persistence import message_transitions, run_transitions
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.runs import (
+    FIRST_MESSAGES,
     NewRun,
     PrecheckRecord,
     TemplateRecord,
+    create_more_messages,
     create_run,
     find_run_by_key,
     find_run_by_precheck,
@@ -57,6 +62,8 @@ from dispatch_service.read_models import RunRecord
 from dispatch_service.use_cases.acting import READERS, acting
 
 MAX_KEY_LENGTH = 200
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,15 +141,82 @@ def start_run_command(
 
 
 async def start_run(
+    sessions: async_sessionmaker[AsyncSession],
+    command: StartRunCommand,
+    provider: str,
+    creation: MessageCreation | None = None,
+) -> StartRunResult:
+    """Create the run with its first FIRST_MESSAGES messages and the invite.send audit entry in
+    one transaction; the dispatcher can start on them at once. The rest of the messages are
+    created in batches, one transaction each: in the background by `creation` (the answer does
+    not wait for them), or before answering without one. A replayed call whose run is still
+    unfinished (its StartRun died between transactions) carries on with it the same way."""
+    result = await _start_or_replay(sessions, command, provider)
+    if result.run.next_candidate_position is not None:
+        if creation is None:
+            await finish_messages(sessions, result.run.id)
+        else:
+            creation.carry_on(result.run.id)
+    return result
+
+
+async def finish_messages(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> None:
+    """Create the run's remaining messages, a batch per transaction."""
+    while True:
+        async with sessions() as session, session.begin():
+            if await create_more_messages(session, run_id):
+                return
+
+
+class MessageCreation:
+    """Creates the remaining messages of runs this process started, in the background (a batch
+    per transaction). `drain` waits for them on shutdown; what a process that dies leaves
+    undone, a dispatcher's reconciler finishes (dispatcher/reconciler)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    def carry_on(self, run_id: uuid.UUID) -> None:
+        """Create the run's remaining messages (once per run at a time)."""
+        if run_id in self._tasks:
+            return
+        task = asyncio.create_task(self._finish(run_id), name=f"run-messages-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    async def _finish(self, run_id: uuid.UUID) -> None:
+        try:
+            await finish_messages(self.sessions, run_id)
+        except Exception as error:  # the reconciler carries on once the run's creation is idle
+            log.warning(
+                "creating a run's messages stopped; a dispatcher will finish them: %s",
+                error,
+                extra={"run_id": run_id},
+            )
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Wait up to `grace_seconds` for the runs being created, then cancel the rest."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _start_or_replay(
     sessions: async_sessionmaker[AsyncSession], command: StartRunCommand, provider: str
 ) -> StartRunResult:
-    """Create the run, its messages and the invite.send audit entry in one transaction."""
     try:
         async with acting(sessions, command.actor_id, SENDERS, "start a send run") as (
             session,
             actor,
         ):
-            return await start_in(session, actor, command, provider)
+            return await start_in(session, actor, command, provider, FIRST_MESSAGES)
     except IdempotencyKeyRace:
         pass
     # Another call with the same key committed first: answer with its run.
@@ -163,9 +237,14 @@ def _replay(existing: RunRecord, command: StartRunCommand) -> StartRunResult:
 
 
 async def start_in(
-    session: AsyncSession, actor: Actor, command: StartRunCommand, provider: str
+    session: AsyncSession,
+    actor: Actor,
+    command: StartRunCommand,
+    provider: str,
+    first_messages: int | None = None,
 ) -> StartRunResult:
-    """StartRun inside the caller's transaction (ResendRun starts its run this way)."""
+    """StartRun inside the caller's transaction (ResendRun starts its run this way): every
+    message, or only the first `first_messages` (the caller creates the rest afterwards)."""
     existing = await find_run_by_key(session, actor.workspace_id, command.idempotency_key)
     if existing is not None:
         return _replay(existing, command)
@@ -192,7 +271,7 @@ async def start_in(
     plan = await _send_plan(session, actor, precheck, command)
     sender = await sender_of(session, actor.workspace_id)
     run = _new_run(actor, precheck, template, command, sender, provider)
-    total, eligible = await create_run(session, run, sources, event)
+    total, eligible = await create_run(session, run, sources, event, first_messages)
     if plan:
         await store_send_plan(session, run.id, plan)
     record_audit(

@@ -133,7 +133,9 @@ class DispatchServiceServicer:
 
     def StartRun(self, request, context):
         """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
-        The same idempotency key returns the same run.
+        The same idempotency key returns the same run. Answers once the run, its totals and its
+        first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
+        counts them by state as they come).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,9 @@ class DispatchServiceStub:
     """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page)."""
     StartRun: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.StartRunRequest, _dispatch_pb2.StartRunResponse]
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
-    The same idempotency key returns the same run.
+    The same idempotency key returns the same run. Answers once the run, its totals and its
+    first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
+    counts them by state as they come).
     """
     GetRunStatus: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.GetRunStatusRequest, _dispatch_pb2.GetRunStatusResponse]
     """Returns a run's state and counts: cheap even on very large runs."""
@@ -89,7 +91,9 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Lists a precheck's recipients page by page, in audience order (PrecheckSend returns the first page)."""
     StartRun: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.StartRunRequest, _dispatch_pb2.StartRunResponse]  # type: ignore[assignment]
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
-    The same idempotency key returns the same run.
+    The same idempotency key returns the same run. Answers once the run, its totals and its
+    first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
+    counts them by state as they come).
     """
     GetRunStatus: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.GetRunStatusRequest, _dispatch_pb2.GetRunStatusResponse]  # type: ignore[assignment]
     """Returns a run's state and counts: cheap even on very large runs."""
@@ -148,7 +152,9 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.StartRunResponse, _abc.Awaitable[_dispatch_pb2.StartRunResponse]]:
         """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
-        The same idempotency key returns the same run.
+        The same idempotency key returns the same run. Answers once the run, its totals and its
+        first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
+        counts them by state as they come).
         """
 
     @_abc_1.abstractmethod
