@@ -9,8 +9,9 @@ Three cooperating loops per replica:
 * marker loop: `mark_lead_seconds` before its slot a message is marked `sending` (batched with
   its neighbours, one short transaction): the at-most-once point comes just before the request
   is written, so a crash leaves ambiguous only what was about to leave or had left;
-* flush loop: outcomes are written in batches every `flush_seconds` (dispatcher.results); a
-  failed write is retried, the outcomes stay in memory meanwhile;
+* flush loop: outcomes are written in batches every `flush_seconds` (dispatcher.results), at
+  once when no send is left to add to the batch; a failed write is retried, the outcomes stay
+  in memory meanwhile;
 * reconciler loop: completes runs, fails unknown outcomes after their window
   (dispatcher.reconciler).
 
@@ -200,6 +201,9 @@ class Dispatcher:
         self._results: list[Result] = []
         self._have_results = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._no_sends = asyncio.Event()
+        """Set while no send task is alive: a batch of results then waits for nothing more."""
+        self._no_sends.set()
         self._task_runs: dict[asyncio.Task[None], uuid.UUID] = {}
         self._states_at = 0.0
         self._stopped_runs: set[uuid.UUID] = set()
@@ -388,12 +392,15 @@ class Dispatcher:
         IN_FLIGHT.inc()
         task = asyncio.create_task(self._send_at_slot(message))
         self._tasks.add(task)
+        self._no_sends.clear()
         self._task_runs[task] = message.run.id
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._task_runs.pop(task, None)
+        if not self._tasks:
+            self._no_sends.set()
 
     async def _send_at_slot(self, message: ClaimedMessage) -> None:
         window_ends = message.send_at + self.config.rate.late_tolerance_seconds
@@ -480,7 +487,10 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._have_results.wait(), 1.0)
                 continue
-            await asyncio.sleep(self.config.flush_seconds)
+            # Gather what comes within flush_seconds, unless no send is left to bring any more
+            # (the end of a run, a lone message): then the batch is written at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_sends.wait(), self.config.flush_seconds)
             if len(writers) >= FLUSH_WRITERS:
                 await asyncio.wait(writers, return_when=asyncio.FIRST_COMPLETED)
             batch, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]

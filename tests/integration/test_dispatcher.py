@@ -106,6 +106,19 @@ async def test_every_eligible_recipient_is_sent_once_and_the_run_completes(
     assert callbacks <= ids
 
 
+async def test_a_batch_no_send_can_add_to_is_written_without_waiting_for_the_flush(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Results wait up to flush_seconds for others to share their transaction, but not when no
+    send is left in flight: the last result of a run (or a lone one) is written at once."""
+    world = seed_world(database_url, PHONES[:1])
+    run = (await precheck_and_start(sessions, world)).run
+    fake = FakeMeta()
+    async with running(sessions, fake, flush_seconds=60.0):
+        await wait_for(completed(sessions, run.id), timeout=10, what="run completed")
+    assert (await messages(sessions))[PHONES[0]]["state"] == "sent"
+
+
 async def test_transient_errors_are_retried_then_sent(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
