@@ -45,6 +45,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,18 @@ def audience_ceiling(url: str, ws: uuid.UUID) -> float:
     return statistics.median(timings)
 
 
+def all_created_after(url: str, run_id: str, started: float) -> float:
+    """Seconds from `started` (perf_counter) until every message of the run exists, polled every
+    10 ms on a connection of its own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT next_candidate_position IS NOT NULL FROM invite_send_run WHERE id = %s",
+            (run_id,),
+        ).fetchone() != (False,):
+            time.sleep(0.01)
+    return time.perf_counter() - started
+
+
 def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, url: str) -> None:
     admin, template = ids["admin"], ids["template"]
     n = stack.args.households
@@ -331,7 +344,11 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, url:
     )
     started = time.perf_counter()
     run = start(stack, admin, reply.precheck_id).run
-    print(f"StartRun, {n} recipients: {time.perf_counter() - started:.3f} s (target <= 2.5 s)")
+    answered = time.perf_counter() - started
+    # Watched beside the status reads below, which start at once as they did before StartRun
+    # answered before its last message was created.
+    watch = ThreadPoolExecutor(1)
+    created = watch.submit(all_created_after, url, run.run_id, started)
 
     first = (
         "the API replica with the worker embedded"
@@ -353,6 +370,13 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, url:
             rss.append(stack.rss_mb())
         time.sleep(0.02)
     sent = counts(stack, admin, run.run_id).get(types.MESSAGE_STATE_SENT, 0)
+    print(
+        f"StartRun, {n} recipients: {answered:.3f} s (target <= 2.5 s); it answers once the run"
+        f" and its first messages are committed; every message existed"
+        f" {created.result():.2f} s after the call (the rest are created in the background,"
+        " while the run dispatches)"
+    )
+    watch.shutdown()
     for where, values in latencies.items():
         values.sort()
         p50 = statistics.median(values) * 1000
@@ -372,6 +396,12 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, url:
             raise
 
 
+def poll_interval(unsent: int, rate: float) -> float:
+    """How long to wait before asking a run's progress again: 50 ms, but 5 ms for the last
+    tenth of a second's sends, so that the poll's own interval does not count as sending."""
+    return 0.05 if unsent > rate / 10 else 0.005
+
+
 def throughput(
     stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, latency_ms: int
 ) -> None:
@@ -386,7 +416,7 @@ def throughput(
     total = reply.eligible_count
     sent = 0
     while sent < total:
-        time.sleep(0.05)
+        time.sleep(poll_interval(total - sent, stack.args.rate))
         sent = counts(stack, admin, run.run_id).get(types.MESSAGE_STATE_SENT, 0)
         if time.perf_counter() - started > total / 50 + 60:
             break
@@ -542,7 +572,7 @@ def many_senders(stack: Stack, workspaces: list[dict[str, uuid.UUID]], latency_m
     total = sum(r.eligible_count for r in replies)
     sent = 0
     while sent < total and time.perf_counter() - started < total / 50 + 60:
-        time.sleep(0.05)
+        time.sleep(poll_interval(total - sent, stack.args.rate * len(runs)))
         sent = sum(counts(stack, a, run).get(types.MESSAGE_STATE_SENT, 0) for a, run in runs)
     elapsed = time.perf_counter() - started
     stats = stack.sandbox_control("GET", "stats")
