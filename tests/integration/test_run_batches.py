@@ -20,6 +20,8 @@ from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.runs import (
     MessageCreation,
     StartRunResult,
+    cancel_run,
+    run_command,
     start_run,
     start_run_command,
 )
@@ -229,3 +231,21 @@ async def test_in_the_background_start_run_answers_before_the_rest_of_its_messag
     assert progress(database_url, result.run.id) == (2, "queued", 2)
     await creation.drain(grace_seconds=10)
     assert progress(database_url, result.run.id) == (None, "queued", 12)
+
+
+async def test_messages_created_after_their_run_was_cancelled_end_cancelled(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], small_batches: None
+) -> None:
+    world = seed_world(database_url, AUDIENCE)
+    run_id = await start_that_dies(database_url, sessions, world, await precheck(sessions, world))
+    await cancel_run(sessions, run_command(world.parent_admin, str(run_id)))
+    await run_cases.finish_messages(sessions, run_id)
+    await Reconciler(sessions, 60).reconcile()  # cancels the stragglers the batches created
+    with Seeder(database_url) as seed:
+        states = seed.rows(
+            "SELECT state, count(*) FROM invite_message WHERE run_id = %s GROUP BY state"
+            " ORDER BY state",
+            run_id,
+        )
+    assert states == [("blocked", 1), ("cancelled", 11)]
+    assert progress(database_url, run_id)[:2] == (None, RunState.CANCELLED.value)
