@@ -13,13 +13,15 @@ idempotent conditional updates, so replicas running it at once do no harm).
 * Deadlines: queued messages of a run whose deadline passed fail with reason expired.
 * Unfinished runs: a run whose StartRun died after committing the run and its first messages
   gets the rest of its messages (persistence/runs), once its creation made no progress for
-  UNFINISHED_IDLE_SECONDS (a live StartRun is still at it).
+  UNFINISHED_IDLE_SECONDS (a live StartRun is still at it); last in the pass, for at most
+  UNFINISHED_BUDGET_SECONDS, so the steps above never wait behind a large run.
 * Completion: an active run with every message created and none queued or sending is completed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +39,7 @@ from dispatch_service.persistence.runs import create_more_messages, runs_left_un
 log = logging.getLogger(__name__)
 
 UNFINISHED_IDLE_SECONDS = 5.0
+UNFINISHED_BUDGET_SECONDS = 2.0
 
 
 class Reconciler:
@@ -51,7 +54,6 @@ class Reconciler:
 
     async def reconcile(self) -> None:
         """One pass (four short transactions, more for an unfinished run)."""
-        await self._finish_runs_left_unfinished()
         async with self.sessions() as session, session.begin():
             due = await run_transitions.promote_due(session)
             expired = await expire_past_deadline(session)
@@ -76,13 +78,23 @@ class Reconciler:
             log.info("run completed", extra={"run_id": run_id})
         async with outside_transaction(self.sessions) as session:
             QUEUE_DEPTH.set(await queue_depth(session))
+        await self._finish_runs_left_unfinished()
 
     async def _finish_runs_left_unfinished(self) -> None:
+        """Create messages of unfinished runs for at most UNFINISHED_BUDGET_SECONDS a pass (the
+        other steps wait for the next pass meanwhile); one run failing does not stop others."""
         async with outside_transaction(self.sessions) as session:
             unfinished = await runs_left_unfinished(session, UNFINISHED_IDLE_SECONDS)
+        budget_ends = time.monotonic() + UNFINISHED_BUDGET_SECONDS
         for run_id in unfinished:
             log.warning("finishing the messages a StartRun left undone", extra={"run_id": run_id})
             done: bool | None = False
-            while done is False:  # None: another process is creating them now
-                async with self.sessions() as session, session.begin():
-                    done = await create_more_messages(session, run_id, wait=False)
+            try:
+                while done is False and time.monotonic() < budget_ends:
+                    async with self.sessions() as session, session.begin():
+                        # None: another process is creating them now.
+                        done = await create_more_messages(session, run_id, wait=False)
+            except Exception as error:
+                log.warning(
+                    "could not finish a run's messages: %s", error, extra={"run_id": run_id}
+                )

@@ -249,3 +249,26 @@ async def test_messages_created_after_their_run_was_cancelled_end_cancelled(
         )
     assert states == [("blocked", 1), ("cancelled", 11)]
     assert progress(database_url, run_id)[:2] == (None, RunState.CANCELLED.value)
+
+
+async def test_a_run_that_cannot_be_finished_holds_up_neither_other_runs_nor_the_reconciler(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    small_batches: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken_world, world = seed_world(database_url, AUDIENCE), seed_world(database_url, AUDIENCE)
+    broken = await start_that_dies(
+        database_url, sessions, broken_world, await precheck(sessions, broken_world), "broken"
+    )
+    run_id = await start_that_dies(database_url, sessions, world, await precheck(sessions, world))
+    with Seeder(database_url) as seed:  # a spec nothing can create messages from
+        seed.conn.execute(
+            "UPDATE invite_send_run SET message_spec = '{}', created_at = created_at"
+            " - interval '1 minute' WHERE id = %s",
+            (broken,),
+        )
+    monkeypatch.setattr(reconciler_module, "UNFINISHED_IDLE_SECONDS", 0.0)
+    await Reconciler(sessions, 60).reconcile()
+    assert progress(database_url, broken) == (2, "queued", 2)
+    assert progress(database_url, run_id) == (None, "queued", 12)
