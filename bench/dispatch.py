@@ -10,7 +10,8 @@ dropped afterwards. Prints figures, asserts nothing:
 
 * PrecheckSend on a `--households` audience (through gRPC, three times; the median with its
   target and its ratio to the same-run ceiling, a bare count over the same audience);
-* StartRun of that precheck (one transaction);
+* StartRun of that precheck: when it answered (the run and its first messages committed) and
+  when every message existed (the rest are created in the background);
 * GetRunStatus p50/p99 on that run while it is being dispatched (each replica is an API server
   plus a send worker process; `--embedded` runs the worker inside the API server instead), and
   the dispatch processes' RSS
