@@ -476,10 +476,10 @@ async def _invited_since(session: AsyncSession, run: NewRun) -> list[str]:
     return sorted(phones)
 
 
-CREATION_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('run.messages:' || :run, 0))")
-TRY_CREATION_LOCK = text(
-    "SELECT pg_try_advisory_xact_lock(hashtextextended('run.messages:' || :run, 0))"
-)
+_CREATION_KEY = "hashtextextended('run.messages:' || :run, 0)"
+"""The advisory lock creators of one run's messages take turns on."""
+CREATION_LOCK = text(f"SELECT pg_advisory_xact_lock({_CREATION_KEY})")
+TRY_CREATION_LOCK = text(f"SELECT pg_try_advisory_xact_lock({_CREATION_KEY})")
 
 
 async def create_more_messages(
