@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.runtime import EventLoop
+
 
 class SandboxSettings(BaseSettings):
     """Where the sandbox listens, who it pretends to be, and where its webhooks go.
@@ -58,6 +60,11 @@ class SandboxSettings(BaseSettings):
 
     max_pending_webhooks: int = Field(1_000_000, ge=1)
     """Bound on scheduled plus held webhook events; beyond it new events are dropped and counted."""
+
+    event_loop: EventLoop = "uvloop"
+    """The process's event loop, ``uvloop`` or ``asyncio`` (as the services: common/runtime.py).
+    The sandbox shares the machine with what it measures, so every microsecond it spends per
+    request is taken from the worker and Postgres in the benches."""
 
     @field_validator("listen")
     @classmethod

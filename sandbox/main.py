@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from common.runtime import tune_garbage_collection, use_event_loop
 from sandbox.app import SANDBOX, create_app
 from sandbox.config import SandboxSettings
 from sandbox.scenario import ScenarioError
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             "no templates registered: every send gets 132001 until a scenario "
             "(SANDBOX_SCENARIO=demo) or POST /_sandbox/templates registers one"
         )
+    tune_garbage_collection()
+    use_event_loop(settings.event_loop)
     web.run_app(
         app,
         host=settings.host,
