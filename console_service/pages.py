@@ -161,7 +161,8 @@ def funnel(status: pb.RunStatus) -> dict[str, int]:
         "failed": counts.get("failed", 0),
         "blocked": counts.get("blocked", 0),
         "cancelled": counts.get("cancelled", 0),
-        "waiting": counts.get("queued", 0) + counts.get("sending", 0),
+        # Messages StartRun has not created yet wait too (uncreated_count: in no state).
+        "waiting": counts.get("queued", 0) + counts.get("sending", 0) + int(status.uncreated_count),
     }
 
 

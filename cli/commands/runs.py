@@ -520,7 +520,7 @@ async def watch_run(
                     f"{enum_name(types_pb2.MessageState, c.state)}={c.count}"
                     for c in last.by_state
                     if c.count
-                )
+                ) + (f" uncreated={last.uncreated_count}" if last.uncreated_count else "")
                 progress.update(
                     task,
                     total=last.total_count or None,
@@ -562,10 +562,15 @@ async def run_status(client: Client, args: argparse.Namespace) -> int:
         console.print(counts_table(reply.status))
         console.print(
             f"progress {reply.status.progress:.0%} "
-            f"({reply.status.final_count}/{reply.status.total_count})"
+            f"({reply.status.final_count}/{reply.status.total_count})" + creating(reply.status)
         )
         show_cost(reply.status)
     return EXIT_OK
+
+
+def creating(status: pb.RunStatus) -> str:
+    """What `invites status` adds while StartRun is still creating the run's messages."""
+    return f", {status.uncreated_count} still being created" if status.uncreated_count else ""
 
 
 async def run_messages(client: Client, args: argparse.Namespace) -> int:

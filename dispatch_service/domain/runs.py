@@ -76,11 +76,14 @@ class RunCounts:
     blocked_by_reason: dict[RejectionReason, int] = field(default_factory=dict)
     failed_by_error_code: dict[int, int] = field(default_factory=dict)
     failed_by_reason: dict[RejectionReason, int] = field(default_factory=dict)
+    uncreated: int = 0
+    """Messages StartRun has yet to create (it creates a large run's in batches after it
+    answers): counted in `total` and as pending, in no state."""
 
     @property
     def pending(self) -> int:
-        """Messages still waiting for a send or for a send's outcome."""
-        return sum(self.by_state[s] for s in PENDING_MESSAGE_STATES)
+        """Messages still waiting for a send or for a send's outcome, or still to be created."""
+        return sum(self.by_state[s] for s in PENDING_MESSAGE_STATES) + self.uncreated
 
     @property
     def done(self) -> int:
@@ -93,8 +96,12 @@ class RunCounts:
         return self.done / self.total if self.total else 1.0
 
 
-def summarise_counts(rows: Iterable[CountRow]) -> RunCounts:
-    """Fold projection rows into a run's counts (every state present, zeros included)."""
+def summarise_counts(rows: Iterable[CountRow], creating_total: int | None = None) -> RunCounts:
+    """Fold projection rows into a run's counts (every state present, zeros included).
+
+    `creating_total`: the run's total while its messages are still being created (None once
+    they all exist); the messages not created yet count as `uncreated`, so the total and the
+    progress hold still while creation goes on."""
     by_state = dict.fromkeys(MessageState, 0)
     blocked: dict[RejectionReason, int] = {}
     failed_codes: dict[int, int] = {}
@@ -108,12 +115,15 @@ def summarise_counts(rows: Iterable[CountRow]) -> RunCounts:
                 failed_codes[row.error_code] = failed_codes.get(row.error_code, 0) + row.count
             if row.reason is not None:
                 failed_reasons[row.reason] = failed_reasons.get(row.reason, 0) + row.count
+    created = sum(by_state.values())
+    uncreated = max(creating_total - created, 0) if creating_total is not None else 0
     return RunCounts(
-        total=sum(by_state.values()),
+        total=created + uncreated,
         by_state=by_state,
         blocked_by_reason=_nonzero(blocked),
         failed_by_error_code=_nonzero(failed_codes),
         failed_by_reason=_nonzero(failed_reasons),
+        uncreated=uncreated,
     )
 
 

@@ -225,6 +225,7 @@ def run_status(status: RunStatus) -> pb.RunStatus:
         ],
         estimated_cost=str(total(status.costs)) if status.currency else "",
         currency=status.currency,
+        uncreated_count=counts.uncreated,
     )
 
 

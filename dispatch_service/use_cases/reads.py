@@ -57,7 +57,10 @@ async def _status(
     figures = await run_figures(sessions, actor_id, run_id)
     status = RunStatus(
         run=figures.run,
-        counts=summarise_counts(figures.counts),
+        counts=summarise_counts(
+            figures.counts,
+            None if figures.run.next_candidate_position is None else figures.run.total_count,
+        ),
         held=figures.held,
         outage=figures.outage,
     )

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import RunState
+from common.vocabulary import MessageState, RunState
 from dispatch_service.dispatcher import reconciler as reconciler_module
 from dispatch_service.dispatcher.reconciler import Reconciler
+from dispatch_service.grpc_api.dispatch_mapping import run_status
 from dispatch_service.persistence import runs as run_store
 from dispatch_service.use_cases import runs as run_cases
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import (
     MessageCreation,
     StartRunResult,
@@ -231,6 +233,29 @@ async def test_in_the_background_start_run_answers_before_the_rest_of_its_messag
     assert progress(database_url, result.run.id) == (2, "queued", 2)
     await creation.drain(grace_seconds=10)
     assert progress(database_url, result.run.id) == (None, "queued", 12)
+
+
+async def test_the_status_of_a_run_still_being_created_counts_its_other_messages_as_uncreated(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], small_batches: None
+) -> None:
+    world = seed_world(database_url, AUDIENCE)
+    run_id = await start_that_dies(database_url, sessions, world, await precheck(sessions, world))
+    send_all_queued(database_url, run_id)  # the two that exist are sent
+
+    creating = await get_run_status(sessions, world.admin, run_id)
+    assert (creating.counts.total, creating.counts.uncreated) == (12, 10)
+    assert creating.counts.by_state[MessageState.SENT] == 2
+    assert sum(creating.counts.by_state.values()) == 2
+    assert (creating.counts.done, creating.counts.progress) == (2, 2 / 12)
+    reply = run_status(creating)
+    assert (reply.total_count, reply.uncreated_count, reply.final_count) == (12, 10, 2)
+
+    await run_cases.finish_messages(sessions, run_id)
+    created = await get_run_status(sessions, world.admin, run_id)
+    assert (created.counts.total, created.counts.uncreated) == (12, 0)
+    assert sum(created.counts.by_state.values()) == 12
+    assert created.counts.by_state[MessageState.QUEUED] == 9  # one has no phone: blocked
+    assert run_status(created).uncreated_count == 0
 
 
 async def test_messages_created_after_their_run_was_cancelled_end_cancelled(

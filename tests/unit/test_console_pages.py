@@ -53,6 +53,13 @@ def test_the_funnel_counts_each_stage_with_the_later_ones() -> None:
     }
 
 
+def test_messages_not_created_yet_are_waiting() -> None:
+    creating = status()
+    creating.total_count, creating.uncreated_count = 14, 4
+    assert pages.funnel(creating)["queued"] == 14
+    assert pages.funnel(creating)["waiting"] == 5
+
+
 def test_a_run_page_escapes_everything_and_offers_actions_by_role() -> None:
     page = pages.run_page(viewer(), status(), {131026: EVIL}, EVIL, EVIL)
     assert "<script>alert" not in page

@@ -12,7 +12,6 @@ import pytest
 
 from common.runtime import GC_THRESHOLDS, tune_garbage_collection
 from dispatch_service.settings import WorkerSettings
-from sandbox.config import SandboxSettings
 
 
 def test_start_up_objects_are_frozen_and_young_objects_collected_less_often() -> None:
@@ -71,14 +70,3 @@ def test_an_unknown_event_loop_is_a_configuration_error(monkeypatch: pytest.Monk
     monkeypatch.setenv("EVENT_LOOP", "trio")
     with pytest.raises(ValueError, match="event_loop"):
         WorkerSettings(database_url="postgresql://x@127.0.0.1/db")
-
-
-def test_the_sandbox_runs_on_uvloop_unless_told_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SANDBOX_ACCESS_TOKEN", "token")
-    monkeypatch.setenv("SANDBOX_APP_SECRET", "secret")
-    assert SandboxSettings().event_loop == "uvloop"
-    monkeypatch.setenv("SANDBOX_EVENT_LOOP", "asyncio")
-    assert SandboxSettings().event_loop == "asyncio"
-    monkeypatch.setenv("SANDBOX_EVENT_LOOP", "trio")
-    with pytest.raises(ValueError, match="event_loop"):
-        SandboxSettings()

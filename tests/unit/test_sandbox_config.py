@@ -8,7 +8,15 @@ from sandbox.main import main
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ACCESS_TOKEN", "APP_SECRET", "CALLBACK_URL", "LISTEN", "CONTROL_ENABLED"):
+    names = (
+        "ACCESS_TOKEN",
+        "APP_SECRET",
+        "CALLBACK_URL",
+        "LISTEN",
+        "CONTROL_ENABLED",
+        "EVENT_LOOP",
+    )
+    for name in names:
         monkeypatch.delenv(f"SANDBOX_{name}", raising=False)
 
 
@@ -58,3 +66,14 @@ def test_bad_scenario_stops_start_up(
 
     assert main(["--scenario", "/nonexistent/scenario.json"]) == 2
     assert "cannot load scenario" in capsys.readouterr().err
+
+
+def test_the_sandbox_runs_on_uvloop_unless_told_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOX_ACCESS_TOKEN", "token")
+    monkeypatch.setenv("SANDBOX_APP_SECRET", "secret")
+    assert SandboxSettings().event_loop == "uvloop"
+    monkeypatch.setenv("SANDBOX_EVENT_LOOP", "asyncio")
+    assert SandboxSettings().event_loop == "asyncio"
+    monkeypatch.setenv("SANDBOX_EVENT_LOOP", "trio")
+    with pytest.raises(ValueError, match="event_loop"):
+        SandboxSettings()

@@ -579,6 +579,7 @@ class RunStatus(_message.Message):
     BILLABLE_BY_CATEGORY_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    UNCREATED_COUNT_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Messages in the run."""
     final_count: _builtins.int
@@ -589,6 +590,11 @@ class RunStatus(_message.Message):
     """Estimated cost of all billable messages from the workspace's rate card (decimal, e.g. "1.25")."""
     currency: _builtins.str
     """The rate card's currency (ISO 4217), empty without a rate card."""
+    uncreated_count: _builtins.int
+    """Messages not created yet: StartRun answers once a large run's first 1,000 messages exist
+    and creates the rest in batches within seconds after. They are counted in total_count (and
+    so in progress) and in no state of by_state; 0 once every message exists.
+    """
     @_builtins.property
     def run(self) -> Global___Run:
         """The run."""
@@ -632,10 +638,11 @@ class RunStatus(_message.Message):
         billable_by_category: _abc.Iterable[Global___CategoryCost] | None = ...,
         estimated_cost: _builtins.str = ...,
         currency: _builtins.str = ...,
+        uncreated_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_by_category", b"billable_by_category", "blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "currency", b"currency", "estimated_cost", b"estimated_cost", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_by_category", b"billable_by_category", "blocked_by_reason", b"blocked_by_reason", "by_state", b"by_state", "currency", b"currency", "estimated_cost", b"estimated_cost", "failed_by_error_code", b"failed_by_error_code", "failed_by_reason", b"failed_by_reason", "final_count", b"final_count", "held", b"held", "progress", b"progress", "run", b"run", "total_count", b"total_count", "uncreated_count", b"uncreated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

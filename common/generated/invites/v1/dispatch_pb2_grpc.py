@@ -135,7 +135,7 @@ class DispatchServiceServicer:
         """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
         The same idempotency key returns the same run. Answers once the run, its totals and its
         first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
-        counts them by state as they come).
+        counts the ones not created yet in uncreated_count, and each created one in its state).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

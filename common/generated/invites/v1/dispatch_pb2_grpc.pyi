@@ -47,7 +47,7 @@ class DispatchServiceStub:
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
     The same idempotency key returns the same run. Answers once the run, its totals and its
     first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
-    counts them by state as they come).
+    counts the ones not created yet in uncreated_count, and each created one in its state).
     """
     GetRunStatus: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.GetRunStatusRequest, _dispatch_pb2.GetRunStatusResponse]
     """Returns a run's state and counts: cheap even on very large runs."""
@@ -93,7 +93,7 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
     The same idempotency key returns the same run. Answers once the run, its totals and its
     first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
-    counts them by state as they come).
+    counts the ones not created yet in uncreated_count, and each created one in its state).
     """
     GetRunStatus: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.GetRunStatusRequest, _dispatch_pb2.GetRunStatusResponse]  # type: ignore[assignment]
     """Returns a run's state and counts: cheap even on very large runs."""
@@ -154,7 +154,7 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts a send run from a precheck. Requires a parent_admin actor and an approved template.
         The same idempotency key returns the same run. Answers once the run, its totals and its
         first 1,000 messages are committed; the rest are created within seconds after (GetRunStatus
-        counts them by state as they come).
+        counts the ones not created yet in uncreated_count, and each created one in its state).
         """
 
     @_abc_1.abstractmethod
