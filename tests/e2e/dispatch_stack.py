@@ -136,21 +136,31 @@ class DispatchStack:
 
     def precheck_and_start(self, world: World, key: str = "run-1") -> str:
         """PrecheckSend + StartRun through the API; returns the run id."""
+        return self.start(world, self.precheck(world), key).run.run_id
+
+    def precheck(self, world: World) -> str:
+        """PrecheckSend through the API; returns the precheck id."""
         channel, stub = self.stub()
         with channel:
-            precheck = stub.PrecheckSend(
+            reply = stub.PrecheckSend(
                 pb.PrecheckSendRequest(
                     event_id=str(world.event_id), template_id=str(world.template_id)
                 ),
                 metadata=self.md(world.admin),
                 timeout=30,
             )
-            started = stub.StartRun(
-                pb.StartRunRequest(precheck_id=precheck.precheck_id, idempotency_key=key),
+        return str(reply.precheck_id)
+
+    def start(self, world: World, precheck_id: str, key: str = "run-1") -> pb.StartRunResponse:
+        """StartRun through the API (the same key again replays it)."""
+        channel, stub = self.stub()
+        with channel:
+            reply: pb.StartRunResponse = stub.StartRun(
+                pb.StartRunRequest(precheck_id=precheck_id, idempotency_key=key),
                 metadata=self.md(world.parent_admin),
                 timeout=30,
             )
-        return str(started.run.run_id)
+        return reply
 
     def status(self, world: World, run_id: str) -> pb.RunStatus:
         """GetRunStatus through the API."""

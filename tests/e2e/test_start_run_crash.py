@@ -1,6 +1,7 @@
 """An API process killed while it creates a large run's messages (StartRun has answered; the rest
 of the messages are being written in the background) loses and repeats nobody: a send worker's
-reconciler finishes the creation, one message per candidate, and the run's counts add up."""
+reconciler, or the client replaying StartRun on another API process, finishes the creation, one
+message per candidate, and the run's counts add up."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from tests.e2e.test_dispatch_crash import seed_bulk_world
 from tests.integration.factories import Seeder
 
 RECIPIENTS = FIRST_MESSAGES + MESSAGE_BATCH + 500  # StartRun's own, one full batch, a short one
+
+
+def assert_killed_while_creating(database_url: str, run_id: str) -> None:
+    following, created, _, total = creation(database_url, run_id)
+    assert total == RECIPIENTS
+    assert following is not None
+    assert created < RECIPIENTS
 
 
 def creation(database_url: str, run_id: str) -> tuple[int | None, int, int, int]:
@@ -41,11 +49,7 @@ def test_an_api_killed_while_creating_a_runs_messages_loses_and_repeats_nobody(
     world = seed_bulk_world(database_url, RECIPIENTS)
     run_id = stack.precheck_and_start(world)
     api.kill()  # StartRun answered; its background batches die with the process
-
-    following, created, _, total = creation(database_url, run_id)
-    assert total == RECIPIENTS
-    assert following is not None  # killed while it was creating them
-    assert created < RECIPIENTS
+    assert_killed_while_creating(database_url, run_id)
 
     stack.start_worker("a", DISPATCH_RATE_PER_SECOND="1", DISPATCHER_RECONCILE_SECONDS="0.5")
     deadline = time.monotonic() + UNFINISHED_IDLE_SECONDS + 60
@@ -55,3 +59,32 @@ def test_an_api_killed_while_creating_a_runs_messages_loses_and_repeats_nobody(
     with Seeder(database_url) as seed:  # the counts GetRunStatus reads add up to the run's total
         counted = seed.scalar("SELECT sum(count) FROM invite_run_count WHERE run_id = %s", run_id)
     assert counted == RECIPIENTS
+
+
+@pytest.mark.slow
+def test_a_start_run_replayed_after_the_api_was_killed_finishes_what_it_was_creating(
+    database_url: str, start_service: StartService, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    stack = DispatchStack(start_service, stack_env, tmp_path)
+    stack.start_sandbox(scenario())
+    api = stack.start_dispatch("api", DISPATCHER_ENABLED="false")
+    world = seed_bulk_world(database_url, RECIPIENTS)
+    precheck_id = stack.precheck(world)
+    run_id = stack.start(world, precheck_id, "replayed").run.run_id
+    api.kill()
+    assert_killed_while_creating(database_url, run_id)
+
+    stack.start_dispatch("api")  # a new process, as before without a worker: only the replay
+    status = stack.status(world, run_id)
+    assert status.total_count == RECIPIENTS
+    assert 0 < status.uncreated_count == RECIPIENTS - creation(database_url, run_id)[1]
+
+    replayed = stack.start(world, precheck_id, "replayed")
+    assert (replayed.run.run_id, replayed.created) == (run_id, False)
+    deadline = time.monotonic() + 60
+    while creation(database_url, run_id)[0] is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert creation(database_url, run_id) == (None, RECIPIENTS, RECIPIENTS, RECIPIENTS)
+    status = stack.status(world, run_id)
+    assert (status.total_count, status.uncreated_count) == (RECIPIENTS, 0)
+    assert sum(c.count for c in status.by_state) == RECIPIENTS
