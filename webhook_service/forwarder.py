@@ -6,7 +6,8 @@ Two paths share one planning step (normalise, bind senders, build requests of at
   A loop woken by an ``asyncio.Event`` lingers a few milliseconds so neighbours can join, then
   gathers what is waiting (up to N receipts), sends ApplyStatus (deadline on every call, a few
   retries with exponential backoff and jitter on transient errors) and keeps up to K calls in
-  flight, so batches grow with load.
+  flight, so batches grow with load; while a call is out, another starts only with a full
+  batch (smaller ones wait for that call to end, then go together at once).
 * **The sweeper.** Every few seconds it claims pending receipts older than a minimum age with
   ``FOR NO KEY UPDATE SKIP LOCKED`` (several ingestors share the work, none forwards a receipt
   another one holds), forwards them, and records the outcome in the same transaction. It is what
@@ -364,6 +365,10 @@ class Forwarder:
         token = settings.dispatch_ingestor_token.get_secret_value()
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._queue: deque[Receipt] = deque()
+        self._queued_weight = 0
+        """The queue's receipts' weight (_weight): how many updates they hold, roughly."""
+        self._waited_for_call = False
+        """The queue waited for a call to end (it had its linger then): it goes at once."""
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.webhook_forward_concurrency)
         self._calls: set[asyncio.Task[None]] = set()
@@ -423,6 +428,7 @@ class Forwarder:
             metrics.LEFT_TO_SWEEPER.inc()
             return
         self._queue.append(receipt)
+        self._queued_weight += _weight(receipt)
         self._wake.set()
 
     # --- fresh receipts ----------------------------------------------------------------------
@@ -432,22 +438,37 @@ class Forwarder:
         size = 0
         limit = self._settings.webhook_forward_batch_updates
         while self._queue and len(batch) < self._settings.webhook_forward_batch_receipts:
-            # A rough count (bodies are parsed later); 200 bytes per status is conservative.
-            weight = max(1, len(self._queue[0].body) // 200)
+            weight = _weight(self._queue[0])
             if batch and size + weight > limit:
                 break
             batch.append(self._queue.popleft())
             size += weight
+        self._queued_weight -= size
         return batch
+
+    def _full_batch_waiting(self) -> bool:
+        return (
+            len(self._queue) >= self._settings.webhook_forward_batch_receipts
+            or self._queued_weight >= self._settings.webhook_forward_batch_updates
+        )
 
     async def _forward_loop(self) -> None:
         linger = self._settings.webhook_forward_linger_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if linger and len(self._queue) < self._settings.webhook_forward_batch_receipts:
+            if (
+                linger
+                and not self._waited_for_call
+                and len(self._queue) < self._settings.webhook_forward_batch_receipts
+            ):
                 await asyncio.sleep(linger)  # let neighbours join: fewer, larger calls
+            self._waited_for_call = False
             while self._queue:
+                if self._calls and not self._full_batch_waiting():
+                    # A call is out: this batch grows until it is full or that call is done
+                    # (_call_done wakes this loop), rather than going as one more small call.
+                    break
                 await self._slots.acquire()
                 batch = self._take_batch()
                 if not batch:
@@ -460,6 +481,9 @@ class Forwarder:
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self._calls.discard(task)
         self._slots.release()
+        if self._queue:
+            self._waited_for_call = True  # what waited for this call to end goes now
+            self._wake.set()
         if not task.cancelled() and (error := task.exception()) is not None:
             self.catch_up()  # its receipts are pending: the sweeper takes them
             self._fresh_log.failed(error)
@@ -615,6 +639,12 @@ class Forwarder:
             for subject in settlement.ignored:
                 metrics.CHANGES_IGNORED.labels(subject).inc()
         return applied
+
+
+def _weight(receipt: Receipt) -> int:
+    """A receipt's updates, roughly (bodies are parsed later): 200 bytes per status is
+    conservative."""
+    return max(1, len(receipt.body) // 200)
 
 
 def _settlement_message(settlement: Settlement) -> pb.ReceiptSettlement:
