@@ -3,6 +3,10 @@
 Each batch is its own short read (keyset on the audience position), so memory stays flat
 whatever the run's size and no transaction stays open while the client reads slowly. Any role
 may export; the run must be in the actor's workspace.
+
+A run whose messages StartRun is still creating is finished first (what the background batches
+or a reconciler would do, under the same per-run lock): the keyset walks positions in order,
+and a run part-created has holes in them, so an export then would silently leave recipients out.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dispatch_service.persistence.actors import load_actor
 from dispatch_service.persistence.exports import export_batch
 from dispatch_service.persistence.runs import load_run
 from dispatch_service.read_models import ExportRow
+from dispatch_service.use_cases.runs import finish_messages
 
 EXPORT_BATCH_SIZE = 5000
 
@@ -29,7 +34,9 @@ async def export_run_messages(
     """The run's recipients, batch by batch."""
     async with sessions() as session:
         actor = await load_actor(session, actor_id)
-        await load_run(session, actor.workspace_id, run_id)
+        run = await load_run(session, actor.workspace_id, run_id)
+    if run.next_candidate_position is not None:
+        await finish_messages(sessions, run_id)
     after = -1
     while True:
         async with sessions() as session:

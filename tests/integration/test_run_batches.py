@@ -17,6 +17,7 @@ from dispatch_service.dispatcher.reconciler import Reconciler
 from dispatch_service.grpc_api.dispatch_mapping import run_status
 from dispatch_service.persistence import runs as run_store
 from dispatch_service.use_cases import runs as run_cases
+from dispatch_service.use_cases.exports import export_run_messages
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import (
@@ -256,6 +257,18 @@ async def test_the_status_of_a_run_still_being_created_counts_its_other_messages
     assert sum(created.counts.by_state.values()) == 12
     assert created.counts.by_state[MessageState.QUEUED] == 9  # one has no phone: blocked
     assert run_status(created).uncreated_count == 0
+
+
+async def test_an_export_of_a_run_still_being_created_lists_every_recipient(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], small_batches: None
+) -> None:
+    world = seed_world(database_url, AUDIENCE)
+    run_id = await start_that_dies(database_url, sessions, world, await precheck(sessions, world))
+    assert progress(database_url, run_id)[2] == 2
+
+    batches = [batch async for batch in export_run_messages(sessions, world.admin, run_id, 5)]
+    assert [row.position for batch in batches for row in batch] == list(range(12))
+    assert progress(database_url, run_id) == (None, "queued", 12)
 
 
 async def test_messages_created_after_their_run_was_cancelled_end_cancelled(
