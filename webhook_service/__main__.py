@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from aiohttp import web
 
@@ -10,6 +11,7 @@ from common.observability import configure_logging
 from common.runtime import tune_garbage_collection, use_event_loop
 from common.settings import host_port, load_settings
 from webhook_service.app import create_app
+from webhook_service.processes import supervise
 from webhook_service.settings import WebhookSettings
 
 log = logging.getLogger("webhook_service")
@@ -19,6 +21,8 @@ def main() -> None:
     """Load and validate settings (exit 2 when they are wrong), then serve until SIGTERM/SIGINT."""
     settings = load_settings(WebhookSettings)
     configure_logging("webhook", settings.log_level)
+    if settings.webhook_processes > 1:
+        sys.exit(supervise(settings.webhook_processes))
     tune_garbage_collection()
     use_event_loop(settings.event_loop)
     host, port = host_port(settings.webhook_listen)
@@ -29,6 +33,7 @@ def main() -> None:
         port=port,
         shutdown_timeout=settings.webhook_grace_seconds,
         access_log=None,
+        reuse_port=settings.webhook_reuse_port or None,
         # called once the socket is bound: the log says where the ingestor listens
         print=lambda _banner: log.info("webhook ingestor listening on %s", settings.webhook_listen),
     )

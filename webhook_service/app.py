@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import grpc
 from aiohttp import web
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db.engine import make_engine
@@ -21,6 +23,7 @@ from common.settings import split_secrets
 from webhook_service.forwarder import Forwarder
 from webhook_service.inbox import ReceiptWriter
 from webhook_service.metrics import POST_SECONDS, POSTS
+from webhook_service.processes import METRICS_DIR_VARIABLE
 from webhook_service.settings import WebhookSettings
 from webhook_service.signature import Verdict, matches, parse_signature
 from webhook_service.twilio import (
@@ -225,8 +228,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics of this process."""
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """Prometheus metrics of this process, or of every ingestor process of a supervisor
+    (WEBHOOK_PROCESSES > 1: prometheus_client's multiprocess mode, webhook_service/processes)."""
+    if METRICS_DIR_VARIABLE not in os.environ:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 def create_app(settings: WebhookSettings, deps: Deps | None = None) -> web.Application:

@@ -57,8 +57,10 @@ FORWARD_LAG = Histogram(
 UNAPPLIED = Gauge(
     "invites_webhook_unapplied_receipts",
     "Receipts still pending (as last counted by this ingestor's sweeper).",
+    multiprocess_mode="livemax",  # several processes (WEBHOOK_PROCESSES) count the same table
 )
 OLDEST_UNAPPLIED = Gauge(
     "invites_webhook_oldest_unapplied_age_seconds",
     "Age of the oldest pending receipt (as last seen by this ingestor's sweeper).",
+    multiprocess_mode="livemax",
 )

@@ -13,6 +13,15 @@ class WebhookSettings(ServiceSettings):
     webhook_listen: str = "127.0.0.1:8080"
     """WEBHOOK_LISTEN: host:port the HTTP server binds."""
 
+    webhook_processes: int = Field(default=1, ge=1, le=64)
+    """WEBHOOK_PROCESSES: ingestor processes serving WEBHOOK_LISTEN together, for machines with
+    more cores (webhook_service/processes.py); 1: this process serves alone."""
+
+    webhook_reuse_port: bool = False
+    """WEBHOOK_REUSE_PORT: bind WEBHOOK_LISTEN with SO_REUSEPORT, so that other ingestor
+    processes can bind it too and the kernel spreads connections over them (set for the
+    processes WEBHOOK_PROCESSES starts)."""
+
     dispatch_target: str = "127.0.0.1:50051"
     """DISPATCH_TARGET: where the dispatch service listens (gRPC target)."""
 
