@@ -47,6 +47,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(parent: int) -> list[int]:
+    """The pids of the processes whose parent is `parent` now (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def family_cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU seconds so far of a process itself, and of its children: those it waited for once
     they exited and those alive now."""

@@ -47,7 +47,7 @@ from aiohttp import web
 from psycopg import sql
 
 from bench.http_load import Poster
-from bench.processes import free_port, machine_cpu, machine_speed
+from bench.processes import child_pids, free_port, machine_cpu, machine_speed
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -253,8 +253,8 @@ class CpuMeter:
     over one phase: with the events it handled, what each costs per event (a figure that noise
     on the machine changes far less than a rate)."""
 
-    def __init__(self, services: dict[str, int]) -> None:
-        self.services = {name: [pid] for name, pid in services.items()}
+    def __init__(self, services: dict[str, list[int]]) -> None:
+        self.services = services
         self.before = self.read()
 
     def read(self) -> dict[str, float]:
@@ -268,7 +268,7 @@ class CpuMeter:
 
 
 async def measure(
-    scenario: Scenario, url: str, db_url: str, connections: int, services: dict[str, int]
+    scenario: Scenario, url: str, db_url: str, connections: int, services: dict[str, list[int]]
 ) -> Figures:
     posts = scenario.bodies(int(time.time()))
     with psycopg.connect(db_url) as conn:
@@ -412,6 +412,7 @@ async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]
         DISPATCH_INGESTOR_TOKEN="bench-ingestor-token",
         DISPATCHER_ENABLED="false",
         WEBHOOK_LISTEN=webhook,
+        WEBHOOK_PROCESSES=str(args.ingestor_processes),
         WHATSAPP_ACCESS_TOKEN="bench-access-token",
         WHATSAPP_APP_SECRET=APP_SECRET,
         WHATSAPP_VERIFY_TOKEN="bench-verify-token",
@@ -427,9 +428,11 @@ async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]
     figures: dict[str, Figures] = {}
     try:
         await wait_http(f"http://{webhook}/readyz")
+        # With WEBHOOK_PROCESSES > 1 the ingestor is a supervisor and its ingestor processes.
+        ingestor = [processes[1].pid, *child_pids(processes[1].pid)]
         for run in runs:
             url = f"http://{webhook}/webhooks/whatsapp"
-            services = {"ingestor": processes[1].pid, "dispatch": processes[0].pid}
+            services = {"ingestor": ingestor, "dispatch": [processes[0].pid]}
             figures[run.label] = await measure(run, url, db_url, args.connections, services)
             with psycopg.connect(db_url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
@@ -449,7 +452,11 @@ async def main_async(args: argparse.Namespace, db_url: str, runs: list[Scenario]
 
 def summary(figures: dict[str, Figures], args: argparse.Namespace) -> None:
     """Issue 16's webhook figures with their targets and their share of the ceiling."""
-    print("== targets (issue 16), one ingestor process and one dispatch process on this machine")
+    ingestors = args.ingestor_processes
+    print(
+        f"== targets (issue 16), {ingestors} ingestor process{'es' if ingestors > 1 else ''}"
+        " and one dispatch process on this machine"
+    )
     for label, per_post, target in (
         (SATURATE_SINGLE, 1, 3_000),
         (SATURATE_BATCHED, 50, 15_000),
@@ -479,6 +486,12 @@ def main() -> None:
     parser.add_argument("--serve-bare", metavar="HOST:PORT", help=argparse.SUPPRESS)
     parser.add_argument("--paced-seconds", type=float, default=5)
     parser.add_argument("--log-dir", default="/tmp")
+    parser.add_argument(
+        "--ingestor-processes",
+        type=int,
+        default=1,
+        help="WEBHOOK_PROCESSES: ingestor processes on the one port (issue 16's figures: 1)",
+    )
     parser.add_argument(
         "--without-change-log",
         action="store_true",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import child_pids
 from tests.e2e.conftest import (
     APP_SECRET,
     ServiceProcess,
@@ -25,19 +26,6 @@ from tests.e2e.conftest import (
 from tests.integration.factories import Seeder
 
 POSTS = 40
-
-
-def children(parent: int) -> list[int]:
-    """The pids whose parent is `parent` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it exited meanwhile
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return sorted(found)
 
 
 def stored_posts(base: str) -> float:
@@ -52,7 +40,7 @@ def start_two(start_service: StartService) -> tuple[ServiceProcess, str]:
     service = start_service("webhook", "webhook_service", WEBHOOK_PROCESSES="2")
     base = f"http://{service.env['WEBHOOK_LISTEN']}"
     wait_for_http(service, f"{base}/healthz")
-    wait_until(lambda: len(children(service.process.pid)) == 2, 10, "two ingestor processes")
+    wait_until(lambda: len(child_pids(service.process.pid)) == 2, 10, "two ingestor processes")
     return service, base
 
 
@@ -78,7 +66,7 @@ def test_two_processes_on_one_port_store_every_post_and_count_them_together(
     for _ in range(6):  # whichever process takes the scrape, it counts both
         assert stored_posts(base) == POSTS
 
-    pids = children(service.process.pid)
+    pids = child_pids(service.process.pid)
     assert service.stop(signal.SIGTERM) == 0
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 10, "both gone")
 
@@ -87,7 +75,7 @@ def test_one_process_dying_stops_the_other_and_the_supervisor_fails(
     start_service: StartService, dispatch_process: ServiceProcess
 ) -> None:
     service, _ = start_two(start_service)
-    first, second = children(service.process.pid)
+    first, second = child_pids(service.process.pid)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 20
     while service.process.poll() is None and time.monotonic() < deadline:
