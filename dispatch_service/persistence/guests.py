@@ -118,19 +118,23 @@ LEFT JOIN guest_unit_membership m
   ON m.workspace_id = gi.workspace_id AND m.person_id = p.id AND m.active
 """)
 
-UNITS = text("""
-WITH wanted AS (
-  SELECT gu.id FROM jsonb_array_elements_text(CAST(:names AS jsonb)) AS q(name)
-  JOIN guest_unit gu ON gu.workspace_id = :ws AND gu.name = q.name
-  UNION
-  SELECT gu.id FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS q(id)
-  JOIN guest_unit gu ON gu.id = CAST(q.id AS uuid) AND gu.workspace_id = :ws
-)
-SELECT gu.id, gu.name, gu.active, gu.contact_person_id, gu.side, gu.preferred_language,
-       coalesce(p.phone_status = 'valid', false) AS contact_valid
-FROM wanted JOIN guest_unit gu ON gu.id = wanted.id
-LEFT JOIN person p ON p.id = gu.contact_person_id
-""")
+# Each name and each id is looked up in its own index, the contact's phone with it (LATERAL,
+# kept from being merged into a join by OFFSET 0): joined, statistics from before the import let
+# the planner read every household of the workspace for each batch and hash them (39,863 rows
+# for 1,600 names, 10 ms, and growing with the workspace).
+_UNIT = """
+    SELECT gu.id, gu.name, gu.active, gu.contact_person_id, gu.side, gu.preferred_language,
+           coalesce(p.phone_status = 'valid', false) AS contact_valid
+    FROM guest_unit gu LEFT JOIN person p ON p.id = gu.contact_person_id"""
+# Only the constant _UNIT is spliced in, never input.
+UNITS = text(f"""
+SELECT u.* FROM jsonb_array_elements_text(CAST(:names AS jsonb)) AS q(name)
+CROSS JOIN LATERAL ({_UNIT} WHERE gu.workspace_id = :ws AND gu.name = q.name OFFSET 0) AS u
+UNION
+SELECT u.* FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) AS q(id)
+CROSS JOIN LATERAL (
+  {_UNIT} WHERE gu.id = CAST(q.id AS uuid) AND gu.workspace_id = :ws OFFSET 0) AS u
+""")  # noqa: S608
 
 # Per household, by index, whatever the statistics say: inside the import's one transaction the
 # tables grow far past what was last analysed, and the plain join of the same three relations
