@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -17,9 +16,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from common.settings import sqlalchemy_url
-
-NO_JIT = "-c jit=off"
-"""libpq `options` every service connection starts with (see make_engine)."""
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
@@ -32,19 +28,9 @@ def make_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 1
     (an outage error: UNAVAILABLE for a call, a retry for the dispatcher's and ingestor's loops);
     the first statement on a connection from before a restart is one more such moment. SQLAlchemy
     then discards every connection the pool held (they are all from before the restart).
-
-    JIT compilation is off on these connections (`NO_JIT`): every statement of these services is
-    short or set-based over one run or one batch, and Postgres compiles whenever a statement's
-    estimated cost passes `jit_above_cost`, which stale statistics or a set-returning function's
-    default 100-row estimate reach easily. Measured: an import's lookup of 40 households' members
-    took 8.5 ms a batch, 8.2 of them compiling (`pg_stat_statements.jit_*`), and a change-log
-    trigger statement once spent 184 ms compiling.
     """
-    url = make_url(sqlalchemy_url(database_url))
-    given = url.query.get("options")  # the URL's own options come first, and are kept
-    options = f"{given} {NO_JIT}" if isinstance(given, str) and given else NO_JIT
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, connect_args={"options": options}
+        sqlalchemy_url(database_url), pool_size=pool_size, max_overflow=max_overflow
     )
 
 
