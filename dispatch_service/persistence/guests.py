@@ -42,6 +42,18 @@ async def lock_workspace_imports(session: AsyncSession, workspace_id: uuid.UUID)
     )
 
 
+async def without_jit(session: AsyncSession) -> None:
+    """Plan the rest of this transaction (an import) without JIT compilation.
+
+    An import's tables grow far past their statistics within its one transaction, and a lookup
+    estimated per key from them (UNPHONED_MEMBERS: 100 households of ~250 members each, by the
+    defaults) passes `jit_above_cost`: Postgres compiled it on every call, 206 of its 212 ms
+    over a re-import's 25 batches, for work of under a millisecond a batch. Elsewhere JIT is
+    left to the server's settings: no other statement of the benches was compiled but one
+    change-log trigger statement."""
+    await session.execute(text("SET LOCAL jit = off"))
+
+
 async def find_import_run(
     session: AsyncSession, workspace_id: uuid.UUID, idempotency_key: str
 ) -> ImportRun | None:

@@ -53,6 +53,7 @@ from dispatch_service.persistence.guests import (
     list_import_rows,
     load_batch_state,
     lock_workspace_imports,
+    without_jit,
     write_batch,
 )
 from dispatch_service.persistence.guests import (
@@ -312,6 +313,7 @@ async def _import(
     batches: AsyncIterator[list[GuestInput]],
 ) -> ImportResult:
     await lock_workspace_imports(session, actor.workspace_id)
+    await without_jit(session)
     earlier = await find_import_run(session, actor.workspace_id, request.idempotency_key)
     if earlier is not None:
         return ImportResult(earlier, created=False)
