@@ -34,7 +34,7 @@ def _explain(conn: psycopg.Connection[Any], statement: TextClause, params: dict[
 
 @pytest.fixture
 def stale(database_url: str) -> tuple[uuid.UUID, list[str], list[str]]:
-    """A workspace given 20,000 households (two people each, the second without a valid
+    """A workspace given 20,000 households (two people each, one of them without a valid
     phone) in tables never analysed since, as in an import's own transaction or a first import
     before autovacuum came by: its id, 1,600 of its household names and 40 household ids."""
     world = seed_world(database_url, ["+14155550101"])
@@ -100,7 +100,7 @@ def test_unphoned_members_are_read_per_household(
         rows = conn.execute(
             UNPHONED_MEMBERS.text.replace(":units", "%(units)s"), {"units": json.dumps(ids)}
         ).fetchall()
-    # Each household's second member has no valid phone: one row per household.
+    # One member of each household has no valid phone: one row per household.
     assert len(rows) == len(ids)
 
 
