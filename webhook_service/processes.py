@@ -69,6 +69,8 @@ def supervise(count: int) -> int:
     code = 0
     try:
         for _ in range(count):
+            if stopping:  # a signal came while starting them: start no more (none would stop)
+                break
             child = subprocess.Popen(
                 [sys.executable, "-m", "webhook_service"],
                 env=env,
