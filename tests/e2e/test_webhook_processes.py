@@ -10,7 +10,6 @@ import hmac
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -77,8 +76,6 @@ def test_one_process_dying_stops_the_other_and_the_supervisor_fails(
     service, _ = start_two(start_service)
     first, second = child_pids(service.process.pid)
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while service.process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: service.process.poll() is not None, 20, "the supervisor to exit")
     assert service.process.returncode not in (None, 0)
     wait_until(lambda: not Path(f"/proc/{second}").exists(), 10, "the other ingestor to stop")
