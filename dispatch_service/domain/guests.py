@@ -39,6 +39,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -430,18 +431,26 @@ class BatchPlan:
 
 
 _ID_BATCH = 4096
-_random_ids: Iterator[uuid.UUID] = iter(())
+
+
+class _IdPool(threading.local):
+    """Each thread's ids not handed out yet (imports plan batches in threads, and one generator
+    must never run in two threads at once)."""
+
+    ids: Iterator[uuid.UUID] = iter(())
+
+
+_id_pool = _IdPool()
 
 
 def new_id() -> uuid.UUID:
     """A random (version 4) UUID, like uuid.uuid4(), from random bytes read 4,096 ids at a time
     (one os.urandom call per id was a tenth of an import's planning time)."""
-    global _random_ids
-    for value in _random_ids:
+    for value in _id_pool.ids:
         return value
     pool = os.urandom(16 * _ID_BATCH)
-    _random_ids = (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, len(pool), 16))
-    return next(_random_ids)
+    _id_pool.ids = (uuid.UUID(bytes=pool[i : i + 16], version=4) for i in range(0, len(pool), 16))
+    return next(_id_pool.ids)
 
 
 def person_key(display_name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import signal
 import uuid
@@ -29,6 +30,7 @@ from dispatch_service.domain.actors import WRITERS, Actor
 from dispatch_service.domain.guests import (
     MAX_FIELD_CHARS,
     TAG_SEPARATOR,
+    BatchPlan,
     CsvGuestReader,
     GuestInput,
     ImportPlanner,
@@ -54,7 +56,8 @@ from dispatch_service.persistence.guests import (
     load_batch_state,
     lock_workspace_imports,
     without_jit,
-    write_batch,
+    write_guests,
+    write_import_rows,
 )
 from dispatch_service.persistence.guests import (
     list_import_runs as list_import_runs_query,
@@ -290,20 +293,43 @@ async def read_ahead(source: AsyncIterator[T], depth: int = 2) -> AsyncGenerator
             await task
 
 
-async def _import_batch(
+async def _plan_batch(
     session: AsyncSession,
     workspace_id: uuid.UUID,
     run_id: uuid.UUID,
     planner: ImportPlanner,
     rows: list[PreparedRow],
-) -> list[ImportRowOutcome]:
-    """Look up what the rows mention, plan them, write the plan; the rows' outcomes."""
+    previous: BatchPlan | None,
+) -> BatchPlan:
+    """Look up what the rows mention and plan them, writing meanwhile the previous batch's
+    import rows.
+
+    The lookups read people and households, which the previous batch has already written; its
+    import rows, which no lookup reads, are streamed to Postgres while a thread plans this batch.
+    So Postgres stores them (and checks their keys) while Python plans, instead of each waiting
+    for the other. The planner touches only its own objects, never the session.
+    """
     state = await load_batch_state(session, workspace_id, rows)
-    plan = planner.plan(
-        rows, state.persons_by_phone, state.units_by_name, state.units_by_id, state.unphoned_by_unit
+    plan = functools.partial(
+        planner.plan,
+        rows,
+        state.persons_by_phone,
+        state.units_by_name,
+        state.units_by_id,
+        state.unphoned_by_unit,
     )
-    await write_batch(session, workspace_id, run_id, plan)
-    return [r.outcome for r in plan.rows]
+    if previous is None:
+        return plan()
+    planning = asyncio.get_running_loop().run_in_executor(None, plan)
+    writing = asyncio.ensure_future(write_import_rows(session, run_id, previous))
+    try:
+        await asyncio.wait((planning, writing))
+    except BaseException:  # cancelled: the write stops before the session is rolled back
+        writing.cancel()
+        await asyncio.wait((writing,))
+        raise
+    writing.result()
+    return planning.result()
 
 
 async def _import(
@@ -331,9 +357,16 @@ async def _import(
     try:
         # aclosing: on an error the read-ahead task is stopped here, not when garbage collected.
         async with contextlib.aclosing(read_ahead(_prepared(batches, preparer))) as prepared:
+            previous: BatchPlan | None = None
             async for rows in prepared:
-                outcomes = await _import_batch(session, actor.workspace_id, run.id, planner, rows)
-                counts.update(outcomes)
+                plan = await _plan_batch(
+                    session, actor.workspace_id, run.id, planner, rows, previous
+                )
+                await write_guests(session, actor.workspace_id, plan)
+                counts.update(r.outcome for r in plan.rows)
+                previous = plan
+            if previous is not None:
+                await write_import_rows(session, run.id, previous)
     finally:
         preparer.close()
     run = await finish_import_run(session, run, counts)

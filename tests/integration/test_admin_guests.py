@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 
 from common.generated.invites.v1 import admin_pb2 as pb
+from dispatch_service.domain.guests import BatchPlan, ImportPlanner
 from dispatch_service.use_cases import guests as guests_use_case
 from tests.integration.admin_support import (
     ADMIN,
@@ -232,6 +234,52 @@ async def test_dedupe_and_moves_hold_across_batch_boundaries(
     assert (units["B"].member_count, units["B"].contact_phone_e164) == (2, "+12025550101")
     active = "SELECT count(*) FROM guest_unit_membership WHERE active"
     assert await scalar(grpc_api.sessions, active) == 3
+
+
+async def test_a_batch_failing_while_the_last_ones_rows_are_written_stores_nothing(
+    grpc_api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each batch is planned (in a thread) while the previous batch's import rows are written:
+    # the third batch's planning fails with the second's rows in flight on the session.
+    monkeypatch.setattr(guests_use_case, "BATCH_ROWS", 2)
+    plan = ImportPlanner.plan
+    calls: list[int] = []
+
+    def failing_plan(self: ImportPlanner, *args: Any) -> BatchPlan:
+        calls.append(len(calls))
+        if len(calls) == 3:
+            raise RuntimeError("planning failed")
+        return plan(self, *args)
+
+    monkeypatch.setattr(ImportPlanner, "plan", failing_plan)
+    _, admin = await _workspace(grpc_api)
+    lines = "".join(f"H{i // 2},Guest {i},+1202555{i:04d}\n" for i in range(8))
+    await rpc_error(
+        import_csv(grpc_api, admin, "household,name,phone\n" + lines), grpc.StatusCode.INTERNAL
+    )
+    assert len(calls) == 3
+    for table in ("import_run", "import_row", "person", "guest_unit", "guest_identity"):
+        assert await scalar(grpc_api.sessions, f"SELECT count(*) FROM {table}") == 0, table
+    monkeypatch.setattr(ImportPlanner, "plan", plan)
+    reply = await import_csv(grpc_api, admin, "household,name,phone\n" + lines)
+    assert (reply.import_run.total_rows, reply.import_run.created) == (8, 8)
+    listed = await _rows(grpc_api, admin, reply.import_run.import_run_id)
+    assert [r.row_number for r in listed] == list(range(1, 9))
+
+
+async def test_imports_into_two_workspaces_at_once_plan_side_by_side(
+    grpc_api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guests_use_case, "BATCH_ROWS", 50)
+    admins = [(await _workspace(grpc_api))[1] for _ in range(2)]
+    lines = "".join(f"H{i // 3},Guest {i},+1202555{i:04d}\n" for i in range(600))
+    replies = await asyncio.gather(
+        *(import_csv(grpc_api, a, "household,name,phone\n" + lines, chunk=256) for a in admins)
+    )
+    assert [(r.import_run.created, r.import_run.total_rows) for r in replies] == [(600, 600)] * 2
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 1200
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM import_row") == 1200
+    assert await scalar(grpc_api.sessions, "SELECT count(DISTINCT id) FROM guest_unit") == 400
 
 
 async def test_phones_are_normalised_with_the_workspace_region(grpc_api: ApiClient) -> None:

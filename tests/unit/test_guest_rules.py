@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -366,6 +367,16 @@ def test_new_ids_are_distinct_random_uuids_across_refills() -> None:
     assert len(set(ids)) == len(ids)
     assert {i.version for i in ids} == {4}
     assert {i.variant for i in ids} == {uuid.RFC_4122}
+
+
+def test_new_ids_drawn_by_several_threads_at_once_are_distinct() -> None:
+    # Imports plan their batches in threads: two imports at once draw ids together.
+    def draw() -> list[uuid.UUID]:
+        return [new_id() for _ in range(20_000)]
+
+    with ThreadPoolExecutor(4) as pool:
+        drawn = [i for ids in pool.map(lambda _: draw(), range(4)) for i in ids]
+    assert len(set(drawn)) == len(drawn) == 80_000
 
 
 # --- the import's worker process ---------------------------------------------------------------
