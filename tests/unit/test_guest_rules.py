@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,7 +28,8 @@ from dispatch_service.domain.guests import (
 )
 from dispatch_service.domain.phones import normalise_phones
 from dispatch_service.errors import InvalidArgument
-from dispatch_service.use_cases.guests import RowPreparer
+from dispatch_service.use_cases import guests as guests_use_case
+from dispatch_service.use_cases.guests import RowPreparer, csv_batches
 
 SAMPLE = (
     "Household,Name,Phone,Tags,Side,is_contact\r\n"
@@ -382,7 +384,24 @@ def test_new_ids_drawn_by_several_threads_at_once_are_distinct() -> None:
 # --- the import's worker process ---------------------------------------------------------------
 
 
-async def test_the_import_worker_prepares_rows_as_this_process_does() -> None:
+async def test_rows_read_a_slice_at_a_time_are_the_rows_read_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guests_use_case, "SLICE_BYTES", 3)  # splits "ë" and the quoted fields
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield SAMPLE[:50]
+        yield SAMPLE[50:]
+
+    batches = [b async for b in csv_batches(chunks(), max_bytes=1 << 20, batch_rows=2)]
+    assert [len(b) for b in batches] == [2, 2]
+    assert [r for b in batches for r in b] == read_all(SAMPLE)
+
+
+async def test_the_import_worker_prepares_rows_as_this_process_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guests_use_case, "SLICE_ROWS", 1)  # each row's phone from its own slice
     rows = read_all(SAMPLE)
     preparer = RowPreparer("US", worker_from_rows=len(rows))
     try:
