@@ -279,7 +279,7 @@ async def test_imports_into_two_workspaces_at_once_plan_side_by_side(
     assert [(r.import_run.created, r.import_run.total_rows) for r in replies] == [(600, 600)] * 2
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM person") == 1200
     assert await scalar(grpc_api.sessions, "SELECT count(*) FROM import_row") == 1200
-    assert await scalar(grpc_api.sessions, "SELECT count(DISTINCT id) FROM guest_unit") == 400
+    assert await scalar(grpc_api.sessions, "SELECT count(*) FROM guest_unit") == 400
 
 
 async def test_phones_are_normalised_with_the_workspace_region(grpc_api: ApiClient) -> None:

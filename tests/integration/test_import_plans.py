@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db.engine import make_engine, make_sessions
 from dispatch_service.persistence.guests import UNITS, UNPHONED_MEMBERS, without_jit
 from tests.integration.dispatch_support import seed_world
 
@@ -104,13 +104,19 @@ def test_unphoned_members_are_read_per_household(
     assert len(rows) == len(ids)
 
 
-async def test_an_import_transaction_plans_without_jit(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    async with sessions() as session, session.begin():
-        before: str = (await session.execute(text("SHOW jit"))).scalar_one()
-        await without_jit(session)
-        assert (await session.execute(text("SHOW jit"))).scalar_one() == "off"
-    async with sessions() as session:
-        # SET LOCAL: the connection goes back to the pool as it came.
-        assert (await session.execute(text("SHOW jit"))).scalar_one() == before
+async def test_an_import_transaction_plans_without_jit(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)  # one connection throughout
+    try:
+        sessions = make_sessions(engine)
+        async with sessions() as session, session.begin():
+            # JIT on first, so the check fails on a server configured without it too.
+            await session.execute(text("SET LOCAL jit = on"))
+            await without_jit(session)
+            assert (await session.execute(text("SHOW jit"))).scalar_one() == "off"
+        async with sessions() as session:
+            # SET LOCAL: the connection goes back to the pool as it came (a plain SET would
+            # leave it set for the connection's life, whatever the server's default).
+            source = "SELECT source FROM pg_settings WHERE name = 'jit'"
+            assert (await session.execute(text(source))).scalar_one() != "session"
+    finally:
+        await engine.dispose()
