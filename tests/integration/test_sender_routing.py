@@ -96,10 +96,13 @@ async def test_an_expired_entry_answers_while_one_refresh_runs(
     sessions: async_sessionmaker[AsyncSession], workspace: uuid.UUID
 ) -> None:
     counting = CountingSessions(sessions)
-    router = RoutingProvider(counting, Recorder(), None, ttl_seconds=0.2)  # type: ignore[arg-type]
+    # Expired after 1 s, past its grace after 2 s: the sleep below lands 0.1 s into the grace,
+    # with 0.9 s to spare for a busy machine (a ttl of 0.2 s left 0.15 s, which a full run on
+    # the 2-core machine overslept once).
+    router = RoutingProvider(counting, Recorder(), None, ttl_seconds=1.0)  # type: ignore[arg-type]
     assert (await router.facts(template_send())).provider == "meta"
     await move_to_twilio(sessions, workspace)
-    await asyncio.sleep(0.25)  # expired, not yet past its grace
+    await asyncio.sleep(1.1)  # expired, not yet past its grace
 
     stale = await asyncio.gather(*(router.facts(template_send()) for _ in range(50)))
 
