@@ -235,10 +235,9 @@ class WorkerSettings(SendSettings):
     dispatcher_metrics_listen: str = "127.0.0.1:9103"
     """DISPATCHER_METRICS_LISTEN: host:port for the worker's Prometheus metrics; empty disables."""
 
-    dispatcher_nice: int = Field(default=10, ge=0, le=19)
+    dispatcher_nice: int = Field(default=0, ge=0, le=19)
     """DISPATCHER_NICE: the nice value the worker process runs at, at least (0: as everything
-    else; a worker started nicer stays so). Where API
-    replicas or Postgres share the worker's CPUs, the kernel then runs them first when both
-    want a core, so reads do not queue behind sending; a worker alone on its CPUs runs as
-    fast (nothing to give way to). A worker with CPU to spare kept its send rate in the
-    bench; one that is itself CPU-bound sent about 6% less (docs/dispatch.md §10)."""
+    else; a worker started nicer stays so). Above 0, API replicas or Postgres sharing the
+    worker's CPUs run first when both want a core. On the 2-core bench machine that did not
+    lower the GetRunStatus p99 measurably, while a CPU-bound worker (three senders) sent
+    10-15% less at 10, because its late sends give their slots up (docs/dispatch.md §10)."""
