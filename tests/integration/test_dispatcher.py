@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.db.engine import driver_transaction, outside_transaction
+from common.db.engine import driver_autocommit, outside_transaction
 from dispatch_service.dispatcher import worker as worker_module
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
@@ -48,6 +48,8 @@ from tests.integration.dispatch_support import (
 from tests.integration.factories import DEFAULT_SENDER, Seeder
 
 PHONES = [f"+1415555{n:04d}" for n in range(10)]
+TEN_SECONDS = timedelta(seconds=10)
+"""A marked message's lease past its claim's, in the Marker tests."""
 
 
 async def run_state(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> str:
@@ -571,21 +573,24 @@ async def test_a_crashed_replicas_claimed_but_unattempted_messages_are_sent_afte
     assert sorted(fake.per_recipient.values()) == [1, 1, 1, 1]
 
 
-def _commits_fail(sessions: async_sessionmaker[AsyncSession], *, after: bool = False) -> Any:
-    """A mark transaction whose commit fails, as when the database goes away mid-commit (the
-    statement before the commit ran and returned its rows); `after`: the COMMIT reached the
-    database and took effect, and only its answer was lost."""
+def _answer_lost(sessions: async_sessionmaker[AsyncSession], *, committed: bool = False) -> Any:
+    """A mark connection that goes away after the mark's statement ran and returned its rows,
+    before Postgres committed it (rolled back); `committed`: the statement committed, and only
+    its answer was lost."""
 
     @asynccontextmanager
-    async def transaction() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         lost = psycopg.OperationalError("server closed the connection")
-        async with driver_transaction(sessions) as connection:
-            yield connection
-            if not after:
-                raise lost  # before the COMMIT: rolled back
+        async with driver_autocommit(sessions) as driver:
+            if committed:
+                yield driver
+            else:
+                async with driver.transaction():
+                    yield driver
+                    raise lost  # not committed: rolled back
         raise lost
 
-    return transaction
+    return connection
 
 
 async def _two_claimed(
@@ -606,20 +611,21 @@ async def _mark_all(marker: Marker, messages: list[ClaimedMessage]) -> list[Any]
     """Mark every message through a running `marker`; the lease of each (None: not marked)."""
     marking = asyncio.create_task(marker.run())
     try:
-        return list(await asyncio.gather(*(marker.mark(m.id) for m in messages)))
+        return list(await asyncio.gather(*(marker.mark(m.id, m.lease) for m in messages)))
     finally:
         marking.cancel()
 
 
-async def test_a_mark_whose_commit_failed_is_not_sent(
+async def test_a_mark_that_did_not_commit_is_not_sent(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """The mark's UPDATE returns its rows before the commit: when the commit then fails (a
-    Postgres crash), the messages must not be sent, for they are still `queued` under their
-    claim lease and will be claimed and sent again. (Seen as one recipient sent twice across
-    a Postgres restart: once before the crash, once after.)"""
+    """The mark's UPDATE ran and returned its rows, but Postgres never committed it (a crash):
+    the messages must not be sent, for they are still `queued` under their claim lease and
+    will be claimed and sent again. (Seen as one recipient sent twice across a Postgres
+    restart, when a mark's rows were trusted before its commit: once before the crash, once
+    after.)"""
     _, taken = await _two_claimed(database_url, sessions)
-    assert await _mark_all(Marker(_commits_fail(sessions), "replica", 10.0), taken) == [
+    assert await _mark_all(Marker(_answer_lost(sessions), "replica", TEN_SECONDS), taken) == [
         None,
         None,
     ]
@@ -628,7 +634,7 @@ async def test_a_mark_whose_commit_failed_is_not_sent(
             ("queued", 0)
         ]
     leases = await _mark_all(
-        Marker(partial(driver_transaction, sessions), "replica", 10.0), taken
+        Marker(partial(driver_autocommit, sessions), "replica", TEN_SECONDS), taken
     )  # it answers again
     assert all(lease is not None for lease in leases)
     with Seeder(database_url) as seed:
@@ -637,17 +643,17 @@ async def test_a_mark_whose_commit_failed_is_not_sent(
         ]
 
 
-async def test_a_mark_that_committed_though_its_commit_failed_is_given_back_not_left_sending(
+async def test_a_mark_that_committed_though_its_answer_was_lost_is_given_back_not_left_sending(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """The COMMIT of a mark reached Postgres and took effect, but its answer was lost (the
-    server went down right then): the worker does not send (it cannot know), and gives the
-    messages back under the lease the mark may hold, so they go back to `queued` with their
-    attempt, to be sent once, instead of staying `sending` until the reconciler fails them
-    outcome_unknown without any call made. (Seen as 2 of 800 outcome_unknown, never sent, in
-    the Postgres-restart test.)"""
+    """A mark reached Postgres and committed, but its answer was lost (the server went down
+    right then): the worker does not send (it cannot know), and gives the messages back under
+    the lease the mark gave them, which it computes (the claim's + the extension) since the
+    answer never came, so they go back to `queued` with their attempt, to be sent once, instead
+    of staying `sending` until the reconciler fails them outcome_unknown without any call made.
+    (Seen as 2 of 800 outcome_unknown, never sent, in the Postgres-restart test.)"""
     run_id, taken = await _two_claimed(database_url, sessions)
-    marker = Marker(_commits_fail(sessions, after=True), "replica", 10.0)
+    marker = Marker(_answer_lost(sessions, committed=True), "replica", TEN_SECONDS)
     assert await _mark_all(marker, taken) == [None, None]  # not to be sent
     with Seeder(database_url) as seed:  # ... yet the mark took effect
         assert seed.rows("SELECT DISTINCT state, attempt_count FROM invite_message") == [

@@ -41,7 +41,7 @@ async def test_a_late_give_back_of_an_old_lease_leaves_the_newer_attempt_alone(
         await lease_claimed(session, [message_id], [old_lease + timedelta(minutes=1)], OWNER)
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)  # the session's, in its transaction
-        marked = await mark_attempting(driver, [message_id], OWNER, 30.0)
+        marked = await mark_attempting(driver, [message_id], OWNER, timedelta(seconds=30))
     assert set(marked) == {message_id}
 
     async with sessions() as session, session.begin():

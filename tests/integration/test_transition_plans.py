@@ -10,7 +10,7 @@ message_transitions.py, `_state_in`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -81,7 +81,7 @@ def _by_id() -> list[tuple[str, TextClause | str, dict[str, Any]]]:
             mt.LEASE,
             {"rows": lambda ids: mt.lease_rows(ids, leases * len(ids)), "owner": OWNER},
         ),
-        ("mark", mt.MARK_ATTEMPTING, {"owner": OWNER, "lease": 30.0}),
+        ("mark", mt.MARK_ATTEMPTING, {"owner": OWNER, "extension": timedelta(seconds=30)}),
         ("hold", mt.HOLD, {"untils": leases, "reason": HoldReason.QUIET_HOURS.value}),
         ("requeue", mt.REQUEUE[E.TRANSIENT_ERROR], errors),
         ("fail", mt.FAIL[E.TERMINAL_ERROR], errors),

@@ -7,6 +7,7 @@ so the setting cannot go past it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ def test_the_worker_marks_no_later_than_the_setting_says() -> None:
     early = DispatcherConfig.from_settings(
         DispatchSettings(**BASE, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS)
     )
-    marker = Marker(None, "replica-a", 30.0)  # type: ignore[arg-type]  # no mark is made
+    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
 
     assert default.mark_lead_seconds == 0.01
     assert marker.lead(default.mark_lead_seconds) == 0.01  # no round trip measured yet
