@@ -608,6 +608,9 @@ MarkConnection = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnectio
 """Where a mark runs: a driver connection in autocommit (common.db.engine.driver_autocommit),
 so the mark's one statement commits before its rows come back."""
 
+MarkAsked = tuple[uuid.UUID, datetime | None, asyncio.Future[datetime | None]]
+"""A mark waiting for its statement: the message, the lease it is claimed under, its answer."""
+
 
 class Marker:
     """Marks messages `sending` just before their slots, batching the ones that come due
@@ -626,7 +629,7 @@ class Marker:
         self.owner = owner
         self.extension = extension
         """A marked message's lease is its claim's lease + this (mark_attempting)."""
-        self._pending: list[tuple[uuid.UUID, datetime | None, asyncio.Future[datetime | None]]] = []
+        self._pending: list[MarkAsked] = []
         self._wake = asyncio.Event()
         self._log = OutageLog(log, "marking messages sending")
         self.uncertain: dict[uuid.UUID, datetime] = {}
@@ -670,9 +673,7 @@ class Marker:
                 if not future.done():
                     future.set_result(None)
 
-    async def _mark(
-        self, batch: list[tuple[uuid.UUID, datetime | None, asyncio.Future[datetime | None]]]
-    ) -> None:
+    async def _mark(self, batch: list[MarkAsked]) -> None:
         marked: dict[uuid.UUID, datetime] = {}
         try:
             async with self.connection() as connection:

@@ -186,7 +186,7 @@ async def csv_batches(
             )
         for start in range(0, len(chunk), SLICE_BYTES):
             pending += reader.feed(chunk[start : start + SLICE_BYTES])
-            await asyncio.sleep(0)  # a slice at a time: see SLICE_BYTES
+            await asyncio.sleep(0)  # a slice at a time: see SLICE_ROWS
         while len(pending) >= batch_rows:
             yield pending[:batch_rows]
             pending = pending[batch_rows:]
@@ -249,7 +249,7 @@ class RowPreparer:
             prepared += prepare_rows(
                 batch[start:end], self.default_region, phones[start:end] if phones else None
             )
-            await asyncio.sleep(0)  # a slice at a time: see SLICE_BYTES
+            await asyncio.sleep(0)  # a slice at a time: see SLICE_ROWS
         return prepared
 
     def close(self) -> None:
