@@ -27,14 +27,29 @@ from dispatch_service.read_models import ChangeView
 SEQUENCER_LOCK = (0x434847, 1)  # "CHG"
 
 TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:a, :b)")
-# The numbering's scan of ix_change_log_pending must walk the index in order, never as a bitmap.
-# Every numbered row leaves a dead entry in that partial index until a vacuum; an index scan
-# marks each one it steps over as dead for all later scans (so they skip it without reading the
-# heap), a bitmap scan never does and reads every one again on every round, so each round costs
-# more than the last. The planner picks the bitmap (it expects few pending rows). Measured, 700
-# rows a round: with the bitmap a round went from 8.1 to 14.9 ms over 140,000 numbered rows, with
-# the index from 7.5 to 9.6 ms (the rest is the UPDATE itself).
-NO_BITMAP = text("SET LOCAL enable_bitmapscan = off")
+# How the numbering is planned, set for its transaction only:
+#
+# * Its scan of ix_change_log_pending must walk the index in order, never as a bitmap. Every
+#   numbered row leaves a dead entry in that partial index until a vacuum; an index scan marks
+#   each one it steps over as dead for all later scans (so they skip it without reading the
+#   heap), a bitmap scan never does and reads every one again on every round, so each round
+#   costs more than the last. The planner picks the bitmap (it expects few pending rows).
+#   Measured, 700 rows a round: with the bitmap a round went from 8.1 to 14.9 ms over 140,000
+#   numbered rows, with the index from 7.5 to 9.6 ms (the rest is the UPDATE itself).
+# * It is planned afresh every round, never from a cached generic plan. psycopg prepares a
+#   statement at its fifth execution, and after five more Postgres keeps a generic plan when it
+#   costs no more than the custom ones. The sequencer runs from start-up, so that plan was made
+#   for the empty log: a nested loop that ran the pending subquery (a sort of every pending row)
+#   again for each row of change_log. Nothing replans it until the table is vacuumed or analysed
+#   again (autovacuum is off in CI and on the development machine, and takes its time
+#   anywhere). In bench/dispatch.py, whose seed analyses the empty log, the round after the
+#   100,000-message run was created ran 18 s (more than 32 s in another run) on a core, held
+#   the vacuum horizon meanwhile and left the next phase at 1.4-1.6 ms of Postgres CPU per
+#   message sent instead of 0.7-0.8. Planning a round costs about half a millisecond.
+PLANNING = text(
+    "SELECT set_config('enable_bitmapscan', 'off', true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
 SEQUENCE = text("""
     WITH pending AS (
       SELECT id, row_number() OVER (ORDER BY id) AS n
@@ -74,7 +89,7 @@ async def sequence_pending(session: AsyncSession, limit: int = 50_000) -> int | 
         locked = await session.execute(TRY_LOCK, {"a": SEQUENCER_LOCK[0], "b": SEQUENCER_LOCK[1]})
         if not locked.scalar_one():
             return None
-        await session.execute(NO_BITMAP)
+        await session.execute(PLANNING)
         result = await session.execute(SEQUENCE, {"limit": limit})
         return _rowcount(result)
 
