@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from common.settings import Secret, SecretList, ServiceSettings, public_callback_url
+from dispatch_service.domain.send_rate import MIN_MESSAGES_PER_SECOND
 
 
 class SendSettings(ServiceSettings):
@@ -43,9 +44,10 @@ class SendSettings(ServiceSettings):
     """WHATSAPP_PARAMETER_FORMAT: `positional` ({{1}} templates) or `named` (send each body
     parameter with its variable name as `parameter_name`)."""
 
-    dispatch_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
+    dispatch_rate_per_second: float = Field(default=80.0, ge=MIN_MESSAGES_PER_SECOND, le=1000)
     """DISPATCH_RATE_PER_SECOND: messages per second per sender phone number id, across all
-    replicas together (Meta's default is 80; up to 1,000 after Meta's throughput upgrade)."""
+    replicas together (Meta's default is 80; up to 1,000 after Meta's throughput upgrade; at
+    least 3: below that the schedule leaves no time to start a send, and none would go out)."""
 
     dispatch_rate_headroom: float = Field(default=0.1, ge=0.05, le=0.5)
     """DISPATCH_RATE_HEADROOM: fraction of the rate kept free so that late starts and network

@@ -35,6 +35,11 @@ from datetime import datetime, timedelta
 MIN_RATE_FACTOR = 1 / 64
 
 
+MIN_MESSAGES_PER_SECOND = 3
+"""The slowest cap the schedule keeps. At 2/s or less even the largest headroom (half the rate)
+leaves no time to start a send late (`late_tolerance_seconds` is 0), so every send would be
+given up at its slot and nothing would ever go out; at 3/s a send may start 0.11 s late."""
+
 MIN_HEADROOM = 0.05
 MIN_HEADROOM_SLOTS = 3
 LATE_SHARE = 1 / 3

@@ -75,7 +75,8 @@ def test_an_api_killed_while_creating_a_runs_messages_loses_and_repeats_nobody(
     killed = start_and_kill_the_api(database_url, start_service, stack_env, tmp_path)
     run_id = killed.run_id
 
-    killed.stack.start_worker("a", DISPATCH_RATE_PER_SECOND="1", DISPATCHER_RECONCILE_SECONDS="0.5")
+    # The slowest cap allowed: the worker creates the rest of the run and sends little of it.
+    killed.stack.start_worker("a", DISPATCH_RATE_PER_SECOND="3", DISPATCHER_RECONCILE_SECONDS="0.5")
     wait_until_created(database_url, run_id, UNFINISHED_IDLE_SECONDS + 60)
     assert creation(database_url, run_id) == (None, RECIPIENTS, RECIPIENTS, RECIPIENTS)
     with Seeder(database_url) as seed:  # the counts GetRunStatus reads add up to the run's total

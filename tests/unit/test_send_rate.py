@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatch_service.domain.send_rate import (
+    MIN_MESSAGES_PER_SECOND,
     RateSettings,
     SendSchedule,
     available_slots,
@@ -64,7 +65,7 @@ def test_taken_slots_move_the_schedule_and_no_window_gets_more_than_the_rate() -
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rate=st.sampled_from([20, 80, 100, 250, 1000]),
+    rate=st.sampled_from([MIN_MESSAGES_PER_SECOND, 7, 20, 80, 100, 250, 1000]),
     headroom=st.sampled_from([0.05, 0.1, 0.2]),
     seed=st.integers(0, 2**32),
 )
@@ -80,6 +81,21 @@ def test_sends_started_within_the_late_tolerance_never_exceed_the_rate(
     # up to that much later than they started still fit in any one second.
     wire = (rate - max_in_any_second(starts)) / (rate * (1 - limits.effective_headroom))
     assert wire >= 2 * late - 1e-9
+
+
+def test_the_slowest_cap_allowed_still_leaves_time_to_start_a_send() -> None:
+    # At 2/s even half the rate as headroom leaves no lateness at all: every send would be
+    # given up at its slot (a run at DISPATCH_RATE_PER_SECOND=1 sent nothing in 60 s).
+    assert RateSettings(2, headroom=0.5).late_tolerance_seconds == 0
+    assert RateSettings(MIN_MESSAGES_PER_SECOND).late_tolerance_seconds > 0.1
+    # Every cap from there to 1,000/s leaves some: at least the 12 ms of 60/s with 5% headroom
+    # (the three slots a second kept free; MIN_HEADROOM_SLOTS).
+    lowest = min(
+        RateSettings(rate / 10, headroom=headroom).late_tolerance_seconds
+        for rate in range(10 * MIN_MESSAGES_PER_SECOND, 10_001)
+        for headroom in (0.05, 0.1, 0.5)
+    )
+    assert lowest > 0.011
 
 
 def test_a_claim_waits_for_a_worthwhile_batch() -> None:
