@@ -18,7 +18,6 @@ from dispatch_service.dispatcher.worker import (
     DispatcherConfig,
     Marker,
 )
-from dispatch_service.domain.send_rate import MIN_MESSAGES_PER_SECOND
 from dispatch_service.settings import DispatchSettings
 
 BASE: dict[str, Any] = {
@@ -44,13 +43,6 @@ def test_the_worker_marks_no_later_than_the_setting_says() -> None:
     assert marker.lead(default.mark_lead_seconds) == pytest.approx(0.04)  # twice the round trip
     marker.round_trip.add(1.0)
     assert marker.lead(default.mark_lead_seconds) == MAX_MARK_LEAD_SECONDS
-
-
-def test_a_cap_the_schedule_cannot_keep_is_refused() -> None:
-    with pytest.raises(ValidationError, match="dispatch_rate_per_second"):
-        DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND - 0.5)
-    allowed = DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND)
-    assert allowed.dispatch_rate_per_second == MIN_MESSAGES_PER_SECOND
 
 
 def test_a_lead_past_what_crash_safety_bounds_is_refused() -> None:

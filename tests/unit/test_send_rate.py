@@ -1,13 +1,15 @@
 """The shared send schedule (GCRA): spacing, horizon, batching floor, headroom and the late-start
-bound, 130429 halving and recovery."""
+bound, the slowest cap it keeps, 130429 halving and recovery."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from dispatch_service.domain.send_rate import (
     MIN_MESSAGES_PER_SECOND,
@@ -20,6 +22,8 @@ from dispatch_service.domain.send_rate import (
     throttled,
     wait_seconds,
 )
+from dispatch_service.settings import DispatchSettings
+from tests.unit.test_mark_lead import BASE
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = RateSettings(messages_per_second=1000 / 9, headroom=0.1, horizon_seconds=0.2)
@@ -96,6 +100,13 @@ def test_the_slowest_cap_allowed_still_leaves_time_to_start_a_send() -> None:
         for headroom in (0.05, 0.1, 0.5)
     )
     assert lowest > 0.011
+
+
+def test_a_cap_the_schedule_cannot_keep_is_refused_at_start_up() -> None:
+    with pytest.raises(ValidationError, match="dispatch_rate_per_second"):
+        DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND - 0.5)
+    allowed = DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND)
+    assert allowed.dispatch_rate_per_second == MIN_MESSAGES_PER_SECOND
 
 
 def test_a_claim_waits_for_a_worthwhile_batch() -> None:
