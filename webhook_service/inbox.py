@@ -237,8 +237,8 @@ async def claim_pending(
     """Lock up to `limit` pending receipts older than `min_age_seconds`, skipping ones another
     ingestor holds; the locks last until `conn`'s transaction ends.
 
-    NO KEY UPDATE, not UPDATE: while the lock is held, ApplyStatus (another connection) inserts
-    status events referencing these receipts, which takes KEY SHARE locks on them."""
+    NO KEY UPDATE, not UPDATE: the weakest lock that keeps other writers off the receipts (their
+    key never changes)."""
     rows = await conn.execute(CLAIM_PENDING, {"limit": limit, "min_age": min_age_seconds})
     return [Receipt(row.id, bytes(row.body), row.received_at, row.provider) for row in rows]
 
