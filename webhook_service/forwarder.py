@@ -446,6 +446,15 @@ class Forwarder:
         self._queued_weight -= size
         return batch
 
+    def _unqueue(self, ids: set[uuid.UUID]) -> None:
+        """Drop these receipts from the queue (a sweep claimed them)."""
+        if not self._queue or not ids:
+            return
+        kept = deque(r for r in self._queue if r.id not in ids)
+        if len(kept) != len(self._queue):
+            self._queue = kept
+            self._queued_weight = sum(_weight(r) for r in kept)
+
     def _full_batch_waiting(self) -> bool:
         return (
             len(self._queue) >= self._settings.webhook_forward_batch_receipts
@@ -498,8 +507,11 @@ class Forwarder:
             response = await self._call(work, attempts=self._settings.webhook_forward_attempts)
             left += self._left_to_settle(work, response, "fresh")
         if left:  # flagged, nothing to forward, failed, or held by a sweeper meanwhile
+            # A receipt another transaction holds is a sweeper's, which settles it itself when
+            # it commits: waiting for that (a sweep forwards up to a batch of receipts in one
+            # transaction) held this call's slot for seconds during a backlog.
             async with self._engine.begin() as conn:
-                self._count(await settle(conn, left), left, "fresh")
+                self._count(await settle(conn, left, skip_locked=True), left, "fresh")
 
     # --- the sweeper -------------------------------------------------------------------------
 
@@ -542,6 +554,9 @@ class Forwarder:
                 if catching_up and not self._degraded and time.monotonic() >= self._catch_up_until:
                     self._catching_up = False  # nothing left behind: fresh receipts flow again
                 return 0
+            # Catching up, it takes receipts a second old, some of which may still wait in this
+            # forwarder's queue during a backlog: they are the sweeper's now, not forwarded twice.
+            self._unqueue({r.id for r in receipts})
             # The sweeper holds these receipts (FOR NO KEY UPDATE) until it commits, so it
             # settles them itself, in this transaction, rather than asking ApplyStatus to.
             left: list[Settlement] = []

@@ -594,6 +594,74 @@ async def test_apply_status_leaves_a_receipt_a_sweeper_holds_to_that_sweeper(
         assert receipts(database_url) == [("pending", None)]
 
 
+async def test_the_fresh_path_leaves_a_receipt_a_sweeper_holds_without_waiting_for_it(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    """ApplyStatus skips settling a receipt a sweeper holds; the fresh path's own settlement of
+    what is left must skip it too. It waited for the sweeper's transaction instead, which
+    forwards a whole batch of receipts: during a backlog, each such wait held one of the
+    forwarder's call slots for seconds (seen in bench/webhook_ingest.py as lock waits)."""
+    run = seed_run(database_url, 1)
+    body = statuses_body([status_item(run.wamids[0] or "", "delivered", 1_900_000_000)])
+    receipt_id = stored_receipt(database_url, body)
+    settings = webhook_settings(database_url, dispatch.target)
+    engine = make_engine(database_url, pool_size=2)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    forwarder = Forwarder(settings, engine, channel)
+    try:
+        with psycopg.connect(database_url) as sweeper:
+            sweeper.execute(
+                "SELECT id FROM webhook_receipt WHERE id = %s FOR NO KEY UPDATE", [receipt_id]
+            )
+            started = time.monotonic()
+            await asyncio.wait_for(
+                forwarder._forward_fresh([Receipt(receipt_id, body, datetime.now(UTC))]), 5
+            )
+            waited = time.monotonic() - started
+            assert receipts(database_url) == [("pending", None)]  # the sweeper's to settle
+            sweeper.rollback()
+    finally:
+        await channel.close(None)
+        await engine.dispose()
+    assert waited < 5  # wait_for would have raised: the fresh path never waited for the lock
+    assert states(database_url, run) == ["delivered"]
+
+
+async def test_a_sweep_takes_the_receipts_it_claims_out_of_the_fresh_queue(
+    database_url: str, dispatch: DispatchServer
+) -> None:
+    """Catching up, a sweep takes every pending receipt a second old, and during a backlog some
+    still wait in this ingestor's fresh queue: they are forwarded once, by the sweep."""
+    run = seed_run(database_url, 3)
+    settings = webhook_settings(database_url, dispatch.target, webhook_sweep_min_age_seconds=60.0)
+    engine = make_engine(database_url, pool_size=2)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    forwarder = Forwarder(settings, engine, channel)  # not started: its queue waits
+    forwarded = REGISTRY.get_sample_value(
+        "invites_webhook_updates_forwarded_total", {"kind": "statuses"}
+    )
+    try:
+        bodies = [
+            statuses_body([status_item(w or "", "delivered", 1_900_000_000)]) for w in run.wamids
+        ]
+        for body in bodies:
+            forwarder.submit(Receipt(stored_receipt(database_url, body), body, datetime.now(UTC)))
+        await asyncio.sleep(1.1)  # a second old: catching up (from start-up), sweeps take them
+        assert await forwarder.sweep_once() == 3
+        forwarder.start()  # the fresh path finds nothing left to forward
+        await asyncio.sleep(0.3)
+    finally:
+        await forwarder.stop(1.0)
+        await channel.close(None)
+        await engine.dispose()
+    assert receipts(database_url) == [("applied", None)] * 3
+    assert states(database_url, run) == ["delivered"] * 3
+    after = REGISTRY.get_sample_value(
+        "invites_webhook_updates_forwarded_total", {"kind": "statuses"}
+    )
+    assert (after or 0) - (forwarded or 0) == 3  # each status once, none twice
+
+
 async def test_apply_status_refuses_settlements_it_cannot_record(
     database_url: str, dispatch: DispatchServer
 ) -> None:
