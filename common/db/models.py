@@ -836,6 +836,18 @@ class ChangeLog(Base):
     )
 
 
+class ChangeLogHead(Base):
+    """The highest change number given so far: one row, moved by the sequencer in the statement
+    that numbers a round, read as every reader's head (migration 0023)."""
+
+    __tablename__ = "change_log_head"
+
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    top: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("one", name="one_row"),)
+
+
 class CallbackEndpoint(Base):
     """A workspace's signed-callback receiver: where changes are POSTed, the HMAC secret, the
     delivery cursor into change_log (the last change delivered or dead-lettered) and the retry

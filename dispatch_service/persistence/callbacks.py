@@ -27,7 +27,7 @@ class Endpoint:
 UPSERT = text("""
     INSERT INTO callback_endpoint (workspace_id, url, secret, cursor)
     VALUES (:workspace, :url, :secret,
-            (SELECT coalesce(max(seq), 0) FROM change_log WHERE seq IS NOT NULL))
+            (SELECT top FROM change_log_head WHERE one))
     ON CONFLICT (workspace_id) DO UPDATE
     SET url = excluded.url, secret = excluded.secret, attempts = 0, failing_since = NULL,
         next_attempt_at = now(), updated_at = now()

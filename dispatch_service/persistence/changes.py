@@ -46,19 +46,34 @@ TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:a, :b)")
 #   100,000-message run was created ran 18 s (more than 32 s in another run) on a core, held
 #   the vacuum horizon meanwhile and left the next phase at 1.4-1.6 ms of Postgres CPU per
 #   message sent instead of 0.7-0.8. Planning a round costs about half a millisecond.
+# * Its estimates come from statistics that may predate most of the log: analysed while many
+#   rows were pending, Postgres expects tens of thousands where a round finds a few hundred. So
+#   each pending row is looked up by key (a nested loop; a hash join read the whole log to
+#   number 10 rows, 594 pages at 20,000 rows), and the round is never compiled (JIT: such an
+#   estimate crossed jit_above_cost, and compiling took 200-300 ms for a round of a few ms).
 PLANNING = text(
     "SELECT set_config('enable_bitmapscan', 'off', true),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+    " set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
+    " set_config('jit', 'off', true)"
 )
+# The highest number given is kept in change_log_head, moved in the statement that numbers the
+# round, never computed as max(seq): with statistics taken before any row was numbered, Postgres
+# answered max(seq) by reading every numbered row, on every round and every read (migration 0023).
 SEQUENCE = text("""
     WITH pending AS (
       SELECT id, row_number() OVER (ORDER BY id) AS n
       FROM change_log WHERE seq IS NULL ORDER BY id LIMIT :limit),
-    head AS (SELECT coalesce(max(seq), 0) AS top FROM change_log WHERE seq IS NOT NULL)
-    UPDATE change_log c SET seq = head.top + pending.n
-    FROM pending, head WHERE c.id = pending.id
+    numbered AS (
+      UPDATE change_log c SET seq = (SELECT top FROM change_log_head WHERE one) + pending.n
+      FROM pending WHERE c.id = pending.id
+      RETURNING 1)
+    UPDATE change_log_head h SET top = h.top + n.count
+    FROM (SELECT count(*) AS count FROM numbered) AS n
+    WHERE h.one AND n.count > 0
+    RETURNING n.count
 """)
-HEAD = text("SELECT coalesce(max(seq), 0) FROM change_log WHERE seq IS NOT NULL")
+HEAD = text("SELECT top FROM change_log_head WHERE one")
 OLDEST = text("SELECT min(seq) FROM change_log WHERE seq IS NOT NULL")
 READ = text("""
     SELECT seq, kind, run_id, event_id, message_id, from_state, to_state, reason, error_code,
@@ -74,7 +89,7 @@ READ = text("""
 PRUNE = text("""
     DELETE FROM change_log
     WHERE seq IS NOT NULL AND changed_at < now() - make_interval(secs => :retention)
-      AND seq < (SELECT max(seq) FROM change_log)
+      AND seq < (SELECT top FROM change_log_head WHERE one)
 """)
 
 
@@ -90,8 +105,8 @@ async def sequence_pending(session: AsyncSession, limit: int = 50_000) -> int | 
         if not locked.scalar_one():
             return None
         await session.execute(PLANNING)
-        result = await session.execute(SEQUENCE, {"limit": limit})
-        return _rowcount(result)
+        numbered = (await session.execute(SEQUENCE, {"limit": limit})).scalar()
+        return int(numbered or 0)
 
 
 async def read_changes(
