@@ -371,10 +371,17 @@ def run_command(actor_id: uuid.UUID, run_id: str) -> RunCommand:
 
 async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCommand) -> RunRecord:
     """Cancel a run: its queued messages become cancelled; messages already in a provider call
-    finish (their outcome is recorded as usual). Audited as invite.cancel."""
+    finish (their outcome is recorded as usual). Audited as invite.cancel.
+
+    The run is cancelled, audited and its first batch of messages cancelled in one transaction;
+    the rest follow in batches of ``CANCEL_BATCH``, one transaction each, before it answers, so
+    no transaction holds many messages (the send worker, shared by every sender, would wait for
+    them). Once the first commits nothing of the run is claimed or marked any more; a batch a
+    crash left undone is the reconciler's (cancel_stragglers)."""
     async with acting(sessions, command.actor_id, SENDERS, "cancel a send run") as (session, actor):
         run = await load_run(session, actor.workspace_id, command.run_id, lock=True)
         require_cancellable(run.state)
+        queued = await message_transitions.count_cancellable(session, run.id)
         cancelled = await message_transitions.cancel_queued(session, run.id)
         await run_transitions.cancel(session, run.id)
         record_audit(
@@ -384,8 +391,12 @@ async def cancel_run(sessions: async_sessionmaker[AsyncSession], command: RunCom
             action="invite.cancel",
             subject_type="invite_send_run",
             subject_id=run.id,
-            details={"cancelled_messages": cancelled, "previous_state": run.state.value},
+            details={"queued_messages": queued, "previous_state": run.state.value},
         )
+    while cancelled == message_transitions.CANCEL_BATCH:
+        async with sessions.begin() as session:
+            cancelled = await message_transitions.cancel_queued(session, run.id)
+    async with sessions() as session:
         return await load_run(session, actor.workspace_id, run.id)
 
 

@@ -18,6 +18,7 @@ from dispatch_service.errors import (
     NotFound,
     PermissionDenied,
 )
+from dispatch_service.persistence import message_transitions
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import (
@@ -213,6 +214,37 @@ async def test_cancel_cancels_queued_messages_and_resume_needs_a_paused_run(
     assert status.counts.by_state[MessageState.BLOCKED] == 1
     with pytest.raises(FailedPrecondition):
         await cancel_run(sessions, command)
+
+
+async def test_cancel_holds_at_most_a_batch_of_messages_per_transaction(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One statement cancelling a 90,000-message run held their locks for seconds, and the send
+    worker (its marks and claims serve every sender) waited behind it. CancelRun cancels the run
+    and a first batch together, the rest in batches of their own, and answers when all are."""
+    phones = [f"+1415555{n:04d}" for n in range(200, 207)]
+    world = seed_world(database_url, phones)
+    run = (await precheck_and_start(sessions, world)).run
+    monkeypatch.setattr(message_transitions, "CANCEL_BATCH", 3)
+    cancelled = await cancel_run(sessions, run_command(world.parent_admin, str(run.id)))
+    assert cancelled.state is RunState.CANCELLED
+    counts = (await get_run_status(sessions, world.viewer, run.id)).counts.by_state
+    assert (counts[MessageState.CANCELLED], counts[MessageState.QUEUED]) == (7, 0)
+    with Seeder(database_url) as seed:
+        # The transaction that wrote each message's current version (xmin), and the run's.
+        batches = seed.conn.execute(
+            "SELECT xmin::text, count(*) FROM invite_message WHERE run_id = %s GROUP BY 1"
+            " ORDER BY xmin::text::bigint",
+            (run.id,),
+        ).fetchall()
+        run_xmin = seed.scalar("SELECT xmin::text FROM invite_send_run WHERE id = %s", run.id)
+        audit = seed.scalar(
+            "SELECT details FROM audit_entry WHERE action = 'invite.cancel' ORDER BY id DESC"
+            " LIMIT 1"
+        )
+    assert [count for _, count in batches] == [3, 3, 1]
+    assert batches[0][0] == run_xmin  # the first batch commits with the run's cancel
+    assert audit == {"queued_messages": 7, "previous_state": run.state.value}
 
 
 async def test_cancel_never_waits_on_a_message_another_transaction_holds(

@@ -114,10 +114,11 @@ async def test_the_reconciler_reads_the_messages_of_the_runs_concerned_only(
     database_url: str, stale: list[Any]
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for name, statement, params in [
-            ("cancel stragglers", mt.CANCEL_STRAGGLERS, {}),
+        statements: list[tuple[str, TextClause, dict[str, Any]]] = [
+            ("cancel stragglers", mt.CANCEL_STRAGGLERS, {"limit": mt.CANCEL_BATCH}),
             ("expire past deadline", mt.EXPIRE_PAST_DEADLINE, {"now": None}),
-        ]:
+        ]
+        for name, statement, params in statements:
             plan = _explain(conn, statement, params)
             assert "CTE Scan on runs" in plan, (name, plan)
             # each run's own messages, through its index
