@@ -137,17 +137,20 @@ ORPHANS_FOR = text("""
     ORDER BY id
     FOR UPDATE
 """)
+# A status keeps its receipt's id only when that receipt is stored, looked up by key for each
+# status: joined, the planner scanned the whole receipt table whenever it was young enough for
+# that to look cheaper (3.6 ms a call at 13,000 receipts).
 INSERT_EVENTS = text("""
     INSERT INTO status_event (
         provider, provider_message_id, status, provider_timestamp, message_id, receipt_id,
         phone_number_id, recipient_id, callback_data, errors, outcome, resolved_at)
-    SELECT :provider, v.wamid, v.status, v.at, v.message_id, r.id,
+    SELECT :provider, v.wamid, v.status, v.at, v.message_id,
+           (SELECT r.id FROM webhook_receipt r WHERE r.id = v.receipt_id),
            v.pnid, v.recipient, v.callback, v.errors, v.outcome,
            CASE WHEN v.message_id IS NULL THEN NULL ELSE now() END
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS v(wamid text, status text, at timestamptz, message_id uuid, receipt_id uuid,
               pnid text, recipient text, callback text, errors jsonb, outcome text)
-    LEFT JOIN webhook_receipt r ON r.id = v.receipt_id
     ORDER BY v.wamid, v.status
     ON CONFLICT (provider, provider_message_id, status) DO NOTHING
     RETURNING provider_message_id, status

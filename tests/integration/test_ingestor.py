@@ -30,6 +30,7 @@ from common.db import receipts as receipts_sql
 from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
 from dispatch_service.bootstrap import Deps as DispatchDeps
+from dispatch_service.persistence import status as status_sql
 from dispatch_service.server import build_server
 from dispatch_service.settings import DispatchSettings
 from tests.integration.dispatch_support import precheck_and_start, seed_world
@@ -732,11 +733,60 @@ def test_settling_looks_receipts_up_by_id_never_through_the_pending_index(
         conn.execute("ANALYZE webhook_receipt")
         ids = [r[0] for r in conn.execute("SELECT id FROM webhook_receipt LIMIT 30")]
         rows = json.dumps([{"id": str(i), "state": "applied"} for i in ids])
-        sql = statement.text.replace(":rows", "%(rows)s").replace(":ids", "%(ids)s")
-        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", {"rows": rows, "ids": ids}))
+        sql = statement.text.replace(":rows", "%(rows)s")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", {"rows": rows}))
     assert "on pk_webhook_receipt" in plan or "using pk_webhook_receipt" in plan
     assert "ix_webhook_receipt_pending" not in plan
     assert "Seq Scan" not in plan
+
+
+def young_receipts(conn: psycopg.Connection[Any], batch: int) -> list[Any]:
+    """A table of 13,000 pending receipts analysed at 1,000 (any install's first weeks); the
+    ids of `batch` of them."""
+    insert = (
+        "INSERT INTO webhook_receipt (body, body_sha256, signature_verdict, state)"
+        " SELECT convert_to(i::text, 'utf8'), sha256(convert_to(i::text, 'utf8')), 'valid',"
+        " 'pending' FROM generate_series(%s::int, %s::int) AS i"
+    )
+    conn.execute(insert, [1, 1000])
+    conn.execute("ANALYZE webhook_receipt")
+    conn.execute(insert, [1001, 13000])
+    return [r[0] for r in conn.execute("SELECT id FROM webhook_receipt LIMIT %s", [batch])]
+
+
+@pytest.mark.parametrize("statement", [receipts_sql.SETTLE, receipts_sql.SETTLE_UNLOCKED])
+def test_settling_reads_a_young_table_by_key_not_whole(database_url: str, statement: Any) -> None:
+    """A batch of 160 receipts (one status per POST) in a young table: with the ids' count in
+    sight the planner scanned the whole table, twice (14.5 ms at 13,000 receipts, 3.2-3.6 ms
+    through the key)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ids = young_receipts(conn, 160)
+        rows = json.dumps([{"id": str(i), "state": "applied"} for i in ids])
+        sql = statement.text.replace(":rows", "%(rows)s")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", {"rows": rows}))
+    assert "pk_webhook_receipt" in plan
+    assert "Seq Scan on webhook_receipt" not in plan
+
+
+def test_status_events_find_their_receipts_by_key_in_a_young_table(database_url: str) -> None:
+    """Joined to the statuses, the receipt table was scanned whole (3.6 ms a call at 13,000
+    receipts); each status's receipt is looked up by key instead."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ids = young_receipts(conn, 160)
+        rows = json.dumps(
+            [
+                {"wamid": f"wamid.{n}", "status": "read", "receipt_id": str(i)}
+                for n, i in enumerate(ids)
+            ]
+        )
+        sql = status_sql.INSERT_EVENTS.text.replace(":rows", "%(rows)s").replace(
+            ":provider", "%(provider)s"
+        )
+        plan = "\n".join(
+            r[0] for r in conn.execute(f"EXPLAIN {sql}", {"rows": rows, "provider": "meta"})
+        )
+    assert "pk_webhook_receipt" in plan
+    assert "Seq Scan on webhook_receipt" not in plan
 
 
 async def test_receipts_past_a_full_forward_queue_are_swept_within_seconds_not_a_minute(
