@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dispatch_service.persistence.changes import HEAD_SQL
 from dispatch_service.read_models import EndpointState
 
 
@@ -24,10 +25,10 @@ class Endpoint:
     failing_since: datetime | None
 
 
-UPSERT = text("""
+UPSERT = text(f"""
     INSERT INTO callback_endpoint (workspace_id, url, secret, cursor)
     VALUES (:workspace, :url, :secret,
-            (SELECT top FROM change_log_head WHERE one))
+            ({HEAD_SQL}))
     ON CONFLICT (workspace_id) DO UPDATE
     SET url = excluded.url, secret = excluded.secret, attempts = 0, failing_since = NULL,
         next_attempt_at = now(), updated_at = now()

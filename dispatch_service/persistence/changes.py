@@ -60,12 +60,14 @@ PLANNING = text(
 # The highest number given is kept in change_log_head, moved in the statement that numbers the
 # round, never computed as max(seq): with statistics taken before any row was numbered, Postgres
 # answered max(seq) by reading every numbered row, on every round and every read (migration 0023).
-SEQUENCE = text("""
+# Every statement that needs the head reads it this way.
+HEAD_SQL = "SELECT top FROM change_log_head WHERE one"
+SEQUENCE = text(f"""
     WITH pending AS (
       SELECT id, row_number() OVER (ORDER BY id) AS n
       FROM change_log WHERE seq IS NULL ORDER BY id LIMIT :limit),
     numbered AS (
-      UPDATE change_log c SET seq = (SELECT top FROM change_log_head WHERE one) + pending.n
+      UPDATE change_log c SET seq = ({HEAD_SQL}) + pending.n
       FROM pending WHERE c.id = pending.id
       RETURNING 1)
     UPDATE change_log_head h SET top = h.top + n.count
@@ -73,7 +75,7 @@ SEQUENCE = text("""
     WHERE h.one AND n.count > 0
     RETURNING n.count
 """)
-HEAD = text("SELECT top FROM change_log_head WHERE one")
+HEAD = text(HEAD_SQL)
 OLDEST = text("SELECT min(seq) FROM change_log WHERE seq IS NOT NULL")
 READ = text("""
     SELECT seq, kind, run_id, event_id, message_id, from_state, to_state, reason, error_code,
@@ -86,10 +88,10 @@ READ = text("""
     ORDER BY seq
     LIMIT :limit
 """)
-PRUNE = text("""
+PRUNE = text(f"""
     DELETE FROM change_log
     WHERE seq IS NOT NULL AND changed_at < now() - make_interval(secs => :retention)
-      AND seq < (SELECT top FROM change_log_head WHERE one)
+      AND seq < ({HEAD_SQL})
 """)
 
 
