@@ -272,6 +272,16 @@ async def test_filters_paging_and_bad_or_expired_cursors(
 PENDING_ROWS = 3000
 
 
+def add_pending(conn: psycopg.Connection[Any], count: int) -> None:
+    """Add `count` changes that are not numbered yet (committed with the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO change_log (workspace_id, kind, run_id, event_id, to_state)"
+        " SELECT gen_random_uuid(), 'message', gen_random_uuid(), gen_random_uuid(),"
+        " 'queued' FROM generate_series(1, %s)",
+        [count],
+    )
+
+
 async def test_numbering_is_planned_for_the_log_it_finds_not_the_empty_one_it_started_on(
     database_url: str,
 ) -> None:
@@ -290,12 +300,7 @@ async def test_numbering_is_planned_for_the_log_it_finds_not_the_empty_one_it_st
         for _ in range(12):
             assert await change_log.sequence_pending(sessions()) == 0
         with psycopg.connect(database_url) as conn:
-            conn.execute(
-                "INSERT INTO change_log (workspace_id, kind, run_id, event_id, to_state)"
-                " SELECT gen_random_uuid(), 'message', gen_random_uuid(), gen_random_uuid(),"
-                " 'queued' FROM generate_series(1, %s)",
-                [PENDING_ROWS],
-            )
+            add_pending(conn, PENDING_ROWS)
         assert await change_log.sequence_pending(sessions()) == PENDING_ROWS
         async with sessions() as session:
             plans = (
@@ -333,12 +338,7 @@ async def test_the_head_is_one_row_whatever_the_statistics_say(database_url: str
     one row now, and every pending row is looked up by key."""
     numbered_rows = 20_000
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO change_log (workspace_id, kind, run_id, event_id, to_state)"
-            " SELECT gen_random_uuid(), 'message', gen_random_uuid(), gen_random_uuid(),"
-            " 'queued' FROM generate_series(1, %s)",
-            [numbered_rows],
-        )
+        add_pending(conn, numbered_rows)
         conn.execute("ANALYZE change_log")  # Postgres now knows no row as numbered
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     try:
@@ -347,11 +347,7 @@ async def test_the_head_is_one_row_whatever_the_statistics_say(database_url: str
     finally:
         await engine.dispose()
     with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "INSERT INTO change_log (workspace_id, kind, run_id, event_id, to_state)"
-            " SELECT gen_random_uuid(), 'message', gen_random_uuid(), gen_random_uuid(),"
-            " 'queued' FROM generate_series(1, 10)"
-        )
+        add_pending(conn, 10)
         conn.execute(str(change_log.PLANNING))
         head = _buffers(conn, str(change_log.HEAD))
         round_ = _buffers(conn, str(change_log.SEQUENCE).replace(":limit", "50000"))
