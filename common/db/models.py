@@ -97,6 +97,11 @@ def _fk(target: str, *, nullable: bool = False, ondelete: str | None = None) -> 
     return mapped_column(Uuid, ForeignKey(target, ondelete=ondelete), nullable=nullable)
 
 
+def _person_key(column: str = "person_id") -> ForeignKeyConstraint:
+    """A guest table's key to its person, in the row's own workspace (see Person)."""
+    return ForeignKeyConstraint(["workspace_id", column], ["person.workspace_id", "person.id"])
+
+
 # --- workspaces and people acting in them -------------------------------------------------------
 
 
@@ -201,6 +206,14 @@ class Event(Base):
 # --- guests -------------------------------------------------------------------------------------
 
 
+# Keys among the guest tables. The import is their only writer (docs/guests.md), one transaction
+# per import, and none of their rows, nor workspaces, is ever deleted. Each child names its person
+# by (workspace_id, person_id): one key check that also keeps the two in one workspace, where a
+# key to workspace and one to person took two and let them differ. The roots, person and
+# guest_unit, keep their key to workspace; import rows (the import's log) keep none (migration
+# 0024).
+
+
 class Person(Base):
     """A guest. Their phone, as written, is kept even when it cannot be normalised."""
 
@@ -222,7 +235,8 @@ class Person(Base):
         CheckConstraint(
             "(phone_status = 'valid') = (phone_e164 IS NOT NULL)", name="phone_e164_iff_valid"
         ),
-        Index(None, "workspace_id"),
+        # What the guest tables' keys name (and what lists a workspace's people).
+        UniqueConstraint("workspace_id", "id"),
     )
 
 
@@ -232,15 +246,16 @@ class GuestIdentity(Base):
     __tablename__ = "guest_identity"
 
     id: Mapped[uuid.UUID] = _id()
-    workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     phone_e164: Mapped[str] = mapped_column(Text)
-    person_id: Mapped[uuid.UUID] = _fk("person.id")
+    person_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     created_at: Mapped[datetime] = _created_at()
     provider_user_id: Mapped[str | None] = mapped_column(Text)
     """Meta's business-scoped user id for this phone (``US.1349…``), once a webhook reported
     it (a status's ``contacts[]``, ``recipient_user_id``); one per person per workspace."""
 
     __table_args__ = (
+        _person_key(),
         UniqueConstraint("workspace_id", "phone_e164"),
         UniqueConstraint("person_id"),
         CheckConstraint("phone_e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="phone_e164_format"),
@@ -263,7 +278,7 @@ class GuestUnit(Base):
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
     name: Mapped[str] = mapped_column(Text)
-    contact_person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
+    contact_person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     side: Mapped[str | None] = mapped_column(Text)
     preferred_language: Mapped[str | None] = mapped_column(Text)
     """The household's language (en_US form); a run sends the template's translation that fits
@@ -273,6 +288,7 @@ class GuestUnit(Base):
     updated_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
+        _person_key("contact_person_id"),
         UniqueConstraint("workspace_id", "name"),
         CheckConstraint("length(name) > 0", name="name_not_empty"),
     )
@@ -284,14 +300,15 @@ class GuestUnitMembership(Base):
     __tablename__ = "guest_unit_membership"
 
     id: Mapped[uuid.UUID] = _id()
-    workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     guest_unit_id: Mapped[uuid.UUID] = _fk("guest_unit.id")
-    person_id: Mapped[uuid.UUID] = _fk("person.id")
+    person_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     joined_at: Mapped[datetime] = _created_at()
     left_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        _person_key(),
         # A person is in at most one active household per workspace.
         Index(
             "uq_guest_unit_membership_active_person",
@@ -358,17 +375,18 @@ class ImportRun(Base):
 
 
 class ImportRow(Base):
-    """One input row of an import and what happened to it."""
+    """One input row of an import and what happened to it. No keys: the import writes it in the
+    transaction that writes its run and the person it names (migration 0024)."""
 
     __tablename__ = "import_row"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    import_run_id: Mapped[uuid.UUID] = _fk("import_run.id", ondelete="CASCADE")
+    import_run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     row_number: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(Text)
     raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
     phone_e164: Mapped[str | None] = mapped_column(Text)
-    person_id: Mapped[uuid.UUID | None] = _fk("person.id", nullable=True)
+    person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     message: Mapped[str] = mapped_column(Text, server_default="")
 
     __table_args__ = (

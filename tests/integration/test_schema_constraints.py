@@ -168,6 +168,28 @@ def test_malformed_phone_has_no_normalised_form(world: World) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "values"),
+    [
+        ("guest_identity", "person_id", {"phone_e164": "+15550100001"}),
+        ("guest_unit_membership", "person_id", {"guest_unit_id": None}),
+        ("guest_unit", "contact_person_id", {"name": "Theirs"}),
+    ],
+)
+def test_a_guest_row_names_a_person_of_its_own_workspace(
+    world: World, table: str, column: str, values: dict[str, Any]
+) -> None:
+    values = {k: v or world.unit for k, v in values.items()}
+    other = insert(
+        world.conn, "workspace", name="O", default_region="US", sender_phone_number_id="2"
+    )
+    with pytest.raises(errors.ForeignKeyViolation):  # a person of another workspace
+        insert(world.conn, table, workspace_id=other, **{column: world.person}, **values)
+    with pytest.raises(errors.ForeignKeyViolation):  # no such person
+        insert(world.conn, table, workspace_id=world.workspace, **{column: uuid.uuid4()}, **values)
+    insert(world.conn, table, workspace_id=world.workspace, **{column: world.person}, **values)
+
+
 def test_person_in_at_most_one_active_household(world: World) -> None:
     second_unit = insert(world.conn, "guest_unit", workspace_id=world.workspace, name="Joneses")
     membership = {"workspace_id": world.workspace, "person_id": world.person}
