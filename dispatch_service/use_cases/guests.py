@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
-import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
@@ -64,6 +63,7 @@ from dispatch_service.persistence.guests import (
 )
 from dispatch_service.persistence.workspaces import get_workspace
 from dispatch_service.read_models import GuestUnitView, ImportRowView
+from dispatch_service.use_cases import phone_worker
 from dispatch_service.use_cases.acting import READERS, acting
 
 BATCH_ROWS = 4000
@@ -201,12 +201,6 @@ async def _row_batches(rows: Sequence[GuestInput]) -> AsyncIterator[list[GuestIn
         yield list(rows[start : start + size])
 
 
-def _worker_init() -> None:
-    # Ctrl-C in a terminal reaches the whole process group: the service shuts the import down
-    # (the worker then exits with its executor); the worker itself must not die mid-batch noisily.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class RowPreparer:
     """Normalises batches of rows. Phone normalisation (libphonenumber, the import's main CPU
     cost) moves to one worker process beside the planning and writing here, instead of taking
@@ -231,7 +225,7 @@ class RowPreparer:
         loop = asyncio.get_running_loop()
         if self._executor is None and len(batch) >= self.worker_from_rows:
             self._executor = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=phone_worker.start
             )
             # An empty call: done once the worker has started and imported the parser.
             self._started = loop.run_in_executor(

@@ -423,6 +423,22 @@ async def test_the_import_worker_prepares_rows_as_this_process_does(
         preparer.close()
 
 
+async def test_the_import_worker_loads_the_phone_parser_and_not_the_service() -> None:
+    rows = read_all(SAMPLE)
+    preparer = RowPreparer("US", worker_from_rows=len(rows))
+    try:
+        await preparer.prepare(rows)  # starts the worker
+        assert preparer._executor is not None
+        # A builtin, so that asking imports nothing more into the worker.
+        ask = preparer._executor.submit(eval, "sorted(__import__('sys').modules)")
+        loaded = set(await asyncio.wrap_future(ask))
+        assert "phonenumbers" in loaded
+        heavy = {"sqlalchemy", "psycopg", "grpc", "dispatch_service.use_cases.guests"}
+        assert not {m for m in loaded if m in heavy or m.split(".")[0] in heavy}
+    finally:
+        preparer.close()
+
+
 async def test_a_small_import_starts_no_worker() -> None:
     rows = read_all(SAMPLE)
     before = set(multiprocessing.active_children())  # an earlier test's worker may still exit
