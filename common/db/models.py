@@ -99,7 +99,18 @@ def _fk(target: str, *, nullable: bool = False, ondelete: str | None = None) -> 
 
 def _person_key(column: str = "person_id") -> ForeignKeyConstraint:
     """A guest table's key to its person, in the row's own workspace (see Person)."""
-    return ForeignKeyConstraint(["workspace_id", column], ["person.workspace_id", "person.id"])
+    return ForeignKeyConstraint(
+        ["workspace_id", column],
+        ["person.workspace_id", "person.id"],
+        deferrable=True,
+        initially="IMMEDIATE",
+    )
+
+
+def _guest_key(target: str, *, ondelete: str | None = None, primary: bool = False) -> Mapped[Any]:
+    """A key among the rows an import writes: deferrable (see Person)."""
+    key = ForeignKey(target, ondelete=ondelete, deferrable=True, initially="IMMEDIATE")
+    return mapped_column(Uuid, key, nullable=False, primary_key=primary)
 
 
 # --- workspaces and people acting in them -------------------------------------------------------
@@ -210,8 +221,10 @@ class Event(Base):
 # per import, and none of their rows, nor workspaces, is ever deleted. Each child names its person
 # by (workspace_id, person_id): one key check that also keeps the two in one workspace, where a
 # key to workspace and one to person took two and let them differ. The roots, person and
-# guest_unit, keep their key to workspace; import rows (the import's log) keep none (migration
-# 0024).
+# guest_unit, keep their key to workspace; import rows (the import's log) keep none. The keys
+# among the rows an import writes are deferrable: the import checks each batch's while it plans
+# the next (persistence/guests.py, GUEST_KEYS); any other statement checks them as it ends
+# (migration 0024).
 
 
 class Person(Base):
@@ -220,7 +233,7 @@ class Person(Base):
     __tablename__ = "person"
 
     id: Mapped[uuid.UUID] = _id()
-    workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
+    workspace_id: Mapped[uuid.UUID] = _guest_key("workspace.id")
     display_name: Mapped[str] = mapped_column(Text)
     raw_phone: Mapped[str] = mapped_column(Text, server_default="")
     phone_status: Mapped[str] = mapped_column(Text)
@@ -276,7 +289,7 @@ class GuestUnit(Base):
     __tablename__ = "guest_unit"
 
     id: Mapped[uuid.UUID] = _id()
-    workspace_id: Mapped[uuid.UUID] = _fk("workspace.id")
+    workspace_id: Mapped[uuid.UUID] = _guest_key("workspace.id")
     name: Mapped[str] = mapped_column(Text)
     contact_person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     side: Mapped[str | None] = mapped_column(Text)
@@ -301,7 +314,7 @@ class GuestUnitMembership(Base):
 
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    guest_unit_id: Mapped[uuid.UUID] = _fk("guest_unit.id")
+    guest_unit_id: Mapped[uuid.UUID] = _guest_key("guest_unit.id")
     person_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     joined_at: Mapped[datetime] = _created_at()
@@ -338,12 +351,8 @@ class GuestUnitTag(Base):
 
     __tablename__ = "guest_unit_tag"
 
-    guest_unit_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("guest_unit.id", ondelete="CASCADE"), primary_key=True
-    )
-    tag_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True
-    )
+    guest_unit_id: Mapped[uuid.UUID] = _guest_key("guest_unit.id", ondelete="CASCADE", primary=True)
+    tag_id: Mapped[uuid.UUID] = _guest_key("tag.id", ondelete="CASCADE", primary=True)
 
     __table_args__ = (Index(None, "tag_id"),)
 

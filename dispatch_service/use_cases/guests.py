@@ -46,7 +46,9 @@ from dispatch_service.domain.phones import normalise_phones
 from dispatch_service.errors import FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
 from dispatch_service.persistence.guests import (
+    check_guest_keys,
     create_import_run,
+    defer_guest_keys,
     find_import_run,
     finish_import_run,
     get_import_run,
@@ -310,12 +312,12 @@ async def _plan_batch(
     rows: list[PreparedRow],
     previous: BatchPlan | None,
 ) -> BatchPlan:
-    """Look up what the rows mention and plan them, writing meanwhile the previous batch's
-    import rows.
+    """Look up what the rows mention and plan them, meanwhile checking the previous batch's keys
+    and writing its import rows.
 
-    The lookups read people and households, which the previous batch has already written; its
-    import rows, which no lookup reads, are streamed to Postgres while a thread plans this batch.
-    So Postgres stores them (and checks their keys) while Python plans, instead of each waiting
+    The lookups read people and households, which the previous batch has already written; the
+    checks of its keys and its import rows, which no lookup needs, go to Postgres while a thread
+    plans this batch. So Postgres checks and stores while Python plans, instead of each waiting
     for the other. The planner touches only its own objects, never the session.
     """
     state = await load_batch_state(session, workspace_id, rows)
@@ -330,7 +332,7 @@ async def _plan_batch(
     if previous is None:
         return plan()
     planning = asyncio.get_running_loop().run_in_executor(None, plan)
-    writing = asyncio.ensure_future(write_import_rows(session, run_id, previous))
+    writing = asyncio.ensure_future(_finish_batch(session, run_id, previous))
     try:
         await asyncio.wait((planning, writing))
     except BaseException:  # cancelled: the write stops before the session is rolled back
@@ -341,6 +343,12 @@ async def _plan_batch(
     return planning.result()
 
 
+async def _finish_batch(session: AsyncSession, run_id: uuid.UUID, plan: BatchPlan) -> None:
+    """Check the keys of a written batch and write its import rows."""
+    await check_guest_keys(session)
+    await write_import_rows(session, run_id, plan)
+
+
 async def _import(
     session: AsyncSession,
     actor: Actor,
@@ -349,6 +357,7 @@ async def _import(
 ) -> ImportResult:
     await lock_workspace_imports(session, actor.workspace_id)
     await without_jit(session)
+    await defer_guest_keys(session)
     earlier = await find_import_run(session, actor.workspace_id, request.idempotency_key)
     if earlier is not None:
         return ImportResult(earlier, created=False)
@@ -375,7 +384,7 @@ async def _import(
                 counts.update(r.outcome for r in plan.rows)
                 previous = plan
             if previous is not None:
-                await write_import_rows(session, run.id, previous)
+                await _finish_batch(session, run.id, previous)
     finally:
         preparer.close()
     run = await finish_import_run(session, run, counts)
