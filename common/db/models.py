@@ -217,14 +217,15 @@ class Event(Base):
 # --- guests -------------------------------------------------------------------------------------
 
 
-# Keys among the guest tables. The import is their only writer (docs/guests.md), one transaction
-# per import, and none of their rows, nor workspaces, is ever deleted. Each child names its person
-# by (workspace_id, person_id): one key check that also keeps the two in one workspace, where a
-# key to workspace and one to person took two and let them differ. The roots, person and
-# guest_unit, keep their key to workspace; import rows (the import's log) keep none. The keys
-# among the rows an import writes are deferrable: the import checks each batch's while it plans
-# the next (persistence/guests.py, GUEST_KEYS); any other statement checks them as it ends
-# (migration 0024).
+# Keys among the guest tables. Only the import adds their rows (docs/guests.md; the status path
+# sets an identity's provider user id, no key), one transaction per import, and none of their
+# rows, nor workspaces, is ever deleted. Each child names its person by (workspace_id,
+# person_id): one key check that also keeps the two in one workspace, where a key to workspace
+# and one to person took two and let them differ. The roots, person and guest_unit, keep their
+# key to workspace; import rows (the import's log) keep none. The keys among the rows an import
+# writes are deferrable: the import checks each batch's while it plans the next
+# (persistence/guests.py, GUEST_KEYS); any other statement checks them as it ends (migration
+# 0024).
 
 
 class Person(Base):

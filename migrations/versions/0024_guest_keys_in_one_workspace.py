@@ -61,24 +61,15 @@ CHILDREN = {
         {"fk_guest_unit_contact_person_id_person": ("contact_person_id", "person")},
     ),
 }
-# The keys among the rows an import writes (see GUEST_KEYS in dispatch_service/persistence/
-# guests.py, which defers them): deferrable, still checked per statement unless deferred.
+# The other keys among the rows an import writes (name -> table): made deferrable, still checked
+# as each statement ends unless a transaction defers them (GUEST_KEYS in
+# dispatch_service/persistence/guests.py).
 OTHER_GUEST_KEYS = {
-    "fk_person_workspace_id_workspace": ("person", "workspace_id", "workspace", None),
-    "fk_guest_unit_workspace_id_workspace": ("guest_unit", "workspace_id", "workspace", None),
-    "fk_guest_unit_membership_guest_unit_id_guest_unit": (
-        "guest_unit_membership",
-        "guest_unit_id",
-        "guest_unit",
-        None,
-    ),
-    "fk_guest_unit_tag_guest_unit_id_guest_unit": (
-        "guest_unit_tag",
-        "guest_unit_id",
-        "guest_unit",
-        "CASCADE",
-    ),
-    "fk_guest_unit_tag_tag_id_tag": ("guest_unit_tag", "tag_id", "tag", "CASCADE"),
+    "fk_person_workspace_id_workspace": "person",
+    "fk_guest_unit_workspace_id_workspace": "guest_unit",
+    "fk_guest_unit_membership_guest_unit_id_guest_unit": "guest_unit_membership",
+    "fk_guest_unit_tag_guest_unit_id_guest_unit": "guest_unit_tag",
+    "fk_guest_unit_tag_tag_id_tag": "guest_unit_tag",
 }
 IMPORT_ROW_KEYS = {
     "fk_import_row_import_run_id_import_run": ("import_run_id", "import_run", "CASCADE"),
@@ -101,14 +92,14 @@ def upgrade() -> None:
             deferrable=True,
             initially="IMMEDIATE",
         )
-    for name, (table, _column, _target, _ondelete) in OTHER_GUEST_KEYS.items():
+    for name, table in OTHER_GUEST_KEYS.items():
         op.execute(f"ALTER TABLE {table} ALTER CONSTRAINT {name} DEFERRABLE INITIALLY IMMEDIATE")
     for name in IMPORT_ROW_KEYS:
         op.drop_constraint(name, "import_row", type_="foreignkey")
 
 
 def downgrade() -> None:
-    for name, (table, _column, _target, _ondelete) in OTHER_GUEST_KEYS.items():
+    for name, table in OTHER_GUEST_KEYS.items():
         op.execute(f"ALTER TABLE {table} ALTER CONSTRAINT {name} NOT DEFERRABLE")
     for name, (column, target, ondelete) in IMPORT_ROW_KEYS.items():
         op.create_foreign_key(name, "import_row", target, [column], ["id"], ondelete=ondelete)
