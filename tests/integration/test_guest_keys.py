@@ -13,9 +13,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.db.engine import make_engine, make_sessions
 from dispatch_service.persistence.guests import GUEST_KEYS, check_guest_keys, defer_guest_keys
 from tests.integration.dispatch_support import seed_world
 
@@ -31,7 +30,7 @@ def test_the_import_defers_every_key_among_the_guest_tables_and_only_those(
 ) -> None:
     with psycopg.connect(database_url) as conn:
         keys = conn.execute(
-            "SELECT conname, condeferrable FROM pg_constraint"
+            "SELECT conname FROM pg_constraint"
             " WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)",
             [list(GUEST_TABLES)],
         ).fetchall()
@@ -39,18 +38,14 @@ def test_the_import_defers_every_key_among_the_guest_tables_and_only_those(
             name
             for (name,) in conn.execute("SELECT conname FROM pg_constraint WHERE condeferrable")
         }
-    assert {name for name, _ in keys} == set(GUEST_KEYS.split(", "))
+    assert {name for (name,) in keys} == set(GUEST_KEYS.split(", "))
     assert deferrable == set(GUEST_KEYS.split(", "))
 
 
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
-    try:
-        async with make_sessions(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
+async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessions() as session:
+        yield session
 
 
 async def test_a_deferred_key_is_checked_when_the_import_asks(
