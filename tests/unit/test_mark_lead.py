@@ -11,9 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dispatch_service.dispatcher.worker import (
+    MARK_GROUP_SECONDS,
     MAX_MARK_LEAD_SECONDS,
     DispatcherConfig,
     Marker,
@@ -50,3 +53,32 @@ def test_a_lead_past_what_crash_safety_bounds_is_refused() -> None:
         DispatchSettings(**BASE, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS + 0.01)
     with pytest.raises(ValidationError, match="dispatcher_mark_lead_seconds"):
         DispatchSettings(**BASE, dispatcher_mark_lead_seconds=0)
+
+
+@given(
+    slot=st.floats(min_value=1.0, max_value=1e6),
+    minimum=st.floats(min_value=0.001, max_value=MAX_MARK_LEAD_SECONDS),
+    round_trip=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_a_mark_is_asked_for_on_the_grid_never_later_than_its_lead_nor_earlier_than_the_bound(
+    slot: float, minimum: float, round_trip: float
+) -> None:
+    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
+    if round_trip:
+        marker.round_trip.add(round_trip)
+    ask = marker.ask_at(slot, minimum)
+    assert ask <= slot - marker.lead(minimum)  # never later than the lead says
+    assert ask >= slot - MAX_MARK_LEAD_SECONDS - 1e-9  # the most a crash may leave ambiguous
+    on_grid = ask % MARK_GROUP_SECONDS
+    assert min(on_grid, MARK_GROUP_SECONDS - on_grid) < 1e-6 or ask == pytest.approx(
+        slot - MAX_MARK_LEAD_SECONDS
+    )
+
+
+def test_the_slots_of_one_step_of_the_grid_ask_for_their_marks_together() -> None:
+    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
+    slots = [100.0 + i / 900 for i in range(900)]  # one second at 900/s
+    asks = {marker.ask_at(slot, 0.01) for slot in slots}
+    assert len(asks) <= 1 / MARK_GROUP_SECONDS + 1
+    ungrouped = Marker(None, "replica-a", timedelta(seconds=30), group=0)  # type: ignore[arg-type]  # no mark is made
+    assert len({ungrouped.ask_at(slot, 0.01) for slot in slots}) == 900
