@@ -469,7 +469,7 @@ async def test_messages_whose_marks_come_due_together_share_one_statement(
     # 150 messages at 500/s (450/s after headroom: a slot every 2.2 ms) on a 50 ms grid of
     # marks: every message whose mark comes due within one step of it is marked by the same
     # statement, so a mark takes about 22 messages. Without the grid each mark took only the
-    # messages asked for while the one before was in flight: one or two here.
+    # messages asked for while the one before was in flight: about two here.
     marked: list[int] = []  # per mark statement: how many messages it asked for
 
     async def counted(connection: Any, ids: list[uuid.UUID], *args: Any) -> Any:
