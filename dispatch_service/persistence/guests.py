@@ -60,20 +60,18 @@ async def without_jit(session: AsyncSession) -> None:
 # 7-10 µs each on the bench machine, as the statement that wrote the row ends: at the end of each
 # COPY, while the service waited for it with nothing to do. The import defers them and checks a
 # batch's while it plans the next one, which needs that batch's rows but not their checks.
-GUEST_KEYS = ", ".join(
-    (
-        "fk_person_workspace_id_workspace",
-        "fk_guest_identity_workspace_id_person",
-        "fk_guest_unit_workspace_id_workspace",
-        "fk_guest_unit_workspace_id_person",
-        "fk_guest_unit_membership_workspace_id_person",
-        "fk_guest_unit_membership_guest_unit_id_guest_unit",
-        "fk_guest_unit_tag_guest_unit_id_guest_unit",
-        "fk_guest_unit_tag_tag_id_tag",
-    )
+GUEST_KEYS = (
+    "fk_person_workspace_id_workspace",
+    "fk_guest_identity_workspace_id_person",
+    "fk_guest_unit_workspace_id_workspace",
+    "fk_guest_unit_workspace_id_person",
+    "fk_guest_unit_membership_workspace_id_person",
+    "fk_guest_unit_membership_guest_unit_id_guest_unit",
+    "fk_guest_unit_tag_guest_unit_id_guest_unit",
+    "fk_guest_unit_tag_tag_id_tag",
 )
-DEFER_GUEST_KEYS = text(f"SET CONSTRAINTS {GUEST_KEYS} DEFERRED")
-CHECK_GUEST_KEYS = text(f"SET CONSTRAINTS {GUEST_KEYS} IMMEDIATE")
+DEFER_GUEST_KEYS = text(f"SET CONSTRAINTS {', '.join(GUEST_KEYS)} DEFERRED")
+CHECK_GUEST_KEYS = text(f"SET CONSTRAINTS {', '.join(GUEST_KEYS)} IMMEDIATE")
 
 
 async def defer_guest_keys(session: AsyncSession) -> None:

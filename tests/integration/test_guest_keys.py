@@ -38,8 +38,8 @@ def test_the_import_defers_every_key_among_the_guest_tables_and_only_those(
             name
             for (name,) in conn.execute("SELECT conname FROM pg_constraint WHERE condeferrable")
         }
-    assert {name for (name,) in keys} == set(GUEST_KEYS.split(", "))
-    assert deferrable == set(GUEST_KEYS.split(", "))
+    assert {name for (name,) in keys} == set(GUEST_KEYS)
+    assert deferrable == set(GUEST_KEYS)
 
 
 @pytest.fixture
