@@ -5,7 +5,7 @@ A minimal HTTP/1.1 client over keep-alive connections: requests are built before
 only the status line, the headers and a Content-Length body are read back. aiohttp's client
 took 40% of a core at 3,000 POSTs/s, a fifth of the 2-core machine taken from the services
 measured. This one takes 33-62 µs of CPU per POST back to back and 76-112 µs paced at 3,000/s
-(16 runs on 2026-12-07: paced, about a quarter of a core, an eighth of the machine), which
+(runs of 2026-12-07; paced, that is about a quarter of a core, an eighth of the machine), which
 bench/webhook_ingest.py prints beside the services' CPU as the load generator's. The issue's
 webhook figures came from wrk, a C load generator, for the same reason.
 """
