@@ -32,12 +32,17 @@ BASE: dict[str, Any] = {
 }
 
 
+def idle_marker(group: float = MARK_GROUP_SECONDS) -> Marker:
+    """A marker that is only asked when to mark (it has no connection: no mark is made)."""
+    return Marker(None, "replica-a", timedelta(seconds=30), group=group)  # type: ignore[arg-type]
+
+
 def test_the_worker_marks_no_later_than_the_setting_says() -> None:
     default = DispatcherConfig.from_settings(DispatchSettings(**BASE))
     early = DispatcherConfig.from_settings(
         DispatchSettings(**BASE, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS)
     )
-    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
+    marker = idle_marker()
 
     assert default.mark_lead_seconds == 0.01
     assert marker.lead(default.mark_lead_seconds) == 0.01  # no round trip measured yet
@@ -63,7 +68,7 @@ def test_a_lead_past_what_crash_safety_bounds_is_refused() -> None:
 def test_a_mark_is_asked_for_on_the_grid_never_later_than_its_lead_nor_earlier_than_the_bound(
     slot: float, minimum: float, round_trip: float
 ) -> None:
-    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
+    marker = idle_marker()
     if round_trip:
         marker.round_trip.add(round_trip)
     ask = marker.ask_at(slot, minimum)
@@ -76,9 +81,9 @@ def test_a_mark_is_asked_for_on_the_grid_never_later_than_its_lead_nor_earlier_t
 
 
 def test_the_slots_of_one_step_of_the_grid_ask_for_their_marks_together() -> None:
-    marker = Marker(None, "replica-a", timedelta(seconds=30))  # type: ignore[arg-type]  # no mark is made
+    marker = idle_marker()
     slots = [100.0 + i / 900 for i in range(900)]  # one second at 900/s
     asks = {marker.ask_at(slot, 0.01) for slot in slots}
     assert len(asks) <= 1 / MARK_GROUP_SECONDS + 1
-    ungrouped = Marker(None, "replica-a", timedelta(seconds=30), group=0)  # type: ignore[arg-type]  # no mark is made
+    ungrouped = idle_marker(group=0)
     assert len({ungrouped.ask_at(slot, 0.01) for slot in slots}) == 900
