@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     Double,
     ForeignKey,
@@ -661,6 +662,14 @@ class InviteSendRun(Base):
     )
 
 
+PENDING_STATES = (MessageState.QUEUED, MessageState.SENDING)
+"""The message states the dispatcher still has to move a message out of."""
+DISPATCH_STATE = (
+    "CASE WHEN state IN (" + ", ".join(f"'{s.value}'" for s in PENDING_STATES) + ") THEN state END"
+)
+"""invite_message.dispatch_state's expression."""
+
+
 class InviteMessage(Base):
     """One recipient target of a run and its whole lifecycle."""
 
@@ -680,6 +689,14 @@ class InviteMessage(Base):
     phone_e164: Mapped[str | None] = mapped_column(Text)
     variables: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
     state: Mapped[str] = mapped_column(Text)
+    dispatch_state: Mapped[str | None] = mapped_column(
+        Text, Computed(DISPATCH_STATE, persisted=True)
+    )
+    """`state` while the dispatcher still has to move the message (queued, sending), NULL after.
+    The partial indexes of the pending messages read it instead of `state`, so that a provider
+    status (sent, delivered, read), which changes `state` only, changes no indexed column and
+    Postgres rewrites the row in place (migration 0025). A statement that wants one of those
+    indexes filters on it: `state_sql.pending`."""
     rejection_reason: Mapped[str | None] = mapped_column(Text)
     # Why a queued message waits until next_attempt_at (quiet hours), when it does.
     hold_reason: Mapped[str | None] = mapped_column(Text)
@@ -745,7 +762,7 @@ class InviteMessage(Base):
             "ix_invite_message_claimable",
             "run_id",
             "next_attempt_at",
-            postgresql_where=text("state = 'queued'"),
+            postgresql_where=text("dispatch_state = 'queued'"),
         ),
         # The messages in flight: the reconciler's unresolved outcomes (all runs) and whether a
         # run still has one (its completion). Each write of a message pays every index that is
@@ -754,7 +771,7 @@ class InviteMessage(Base):
             "ix_invite_message_unresolved_sending",
             "run_id",
             "sending_at",
-            postgresql_where=text("state = 'sending'"),
+            postgresql_where=text("dispatch_state = 'sending'"),
         ),
         # The messaging limit's moving 24 h window: recent sends of a sender's runs.
         Index(
@@ -768,7 +785,7 @@ class InviteMessage(Base):
         Index(
             "ix_invite_message_leased",
             "run_id",
-            postgresql_where=text("state = 'queued' AND lease_owner IS NOT NULL"),
+            postgresql_where=text("dispatch_state = 'queued' AND lease_owner IS NOT NULL"),
         ),
         # GetRunStatus reads held messages on every call: a partial index keeps that read to
         # the few held rows (billable messages are counted by triggers: InviteRunBillable).
@@ -776,7 +793,7 @@ class InviteMessage(Base):
             "ix_invite_message_held",
             "run_id",
             "hold_reason",
-            postgresql_where=text("state = 'queued' AND hold_reason IS NOT NULL"),
+            postgresql_where=text("dispatch_state = 'queued' AND hold_reason IS NOT NULL"),
         ),
     )
 

@@ -18,10 +18,10 @@ from common.vocabulary import MessageState, RunState
 from dispatch_service.domain.runs import ACTIVE_RUN_STATES
 from dispatch_service.domain.transitions import MESSAGE_TRANSITIONS, MessageEvent
 from dispatch_service.persistence import run_transitions
-from dispatch_service.persistence.state_sql import quoted
+from dispatch_service.persistence.state_sql import pending, quoted
 
 _ACTIVE = quoted(ACTIVE_RUN_STATES)
-_CLAIMABLE = quoted(MESSAGE_TRANSITIONS[MessageEvent.CLAIMED].sources)
+_CLAIMABLE = pending(MESSAGE_TRANSITIONS[MessageEvent.CLAIMED].sources, column="m.dispatch_state")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ CLAIMABLE = text(
                    WHERE d.workspace_id = :ws AND d.phone_e164 = m.phone_e164
                      AND d.removed_at IS NULL) AS do_not_message
     FROM invite_message m
-    WHERE m.run_id = :run AND m.state IN ({_CLAIMABLE})
+    WHERE m.run_id = :run AND {_CLAIMABLE}
       AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= clock_timestamp())
       AND (m.lease_expires_at IS NULL OR m.lease_expires_at < clock_timestamp())
       AND NOT EXISTS (SELECT 1 FROM invite_send_run r WHERE r.id = m.run_id

@@ -39,7 +39,7 @@ from dispatch_service.domain.transitions import (
     allowed_moves,
 )
 from dispatch_service.persistence.json_param import json_param
-from dispatch_service.persistence.state_sql import literal, quoted
+from dispatch_service.persistence.state_sql import literal, pending, quoted
 
 E = MessageEvent
 T = MESSAGE_TRANSITIONS
@@ -48,6 +48,12 @@ T = MESSAGE_TRANSITIONS
 def _from(*events: MessageEvent) -> str:
     """The quoted source states of `events` (for ``state IN (...)``)."""
     return quoted(frozenset().union(*(T[e].sources for e in events)))
+
+
+def _pending_from(*events: MessageEvent) -> str:
+    """``dispatch_state IN (<sources of events>)`` for a statement that finds a run's (or every
+    run's) messages by a pending state: the state's partial index answers it (``pending``)."""
+    return pending(frozenset().union(*(T[e].sources for e in events)))
 
 
 def _state_in(*events: MessageEvent, column: str = "m.state") -> str:
@@ -189,7 +195,7 @@ async def hold(
 HOLD_DUE = text(f"""
     UPDATE invite_message SET state = {_to(E.HELD)}, next_attempt_at = :until,
       hold_reason = :reason, updated_at = now()
-    WHERE run_id = :run AND state IN ({_from(E.HELD)})
+    WHERE run_id = :run AND {_pending_from(E.HELD)}
       AND (next_attempt_at IS NULL OR next_attempt_at < :until)
       AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())
 """)
@@ -402,7 +408,7 @@ async def give_back_unsent(
 FAIL_UNKNOWN_OUTCOMES = text(f"""
     WITH due AS (
       SELECT id FROM invite_message
-      WHERE state IN ({_from(E.OUTCOME_WINDOW_ELAPSED)})
+      WHERE {_pending_from(E.OUTCOME_WINDOW_ELAPSED)}
         AND sending_at < clock_timestamp() - make_interval(secs => :window)
         AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())
       ORDER BY id
@@ -438,7 +444,7 @@ CANCEL_BATCH = 5_000
 CANCEL_QUEUED = text(f"""
     WITH due AS (
       SELECT id FROM invite_message
-      WHERE run_id = :run AND state IN ({_from(E.CANCELLED)})
+      WHERE run_id = :run AND {_pending_from(E.CANCELLED)}
       LIMIT :limit
       FOR UPDATE SKIP LOCKED)
     UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now(),
@@ -455,7 +461,7 @@ CANCEL_STRAGGLERS = text(f"""
     due AS (
       SELECT q.id FROM runs, LATERAL (
         SELECT id FROM invite_message
-        WHERE run_id = runs.id AND state IN ({_from(E.CANCELLED)})
+        WHERE run_id = runs.id AND {_pending_from(E.CANCELLED)}
         LIMIT :limit
         FOR UPDATE SKIP LOCKED) q)
     UPDATE invite_message m SET state = {_to(E.CANCELLED)}, updated_at = now(),
@@ -480,7 +486,7 @@ EXPIRE_PAST_DEADLINE = text(f"""
     due AS (
       SELECT q.id FROM runs, LATERAL (
         SELECT id FROM invite_message
-        WHERE run_id = runs.id AND state IN ({_from(E.EXPIRED)})
+        WHERE run_id = runs.id AND {_pending_from(E.EXPIRED)}
         FOR UPDATE) q)
     UPDATE invite_message m SET state = {_to(E.EXPIRED)}, rejection_reason = {_reason(E.EXPIRED)},
       failed_at = clock_timestamp(), next_attempt_at = NULL, updated_at = now()
@@ -510,7 +516,7 @@ async def cancel_queued(session: AsyncSession, run_id: uuid.UUID) -> int:
 
 
 COUNT_CANCELLABLE = text(
-    f"SELECT count(*) FROM invite_message WHERE run_id = :run AND state IN ({_from(E.CANCELLED)})"
+    f"SELECT count(*) FROM invite_message WHERE run_id = :run AND {_pending_from(E.CANCELLED)}"
 )
 
 

@@ -9,8 +9,9 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import LimitSource
+from common.vocabulary import LimitSource, MessageState
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
+from dispatch_service.persistence.state_sql import pending
 
 # Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
 # of those leaves it. A message claimed but not yet marked `sending` (leased, still `queued`)
@@ -18,7 +19,8 @@ from dispatch_service.domain.messaging_limit import WINDOW, Allowance
 # schedule row, so a second claim cannot hand the same room out again before the mark. (The
 # state is written out, not bound: it must match ix_invite_message_leased's predicate even in
 # a generic plan of the prepared statement.)
-WINDOW_USE = text("""
+_QUEUED = pending([MessageState.QUEUED], "m.dispatch_state")
+WINDOW_USE = text(f"""
     WITH recent AS (
       SELECT phone_e164, max(last) AS last FROM (
         SELECT m.phone_e164, m.sending_at AS last
@@ -28,7 +30,7 @@ WINDOW_USE = text("""
         UNION ALL
         SELECT m.phone_e164, clock_timestamp()
         FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-        WHERE r.sender_phone_number_id = :sender AND m.state = 'queued'
+        WHERE r.sender_phone_number_id = :sender AND {_QUEUED}
           AND m.lease_owner IS NOT NULL AND m.lease_expires_at > clock_timestamp()
       ) AS uses GROUP BY phone_e164)
     SELECT (SELECT count(*) FROM recent) AS used,

@@ -35,7 +35,7 @@ from dispatch_service.persistence.actors import NO_ACTIVE_MEMBERSHIP
 from dispatch_service.persistence.pricing import card_of, rates_sql
 from dispatch_service.persistence.rate_limit import SenderOutage, outage_of, outage_sql
 from dispatch_service.persistence.runs import RUN_FIELDS, RUN_NOT_FOUND, run_record
-from dispatch_service.persistence.state_sql import literal, quoted
+from dispatch_service.persistence.state_sql import pending, quoted
 from dispatch_service.read_models import HeldCount, RunRecord
 
 COUNTS_SQL = """
@@ -48,7 +48,7 @@ COUNTS_SQL = """
 HELD_SQL = f"""
     SELECT hold_reason, count(*) AS n, min(next_attempt_at) AS first, max(next_attempt_at) AS last
     FROM invite_message
-    WHERE run_id = :run AND state = {literal(MessageState.QUEUED)} AND hold_reason IS NOT NULL
+    WHERE run_id = :run AND {pending([MessageState.QUEUED])} AND hold_reason IS NOT NULL
       AND next_attempt_at > clock_timestamp()
     GROUP BY hold_reason ORDER BY hold_reason
 """

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch_service.domain.runs import PENDING_MESSAGE_STATES
 from dispatch_service.domain.transitions import RUN_TRANSITIONS, RunEvent
-from dispatch_service.persistence.state_sql import literal, quoted
+from dispatch_service.persistence.state_sql import literal, pending, quoted
 
 E = RunEvent
 T = RUN_TRANSITIONS
@@ -57,7 +57,8 @@ CANCEL = text(
 # sending: unresolved_sending), a probe whatever the run's size; no index of the table covers
 # (run_id, state) for all states (migration 0019).
 _NOTHING_PENDING = " AND ".join(
-    f"NOT EXISTS (SELECT 1 FROM invite_message m WHERE m.run_id = r.id AND m.state = {literal(s)})"
+    "NOT EXISTS (SELECT 1 FROM invite_message m WHERE m.run_id = r.id"
+    f" AND {pending([s], 'm.dispatch_state')})"
     for s in sorted(PENDING_MESSAGE_STATES)
 )
 COMPLETE = text(f"""
