@@ -20,8 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.vocabulary import HoldReason
 from dispatch_service.domain.transitions import MessageEvent as E
+from dispatch_service.persistence import (
+    claims,
+    messaging_limit,
+    run_figures,
+    run_transitions,
+    status,
+)
 from dispatch_service.persistence import message_transitions as mt
-from dispatch_service.persistence import run_transitions, status
 from tests.integration.dispatch_support import precheck_and_start, seed_world
 
 OWNER = "replica-a"
@@ -156,3 +162,40 @@ async def test_a_webhook_finds_its_messages_through_the_provider_id_index(
             )
             assert "uq_invite_message_provider_message_id" in plan, plan
             assert "Seq Scan on invite_message" not in plan, plan
+
+
+async def test_the_reads_of_pending_messages_use_their_partial_indexes(
+    database_url: str, stale: list[Any]
+) -> None:
+    """Those indexes read `dispatch_state`, not `state` (migration 0025): a statement that asks
+    for `state` instead would read the whole run, or every message of every run."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        run, workspace = conn.execute(
+            "SELECT run_id, workspace_id FROM invite_message WHERE id = %s", [stale[0]]
+        ).fetchone() or (None, None)
+        until = datetime(2030, 1, 1, tzinfo=UTC)
+        statements: list[tuple[TextClause | str, dict[str, Any], str]] = [
+            (claims.CLAIMABLE, {"run": run, "ws": workspace, "limit": 100}, "claimable"),
+            (mt.HOLD_DUE, {"run": run, "until": until, "reason": "quiet_hours"}, "claimable"),
+            (mt.CANCEL_QUEUED, {"run": run, "limit": mt.CANCEL_BATCH}, "claimable"),
+            (mt.COUNT_CANCELLABLE, {"run": run}, "claimable"),
+            (run_figures.HELD_SQL, {"run": run}, "held"),
+            (
+                messaging_limit.WINDOW_USE,
+                {"sender": "106540352242922", "window": 86400.0, "limit": 1000},
+                "leased",
+            ),
+        ]
+        for statement, params, index in statements:
+            plan = _explain(conn, statement, params)
+            assert f"ix_invite_message_{index}" in plan, (index, plan)
+            assert "Seq Scan on invite_message" not in plan, (index, plan)
+
+        # The reconciler's scan of every run: the sent messages were sent, so that
+        # ix_invite_message_run_sending_at holds them all as it does in production (empty, it
+        # would cost the scan as little as the index it should read).
+        conn.execute("UPDATE invite_message SET sending_at = sent_at WHERE sent_at IS NOT NULL")
+        conn.execute("ANALYZE invite_message")
+        plan = _explain(conn, mt.FAIL_UNKNOWN_OUTCOMES, {"window": 60.0})
+        assert "ix_invite_message_unresolved_sending" in plan, plan
+        assert "Seq Scan on invite_message" not in plan, plan
