@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 
 import psycopg
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import PENDING_STATES
 from common.vocabulary import ApplyOutcome, MessageState, RejectionReason
 from dispatch_service.domain.runs import PENDING_MESSAGE_STATES
+from dispatch_service.persistence.state_sql import pending
 from dispatch_service.persistence.status import apply_status_updates
 from tests.integration.test_apply_status import update
 from tests.status_support import seed_run
@@ -44,6 +46,12 @@ def test_no_index_of_the_messages_reads_their_state(database_url: str) -> None:
 
 def test_dispatch_state_is_the_state_while_it_is_pending() -> None:
     assert set(PENDING_STATES) == set(PENDING_MESSAGE_STATES)
+    assert pending([MessageState.SENDING, MessageState.QUEUED], "m.dispatch_state") == (
+        "m.dispatch_state IN ('queued', 'sending')"
+    )
+    # dispatch_state is NULL in every other state: asking it for one would find nothing.
+    with pytest.raises(ValueError, match="not all pending"):
+        pending([MessageState.QUEUED, MessageState.SENT])
 
 
 def test_the_column_follows_every_state(database_url: str) -> None:
