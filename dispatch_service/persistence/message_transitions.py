@@ -27,7 +27,7 @@ import psycopg
 from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import HoldReason, RunState
+from common.vocabulary import HoldReason, MessageState, RunState
 from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.status_matching import MatchedMessage
@@ -45,15 +45,20 @@ E = MessageEvent
 T = MESSAGE_TRANSITIONS
 
 
+def _sources(*events: MessageEvent) -> frozenset[MessageState]:
+    """The states any of `events` moves a message from."""
+    return frozenset().union(*(T[e].sources for e in events))
+
+
 def _from(*events: MessageEvent) -> str:
     """The quoted source states of `events` (for ``state IN (...)``)."""
-    return quoted(frozenset().union(*(T[e].sources for e in events)))
+    return quoted(_sources(*events))
 
 
 def _pending_from(*events: MessageEvent) -> str:
     """``dispatch_state IN (<sources of events>)`` for a statement that finds a run's (or every
     run's) messages by a pending state: the state's partial index answers it (``pending``)."""
-    return pending(frozenset().union(*(T[e].sources for e in events)))
+    return pending(_sources(*events))
 
 
 def _state_in(*events: MessageEvent, column: str = "m.state") -> str:
