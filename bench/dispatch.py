@@ -61,7 +61,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from bench.http_load import Poster
-from bench.processes import free_port, machine_cpu, machine_speed, wait_serving
+from bench.processes import (
+    collector_paused,
+    free_port,
+    machine_cpu,
+    machine_speed,
+    wait_serving,
+)
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 from common.generated.invites.v1 import dispatch_pb2 as pb
@@ -374,19 +380,20 @@ def large_run(stack: Stack, ids: dict[str, uuid.UUID], event_id: uuid.UUID, url:
     rss = [stack.rss_mb()]
     deadline = time.monotonic() + stack.args.dispatch_seconds
     calls = 0
-    while time.monotonic() < deadline:
-        for where, stub in stubs.items():
-            began = time.perf_counter()
-            counts(stack, admin, run.run_id, stub)
-            latencies[where].append(time.perf_counter() - began)
-            began_at[where].append(began - started)
-            checked = time.perf_counter()
-            health[where].Check(health_pb2.HealthCheckRequest(), timeout=10)
-            floors[where].append(time.perf_counter() - checked)
-        calls += 1
-        if calls % 10 == 0:
-            rss.append(stack.rss_mb())
-        time.sleep(0.02)
+    with collector_paused():
+        while time.monotonic() < deadline:
+            for where, stub in stubs.items():
+                began = time.perf_counter()
+                counts(stack, admin, run.run_id, stub)
+                latencies[where].append(time.perf_counter() - began)
+                began_at[where].append(began - started)
+                checked = time.perf_counter()
+                health[where].Check(health_pb2.HealthCheckRequest(), timeout=10)
+                floors[where].append(time.perf_counter() - checked)
+            calls += 1
+            if calls % 10 == 0:
+                rss.append(stack.rss_mb())
+            time.sleep(0.02)
     sent = counts(stack, admin, run.run_id).get(types.MESSAGE_STATE_SENT, 0)
     all_created = created.result()
     watch.shutdown()

@@ -48,7 +48,13 @@ from aiohttp import web
 from psycopg import sql
 
 from bench.http_load import Poster
-from bench.processes import child_pids, free_port, machine_cpu, machine_speed
+from bench.processes import (
+    child_pids,
+    collector_paused,
+    free_port,
+    machine_cpu,
+    machine_speed,
+)
 from common.db.migrate import upgrade
 from common.db.urls import with_database
 
@@ -183,7 +189,8 @@ async def send_saturating(url: str, posts: list[Post], connections: int) -> list
     """Closed loop: `connections` connections POST back to back (measures capacity)."""
     async with Poster(url, connections) as poster:
         requests = [request for _, request in prepared(poster, posts)]
-        answers = await poster.post_back_to_back(requests)
+        with collector_paused():
+            answers = await poster.post_back_to_back(requests)
     return [sent(post, answer) for post, answer in zip(posts, answers, strict=True)]
 
 
@@ -194,19 +201,21 @@ async def send_paced(url: str, posts: list[Post], per_second: float) -> list[Sen
     """Open loop: one POST every 1/per_second s whatever the answers (a sustained rate), on
     enough connections that none waits for a free one. Every millisecond the POSTs that are
     due leave together (three at 3,000/s) instead of one timer per POST; the generator's CPU
-    per event is printed with the services' (about 75 µs at 3,000/s either way)."""
+    per event is printed with the services' (about 75 µs at 3,000/s either way). Its collector
+    is paused meanwhile (bench.processes.collector_paused)."""
     async with Poster(url, PACED_CONNECTIONS) as poster:
         requests = prepared(poster, posts)
-        started = time.perf_counter()
-        tasks = []
-        n = 0
-        while n < len(requests):
-            due = min(len(requests), int((time.perf_counter() - started) * per_second) + 1)
-            for post, request in requests[n:due]:
-                tasks.append(asyncio.create_task(post_one(poster, post, request)))
-            n = max(n, due)
-            await asyncio.sleep(PACING_TICK_SECONDS)
-        return list(await asyncio.gather(*tasks))
+        with collector_paused():
+            started = time.perf_counter()
+            tasks = []
+            n = 0
+            while n < len(requests):
+                due = min(len(requests), int((time.perf_counter() - started) * per_second) + 1)
+                for post, request in requests[n:due]:
+                    tasks.append(asyncio.create_task(post_one(poster, post, request)))
+                n = max(n, due)
+                await asyncio.sleep(PACING_TICK_SECONDS)
+            return list(await asyncio.gather(*tasks))
 
 
 def messages_in(db_url: str, state: str) -> int:
