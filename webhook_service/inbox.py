@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.db.engine import autocommit_connection
+from common.db.engine import autocommit_connection, driver_autocommit
 from common.outages import OutageLog
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,18 @@ class Receipt:
     """meta (a Graph JSON body) or twilio (webhook_service.twilio.receipt_body)."""
 
 
-INSERT_RECEIPTS = text("""
+INSERT_RECEIPTS = """
     INSERT INTO webhook_receipt (body, body_sha256, headers, signature_verdict, state, provider)
     SELECT decode(v.body, 'base64'), decode(v.sha256, 'hex'), CAST(v.headers AS jsonb), 'valid',
            'pending', v.provider
-    FROM json_to_recordset(CAST(:rows AS json))
+    FROM json_to_recordset(CAST(%(rows)s AS json))
          AS v(body text, sha256 text, headers json, provider text)
     ON CONFLICT (body_sha256) DO NOTHING
     RETURNING id, body_sha256, received_at
-""")
+"""
 """A batch of bodies travels as one JSON text (bodies in base64, hashes in hex): Postgres reads
-it in C, where psycopg would adapt four Python lists element by element."""
+it in C, where psycopg would adapt four Python lists element by element. In the driver's
+parameter style: it runs on the pooled connection's own psycopg connection."""
 CLAIM_PENDING = text("""
     SELECT id, body, received_at, provider FROM webhook_receipt
     WHERE state = 'pending' AND received_at < now() - make_interval(secs => :min_age)
@@ -195,9 +196,9 @@ class ReceiptWriter:
             # server says it is ready again, which psycopg waits for before returning the rows,
             # so a POST is still answered only once its row is committed, without a BEGIN and a
             # COMMIT round trip around every flush (flushes are small at 3,000 POSTs/s).
-            async with autocommit_connection(self._engine) as conn:
-                result = await conn.execute(INSERT_RECEIPTS, {"rows": _rows(batch)})
-                stored = {bytes(row.body_sha256): row for row in result}
+            async with driver_autocommit(self._engine) as conn:
+                cursor = await conn.execute(INSERT_RECEIPTS, {"rows": _rows(batch)})
+                stored = {bytes(sha256): (id_, at) for id_, sha256, at in await cursor.fetchall()}
         except Exception as error:  # every waiting POST answers 503 and Meta retries
             self._failures.failed(error)
             for item in batch:
@@ -209,9 +210,7 @@ class ReceiptWriter:
             row = stored.pop(item.sha256, None)  # a second identical body in the batch: None
             if not item.done.done():
                 receipt = (
-                    Receipt(row.id, item.body, row.received_at, item.provider)
-                    if row is not None
-                    else None
+                    Receipt(row[0], item.body, row[1], item.provider) if row is not None else None
                 )
                 item.done.set_result(receipt)
 

@@ -68,12 +68,14 @@ async def autocommit_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConne
 
 @asynccontextmanager
 async def driver_autocommit(
-    sessions: async_sessionmaker[AsyncSession],
+    bind: AsyncEngine | async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection's own psycopg connection in autocommit: each statement is a
-    transaction of its own, committed before psycopg returns its rows. For the one statement
-    the send worker runs hundreds of times a second (persistence.message_transitions
-    .mark_attempting): one round trip instead of BEGIN, the statement and COMMIT, and no
+    """A connection of `bind`'s pool (an engine, or a session factory's engine), as its own
+    psycopg connection in autocommit: each statement is a transaction of its own, committed
+    before psycopg returns its rows. For the statements run hundreds of times a second (the send
+    worker's mark, persistence.message_transitions.mark_attempting; the ingestor's receipt
+    flush, webhook_service.inbox; GetRunStatus's read, persistence.run_figures): one round trip
+    instead of BEGIN, the statement and COMMIT, and no
     session around it (a session around a short transaction cost 645 µs of CPU against 375 µs
     on the driver with BEGIN and COMMIT, and 150 µs without them). The connection goes back to
     the pool as any other; a lost connection raises psycopg's own errors (which common.outages
@@ -82,7 +84,7 @@ async def driver_autocommit(
     It switches the driver's autocommit itself rather than through autocommit_connection:
     SQLAlchemy's execution_options cost about 100 µs of CPU more per use (445-470 against
     327-367 µs for a use with one SELECT, 2,000 uses, uvloop), on the worker's hottest loop."""
-    engine = sessions.kw["bind"]
+    engine: AsyncEngine = bind if isinstance(bind, AsyncEngine) else bind.kw["bind"]
     async with engine.connect() as connection:
         driver = (await connection.get_raw_connection()).driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
