@@ -28,7 +28,7 @@ def collector_paused() -> Iterator[None]:
 
     A full collection over what a bench holds (the prepared requests, the answers of earlier
     phases) stopped its event loop for up to about 100 ms, and every call in flight was charged
-    for it: in the sustained webhook run the slowest POST took 108-120 ms with the collector on
+    for it: in the sustained webhook run the slowest POST took 94-120 ms with the collector on
     and 39-62 ms with it paused (2026-12-07), and the run's first 0.3 s lost their pace. wrk, the
     C load generator the issue's figures came from, has no collector. What a timed phase
     allocates meanwhile (a record per call) is bounded by the phase."""
