@@ -52,7 +52,7 @@ class RateSettings:
 
     messages_per_second: float
     headroom: float = 0.1
-    horizon_seconds: float = 0.2
+    horizon_seconds: float = 0.4
     recovery_per_second: float = 0.05
     throttle_backoff_seconds: float = 1.0
     halve_interval_seconds: float = 1.0
