@@ -268,6 +268,8 @@ class Stack:
                         totals[sample.labels["outcome"]] += sample.value
                     elif sample.name == "invites_dispatch_slot_lateness_seconds_bucket":
                         totals[f"late<={sample.labels['le']}"] += sample.value
+                    elif sample.name == "invites_dispatch_schedule_lapsed_seconds_total":
+                        totals["lapsed"] += sample.value
         api = [pid for pid in self.dispatch_pids if pid not in self.worker_pids]
         groups = {"worker": self.worker_pids, "api": api, "sandbox": [self.processes[0].pid]}
         for name, used in machine_cpu(groups, "bench").items():
@@ -567,7 +569,9 @@ def worker_breakdown(stack: Stack, before: dict[str, float]) -> None:
     worker_us = diff["cpu worker"] * 1e6 / max(1.0, accepted)
     print(
         f"  the worker: {accepted:.0f} accepted, {diff.get('released', 0):.0f}"
-        f" released unsent (their slot's window passed: a wasted slot each); of the calls"
+        f" released unsent (their slot's window passed: a wasted slot each); senders'"
+        f" schedules lapsed {diff.get('lapsed', 0.0):.2f} s in all (slots ran out before the"
+        f" next claim); of the calls"
         f" started after their mark, {within:.0%} within 1 ms of their slot, {over:.0%} more"
         f" than 50 ms late; {worker_us:.0f} us of worker CPU per message accepted"
     )

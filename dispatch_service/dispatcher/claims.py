@@ -89,6 +89,9 @@ class ClaimResult:
     messaging limit)."""
     outage: bool = False
     """The sender is in a provider outage (only probes go out)."""
+    lapsed_seconds: float = 0.0
+    """How far the sender's schedule had fallen behind this claim's first possible slot
+    (send_rate.lapsed_seconds): slots nobody took, when the sender had messages due."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ async def claim(
         for c, slot in zip(sendable, slots, strict=True)
     ]
     wait = limiter.wait_after(reservation, len(sendable)) if sendable else 0.0
-    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, wait, outage)
+    lapsed = 0.0 if outage else reservation.lapsed_seconds()
+    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, wait, outage, lapsed)
 
 
 async def _hold_quiet_hours(

@@ -37,6 +37,14 @@ OUTCOME_UNKNOWN = Counter(
     "invites_dispatch_outcome_unknown_total",
     "Messages the reconciler failed as outcome_unknown after the window passed.",
 )
+SCHEDULE_LAPSED = Counter(
+    "invites_dispatch_schedule_lapsed_seconds_total",
+    "Send-schedule time a sender lost: its slots ran out before this replica's next claim for "
+    "it while its run still had messages due (the replica was busy, e.g. claiming for other "
+    "senders; at the sender's rate, each second is that many messages not sent). Steadily "
+    "growing: run more dispatcher workers.",
+    ["sender"],
+)
 SLOT_LATENESS = Histogram(
     "invites_dispatch_slot_lateness_seconds",
     "How late a message's send started after its slot (the process was busy); past "

@@ -29,6 +29,7 @@ from dispatch_service.domain.send_rate import (
     available_slots,
     batch_floor,
     effective_rate,
+    lapsed_seconds,
     take,
     throttled,
     wait_seconds,
@@ -63,6 +64,10 @@ class Reservation:
     """The fewest slots worth a claim (domain.send_rate.batch_floor)."""
     lead_seconds: float = 0.0
     """How soon after `db_now` the first slot could be."""
+
+    def lapsed_seconds(self) -> float:
+        """Schedule time that passed before this claim with no slot taken (send_rate)."""
+        return lapsed_seconds(self.schedule, self.db_now, self.lead_seconds)
 
     def monotonic_at(self, moment: datetime) -> float:
         """A moment on the database's clock (a slot) on this process's monotonic clock."""

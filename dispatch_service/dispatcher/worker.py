@@ -52,8 +52,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.db.engine import driver_autocommit, outside_transaction
 from common.outages import OutageLog, is_outage_error
-from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
-from dispatch_service.dispatcher.metrics import IN_FLIGHT, SLOT_LATENESS
+from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimResult, ClaimSettings, claim
+from dispatch_service.dispatcher.metrics import IN_FLIGHT, SCHEDULE_LAPSED, SLOT_LATENESS
 from dispatch_service.dispatcher.rate_limiter import (
     OutagePolicy,
     OutageWatch,
@@ -222,6 +222,9 @@ class Dispatcher:
         self._turn: dict[str, int] = defaultdict(int)
         self._claim_at: dict[str, float] = {}
         """When each sender is next worth a claim (time.monotonic())."""
+        self._backlogged: set[str] = set()
+        """Senders whose last claim here took messages and left more due: if the next claim
+        finds their schedule lapsed, those slots were lost (SCHEDULE_LAPSED)."""
         self._claim_round_trip = RecentAverage()
         """How long a claim takes (seconds)."""
         self._loops: list[asyncio.Task[None]] = []
@@ -354,6 +357,7 @@ class Dispatcher:
                 self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
+            self._count_lapse(sender, result)
             # The wait is counted from the claim's lock: less what the claim took since.
             wait = max(0.001, result.wait_seconds - took) if result.wait_seconds > 0 else 0.0
             if result.messages and not result.exhausted:
@@ -363,6 +367,20 @@ class Dispatcher:
                 return wait  # no slot for this sender yet
         self._turn[sender] = start + 1
         return self.config.poll_seconds
+
+    def _count_lapse(self, sender: str, result: ClaimResult) -> None:
+        """Count the schedule time a sender lost since its last claim here, when that claim
+        left messages due (SCHEDULE_LAPSED; a sender that was idle lost nothing)."""
+        if not result.messages:
+            if result.exhausted or not result.run_active:
+                self._backlogged.discard(sender)
+            return  # no slot yet: the backlog stays as it was
+        if sender in self._backlogged:
+            SCHEDULE_LAPSED.labels(sender).inc(result.lapsed_seconds)
+        if result.exhausted or result.outage:
+            self._backlogged.discard(sender)
+        else:
+            self._backlogged.add(sender)
 
     def _free(self) -> int:
         return self.config.concurrency - self._reserved

@@ -137,6 +137,14 @@ def available_slots(
     return Slots(count=count if count >= min_count else 0, first=start, interval=1.0 / rate)
 
 
+def lapsed_seconds(schedule: SendSchedule, now: datetime, lead_seconds: float = 0.0) -> float:
+    """How long the schedule's next slot lies before the first slot a claim at `now` can have
+    (`now + lead`): schedule time that passed with nobody claiming it, 0 when none did. Only a
+    loss while the sender had messages due (its replica came late), not while it was idle."""
+    ready = now + timedelta(seconds=lead_seconds)
+    return max(0.0, (ready - schedule.next_slot_at).total_seconds())
+
+
 def take(schedule: SendSchedule, slots: Slots, used: int) -> SendSchedule:
     """The schedule after the first `used` of `slots` were taken."""
     if used <= 0:

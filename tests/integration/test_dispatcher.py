@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -461,6 +463,49 @@ async def test_the_worker_claims_when_its_sender_has_slots_not_at_every_flush(
     taking, empty = sending.count(True), sending.count(False)
     assert taking >= 5  # batches of ~18 slots, not one claim for everything
     assert empty <= taking // 2, (taking, empty)
+
+
+def lapsed_total() -> float:
+    """The worker's lost schedule time for the default sender, so far in this process."""
+    value = REGISTRY.get_sample_value(
+        "invites_dispatch_schedule_lapsed_seconds_total", {"sender": DEFAULT_SENDER}
+    )
+    return value or 0.0
+
+
+async def test_schedule_time_a_busy_worker_lost_is_counted_and_an_idle_senders_is_not(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # 120 messages at 200/s (180/s after headroom), at most 10 a claim: each claim leaves more
+    # due. One send blocks the worker's event loop for 0.5 s, so its next claim comes after
+    # the sender's claimed slots ran out: that lost time is counted. A second run of the same
+    # sender, started after the first completed and a second of idleness, adds no more than
+    # noise: the sender had nothing due meanwhile.
+    fake = FakeMeta()
+
+    def stall_once(body: dict[str, Any], before: int) -> httpx.Response:
+        if len(fake.sends) == 30:
+            time.sleep(0.5)  # blocking on purpose: the whole worker stalls
+        return accept(body, before)
+
+    fake.script = stall_once
+    first = seed_world(database_url, [f"+1415777{n:04d}" for n in range(120)])
+    second = seed_world(database_url, [f"+1415778{n:04d}" for n in range(20)])
+    rate = RateSettings(messages_per_second=200, headroom=0.1, horizon_seconds=0.1)
+    async with running(sessions, fake, rate=rate, claim_batch_size=10):
+        before = lapsed_total()
+        run = (await precheck_and_start(sessions, first)).run
+        await wait_for(completed(sessions, run.id), what="the first run sent")
+        stalled = lapsed_total() - before
+        await asyncio.sleep(1.0)
+        idle_before = lapsed_total()
+        run = (await precheck_and_start(sessions, second)).run
+        await wait_for(completed(sessions, run.id), what="the second run sent")
+        after_idle = lapsed_total() - idle_before
+
+    assert len(fake.sends) == 140
+    assert stalled >= 0.25, stalled  # 0.5 s stalled, less the slots claimed ahead of it
+    assert after_idle < 0.5, after_idle  # the idle second (and more) is not a loss
 
 
 async def test_messages_whose_marks_come_due_together_share_one_statement(

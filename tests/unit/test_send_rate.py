@@ -18,6 +18,7 @@ from dispatch_service.domain.send_rate import (
     available_slots,
     batch_floor,
     effective_rate,
+    lapsed_seconds,
     take,
     throttled,
     wait_seconds,
@@ -129,6 +130,12 @@ def test_a_schedule_behind_starts_again_after_the_claims_lead() -> None:
     assert slots.count == 21  # still a horizon's worth, past the lead
     ahead = fresh(T0 + timedelta(seconds=0.15))
     assert available_slots(ahead, T0, SETTINGS, lead_seconds=lead).first == ahead.next_slot_at
+
+
+def test_a_schedule_lapses_by_the_time_its_next_slot_lies_before_the_claims_lead() -> None:
+    assert lapsed_seconds(fresh(T0 - timedelta(seconds=0.3)), T0, lead_seconds=0.05) == 0.35
+    assert lapsed_seconds(fresh(T0 + timedelta(seconds=0.02)), T0, lead_seconds=0.05) == 0.03
+    assert lapsed_seconds(fresh(T0 + timedelta(seconds=0.2)), T0, lead_seconds=0.05) == 0.0
 
 
 def test_the_wait_for_a_batch_counts_the_lead() -> None:
