@@ -365,6 +365,23 @@ async def test_the_head_is_one_row_whatever_the_statistics_say(database_url: str
     assert round_ < 400
 
 
+@pytest.mark.parametrize("statement", ["DELETE FROM change_log_head", "TRUNCATE change_log_head"])
+async def test_the_head_row_cannot_be_removed_and_numbering_goes_on(
+    database_url: str, statement: str
+) -> None:
+    """Without the head row every number a round gave was NULL and the round reported none:
+    numbering stopped with no error (migration 0026)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.RestrictViolation, match="keeps its one row"):
+            conn.execute(statement)
+        add_pending(conn, 3)
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        assert await change_log.sequence_pending(make_sessions(engine)()) == 3
+    finally:
+        await engine.dispose()
+
+
 UPDATE_TRIGGERS = ("change_log_message_update", "change_log_run_update")
 
 
