@@ -49,11 +49,6 @@ class Deps:
     def __post_init__(self) -> None:
         self.creation = MessageCreation(self.sessions)
 
-    @property
-    def provider_name(self) -> str:
-        """The provider new messages are recorded with."""
-        return self.provider.name if self.provider is not None else MetaCloudProvider.name
-
     def start_workers(self) -> None:
         """Start the dispatcher (if any) as a background task."""
         if self.dispatcher is not None and self.dispatcher_task is None:

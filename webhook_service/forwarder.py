@@ -111,9 +111,13 @@ class Plan:
 
 
 def _add_updates(
-    request: pb.ApplyStatusRequest, receipt_id: str, updates: Normalised, known: set[str]
+    request: pb.ApplyStatusRequest,
+    receipt: Receipt,
+    updates: Normalised,
+    known: set[str],
 ) -> int:
     """Add a receipt's updates for known senders to `request`; returns how many were dropped."""
+    receipt_id = str(receipt.id)
     dropped = 0
     for s in updates.statuses:
         if s.phone_number_id not in known:
@@ -122,6 +126,7 @@ def _add_updates(
         request.statuses.append(
             pb.StatusUpdate(
                 receipt_id=receipt_id,
+                provider=receipt.provider,
                 phone_number_id=s.phone_number_id,
                 provider_message_id=s.provider_message_id,
                 status=s.status,
@@ -326,7 +331,7 @@ async def plan(
         if result.update_count and result.update_count + updates.update_count > max_updates:
             result = Plan()
             plans.append(result)
-        dropped = _add_updates(result.request, str(rid), updates, known)
+        dropped = _add_updates(result.request, receipt, updates, known)
         if dropped:
             log.warning(
                 "%d updates for unknown sender ids skipped", dropped, extra={"receipt_id": rid}

@@ -39,7 +39,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from common.vocabulary import ApplyOutcome, DnmSource, MessageState, RejectionReason
+from common.vocabulary import (
+    ApplyOutcome,
+    DnmSource,
+    MessageState,
+    RejectionReason,
+    SenderProvider,
+)
 from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.retry import RetryClass, classify_code
 from dispatch_service.domain.transitions import (
@@ -105,6 +111,8 @@ class StatusUpdate:
     contacts: tuple[ProviderContact, ...] = ()
     """The ``contacts[]`` entries naming the recipient: phone and user id pairs (never on
     ``failed``)."""
+    provider: SenderProvider = SenderProvider.META
+    """Who reported it (Meta or Twilio): with ``provider_message_id``, the key of its event."""
 
 
 @dataclass(frozen=True, slots=True)

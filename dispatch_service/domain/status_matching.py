@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from common.vocabulary import ApplyOutcome
+from common.vocabulary import ApplyOutcome, SenderProvider
 from dispatch_service.domain.ids import parse_uuid_or_none
 from dispatch_service.domain.lifecycle import (
     TRACKED_STATUSES,
@@ -82,6 +82,8 @@ class HeldStatus:
     report: ProviderStatus
     outcome: ApplyOutcome = ApplyOutcome.ORPHANED
     message_id: uuid.UUID | None = None
+    provider: str = SenderProvider.META
+    """Who reported it: with the provider message id and status, its event's key."""
 
 
 def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:

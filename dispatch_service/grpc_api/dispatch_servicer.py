@@ -82,9 +82,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             send_window=request.send_window,
             header_media=mapping.header_media(request),
         )
-        result = await start_run(
-            self.deps.sessions, command, self.deps.provider_name, self.deps.creation
-        )
+        result = await start_run(self.deps.sessions, command, self.deps.creation)
         return pb.StartRunResponse(run=mapping.run_message(result.run), created=result.created)
 
     async def GetRunStatus(
@@ -162,9 +160,7 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
             actor_id(context), request.run_id, selection, request.idempotency_key, request.dry_run
         )
         settings = self.deps.settings
-        result = await resend_run(
-            self.deps.sessions, command, self.deps.provider_name, settings.precheck_ttl_seconds
-        )
+        result = await resend_run(self.deps.sessions, command, settings.precheck_ttl_seconds)
         return pb.ResendRunResponse(
             precheck=mapping.precheck_response(result.precheck) if result.precheck else None,
             run=mapping.run_message(result.run) if result.run else None,

@@ -14,7 +14,7 @@ import orjson
 
 from common.db.receipts import Settlement
 from common.generated.invites.v1 import dispatch_pb2 as pb
-from common.vocabulary import ApplyOutcome, ReceiptFlag, ReceiptState
+from common.vocabulary import ApplyOutcome, ReceiptFlag, ReceiptState, SenderProvider
 from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.ids import NOT_AN_ID, parse_uuid_or_none
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
@@ -98,6 +98,17 @@ class _Checker:
             self._receipts[value] = parsed
         return parsed
 
+    def provider(self, value: str, field: str) -> SenderProvider:
+        """The provider that reported an update; empty is Meta (older ingestors)."""
+        if not value:
+            return SenderProvider.META
+        try:
+            return SenderProvider(value)
+        except ValueError:
+            known = ", ".join(p.value for p in SenderProvider)
+            self.violations.append(FieldViolation(field, f"is not a provider ({known})"))
+            return SenderProvider.META
+
     def phone_or_user_id(self, phone: str, user_id: str, field: str, names: str) -> None:
         if not phone.strip() and not user_id.strip():
             self.violations.append(FieldViolation(field, f"needs {names} (one at least)"))
@@ -134,6 +145,7 @@ def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:
         participant_id=item.participant_id.strip(),
         participant_user_id=item.participant_user_id.strip(),
         contacts=_contacts(item.contacts),
+        provider=check.provider(item.provider, f"{field}.provider"),
     )
 
 

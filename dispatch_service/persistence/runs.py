@@ -152,13 +152,17 @@ async def lock_event(session: AsyncSession, event_id: uuid.UUID) -> EventFacts:
     return EventFacts(row.name, row.starts_at, row.location, time_zone=row.time_zone)
 
 
-async def sender_of(session: AsyncSession, workspace_id: uuid.UUID) -> str:
-    """The workspace's sender phone number id."""
-    return str(
-        await session.scalar(
-            select(Workspace.sender_phone_number_id).where(Workspace.id == workspace_id)
+async def sender_of(session: AsyncSession, workspace_id: uuid.UUID) -> tuple[str, str]:
+    """The workspace's sender phone number id and the provider it sends through (a run and its
+    messages are recorded with it: Twilio's statuses are looked up under `twilio`)."""
+    row = (
+        await session.execute(
+            select(Workspace.sender_phone_number_id, Workspace.sender_provider).where(
+                Workspace.id == workspace_id
+            )
         )
-    )
+    ).one()
+    return str(row.sender_phone_number_id), str(row.sender_provider)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ How a batch is applied (:func:`apply_status_updates`):
    miss an orphan inserted concurrently; if the message appeared meanwhile the batch is retried.
 3. Each status is inserted into ``status_event`` (UNIQUE (provider, provider_message_id,
    status), ON CONFLICT DO NOTHING): a conflict is a duplicate and changes nothing, so the same
-   (message, status) never makes a second transition, even across ingestors.
+   (message, status) never makes a second transition, even across ingestors. `provider` is who
+   reported it (the update's, from its receipt): a batch holding both Meta's and Twilio's
+   statuses is applied as one part per provider, in the one transaction.
 4. Per message, orphans held from earlier batches and then the new statuses are replayed in
    arrival order through the lifecycle rules, and each changed message is written back by one
    bulk UPDATE (which also fires the run-counter triggers).
@@ -41,7 +43,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.vocabulary import ApplyOutcome, HoldReason, MessageState, RejectionReason
+from common.vocabulary import (
+    ApplyOutcome,
+    HoldReason,
+    MessageState,
+    RejectionReason,
+    SenderProvider,
+)
 from dispatch_service.domain.lifecycle import (
     Lifecycle,
     ProviderError,
@@ -61,7 +69,6 @@ from dispatch_service.persistence import run_transitions
 from dispatch_service.persistence.json_param import json_param
 from dispatch_service.persistence.message_transitions import write_provider_statuses
 
-PROVIDER = "meta"
 # Namespace of this module's advisory locks (the first key of pg_advisory_xact_lock(int, int)).
 WAMID_LOCK_CLASS = 0x57414D  # "WAM"
 
@@ -125,11 +132,13 @@ ANY_MESSAGE_WITH = text("""
           SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
     LIMIT 1
 """)
+# Any provider's: a message's orphans are the statuses naming its provider id (Meta's wamids and
+# Twilio's SIDs never look alike) or its id as callback data.
 ORPHANS_FOR = text("""
-    SELECT id, provider_message_id, status, provider_timestamp, phone_number_id, callback_data,
-           recipient_id, errors
+    SELECT id, provider, provider_message_id, status, provider_timestamp, phone_number_id,
+           callback_data, recipient_id, errors
     FROM status_event
-    WHERE outcome = 'orphaned' AND provider = :provider
+    WHERE outcome = 'orphaned'
       AND (provider_message_id = ANY(ARRAY(
                SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
            OR callback_data = ANY(ARRAY(
@@ -160,8 +169,8 @@ SET_EVENT_OUTCOMES = text("""
     SET outcome = v.outcome, message_id = COALESCE(v.message_id, e.message_id),
         resolved_at = CASE WHEN v.message_id IS NULL THEN e.resolved_at ELSE now() END
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS v(wamid text, status text, outcome text, message_id uuid)
-    WHERE e.provider = :provider AND e.provider_message_id = v.wamid AND e.status = v.status
+         AS v(provider text, wamid text, status text, outcome text, message_id uuid)
+    WHERE e.provider = v.provider AND e.provider_message_id = v.wamid AND e.status = v.status
 """)
 
 
@@ -238,11 +247,15 @@ def wamid_lock_key(provider_message_id: str) -> int:
 
 
 async def _lock_messages(
-    session: AsyncSession, *, wamids: Sequence[str] = (), ids: Sequence[uuid.UUID] = ()
+    session: AsyncSession,
+    *,
+    provider: str = SenderProvider.META,
+    wamids: Sequence[str] = (),
+    ids: Sequence[uuid.UUID] = (),
 ) -> list[MatchedMessage]:
     if wamids:
         result = await session.execute(
-            LOCK_BY_PROVIDER_ID, {"provider": PROVIDER, "wamids": json_param(list(wamids))}
+            LOCK_BY_PROVIDER_ID, {"provider": provider, "wamids": json_param(list(wamids))}
         )
     elif ids:
         result = await session.execute(LOCK_BY_ID, {"ids": json_param(list(ids))})
@@ -264,7 +277,6 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
     rows = await session.execute(
         ORPHANS_FOR,
         {
-            "provider": PROVIDER,
             "wamids": json_param(
                 [m.provider_message_id for m in messages if m.provider_message_id]
             ),
@@ -274,6 +286,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
     return [
         HeldStatus(
             id=row.id,
+            provider=row.provider,
             provider_message_id=row.provider_message_id,
             phone_number_id=row.phone_number_id,
             callback_data=row.callback_data,
@@ -290,12 +303,18 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
 
 
 def _outcome_rows(
-    items: Iterable[tuple[str, str, ApplyOutcome, uuid.UUID | None]],
+    items: Iterable[tuple[str, str, str, ApplyOutcome, uuid.UUID | None]],
 ) -> str:
     return json_param(
         [
-            {"wamid": wamid, "status": status, "outcome": outcome.value, "message_id": message_id}
-            for wamid, status, outcome, message_id in items
+            {
+                "provider": provider,
+                "wamid": wamid,
+                "status": status,
+                "outcome": outcome.value,
+                "message_id": message_id,
+            }
+            for provider, wamid, status, outcome, message_id in items
         ]
     )
 
@@ -304,17 +323,18 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
     resolved = [o for o in held if o.message_id is not None]
     if resolved:
         rows = _outcome_rows(
-            (o.provider_message_id, o.report.status, o.outcome, o.message_id) for o in resolved
+            (o.provider, o.provider_message_id, o.report.status, o.outcome, o.message_id)
+            for o in resolved
         )
-        await session.execute(SET_EVENT_OUTCOMES, {"provider": PROVIDER, "rows": rows})
+        await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
 
 
 # --- the batch ----------------------------------------------------------------------------------
 
 
-async def _match_batch(session: AsyncSession, batch: StatusBatch) -> None:
+async def _match_batch(session: AsyncSession, batch: StatusBatch, provider: str) -> None:
     """Lock the messages of the batch's statuses and match them (step 1)."""
-    locked = await _lock_messages(session, wamids=batch.wamids())
+    locked = await _lock_messages(session, provider=provider, wamids=batch.wamids())
     by_wamid = {m.provider_message_id: m for m in locked if m.provider_message_id}
     by_id = {m.id: m for m in locked}
     fetched = await _lock_messages(session, ids=sorted(batch.callback_ids(by_wamid) - set(by_id)))
@@ -323,21 +343,21 @@ async def _match_batch(session: AsyncSession, batch: StatusBatch) -> None:
     batch.match(by_wamid)
 
 
-async def _guard_unmatched(session: AsyncSession, batch: StatusBatch) -> None:
+async def _guard_unmatched(session: AsyncSession, batch: StatusBatch, provider: str) -> None:
     """Lock unmatched ids and raise RetryableConflict when their message appeared meanwhile."""
     unmatched = batch.unmatched_wamids()
     if not unmatched:
         return
     await _lock_wamids(session, unmatched)
     found = await session.execute(
-        ANY_MESSAGE_WITH, {"provider": PROVIDER, "wamids": json_param(unmatched)}
+        ANY_MESSAGE_WITH, {"provider": provider, "wamids": json_param(unmatched)}
     )
     if found.first() is not None:
         raise RetryableConflict("a message received its provider id while the batch was applied")
 
 
 async def _insert_events(
-    session: AsyncSession, batch: StatusBatch, outcomes: dict[int, ApplyOutcome]
+    session: AsyncSession, batch: StatusBatch, outcomes: dict[int, ApplyOutcome], provider: str
 ) -> set[tuple[str, str]]:
     rows = []
     for i in sorted(outcomes):
@@ -356,7 +376,7 @@ async def _insert_events(
                 "outcome": outcomes[i].value,
             }
         )
-    result = await session.execute(INSERT_EVENTS, {"provider": PROVIDER, "rows": json_param(rows)})
+    result = await session.execute(INSERT_EVENTS, {"provider": provider, "rows": json_param(rows)})
     return {(row.provider_message_id, row.status) for row in result}
 
 
@@ -377,12 +397,29 @@ async def apply_status_updates(
     Runs in the caller's transaction. May raise an error for which :func:`is_retryable` is true:
     roll back and run the whole transaction again.
     """
+    parts: dict[SenderProvider, list[int]] = {}
+    for i, update in enumerate(updates):
+        parts.setdefault(update.provider, []).append(i)
+    if len(parts) <= 1:
+        only = next(iter(parts), SenderProvider.META)
+        return await _apply_part(session, updates, only, defer_seconds)
+    results: dict[int, StatusApplication] = {}
+    for provider, indexes in sorted(parts.items()):  # one order: concurrent batches lock alike
+        part = await _apply_part(session, [updates[i] for i in indexes], provider, defer_seconds)
+        results.update(zip(indexes, part, strict=True))
+    return [results[i] for i in range(len(updates))]
+
+
+async def _apply_part(
+    session: AsyncSession, updates: Sequence[StatusUpdate], provider: str, defer_seconds: float
+) -> list[StatusApplication]:
+    """Apply statuses all reported by `provider` (apply_status_updates)."""
     batch = StatusBatch(updates)
-    await _match_batch(session, batch)
-    await _guard_unmatched(session, batch)
+    await _match_batch(session, batch, provider)
+    await _guard_unmatched(session, batch, provider)
     held = await _replay_held(session, batch)
     outcomes = batch.replay(skip=set())
-    inserted = await _insert_events(session, batch, outcomes)
+    inserted = await _insert_events(session, batch, outcomes, provider)
     conflicts = {i for i in outcomes if status_key(updates[i]) not in inserted}
     if conflicts:
         # Someone recorded these first (another ingestor, or an earlier call): they are
@@ -391,7 +428,7 @@ async def apply_status_updates(
         batch.reset()
         held = await _replay_held(session, batch)
         outcomes = batch.replay(skip=conflicts)
-        await _fix_outcomes(session, batch, outcomes)
+        await _fix_outcomes(session, batch, outcomes, provider)
     await _write_held(session, held)
     deferred = await write_provider_statuses(session, batch.messages.values(), defer_seconds)
     await run_transitions.reopen_for(session, deferred)
@@ -399,10 +436,11 @@ async def apply_status_updates(
 
 
 async def _fix_outcomes(
-    session: AsyncSession, batch: StatusBatch, outcomes: dict[int, ApplyOutcome]
+    session: AsyncSession, batch: StatusBatch, outcomes: dict[int, ApplyOutcome], provider: str
 ) -> None:
     rows = _outcome_rows(
         (
+            provider,
             batch.updates[i].provider_message_id,
             batch.updates[i].report.status,
             outcomes[i],
@@ -410,7 +448,7 @@ async def _fix_outcomes(
         )
         for i in sorted(outcomes)
     )
-    await session.execute(SET_EVENT_OUTCOMES, {"provider": PROVIDER, "rows": rows})
+    await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
 
 
 def _results(batch: StatusBatch, outcomes: dict[int, ApplyOutcome]) -> list[StatusApplication]:

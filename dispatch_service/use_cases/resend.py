@@ -69,7 +69,6 @@ def resend_command(
 async def resend_run(
     sessions: async_sessionmaker[AsyncSession],
     command: ResendCommand,
-    provider: str,
     ttl_seconds: int,
     now: datetime | None = None,
 ) -> ResendResult:
@@ -107,6 +106,5 @@ async def resend_run(
                 idempotency_key=command.idempotency_key,
                 parent_run_id=parent.id,
             ),
-            provider,
         )
         return ResendResult(precheck=precheck, run=started.run, created=started.created)

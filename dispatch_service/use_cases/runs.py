@@ -143,7 +143,6 @@ def start_run_command(
 async def start_run(
     sessions: async_sessionmaker[AsyncSession],
     command: StartRunCommand,
-    provider: str,
     creation: MessageCreation | None = None,
 ) -> StartRunResult:
     """Create the run with its first FIRST_MESSAGES messages and the invite.send audit entry in
@@ -151,7 +150,7 @@ async def start_run(
     created in batches, one transaction each: in the background by `creation` (the answer does
     not wait for them), or before answering without one. A replayed call whose run is still
     unfinished (its StartRun died between transactions) carries on with it the same way."""
-    result = await _start_or_replay(sessions, command, provider)
+    result = await _start_or_replay(sessions, command)
     if result.run.next_candidate_position is not None:
         if creation is None:
             await finish_messages(sessions, result.run.id)
@@ -209,14 +208,14 @@ class MessageCreation:
 
 
 async def _start_or_replay(
-    sessions: async_sessionmaker[AsyncSession], command: StartRunCommand, provider: str
+    sessions: async_sessionmaker[AsyncSession], command: StartRunCommand
 ) -> StartRunResult:
     try:
         async with acting(sessions, command.actor_id, SENDERS, "start a send run") as (
             session,
             actor,
         ):
-            return await start_in(session, actor, command, provider, FIRST_MESSAGES)
+            return await start_in(session, actor, command, FIRST_MESSAGES)
     except IdempotencyKeyRace:
         pass
     # Another call with the same key committed first: answer with its run.
@@ -240,7 +239,6 @@ async def start_in(
     session: AsyncSession,
     actor: Actor,
     command: StartRunCommand,
-    provider: str,
     first_messages: int | None = None,
 ) -> StartRunResult:
     """StartRun inside the caller's transaction (ResendRun starts its run this way): every
@@ -269,7 +267,7 @@ async def start_in(
             reason="PRECHECK_USED",
         )
     plan = await _send_plan(session, actor, precheck, command)
-    sender = await sender_of(session, actor.workspace_id)
+    sender, provider = await sender_of(session, actor.workspace_id)
     run = _new_run(actor, precheck, template, command, sender, provider)
     total, eligible = await create_run(session, run, sources, event, first_messages)
     if plan:

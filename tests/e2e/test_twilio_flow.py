@@ -90,10 +90,16 @@ def test_a_twilio_run_is_sent_watched_and_read(
             "SELECT provider_message_id, id::text FROM invite_message WHERE phone_e164 IS NOT NULL"
         )
         receipts = seed.rows("SELECT DISTINCT provider, state FROM webhook_receipt")
+        providers = seed.rows(
+            "SELECT DISTINCT provider FROM invite_message WHERE phone_e164 IS NOT NULL"
+            " UNION ALL SELECT DISTINCT provider FROM status_event"
+        )
     assert {sid: message for sid, message in rows} == {
         e["wamid"]: e["biz_opaque_callback_data"] for e in ledger
     }
     assert receipts == [("twilio", "applied")]
+    # The messages and their statuses are Twilio's (both said `meta` before migration 0027).
+    assert providers == [("twilio",), ("twilio",)]
 
 
 def test_twilio_errors_are_classed_like_metas(

@@ -73,7 +73,7 @@ async def precheck_and_start(
     )
     precheck = await precheck_send(sessions, command, ttl_seconds=3600)
     start = start_run_command(world.parent_admin, str(precheck.precheck_id), key)
-    return await start_run(sessions, start, "meta")
+    return await start_run(sessions, start)
 
 
 Script = Callable[[dict[str, Any], int], httpx.Response | Exception]

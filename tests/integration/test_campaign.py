@@ -67,7 +67,7 @@ async def start_at(
     start = start_run_command(
         world.parent_admin, str(precheck.precheck_id), key, send_at=send_at, deadline=deadline
     )
-    return await start_run(sessions, start, "meta")
+    return await start_run(sessions, start)
 
 
 async def run_row(sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID) -> Any:
@@ -270,7 +270,7 @@ async def resend(
     now: datetime | None = None,
 ) -> ResendResult:
     command = resend_command(world.parent_admin, str(run_id), selection, key, dry_run)
-    return await resend_run(sessions, command, "meta", ttl_seconds=600, now=now)
+    return await resend_run(sessions, command, ttl_seconds=600, now=now)
 
 
 async def test_resend_failed_sends_only_to_those_it_failed_for(
@@ -356,7 +356,7 @@ async def test_resend_needs_a_class_a_parent_admin_and_a_run_of_the_workspace(
         resend_selection(True, (-1,), False, 0)
     command = resend_command(world.admin, str(theirs.id), ResendSelection(failed=True), "k", False)
     with pytest.raises(PermissionDenied):
-        await resend_run(sessions, command, "meta", ttl_seconds=600)
+        await resend_run(sessions, command, ttl_seconds=600)
     with pytest.raises(NotFound):
         await resend(sessions, world, theirs.id, ResendSelection(failed=True))
 
@@ -416,7 +416,6 @@ async def test_a_message_outside_its_recipients_window_waits_for_the_next_openin
             start_run_command(
                 quiet.parent_admin, str(precheck.precheck_id), "q", send_window=closed
             ),
-            "meta",
         )
     ).run
     assert held_run.send_window == closed

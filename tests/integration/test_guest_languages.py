@@ -96,7 +96,6 @@ async def test_the_precheck_counts_recipients_per_translation_and_blocks_without
     run = await start_run(
         sessions,
         start_run_command(world.parent_admin, str(strict.precheck_id), "strict"),
-        "meta",
     )
     fake = FakeMeta()
     async with running(sessions, fake):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 from alembic import command
 
 from common.db.migrate import alembic_config, downgrade, upgrade
+from tests.status_support import seed_run
 
 
 def _tables(url: str) -> set[str]:
@@ -56,3 +59,56 @@ def test_downgrade_to_base_and_upgrade_again(empty_database_url: str) -> None:
     upgrade(empty_database_url)
     command.check(alembic_config(empty_database_url))
     assert "invite_message" in _tables(empty_database_url)
+
+
+def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
+    empty_database_url: str,
+) -> None:
+    """Migration 0027: what the code before it recorded as Meta's in a Twilio workspace."""
+    url = empty_database_url
+    upgrade(url, "0026")
+    twilio_ws = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO workspace (id, name, default_region, sender_phone_number_id,"
+            " sender_provider, twilio_account_sid) VALUES (%s, 'T', 'US', %s, 'twilio', %s)",
+            [twilio_ws, "whatsapp:+14155550000", "AC" + "0" * 32],
+        )
+    twilio = seed_run(url, 3, sender="whatsapp:+14155550000", workspace_id=twilio_ws)
+    meta = seed_run(url, 1)
+    sid, moved, unsent = twilio.message_ids
+    with psycopg.connect(url, autocommit=True) as conn:
+        # As before: every message and status 'meta'. One message was sent by Meta before the
+        # workspace moved to Twilio (a wamid), one not at all yet.
+        conn.execute(
+            "UPDATE invite_message SET provider_message_id = 'SM' || md5(id::text) WHERE id = %s",
+            [sid],
+        )
+        conn.execute("UPDATE invite_message SET provider_message_id = NULL WHERE id = %s", [unsent])
+        conn.execute(
+            'UPDATE invite_send_run SET message_spec = \'{"provider": "meta"}\' WHERE id = %s',
+            [twilio.run_id],
+        )
+        for message in (sid, moved, meta.message_ids[0]):
+            conn.execute(
+                "INSERT INTO status_event (provider, provider_message_id, status,"
+                " provider_timestamp, message_id, phone_number_id, outcome)"
+                " SELECT 'meta', provider_message_id, 'delivered', now(), id, 'x', 'applied'"
+                " FROM invite_message WHERE id = %s",
+                [message],
+            )
+    upgrade(url)
+    with psycopg.connect(url) as conn:
+        messages: dict[uuid.UUID, str] = {
+            row[0]: row[1] for row in conn.execute("SELECT id, provider FROM invite_message")
+        }
+        events: dict[uuid.UUID, str] = {
+            row[0]: row[1] for row in conn.execute("SELECT message_id, provider FROM status_event")
+        }
+        spec = conn.execute(
+            "SELECT message_spec ->> 'provider' FROM invite_send_run WHERE id = %s",
+            [twilio.run_id],
+        ).fetchone()
+    assert messages == {sid: "twilio", moved: "meta", unsent: "twilio", meta.message_ids[0]: "meta"}
+    assert events == {sid: "twilio", moved: "meta", meta.message_ids[0]: "meta"}
+    assert spec == ("twilio",)

@@ -87,7 +87,7 @@ async def start(
     command = start_run_command(
         world.parent_admin, str(precheck.precheck_id), "k", header_media=media
     )
-    return await start_run(sessions, command, "meta")
+    return await start_run(sessions, command)
 
 
 async def test_an_image_invitation_with_buttons_is_accepted_by_the_sandbox(

@@ -55,7 +55,7 @@ async def start(
     sessions: async_sessionmaker[AsyncSession], world: World, precheck_id: str, key: str = "k1"
 ) -> StartRunResult:
     command = start_run_command(world.parent_admin, precheck_id, key)
-    return await start_run(sessions, command, "meta")
+    return await start_run(sessions, command)
 
 
 async def start_that_dies(
@@ -228,7 +228,7 @@ async def test_in_the_background_start_run_answers_before_the_rest_of_its_messag
     world = seed_world(database_url, AUDIENCE)
     creation = MessageCreation(sessions)
     command = start_run_command(world.parent_admin, await precheck(sessions, world), "k1")
-    result = await start_run(sessions, command, "meta", creation)
+    result = await start_run(sessions, command, creation)
 
     assert (result.run.next_candidate_position, result.run.total_count) == (2, 12)
     assert progress(database_url, result.run.id) == (2, "queued", 2)

@@ -46,7 +46,7 @@ async def start(
     precheck_id: str,
     key: str = "k1",
 ) -> StartRunResult:
-    return await start_run(sessions, start_run_command(actor, precheck_id, key), "meta")
+    return await start_run(sessions, start_run_command(actor, precheck_id, key))
 
 
 async def test_a_run_its_messages_and_the_audit_entry_are_created_together(

@@ -78,7 +78,8 @@ def twilio_run(database_url: str, count: int = 1, state: str = "sent") -> Seeded
     with psycopg.connect(database_url, autocommit=True) as conn:
         for message_id, sid in zip(run.message_ids, sids, strict=True):
             conn.execute(
-                "UPDATE invite_message SET provider_message_id = %s WHERE id = %s",
+                "UPDATE invite_message SET provider = 'twilio', provider_message_id = %s"
+                " WHERE id = %s",
                 [sid, message_id],
             )
     return SeededRun(run.workspace_id, run.run_id, run.message_ids, list(sids), run.phones)
@@ -143,6 +144,10 @@ async def test_callbacks_signed_by_twilios_library_are_stored_and_applied(
         database_url, "SELECT error_code FROM invite_message WHERE id = %s", run.message_ids[2]
     )
     assert error == (63024,)
+    # Recorded as Twilio's (they were stored as Meta's until StatusUpdate.provider), each with
+    # its message, matched by SID where no callback data came with it.
+    events = query(database_url, "SELECT provider, message_id, outcome FROM status_event")
+    assert sorted(events) == sorted(("twilio", m, "applied") for m in run.message_ids)
 
 
 async def test_initial_statuses_change_nothing_and_sending_means_sent(

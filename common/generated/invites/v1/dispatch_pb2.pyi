@@ -1186,6 +1186,7 @@ class StatusUpdate(_message.Message):
     PARTICIPANT_PARENT_USER_ID_FIELD_NUMBER: _builtins.int
     CONTACTS_FIELD_NUMBER: _builtins.int
     PRICING_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The webhook receipt the update came from."""
     phone_number_id: _builtins.str
@@ -1212,6 +1213,10 @@ class StatusUpdate(_message.Message):
     """Group statuses: the participant's business-scoped user id."""
     participant_parent_user_id: _builtins.str
     """Group statuses: the participant's parent business-scoped user id."""
+    provider: _builtins.str
+    """The provider that reported the status, as its receipt was stored: "meta" or "twilio". Empty
+    means "meta" (ingestors before this field sent Meta's statuses only under that name).
+    """
     @_builtins.property
     def provider_timestamp(self) -> _timestamp_pb2.Timestamp:
         """The provider's timestamp of the status."""
@@ -1249,10 +1254,11 @@ class StatusUpdate(_message.Message):
         participant_parent_user_id: _builtins.str = ...,
         contacts: _abc.Iterable[Global___ProviderContact] | None = ...,
         pricing: Global___Pricing | None = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pricing", b"pricing", "provider_timestamp", b"provider_timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "contacts", b"contacts", "errors", b"errors", "participant_id", b"participant_id", "participant_parent_user_id", b"participant_parent_user_id", "participant_user_id", b"participant_user_id", "phone_number_id", b"phone_number_id", "pricing", b"pricing", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "recipient_parent_user_id", b"recipient_parent_user_id", "recipient_type", b"recipient_type", "recipient_user_id", b"recipient_user_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_data", b"callback_data", "contacts", b"contacts", "errors", b"errors", "participant_id", b"participant_id", "participant_parent_user_id", b"participant_parent_user_id", "participant_user_id", b"participant_user_id", "phone_number_id", b"phone_number_id", "pricing", b"pricing", "provider", b"provider", "provider_message_id", b"provider_message_id", "provider_timestamp", b"provider_timestamp", "receipt_id", b"receipt_id", "recipient_id", b"recipient_id", "recipient_parent_user_id", b"recipient_parent_user_id", "recipient_type", b"recipient_type", "recipient_user_id", b"recipient_user_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
