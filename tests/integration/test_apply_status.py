@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.vocabulary import ApplyOutcome
+from common.vocabulary import ApplyOutcome, SenderProvider
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.messaging_limit import LimitAnnouncement
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
@@ -104,6 +105,41 @@ async def test_higher_ranks_advance_and_lower_ones_only_fill_timestamps(
         "delivered": "stale",
         "sent": "stale",
     }
+
+
+async def test_a_batch_of_metas_and_twilios_statuses_applies_each_as_its_providers(
+    sessions: async_sessionmaker[AsyncSession], database_url: str, run: SeededRun
+) -> None:
+    # One call may carry both (the ingestor forwards receipts of both endpoints together): each
+    # status is its provider's event and matches only its provider's message.
+    sid, unknown = "SM" + "1" * 32, "SM" + "2" * 32
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE invite_message SET provider = 'twilio', provider_message_id = %s WHERE id = %s",
+            [sid, run.message_ids[1]],
+        )
+    twilio = SenderProvider.TWILIO
+    outcomes = await apply(
+        sessions,
+        update(run.wamids[0], "delivered", 1),
+        replace(update(sid, "read", 2), provider=twilio),
+        replace(update(unknown, "delivered", 3), provider=twilio),
+        update(sid, "delivered", 4),  # Meta's, naming a Twilio SID: no message of Meta's has it
+        update(run.wamids[2], "read", 5),
+    )
+    assert outcomes == [A.APPLIED, A.APPLIED, A.ORPHANED, A.ORPHANED, A.APPLIED]
+    states = [message(database_url, m)["state"] for m in run.message_ids[:3]]
+    assert states == ["delivered", "read", "read"]
+    recorded = rows(database_url, "SELECT provider, provider_message_id, status FROM status_event")
+    assert sorted(recorded) == sorted(
+        [
+            ("meta", run.wamids[0], "delivered"),
+            ("twilio", sid, "read"),
+            ("twilio", unknown, "delivered"),
+            ("meta", sid, "delivered"),
+            ("meta", run.wamids[2], "read"),
+        ]
+    )
 
 
 async def test_read_without_delivered_fills_delivered_at(
