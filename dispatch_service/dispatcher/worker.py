@@ -222,6 +222,9 @@ class Dispatcher:
         self._turn: dict[str, int] = defaultdict(int)
         self._claim_at: dict[str, float] = {}
         """When each sender is next worth a claim (time.monotonic())."""
+        self._throttled_at: dict[str, float] = {}
+        """When this replica last lowered each sender's shared rate after a 130429
+        (time.monotonic()): messages it claimed before then are given back unsent."""
         self._backlogged: set[str] = set()
         """Senders whose last claim here took messages and left more due: if the next claim
         finds their schedule lapsed, those slots were lost (SCHEDULE_LAPSED)."""
@@ -442,6 +445,7 @@ class Dispatcher:
             or self._stopping.is_set()
             or message.run.id in self._stopped_runs
             or (message.run.sender in self.outages.in_outage and not message.probe)
+            or self._slot_before_throttle(message)
         ):
             marked = await self._marker.mark(message.id, message.lease)
         if marked is None:
@@ -455,14 +459,25 @@ class Dispatcher:
         await sleep_until(message.send_at)
         lateness = time.monotonic() - message.send_at
         SLOT_LATENESS.observe(max(0.0, lateness))
-        if lateness > self.config.rate.late_tolerance_seconds:
+        if lateness > self.config.rate.late_tolerance_seconds or self._slot_before_throttle(
+            message
+        ):
             # A send far past its slot would land in a later second than the schedule gave
             # it and could push that second over the rate: give the slot up, claim it again.
+            # So is a slot handed out before a 130429 lowered the rate (_slot_before_throttle).
             self._record(Result(message, Released()))
             return
         outcome = await self._call(message, window_ends)
         self._watch(message.run.sender, outcome)
         self._record(Result(message, Released() if isinstance(outcome, NotSent) else outcome))
+
+    def _slot_before_throttle(self, message: ClaimedMessage) -> bool:
+        """The message was claimed before this replica lowered its sender's rate (130429):
+        its slot is from the old, faster schedule, and sending in it would keep calling at the
+        rate the provider just refused. It is given back and claimed again on the lowered,
+        paused schedule. (Other replicas learn of the 130429 at their next claim.)"""
+        throttled = self._throttled_at.get(message.run.sender)
+        return throttled is not None and message.claimed_at < throttled
 
     def _watch(self, sender: str, outcome: SendOutcome) -> None:
         """Count provider failures; declare or end the sender's outage (a short write)."""
@@ -584,6 +599,7 @@ class Dispatcher:
         self._stopped_runs |= effects.paused_runs
         for sender in effects.throttled_senders:
             await self.limiter.throttle(self.sessions, sender)
+            self._throttled_at[sender] = time.monotonic()
 
     # --- reconciling ----------------------------------------------------------------------
 
