@@ -163,7 +163,15 @@ async def claim(
     ]
     wait = limiter.wait_after(reservation, len(sendable)) if sendable else 0.0
     lapsed = 0.0 if outage else reservation.lapsed_seconds()
-    return ClaimResult(messages, len(blocked), True, len(candidates) < wanted, wait, outage, lapsed)
+    return ClaimResult(
+        messages,
+        len(blocked),
+        True,
+        len(candidates) < wanted,
+        wait,
+        outage,
+        lapsed_seconds=lapsed,
+    )
 
 
 async def _hold_quiet_hours(

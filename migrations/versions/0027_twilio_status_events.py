@@ -10,8 +10,8 @@ its receipt's provider (StatusUpdate.provider).
 This names the existing ones by what they are: the messages of Twilio workspaces (except a
 message Meta sent before the workspace moved: its id is a `wamid.`) and what their runs still
 create them with (`message_spec`), then the status events whose receipt came from Twilio or
-whose message is Twilio's. On a large install the
-UPDATE of `invite_message` rewrites the Twilio workspaces' messages only.
+whose message is Twilio's. On a large install the UPDATE of `invite_message` rewrites the
+Twilio workspaces' messages only (docs/operations.md §2).
 
 Revision ID: 0027
 Revises: 0026
