@@ -82,7 +82,7 @@ class HeldStatus:
     report: ProviderStatus
     outcome: ApplyOutcome = ApplyOutcome.ORPHANED
     message_id: uuid.UUID | None = None
-    provider: str = SenderProvider.META
+    provider: SenderProvider = SenderProvider.META
     """Who reported it: with the provider message id and status, its event's key."""
 
 

@@ -286,7 +286,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
     return [
         HeldStatus(
             id=row.id,
-            provider=row.provider,
+            provider=SenderProvider(row.provider),
             provider_message_id=row.provider_message_id,
             phone_number_id=row.phone_number_id,
             callback_data=row.callback_data,
@@ -400,9 +400,6 @@ async def apply_status_updates(
     parts: dict[SenderProvider, list[int]] = {}
     for i, update in enumerate(updates):
         parts.setdefault(update.provider, []).append(i)
-    if len(parts) <= 1:
-        only = next(iter(parts), SenderProvider.META)
-        return await _apply_part(session, updates, only, defer_seconds)
     results: dict[int, StatusApplication] = {}
     for provider, indexes in sorted(parts.items()):  # one order: concurrent batches lock alike
         part = await _apply_part(session, [updates[i] for i in indexes], provider, defer_seconds)
