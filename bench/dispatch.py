@@ -66,6 +66,7 @@ from bench.processes import (
     free_port,
     machine_cpu,
     machine_speed,
+    spawn,
     wait_serving,
 )
 from common.db.migrate import upgrade
@@ -219,10 +220,8 @@ class Stack:
         ]
 
     def _spawn(self, module: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{module}-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], env={**self.env, **extra}, stdout=log, stderr=log
-        )
+        log = self.workdir / f"{module}-{len(self.processes)}.log"
+        process = spawn([sys.executable, "-m", module], {**self.env, **extra}, log)
         self.processes.append(process)
         return process
 

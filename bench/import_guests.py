@@ -46,6 +46,7 @@ from bench.processes import (
     family_cpu_seconds,
     free_port,
     machine_speed,
+    spawn,
     wait_serving,
 )
 from common.db.migrate import upgrade
@@ -173,10 +174,7 @@ async def _bench(url: str, path: Path, chunk: int, repeat: int, log: Path) -> di
         "IMPORT_MAX_BYTES": str(1 << 30),
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
-    with log.open("wb") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "dispatch_service"], env=env, stdout=out, stderr=out
-        )
+    service = spawn([sys.executable, "-m", "dispatch_service"], env, log)
     figures: dict[str, Any] = {"creates": [], "updates": [], "workspaces": []}
     try:
         wait_serving(target)

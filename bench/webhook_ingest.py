@@ -54,6 +54,7 @@ from bench.processes import (
     free_port,
     machine_cpu,
     machine_speed,
+    spawn,
 )
 from common.db.migrate import upgrade
 from common.db.urls import with_database
@@ -117,10 +118,7 @@ def signed(body: bytes) -> tuple[bytes, str]:
 
 
 def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+    return spawn([sys.executable, "-m", module], env, log, cwd=ROOT)
 
 
 async def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -384,12 +382,8 @@ async def serve_bare(listen: str) -> None:
 async def ceiling(scenario: Scenario, connections: int, logs: Path) -> float:
     """Events/s the bare server takes of the scenario's POSTs (saturating, same connections)."""
     listen = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-bare", listen],
-        stdout=(logs / "bench-bare.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    argv = [sys.executable, __file__, "--serve-bare", listen]
+    process = spawn(argv, os.environ, logs / "bench-bare.log", ROOT)
     try:
         await wait_http(f"http://{listen}/readyz")
         posts = scenario.bodies(int(time.time()))
