@@ -582,6 +582,14 @@ def worker_breakdown(stack: Stack, before: dict[str, float]) -> None:
         )
         + " (api: the API replica serving StartRun and the bench's polls; bench: this script)"
     )
+    # What the figure can be at most: once every process's CPU per message is paid, the
+    # machine's cores are the ceiling, whatever the worker's scheduling.
+    total = (diff["cpu worker"] + sum(others.values())) * 1e6 / max(1.0, accepted)
+    cores = os.cpu_count() or 1
+    print(
+        f"  all of it together: {total:.0f} us of CPU per message accepted, so this machine's"
+        f" {cores} cores carry at most {cores * 1e6 / max(1.0, total):,.0f} messages/s this way"
+    )
 
 
 def tidy(url: str) -> None:
