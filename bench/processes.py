@@ -54,10 +54,10 @@ def spawn(
     processes of each. Postgres starts every backend in a session of its own, so when the
     services shared the bench's session, all of them together (API replicas, the send worker,
     the sandbox, the ingestor) and the bench's client got one backend's share of a busy
-    machine: a read's floor, a health check, had p99 14-17 ms against 9-11 ms in their own
-    sessions (bench/dispatch.py, 2026-12-07). In production each runs in a container or a
-    systemd unit of its own, which is the scheduling this reproduces. BENCH_ONE_SESSION=1 keeps
-    them in the bench's session, as the benches ran them before, to compare."""
+    machine, and a GetRunStatus read waited longer for it (docs/dispatch.md §10 has the
+    figures). In production each runs in a container or a systemd unit of its own, which is the
+    scheduling this reproduces. BENCH_ONE_SESSION=1 keeps them in the bench's session, as the
+    benches ran them before, to compare."""
     with log.open("wb") as out:
         return subprocess.Popen(
             argv,
