@@ -4,7 +4,8 @@
 
 * **Matching.** A status names its message by provider message id, or (for an id nobody has
   yet) by ``biz_opaque_callback_data``, our message id as sent. Either way it only belongs to a
-  message whose run sends from the sender number the webhook was addressed to. The first status
+  message its own provider sent (a Meta status never moves a Twilio message, nor the reverse),
+  from the sender number the webhook was addressed to. The first status
   matched to a message with no provider id gives it one (and its recipient's WhatsApp id).
 * **Duplicates in a batch.** Only the first of the same (provider id, status) in a batch counts;
   the others answer ``duplicate``.
@@ -49,15 +50,20 @@ class MatchedMessage:
     after: Lifecycle
     assigned_wamid: bool = False
     assigned_wa_id: bool = False
+    provider: SenderProvider = SenderProvider.META
+    """Who sent it: only that provider's statuses belong to it."""
 
     @property
     def changed(self) -> bool:
         """Whether the message must be written back."""
         return self.after != self.before or self.assigned_wamid or self.assigned_wa_id
 
-    def take(self, wamid: str, sender: str, recipient_id: str) -> bool:
-        """Whether a status (wamid, sender) belongs here; records a first wamid / wa_id."""
-        if self.sender != sender:
+    def take(
+        self, wamid: str, sender: str, recipient_id: str, provider: SenderProvider
+    ) -> bool:
+        """Whether a status (wamid, sender, provider) belongs here; records a first wamid /
+        wa_id."""
+        if self.sender != sender or self.provider != provider:
             return False
         if self.provider_message_id is None:
             self.provider_message_id = wamid
@@ -94,7 +100,10 @@ def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMess
         if message is None and (callback_id := parse_uuid_or_none(status.callback_data)):
             message = messages.get(callback_id)
         if message is not None and message.take(
-            status.provider_message_id, status.phone_number_id, status.recipient_id
+            status.provider_message_id,
+            status.phone_number_id,
+            status.recipient_id,
+            status.provider,
         ):
             status.message_id = message.id
             by_wamid[status.provider_message_id] = message
@@ -152,7 +161,10 @@ class StatusBatch:
             if message is None and (cid := parse_uuid_or_none(update.callback_data)):
                 message = self.messages.get(cid)
             if message is not None and message.take(
-                update.provider_message_id, update.phone_number_id, update.recipient_id
+                update.provider_message_id,
+                update.phone_number_id,
+                update.recipient_id,
+                update.provider,
             ):
                 self.target[i] = message
                 by_wamid[update.provider_message_id] = message

@@ -104,7 +104,7 @@ class StatusApplication:
 _LOCK_MESSAGES = """
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
-           m.rejection_reason, m.hold_reason, r.sender_phone_number_id
+           m.rejection_reason, m.hold_reason, r.sender_phone_number_id, m.provider
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
     WHERE {match}
     ORDER BY m.id
@@ -132,8 +132,8 @@ ANY_MESSAGE_WITH = text("""
           SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))
     LIMIT 1
 """)
-# Any provider's: a message's orphans are the statuses naming its provider id (Meta's wamids and
-# Twilio's SIDs never look alike) or its id as callback data.
+# A message's orphans are the statuses naming its provider id or its id as callback data, looked
+# up whoever reported them; matching (domain.status_matching) then keeps only its provider's.
 ORPHANS_FOR = text("""
     SELECT id, provider, provider_message_id, status, provider_timestamp, phone_number_id,
            callback_data, recipient_id, errors
@@ -179,11 +179,12 @@ SET_EVENT_OUTCOMES = text("""
 
 _STATES = {state.value: state for state in MessageState}
 _REASONS = {reason.value: reason for reason in RejectionReason}
+_PROVIDERS = {provider.value: provider for provider in SenderProvider}
 
 
 def _message(row: Any) -> MatchedMessage:
     """A locked message from a row of _LOCK_MESSAGES (unpacked in its column order: reading
-    fifteen columns by name and the enums by call was a sixth of ApplyStatus's CPU)."""
+    sixteen columns by name and the enums by call was a sixth of ApplyStatus's CPU)."""
     (
         message_id,
         provider_message_id,
@@ -200,6 +201,7 @@ def _message(row: Any) -> MatchedMessage:
         rejection_reason,
         hold_reason,
         sender,
+        provider,
     ) = row
     state = _STATES[state_value]
     lifecycle = Lifecycle(
@@ -224,6 +226,7 @@ def _message(row: Any) -> MatchedMessage:
         wa_id=wa_id,
         before=lifecycle,
         after=lifecycle,
+        provider=_PROVIDERS[provider],
     )
 
 

@@ -140,6 +140,44 @@ async def test_a_batch_of_metas_and_twilios_statuses_applies_each_as_its_provide
             ("meta", run.wamids[2], "read"),
         ]
     )
+    # The Meta status naming the SID stays an orphan of no message, in this batch and the next.
+    meta_on_sid = (
+        "SELECT outcome, message_id FROM status_event"
+        " WHERE provider = 'meta' AND provider_message_id = %s"
+    )
+    assert rows(database_url, meta_on_sid, sid) == [("orphaned", None)]
+    assert await apply(sessions, replace(update(sid, "failed", 6), provider=twilio)) == [
+        A.AFTER_TERMINAL
+    ]
+    assert rows(database_url, meta_on_sid, sid) == [("orphaned", None)]
+    assert message(database_url, run.message_ids[1])["state"] == "read"
+
+
+async def test_a_status_of_one_provider_never_moves_the_other_providers_message(
+    sessions: async_sessionmaker[AsyncSession], database_url: str, run: SeededRun
+) -> None:
+    # Held or fresh, in one batch or across two: a Meta `failed` naming a Twilio message's SID
+    # (or carrying its id as callback data) is Meta's orphan; it neither fails the message nor
+    # overtakes the Twilio status that came first.
+    sid = "SM" + "3" * 32
+    mid = run.message_ids[1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE invite_message SET provider = 'twilio', provider_message_id = %s WHERE id = %s",
+            [sid, mid],
+        )
+    twilio = SenderProvider.TWILIO
+    meta_failed = update(sid, "failed", 4, callback=str(mid))
+    outcomes = await apply(sessions, replace(update(sid, "read", 2), provider=twilio), meta_failed)
+    assert outcomes == [A.APPLIED, A.ORPHANED]
+    assert await apply(sessions, replace(update(sid, "delivered", 1), provider=twilio)) == [A.STALE]
+    assert message(database_url, mid)["state"] == "read"
+    recorded = rows(database_url, "SELECT provider, status, outcome, message_id FROM status_event")
+    assert sorted(recorded) == [
+        ("meta", "failed", "orphaned", None),
+        ("twilio", "delivered", "stale", mid),
+        ("twilio", "read", "applied", mid),
+    ]
 
 
 async def test_read_without_delivered_fills_delivered_at(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from common.vocabulary import ApplyOutcome, MessageState
+from common.vocabulary import ApplyOutcome, MessageState, SenderProvider
 from dispatch_service.domain.lifecycle import Lifecycle, ProviderStatus, StatusUpdate
 from dispatch_service.domain.status_matching import (
     HeldStatus,
@@ -59,6 +59,23 @@ def test_a_status_for_another_sender_number_never_matches() -> None:
     assert batch.target == {}
     assert batch.unmatched_wamids() == ["wamid.C"]
     assert batch.replay(skip=set()) == {0: ApplyOutcome.ORPHANED}
+
+
+def test_a_status_of_another_provider_never_matches_held_or_fresh() -> None:
+    twilio = message("SM" + "1" * 32)
+    twilio.provider = SenderProvider.TWILIO
+    by_sid = update("SM" + "1" * 32, "failed")  # Meta's, by provider id
+    by_callback = update("wamid.Z", "failed", callback=str(twilio.id))
+    batch = batch_for([by_sid, by_callback], twilio)
+    assert batch.target == {}
+    held = [
+        HeldStatus(1, twilio.provider_message_id or "", SENDER, "", "", ProviderStatus("read", T0))
+    ]
+    match_held(held, {twilio.id: twilio})
+    assert held[0].message_id is None
+    held[0].provider = SenderProvider.TWILIO
+    match_held(held, {twilio.id: twilio})
+    assert held[0].message_id == twilio.id
 
 
 def test_the_second_copy_of_a_status_in_a_batch_is_not_replayed() -> None:
