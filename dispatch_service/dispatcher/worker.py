@@ -321,6 +321,9 @@ class Dispatcher:
         for run in self._runs:
             if run.id not in self._stopped_runs:
                 by_sender[run.sender].append(run)
+        # A sender with nothing to claim here any more (its runs paused, cancelled, or sent
+        # by another replica) has no backlog: the time until its next run is idle, not lost.
+        self._backlogged.intersection_update(by_sender)
         if not by_sender:
             return self.config.poll_seconds
         waits = []

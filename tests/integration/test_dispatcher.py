@@ -539,6 +539,40 @@ async def test_schedule_time_a_busy_worker_lost_is_counted_and_an_idle_senders_i
     assert after_idle < 0.5, after_idle  # the idle second (and more) is not a loss
 
 
+async def test_a_sender_whose_run_was_paused_mid_send_is_idle_not_behind(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # The run is paused (the token expired) while each claim still leaves messages due, and
+    # resumed a second later. That second was idle, not schedule time the worker lost.
+    world = seed_world(database_url, [f"+1415779{n:04d}" for n in range(200)])
+    token_expired = False
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        if token_expired:
+            return graph_error(190, 401, "Access token has expired")
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    rate = RateSettings(messages_per_second=200, headroom=0.1, horizon_seconds=0.1)
+    async with running(sessions, fake, rate=rate, claim_batch_size=10):
+        run = (await precheck_and_start(sessions, world)).run
+        await wait_for(lambda: len(fake.sends) >= 40, what="the first sends")
+        token_expired = True
+
+        async def paused() -> bool:
+            return await run_state(sessions, run.id) == "paused"
+
+        await wait_for(paused, what="the run paused")
+        await asyncio.sleep(1.0)
+        token_expired = False
+        before = lapsed_total()
+        await resume_run(sessions, run_command(world.parent_admin, str(run.id)))
+        await wait_for(completed(sessions, run.id), what="the run sent after its resume")
+        lapsed = lapsed_total() - before
+
+    assert lapsed < 0.5, lapsed  # counted as lost, the paused second (and more) would show
+
+
 async def test_messages_whose_marks_come_due_together_share_one_statement(
     database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
 ) -> None:
