@@ -26,7 +26,6 @@ message whose request may have left is ever ambiguous.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,9 +71,12 @@ class ClaimedMessage:
     lease: datetime | None = None
     """The lease this replica holds the message under (the claim's, then the mark's): a give
     back only touches the message while it still holds exactly this lease."""
-    claimed_at: float = 0.0
-    """When the claim that took it began (time.monotonic()): its slot is from the schedule as
-    it was then, so a 130429 recorded since makes it a slot at the old rate."""
+    claimed_at: datetime | None = None
+    """When its claim locked the sender's schedule (the database's clock): its slot is from
+    the schedule as it was then, so a 130429 recorded under a later lock of the same row
+    makes it a slot at the old rate. One row lock orders the two, so the database's clock
+    compares them exactly (this process's clock would date the claim by when it asked, before
+    a wait for that lock)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,6 @@ async def claim(
 ) -> ClaimResult:
     """Claim up to `limit` due messages of `run` (one transaction; see the module docstring),
     into slots no sooner than `lead_seconds` from now (domain.send_rate)."""
-    began = time.monotonic()
     async with sessions() as session, session.begin():
         reservation = await limiter.reserve(session, run.sender, limit, lead_seconds)
         outage = reservation.outage is not None
@@ -157,7 +158,7 @@ async def claim(
             probe=outage,
             language=c.language,
             lease=slot + lease,
-            claimed_at=began,
+            claimed_at=reservation.db_now,
         )
         for c, slot in zip(sendable, slots, strict=True)
     ]

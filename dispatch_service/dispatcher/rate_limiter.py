@@ -187,8 +187,9 @@ class SenderRateLimiter:
         if ended:
             log.warning("provider outage for sender %s is over: sending again", sender)
 
-    async def throttle(self, sessions: async_sessionmaker[AsyncSession], sender: str) -> None:
-        """The provider said 130429: halve the sender's rate (once per interval) and pause it."""
+    async def throttle(self, sessions: async_sessionmaker[AsyncSession], sender: str) -> datetime:
+        """The provider said 130429: halve the sender's rate (once per interval) and pause it.
+        Returns when it locked the schedule to do so (the database's clock)."""
         async with sessions() as session, session.begin():
             locked = await lock_schedule(session, sender)
             db_now = locked.db_now
@@ -197,6 +198,7 @@ class SenderRateLimiter:
         rate = effective_rate(lowered, db_now, self.settings)
         CURRENT_RATE.labels(sender).set(rate)
         log.warning("sender %s throttled (130429): rate now %.1f/s", sender, rate)
+        return db_now
 
 
 def is_outage_failure(outcome: SendOutcome) -> bool:

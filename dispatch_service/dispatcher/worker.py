@@ -222,9 +222,10 @@ class Dispatcher:
         self._turn: dict[str, int] = defaultdict(int)
         self._claim_at: dict[str, float] = {}
         """When each sender is next worth a claim (time.monotonic())."""
-        self._throttled_at: dict[str, float] = {}
-        """When this replica last lowered each sender's shared rate after a 130429
-        (time.monotonic()): messages it claimed before then are given back unsent."""
+        self._throttled_at: dict[str, datetime] = {}
+        """When this replica last lowered each sender's shared rate after a 130429 (the
+        database's clock, under the schedule's lock): messages it claimed under an earlier lock
+        are given back unsent."""
         self._backlogged: set[str] = set()
         """Senders whose last claim here took messages and left more due: if the next claim
         finds their schedule lapsed, those slots were lost (SCHEDULE_LAPSED)."""
@@ -480,7 +481,8 @@ class Dispatcher:
         rate the provider just refused. It is given back and claimed again on the lowered,
         paused schedule. (Other replicas learn of the 130429 at their next claim.)"""
         throttled = self._throttled_at.get(message.run.sender)
-        return throttled is not None and message.claimed_at < throttled
+        claimed = message.claimed_at
+        return throttled is not None and claimed is not None and claimed < throttled
 
     def _watch(self, sender: str, outcome: SendOutcome) -> None:
         """Count provider failures; declare or end the sender's outage (a short write)."""
@@ -601,8 +603,7 @@ class Dispatcher:
         observe(batch, effects)
         self._stopped_runs |= effects.paused_runs
         for sender in effects.throttled_senders:
-            await self.limiter.throttle(self.sessions, sender)
-            self._throttled_at[sender] = time.monotonic()
+            self._throttled_at[sender] = await self.limiter.throttle(self.sessions, sender)
 
     # --- reconciling ----------------------------------------------------------------------
 

@@ -58,9 +58,7 @@ class MatchedMessage:
         """Whether the message must be written back."""
         return self.after != self.before or self.assigned_wamid or self.assigned_wa_id
 
-    def take(
-        self, wamid: str, sender: str, recipient_id: str, provider: SenderProvider
-    ) -> bool:
+    def take(self, wamid: str, sender: str, recipient_id: str, provider: SenderProvider) -> bool:
         """Whether a status (wamid, sender, provider) belongs here; records a first wamid /
         wa_id."""
         if self.sender != sender or self.provider != provider:

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.engine import driver_autocommit, outside_transaction
+from dispatch_service.dispatcher import rate_limiter as rate_limiter_module
 from dispatch_service.dispatcher import worker as worker_module
 from dispatch_service.dispatcher.claims import ClaimedMessage, ClaimSettings, claim
 from dispatch_service.dispatcher.rate_limiter import OutagePolicy, SenderRateLimiter
@@ -31,7 +32,7 @@ from dispatch_service.domain.retry import Backoff
 from dispatch_service.domain.send_rate import RateSettings
 from dispatch_service.persistence.claims import ActiveRun, active_runs
 from dispatch_service.persistence.message_transitions import mark_attempting
-from dispatch_service.persistence.rate_limit import lock_schedule
+from dispatch_service.persistence.rate_limit import lock_schedule, save_schedule
 from dispatch_service.providers.base import NotSent, SendOutcome, TemplateSend
 from dispatch_service.use_cases.reads import get_run_status
 from dispatch_service.use_cases.runs import cancel_run, resume_run, run_command
@@ -417,6 +418,41 @@ async def test_after_a_130429_slots_claimed_at_the_old_rate_are_given_back_not_s
     assert len(after) <= 15, len(after)
     assert len(fake.sends) == 151  # every message once, the refused one twice
     assert {r["state"] for r in (await messages(sessions)).values()} == {"sent"}
+
+
+async def test_a_claim_that_waited_for_a_throttles_lock_is_dated_after_it(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    # The worker gives back what it claimed before it recorded a 130429 (slots of the old
+    # rate) and keeps what it claimed after. A claim that asks while the throttle holds the
+    # sender's schedule row waits for it and takes slots of the lowered schedule: it must be
+    # dated after the throttle, though it began before the throttle had committed.
+    world = seed_world(database_url, PHONES[:6])
+    run = (await precheck_and_start(sessions, world)).run
+    (active,) = [r for r in await _active_runs(sessions) if r.id == run.id]
+    limiter = SenderRateLimiter(RateSettings(messages_per_second=500, horizon_seconds=2.0))
+    replica = ClaimSettings(owner="replica", claim_lease_seconds=30.0)
+    saved, release = asyncio.Event(), asyncio.Event()
+
+    async def save_then_hold(session: AsyncSession, *args: Any, **kwargs: Any) -> None:
+        await save_schedule(session, *args, **kwargs)
+        if kwargs.get("throttled"):  # the throttle's transaction stays open until released
+            saved.set()
+            await release.wait()
+
+    monkeypatch.setattr(rate_limiter_module, "save_schedule", save_then_hold)
+    before = await claim(sessions, limiter, active, 2, replica)
+    throttling = asyncio.create_task(limiter.throttle(sessions, active.sender))
+    await saved.wait()
+    waiting = asyncio.create_task(claim(sessions, limiter, active, 2, replica))
+    await asyncio.sleep(0.2)  # the claim has begun and waits for the row
+    release.set()
+    throttled_at = await throttling
+    during = await waiting
+
+    assert len(before.messages) == len(during.messages) == 2
+    assert all(m.claimed_at is not None and m.claimed_at < throttled_at for m in before.messages)
+    assert all(m.claimed_at is not None and m.claimed_at > throttled_at for m in during.messages)
 
 
 async def test_a_run_started_while_the_worker_waits_is_claimed_on_its_signal(
