@@ -234,6 +234,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._claim_log = OutageLog(log, "claiming messages")
         self._write_log = OutageLog(log, "writing send results")
+        self._throttle_log = OutageLog(log, "lowering a sender's rate after a 130429")
         self._reconcile_log = OutageLog(log, "reconciliation")
         bind = sessions.kw.get("bind")
         self.wakeups = None
@@ -603,7 +604,14 @@ class Dispatcher:
         observe(batch, effects)
         self._stopped_runs |= effects.paused_runs
         for sender in effects.throttled_senders:
-            self._throttled_at[sender] = await self.limiter.throttle(self.sessions, sender)
+            # The results are committed: a failure here must not reach _write, whose retry
+            # would write them (and count them) again. The rate stays as it was until the
+            # provider's next 130429, which lowers it then.
+            try:
+                self._throttled_at[sender] = await self.limiter.throttle(self.sessions, sender)
+                self._throttle_log.succeeded()
+            except Exception as error:
+                self._throttle_log.failed(error)
 
     # --- reconciling ----------------------------------------------------------------------
 

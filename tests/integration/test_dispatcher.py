@@ -455,6 +455,40 @@ async def test_a_claim_that_waited_for_a_throttles_lock_is_dated_after_it(
     assert all(m.claimed_at is not None and m.claimed_at > throttled_at for m in during.messages)
 
 
+async def test_a_throttle_that_fails_after_the_results_committed_never_writes_them_again(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    # The 130429's result is committed, then lowering the rate fails (the database blinked):
+    # the batch is not written a second time, and the run still completes.
+    written: Counter[uuid.UUID] = Counter()
+
+    async def counted(session: AsyncSession, batch: list[Result], *args: Any) -> Any:
+        written.update(r.message.id for r in batch)
+        return await write_results(session, batch, *args)
+
+    async def unreachable(*args: Any) -> datetime:
+        raise psycopg.OperationalError("the database is away")
+
+    monkeypatch.setattr(worker_module, "write_results", counted)
+    monkeypatch.setattr(SenderRateLimiter, "throttle", unreachable)
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        if len(fake.sends) == 3:
+            return graph_error(130429, title="Rate limit hit")
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    world = seed_world(database_url, PHONES[:6])
+    run = (await precheck_and_start(sessions, world)).run
+    async with running(sessions, fake):
+        await wait_for(completed(sessions, run.id), what="run completed")
+
+    assert len(fake.sends) == 7  # every message once, the refused one twice
+    refused = [m for m, n in written.items() if n > 1]
+    assert len(refused) == 1  # its 130429, then its acceptance
+    assert written[refused[0]] == 2, written
+
+
 async def test_a_run_started_while_the_worker_waits_is_claimed_on_its_signal(
     database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
 ) -> None:
