@@ -21,7 +21,10 @@ How a batch is applied (:func:`apply_status_updates`):
    status), ON CONFLICT DO NOTHING): a conflict is a duplicate and changes nothing, so the same
    (message, status) never makes a second transition, even across ingestors. `provider` is who
    reported it (the update's, from its receipt): a batch holding both Meta's and Twilio's
-   statuses is applied as one part per provider, in the one transaction.
+   statuses is applied as one part per provider, in the one transaction. Such a batch first
+   locks every message its statuses name in one statement (id order across providers), and
+   every part takes its row locks (step 1) before any takes an advisory lock (step 2), as the
+   dispatcher does; a status only matches a message of its own provider.
 4. Per message, orphans held from earlier batches and then the new statuses are replayed in
    arrival order through the lifecycle rules, and each changed message is written back by one
    bulk UPDATE (which also fires the run-counter triggers).
@@ -403,20 +406,47 @@ async def apply_status_updates(
     parts: dict[SenderProvider, list[int]] = {}
     for i, update in enumerate(updates):
         parts.setdefault(update.provider, []).append(i)
+    # One part per provider, in one order (concurrent batches lock alike). Every part takes its
+    # row locks before any part takes an advisory lock, as the dispatcher's writes do (their
+    # messages first, then the ids they store): otherwise a part holding a wamid's lock could
+    # wait for a message the dispatcher holds while the dispatcher waits for that wamid.
+    batches = {
+        provider: StatusBatch([updates[i] for i in parts[provider]]) for provider in sorted(parts)
+    }
+    if len(batches) > 1:
+        await _lock_known(session, {p: b.wamids() for p, b in batches.items()})
+    for provider, batch in batches.items():
+        await _match_batch(session, batch, provider)
+    for provider, batch in batches.items():
+        await _guard_unmatched(session, batch, provider)
     results: dict[int, StatusApplication] = {}
-    for provider, indexes in sorted(parts.items()):  # one order: concurrent batches lock alike
-        part = await _apply_part(session, [updates[i] for i in indexes], provider, defer_seconds)
-        results.update(zip(indexes, part, strict=True))
+    for provider, batch in batches.items():
+        part = await _apply_part(session, batch, provider, defer_seconds)
+        results.update(zip(parts[provider], part, strict=True))
     return [results[i] for i in range(len(updates))]
 
 
+async def _lock_known(session: AsyncSession, wamids: dict[SenderProvider, list[str]]) -> None:
+    """Lock the messages several providers' statuses name, in one statement and so in id order
+    (as the dispatcher locks a batch of any providers' messages); each part's own lock then
+    finds them held already."""
+    match = " OR ".join(
+        f"(m.provider = :p{n} AND m.provider_message_id = ANY(ARRAY("
+        f"SELECT jsonb_array_elements_text(CAST(:w{n} AS jsonb)))))"
+        for n in range(len(wamids))
+    )
+    params: dict[str, str] = {}
+    for n, (provider, ids) in enumerate(wamids.items()):
+        params[f"p{n}"], params[f"w{n}"] = provider.value, json_param(ids)
+    await session.execute(text(_LOCK_MESSAGES.format(match=match)), params)
+
+
 async def _apply_part(
-    session: AsyncSession, updates: Sequence[StatusUpdate], provider: str, defer_seconds: float
+    session: AsyncSession, batch: StatusBatch, provider: str, defer_seconds: float
 ) -> list[StatusApplication]:
-    """Apply statuses all reported by `provider` (apply_status_updates)."""
-    batch = StatusBatch(updates)
-    await _match_batch(session, batch, provider)
-    await _guard_unmatched(session, batch, provider)
+    """Apply statuses all reported by `provider`, their messages matched and the unmatched
+    guarded (apply_status_updates)."""
+    updates = batch.updates
     held = await _replay_held(session, batch)
     outcomes = batch.replay(skip=set())
     inserted = await _insert_events(session, batch, outcomes, provider)

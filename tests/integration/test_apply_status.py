@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,7 +18,11 @@ from common.vocabulary import ApplyOutcome, SenderProvider
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.messaging_limit import LimitAnnouncement
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
-from dispatch_service.persistence.status import apply_orphaned_statuses
+from dispatch_service.persistence.status import (
+    WAMID_LOCK_CLASS,
+    apply_orphaned_statuses,
+    wamid_lock_key,
+)
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
 from tests.status_support import SENDER, SeededRun, seed_run, seed_workspace
 
@@ -178,6 +184,46 @@ async def test_a_status_of_one_provider_never_moves_the_other_providers_message(
         ("twilio", "delivered", "stale", mid),
         ("twilio", "read", "applied", mid),
     ]
+
+
+async def test_a_mixed_batch_takes_its_message_locks_before_any_wamid_lock(
+    sessions: async_sessionmaker[AsyncSession], database_url: str, run: SeededRun
+) -> None:
+    # The dispatcher's write locks its batch's messages (any provider's, in id order), then
+    # the wamids it stores. A batch of Meta's and Twilio's statuses does the same: while the
+    # "dispatcher" below holds the Twilio message, the batch waits for it holding no wamid's
+    # lock, so the dispatcher can take the lock of the wamid the batch's Meta status names.
+    # (Meta's part first locking that wamid, then waiting for the Twilio message, was a
+    # deadlock: Postgres broke it after a second by failing one of the two.)
+    sid, unknown = "SM" + "4" * 32, "wamid.NOT-YET-STORED"
+    twilio_message = run.message_ids[1]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE invite_message SET provider = 'twilio', provider_message_id = %s WHERE id = %s",
+            [sid, twilio_message],
+        )
+    retries = REGISTRY.get_sample_value("invites_apply_status_retries_total") or 0.0
+    async with await psycopg.AsyncConnection.connect(database_url) as dispatcher:
+        await dispatcher.execute(
+            "SELECT id FROM invite_message WHERE id = %s FOR UPDATE", [twilio_message]
+        )
+        batch = asyncio.create_task(
+            apply(
+                sessions,
+                update(unknown, "delivered", 1),
+                replace(update(sid, "read", 2), provider=SenderProvider.TWILIO),
+            )
+        )
+        await asyncio.sleep(0.3)  # the batch waits for the Twilio message
+        assert not batch.done()
+        await dispatcher.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", [WAMID_LOCK_CLASS, wamid_lock_key(unknown)]
+        )
+        await dispatcher.commit()
+    assert await batch == [A.ORPHANED, A.APPLIED]
+    assert message(database_url, twilio_message)["state"] == "read"
+    # Applied at its first attempt: no deadlock was broken by failing it and running it again.
+    assert (REGISTRY.get_sample_value("invites_apply_status_retries_total") or 0.0) == retries
 
 
 async def test_read_without_delivered_fills_delivered_at(
