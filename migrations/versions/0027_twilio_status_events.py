@@ -55,7 +55,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # The code before this revision records and looks up everything as Meta's.
+    # The code before this revision records and looks up everything as Meta's. A status
+    # recorded both ways (an older and a newer ingestor while they were replaced) keeps its
+    # Meta row: the Twilio one would break the unique key once renamed.
+    op.execute("""
+        DELETE FROM status_event t USING status_event m
+        WHERE t.provider = 'twilio' AND m.provider = 'meta'
+          AND m.provider_message_id = t.provider_message_id AND m.status = t.status
+    """)
     op.execute("UPDATE status_event SET provider = 'meta' WHERE provider = 'twilio'")
     op.execute("UPDATE invite_message SET provider = 'meta' WHERE provider = 'twilio'")
     op.execute("""

@@ -112,3 +112,19 @@ def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
     assert messages == {sid: "twilio", moved: "meta", unsent: "twilio", meta.message_ids[0]: "meta"}
     assert events == {sid: "twilio", moved: "meta", meta.message_ids[0]: "meta"}
     assert spec == ("twilio",)
+
+    # Back to 0026 after a status was recorded twice, as Meta's by an ingestor from before the
+    # provider field and as Twilio's by a newer one: the old code holds one of them, Meta's.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO status_event (provider, provider_message_id, status, provider_timestamp,"
+            " message_id, phone_number_id, outcome)"
+            " SELECT 'meta', provider_message_id, status, provider_timestamp, message_id,"
+            " phone_number_id, outcome FROM status_event WHERE provider = 'twilio'"
+        )
+    downgrade(url, "0026")
+    with psycopg.connect(url) as conn:
+        providers = conn.execute(
+            "SELECT provider, count(*) FROM status_event GROUP BY 1"
+        ).fetchall()
+    assert providers == [("meta", 3)]

@@ -126,3 +126,13 @@ def test_a_group_131050_blocks_the_participant_never_the_group_id() -> None:
     )
     (opt_out,) = collect_opt_outs(command, [StatusApplication(ApplyOutcome.ORPHANED)])
     assert (opt_out.phone_e164, opt_out.user_id) == ("+5511999990001", "BR.1502576394655843")
+
+
+def test_a_status_names_its_provider_and_an_unknown_one_is_refused() -> None:
+    # Empty is Meta (ingestors older than the field); anything else must be a provider we know.
+    statuses = [_failed(), _failed(provider="twilio"), _failed(provider="telegram")]
+    with pytest.raises(InvalidArgument) as refused:
+        to_command(pb.ApplyStatusRequest(statuses=statuses))
+    assert [v.field for v in refused.value.violations] == ["statuses[2].provider"]
+    command = to_command(pb.ApplyStatusRequest(statuses=statuses[:2]))
+    assert [s.provider.value for s in command.statuses] == ["meta", "twilio"]
