@@ -170,6 +170,24 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class _Lapse:
+    """One round of claims for a sender: the schedule time it lost since its previous round
+    here, counted once, from the round's first claim that took messages, when the previous
+    round left messages due in any of its runs (SCHEDULE_LAPSED; a sender that was idle lost
+    nothing)."""
+
+    sender: str
+    backlogged: bool
+    took: bool = False
+
+    def claimed(self, result: ClaimResult) -> None:
+        if result.messages and not self.took:
+            self.took = True
+            if self.backlogged:
+                SCHEDULE_LAPSED.labels(self.sender).inc(result.lapsed_seconds)
+
+
 class Dispatcher:
     """Claims, sends and records invite messages until stopped."""
 
@@ -341,6 +359,7 @@ class Dispatcher:
 
     async def _claim_for_sender(self, sender: str, runs: Sequence[ActiveRun]) -> float:
         start = self._turn[sender]
+        lapse = _Lapse(sender, sender in self._backlogged)
         for offset in range(len(runs)):
             free = self._free()
             if free <= 0 or self._stopping.is_set():
@@ -365,30 +384,27 @@ class Dispatcher:
                 self.outages.in_outage.discard(sender)
             for message in result.messages:
                 self._schedule(message)
-            self._count_lapse(sender, result)
+            lapse.claimed(result)
             # The wait is counted from the claim's lock: less what the claim took since.
             wait = max(0.001, result.wait_seconds - took) if result.wait_seconds > 0 else 0.0
             if result.messages and not result.exhausted:
                 self._turn[sender] = start + offset + 1
+                self._backlog(sender, not result.outage)  # this run has more due
                 return wait  # the run has more: once the sender has slots again
             if not result.messages and wait > 0:
+                # No slot yet: when an earlier run took this round's slots, this one is due.
+                self._backlog(sender, lapse.took or None)
                 return wait  # no slot for this sender yet
         self._turn[sender] = start + 1
+        self._backlog(sender, False)  # every run was sent out, stopped or held
         return self.config.poll_seconds
 
-    def _count_lapse(self, sender: str, result: ClaimResult) -> None:
-        """Count the schedule time a sender lost since its last claim here, when that claim
-        left messages due (SCHEDULE_LAPSED; a sender that was idle lost nothing)."""
-        if not result.messages:
-            if result.exhausted or not result.run_active:
-                self._backlogged.discard(sender)
-            return  # no slot yet: the backlog stays as it was
-        if sender in self._backlogged:
-            SCHEDULE_LAPSED.labels(sender).inc(result.lapsed_seconds)
-        if result.exhausted or result.outage:
-            self._backlogged.discard(sender)
-        else:
+    def _backlog(self, sender: str, due: bool | None) -> None:
+        """Whether the sender leaves this round with messages due (None: as it was)."""
+        if due is True:
             self._backlogged.add(sender)
+        elif due is False:
+            self._backlogged.discard(sender)
 
     def _free(self) -> int:
         return self.config.concurrency - self._reserved

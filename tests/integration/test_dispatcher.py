@@ -643,6 +643,37 @@ async def test_a_sender_whose_run_was_paused_mid_send_is_idle_not_behind(
     assert lapsed < 0.5, lapsed  # counted as lost, the paused second (and more) would show
 
 
+async def test_a_senders_lapse_is_counted_while_another_of_its_runs_has_nothing_due(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Two runs of one sender: the first has nothing due (its one message's outcome is unknown,
+    # so it stays `sending` and the run open), the second has 120 messages. Every claim round
+    # of the sender meets the first run's empty claim before the second's. The worker stalls
+    # for 0.5 s mid-way: that loss is the second run's, and is counted.
+    stalled_once: list[bool] = []
+    idle = seed_world(database_url, ["+14157760000"])
+    busy = seed_world(database_url, [f"+1415776{n:04d}" for n in range(1, 121)])
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response | Exception:
+        if body["to"] == "14157760000":
+            return httpx.ReadTimeout("no answer")  # ambiguous: `sending` until settled
+        if len(fake.sends) == 40 and not stalled_once:
+            stalled_once.append(True)
+            time.sleep(0.5)  # blocking on purpose: the whole worker stalls
+        return accept(body, before)
+
+    fake = FakeMeta(script=script)
+    first = (await precheck_and_start(sessions, idle)).run
+    second = (await precheck_and_start(sessions, busy)).run
+    rate = RateSettings(messages_per_second=200, headroom=0.1, horizon_seconds=0.1)
+    async with running(sessions, fake, rate=rate, claim_batch_size=10):
+        before = lapsed_total()
+        await wait_for(completed(sessions, second.id), what="the second run sent")
+        lapsed = lapsed_total() - before
+    assert await run_state(sessions, first.id) != "completed"
+    assert lapsed >= 0.25, lapsed  # 0.5 s stalled, less the slots claimed ahead of it
+
+
 async def test_messages_whose_marks_come_due_together_share_one_statement(
     database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
 ) -> None:
