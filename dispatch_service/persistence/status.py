@@ -113,12 +113,17 @@ _LOCK_MESSAGES = """
     ORDER BY m.id
     FOR UPDATE OF m
 """
-LOCK_BY_PROVIDER_ID = text(
-    _LOCK_MESSAGES.format(
-        match="m.provider = :provider AND m.provider_message_id = ANY(ARRAY("
-        "SELECT jsonb_array_elements_text(CAST(:wamids AS jsonb))))"
+
+
+def _by_provider_ids(key: str = "") -> str:
+    """_LOCK_MESSAGES's match for one provider's message ids (:provider<key>, :wamids<key>)."""
+    return (
+        f"(m.provider = :provider{key} AND m.provider_message_id = ANY(ARRAY("
+        f"SELECT jsonb_array_elements_text(CAST(:wamids{key} AS jsonb)))))"
     )
-)
+
+
+LOCK_BY_PROVIDER_ID = text(_LOCK_MESSAGES.format(match=_by_provider_ids()))
 LOCK_BY_ID = text(
     _LOCK_MESSAGES.format(
         match="m.id = ANY(CAST(ARRAY("
@@ -292,7 +297,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
     return [
         HeldStatus(
             id=row.id,
-            provider=SenderProvider(row.provider),
+            provider=_PROVIDERS[row.provider],
             provider_message_id=row.provider_message_id,
             phone_number_id=row.phone_number_id,
             callback_data=row.callback_data,
@@ -430,14 +435,10 @@ async def _lock_known(session: AsyncSession, wamids: dict[SenderProvider, list[s
     """Lock the messages several providers' statuses name, in one statement and so in id order
     (as the dispatcher locks a batch of any providers' messages); each part's own lock then
     finds them held already."""
-    match = " OR ".join(
-        f"(m.provider = :p{n} AND m.provider_message_id = ANY(ARRAY("
-        f"SELECT jsonb_array_elements_text(CAST(:w{n} AS jsonb)))))"
-        for n in range(len(wamids))
-    )
+    match = " OR ".join(_by_provider_ids(str(n)) for n in range(len(wamids)))
     params: dict[str, str] = {}
     for n, (provider, ids) in enumerate(wamids.items()):
-        params[f"p{n}"], params[f"w{n}"] = provider.value, json_param(ids)
+        params[f"provider{n}"], params[f"wamids{n}"] = provider.value, json_param(ids)
     await session.execute(text(_LOCK_MESSAGES.format(match=match)), params)
 
 
