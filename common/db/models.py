@@ -734,6 +734,7 @@ class InviteMessage(Base):
         one_of("state", MessageState),
         one_of("rejection_reason", RejectionReason),
         one_of("hold_reason", HoldReason),
+        one_of("provider", SenderProvider),
         CheckConstraint("attempt_count >= 0", name="attempt_count_not_negative"),
         CheckConstraint(
             "state <> 'blocked' OR rejection_reason IS NOT NULL", name="blocked_has_reason"
@@ -1065,6 +1066,7 @@ class StatusEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_message_id", "status"),
         one_of("outcome", ApplyOutcome),
+        one_of("provider", SenderProvider),
         Index(
             "ix_status_event_orphaned",
             "provider_message_id",

@@ -270,11 +270,21 @@ def test_one_status_event_per_provider_message_id_and_status(world: World) -> No
         )
 
 
+def test_a_status_events_provider_is_checked(world: World) -> None:
+    """A misspelt provider would never match a message (0028)."""
+    with pytest.raises(errors.CheckViolation):
+        world.conn.execute(
+            "INSERT INTO status_event (provider, provider_message_id, status, provider_timestamp,"
+            " outcome) VALUES ('Twilio', 'SM1', 'delivered', now(), 'orphaned')"
+        )
+
+
 @pytest.mark.parametrize(
     ("table", "column", "value"),
     [
         ("invite_message", "state", "delivered_maybe"),
         ("invite_message", "rejection_reason", "felt_like_it"),
+        ("invite_message", "provider", "whatsapp"),
         ("invite_send_run", "state", "running"),
         ("membership", "role", "owner"),
         ("template", "status", "approved"),
