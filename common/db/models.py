@@ -1062,6 +1062,9 @@ class StatusEvent(Base):
     outcome: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An orphan's pricing block (billable, category, model, type), recorded on its message when
+    # it is matched (migration 0029); NULL for the others, whose message has it already.
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_message_id", "status"),

@@ -47,6 +47,7 @@ from common.vocabulary import (
     SenderProvider,
 )
 from dispatch_service.domain.identities import ProviderContact
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.retry import RetryClass, classify_code
 from dispatch_service.domain.transitions import (
     MESSAGE_TRANSITIONS,
@@ -113,6 +114,9 @@ class StatusUpdate:
     ``failed``)."""
     provider: SenderProvider = SenderProvider.META
     """Who reported it (Meta or Twilio): with ``provider_message_id``, the key of its event."""
+    pricing: Pricing | None = None
+    """The pricing block reported with it (None: none). Kept with the status while it waits
+    for its message (an orphan), so the cost is recorded when it is applied."""
 
 
 @dataclass(frozen=True, slots=True)

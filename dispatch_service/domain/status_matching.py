@@ -30,6 +30,7 @@ from dispatch_service.domain.lifecycle import (
     StatusUpdate,
     apply_status,
 )
+from dispatch_service.domain.pricing import Pricing
 
 
 def is_tracked(status: ProviderStatus) -> bool:
@@ -88,6 +89,8 @@ class HeldStatus:
     message_id: uuid.UUID | None = None
     provider: SenderProvider = SenderProvider.META
     """Who reported it: with the provider message id and status, its event's key."""
+    pricing: Pricing | None = None
+    """The pricing block it was reported with, recorded on its message once it is matched."""
 
 
 def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:

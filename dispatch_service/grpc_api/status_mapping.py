@@ -146,6 +146,7 @@ def _status(check: _Checker, item: pb.StatusUpdate, field: str) -> StatusUpdate:
         participant_user_id=item.participant_user_id.strip(),
         contacts=_contacts(item.contacts),
         provider=check.provider(item.provider, f"{field}.provider"),
+        pricing=_pricing(item),
     )
 
 
@@ -295,7 +296,6 @@ def to_command(request: pb.ApplyStatusRequest) -> ApplyStatusCommand:
             _template_update(check, t, f"template_updates[{i}]")
             for i, t in enumerate(request.template_updates)
         ],
-        pricing=[_pricing(s) for s in request.statuses],
         limit_updates=[
             _limit_update(check, u, f"messaging_limit_updates[{i}]")
             for i, u in enumerate(request.messaging_limit_updates)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -59,6 +59,7 @@ from dispatch_service.domain.lifecycle import (
     ProviderStatus,
     StatusUpdate,
 )
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.status_matching import (
     HeldStatus,
@@ -70,7 +71,10 @@ from dispatch_service.domain.status_matching import (
 )
 from dispatch_service.persistence import run_transitions
 from dispatch_service.persistence.json_param import json_param
-from dispatch_service.persistence.message_transitions import write_provider_statuses
+from dispatch_service.persistence.message_transitions import (
+    record_pricing,
+    write_provider_statuses,
+)
 
 # Namespace of this module's advisory locks (the first key of pg_advisory_xact_lock(int, int)).
 WAMID_LOCK_CLASS = 0x57414D  # "WAM"
@@ -144,7 +148,7 @@ ANY_MESSAGE_WITH = text("""
 # up whoever reported them; matching (domain.status_matching) then keeps only its provider's.
 ORPHANS_FOR = text("""
     SELECT id, provider, provider_message_id, status, provider_timestamp, phone_number_id,
-           callback_data, recipient_id, errors
+           callback_data, recipient_id, errors, pricing
     FROM status_event
     WHERE outcome = 'orphaned'
       AND (provider_message_id = ANY(ARRAY(
@@ -160,14 +164,15 @@ ORPHANS_FOR = text("""
 INSERT_EVENTS = text("""
     INSERT INTO status_event (
         provider, provider_message_id, status, provider_timestamp, message_id, receipt_id,
-        phone_number_id, recipient_id, callback_data, errors, outcome, resolved_at)
+        phone_number_id, recipient_id, callback_data, errors, outcome, resolved_at, pricing)
     SELECT :provider, v.wamid, v.status, v.at, v.message_id,
            (SELECT r.id FROM webhook_receipt r WHERE r.id = v.receipt_id),
            v.pnid, v.recipient, v.callback, v.errors, v.outcome,
-           CASE WHEN v.message_id IS NULL THEN NULL ELSE now() END
+           CASE WHEN v.message_id IS NULL THEN NULL ELSE now() END, v.pricing
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS v(wamid text, status text, at timestamptz, message_id uuid, receipt_id uuid,
-              pnid text, recipient text, callback text, errors jsonb, outcome text)
+              pnid text, recipient text, callback text, errors jsonb, outcome text,
+              pricing jsonb)
     ORDER BY v.wamid, v.status
     ON CONFLICT (provider, provider_message_id, status) DO NOTHING
     RETURNING provider_message_id, status
@@ -305,6 +310,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
             report=ProviderStatus(
                 row.status, row.provider_timestamp, _errors_from_json(row.errors)
             ),
+            pricing=Pricing(**row.pricing) if row.pricing else None,
         )
         for row in rows
     ]
@@ -331,6 +337,8 @@ def _outcome_rows(
 
 
 async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None:
+    """The outcomes of the held statuses that found their message, and the pricing they were
+    reported with (before the batch's own statuses record theirs: they were reported first)."""
     resolved = [o for o in held if o.message_id is not None]
     if resolved:
         rows = _outcome_rows(
@@ -338,6 +346,9 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
             for o in resolved
         )
         await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
+        await record_pricing(
+            session, [(o.message_id, o.pricing) for o in resolved if o.message_id and o.pricing]
+        )
 
 
 # --- the batch ----------------------------------------------------------------------------------
@@ -385,6 +396,12 @@ async def _insert_events(
                 "callback": update.callback_data,
                 "errors": _errors_to_json(update.report.errors),
                 "outcome": outcomes[i].value,
+                # Kept for an orphan only: the others' pricing is recorded on their message now.
+                "pricing": (
+                    asdict(update.pricing)
+                    if update.pricing and outcomes[i] is ApplyOutcome.ORPHANED
+                    else None
+                ),
             }
         )
     result = await session.execute(INSERT_EVENTS, {"provider": provider, "rows": json_param(rows)})

@@ -29,7 +29,6 @@ from dispatch_service.domain.identities import LearnedIdentity, learned_identiti
 from dispatch_service.domain.lifecycle import StatusUpdate, opt_out_source
 from dispatch_service.domain.messaging_limit import LimitAnnouncement
 from dispatch_service.domain.meta_templates import TemplateWebhook
-from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.retry import MARKETING_CAP_DEFER_SECONDS
 from dispatch_service.domain.stop_keywords import (
     InboundText,
@@ -84,8 +83,6 @@ class ApplyStatusCommand:
     preferences: Sequence[PreferenceUpdate] = ()
     inbound_texts: Sequence[InboundText] = ()
     template_updates: Sequence[TemplateWebhook] = ()
-    pricing: Sequence[Pricing | None] = ()
-    """The pricing block reported with each status (by index; shorter or None: none)."""
     limit_updates: Sequence[LimitAnnouncement] = ()
     settle_receipts: Sequence[receipts.Settlement] = ()
     """Webhook receipts to mark applied in the batch's transaction (those another transaction
@@ -178,9 +175,9 @@ async def _apply_once(
     await record_pricing(
         session,
         [
-            (a.message_id, block)
-            for a, block in zip(applications, command.pricing, strict=False)
-            if block is not None and a.message_id is not None
+            (a.message_id, update.pricing)
+            for a, update in zip(applications, command.statuses, strict=True)
+            if update.pricing is not None and a.message_id is not None
         ],
     )
     added = await add_entries(session, collect_opt_outs(command, applications))

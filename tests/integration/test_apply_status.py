@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.vocabulary import ApplyOutcome, SenderProvider
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.messaging_limit import LimitAnnouncement
+from dispatch_service.domain.pricing import Pricing
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.persistence.status import (
     WAMID_LOCK_CLASS,
@@ -350,6 +351,68 @@ async def test_a_later_status_absorbs_orphans_the_hook_missed(
     row = message(database_url, mid)
     assert (row["state"], row["delivered_at"], row["read_at"]) == ("read", at(7), at(9))
     assert events(database_url, "wamid.late") == {"delivered": "applied", "read": "applied"}
+
+
+def costed(database_url: str, message_id: uuid.UUID) -> tuple[Any, ...]:
+    found = rows(
+        database_url,
+        "SELECT pricing_billable, pricing_category, pricing_model, pricing_type"
+        " FROM invite_message WHERE id = %s",
+        message_id,
+    )
+    return found[0]
+
+
+MARKETING = Pricing(billable=True, category="marketing", model="PMP", type="regular")
+FREE = Pricing(billable=False, category="service", model="PMP", type="free_customer_service")
+
+
+async def test_an_orphans_pricing_is_recorded_when_the_dispatcher_stores_the_provider_id(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """Meta's `sent` (the status with pricing) came before the send call's answer was stored:
+    the message is costed all the same, from what the orphan kept."""
+    pending = seed_run(database_url, 1, state="sending", with_wamids=False)
+    mid = pending.message_ids[0]
+    early = replace(update("wamid.priced", "sent", 5), pricing=MARKETING)
+    assert await apply(sessions, early) == [A.ORPHANED]
+    assert costed(database_url, mid) == (None, None, None, None)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE invite_message SET provider_message_id = 'wamid.priced', state = 'sent'"
+                " WHERE id = :id"
+            ),
+            {"id": mid},
+        )
+        assert await apply_orphaned_statuses(session, [mid]) == 1
+    assert costed(database_url, mid) == (True, "marketing", "PMP", "regular")
+    # Kept on the orphan only: an applied status's pricing is on its message already.
+    assert rows(database_url, "SELECT count(*) FROM status_event WHERE pricing IS NOT NULL") == [
+        (1,)
+    ]
+
+
+async def test_an_orphan_replayed_by_a_later_batch_is_costed_before_that_batchs_statuses(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """The first reported block is the one a message keeps: the orphan's, reported before the
+    status that finds it, even when both carry pricing."""
+    pending = seed_run(database_url, 1, state="sending", with_wamids=False)
+    mid = pending.message_ids[0]
+    early = replace(update("wamid.replayed", "sent", 5), pricing=MARKETING)
+    assert await apply(sessions, early) == [A.ORPHANED]
+    with psycopg.connect(database_url, autocommit=True) as conn:  # no hook call at all
+        conn.execute(
+            "UPDATE invite_message SET provider_message_id = 'wamid.replayed', state = 'sent'"
+            " WHERE id = %s",
+            [mid],
+        )
+    later = replace(update("wamid.replayed", "delivered", 7), pricing=FREE)
+    assert await apply(sessions, later) == [A.APPLIED]
+    assert costed(database_url, mid) == (True, "marketing", "PMP", "regular")
+    # `sent` is stale here (the message was marked sent when its id was stored), its pricing not.
+    assert events(database_url, "wamid.replayed") == {"sent": "stale", "delivered": "applied"}
 
 
 async def test_callback_data_resolves_an_ambiguous_sending_message(
