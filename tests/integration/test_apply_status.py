@@ -304,6 +304,22 @@ async def test_unknown_statuses_are_recorded_and_ignored(
     assert events(database_url, run.wamids[0] or "") == {"played": "unknown_status"}
 
 
+async def store_id_and_hook(
+    sessions: async_sessionmaker[AsyncSession], message_id: uuid.UUID, wamid: str
+) -> int:
+    """What the dispatcher does once the send call returns: store the id, then the hook (in
+    one transaction); how many orphans the hook applied."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE invite_message SET provider_message_id = :wamid, state = 'sent'"
+                " WHERE id = :id AND state = 'sending'"
+            ),
+            {"id": message_id, "wamid": wamid},
+        )
+        return await apply_orphaned_statuses(session, [message_id])
+
+
 async def test_orphans_are_applied_once_the_provider_id_is_stored(
     sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:
@@ -314,16 +330,7 @@ async def test_orphans_are_applied_once_the_provider_id_is_stored(
     )
     assert outcomes == [A.ORPHANED, A.ORPHANED]
     assert message(database_url, mid)["state"] == "sending"
-    # What the dispatcher does once the send call returns: store the id, then the hook.
-    async with sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "UPDATE invite_message SET provider_message_id = 'wamid.early', state = 'sent'"
-                " WHERE id = :id AND state = 'sending'"
-            ),
-            {"id": mid},
-        )
-        assert await apply_orphaned_statuses(session, [mid]) == 2
+    assert await store_id_and_hook(sessions, mid, "wamid.early") == 2
     row = message(database_url, mid)
     assert (row["state"], row["sent_at"], row["delivered_at"]) == ("delivered", at(5), at(7))
     assert events(database_url, "wamid.early") == {"delivered": "applied", "sent": "stale"}
@@ -377,15 +384,7 @@ async def test_an_orphans_pricing_is_recorded_when_the_dispatcher_stores_the_pro
     early = replace(update("wamid.priced", "sent", 5), pricing=MARKETING)
     assert await apply(sessions, early) == [A.ORPHANED]
     assert costed(database_url, mid) == (None, None, None, None)
-    async with sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "UPDATE invite_message SET provider_message_id = 'wamid.priced', state = 'sent'"
-                " WHERE id = :id"
-            ),
-            {"id": mid},
-        )
-        assert await apply_orphaned_statuses(session, [mid]) == 1
+    assert await store_id_and_hook(sessions, mid, "wamid.priced") == 1
     assert costed(database_url, mid) == (True, "marketing", "PMP", "regular")
     # Kept on the orphan only: an applied status's pricing is on its message already.
     assert rows(database_url, "SELECT count(*) FROM status_event WHERE pricing IS NOT NULL") == [
