@@ -1062,8 +1062,9 @@ class StatusEvent(Base):
     outcome: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created_at()
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # An orphan's pricing block (billable, category, model, type), recorded on its message when
-    # it is matched (migration 0029); NULL for the others, whose message has it already.
+    # The pricing block (billable, category, model, type) of a status stored as an orphan, recorded
+    # on its message when it is matched (migration 0029) and kept afterwards; NULL for a status
+    # whose message was known when it came (its block went to the message at once).
     pricing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (

@@ -252,6 +252,19 @@ def _errors_from_json(raw: Any) -> tuple[ProviderError, ...]:
     )
 
 
+def _pricing_from_json(raw: Any) -> Pricing | None:
+    """An orphan's stored pricing block (None: none, or one without a category). Read by its
+    known keys only: a row another release wrote must not fail the transaction that matches it."""
+    if not isinstance(raw, dict) or not raw.get("category"):
+        return None
+    return Pricing(
+        billable=bool(raw.get("billable")),
+        category=str(raw["category"]),
+        model=str(raw.get("model") or ""),
+        type=str(raw.get("type") or ""),
+    )
+
+
 def _errors_to_json(errors: Iterable[ProviderError]) -> list[dict[str, Any]]:
     return [{"code": e.code, "title": e.title, "details": e.details} for e in errors]
 
@@ -310,7 +323,7 @@ async def _held_for(session: AsyncSession, messages: Iterable[MatchedMessage]) -
             report=ProviderStatus(
                 row.status, row.provider_timestamp, _errors_from_json(row.errors)
             ),
-            pricing=Pricing(**row.pricing) if row.pricing else None,
+            pricing=_pricing_from_json(row.pricing),
         )
         for row in rows
     ]
@@ -346,8 +359,11 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
             for o in resolved
         )
         await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
+        # Earliest first (record_pricing keeps the first block per message): ids follow arrival
+        # across batches only, since a batch inserts its events sorted by id and status.
+        priced = sorted((o for o in resolved if o.pricing), key=lambda o: (o.report.at, o.id))
         await record_pricing(
-            session, [(o.message_id, o.pricing) for o in resolved if o.message_id and o.pricing]
+            session, [(o.message_id, o.pricing) for o in priced if o.message_id and o.pricing]
         )
 
 

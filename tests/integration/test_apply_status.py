@@ -377,18 +377,22 @@ FREE = Pricing(billable=False, category="service", model="PMP", type="free_custo
 async def test_an_orphans_pricing_is_recorded_when_the_dispatcher_stores_the_provider_id(
     sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:
-    """Meta's `sent` (the status with pricing) came before the send call's answer was stored:
-    the message is costed all the same, from what the orphan kept."""
+    """Meta's `sent` and `delivered` (both priced) came before the send call's answer was
+    stored: the message is costed all the same, with the earlier one's block (the batch stores
+    `delivered` first, sorted by status)."""
     pending = seed_run(database_url, 1, state="sending", with_wamids=False)
     mid = pending.message_ids[0]
-    early = replace(update("wamid.priced", "sent", 5), pricing=MARKETING)
-    assert await apply(sessions, early) == [A.ORPHANED]
+    early = [
+        replace(update("wamid.priced", "sent", 5), pricing=MARKETING),
+        replace(update("wamid.priced", "delivered", 7), pricing=FREE),
+    ]
+    assert await apply(sessions, *early) == [A.ORPHANED, A.ORPHANED]
     assert costed(database_url, mid) == (None, None, None, None)
-    assert await store_id_and_hook(sessions, mid, "wamid.priced") == 1
+    assert await store_id_and_hook(sessions, mid, "wamid.priced") == 2
     assert costed(database_url, mid) == (True, "marketing", "PMP", "regular")
-    # Kept on the orphan only: an applied status's pricing is on its message already.
+    # Kept on the orphans only: an applied status's pricing is on its message already.
     assert rows(database_url, "SELECT count(*) FROM status_event WHERE pricing IS NOT NULL") == [
-        (1,)
+        (2,)
     ]
 
 
