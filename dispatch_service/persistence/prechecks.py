@@ -171,11 +171,10 @@ def _reason(
     ranked: CTE,
     languages: LanguagePolicy | None = None,
 ) -> ColumnElement[Any]:
-    """domain.eligibility._reason as one CASE, in the same order (the first match wins)."""
+    """domain.eligibility._reason as one CASE, in the same order (the first match wins).
+    `ranked` has the target's `template_language` (language_of; NULL: no approved one)."""
     c = ranked.c
-    untranslated: ColumnElement[bool] = (
-        language_of(languages, c.preferred_language).is_(None) if languages else false()
-    )
+    untranslated: ColumnElement[bool] = c.template_language.is_(None) if languages else false()
     no_phone = c.phone_e164.is_(None)
     return case(
         (
@@ -268,20 +267,20 @@ def precheck_statement(
         func.min(a.position).filter(a.active).over(partition_by=phone),
         func.min(a.position).over(partition_by=phone),
     )
-    ranked = select(audience, canonical.label("canonical_position")).cte("ranked")
-    reason = _reason(
-        precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked, precheck.languages
-    )
     # The template language each target would get (NULL: none approved, its rejection reason);
     # stored for the eligible ones only.
     language = (
-        language_of(precheck.languages, ranked.c.preferred_language)
+        language_of(precheck.languages, a.preferred_language)
         if precheck.languages
         else literal(None, Text)
     )
-    judged = select(
-        ranked, reason.label("rejection_reason"), language.label("template_language")
-    ).cte("judged")
+    ranked = select(
+        audience, canonical.label("canonical_position"), language.label("template_language")
+    ).cte("ranked")
+    reason = _reason(
+        precheck.workspace_id, precheck.event_id, precheck.resend_phones, ranked, precheck.languages
+    )
+    judged = select(ranked, reason.label("rejection_reason")).cte("judged")
     j = judged.c
     eligible = j.rejection_reason.is_(None)
     stored_language = case((eligible, j.template_language), else_=None)
