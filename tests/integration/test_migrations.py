@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import psycopg
@@ -97,20 +98,41 @@ def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
                 " FROM invite_message WHERE id = %s",
                 [message],
             )
+        # Orphans (no message): named by the receipt they came in, Twilio's or Meta's.
+        for provider, key in (("twilio", "SM" + "1" * 32), ("meta", "wamid.orphan")):
+            body = f'{{"orphan": "{key}"}}'.encode()
+            conn.execute(
+                "WITH receipt AS (INSERT INTO webhook_receipt (body, body_sha256,"
+                " signature_verdict, state, provider) VALUES (%s, %s, 'valid', 'applied', %s)"
+                " RETURNING id)"
+                " INSERT INTO status_event (provider, provider_message_id, status,"
+                " provider_timestamp, receipt_id, phone_number_id, outcome)"
+                " SELECT 'meta', %s, 'delivered', now(), id, 'x', 'orphaned' FROM receipt",
+                [body, hashlib.sha256(body).digest(), provider, key],
+            )
     upgrade(url)
     with psycopg.connect(url) as conn:
         messages: dict[uuid.UUID, str] = {
             row[0]: row[1] for row in conn.execute("SELECT id, provider FROM invite_message")
         }
         events: dict[uuid.UUID, str] = {
-            row[0]: row[1] for row in conn.execute("SELECT message_id, provider FROM status_event")
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT message_id, provider FROM status_event WHERE message_id IS NOT NULL"
+            )
         }
+        orphans = dict(
+            conn.execute(
+                "SELECT provider_message_id, provider FROM status_event WHERE message_id IS NULL"
+            ).fetchall()
+        )
         spec = conn.execute(
             "SELECT message_spec ->> 'provider' FROM invite_send_run WHERE id = %s",
             [twilio.run_id],
         ).fetchone()
     assert messages == {sid: "twilio", moved: "meta", unsent: "twilio", meta.message_ids[0]: "meta"}
     assert events == {sid: "twilio", moved: "meta", meta.message_ids[0]: "meta"}
+    assert orphans == {"SM" + "1" * 32: "twilio", "wamid.orphan": "meta"}
     assert spec == ("twilio",)
 
     # Back to 0026 after a status was recorded twice, as Meta's by an ingestor from before the
@@ -127,4 +149,4 @@ def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
         providers = conn.execute(
             "SELECT provider, count(*) FROM status_event GROUP BY 1"
         ).fetchall()
-    assert providers == [("meta", 3)]
+    assert providers == [("meta", 5)]
