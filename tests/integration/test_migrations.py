@@ -121,11 +121,12 @@ def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
                 "SELECT message_id, provider FROM status_event WHERE message_id IS NOT NULL"
             )
         }
-        orphans = dict(
-            conn.execute(
+        orphans: dict[str, str] = {
+            row[0]: row[1]
+            for row in conn.execute(
                 "SELECT provider_message_id, provider FROM status_event WHERE message_id IS NULL"
-            ).fetchall()
-        )
+            )
+        }
         spec = conn.execute(
             "SELECT message_spec ->> 'provider' FROM invite_send_run WHERE id = %s",
             [twilio.run_id],
