@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 SENDS = Counter(
     "invites_dispatch_sends_total",
     "Provider calls by outcome class (accepted, transient, recipient_backoff, terminal, halt, "
-    "ambiguous) and messages released unsent (released) or blocked at claim time (blocked).",
+    "ambiguous) and messages not sent: released (their slot passed), throttled (their slot "
+    "was handed out before a 130429 lowered the rate) or blocked at claim time (blocked).",
     ["outcome"],
 )
 RETRIES = Counter(

@@ -71,6 +71,9 @@ class Released:
     possible_lease: datetime | None = None
     """A mark's lease the message may hold although the mark's commit failed (given back
     under it too)."""
+    throttled: bool = False
+    """Its slot was handed out before a 130429 lowered the sender's rate: given back on
+    purpose, not lost to a late worker (counted as `throttled`, not `released`)."""
 
 
 Outcome = SendOutcome | Released
@@ -228,7 +231,9 @@ def observe(results: Sequence[Result], effects: BatchEffects) -> None:
     for result in results:
         outcome, message = result.outcome, result.message
         extra = {"run_id": message.run.id, "message_id": message.id}
-        if isinstance(outcome, Released | NotSent):
+        if isinstance(outcome, Released) and outcome.throttled:
+            by_class["throttled"] += 1
+        elif isinstance(outcome, Released | NotSent):
             by_class["released"] += 1
         elif isinstance(outcome, Accepted):
             by_class["accepted"] += 1

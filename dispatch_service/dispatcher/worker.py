@@ -461,12 +461,13 @@ class Dispatcher:
         # slots are at most the claim lead plus the horizon away, so a stop is seen soon.
         await sleep_until(mark_at)
         marked = None
+        throttled = self._slot_before_throttle(message)
         if not (
             time.monotonic() > window_ends
             or self._stopping.is_set()
             or message.run.id in self._stopped_runs
             or (message.run.sender in self.outages.in_outage and not message.probe)
-            or self._slot_before_throttle(message)
+            or throttled
         ):
             marked = await self._marker.mark(message.id, message.lease)
         if marked is None:
@@ -474,18 +475,19 @@ class Dispatcher:
             # ours: cancelled, or taken over after the lease ran out). A mark whose answer was
             # lost may have committed all the same: the give back then names its lease too.
             possible = self._marker.uncertain.pop(message.id, None)
-            self._record(Result(message, Released(possible_lease=possible)))
+            self._record(Result(message, Released(possible_lease=possible, throttled=throttled)))
             return
         message = replace(message, lease=marked)  # from now on it is held by the mark's lease
         await sleep_until(message.send_at)
         lateness = time.monotonic() - message.send_at
         SLOT_LATENESS.observe(max(0.0, lateness))
-        if lateness > self.config.rate.late_tolerance_seconds or self._slot_before_throttle(
-            message
-        ):
+        if self._slot_before_throttle(message):
+            # A slot handed out before a 130429 lowered the rate: give it up, claim it again.
+            self._record(Result(message, Released(throttled=True)))
+            return
+        if lateness > self.config.rate.late_tolerance_seconds:
             # A send far past its slot would land in a later second than the schedule gave
             # it and could push that second over the rate: give the slot up, claim it again.
-            # So is a slot handed out before a 130429 lowered the rate (_slot_before_throttle).
             self._record(Result(message, Released()))
             return
         outcome = await self._call(message, window_ends)
