@@ -360,7 +360,7 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
         )
         await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
         # Earliest first (record_pricing keeps the first block per message): ids follow arrival
-        # across batches only, since a batch inserts its events sorted by id and status.
+        # across batches only, since a batch inserts its events sorted by wamid and status.
         priced = sorted((o for o in resolved if o.pricing), key=lambda o: (o.report.at, o.id))
         await record_pricing(
             session, [(o.message_id, o.pricing) for o in priced if o.message_id and o.pricing]
