@@ -93,21 +93,31 @@ class HeldStatus:
     """The pricing block it was reported with, recorded on its message once it is matched."""
 
 
+def _match(
+    status: StatusUpdate | HeldStatus,
+    by_wamid: dict[str, MatchedMessage],
+    messages: dict[uuid.UUID, MatchedMessage],
+) -> MatchedMessage | None:
+    """The message a status belongs to: the one with its provider id, else the one its
+    callback data names, if that message takes it (MatchedMessage.take). A match is recorded
+    under the provider id, for the statuses after it."""
+    message = by_wamid.get(status.provider_message_id)
+    if message is None and (callback_id := parse_uuid_or_none(status.callback_data)):
+        message = messages.get(callback_id)
+    if message is None or not message.take(
+        status.provider_message_id, status.phone_number_id, status.recipient_id, status.provider
+    ):
+        return None
+    by_wamid[status.provider_message_id] = message
+    return message
+
+
 def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:
     """Find each held status' message (by provider id, else callback data)."""
     by_wamid = {m.provider_message_id: m for m in messages.values() if m.provider_message_id}
     for status in held:
-        message = by_wamid.get(status.provider_message_id)
-        if message is None and (callback_id := parse_uuid_or_none(status.callback_data)):
-            message = messages.get(callback_id)
-        if message is not None and message.take(
-            status.provider_message_id,
-            status.phone_number_id,
-            status.recipient_id,
-            status.provider,
-        ):
+        if (message := _match(status, by_wamid, messages)) is not None:
             status.message_id = message.id
-            by_wamid[status.provider_message_id] = message
 
 
 def replay_held(held: Iterable[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:
@@ -157,18 +167,8 @@ class StatusBatch:
         self.known_wamids = {w for w in by_wamid if w}
         by_wamid = dict(by_wamid)
         for i in self.unique_indexes():
-            update = self.updates[i]
-            message = by_wamid.get(update.provider_message_id)
-            if message is None and (cid := parse_uuid_or_none(update.callback_data)):
-                message = self.messages.get(cid)
-            if message is not None and message.take(
-                update.provider_message_id,
-                update.phone_number_id,
-                update.recipient_id,
-                update.provider,
-            ):
+            if (message := _match(self.updates[i], by_wamid, self.messages)) is not None:
                 self.target[i] = message
-                by_wamid[update.provider_message_id] = message
 
     def unmatched_wamids(self) -> list[str]:
         """Provider ids of tracked statuses no message has: they will be held as orphans."""
