@@ -15,8 +15,9 @@ timeouts -> ConnectError / ConnectTimeout) versus one that may have reached the 
 Send windows: a request may carry `extensions={"not_after": t}` (time.monotonic()). The check
 runs in `WindowedRequest.send`, after aiohttp handed over a connection (pooled or new) and before
 the first byte is written, so no wait before it (the pool, a slow connect, an event-loop stall)
-can push a request out later than its window: it raises `SendWindowPassed` instead, and nothing
-was written. Waiting for a connection is also cut off at the window.
+can push a request out later than its window: it raises `SendWindowPassed` instead, nothing was
+written, and the connection goes back to the pool. Waiting for a connection is also cut off at
+the window.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class WindowedRequest(aiohttp.ClientRequest):
         """Check the window with the connection in hand, then write as aiohttp does."""
         not_after = _not_after.get()
         if not_after is not None and time.monotonic() > not_after:
+            # Nothing was written, so the connection is as good as it came: back to the pool.
+            # aiohttp closes a connection whose send raised, and the next request would pay for
+            # a new one (a TLS handshake with Meta); its close after this release does nothing.
+            conn.release()
             raise SendWindowPassed("the send window passed before the request was written")
         return await super().send(conn)
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from dispatch_service.domain.retry import RetryClass
+from dispatch_service.providers import aiohttp_transport
 from dispatch_service.providers.base import Accepted, Failed, NotSent, TemplateSend
 from dispatch_service.providers.meta import MetaCloudProvider, build_http_client
 
@@ -183,3 +184,40 @@ async def test_a_request_whose_window_passes_in_the_pool_is_never_written() -> N
         await client.aclose()
         await runner.cleanup()
     assert arrived == [str(SEND.message_id), str(second.message_id)]
+
+
+async def test_a_request_whose_window_passes_with_a_connection_in_hand_leaves_it_pooled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The window can pass after the pool handed over a connection (an event-loop stall): the
+    request is refused with nothing written, and the next one reuses that connection instead of
+    opening (with Meta: handshaking) another. The transport's clock runs 5 s ahead here, so each
+    window passes just there, once the call has started in time."""
+
+    class Ahead:
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + 5
+
+    connections: list[object] = []
+
+    async def accept(request: web.Request) -> web.Response:
+        connections.append(request.transport)
+        return web.json_response({"contacts": [{"wa_id": "1"}], "messages": [{"id": "wamid.P"}]})
+
+    runner, url = await serve(accept)
+    client = build_http_client(timeout_seconds=2, connect_timeout_seconds=2, max_connections=1)
+    provider = MetaCloudProvider(client, base_url=url, api_version="v21.0", access_token="t")
+    try:
+        assert isinstance(await provider.send_template(SEND), Accepted)
+        with monkeypatch.context() as patched:
+            patched.setattr(aiohttp_transport, "time", Ahead)
+            for _ in range(3):
+                late = await provider.send_template(SEND, not_after=time.monotonic() + 1)
+                assert late == NotSent("the send window passed before the request was written")
+        assert isinstance(await provider.send_template(SEND), Accepted)
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    assert len(connections) == 2
+    assert connections[0] is connections[1]
