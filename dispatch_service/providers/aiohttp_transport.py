@@ -16,14 +16,15 @@ Send windows: a request may carry `extensions={"not_after": t}` (time.monotonic(
 runs in `WindowedRequest.send`, after aiohttp handed over a connection (pooled or new) and before
 the first byte is written, so no wait before it (the pool, a slow connect, an event-loop stall)
 can push a request out later than its window: it raises `SendWindowPassed` instead, nothing was
-written, and the connection goes back to the pool. Waiting for a connection is also cut off at
-the window.
+written, and the connection goes back to the pool (when recently used). Waiting for a connection
+is also cut off at the window.
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,19 +46,37 @@ class SendWindowPassed(Exception):
     """The request's send window passed before it could be written: nothing left."""
 
 
+RECENT_CONTACT_SECONDS = 1.0
+"""A refused request gives its connection back to the pool only when the server heard from it
+this recently (see WindowedRequest.send)."""
+
+# When each connection last carried a request (or, never having carried one, was first refused).
+_last_contact: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+
 class WindowedRequest(aiohttp.ClientRequest):
     """aiohttp's request, refusing to write once the caller's send window has passed."""
 
     async def send(self, conn: Any) -> aiohttp.ClientResponse:
         """Check the window with the connection in hand, then write as aiohttp does."""
         not_after = _not_after.get()
-        if not_after is not None and time.monotonic() > not_after:
-            # Nothing was written, so the connection is as good as it came: back to the pool.
-            # aiohttp closes a connection whose send raised, and the next request would pay for
-            # a new one (a TLS handshake with Meta); its close after this release does nothing.
-            conn.release()
+        protocol = conn.protocol
+        now = time.monotonic()
+        if not_after is not None and now > not_after:
+            # Nothing was written, so the connection is as good as it came. aiohttp closes a
+            # connection whose send raised, and the next request would pay for a new one (with
+            # Meta, a TLS handshake): give it back to the pool instead (its close after this
+            # release does nothing). But the pool dates a connection from its release, and the
+            # server from the last request it saw: only a connection the server heard from
+            # within RECENT_CONTACT_SECONDS goes back, so its idle time as the pool counts it
+            # (keepalive_expiry) is never more than that short of the server's. One never used
+            # was connected for this request (or refused before, and dated then).
+            if now - _last_contact.setdefault(protocol, now) <= RECENT_CONTACT_SECONDS:
+                conn.release()
             raise SendWindowPassed("the send window passed before the request was written")
-        return await super().send(conn)
+        response = await super().send(conn)
+        _last_contact[protocol] = time.monotonic()
+        return response
 
 
 Timeouts = Mapping[str, float | None]

@@ -186,38 +186,65 @@ async def test_a_request_whose_window_passes_in_the_pool_is_never_written() -> N
     assert arrived == [str(SEND.message_id), str(second.message_id)]
 
 
-async def test_a_request_whose_window_passes_with_a_connection_in_hand_leaves_it_pooled(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The window can pass after the pool handed over a connection (an event-loop stall): the
-    request is refused with nothing written, and the next one reuses that connection instead of
-    opening (with Meta: handshaking) another. The transport's clock runs 5 s ahead here, so each
-    window passes just there, once the call has started in time."""
+class _Ahead:
+    """The transport's clock, 5 s ahead: a window that began in time (the call checks it
+    first) has passed once the transport holds a connection, as after an event-loop stall."""
 
-    class Ahead:
-        @staticmethod
-        def monotonic() -> float:
-            return time.monotonic() + 5
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic() + 5
 
+
+async def _connections_used(
+    monkeypatch: pytest.MonkeyPatch, pause: float
+) -> tuple[list[object], list[object]]:
+    """One accepted send, `pause` s, three sends refused for their windows with the connection
+    in hand, one accepted send: the server-side connection of each accepted send, and the
+    refusals' outcomes."""
     connections: list[object] = []
 
     async def accept(request: web.Request) -> web.Response:
         connections.append(request.transport)
         return web.json_response({"contacts": [{"wa_id": "1"}], "messages": [{"id": "wamid.P"}]})
 
+    monkeypatch.setattr(aiohttp_transport, "time", _Ahead)
     runner, url = await serve(accept)
     client = build_http_client(timeout_seconds=2, connect_timeout_seconds=2, max_connections=1)
     provider = MetaCloudProvider(client, base_url=url, api_version="v21.0", access_token="t")
+    refusals: list[object] = []
     try:
         assert isinstance(await provider.send_template(SEND), Accepted)
-        with monkeypatch.context() as patched:
-            patched.setattr(aiohttp_transport, "time", Ahead)
-            for _ in range(3):
-                late = await provider.send_template(SEND, not_after=time.monotonic() + 1)
-                assert late == NotSent("the send window passed before the request was written")
+        await asyncio.sleep(pause)
+        for _ in range(3):
+            refusals.append(await provider.send_template(SEND, not_after=time.monotonic() + 1))
         assert isinstance(await provider.send_template(SEND), Accepted)
     finally:
         await client.aclose()
         await runner.cleanup()
+    return connections, refusals
+
+
+async def test_a_request_whose_window_passes_with_a_connection_in_hand_leaves_it_pooled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing was written on the connection: the next request reuses it instead of opening
+    (with Meta: handshaking) another."""
+    connections, refusals = await _connections_used(monkeypatch, pause=0)
+    assert refusals == [NotSent("the send window passed before the request was written")] * 3
     assert len(connections) == 2
     assert connections[0] is connections[1]
+
+
+async def test_a_refused_request_closes_a_connection_idle_longer_than_the_pool_can_tell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool dates a connection it gets back from then, the server from the last request it
+    saw: a connection the server has not heard from lately is closed, not given back, so its
+    idle time never grows past the keep-alive expiry unseen (to a server that closed it)."""
+    monkeypatch.setattr(aiohttp_transport, "RECENT_CONTACT_SECONDS", 0.1)
+    connections, refusals = await _connections_used(monkeypatch, pause=0.3)
+    # The first held the connection and closed it; the others found none open in time.
+    assert refusals[0] == NotSent("the send window passed before the request was written")
+    assert all(isinstance(refusal, NotSent) for refusal in refusals)
+    assert len(connections) == 2
+    assert connections[0] is not connections[1]
