@@ -63,9 +63,10 @@ def register(commands: Any) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    """Apply migrations to DATABASE_URL (exit 2 when it is missing or wrong, 1 when unreachable)."""
+    """Apply migrations to DATABASE_URL (exit 2 when it is missing or wrong, 1 when unreachable
+    or when a migration's check of existing rows fails)."""
     # alembic and sqlalchemy load slowly: only when used
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     from common.db.migrate import upgrade
     from common.settings import sqlalchemy_url
@@ -84,6 +85,15 @@ def run_migrate(args: argparse.Namespace) -> int:
     except OperationalError as error:
         # The driver's own message (it names host and port, never the password), no traceback.
         console.print(f"error: could not apply migrations: {error.orig or error}", markup=False)
+        return 1
+    except IntegrityError as error:
+        # A migration that checks existing rows (0028) found some it cannot accept: Postgres
+        # names the constraint and the table; what ran before it stays applied.
+        console.print(
+            f"error: a migration found rows it cannot accept: {error.orig or error}\n"
+            "fix those rows and run `invites migrate` again (docs/operations.md §2)",
+            markup=False,
+        )
         return 1
     console.print("migrations applied")
     return 0

@@ -6,8 +6,10 @@ import hashlib
 import uuid
 
 import psycopg
+import pytest
 from alembic import command
 
+from cli.main import main as cli_main
 from common.db.migrate import alembic_config, downgrade, upgrade
 from tests.status_support import seed_run
 
@@ -151,3 +153,29 @@ def test_twilio_runs_messages_and_statuses_recorded_as_metas_are_named_twilio(
             "SELECT provider, count(*) FROM status_event GROUP BY 1"
         ).fetchall()
     assert providers == [("meta", 5)]
+
+
+def test_a_check_that_existing_rows_fail_stops_migrate_with_the_constraint_named(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Migration 0028 validates the provider of every status event: a misspelt one stops
+    `invites migrate` with Postgres's own words (the constraint, the table) and no traceback;
+    once the row is fixed, `invites migrate` finishes."""
+    url = empty_database_url
+    upgrade(url, "0027")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO status_event (provider, provider_message_id, status, provider_timestamp,"
+            " phone_number_id, outcome) VALUES ('whatsapp', 'wamid.M', 'sent', now(), 'x',"
+            " 'orphaned')"
+        )
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert cli_main(["migrate"]) == 1
+    err = capsys.readouterr().err
+    assert 'check constraint "ck_status_event_provider_valid"' in err
+    assert "invites migrate" in err
+    assert "Traceback" not in err
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE status_event SET provider = 'meta'")
+    assert cli_main(["migrate"]) == 0
+    command.check(alembic_config(url))
