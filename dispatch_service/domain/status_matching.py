@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from common.vocabulary import ApplyOutcome, SenderProvider
 from dispatch_service.domain.ids import parse_uuid_or_none
 from dispatch_service.domain.lifecycle import (
+    DELIVERED,
+    FAILED,
+    READ,
+    SENT,
     TRACKED_STATUSES,
     Lifecycle,
     ProviderStatus,
@@ -118,6 +122,18 @@ def match_held(held: Sequence[HeldStatus], messages: dict[uuid.UUID, MatchedMess
     for status in held:
         if (message := _match(status, by_wamid, messages)) is not None:
             status.message_id = message.id
+
+
+def in_report_order(held: Iterable[HeldStatus]) -> list[HeldStatus]:
+    """Held statuses in the order the provider reported them: by provider time; within one
+    second (Meta's timestamps are whole seconds, and `sent` and `delivered` often share one) in
+    lifecycle order (sent, delivered, read, failed, then any other status); then by arrival
+    (their event ids: a batch inserts its events sorted by provider id and status, so ids follow
+    arrival across batches only)."""
+    lifecycle = {SENT: 0, DELIVERED: 1, READ: 2, FAILED: 3}
+    return sorted(
+        held, key=lambda o: (o.report.at, lifecycle.get(o.report.status, len(lifecycle)), o.id)
+    )
 
 
 def replay_held(held: Iterable[HeldStatus], messages: dict[uuid.UUID, MatchedMessage]) -> None:

@@ -65,6 +65,7 @@ from dispatch_service.domain.status_matching import (
     HeldStatus,
     MatchedMessage,
     StatusBatch,
+    in_report_order,
     match_held,
     replay_held,
     status_key,
@@ -359,9 +360,8 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
             for o in resolved
         )
         await session.execute(SET_EVENT_OUTCOMES, {"rows": rows})
-        # Earliest first (record_pricing keeps the first block per message): ids follow arrival
-        # across batches only, since a batch inserts its events sorted by wamid and status.
-        priced = sorted((o for o in resolved if o.pricing), key=lambda o: (o.report.at, o.id))
+        # The first reported first: record_pricing keeps the first block per message.
+        priced = in_report_order(o for o in resolved if o.pricing)
         await record_pricing(
             session, [(o.message_id, o.pricing) for o in priced if o.message_id and o.pricing]
         )

@@ -11,6 +11,7 @@ from dispatch_service.domain.status_matching import (
     HeldStatus,
     MatchedMessage,
     StatusBatch,
+    in_report_order,
     match_held,
     replay_held,
 )
@@ -115,3 +116,23 @@ def test_reset_forgets_a_replay() -> None:
     batch.reset()
     assert known.after == known.before
     assert batch.replay(skip={0}) == {}
+
+
+def test_held_statuses_are_reported_in_provider_time_then_lifecycle_then_arrival() -> None:
+    """Whose pricing block a message keeps: Meta's timestamps are whole seconds, so a `sent`
+    and a `delivered` often share one, and a batch stores `delivered` before `sent`."""
+
+    def held(event_id: int, status: str, seconds: int) -> HeldStatus:
+        report = ProviderStatus(status, T0 + timedelta(seconds=seconds))
+        return HeldStatus(event_id, "wamid.R", SENDER, "", "", report)
+
+    statuses = [
+        held(1, "read", 1),
+        held(2, "delivered", 0),
+        held(3, "deleted", 0),
+        held(4, "sent", 0),
+        held(5, "failed", 0),
+        held(6, "sent", 0),
+        held(7, "sent", -1),
+    ]
+    assert [o.id for o in in_report_order(statuses)] == [7, 4, 6, 2, 5, 3, 1]
