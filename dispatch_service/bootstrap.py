@@ -108,8 +108,13 @@ def build_provider(
     return provider, client
 
 
+SERVING_POOL_SIZE = 10
+"""Database connections an API server that does not send keeps (plus as many in overflow)."""
+
+
 def pool_size(settings: SendSettings) -> int:
-    """Database connections a sending process keeps (claims and result writes run in parallel)."""
+    """Database connections a sending process keeps (claims and result writes run in parallel):
+    10 plus one per 20 of DISPATCHER_CONCURRENCY, up to 40 (and 10 more in overflow)."""
     return max(10, min(40, settings.dispatcher_concurrency // 20 + 10))
 
 
@@ -134,8 +139,9 @@ def build_sending_provider(
 
 
 def build_deps(settings: DispatchSettings) -> Deps:
-    """The production dependencies: one engine, one HTTP client, the provider, the dispatcher."""
-    pool = pool_size(settings)
+    """The production dependencies: one engine, one HTTP client, the provider, the dispatcher
+    (an engine sized for sending only when the server also sends)."""
+    pool = pool_size(settings) if settings.dispatcher_enabled else SERVING_POOL_SIZE
     engine = make_engine(settings.database_url, pool_size=pool)
     sessions = make_sessions(engine)
     provider, client = build_sending_provider(settings, sessions)
