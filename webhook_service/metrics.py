@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 POSTS = Counter(
     "invites_webhook_posts_total",
     "Webhook POSTs by verdict: stored, duplicate (same body again), too_large, empty_body, "
-    "signature_missing, signature_malformed, signature_mismatch, storage_error.",
+    "signature_missing, signature_malformed, signature_mismatch, storage_error; Twilio's route "
+    "also not_a_form (415) and invalid_form (400).",
     ["verdict"],
 )
 POST_SECONDS = Histogram(

@@ -6,8 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 SENDS = Counter(
     "invites_dispatch_sends_total",
-    "Provider calls by outcome class (accepted, transient, recipient_backoff, terminal, halt, "
-    "ambiguous) and messages not sent: released (their slot passed), throttled (their slot "
+    "Provider calls by outcome class (accepted, transient, recipient_backoff, defer, terminal, "
+    "halt, ambiguous) and messages not sent: released (their slot passed), throttled (their slot "
     "was handed out before a 130429 lowered the rate) or blocked at claim time (blocked).",
     ["outcome"],
 )
@@ -31,7 +31,9 @@ CURRENT_RATE = Gauge(
 )
 RUN_TRANSITIONS = Counter(
     "invites_dispatch_run_transitions_total",
-    "Run state changes made by the dispatcher and reconciler (paused, completed).",
+    "Run state changes made by the send worker and its reconciler: paused (by a send answer), "
+    "due (a scheduled run came due), completed. Runs paused by their template's change on Meta "
+    "are counted by the API server as invites_template_runs_paused_total.",
     ["state"],
 )
 OUTCOME_UNKNOWN = Counter(
@@ -48,7 +50,8 @@ SCHEDULE_LAPSED = Counter(
 )
 SLOT_LATENESS = Histogram(
     "invites_dispatch_slot_lateness_seconds",
-    "How late a message's send started after its slot (the process was busy); past "
-    "DISPATCH_LATE_SLOT_SECONDS it is released instead of sent.",
+    "How late a message's send started after its slot (the process was busy); past the late "
+    "start the rate's headroom allows (DISPATCH_RATE_HEADROOM; docs/dispatch.md section 4) it "
+    "is released instead of sent.",
     buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )

@@ -44,6 +44,7 @@ from dispatch_service.persistence.message_transitions import record_pricing
 from dispatch_service.persistence.status import StatusApplication
 from dispatch_service.use_cases.sending import record_limits
 from dispatch_service.use_cases.templates import (
+    RUNS_PAUSED,
     TemplateUpdateOutcome,
     TemplateUpdatesApplied,
     apply_template_updates,
@@ -209,6 +210,7 @@ async def apply_status(
             await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
     APPLY_SECONDS.observe(time.perf_counter() - started)
     _record(command, applied.applications, applied.added)
+    RUNS_PAUSED.inc(len(applied.templates.paused_runs))
     return ApplyStatusResult(
         outcomes=[a.outcome for a in applied.applications],
         do_not_message_added=sum(applied.added.values()),

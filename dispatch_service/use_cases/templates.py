@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db.models import Template
@@ -57,6 +58,12 @@ TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
 CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 log = logging.getLogger(__name__)
+
+RUNS_PAUSED = Counter(
+    "invites_template_runs_paused_total",
+    "Runs paused because Meta paused, disabled or deleted their template (a template webhook"
+    " through ApplyStatus, or a template sync), counted once committed.",
+)
 
 WABA_ID = re.compile(r"^[0-9]{1,64}$")
 MAX_VARIABLE = 100
@@ -301,6 +308,7 @@ async def sync_templates(
         if limit is not None:
             announced = LimitAnnouncement(account, limit[0], datetime.now(UTC))
             await record_limits(session, [announced], sender)
+    RUNS_PAUSED.inc(len(report[1]))
     return SyncReport(account, len(items), report[0], tuple(skipped), report[1], limit)
 
 

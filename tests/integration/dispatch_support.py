@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch_service.dispatcher.results import RetryPolicy
@@ -59,6 +60,11 @@ def seed_world(
         seed.households(ws, phones)
         seed.audience_all(world.event_id, ws)
     return world
+
+
+def runs_paused() -> float:
+    """invites_template_runs_paused_total so far (this process's registry)."""
+    return REGISTRY.get_sample_value("invites_template_runs_paused_total") or 0.0
 
 
 async def precheck_and_start(

@@ -28,7 +28,7 @@ from sandbox.service import SandboxService
 from sandbox.testing import TEST_ACCESS_TOKEN, local_settings, serve
 from tests.integration.admin_support import new_workspace
 from tests.integration.conftest import ApiClient, code_of
-from tests.integration.dispatch_support import precheck_and_start, seed_world
+from tests.integration.dispatch_support import precheck_and_start, runs_paused, seed_world
 from tests.integration.factories import Seeder
 
 WABA = "102290129340398"
@@ -303,6 +303,7 @@ async def test_a_sync_finding_a_template_paused_pauses_the_runs_using_it(
     started = await precheck_and_start(sessions, world)
     spec = next(t for t in sync_api.sandbox.scenario.templates if t.name == "event_invitation")
     sync_api.sandbox.register_template(spec.model_copy(update={"status": "PAUSED"}))
+    paused_before = runs_paused()
 
     reply = await sync_api.sync(actor)
 
@@ -311,6 +312,7 @@ async def test_a_sync_finding_a_template_paused_pauses_the_runs_using_it(
     assert list(change.fields) == ["status"]
     assert list(change.active_run_ids) == [str(started.run.id)]
     assert list(reply.paused_run_ids) == [str(started.run.id)]
+    assert runs_paused() == paused_before + 1
     async with sessions() as session:
         reason = await session.scalar(
             text("SELECT pause_reason FROM invite_send_run WHERE id = :id"),

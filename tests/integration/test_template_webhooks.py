@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from common.generated.invites.v1 import types_pb2
 from tests.integration.conftest import INGESTOR_TOKEN, ApiClient, code_of
-from tests.integration.dispatch_support import World, precheck_and_start, seed_world
+from tests.integration.dispatch_support import (
+    World,
+    precheck_and_start,
+    runs_paused,
+    seed_world,
+)
 
 WABA = "102290129340398"
 T0 = 1_780_050_000
@@ -76,6 +81,7 @@ async def test_paused_template_pauses_its_run_until_approved_again(
     started = await precheck_and_start(sessions, world)
     run_id = str(started.run.id)
     actor = str(world.parent_admin)
+    paused_before = runs_paused()
 
     reply = await apply(
         grpc_api,
@@ -88,6 +94,7 @@ async def test_paused_template_pauses_its_run_until_approved_again(
 
     assert list(reply.template_outcomes) == [pb.TEMPLATE_UPDATE_OUTCOME_APPLIED]
     assert list(reply.paused_run_ids) == [run_id]
+    assert runs_paused() == paused_before + 1
     shown = await grpc_api.dispatch.GetRunStatus(
         pb.GetRunStatusRequest(run_id=run_id), metadata=grpc_api.md(actor)
     )
