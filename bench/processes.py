@@ -118,7 +118,11 @@ def family_cpu_seconds(pid: int) -> tuple[float, float]:
     tick = os.sysconf("SC_CLK_TCK")
     children = (int(fields[13]) + int(fields[14])) / tick
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            listed = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue  # the thread ended while we looked
+        for child in listed:
             try:
                 children += cpu_seconds(int(child))
             except (FileNotFoundError, ProcessLookupError):
