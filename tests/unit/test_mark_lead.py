@@ -8,7 +8,6 @@ so the setting cannot go past it.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,14 +21,7 @@ from dispatch_service.dispatcher.worker import (
     Marker,
 )
 from dispatch_service.settings import DispatchSettings
-
-BASE: dict[str, Any] = {
-    "database_url": "postgresql://u@h/db",
-    "dispatch_ingestor_token": "ingestor-token-1",
-    "dispatch_backend_tokens": "backend-token-1",
-    "whatsapp_access_token": "access-token-1",
-    "whatsapp_phone_number_id": "1",
-}
+from tests.unit.settings_support import DISPATCH_REQUIRED
 
 
 def idle_marker(group: float = MARK_GROUP_SECONDS) -> Marker:
@@ -38,9 +30,9 @@ def idle_marker(group: float = MARK_GROUP_SECONDS) -> Marker:
 
 
 def test_the_worker_marks_no_later_than_the_setting_says() -> None:
-    default = DispatcherConfig.from_settings(DispatchSettings(**BASE))
+    default = DispatcherConfig.from_settings(DispatchSettings(**DISPATCH_REQUIRED))
     early = DispatcherConfig.from_settings(
-        DispatchSettings(**BASE, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS)
+        DispatchSettings(**DISPATCH_REQUIRED, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS)
     )
     marker = idle_marker()
 
@@ -55,9 +47,11 @@ def test_the_worker_marks_no_later_than_the_setting_says() -> None:
 
 def test_a_lead_past_what_crash_safety_bounds_is_refused() -> None:
     with pytest.raises(ValidationError, match="dispatcher_mark_lead_seconds"):
-        DispatchSettings(**BASE, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS + 0.01)
+        DispatchSettings(
+            **DISPATCH_REQUIRED, dispatcher_mark_lead_seconds=MAX_MARK_LEAD_SECONDS + 0.01
+        )
     with pytest.raises(ValidationError, match="dispatcher_mark_lead_seconds"):
-        DispatchSettings(**BASE, dispatcher_mark_lead_seconds=0)
+        DispatchSettings(**DISPATCH_REQUIRED, dispatcher_mark_lead_seconds=0)
 
 
 @given(

@@ -10,14 +10,7 @@ import pytest
 
 from dispatch_service.bootstrap import build_deps
 from dispatch_service.settings import DispatchSettings
-
-BASE: dict[str, Any] = {
-    "database_url": "postgresql://u@h/db",
-    "dispatch_ingestor_token": "ingestor-token-1",
-    "dispatch_backend_tokens": "backend-token-1",
-    "whatsapp_access_token": "access-token-1",
-    "whatsapp_phone_number_id": "1",
-}
+from tests.unit.settings_support import DISPATCH_REQUIRED
 
 
 @pytest.mark.parametrize(
@@ -33,7 +26,7 @@ BASE: dict[str, Any] = {
 async def test_an_api_server_sizes_its_pool_for_sending_only_when_it_sends(
     overrides: dict[str, Any], pool: int
 ) -> None:
-    deps = build_deps(DispatchSettings(**BASE, **overrides))
+    deps = build_deps(DispatchSettings(**DISPATCH_REQUIRED, **overrides))
     try:
         assert deps.engine.pool.size() == pool  # type: ignore[attr-defined]
     finally:
