@@ -24,7 +24,7 @@ from dispatch_service.domain.send_rate import (
     wait_seconds,
 )
 from dispatch_service.settings import DispatchSettings
-from tests.unit.test_mark_lead import BASE
+from tests.unit.settings_support import DISPATCH_REQUIRED
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = RateSettings(messages_per_second=1000 / 9, headroom=0.1, horizon_seconds=0.2)
@@ -105,8 +105,12 @@ def test_the_slowest_cap_allowed_still_leaves_time_to_start_a_send() -> None:
 
 def test_a_cap_the_schedule_cannot_keep_is_refused_at_start_up() -> None:
     with pytest.raises(ValidationError, match="dispatch_rate_per_second"):
-        DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND - 0.5)
-    allowed = DispatchSettings(**BASE, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND)
+        DispatchSettings(
+            **DISPATCH_REQUIRED, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND - 0.5
+        )
+    allowed = DispatchSettings(
+        **DISPATCH_REQUIRED, dispatch_rate_per_second=MIN_MESSAGES_PER_SECOND
+    )
     assert allowed.dispatch_rate_per_second == MIN_MESSAGES_PER_SECOND
 
 
