@@ -113,6 +113,8 @@ class _Plan:
     exhausted: list[ErrorRow] = field(default_factory=list)
     rejected: list[ErrorRow] = field(default_factory=list)
     halted: list[ErrorRow] = field(default_factory=list)
+    halted_runs: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    """Each halted message's run."""
     deferred: list[ErrorRow] = field(default_factory=list)
     ambiguous: list[ErrorRow] = field(default_factory=list)
     released: list[tuple[uuid.UUID, datetime | None]] = field(default_factory=list)
@@ -122,7 +124,9 @@ class _Plan:
 
 
 def _error_row(message: ClaimedMessage, failed: Failed) -> ErrorRow:
-    return ErrorRow(message.id, failed.error_code, failed.error_title, failed.error_details)
+    return ErrorRow(
+        message.id, failed.error_code, failed.error_title, failed.error_details, message.lease
+    )
 
 
 def plan(results: Sequence[Result], policy: RetryPolicy, rng: random.Random) -> _Plan:
@@ -187,6 +191,7 @@ def _plan_failure(
         writes.deferred.append(row)
     elif decision.step is NextStep.PAUSE_RUN:
         writes.halted.append(row)
+        writes.halted_runs[message.id] = message.run.id
         meaning = classify_code(failed.error_code).meaning if failed.error_code else ""
         writes.pauses[message.run.id] = pause_reason(
             failed.error_code, failed.error_title, meaning or failed.error_details
@@ -210,17 +215,19 @@ async def write_results(
         await apply_orphaned_statuses(
             session, [row.id for row in writes.accepted], policy.defer_seconds
         )
-    await record_requeued(session, writes.requeued, writes.delays)
-    await record_failed(session, writes.exhausted, MessageEvent.RETRIES_EXHAUSTED)
-    await record_failed(session, writes.rejected, MessageEvent.TERMINAL_ERROR)
+    await record_requeued(session, writes.requeued, writes.delays, owner)
+    await record_failed(session, writes.exhausted, MessageEvent.RETRIES_EXHAUSTED, owner)
+    await record_failed(session, writes.rejected, MessageEvent.TERMINAL_ERROR, owner)
     await add_entries(session, writes.opt_outs)
-    await record_halted(session, writes.halted)
-    await record_deferred(session, writes.deferred, policy.defer_seconds)
-    await record_ambiguous(session, writes.ambiguous)
+    halted = await record_halted(session, writes.halted, owner)
+    await record_deferred(session, writes.deferred, policy.defer_seconds, owner)
+    await record_ambiguous(session, writes.ambiguous, owner)
     await give_back_unsent(session, writes.released, owner)
     effects = BatchEffects(throttled_senders=set(writes.throttled))
-    for run_id, reason in writes.pauses.items():
-        if await run_transitions.pause(session, run_id, reason):
+    # Only the runs of messages this write halted: a batch written again (its first COMMIT's
+    # answer lost) must not pause a run an operator resumed meanwhile.
+    for run_id in sorted({writes.halted_runs[message_id] for message_id in halted}):
+        if await run_transitions.pause(session, run_id, writes.pauses[run_id]):
             effects.paused_runs.add(run_id)
     return effects
 

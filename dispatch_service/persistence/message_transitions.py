@@ -264,12 +264,15 @@ async def record_accepted(session: AsyncSession, rows: Sequence[AcceptedRow]) ->
 
 @dataclass(frozen=True)
 class ErrorRow:
-    """A message with the provider's (or transport's) error."""
+    """A message with the provider's (or transport's) error, and the lease it was sent under."""
 
     id: uuid.UUID
     error_code: int | None
     error_title: str
     error_details: str
+    lease: datetime | None = None
+    """The mark's lease: the write is a no-op once the message no longer holds it (None: any
+    lease of the owner)."""
 
 
 _RUN_CANCELLED = (
@@ -280,8 +283,14 @@ planner could start from the runs and read each run's messages by state."""
 
 _ERROR_VALUES = """
     unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]), CAST(:titles AS text[]),
-           CAST(:details AS text[]), CAST(:extra AS float8[])) AS v(id, code, title, details, extra)
+           CAST(:details AS text[]), CAST(:extra AS float8[]), CAST(:leases AS timestamptz[]))
+      AS v(id, code, title, details, extra, lease)
 """
+# A result is written only while its message holds the lease it was sent under (as GIVE_BACK):
+# a batch written again after its COMMIT's answer was lost (the worker retries what it cannot
+# know was committed) must not touch a message another attempt has claimed and marked since,
+# or a requeue would put that attempt's message back in the queue and it would be sent twice.
+_OWN_LEASE = "m.lease_owner = :owner AND (v.lease IS NULL OR m.lease_expires_at = v.lease)"
 
 
 def _requeue(event: MessageEvent) -> TextClause:
@@ -294,7 +303,8 @@ def _requeue(event: MessageEvent) -> TextClause:
           error_code = v.code, error_title = v.title, error_details = v.details,
           lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
         FROM {_ERROR_VALUES}
-        WHERE m.id = v.id AND {_state_in(event, E.STOPPED_BY_CANCEL)}
+        WHERE m.id = v.id AND {_state_in(event, E.STOPPED_BY_CANCEL)} AND {_OWN_LEASE}
+        RETURNING m.id
     """)
 
 
@@ -306,7 +316,7 @@ def _fail(event: MessageEvent) -> TextClause:
           error_code = v.code, error_title = v.title, error_details = v.details,
           lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
         FROM {_ERROR_VALUES}
-        WHERE m.id = v.id AND {_state_in(event)}
+        WHERE m.id = v.id AND {_state_in(event)} AND {_OWN_LEASE}
     """)
 
 
@@ -317,66 +327,76 @@ AMBIGUOUS = text(f"""
       error_title = v.title, error_details = v.details, lease_owner = NULL,
       lease_expires_at = NULL, updated_at = now()
     FROM {_ERROR_VALUES}
-    WHERE m.id = v.id AND {_state_in(E.AMBIGUOUS)}
+    WHERE m.id = v.id AND {_state_in(E.AMBIGUOUS)} AND {_OWN_LEASE}
 """)
 
 
-def _error_params(rows: Sequence[ErrorRow], extra: Sequence[float] | None = None) -> dict[str, Any]:
+def _error_params(
+    rows: Sequence[ErrorRow], owner: str, extra: Sequence[float] | None = None
+) -> dict[str, Any]:
     return {
         "ids": [r.id for r in rows],
         "codes": [r.error_code for r in rows],
         "titles": [r.error_title for r in rows],
         "details": [r.error_details for r in rows],
         "extra": list(extra) if extra is not None else [0.0] * len(rows),
+        "leases": [r.lease for r in rows],
+        "owner": owner,
     }
 
 
 async def record_requeued(
-    session: AsyncSession, rows: Sequence[ErrorRow], delays: Sequence[float]
+    session: AsyncSession, rows: Sequence[ErrorRow], delays: Sequence[float], owner: str
 ) -> None:
     """``transient_error`` (or ``stopped_by_cancel``): back to `queued`, due after each row's
     delay in seconds; the error is kept for display."""
     if rows:
-        await session.execute(REQUEUE[E.TRANSIENT_ERROR], _error_params(rows, delays))
+        await session.execute(REQUEUE[E.TRANSIENT_ERROR], _error_params(rows, owner, delays))
 
 
 async def record_deferred(
-    session: AsyncSession, rows: Sequence[ErrorRow], delay_seconds: float
+    session: AsyncSession, rows: Sequence[ErrorRow], delay_seconds: float, owner: str
 ) -> None:
     """``deferred`` (or ``stopped_by_cancel``): Meta's per-user marketing cap (131049); back to
     `queued`, due `delay_seconds` later, held for marketing_limit (GetRunStatus counts them)."""
     if rows:
-        ids = [r.id for r in rows]
-        await session.execute(REQUEUE[E.DEFERRED], _error_params(rows, [delay_seconds] * len(rows)))
+        requeued = await session.execute(
+            REQUEUE[E.DEFERRED], _error_params(rows, owner, [delay_seconds] * len(rows))
+        )
         await session.execute(
             text(
                 f"UPDATE invite_message SET state = {_to(E.HELD)},"
                 f" hold_reason = {literal(HoldReason.MARKETING_LIMIT)}"
                 f" WHERE id = ANY(:ids) AND {_state_in(E.HELD, column='state')}"
             ),
-            {"ids": ids},
+            {"ids": list(requeued.scalars())},
         )
 
 
-async def record_halted(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:
+async def record_halted(
+    session: AsyncSession, rows: Sequence[ErrorRow], owner: str
+) -> set[uuid.UUID]:
     """``halted`` (or ``stopped_by_cancel``): back to `queued` (not sent), due at once after a
-    resume, with the error for display."""
-    if rows:
-        await session.execute(REQUEUE[E.HALTED], _error_params(rows))
+    resume, with the error for display. Returns the messages it moved (their runs pause)."""
+    if not rows:
+        return set()
+    return set((await session.execute(REQUEUE[E.HALTED], _error_params(rows, owner))).scalars())
 
 
-async def record_failed(session: AsyncSession, rows: Sequence[ErrorRow], event: E) -> None:
+async def record_failed(
+    session: AsyncSession, rows: Sequence[ErrorRow], event: E, owner: str
+) -> None:
     """``retries_exhausted`` or ``terminal_error``: `sending` -> `failed` with the reason of
     the transition and the provider's code, title and details."""
     if rows:
-        await session.execute(FAIL[event], _error_params(rows))
+        await session.execute(FAIL[event], _error_params(rows, owner))
 
 
-async def record_ambiguous(session: AsyncSession, rows: Sequence[ErrorRow]) -> None:
+async def record_ambiguous(session: AsyncSession, rows: Sequence[ErrorRow], owner: str) -> None:
     """``ambiguous``: stays `sending` (never re-sent); the lease ends so the reconciler may
     fail it later."""
     if rows:
-        await session.execute(AMBIGUOUS, _error_params(rows))
+        await session.execute(AMBIGUOUS, _error_params(rows, owner))
 
 
 GIVE_BACK = text(f"""

@@ -80,7 +80,14 @@ async def stale(database_url: str, sessions: async_sessionmaker[AsyncSession]) -
 
 def _by_id() -> list[tuple[str, TextClause | str, dict[str, Any]]]:
     leases = [datetime(2030, 1, 1, tzinfo=UTC)]
-    errors = {"codes": [131000], "titles": ["t"], "details": ["d"], "extra": [1.0]}
+    errors = {
+        "codes": [131000],
+        "titles": ["t"],
+        "details": ["d"],
+        "extra": [1.0],
+        "leases": leases,
+        "owner": OWNER,
+    }
     return [
         (
             "lease",
