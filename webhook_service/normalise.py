@@ -41,6 +41,7 @@ break us; an empty string is read as absent (Meta's drafts allowed ``wa_id: ""``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -733,6 +734,27 @@ def _summary(notes: list[Note]) -> str:
     return f"{first.path}: {first.reason}{more}"[:MAX_PROBLEM]
 
 
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+"""A JSON escape of NUL or of a UTF-16 surrogate: only a body holding one can decode to text
+that Postgres (NUL) or protobuf (a lone surrogate) refuses."""
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string made storable: NUL and lone surrogates (which JSON's escapes
+    allow, an inbound text may carry, and Postgres or protobuf refuse: the receipt would fail
+    every forward and hold back the receipts batched with it) become U+FFFD."""
+    if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value
+        cleaned = value.replace("\x00", "\ufffd")
+        return cleaned.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
+
+
 def normalise(body: bytes) -> Normalised:
     """Read a verified webhook body; never raises."""
     try:
@@ -741,6 +763,8 @@ def normalise(body: bytes) -> Normalised:
         return Normalised(flag=ReceiptFlag.INVALID_JSON, problem=type(error).__name__)
     except RecursionError:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="nested too deeply")
+    if _UNSTORABLE_ESCAPE.search(body):
+        payload = storable(payload)
     out = _Collector()
     try:
         entries = _entries(payload)

@@ -37,7 +37,7 @@ from datetime import datetime
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
 from common.vocabulary import ReceiptFlag
-from webhook_service.normalise import InboundText, Normalised, ProviderError, Status
+from webhook_service.normalise import InboundText, Normalised, ProviderError, Status, storable
 
 TWILIO_WEBHOOK_PATH = "/webhooks/twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -158,7 +158,7 @@ def normalise_twilio(body: bytes, received_at: datetime) -> Normalised:
         return Normalised(flag=ReceiptFlag.UNKNOWN_SHAPE, problem="not a UTF-8 form body")
     params: dict[str, list[str]] = {}
     for name, value in pairs:
-        params.setdefault(name, []).append(value)
+        params.setdefault(storable(name), []).append(storable(value))
     query = parse_qs(urlsplit(url).query)
     callback = (query.get(CALLBACK_MESSAGE_PARAM) or [""])[0]
     at = max(1, int(received_at.timestamp()))

@@ -40,6 +40,7 @@ from tests.status_support import (
     change,
     encode,
     envelope,
+    meta_error,
     seed_run,
     seed_workspace,
     sign,
@@ -380,6 +381,40 @@ async def test_nothing_is_lost_while_the_dispatch_service_is_down(
     await dispatch.start()
     await eventually(lambda: {s for s, _ in receipts(database_url)} == {"applied"})
     assert states(database_url, run) == ["read"] * 6
+
+
+async def test_text_postgres_or_protobuf_would_refuse_never_holds_a_backlog_back(
+    database_url: str, dispatch: DispatchServer, post: Post
+) -> None:
+    # JSON's escapes allow NUL and lone surrogates: an inbound text may carry half an emoji, an
+    # error's details a NUL. Postgres refuses NUL in text and jsonb, protobuf refuses lone
+    # surrogates: such a receipt failed every forward, and the sweeper, which takes the
+    # oldest first, retried the same batch for ever (nothing after it was applied either).
+    run = seed_run(database_url, 2)
+    await dispatch.stop()  # a backlog: everything goes through the sweeper
+    half_emoji = {
+        "from": "16505551234",
+        "id": "wamid.HALF-EMOJI",
+        "timestamp": "1900000000",
+        "type": "text",
+        "text": {"body": "See you there \ud83d"},
+    }
+    broken = meta_error(131026) | {"error_data": {"details": "bad\x00byte"}}
+    bodies = [
+        encode(envelope([change({"messages": [half_emoji]})])),
+        statuses_body([status_item(run.wamids[0] or "", "failed", 1_900_000_001, errors=[broken])]),
+        statuses_body([status_item(run.wamids[1] or "", "read", 1_900_000_002)]),
+    ]
+    assert b"\\ud83d" in bodies[0]  # escaped, as Meta sends non-ASCII
+    assert b"\\u0000" in bodies[1]
+    for body in bodies:
+        assert (await post(body)).status == 200
+    await dispatch.start()
+    await eventually(lambda: receipts(database_url) == [("applied", None)] * 3)
+    assert states(database_url, run) == ["failed", "read"]
+    assert query(
+        database_url, "SELECT error_details FROM invite_message WHERE id = %s", run.message_ids[0]
+    ) == [("bad\ufffdbyte",)]
 
 
 async def test_sweepers_of_several_ingestors_share_pending_receipts(
