@@ -143,7 +143,7 @@ MARK_ATTEMPTING = f"""
     UPDATE invite_message m SET state = {_to(E.ATTEMPTED)},
       attempt_count = m.attempt_count + 1, sending_at = clock_timestamp(),
       lease_expires_at = m.lease_expires_at + %(extension)s,
-      next_attempt_at = NULL, updated_at = now()
+      next_attempt_at = NULL, provider_message_id = NULL, updated_at = now()
     FROM invite_send_run r
     WHERE m.id = ANY(%(ids)s) AND {_state_in(E.ATTEMPTED)} AND m.lease_owner = %(owner)s
       AND r.id = m.run_id AND r.state = {literal(RunState.DISPATCHING)}
@@ -574,8 +574,9 @@ PROVIDER_MOVES = allowed_moves({e: T[e] for e in PROVIDER_EVENTS})
 """The (from, to) pairs a provider status may make (``provider_*`` transitions)."""
 
 # A deferred message (``provider_deferred``) waits `defer` seconds, held for the marketing limit,
-# its previous send's sent time forgotten (its provider id stays until the next send replaces
-# it, so that send's late statuses still find it, and are stale).
+# its previous send's sent time forgotten (its provider id stays until the next send is marked,
+# so that send's late statuses still find it meanwhile, and are stale; the mark clears it, so the
+# next send's statuses find the message by callback data even when that send's answer is lost).
 WRITE_PROVIDER_STATUSES = text(f"""
     UPDATE invite_message AS m
     SET state = v.state, sent_at = v.sent_at, delivered_at = v.delivered_at,

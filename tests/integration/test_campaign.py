@@ -571,6 +571,63 @@ async def test_131049_reported_by_webhook_defers_the_message_and_reopens_its_run
     assert (await message_row(sessions, capped)).state == "delivered"
 
 
+async def test_the_send_after_a_deferral_is_found_by_callback_data_when_its_answer_is_lost(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The first send's wamid stayed on a deferred message; once the next send was marked, a
+    lost answer (ambiguous) left the message `sending` under that old wamid, and the next
+    send's statuses, found by callback data, named another one: refused as orphans, the
+    message failed `outcome_unknown` although Meta delivered it."""
+    (capped,) = PHONES[:1]
+    world = seed_world(database_url, [capped])
+    run = (await precheck_and_start(sessions, world)).run
+
+    def script(body: dict[str, Any], before: int) -> httpx.Response:
+        return accept(body, before) if before == 0 else httpx.Response(500)  # lost: ambiguous
+
+    fake = FakeMeta(script=script)
+    async with running(sessions, fake):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    first = await message_row(sessions, capped)
+    failed = StatusUpdate(
+        provider_message_id=first.provider_message_id,
+        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(first.id),
+    )
+    assert (await apply_status(ApplyStatusCommand(statuses=(failed,)), sessions)).outcomes == [
+        ApplyOutcome.APPLIED
+    ]
+    with Seeder(database_url) as seed:  # the test moves the clock: the wait is over
+        seed.conn.execute(
+            "UPDATE invite_message SET next_attempt_at = now() WHERE id = %s", (first.id,)
+        )
+    async with running(sessions, fake):
+        await wait_for(lambda: fake.sends_to(capped) == 2, what="second send")
+
+        async def recorded() -> bool:  # the ambiguous answer is written: the lease ends
+            async with sessions() as session:
+                owner = await session.scalar(
+                    text("SELECT lease_owner FROM invite_message WHERE id = :id"), {"id": first.id}
+                )
+            return owner is None
+
+        await wait_for(recorded, what="the lost answer recorded")
+    second = await message_row(sessions, capped)
+    assert (second.state, second.provider_message_id) == ("sending", None)
+
+    delivered = StatusUpdate(
+        provider_message_id="wamid.SECOND-SEND",
+        report=ProviderStatus("delivered", datetime.now(UTC)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(first.id),
+    )
+    result = await apply_status(ApplyStatusCommand(statuses=(delivered,)), sessions)
+    assert result.outcomes == [ApplyOutcome.APPLIED]
+    after = await message_row(sessions, capped)
+    assert (after.state, after.provider_message_id) == ("delivered", "wamid.SECOND-SEND")
+
+
 async def message_row(sessions: async_sessionmaker[AsyncSession], phone: str) -> Any:
     """The message to `phone` (one run in these tests), with its wait until the next attempt."""
     async with sessions() as session:
