@@ -155,9 +155,12 @@ ERROR_CODES: dict[int, CodeRule] = {
     21655: CodeRule(H, "Twilio: the ContentSid is invalid"),
     30008: CodeRule(TERM, "Twilio: unknown delivery error"),
     63003: CodeRule(TERM, "Twilio: channel could not find the To address"),
+    # 63012: Twilio's mapping of WhatsApp's internal errors (500/1011/1014/1023): not sent.
+    63012: CodeRule(T, "Twilio: channel internal error"),
     63014: CodeRule(TERM, "Twilio: blocked by the user (block or consent withdrawn)"),
     63016: CodeRule(TERM, "Twilio: free-form message outside the 24 h window (use ContentSid)"),
     63018: CodeRule(T, "Twilio: rate limit exceeded for this sender", lowers_rate=True),
+    63021: CodeRule(TERM, "Twilio: invalid content (unsupported media, or over 1,024 characters)"),
     63024: CodeRule(TERM, "Twilio: invalid recipient (not on WhatsApp, old client, ToS)"),
     63028: CodeRule(H, "Twilio: ContentVariables do not match the template's placeholders"),
     63032: CodeRule(TERM, "Twilio: user is in a marketing-message experiment"),

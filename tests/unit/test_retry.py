@@ -56,6 +56,10 @@ BACKOFF = Backoff(base_seconds=2.0, cap_seconds=60.0)
         (132016, RetryClass.HALT),
         (133010, RetryClass.HALT),
         (999999, RetryClass.TERMINAL),
+        # Twilio (reference whatsapp-cloud-api §7 and meta-2026-and-twilio §6.6)
+        (63012, RetryClass.TRANSIENT),
+        (63021, RetryClass.TERMINAL),
+        (63024, RetryClass.TERMINAL),
     ],
 )
 def test_codes_are_classified_as_the_reference_table_says(code: int, expected: RetryClass) -> None:
