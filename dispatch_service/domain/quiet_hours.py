@@ -8,7 +8,8 @@ phone number's region (phonenumbers' time-zone data), else the event's time zone
 * several (a country without area-code zones, such as Russia's mobiles): the event's zone when
   it is one of them (a guest invited to an event in Moscow most likely lives in its zone),
   otherwise the message may go only when the time is inside the window in every one of them,
-  and when no such moment comes within two days, in its first zone alone;
+  and when the window is never open in all of them at once (Russia's mobiles span eleven hours),
+  whenever it is open in its first zone;
 * none (no zone data for the number): the event's zone (UTC for an event without one).
 
 The dispatcher asks at claim time: a message due outside its window is held (``held``: it stays
@@ -116,8 +117,15 @@ def next_opening(
     zones = recipient_zones(phone_e164, event)
     if _inside(window, zones, now):
         return None
+    # A moment inside the window in every zone starts at some zone's opening, and openings
+    # repeat daily: when none of the next ones is such a moment, there is none at any time, so
+    # the first zone alone decides, now as at every later claim (else the message would be held
+    # at its first zone's opening, then held again there, every day).
     candidates = sorted({t for zone in zones for t in _openings(window, zone, now)})
     for candidate in candidates:
         if _inside(window, zones, candidate):
             return candidate
-    return _openings(window, zones[0], now)[0]
+    first = zones[:1]
+    if _inside(window, first, now):
+        return None
+    return _openings(window, first[0], now)[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -65,6 +65,24 @@ def test_a_number_spanning_zones_waits_until_it_is_inside_in_all_of_them() -> No
     opening = next_opening(DAY, russia, utc(0))
     assert opening is not None
     assert all(DAY.contains(opening.astimezone(z).time()) for z in zones)
+
+
+def test_a_number_whose_zones_never_share_the_window_goes_in_its_first_zones_hours() -> None:
+    # Russia's mobiles span Kaliningrad (UTC+2) to Anadyr (UTC+12): a 9-hour window is never
+    # open in all of them at once. Each claim asks again when the message comes due; it used
+    # to be held at its first zone's opening, then held again there, every day, for ever.
+    russia, lisbon = "+79161234567", ZoneInfo("Europe/Lisbon")  # Lisbon: not one of its zones
+    window = parse_window("09:00-18:00")
+    first = recipient_zones(russia, lisbon)[0]
+    now = utc(0)
+    for _ in range(3):  # the claims a held message meets
+        opening = next_opening(window, russia, now, lisbon)
+        if opening is None:
+            break
+        now = opening
+    assert opening is None
+    assert window.contains(now.astimezone(first).time())
+    assert now - utc(0) < timedelta(days=1)
 
 
 def test_the_events_zone_places_a_number_without_zone_data() -> None:
