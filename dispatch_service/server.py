@@ -35,6 +35,8 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 DB_PROBE_SECONDS = 2.0
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The largest request the server reads (gRPC's default is 4 MB)."""
 
 
 def _credentials(settings: DispatchSettings) -> Credentials:
@@ -81,7 +83,12 @@ class HealthWithList(HealthServicer):  # type: ignore[misc]
 
 def build_server(settings: DispatchSettings, deps: Deps) -> tuple[aio.Server, HealthServicer, int]:
     """The gRPC server with its guard, services, health and reflection, bound but not started."""
-    server = aio.server(interceptors=[GuardInterceptor(_credentials(settings))])
+    server = aio.server(
+        interceptors=[GuardInterceptor(_credentials(settings))],
+        # As large as the ingestor may send (webhook_service.app.CHANNEL_OPTIONS), which keeps its
+        # requests far below it (webhook_service.forwarder.MAX_REQUEST_BODY_BYTES).
+        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+    )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(DispatchServiceServicer(deps), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServiceServicer(deps), server)
     health_servicer = HealthWithList()

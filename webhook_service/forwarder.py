@@ -84,6 +84,13 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+MAX_REQUEST_BODY_BYTES = 2_000_000
+"""A request takes receipts whose bodies add up to at most this (one larger receipt goes alone):
+a receipt's updates never take more bytes than its JSON, so requests stay under gRPC's 4 MB
+default however long the texts of a backlog are (the update limit alone let 80 long inbound
+texts make one request over it, refused with RESOURCE_EXHAUSTED at every sweep)."""
+
+
 def _timestamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
@@ -97,6 +104,8 @@ class Plan:
     """Receipts that become applied when the call succeeds (or stay pending when it fails)."""
     settled: list[Settlement] = field(default_factory=list)
     """Receipts settled whatever the call does (flagged, or nothing to forward)."""
+    body_bytes: int = 0
+    """The forwarded receipts' bodies, in bytes: more than the request carries of them."""
 
     @property
     def update_count(self) -> int:
@@ -328,9 +337,13 @@ async def plan(
             log.warning(
                 "provider reported error %d: %s", error.code, error.title, extra={"receipt_id": rid}
             )
-        if result.update_count and result.update_count + updates.update_count > max_updates:
+        if result.update_count and (
+            result.update_count + updates.update_count > max_updates
+            or result.body_bytes + len(receipt.body) > MAX_REQUEST_BODY_BYTES
+        ):
             result = Plan()
             plans.append(result)
+        result.body_bytes += len(receipt.body)
         dropped = _add_updates(result.request, receipt, updates, known)
         if dropped:
             log.warning(

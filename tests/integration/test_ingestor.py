@@ -928,6 +928,46 @@ async def test_requests_are_cut_at_the_update_limit_without_splitting_a_receipt(
     assert [s.receipt_id for p in plans for s in p.forwarded] == [r.id for r in receipts_]
 
 
+async def test_requests_stay_far_below_grpcs_limit_whatever_the_backlogs_texts(
+    database_url: str,
+) -> None:
+    # Eighty inbound texts of 60,000 characters (a backlog after an outage): the update limit
+    # alone made one request of about 5 MB, over gRPC's 4 MB, refused at every sweep.
+    seed_run(database_url, 1)
+    bodies = [
+        encode(
+            envelope(
+                [
+                    change(
+                        {
+                            "messages": [
+                                {
+                                    "from": "16505551234",
+                                    "id": f"wamid.LONG{n}",
+                                    "timestamp": "1900000000",
+                                    "type": "text",
+                                    "text": {"body": "x" * 60_000},
+                                }
+                            ]
+                        }
+                    )
+                ]
+            )
+        )
+        for n in range(80)
+    ]
+    receipts_ = [Receipt(uuid.uuid4(), body, datetime.now(UTC)) for body in bodies]
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        plans = await plan(engine, receipts_)
+    finally:
+        await engine.dispose()
+    assert len(plans) > 1
+    assert max(p.request.ByteSize() for p in plans) < 2_100_000
+    assert [s.receipt_id for p in plans for s in p.forwarded] == [r.id for r in receipts_]
+    assert sum(len(p.request.inbound_texts) for p in plans) == 80
+
+
 async def test_metrics_count_posts_by_verdict(client: TestClient[Any, Any], post: Post) -> None:
     def value(verdict: str) -> float:
         sample = REGISTRY.get_sample_value("invites_webhook_posts_total", {"verdict": verdict})
