@@ -213,7 +213,7 @@ async def write_results(
     await record_accepted(session, writes.accepted)
     if writes.accepted:
         await apply_orphaned_statuses(
-            session, [row.id for row in writes.accepted], policy.defer_seconds
+            session, [row.id for row in writes.accepted], policy.defer_seconds, policy.max_attempts
         )
     await record_requeued(session, writes.requeued, writes.delays, owner)
     await record_failed(session, writes.exhausted, MessageEvent.RETRIES_EXHAUSTED, owner)

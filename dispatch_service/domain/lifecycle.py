@@ -18,7 +18,10 @@ a status that moves nothing means (``stale`` or ``after_terminal``) and which ti
   does not fail the message: it was not delivered, and goes back to the queue to be sent again
   after at least 24 h (``provider_deferred``; the writer sets when). Its earlier send's ``sent``
   time is dropped, and any later status of that send is ``stale`` (``Lifecycle.deferred``), so
-  the order in which its statuses arrive does not matter.
+  the order in which its statuses arrive does not matter. When that send was the last the retry
+  policy allows (``Lifecycle.last_attempt``: DISPATCH_MAX_ATTEMPTS calls), the message fails
+  ``retries_exhausted`` instead (``provider_deferral_exhausted``), as a 131049 in the send's
+  own answer does: a recipient whose cap never lifts is not invited again every day for ever.
 
 Timestamps come from the provider and are chosen so the result does not depend on the order in
 which a consistent set of statuses arrives (Meta delivers out of order):
@@ -133,6 +136,8 @@ class Lifecycle:
     deferred: bool = False
     """Queued again after a provider deferral (131049): its previous send's statuses are
     stale; the next send starts afresh."""
+    last_attempt: bool = False
+    """Its send was the last one the retry policy allows: a deferral fails it instead."""
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:
@@ -181,6 +186,11 @@ def apply_status(message: Lifecycle, status: ProviderStatus) -> tuple[ApplyOutco
         return ApplyOutcome.STALE, message
     reported = MessageState(status.status)
     error = deferring_error(status)
+    if error is not None and message.last_attempt:
+        exhausted = MESSAGE_TRANSITIONS[MessageEvent.PROVIDER_DEFERRAL_EXHAUSTED]
+        if exhausted.allows(message.state):
+            failed = replace(_fail(message, status), error=error, rejection_reason=exhausted.reason)
+            return ApplyOutcome.APPLIED, failed
     if error is not None and message_step(message.state, MessageEvent.PROVIDER_DEFERRED):
         return ApplyOutcome.APPLIED, Lifecycle(MessageState.QUEUED, error=error, deferred=True)
     target = message_step(message.state, PROVIDER_STATUS_EVENTS[reported])

@@ -33,6 +33,9 @@ again. A message's life at a glance::
     provider_failed          queued, sending, sent, delivered   failed      provider_rejected
     provider_deferred        queued, sending, sent              queued      a `failed` status with
                                                                             131049: after >= 24 h
+    provider_deferral_       queued, sending, sent              failed      retries_exhausted: the
+      exhausted                                                             same, after the last
+                                                                            attempt allowed
 
 The provider rows are not typed by hand: they follow from the rank rule (``RANK``): a provider
 status advances a message from every live state of lower rank, ``failed`` from every live state
@@ -111,6 +114,7 @@ class MessageEvent(StrEnum):
     PROVIDER_READ = "provider_read"
     PROVIDER_FAILED = "provider_failed"
     PROVIDER_DEFERRED = "provider_deferred"
+    PROVIDER_DEFERRAL_EXHAUSTED = "provider_deferral_exhausted"
 
 
 class RunEvent(StrEnum):
@@ -195,6 +199,9 @@ MESSAGE_TRANSITIONS: Mapping[MessageEvent, Transition[MessageState]] = {
         for state, event in PROVIDER_STATUS_EVENTS.items()
     },
     MessageEvent.PROVIDER_DEFERRED: _t({Q, SENDING, SENT}, Q),
+    MessageEvent.PROVIDER_DEFERRAL_EXHAUSTED: _t(
+        {Q, SENDING, SENT}, FAILED, _REASON.RETRIES_EXHAUSTED
+    ),
 }
 """Every message transition (the table of the module docstring)."""
 

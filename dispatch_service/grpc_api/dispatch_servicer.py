@@ -141,8 +141,13 @@ class DispatchServiceServicer(pb_grpc.DispatchServiceServicer):
         self, request: pb.ApplyStatusRequest, context: Context
     ) -> pb.ApplyStatusResponse:
         command = status_mapping.to_command(request)
-        defer = self.deps.settings.dispatch_marketing_limit_defer_seconds
-        result = await apply_status(command, self.deps.sessions, defer)
+        settings = self.deps.settings
+        result = await apply_status(
+            command,
+            self.deps.sessions,
+            settings.dispatch_marketing_limit_defer_seconds,
+            settings.dispatch_max_attempts,
+        )
         return status_mapping.to_response(result)
 
     async def ResendRun(

@@ -569,7 +569,11 @@ async def block_already_invited(
 
 # --- provider statuses (ApplyStatus) --------------------------------------------------------
 
-PROVIDER_EVENTS = (*PROVIDER_STATUS_EVENTS.values(), E.PROVIDER_DEFERRED)
+PROVIDER_EVENTS = (
+    *PROVIDER_STATUS_EVENTS.values(),
+    E.PROVIDER_DEFERRED,
+    E.PROVIDER_DEFERRAL_EXHAUSTED,
+)
 PROVIDER_MOVES = allowed_moves({e: T[e] for e in PROVIDER_EVENTS})
 """The (from, to) pairs a provider status may make (``provider_*`` transitions)."""
 

@@ -112,7 +112,8 @@ class StatusApplication:
 _LOCK_MESSAGES = """
     SELECT m.id, m.provider_message_id, m.wa_id, m.phone_e164, m.state, m.sent_at,
            m.delivered_at, m.read_at, m.failed_at, m.error_code, m.error_title, m.error_details,
-           m.rejection_reason, m.hold_reason, r.sender_phone_number_id, m.provider
+           m.rejection_reason, m.hold_reason, r.sender_phone_number_id, m.provider,
+           m.attempt_count
     FROM invite_message m JOIN invite_send_run r ON r.id = m.run_id
     WHERE {match}
     ORDER BY m.id
@@ -196,9 +197,10 @@ _REASONS = {reason.value: reason for reason in RejectionReason}
 _PROVIDERS = {provider.value: provider for provider in SenderProvider}
 
 
-def _message(row: Any) -> MatchedMessage:
+def _message(row: Any, max_attempts: int | None) -> MatchedMessage:
     """A locked message from a row of _LOCK_MESSAGES (unpacked in its column order: reading
-    sixteen columns by name and the enums by call was a sixth of ApplyStatus's CPU)."""
+    seventeen columns by name and the enums by call was a sixth of ApplyStatus's CPU);
+    `max_attempts`: the retry policy's calls per message (None: no limit)."""
     (
         message_id,
         provider_message_id,
@@ -216,6 +218,7 @@ def _message(row: Any) -> MatchedMessage:
         hold_reason,
         sender,
         provider,
+        attempt_count,
     ) = row
     state = _STATES[state_value]
     lifecycle = Lifecycle(
@@ -231,6 +234,7 @@ def _message(row: Any) -> MatchedMessage:
         ),
         rejection_reason=_REASONS[rejection_reason] if rejection_reason else None,
         deferred=state is MessageState.QUEUED and hold_reason == HoldReason.MARKETING_LIMIT,
+        last_attempt=max_attempts is not None and attempt_count >= max_attempts,
     )
     return MatchedMessage(
         id=message_id,
@@ -282,6 +286,7 @@ async def _lock_messages(
     provider: str = SenderProvider.META,
     wamids: Sequence[str] = (),
     ids: Sequence[uuid.UUID] = (),
+    max_attempts: int | None = None,
 ) -> list[MatchedMessage]:
     if wamids:
         result = await session.execute(
@@ -291,7 +296,7 @@ async def _lock_messages(
         result = await session.execute(LOCK_BY_ID, {"ids": json_param(list(ids))})
     else:
         return []
-    return [_message(row) for row in result]
+    return [_message(row, max_attempts) for row in result]
 
 
 async def _lock_wamids(session: AsyncSession, wamids: Iterable[str]) -> None:
@@ -370,12 +375,18 @@ async def _write_held(session: AsyncSession, held: Iterable[HeldStatus]) -> None
 # --- the batch ----------------------------------------------------------------------------------
 
 
-async def _match_batch(session: AsyncSession, batch: StatusBatch, provider: str) -> None:
+async def _match_batch(
+    session: AsyncSession, batch: StatusBatch, provider: str, max_attempts: int | None
+) -> None:
     """Lock the messages of the batch's statuses and match them (step 1)."""
-    locked = await _lock_messages(session, provider=provider, wamids=batch.wamids())
+    locked = await _lock_messages(
+        session, provider=provider, wamids=batch.wamids(), max_attempts=max_attempts
+    )
     by_wamid = {m.provider_message_id: m for m in locked if m.provider_message_id}
     by_id = {m.id: m for m in locked}
-    fetched = await _lock_messages(session, ids=sorted(batch.callback_ids(by_wamid) - set(by_id)))
+    fetched = await _lock_messages(
+        session, ids=sorted(batch.callback_ids(by_wamid) - set(by_id)), max_attempts=max_attempts
+    )
     by_id.update((m.id, m) for m in fetched)
     batch.messages = by_id
     batch.match(by_wamid)
@@ -435,8 +446,10 @@ async def apply_status_updates(
     session: AsyncSession,
     updates: Sequence[StatusUpdate],
     defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
+    max_attempts: int | None = None,
 ) -> list[StatusApplication]:
-    """Apply a batch of provider statuses; one result per input, in order.
+    """Apply a batch of provider statuses; one result per input, in order. A 131049 defers
+    its message `defer_seconds`, or fails it once it has had `max_attempts` calls.
 
     Runs in the caller's transaction. May raise an error for which :func:`is_retryable` is true:
     roll back and run the whole transaction again.
@@ -454,7 +467,7 @@ async def apply_status_updates(
     if len(batches) > 1:
         await _lock_known(session, {p: b.wamids() for p, b in batches.items()})
     for provider, batch in batches.items():
-        await _match_batch(session, batch, provider)
+        await _match_batch(session, batch, provider, max_attempts)
     for provider, batch in batches.items():
         await _guard_unmatched(session, batch, provider)
     results: dict[int, StatusApplication] = {}
@@ -534,6 +547,7 @@ async def apply_orphaned_statuses(
     session: AsyncSession,
     message_ids: Sequence[uuid.UUID],
     defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
+    max_attempts: int | None = None,
 ) -> int:
     """Apply the statuses that arrived before these messages' provider ids were stored.
 
@@ -546,7 +560,8 @@ async def apply_orphaned_statuses(
     """
     if not message_ids:
         return 0
-    messages = {m.id: m for m in await _lock_messages(session, ids=sorted(set(message_ids)))}
+    locked = await _lock_messages(session, ids=sorted(set(message_ids)), max_attempts=max_attempts)
+    messages = {m.id: m for m in locked}
     await _lock_wamids(
         session, (m.provider_message_id for m in messages.values() if m.provider_message_id)
     )

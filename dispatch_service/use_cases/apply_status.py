@@ -170,9 +170,14 @@ def collect_identities(
 
 
 async def _apply_once(
-    session: AsyncSession, command: ApplyStatusCommand, defer_seconds: float
+    session: AsyncSession,
+    command: ApplyStatusCommand,
+    defer_seconds: float,
+    max_attempts: int | None,
 ) -> _Applied:
-    applications = await status_store.apply_status_updates(session, command.statuses, defer_seconds)
+    applications = await status_store.apply_status_updates(
+        session, command.statuses, defer_seconds, max_attempts
+    )
     await record_pricing(
         session,
         [
@@ -194,14 +199,16 @@ async def apply_status(
     command: ApplyStatusCommand,
     sessions: async_sessionmaker[AsyncSession],
     defer_seconds: float = MARKETING_CAP_DEFER_SECONDS,
+    max_attempts: int | None = None,
 ) -> ApplyStatusResult:
     """Apply the batch in one transaction (retried on a conflict with a concurrent writer).
-    A message a `failed` status defers (131049) is due again `defer_seconds` later."""
+    A message a `failed` status defers (131049) is due again `defer_seconds` later, unless it
+    has had `max_attempts` calls (DISPATCH_MAX_ATTEMPTS): then it fails retries_exhausted."""
     started = time.perf_counter()
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
-                applied = await _apply_once(session, command, defer_seconds)
+                applied = await _apply_once(session, command, defer_seconds, max_attempts)
             break
         except Exception as error:
             if attempt == MAX_ATTEMPTS or not status_store.is_retryable(error):

@@ -571,6 +571,32 @@ async def test_131049_reported_by_webhook_defers_the_message_and_reopens_its_run
     assert (await message_row(sessions, capped)).state == "delivered"
 
 
+async def test_a_131049_webhook_after_the_last_attempt_allowed_fails_the_message(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The cap of DISPATCH_MAX_ATTEMPTS holds for the webhook's 131049 as for the send's own
+    answer: the message fails retries_exhausted, and its completed run stays completed."""
+    capped, fine = PHONES[0], PHONES[1]
+    world = seed_world(database_url, [capped, fine])
+    run = (await precheck_and_start(sessions, world)).run
+    async with running(sessions, FakeMeta()):
+        await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
+    first = await message_row(sessions, capped)
+    failed = StatusUpdate(
+        provider_message_id=first.provider_message_id,
+        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(first.id),
+    )
+    command = ApplyStatusCommand(statuses=(failed,))
+    result = await apply_status(command, sessions, 3600.0, max_attempts=1)  # one call allowed
+    assert result.outcomes == [ApplyOutcome.APPLIED]
+    assert (await message_states(sessions, run.id))[capped] == ("failed", "retries_exhausted")
+    row = await message_row(sessions, capped)
+    assert (row.error_code, row.hold_reason) == (131049, None)
+    assert (await run_row(sessions, run.id)).state == "completed"  # not reopened
+
+
 async def test_the_send_after_a_deferral_is_found_by_callback_data_when_its_answer_is_lost(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -117,6 +117,27 @@ def test_a_marketing_cap_failure_defers_until_the_message_was_delivered() -> Non
         assert apply_status(deferred, status(name, 20)) == (A.STALE, deferred)
 
 
+def test_a_marketing_cap_failure_of_the_last_attempt_allowed_fails_the_message() -> None:
+    # As the send's own answer does after DISPATCH_MAX_ATTEMPTS calls: a cap that never lifts
+    # (US numbers get no marketing templates at all) must not re-send every day for ever.
+    capped = status("failed", 9, ProviderError(131049, "cap"))
+    for start in (S.QUEUED, S.SENDING, S.SENT):
+        outcome, after = apply_status(Lifecycle(start, sent_at=T0, last_attempt=True), capped)
+        assert outcome is A.APPLIED
+        assert (after.state, after.rejection_reason, after.error, after.deferred) == (
+            S.FAILED,
+            RejectionReason.RETRIES_EXHAUSTED,
+            ProviderError(131049, "cap"),
+            False,
+        )
+        assert after.failed_at == capped.at
+    # any other failure of the last attempt is the provider's rejection, as before
+    _, after = apply_status(
+        Lifecycle(S.SENT, last_attempt=True), status("failed", 9, ProviderError(131026))
+    )
+    assert (after.state, after.rejection_reason) == (S.FAILED, RejectionReason.PROVIDER_REJECTED)
+
+
 def test_only_131050_failures_opt_out() -> None:
     assert opts_out(status("failed", 0, ProviderError(131026), ProviderError(131050)))
     assert not opts_out(status("failed", 0, ProviderError(131026)))
