@@ -7,7 +7,8 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
 2. the run row (FOR NO KEY UPDATE): CancelRun, ResumeRun and a pause wait for the claim, or the
    claim sees the run is no longer active and takes nothing; a queued run starts dispatching;
 3. with a messaging limit on the workspace: the claim takes no more than the unique recipients
-   the sender's moving 24 h window has left (serialised by the schedule row lock of step 1); with
+   the moving 24 h window of the sender's business portfolio (every sender of its WABA) has
+   left, after the portfolio's other claims (a transaction-scoped advisory lock per WABA); with
    none left, the run's due messages are held until the window frees (domain/messaging_limit.py);
 4. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
    other's rows), none of a run past its deadline;
@@ -49,7 +50,7 @@ from dispatch_service.persistence.message_transitions import (
     hold_due,
     lease_claimed,
 )
-from dispatch_service.persistence.messaging_limit import allowance
+from dispatch_service.persistence.messaging_limit import allowance, lock_portfolio
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ async def claim(
             return ClaimResult([], 0, False, True, 0.0, outage)
         wanted = min(limit, reservation.slots.count)
         if run.messaging_limit is not None:
+            await lock_portfolio(session, run.sender)
             window = await allowance(session, run.sender, run.messaging_limit)
             if window.frees_at is not None:
                 await hold_due(session, run.id, window.frees_at, HoldReason.MESSAGING_LIMIT)

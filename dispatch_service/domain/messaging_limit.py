@@ -6,9 +6,10 @@ workspace records its sender's tier: set by an operator (`invites limits --messa
 2000`), or read from Meta (its `business_capability_update` and `phone_number_quality_update`
 webhooks, and `SyncTemplates`, which asks the phone number's
 `whatsapp_business_manager_messaging_limit`); the newest word wins. Every claim of a
-run counts the unique recipients its sender's runs were sent to in the last 24 hours (a phone
-counts once; a send counts from its claim, failed or not: never over the limit) and claims at
-most what remains. When nothing remains, the run's due messages are **held** (they stay queued,
+run counts the unique recipients the runs of its portfolio were sent to in the last 24 hours
+(every sender of a workspace on the same WABA; a phone counts once; a send counts from its
+claim, failed or not: never over the limit) and claims at most what remains; the claims of one
+portfolio take turns. When nothing remains, the run's due messages are **held** (they stay queued,
 hold reason `messaging_limit`) until the window frees: when enough recipients' last send is 24 h
 old. The run is not paused: it continues on its own, and GetRunStatus shows how many wait and
 until when. PrecheckSend says how many could go now.

@@ -13,24 +13,35 @@ from common.vocabulary import LimitSource, MessageState
 from dispatch_service.domain.messaging_limit import WINDOW, Allowance
 from dispatch_service.persistence.state_sql import pending
 
-# Per phone, its last send in the window; the window frees when the (used - limit + 1)th oldest
-# of those leaves it. A message claimed but not yet marked `sending` (leased, still `queued`)
-# counts as sent now: its slot is taken, and the claims of one sender are serialised by its
-# schedule row, so a second claim cannot hand the same room out again before the mark. (The
-# state is written out, not bound: it must match ix_invite_message_leased's predicate even in
-# a generic plan of the prepared statement.)
+# Meta's messaging limit belongs to the business portfolio and is shared by all its numbers
+# (reference meta-2026-and-twilio §5.1): the window counts the unique recipients of every run
+# whose sender belongs to a workspace of the same WABA (`workspace.waba_id`; a workspace whose
+# WABA is not known counts its own sender's only). Per phone, its last send in the window; the
+# window frees when the (used - limit + 1)th oldest of those leaves it. A message claimed but not
+# yet marked `sending` (leased, still `queued`) counts as sent now: its slot is taken, and the
+# claims of one portfolio take turns (PORTFOLIO_LOCK), so a second claim cannot hand the same
+# room out again before the mark. (The state is written out, not bound: it must match
+# ix_invite_message_leased's predicate even in a generic plan of the prepared statement.)
 _QUEUED = pending([MessageState.QUEUED], "m.dispatch_state")
+_PORTFOLIO_SENDERS = """
+    SELECT CAST(:sender AS text)
+    UNION
+    SELECT other.sender_phone_number_id
+    FROM workspace w JOIN workspace other ON other.waba_id = w.waba_id
+    WHERE w.sender_phone_number_id = :sender
+"""
 WINDOW_USE = text(f"""
-    WITH recent AS (
+    WITH senders AS ({_PORTFOLIO_SENDERS}),
+    recent AS (
       SELECT phone_e164, max(last) AS last FROM (
         SELECT m.phone_e164, m.sending_at AS last
         FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-        WHERE r.sender_phone_number_id = :sender AND m.sending_at IS NOT NULL
+        WHERE r.sender_phone_number_id IN (SELECT * FROM senders) AND m.sending_at IS NOT NULL
           AND m.sending_at > clock_timestamp() - make_interval(secs => :window)
         UNION ALL
         SELECT m.phone_e164, clock_timestamp()
         FROM invite_send_run r JOIN invite_message m ON m.run_id = r.id
-        WHERE r.sender_phone_number_id = :sender AND {_QUEUED}
+        WHERE r.sender_phone_number_id IN (SELECT * FROM senders) AND {_QUEUED}
           AND m.lease_owner IS NOT NULL AND m.lease_expires_at > clock_timestamp()
       ) AS uses GROUP BY phone_e164)
     SELECT (SELECT count(*) FROM recent) AS used,
@@ -38,10 +49,25 @@ WINDOW_USE = text(f"""
             OFFSET greatest((SELECT count(*) FROM recent) - :limit, 0) LIMIT 1) AS frees_at,
            (SELECT min(last) + make_interval(secs => :window) FROM recent) AS next_exit_at
 """)
+PORTFOLIO_LOCK = text("""
+    SELECT pg_advisory_xact_lock(hashtextextended('messaging_limit:' || w.waba_id, 0))
+    FROM (SELECT DISTINCT waba_id FROM workspace
+          WHERE sender_phone_number_id = :sender AND waba_id IS NOT NULL ORDER BY waba_id) AS w
+""")
+"""Claims of one portfolio's senders take turns here (each sender's own claims already take
+turns on its schedule row, locked before this): a transaction-scoped lock, taken in a statement
+of its own, so the window read after it sees what the claim before it leased."""
+
+
+async def lock_portfolio(session: AsyncSession, sender: str) -> None:
+    """Wait for the other claims of the sender's portfolio (PORTFOLIO_LOCK) until this
+    transaction ends: a claim takes it before it reads the window."""
+    await session.execute(PORTFOLIO_LOCK, {"sender": sender})
 
 
 async def allowance(session: AsyncSession, sender: str, limit: int | None) -> Allowance:
-    """What the sender's moving 24 h window leaves of `limit` (no query when unlimited)."""
+    """What the moving 24 h window of the sender's portfolio leaves of `limit` (no query when
+    unlimited)."""
     if limit is None:
         return Allowance(limit=None, used=0, frees_at=None)
     row = (

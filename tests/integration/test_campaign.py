@@ -695,6 +695,36 @@ async def test_claimed_but_not_yet_marked_messages_use_the_messaging_limit(
     assert [(h.reason, h.count) for h in status.held] == [("messaging_limit", 2)]
 
 
+async def test_the_numbers_of_one_portfolio_share_its_messaging_limit(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Meta's limit is the business portfolio's, shared by all its numbers (reference §5.1):
+    # two workspaces on one WABA, each with its own number, get two recipients between them.
+    first = seed_world(database_url, PHONES[:3], sender="111111111111111")
+    second = seed_world(database_url, PHONES[3:6], sender="222222222222222")
+    with Seeder(database_url) as seed:
+        seed.conn.execute(
+            "UPDATE workspace SET waba_id = 'WABA-1', messaging_limit = 2 WHERE id = ANY(%s)",
+            ([first.workspace_id, second.workspace_id],),
+        )
+    runs = [
+        (await precheck_and_start(sessions, w, key=k)).run for w, k in ((first, "a"), (second, "b"))
+    ]
+    fake = FakeMeta()
+    async with running(sessions, fake):
+
+        async def held() -> bool:
+            counts = [
+                sum(h.count for h in (await get_run_status(sessions, w.admin, r.id)).held)
+                for w, r in zip((first, second), runs, strict=True)
+            ]
+            return sum(counts) == 4
+
+        await wait_for(held, what="all but two held")
+        await wait_for(lambda: len(fake.sends) == 2, what="the two sends")
+    assert len(fake.sends) == 2
+
+
 async def test_the_messaging_limit_holds_new_recipients_until_the_24_hour_window_frees(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
