@@ -91,6 +91,19 @@ default however long the texts of a backlog are (the update limit alone let 80 l
 texts make one request over it, refused with RESOURCE_EXHAUSTED at every sweep)."""
 
 
+REFUSED_CODES = frozenset(
+    code.name
+    for code in (
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+)
+"""A call's codes that may mean the request itself cannot be applied (the sweeper then splits
+it); UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED mean an outage, which splitting cannot help."""
+
+
 def _timestamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
@@ -344,7 +357,24 @@ async def plan(
             result = Plan()
             plans.append(result)
         result.body_bytes += len(receipt.body)
-        dropped = _add_updates(result.request, receipt, updates, known)
+        sizes = _sizes(result.request)
+        try:
+            dropped = _add_updates(result.request, receipt, updates, known)
+        except (ValueError, TypeError, OverflowError) as error:  # a value protobuf refuses
+            _truncate(result.request, sizes)  # the request as it was before this receipt
+            log.warning(
+                "receipt flagged unknown_shape: %s", type(error).__name__, extra={"receipt_id": rid}
+            )
+            result.settled.append(
+                Settlement(
+                    rid,
+                    ReceiptState.FLAGGED,
+                    flag=ReceiptFlag.UNKNOWN_SHAPE.value,
+                    phone_number_id=first,
+                    notes=notes,
+                )
+            )
+            continue
         if dropped:
             log.warning(
                 "%d updates for unknown sender ids skipped", dropped, extra={"receipt_id": rid}
@@ -354,6 +384,25 @@ async def plan(
         else:
             result.settled.append(settlement)  # ignored changes, unreadable items: nothing to send
     return plans
+
+
+_REPEATED = (
+    "statuses",
+    "preferences",
+    "inbound_texts",
+    "template_updates",
+    "messaging_limit_updates",
+)
+
+
+def _sizes(request: pb.ApplyStatusRequest) -> tuple[int, ...]:
+    return tuple(len(getattr(request, name)) for name in _REPEATED)
+
+
+def _truncate(request: pb.ApplyStatusRequest, sizes: tuple[int, ...]) -> None:
+    """Drop what was added to `request` since `_sizes` returned `sizes`."""
+    for name, size in zip(_REPEATED, sizes, strict=True):
+        del getattr(request, name)[size:]
 
 
 MAX_STORED_NOTES = 100
@@ -577,13 +626,32 @@ class Forwarder:
             self._unqueue({r.id for r in receipts})
             # The sweeper holds these receipts (FOR NO KEY UPDATE) until it commits, so it
             # settles them itself, in this transaction, rather than asking ApplyStatus to.
+            by_id = {r.id: r for r in receipts}
             left: list[Settlement] = []
             for work in await self._plan(conn, receipts):
-                left += self._left_to_settle(work, await self._call(work, attempts=1), "sweep")
+                left += await self._sweep_plan(conn, work, by_id)
             applied = self._count(await settle(conn, left), left, "sweep")
         if applied:
             log.info("swept %d pending receipts: applied", applied, extra={"count": applied})
         return len(receipts)
+
+    async def _sweep_plan(
+        self, conn: AsyncConnection, work: Plan, receipts: dict[uuid.UUID, Receipt]
+    ) -> list[Settlement]:
+        """Forward one plan of the sweep. When the dispatch service refuses the request itself
+        (not an outage: REFUSED_CODES) and it carries several receipts, each half is planned and
+        forwarded again, down to the receipt that is refused: that one stays pending (its
+        attempts grow, so later sweeps take it after the others) and the rest are applied. One
+        receipt the service cannot apply never holds back the ones batched with it."""
+        outcome = await self._call(work, attempts=1)
+        if not (isinstance(outcome, str) and outcome in REFUSED_CODES and len(work.forwarded) > 1):
+            return self._left_to_settle(work, outcome, "sweep")
+        ids = [s.receipt_id for s in work.forwarded]
+        left = list(work.settled)
+        for half in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
+            for part in await self._plan(conn, [receipts[i] for i in half]):
+                left += await self._sweep_plan(conn, part, receipts)
+        return left
 
     # --- shared ------------------------------------------------------------------------------
 

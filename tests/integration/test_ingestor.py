@@ -30,9 +30,11 @@ from common.db import receipts as receipts_sql
 from common.db.engine import make_engine, make_sessions
 from common.generated.invites.v1 import dispatch_pb2, dispatch_pb2_grpc
 from dispatch_service.bootstrap import Deps as DispatchDeps
+from dispatch_service.grpc_api import dispatch_servicer
 from dispatch_service.persistence import status as status_sql
 from dispatch_service.server import build_server
 from dispatch_service.settings import DispatchSettings
+from dispatch_service.use_cases.apply_status import apply_status as apply_status_use_case
 from tests.integration.dispatch_support import precheck_and_start, seed_world
 from tests.status_support import (
     SENDER,
@@ -47,6 +49,7 @@ from tests.status_support import (
     status_item,
     statuses_body,
 )
+from webhook_service import forwarder as forwarder_module
 from webhook_service.app import CHANNEL_OPTIONS, FORWARDER, create_app
 from webhook_service.app import Deps as WebhookDeps
 from webhook_service.forwarder import Forwarder, plan
@@ -415,6 +418,39 @@ async def test_text_postgres_or_protobuf_would_refuse_never_holds_a_backlog_back
     assert query(
         database_url, "SELECT error_details FROM invite_message WHERE id = %s", run.message_ids[0]
     ) == [("bad\ufffdbyte",)]
+
+
+async def test_a_receipt_the_dispatch_service_refuses_never_holds_back_its_batch(
+    database_url: str,
+    dispatch: DispatchServer,
+    post: Post,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whatever makes the service fail one receipt's updates (a fault injected here, in our own
+    # service), the sweeper used to send the same batch again at every sweep: the receipts
+    # stored beside it were never applied.
+    run = seed_run(database_url, 3)
+    poison = run.wamids[0] or ""
+    real = apply_status_use_case
+
+    async def refusing(command: Any, *args: Any) -> Any:
+        if any(s.provider_message_id == poison for s in command.statuses):
+            raise RuntimeError("this update cannot be applied")
+        return await real(command, *args)
+
+    monkeypatch.setattr(dispatch_servicer, "apply_status", refusing)
+    await dispatch.stop()  # a backlog: the sweeper forwards the three in one request
+    for n, wamid in enumerate(run.wamids):
+        body = statuses_body([status_item(wamid or "", "read", 1_900_000_000 + n)])
+        assert (await post(body)).status == 200
+    await dispatch.start()
+    await eventually(lambda: states(database_url, run) == ["sent", "read", "read"], 15)
+    rows = query(
+        database_url,
+        "SELECT state, attempts >= 1, last_error FROM webhook_receipt ORDER BY received_at",
+    )
+    assert [r[0] for r in rows] == ["pending", "applied", "applied"]
+    assert rows[0][1:] == (True, "ApplyStatus: INTERNAL")
 
 
 async def test_sweepers_of_several_ingestors_share_pending_receipts(
@@ -926,6 +962,41 @@ async def test_requests_are_cut_at_the_update_limit_without_splitting_a_receipt(
         await engine.dispose()
     assert [len(p.request.statuses) for p in plans] == [3, 3, 3, 3]
     assert [s.receipt_id for p in plans for s in p.forwarded] == [r.id for r in receipts_]
+
+
+async def test_a_receipt_whose_updates_a_request_cannot_carry_is_flagged_alone(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A value protobuf refuses, half-way through a receipt's updates (none is known today: the
+    # normaliser reads what it can check; this injects one): that receipt is flagged and the
+    # request keeps exactly the others' updates.
+    seed_run(database_url, 1)
+    real = forwarder_module._timestamp
+
+    def refusing(seconds: int) -> Any:
+        if seconds == 1_900_000_009:
+            raise ValueError("Value out of range")
+        return real(seconds)
+
+    monkeypatch.setattr(forwarder_module, "_timestamp", refusing)
+    good = statuses_body([status_item("wamid.good", "read", 1_900_000_000)])
+    bad = statuses_body(
+        [
+            status_item("wamid.ok", "sent", 1_900_000_001),
+            status_item("wamid.bad", "read", 1_900_000_009),
+        ]
+    )
+    receipts_ = [Receipt(uuid.uuid4(), body, datetime.now(UTC)) for body in (good, bad, good)]
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        (work,) = await plan(engine, receipts_)
+    finally:
+        await engine.dispose()
+    assert [s.provider_message_id for s in work.request.statuses] == ["wamid.good", "wamid.good"]
+    assert [s.receipt_id for s in work.forwarded] == [receipts_[0].id, receipts_[2].id]
+    assert [(s.receipt_id, s.state, s.flag) for s in work.settled] == [
+        (receipts_[1].id, "flagged", "unknown_shape")
+    ]
 
 
 async def test_requests_stay_far_below_grpcs_limit_whatever_the_backlogs_texts(
