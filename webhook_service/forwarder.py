@@ -91,6 +91,11 @@ default however long the texts of a backlog are (the update limit alone let 80 l
 texts make one request over it, refused with RESOURCE_EXHAUSTED at every sweep)."""
 
 
+FORWARD_QUEUE_BYTES = 64 * 1024 * 1024
+"""The fresh queue's bodies, in bytes, past which a receipt is left to the sweeper, as past
+WEBHOOK_FORWARD_QUEUE_LIMIT receipts: Meta's bodies reach 3 MB, so a count alone bounded the
+queue's memory only at gigabytes."""
+
 REFUSED_CODES = frozenset(
     code.name
     for code in (
@@ -434,6 +439,8 @@ class Forwarder:
         self._queue: deque[Receipt] = deque()
         self._queued_weight = 0
         """The queue's receipts' weight (_weight): how many updates they hold, roughly."""
+        self._queued_bytes = 0
+        """The queue's receipts' bodies, in bytes (bounded by FORWARD_QUEUE_BYTES)."""
         self._waited_for_call = False
         """The queue waited for a call to end (it had its linger then): it goes at once."""
         self._wake = asyncio.Event()
@@ -487,7 +494,10 @@ class Forwarder:
         """Hand a freshly stored receipt to the forwarder (never blocks)."""
         if self._degraded:
             return  # it is durable: the sweeper forwards it
-        if len(self._queue) >= self._settings.webhook_forward_queue_limit:
+        if (
+            len(self._queue) >= self._settings.webhook_forward_queue_limit
+            or self._queued_bytes + len(receipt.body) > FORWARD_QUEUE_BYTES
+        ):
             # Durable too, but the sweeper would leave it for WEBHOOK_SWEEP_MIN_AGE_SECONDS (a
             # minute) as a receipt on some ingestor's fresh path: catching up, it takes every
             # receipt a second old, so a burst past the queue is applied within a sweep.
@@ -496,6 +506,7 @@ class Forwarder:
             return
         self._queue.append(receipt)
         self._queued_weight += _weight(receipt)
+        self._queued_bytes += len(receipt.body)
         self._wake.set()
 
     # --- fresh receipts ----------------------------------------------------------------------
@@ -511,6 +522,7 @@ class Forwarder:
             batch.append(self._queue.popleft())
             size += weight
         self._queued_weight -= size
+        self._queued_bytes -= sum(len(r.body) for r in batch)
         return batch
 
     def _unqueue(self, ids: set[uuid.UUID]) -> None:
@@ -521,6 +533,7 @@ class Forwarder:
         if len(kept) != len(self._queue):
             self._queue = kept
             self._queued_weight = sum(_weight(r) for r in kept)
+            self._queued_bytes = sum(len(r.body) for r in kept)
 
     def _full_batch_waiting(self) -> bool:
         return (

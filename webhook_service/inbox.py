@@ -117,11 +117,17 @@ class ReceiptWriter:
     """While a flush is out, how long the next one waits for neighbours to join it."""
     LINGER_BELOW = 16
     """The next flush lingers only while fewer bodies than this are waiting."""
+    MAX_HELD_BYTES = 64 * 1024 * 1024
+    """Bodies waiting to be stored or being stored, in bytes, past which a POST is refused at
+    once (its sender redelivers it): while Postgres hangs, memory stays bounded however many
+    POSTs and redeliveries arrive."""
 
     def __init__(self, engine: AsyncEngine, max_batch: int = 500) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
+        self._held_bytes = 0
+        """The bodies of `_waiting` and of the flushes in flight."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures = OutageLog(log, "storing webhook bodies")
@@ -144,9 +150,13 @@ class ReceiptWriter:
     async def store(
         self, body: bytes, sha256: bytes, headers: Mapping[str, str], provider: str = "meta"
     ) -> Receipt | None:
-        """Store a verified body once committed; None when the same body is already stored."""
+        """Store a verified body once committed; None when the same body is already stored.
+        Raises ConnectionError at once when MAX_HELD_BYTES of bodies are already held."""
+        if self._held_bytes + len(body) > self.MAX_HELD_BYTES:
+            raise ConnectionError("too many bodies waiting to be stored")
         done: asyncio.Future[Receipt | None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(body, sha256, kept_headers(headers), provider, done))
+        self._held_bytes += len(body)
         self._wake.set()
         return await done
 
@@ -189,6 +199,8 @@ class ReceiptWriter:
                 if not item.done.done():
                     item.done.set_exception(ConnectionError("the receipt writer stopped"))
             raise
+        finally:
+            self._held_bytes -= sum(len(item.body) for item in batch)
 
     async def _insert(self, batch: list[_Waiting]) -> None:
         try:

@@ -48,7 +48,8 @@ FORWARD_CALLS = Counter(
 LEFT_TO_SWEEPER = Counter(
     "invites_webhook_left_to_sweeper_total",
     "Fresh receipts not queued for forwarding because the queue was full"
-    " (WEBHOOK_FORWARD_QUEUE_LIMIT): the sweeper forwards them, from a second old.",
+    " (WEBHOOK_FORWARD_QUEUE_LIMIT receipts, or 64 MB of bodies): the sweeper forwards them,"
+    " from a second old.",
 )
 FORWARD_LAG = Histogram(
     "invites_webhook_forward_lag_seconds",

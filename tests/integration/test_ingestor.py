@@ -896,6 +896,59 @@ async def test_receipts_past_a_full_forward_queue_are_swept_within_seconds_not_a
     assert states(database_url, run) == ["delivered"] * 3
 
 
+async def test_while_postgres_hangs_the_writer_holds_bounded_bytes_and_refuses_the_rest(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Postgres hangs (here: a lock the inserts wait for). Every POST used to wait in memory for
+    # ever, each redelivery of it too; past the bound a POST is refused at once (503: its sender
+    # redelivers it), and the held ones are stored once Postgres answers.
+    monkeypatch.setattr(ReceiptWriter, "MAX_HELD_BYTES", 3_000)
+    engine = make_engine(database_url, pool_size=2)
+    writer = ReceiptWriter(engine)
+    writer.start()
+
+    def body(n: int) -> tuple[bytes, bytes]:
+        data = b'{"n": %d, "pad": "%s"}' % (n, b"x" * 900)
+        return data, hashlib.sha256(data).digest()
+
+    try:
+        with psycopg.connect(database_url) as blocker:
+            blocker.execute("LOCK TABLE webhook_receipt IN ACCESS EXCLUSIVE MODE")
+            held = [asyncio.create_task(writer.store(*body(n), {})) for n in range(3)]
+            await asyncio.sleep(0.3)
+            assert not any(task.done() for task in held)  # waiting for Postgres
+            with pytest.raises(ConnectionError, match="too many bodies"):
+                await writer.store(*body(3), {})
+            blocker.rollback()  # Postgres answers again
+        assert all(r is not None for r in await asyncio.gather(*held))
+        assert await writer.store(*body(3), {}) is not None  # room again
+    finally:
+        await writer.stop()
+        await engine.dispose()
+    assert query(database_url, "SELECT count(*) FROM webhook_receipt") == [(4,)]
+
+
+async def test_the_fresh_queue_is_bounded_in_bytes_as_in_receipts(
+    database_url: str, dispatch: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forwarder_module, "FORWARD_QUEUE_BYTES", 2_500)
+    settings = webhook_settings(database_url, dispatch.target)
+    engine = make_engine(database_url, pool_size=1)
+    channel = aio.insecure_channel(dispatch.target, options=CHANNEL_OPTIONS)
+    forwarder = Forwarder(settings, engine, channel)  # not started: nothing drains its queue
+    left = REGISTRY.get_sample_value("invites_webhook_left_to_sweeper_total") or 0.0
+    try:
+        for _ in range(4):
+            forwarder.submit(Receipt(uuid.uuid4(), b"x" * 1_000, datetime.now(UTC)))
+        assert len(forwarder._queue) == 2
+        assert (REGISTRY.get_sample_value("invites_webhook_left_to_sweeper_total") or 0.0) == (
+            left + 2
+        )
+    finally:
+        await channel.close(None)
+        await engine.dispose()
+
+
 async def test_the_writer_batches_bodies_that_arrive_while_a_flush_is_out(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
