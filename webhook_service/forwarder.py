@@ -333,16 +333,7 @@ async def plan(
             ignored=tuple(n.subject for n in updates.ignored),
         )
         if updates.phone_number_ids and not known.intersection(updates.phone_number_ids):
-            log.warning("receipt flagged unknown_sender", extra={"receipt_id": rid})
-            result.settled.append(
-                Settlement(
-                    rid,
-                    ReceiptState.FLAGGED,
-                    flag=ReceiptFlag.UNKNOWN_SENDER.value,
-                    phone_number_id=first,
-                    notes=notes,
-                )
-            )
+            result.settled.append(_flagged(rid, ReceiptFlag.UNKNOWN_SENDER, first, notes))
             continue
         if updates.unreadable:
             log.warning(
@@ -367,18 +358,8 @@ async def plan(
             dropped = _add_updates(result.request, receipt, updates, known)
         except (ValueError, TypeError, OverflowError) as error:  # a value protobuf refuses
             _truncate(result.request, sizes)  # the request as it was before this receipt
-            log.warning(
-                "receipt flagged unknown_shape: %s", type(error).__name__, extra={"receipt_id": rid}
-            )
-            result.settled.append(
-                Settlement(
-                    rid,
-                    ReceiptState.FLAGGED,
-                    flag=ReceiptFlag.UNKNOWN_SHAPE.value,
-                    phone_number_id=first,
-                    notes=notes,
-                )
-            )
+            problem = type(error).__name__
+            result.settled.append(_flagged(rid, ReceiptFlag.UNKNOWN_SHAPE, first, notes, problem))
             continue
         if dropped:
             log.warning(
@@ -389,6 +370,29 @@ async def plan(
         else:
             result.settled.append(settlement)  # ignored changes, unreadable items: nothing to send
     return plans
+
+
+def _flagged(
+    receipt_id: uuid.UUID,
+    flag: ReceiptFlag,
+    phone_number_id: str | None,
+    notes: str | None,
+    problem: str = "",
+) -> Settlement:
+    """A receipt flagged whatever the call does (logged)."""
+    log.warning(
+        "receipt flagged %s%s",
+        flag.value,
+        f": {problem}" if problem else "",
+        extra={"receipt_id": receipt_id},
+    )
+    return Settlement(
+        receipt_id,
+        ReceiptState.FLAGGED,
+        flag=flag.value,
+        phone_number_id=phone_number_id,
+        notes=notes,
+    )
 
 
 _REPEATED = (

@@ -524,12 +524,7 @@ async def test_131049_reported_by_webhook_defers_the_message_and_reopens_its_run
     async with running(sessions, fake):
         await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
     first = await message_row(sessions, capped)
-    failed = StatusUpdate(
-        provider_message_id=first.provider_message_id,
-        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
-        phone_number_id=DEFAULT_SENDER,
-        callback_data=str(first.id),
-    )
+    failed = cap_failure(first)
     day = 3 * 3600.0  # a workspace may wait longer or shorter than Meta's 24 h
     result = await apply_status(ApplyStatusCommand(statuses=(failed,)), sessions, day)
     assert result.outcomes == [ApplyOutcome.APPLIED]
@@ -582,12 +577,7 @@ async def test_a_131049_webhook_after_the_last_attempt_allowed_fails_the_message
     async with running(sessions, FakeMeta()):
         await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
     first = await message_row(sessions, capped)
-    failed = StatusUpdate(
-        provider_message_id=first.provider_message_id,
-        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
-        phone_number_id=DEFAULT_SENDER,
-        callback_data=str(first.id),
-    )
+    failed = cap_failure(first)
     command = ApplyStatusCommand(statuses=(failed,))
     result = await apply_status(command, sessions, 3600.0, max_attempts=1)  # one call allowed
     assert result.outcomes == [ApplyOutcome.APPLIED]
@@ -615,12 +605,7 @@ async def test_the_send_after_a_deferral_is_found_by_callback_data_when_its_answ
     async with running(sessions, fake):
         await wait_for(in_state(sessions, run.id, "completed"), what="run completed")
     first = await message_row(sessions, capped)
-    failed = StatusUpdate(
-        provider_message_id=first.provider_message_id,
-        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
-        phone_number_id=DEFAULT_SENDER,
-        callback_data=str(first.id),
-    )
+    failed = cap_failure(first)
     assert (await apply_status(ApplyStatusCommand(statuses=(failed,)), sessions)).outcomes == [
         ApplyOutcome.APPLIED
     ]
@@ -652,6 +637,16 @@ async def test_the_send_after_a_deferral_is_found_by_callback_data_when_its_answ
     assert result.outcomes == [ApplyOutcome.APPLIED]
     after = await message_row(sessions, capped)
     assert (after.state, after.provider_message_id) == ("delivered", "wamid.SECOND-SEND")
+
+
+def cap_failure(message: Any) -> StatusUpdate:
+    """Meta's `failed` webhook with 131049 for the send `message` (a message_row) stored."""
+    return StatusUpdate(
+        provider_message_id=message.provider_message_id,
+        report=ProviderStatus("failed", datetime.now(UTC), (ProviderError(131049, "cap"),)),
+        phone_number_id=DEFAULT_SENDER,
+        callback_data=str(message.id),
+    )
 
 
 async def message_row(sessions: async_sessionmaker[AsyncSession], phone: str) -> Any:
