@@ -23,7 +23,7 @@ def _database_url() -> str:
 
 def run_migrations() -> None:
     """Apply migrations over one connection (online mode only: we always have a database)."""
-    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    engine = create_engine(_database_url(), poolclass=pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():

@@ -30,7 +30,13 @@ def make_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 1
     then discards every connection the pool held (they are all from before the restart).
     """
     return create_async_engine(
-        sqlalchemy_url(database_url), pool_size=pool_size, max_overflow=max_overflow
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # A database error's text carries the statement, never its parameters: they may be
+        # secrets (a callback's signing secret) or guests' phone numbers, and such errors are
+        # logged (the gRPC guard logs every unexpected one).
+        hide_parameters=True,
     )
 
 

@@ -36,8 +36,10 @@ from dispatch_service.use_cases.acting import READERS, acting
 
 log = logging.getLogger(__name__)
 
-URL = re.compile(r"^https?://[^\s/]+")
+URL = re.compile(r"^https?://[^\s/\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*$")
+"""An http(s) URL with a host, and no space or control character anywhere."""
 MIN_SECRET = 16
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ async def set_callback_endpoint(
             violations.append(FieldViolation("url", "must be an http(s) URL"))
         if len(secret) < MIN_SECRET:
             violations.append(FieldViolation("secret", f"must be at least {MIN_SECRET} chars"))
+        elif CONTROL.search(secret):
+            violations.append(FieldViolation("secret", "must not hold control characters"))
         if violations:
             raise InvalidArgument(*violations)
     async with acting(sessions, actor_id, SENDERS, "configure callbacks") as (session, actor):

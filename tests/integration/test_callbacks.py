@@ -19,8 +19,11 @@ import httpx
 import psycopg
 import pytest
 from grpc import aio
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db.engine import make_engine
 from common.generated.invites.v1 import admin_pb2 as admin_pb
 from common.generated.invites.v1 import dispatch_pb2 as pb
 from dispatch_service.domain.callbacks import SIGNATURE_HEADER, verify_signature
@@ -89,6 +92,35 @@ async def all_changes(api: ApiClient, world: World) -> list[pb.Change]:
 def log_outcomes(database_url: str) -> list[str]:
     with psycopg.connect(database_url) as conn:
         return [r[0] for r in conn.execute("SELECT outcome FROM callback_attempt ORDER BY id")]
+
+
+async def test_control_characters_are_refused_and_database_errors_never_log_parameters(
+    grpc_api: ApiClient, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A NUL in the URL passed the check and failed in psycopg: INTERNAL, and the guard logged
+    # the error's text, which carried the statement's parameters, the signing secret among them.
+    world = seed_world(database_url, ["+14155550101"])
+    actor = str(world.parent_admin)
+    for url, secret in (("https://example.com/\x00", SECRET), (URL, SECRET[:-1] + "\x00")):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await grpc_api.admin.SetCallbackEndpoint(
+                admin_pb.SetCallbackEndpointRequest(url=url, secret=secret),
+                metadata=grpc_api.md(actor),
+            )
+        assert code_of(caught.value) == grpc.StatusCode.INVALID_ARGUMENT
+    # Whatever fails in the database, its error's text names no parameter.
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as failed:
+                await connection.execute(
+                    text("SELECT CAST(:secret AS text) WHERE 1 / 0 = 1"),
+                    {"secret": "callback-secret-never-logged"},
+                )
+    finally:
+        await engine.dispose()
+    assert "callback-secret-never-logged" not in str(failed.value)
+    assert "never-logged" not in caplog.text
 
 
 async def test_a_receiver_down_for_a_while_gets_every_change_in_order(
