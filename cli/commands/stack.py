@@ -198,6 +198,14 @@ def wait_for_dispatch(target: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> 
     return False
 
 
+def shown_token(env: dict[str, str], generated: list[str]) -> str:
+    """The backend token as the printed commands show it: the value when `invites up` generated
+    it, else the variable that holds it (a token the operator gave is never printed)."""
+    if "DISPATCH_BACKEND_TOKENS" in generated:
+        return env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
+    return "<a token of DISPATCH_BACKEND_TOKENS>"
+
+
 def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bool) -> None:
     """Where everything listens, the generated credentials, and what to try next."""
     target = env["DISPATCH_LISTEN"]
@@ -212,7 +220,7 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
         console.print("\ngenerated local credentials (set these variables to use your own):")
         for name in generated:
             console.print(f"  {name}={env[name]}")
-    token = env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
+    token = shown_token(env, generated)
     console.print("\ntry:")
     console.print(f"  grpcurl -plaintext {target} list")
     console.print(f"  grpcurl -plaintext -emit-defaults {target} grpc.health.v1.Health/Check")
@@ -237,8 +245,8 @@ def seed_demo_stack(env: dict[str, str], state_dir: Path) -> Demo | None:
         return None
 
 
-def print_demo(demo: Demo) -> None:
-    """The demo workspace's ids and the commands that use them."""
+def print_demo(demo: Demo, token: str) -> None:
+    """The demo workspace's ids and the commands that use them (`token`: as shown_token)."""
     console.print("\ndemo workspace (seeded idempotently):")
     console.print(f"  workspace  {demo.workspace_id}")
     console.print(f"  actor      {demo.actor_id}   (parent_admin; INVITES_ACTOR)")
@@ -246,13 +254,12 @@ def print_demo(demo: Demo) -> None:
     console.print(f"  template   {demo.template_id}")
     console.print("\nin a second terminal:")
     console.print(
-        f"  export INVITES_TARGET={demo.target} INVITES_TOKEN={demo.token} "
-        f"INVITES_ACTOR={demo.actor_id}"
+        f"  export INVITES_TARGET={demo.target} INVITES_TOKEN={token} INVITES_ACTOR={demo.actor_id}"
     )
     console.print("  .venv/bin/invites demo")
     console.print("  .venv/bin/invites demo --provider twilio   (the sandbox plays Twilio)")
     console.print(
-        f"  grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {demo.token}' "
+        f"  grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {token}' "
         f"-H 'x-actor-id: {demo.actor_id}' "
         f'-d \'{{"event_id": "{demo.event_id}", "template_id": "{demo.template_id}"}}\' '
         f"{demo.target} invites.v1.DispatchService/PrecheckSend"
@@ -345,7 +352,7 @@ def _run_up(args: argparse.Namespace) -> int:
         demo = seed_demo_stack(env, state_dir) if with_sandbox else None
         print_next_steps(env, generated, with_sandbox)
         if demo is not None:
-            print_demo(demo)
+            print_demo(demo, shown_token(env, generated))
         print_console_access(
             env["CONSOLE_LISTEN"],
             env["DISPATCH_LISTEN"],
