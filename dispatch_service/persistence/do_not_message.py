@@ -28,7 +28,9 @@ Entry = DoNotMessageEntry
 # (a workspace id, or every workspace sending from a sender number), a user-id-only request to
 # the phone of the guest identity carrying that user id (when one does), inserted where the
 # person has no active entry yet (by phone or by user id), and each entry actually added is
-# audited as dnm.add in the same statement.
+# audited as dnm.add in the same statement. A request naming a phone and a user id whose
+# user-id-only entry exists gives that entry the phone (as COMPLETE_ENTRIES does once a guest
+# identity pairs them): else the opt-out was dropped, and the phone stayed inviteable.
 ADD_ENTRIES = text("""
     WITH request AS (
         SELECT v.workspace_id, v.pnid, nullif(v.phone, '') AS phone,
@@ -56,6 +58,16 @@ ADD_ENTRIES = text("""
               AND (d.phone_e164 = c.phone OR d.provider_user_id = c.user_id))
         ON CONFLICT DO NOTHING
         RETURNING id, workspace_id, phone_e164, provider_user_id, source, reason, actor_id
+    ), completed AS (
+        UPDATE do_not_message_entry d SET phone_e164 = c.phone
+        FROM candidate c
+        WHERE c.phone IS NOT NULL AND c.user_id IS NOT NULL
+          AND d.workspace_id = c.workspace_id AND d.provider_user_id = c.user_id
+          AND d.phone_e164 IS NULL AND d.removed_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM do_not_message_entry e
+                          WHERE e.workspace_id = c.workspace_id AND e.phone_e164 = c.phone
+                            AND e.removed_at IS NULL)
+        RETURNING d.id
     ), audited AS (
         INSERT INTO audit_entry (workspace_id, actor_id, action, subject_type, subject_id,
                                  details)

@@ -124,3 +124,22 @@ async def test_a_user_id_reported_for_two_phones_is_kept_by_the_first_only(
             "SELECT phone_e164 FROM guest_identity WHERE provider_user_id = 'US.4004'"
         ).fetchall()
     assert len(owners) == 1  # one user id names one WhatsApp account; nothing failed
+
+
+async def test_an_opt_out_naming_a_phone_gives_it_to_the_user_ids_entry_without_one(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # A username user replies STOP (user id only, nobody knows the phone yet); later the same
+    # person stops marketing messages, and Meta names phone and user id together. That second
+    # opt-out was dropped (the user id had an entry) and the phone stayed inviteable.
+    phone = PHONES[0]
+    world = seed_world(database_url, [phone])
+    stop = InboundText(DEFAULT_SENDER, "", "STOP", T0, from_user_id="US.1001")
+    await apply_status(ApplyStatusCommand(inbound_texts=[stop]), sessions)
+    assert entries(database_url) == [(None, "US.1001", "inbound_stop_keyword")]
+    pref = PreferenceUpdate(
+        DEFAULT_SENDER, phone.lstrip("+"), "marketing_messages", "stop", T0, user_id="US.1001"
+    )
+    await apply_status(ApplyStatusCommand(preferences=[pref]), sessions)
+    assert entries(database_url) == [(phone, "US.1001", "inbound_stop_keyword")]
+    assert await blocked_by_dnm(sessions, world) == 1
