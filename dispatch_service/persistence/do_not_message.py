@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.db.models import DoNotMessageEntry
 from common.vocabulary import DnmSource
-from dispatch_service.domain.do_not_message import DnmScope, DoNotMessageRequest
+from dispatch_service.domain.do_not_message import (
+    SCOPE_OF,
+    DnmScope,
+    DoNotMessageRequest,
+    provider_opt_out,
+)
 
 Entry = DoNotMessageEntry
 
@@ -93,6 +98,31 @@ COMPLETE_ENTRIES = text("""
                         AND e.removed_at IS NULL)
     RETURNING d.id
 """)
+
+
+SENDER_OPT_OUTS = text("""
+    SELECT DISTINCT ON (coalesce(d.phone_e164, ''), coalesce(d.provider_user_id, ''))
+           coalesce(d.phone_e164, '') AS phone, coalesce(d.provider_user_id, '') AS user_id,
+           d.source
+    FROM do_not_message_entry d JOIN workspace w ON w.id = d.workspace_id
+    WHERE w.sender_phone_number_id = :sender AND d.removed_at IS NULL
+      AND d.source = ANY(CAST(:sources AS text[]))
+    ORDER BY coalesce(d.phone_e164, ''), coalesce(d.provider_user_id, ''), d.created_at
+""")
+
+
+async def sender_opt_outs(session: AsyncSession, sender: str) -> list[DoNotMessageRequest]:
+    """The active opt-outs people reported to sender number `sender` (the sources the scope rule
+    gives to every workspace sending from it), as requests the one writer can apply again: a
+    workspace that starts sending from the number gets them too."""
+    sources = [
+        source.value for source, scope in SCOPE_OF.items() if scope is DnmScope.SENDER_NUMBER
+    ]
+    rows = await session.execute(SENDER_OPT_OUTS, {"sender": sender, "sources": sources})
+    return [
+        provider_opt_out(sender, row.phone, DnmSource(row.source), user_id=row.user_id)
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)

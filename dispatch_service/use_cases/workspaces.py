@@ -18,6 +18,7 @@ from dispatch_service.domain.actors import SENDERS
 from dispatch_service.domain.phones import is_supported_region
 from dispatch_service.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from dispatch_service.persistence.audit_log import record_audit
+from dispatch_service.persistence.do_not_message import add_entries, sender_opt_outs
 from dispatch_service.persistence.workspaces import (
     count_parent_admins,
     deactivate_member,
@@ -147,6 +148,12 @@ async def create_workspace(
             display_name=command.admin_display_name,
             role=Role.PARENT_ADMIN,
         )
+        if workspace.sender_phone_number_id:
+            # People who told the number STOP (or opted out through its provider) are blocked
+            # in every workspace sending from it, this new one too (the scope rule).
+            await add_entries(
+                session, await sender_opt_outs(session, workspace.sender_phone_number_id)
+            )
         record_audit(
             session,
             workspace_id=workspace.id,

@@ -18,6 +18,7 @@ from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, Sta
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
+from dispatch_service.use_cases.workspaces import NewWorkspace, create_workspace
 from tests.integration.dispatch_support import World, seed_world
 from tests.integration.factories import DEFAULT_SENDER
 
@@ -143,3 +144,38 @@ async def test_an_opt_out_naming_a_phone_gives_it_to_the_user_ids_entry_without_
     await apply_status(ApplyStatusCommand(preferences=[pref]), sessions)
     assert entries(database_url) == [(phone, "US.1001", "inbound_stop_keyword")]
     assert await blocked_by_dnm(sessions, world) == 1
+
+
+async def test_a_workspace_that_starts_sending_from_a_number_inherits_its_opt_outs(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Opt-outs reported to a sender number apply in every workspace sending from it; they were
+    # copied to those that existed then, so a workspace created later on the same number (every
+    # Meta workspace sends from the service's own number by default) invited the person.
+    first = seed_world(database_url, PHONES[:1])
+    stops = [
+        InboundText(DEFAULT_SENDER, PHONES[0].lstrip("+"), "STOP", T0),
+        InboundText(DEFAULT_SENDER, "", "STOP", T0, from_user_id="US.2002"),
+    ]
+    await apply_status(ApplyStatusCommand(inbound_texts=stops), sessions)
+    workspace, _ = await create_workspace(
+        sessions,
+        NewWorkspace("Second organiser", "US", DEFAULT_SENDER, "Second admin"),
+    )
+    with psycopg.connect(database_url) as conn:
+        inherited = conn.execute(
+            "SELECT phone_e164, provider_user_id, source FROM do_not_message_entry"
+            " WHERE workspace_id = %s ORDER BY 2, 1",
+            [workspace.id],
+        ).fetchall()
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_entry WHERE workspace_id = %s AND action = 'dnm.add'",
+            [workspace.id],
+        ).fetchone()
+    assert inherited == [
+        (None, "US.2002", "inbound_stop_keyword"),
+        (PHONES[0], None, "inbound_stop_keyword"),
+    ]
+    assert audited == (2,)
+    assert len(entries(database_url)) == 4  # the first workspace's two, unchanged
+    assert await blocked_by_dnm(sessions, first) == 1
