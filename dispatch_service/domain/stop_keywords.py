@@ -80,11 +80,23 @@ def is_marketing_stop(category: str, value: str) -> bool:
 
 
 def phone_from_wa_id(wa_id: str) -> str | None:
-    """The E.164 phone of a WhatsApp id ('+' + digits), or None when it is not a phone number."""
+    """The E.164 phone of a WhatsApp id, or None when it is not a phone number.
+
+    A WhatsApp id is the phone's digits, except where WhatsApp kept a numbering plan the country
+    has since changed (Meta: the id and the phone "may not always match"), which would leave an
+    opt-out on a phone no guest has:
+
+    * Mexico dropped the mobile "1" in 2019: ids of 521 and ten digits are +52 and those ten;
+    * Brazil's mobiles gained a ninth digit: ids of 55, an area code and eight digits starting
+      with 6 to 9 (a mobile's) are +55, the area code, 9 and those eight."""
     digits = wa_id.strip().lstrip("+")
-    if digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and digits[0] != "0":
-        return "+" + digits
-    return None
+    if not (digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and digits[0] != "0"):
+        return None
+    if len(digits) == 13 and digits.startswith("521"):
+        digits = "52" + digits[3:]
+    elif len(digits) == 12 and digits.startswith("55") and digits[4] in "6789":
+        digits = digits[:4] + "9" + digits[4:]
+    return "+" + digits
 
 
 @dataclass(frozen=True, slots=True)

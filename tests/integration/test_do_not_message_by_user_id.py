@@ -179,3 +179,16 @@ async def test_a_workspace_that_starts_sending_from_a_number_inherits_its_opt_ou
     assert audited == (2,)
     assert len(entries(database_url)) == 4  # the first workspace's two, unchanged
     assert await blocked_by_dnm(sessions, first) == 1
+
+
+async def test_a_stop_from_a_mexican_whatsapp_id_blocks_the_guest_imported_with_the_new_plan(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # WhatsApp ids of Mexican mobiles keep the "1" Mexico dropped (521 + ten digits); the guest
+    # is stored as E.164 without it. The entry went to a phone no guest has.
+    phone = "+525512345678"
+    world = seed_world(database_url, [phone])
+    stop = InboundText(DEFAULT_SENDER, "5215512345678", "STOP", T0)
+    await apply_status(ApplyStatusCommand(inbound_texts=[stop]), sessions)
+    assert entries(database_url) == [(phone, None, "inbound_stop_keyword")]
+    assert await blocked_by_dnm(sessions, world) == 1

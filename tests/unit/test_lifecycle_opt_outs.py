@@ -68,6 +68,13 @@ def test_other_texts_do_not(text: str) -> None:
 def test_phone_from_wa_id() -> None:
     assert phone_from_wa_id("16505551234") == "+16505551234"
     assert phone_from_wa_id("+16505551234") == "+16505551234"
+    # where WhatsApp's ids kept a numbering plan the country changed since: the phone as
+    # phonenumbers (and so a guest's import) has it, or an opt-out never matched the guest
+    assert phone_from_wa_id("5215512345678") == "+525512345678"  # Mexico's old mobile "1"
+    assert phone_from_wa_id("525512345678") == "+525512345678"
+    assert phone_from_wa_id("551187654321") == "+5511987654321"  # Brazil's ninth digit
+    assert phone_from_wa_id("5511987654321") == "+5511987654321"
+    assert phone_from_wa_id("551132654321") == "+551132654321"  # a landline keeps its form
     for bad in ("", "abc", "0123456789", "123", "1" * 16, "١٢٣٤٥٦٧٨"):
         assert phone_from_wa_id(bad) is None
 
