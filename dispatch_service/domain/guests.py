@@ -57,6 +57,8 @@ TAG_SEPARATOR = ";"
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "n"})
 MAX_FIELD_CHARS = 1000
+MAX_OPEN_RECORD_CHARS = 64 * 1024
+"""How long a record may stay inside a quoted field (its fields are at most MAX_FIELD_CHARS)."""
 DELIMITERS = (",", ";", "\t")
 
 
@@ -161,12 +163,36 @@ def csv_record_to_input(
     )
 
 
+def inside_quotes(line: str, delimiter: str, inside: bool) -> bool:
+    """Whether a record is inside a quoted field after `line` (it was before it if `inside`). As
+    the csv module reads: a quote opens a quoted field only at a field's start (elsewhere, as in
+    ``Dan O"Neil``, it is a character), and a doubled quote inside one is a quote."""
+    if '"' not in line:
+        return inside
+    at_field_start = not inside
+    i, n = 0, len(line)
+    while i < n:
+        char = line[i]
+        if inside:
+            if char == '"':
+                if i + 1 < n and line[i + 1] == '"':
+                    i += 2
+                    continue
+                inside = False
+        else:
+            if char == '"' and at_field_start:
+                inside = True
+            at_field_start = char == delimiter
+        i += 1
+    return inside
+
+
 class CsvGuestReader:
     """Incremental CSV reader: feed byte chunks, get guest inputs; never holds the whole file.
 
     UTF-8 is decoded incrementally (a chunk may end inside a character). Lines are handed to the
-    csv module only in groups with an even number of quote characters, so a quoted field may
-    span lines and chunks (RFC 4180 doubles quotes inside quoted fields, keeping the parity).
+    csv module only once a record's quoted fields are closed (`inside_quotes`), so a quoted field
+    may span lines and chunks; a record still open after MAX_OPEN_RECORD_CHARS is refused.
     """
 
     def __init__(self) -> None:
@@ -174,7 +200,8 @@ class CsvGuestReader:
         self._bytes = 0
         self._partial_line = ""
         self._pending: list[str] = []
-        self._pending_quotes = 0
+        self._pending_chars = 0
+        self._inside_quotes = False
         self._line_number = 0  # physical lines handed to the csv module so far
         self._delimiter: str | None = None  # decided by the first non-blank line
         self.columns: tuple[str, ...] | None = None
@@ -236,10 +263,21 @@ class CsvGuestReader:
                     continue
                 self._delimiter = sniff_delimiter(line)
             self._pending.append(line)
-            self._pending_quotes += line.count('"')
-            if self._pending_quotes % 2 == 0:
+            self._pending_chars += len(line)
+            delimiter = self._delimiter or ","
+            self._inside_quotes = inside_quotes(line, delimiter, self._inside_quotes)
+            if not self._inside_quotes:
                 complete += self._pending
-                self._pending, self._pending_quotes = [], 0
+                self._pending, self._pending_chars = [], 0
+            elif self._pending_chars > MAX_OPEN_RECORD_CHARS:
+                first = self._line_number + len(complete) + 1
+                raise InvalidArgument(
+                    FieldViolation(
+                        "csv",
+                        f"line {first}: a quoted field opened there is still open"
+                        f" {MAX_OPEN_RECORD_CHARS:,} characters later (a stray quote?)",
+                    )
+                )
         return list(self._records(complete)) if complete else []
 
     def _records(self, lines: list[str]) -> Iterator[GuestInput]:

@@ -85,6 +85,33 @@ def test_reader_parses_quotes_multiline_fields_and_blank_lines() -> None:
     assert rows[0].raw["phone"] == "+1 202 555 0101"
 
 
+def test_a_quote_inside_an_unquoted_field_is_a_character_as_the_csv_module_reads_it() -> None:
+    # A lone quote used to make the quote count odd: every later line was held in memory as
+    # one open record, and the whole file was refused at its end ("never closed").
+    data = b'name,phone\nDan O"Neil,+12025550101\n' + b"".join(
+        b"Guest %d,+1202555%04d\n" % (n, n) for n in range(2, 5000)
+    )
+    rows = read_all(data, chunk=4096)
+    assert len(rows) == 4999
+    assert rows[0].name == 'Dan O"Neil'
+    assert rows[-1].name == "Guest 4999"
+
+
+def test_a_quoted_field_left_open_is_refused_where_it_opened_without_reading_on() -> None:
+    data = b'name,phone\nAnn,1\n"Bob,2\n' + b"Guest,+12025550101\n" * 10_000
+    reader = CsvGuestReader()
+    chunks = [data[start : start + 4096] for start in range(0, len(data), 4096)]
+
+    def feed_all() -> None:
+        for chunk in chunks:
+            reader.feed(chunk)
+
+    with pytest.raises(InvalidArgument) as error:
+        feed_all()
+    assert "line 3: a quoted field opened there is still open" in violations(error)
+    assert sum(map(len, reader._pending)) <= 70 * 1024  # never more than the bound held
+
+
 @settings(max_examples=60, deadline=None)
 @given(chunk=st.integers(min_value=1, max_value=len(SAMPLE)))
 def test_any_chunking_reads_the_same_rows(chunk: int) -> None:
