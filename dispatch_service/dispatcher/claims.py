@@ -13,7 +13,7 @@ In one transaction, in this lock order (the same everywhere, so claims never dea
 4. due queued messages of the run (FOR UPDATE SKIP LOCKED, so replicas never wait on each
    other's rows), none of a run past its deadline;
 5. do-not-message is checked again: a phone added since the precheck is blocked now, with its
-   reason persisted;
+   reason persisted (the mark checks once more, just before the request leaves);
 6. quiet hours: a message whose recipient's local time is outside the run's sending window is
    held (stays queued, due at the next opening; domain/quiet_hours.py);
 7. the rest are leased to this replica (they stay `queued`) until `claim_lease_seconds` past

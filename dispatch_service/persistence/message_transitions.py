@@ -147,8 +147,14 @@ MARK_ATTEMPTING = f"""
     FROM invite_send_run r
     WHERE m.id = ANY(%(ids)s) AND {_state_in(E.ATTEMPTED)} AND m.lease_owner = %(owner)s
       AND r.id = m.run_id AND r.state = {literal(RunState.DISPATCHING)}
+      AND NOT EXISTS (SELECT 1 FROM do_not_message_entry d
+                      WHERE d.workspace_id = m.workspace_id AND d.phone_e164 = m.phone_e164
+                        AND d.removed_at IS NULL)
     RETURNING m.id, m.lease_expires_at
 """
+"""The claim checked Do-Not-Message; the mark checks it again, just before the request leaves: a
+STOP that arrived since the claim (up to a claim's lead, about a second) keeps the message from
+being sent (the worker gives it back, and the next claim blocks it with its reason)."""
 
 
 async def mark_attempting(
