@@ -29,6 +29,17 @@ from dispatch_service.domain.do_not_message import (
 
 Entry = DoNotMessageEntry
 
+
+def _completes(pair: str) -> str:
+    """The condition under which entry `d` (a user-id-only one) gains the phone of `pair` (a row
+    with workspace_id, phone and user_id): the same person, and no active entry of that phone."""
+    return f"""d.workspace_id = {pair}.workspace_id AND d.provider_user_id = {pair}.user_id
+          AND d.phone_e164 IS NULL AND d.removed_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM do_not_message_entry e
+                          WHERE e.workspace_id = {pair}.workspace_id
+                            AND e.phone_e164 = {pair}.phone AND e.removed_at IS NULL)"""
+
+
 # One statement for a whole batch: the requests are resolved to workspaces by the scope rule
 # (a workspace id, or every workspace sending from a sender number), a user-id-only request to
 # the phone of the guest identity carrying that user id (when one does), inserted where the
@@ -36,7 +47,7 @@ Entry = DoNotMessageEntry
 # audited as dnm.add in the same statement. A request naming a phone and a user id whose
 # user-id-only entry exists gives that entry the phone (as COMPLETE_ENTRIES does once a guest
 # identity pairs them): else the opt-out was dropped, and the phone stayed inviteable.
-ADD_ENTRIES = text("""
+ADD_ENTRIES = text(f"""
     WITH request AS (
         SELECT v.workspace_id, v.pnid, nullif(v.phone, '') AS phone,
                nullif(v.user_id, '') AS user_id, v.source, v.reason, v.actor_id, v.context
@@ -66,12 +77,7 @@ ADD_ENTRIES = text("""
     ), completed AS (
         UPDATE do_not_message_entry d SET phone_e164 = c.phone
         FROM candidate c
-        WHERE c.phone IS NOT NULL AND c.user_id IS NOT NULL
-          AND d.workspace_id = c.workspace_id AND d.provider_user_id = c.user_id
-          AND d.phone_e164 IS NULL AND d.removed_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM do_not_message_entry e
-                          WHERE e.workspace_id = c.workspace_id AND e.phone_e164 = c.phone
-                            AND e.removed_at IS NULL)
+        WHERE c.phone IS NOT NULL AND c.user_id IS NOT NULL AND {_completes("c")}
         RETURNING d.id
     ), audited AS (
         INSERT INTO audit_entry (workspace_id, actor_id, action, subject_type, subject_id,
@@ -88,14 +94,10 @@ ADD_ENTRIES = text("""
 """)
 # A person's user-id-only entries gain the phone once a guest identity pairs the two (unless the
 # phone already has an active entry of its own).
-COMPLETE_ENTRIES = text("""
+COMPLETE_ENTRIES = text(f"""
     UPDATE do_not_message_entry d SET phone_e164 = v.phone
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(workspace_id uuid, phone text, user_id text)
-    WHERE d.workspace_id = v.workspace_id AND d.provider_user_id = v.user_id
-      AND d.phone_e164 IS NULL AND d.removed_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM do_not_message_entry e
-                      WHERE e.workspace_id = v.workspace_id AND e.phone_e164 = v.phone
-                        AND e.removed_at IS NULL)
+    WHERE {_completes("v")}
     RETURNING d.id
 """)
 
