@@ -78,6 +78,9 @@ class DoNotMessageRequest:
     phone_number_id: str | None = None
     actor_id: uuid.UUID | None = None
     context: Mapping[str, str] = field(default_factory=dict)
+    only_workspace_id: uuid.UUID | None = None
+    """For a sender number's opt-out: apply it to this one of the number's workspaces only (one
+    that starts sending from the number inherits the number's opt-outs)."""
 
     def __post_init__(self) -> None:
         if not (self.phone_e164 or self.user_id):

@@ -84,18 +84,15 @@ def phone_from_wa_id(wa_id: str) -> str | None:
 
     A WhatsApp id is the phone's digits, except where WhatsApp kept a numbering plan the country
     has since changed (Meta: the id and the phone "may not always match"), which would leave an
-    opt-out on a phone no guest has:
-
-    * Mexico dropped the mobile "1" in 2019: ids of 521 and ten digits are +52 and those ten;
-    * Brazil's mobiles gained a ninth digit: ids of 55, an area code and eight digits starting
-      with 6 to 9 (a mobile's) are +55, the area code, 9 and those eight."""
+    opt-out on a phone no guest has. Mexico dropped the mobile "1" in 2019: an id of 521 and ten
+    digits is +52 and those ten (a +521 number is not a valid phone, so no guest has one).
+    (Brazil's older ids lack the ninth digit its mobiles gained, but a guest may be stored either
+    way, both valid: an id is not mapped there.)"""
     digits = wa_id.strip().lstrip("+")
     if not (digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and digits[0] != "0"):
         return None
     if len(digits) == 13 and digits.startswith("521"):
         digits = "52" + digits[3:]
-    elif len(digits) == 12 and digits.startswith("55") and digits[4] in "6789":
-        digits = digits[:4] + "9" + digits[4:]
     return "+" + digits
 
 

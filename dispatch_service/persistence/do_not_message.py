@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_, select, text, update
@@ -40,14 +40,10 @@ def _completes(pair: str) -> str:
                             AND e.phone_e164 = {pair}.phone AND e.removed_at IS NULL)"""
 
 
-# One statement for a whole batch: the requests are resolved to workspaces by the scope rule
-# (a workspace id, or every workspace sending from a sender number), a user-id-only request to
-# the phone of the guest identity carrying that user id (when one does), inserted where the
-# person has no active entry yet (by phone or by user id), and each entry actually added is
-# audited as dnm.add in the same statement. A request naming a phone and a user id whose
-# user-id-only entry exists gives that entry the phone (as COMPLETE_ENTRIES does once a guest
-# identity pairs them): else the opt-out was dropped, and the phone stayed inviteable.
-ADD_ENTRIES = text(f"""
+# The requests resolved to workspaces by the scope rule (a workspace id, or every workspace
+# sending from a sender number, or one of them for a workspace that starts sending from it), a
+# user-id-only request to the phone of the guest identity carrying that user id (when one does).
+_CANDIDATES = """
     WITH request AS (
         SELECT v.workspace_id, v.pnid, nullif(v.phone, '') AS phone,
                nullif(v.user_id, '') AS user_id, v.source, v.reason, v.actor_id, v.context
@@ -59,11 +55,25 @@ ADD_ENTRIES = text(f"""
                w.id AS workspace_id, coalesce(v.phone, gi.phone_e164) AS phone, v.user_id,
                v.source, v.reason, v.actor_id, v.context
         FROM request v
-        JOIN workspace w ON w.id = v.workspace_id OR w.sender_phone_number_id = v.pnid
+        JOIN workspace w
+          ON w.id = v.workspace_id
+          OR (v.workspace_id IS NULL AND w.sender_phone_number_id = v.pnid)
         LEFT JOIN guest_identity gi
           ON v.phone IS NULL AND gi.workspace_id = w.id AND gi.provider_user_id = v.user_id
         ORDER BY w.id, coalesce(v.phone, gi.phone_e164), v.user_id
-    ), added AS (
+    )"""
+# First, a request naming a phone and a user id whose user-id-only entry exists gives that entry
+# the phone (as COMPLETE_ENTRIES does once a guest identity pairs them): else the opt-out was
+# dropped, and the phone stayed inviteable. A statement of its own, before the insert, so the
+# insert sees the phone taken (one statement's two writes would both claim it).
+COMPLETE_FROM_REQUESTS = text(f"""{_CANDIDATES}
+    UPDATE do_not_message_entry d SET phone_e164 = c.phone
+    FROM candidate c
+    WHERE c.phone IS NOT NULL AND c.user_id IS NOT NULL AND {_completes("c")}
+""")
+# Then one statement for the whole batch: each candidate inserted where the person has no active
+# entry yet (by phone or by user id), and each entry actually added audited as dnm.add.
+ADD_ENTRIES = text(f"""{_CANDIDATES}, added AS (
         INSERT INTO do_not_message_entry
             (workspace_id, phone_e164, provider_user_id, reason, source, actor_id)
         SELECT c.workspace_id, c.phone, c.user_id, c.reason, c.source, c.actor_id
@@ -74,11 +84,6 @@ ADD_ENTRIES = text(f"""
               AND (d.phone_e164 = c.phone OR d.provider_user_id = c.user_id))
         ON CONFLICT DO NOTHING
         RETURNING id, workspace_id, phone_e164, provider_user_id, source, reason, actor_id
-    ), completed AS (
-        UPDATE do_not_message_entry d SET phone_e164 = c.phone
-        FROM candidate c
-        WHERE c.phone IS NOT NULL AND c.user_id IS NOT NULL AND {_completes("c")}
-        RETURNING d.id
     ), audited AS (
         INSERT INTO audit_entry (workspace_id, actor_id, action, subject_type, subject_id,
                                  details)
@@ -113,16 +118,22 @@ SENDER_OPT_OUTS = text("""
 """)
 
 
-async def sender_opt_outs(session: AsyncSession, sender: str) -> list[DoNotMessageRequest]:
+async def sender_opt_outs(
+    session: AsyncSession, sender: str, workspace_id: uuid.UUID
+) -> list[DoNotMessageRequest]:
     """The active opt-outs people reported to sender number `sender` (the sources the scope rule
-    gives to every workspace sending from it), as requests the one writer can apply again: a
-    workspace that starts sending from the number gets them too."""
+    gives to every workspace sending from it), as requests for the one writer to apply to
+    `workspace_id` alone, a workspace that starts sending from the number (never again to the
+    others: an entry an operator removed there stays removed)."""
     sources = [
         source.value for source, scope in SCOPE_OF.items() if scope is DnmScope.SENDER_NUMBER
     ]
     rows = await session.execute(SENDER_OPT_OUTS, {"sender": sender, "sources": sources})
     return [
-        provider_opt_out(sender, row.phone, DnmSource(row.source), user_id=row.user_id)
+        replace(
+            provider_opt_out(sender, row.phone, DnmSource(row.source), user_id=row.user_id),
+            only_workspace_id=workspace_id,
+        )
         for row in rows
     ]
 
@@ -140,8 +151,9 @@ class AddedEntry:
 
 def _row(request: DoNotMessageRequest) -> dict[str, object]:
     by_workspace = request.scope is DnmScope.WORKSPACE
+    workspace = request.workspace_id if by_workspace else request.only_workspace_id
     return {
-        "workspace_id": str(request.workspace_id) if by_workspace else None,
+        "workspace_id": str(workspace) if workspace else None,
         "pnid": None if by_workspace else request.phone_number_id,
         "phone": request.phone_e164,
         "user_id": request.user_id,
@@ -160,6 +172,8 @@ async def add_entries(
     if not requests:
         return []
     rows = json.dumps([_row(r) for r in requests], separators=(",", ":"))
+    if any(r.phone_e164 and r.user_id for r in requests):
+        await session.execute(COMPLETE_FROM_REQUESTS, {"rows": rows})
     result = await session.execute(ADD_ENTRIES, {"rows": rows})
     return [
         AddedEntry(r.id, r.workspace_id, r.phone_e164, r.provider_user_id, DnmSource(r.source))

@@ -151,9 +151,10 @@ async def create_workspace(
         if workspace.sender_phone_number_id:
             # People who told the number STOP (or opted out through its provider) are blocked
             # in every workspace sending from it, this new one too (the scope rule).
-            await add_entries(
-                session, await sender_opt_outs(session, workspace.sender_phone_number_id)
+            inherited = await sender_opt_outs(
+                session, workspace.sender_phone_number_id, workspace.id
             )
+            await add_entries(session, inherited)
         record_audit(
             session,
             workspace_id=workspace.id,

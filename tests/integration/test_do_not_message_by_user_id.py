@@ -17,6 +17,7 @@ from dispatch_service.domain.identities import ProviderContact
 from dispatch_service.domain.lifecycle import ProviderError, ProviderStatus, StatusUpdate
 from dispatch_service.domain.stop_keywords import InboundText, PreferenceUpdate
 from dispatch_service.use_cases.apply_status import ApplyStatusCommand, apply_status
+from dispatch_service.use_cases.do_not_message import remove_do_not_message
 from dispatch_service.use_cases.precheck import precheck_command, precheck_send
 from dispatch_service.use_cases.workspaces import NewWorkspace, create_workspace
 from tests.integration.dispatch_support import World, seed_world
@@ -192,3 +193,50 @@ async def test_a_stop_from_a_mexican_whatsapp_id_blocks_the_guest_imported_with_
     await apply_status(ApplyStatusCommand(inbound_texts=[stop]), sessions)
     assert entries(database_url) == [(phone, None, "inbound_stop_keyword")]
     assert await blocked_by_dnm(sessions, world) == 1
+
+
+async def test_a_new_workspace_inherits_opt_outs_without_undoing_another_workspaces_removal(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # The inheritance applies the number's opt-outs to the new workspace alone: an operator of
+    # another workspace on the number who removed an entry (re-consent) keeps it removed.
+    first = seed_world(database_url, PHONES[:1])
+    stop = InboundText(DEFAULT_SENDER, PHONES[0].lstrip("+"), "STOP", T0)
+    second, _ = await create_workspace(
+        sessions, NewWorkspace("Second organiser", "US", DEFAULT_SENDER, "Second admin")
+    )
+    await apply_status(ApplyStatusCommand(inbound_texts=[stop]), sessions)
+    await remove_do_not_message(sessions, first.parent_admin, PHONES[0], "re-consented by phone")
+    third, _ = await create_workspace(
+        sessions, NewWorkspace("Third organiser", "US", DEFAULT_SENDER, "Third admin")
+    )
+    assert active_in(database_url, first.workspace_id) == []
+    assert active_in(database_url, second.id) == [(PHONES[0], None)]
+    assert active_in(database_url, third.id) == [(PHONES[0], None)]
+
+
+async def test_one_batch_naming_a_phone_alone_and_with_a_known_user_id_blocks_it_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # The completion of the user id's entry and the phone-only opt-out both claimed the phone
+    # in one statement: a unique violation failed the whole ApplyStatus batch.
+    world = seed_world(database_url, PHONES[:1])
+    first = InboundText(DEFAULT_SENDER, "", "STOP", T0, from_user_id="US.3003")
+    await apply_status(ApplyStatusCommand(inbound_texts=[first]), sessions)
+    phone = PHONES[0].lstrip("+")
+    both = [
+        InboundText(DEFAULT_SENDER, phone, "STOP", T0),
+        InboundText(DEFAULT_SENDER, phone, "STOP", T0, from_user_id="US.3003"),
+    ]
+    await apply_status(ApplyStatusCommand(inbound_texts=both), sessions)
+    assert active_in(database_url, world.workspace_id) == [(PHONES[0], "US.3003")]
+
+
+def active_in(database_url: str, workspace_id: object) -> list[tuple[str | None, str | None]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT phone_e164, provider_user_id FROM do_not_message_entry"
+            " WHERE workspace_id = %s AND removed_at IS NULL ORDER BY 1, 2",
+            [workspace_id],
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
