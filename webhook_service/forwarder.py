@@ -693,8 +693,11 @@ class Forwarder:
                 self._call_log.failed(failure)
                 if failure.code() not in TRANSIENT_CODES or attempt == attempts:
                     # Whatever the cause (an outage, a wrong token), stop calling per receipt
-                    # and let the sweeper retry everything once per interval.
-                    self._degraded = True
+                    # and let the sweeper retry everything once per interval. A request the
+                    # service refused (REFUSED_CODES) says nothing of the others: the fresh path
+                    # goes on, and the sweeper splits the refused batch (_sweep_plan).
+                    if error not in REFUSED_CODES:
+                        self._degraded = True
                     self.catch_up()
                     break
                 backoff = self._settings.webhook_forward_backoff_seconds * 2 ** (attempt - 1)

@@ -199,11 +199,12 @@ def wait_for_dispatch(target: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> 
 
 
 def shown_token(env: dict[str, str], generated: list[str]) -> str:
-    """The backend token as the printed commands show it: the value when `invites up` generated
-    it, else the variable that holds it (a token the operator gave is never printed)."""
+    """The backend token as the printed commands show it (inside double quotes): the value when
+    `invites up` generated it, else the shell expansion of the first one the operator gave, which
+    never prints it."""
     if "DISPATCH_BACKEND_TOKENS" in generated:
         return env["DISPATCH_BACKEND_TOKENS"].split(",")[0]
-    return "<a token of DISPATCH_BACKEND_TOKENS>"
+    return "${DISPATCH_BACKEND_TOKENS%%,*}"
 
 
 def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bool) -> None:
@@ -225,7 +226,7 @@ def print_next_steps(env: dict[str, str], generated: list[str], with_sandbox: bo
     console.print(f"  grpcurl -plaintext {target} list")
     console.print(f"  grpcurl -plaintext -emit-defaults {target} grpc.health.v1.Health/Check")
     console.print(
-        f"  grpcurl -plaintext -H 'authorization: Bearer {token}' {target} "
+        f'  grpcurl -plaintext -H "authorization: Bearer {token}" {target} '
         "describe invites.v1.DispatchService"
     )
     console.print("\nCtrl-C stops everything.")
@@ -254,12 +255,13 @@ def print_demo(demo: Demo, token: str) -> None:
     console.print(f"  template   {demo.template_id}")
     console.print("\nin a second terminal:")
     console.print(
-        f"  export INVITES_TARGET={demo.target} INVITES_TOKEN={token} INVITES_ACTOR={demo.actor_id}"
+        f'  export INVITES_TARGET={demo.target} INVITES_TOKEN="{token}" '
+        f"INVITES_ACTOR={demo.actor_id}"
     )
     console.print("  .venv/bin/invites demo")
     console.print("  .venv/bin/invites demo --provider twilio   (the sandbox plays Twilio)")
     console.print(
-        f"  grpcurl -plaintext -emit-defaults -H 'authorization: Bearer {token}' "
+        f'  grpcurl -plaintext -emit-defaults -H "authorization: Bearer {token}" '
         f"-H 'x-actor-id: {demo.actor_id}' "
         f'-d \'{{"event_id": "{demo.event_id}", "template_id": "{demo.template_id}"}}\' '
         f"{demo.target} invites.v1.DispatchService/PrecheckSend"

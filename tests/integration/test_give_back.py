@@ -106,8 +106,12 @@ async def _row(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, str | N
 
 
 @pytest.mark.parametrize("retry_class", [c for c in RetryClass if c is not RetryClass.ACCEPTED])
+@pytest.mark.parametrize("newer", ["replica-b", "replica-a"])  # another replica, or the same
 async def test_a_result_written_again_leaves_a_newer_attempt_alone(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], retry_class: RetryClass
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    retry_class: RetryClass,
+    newer: str,
 ) -> None:
     world = seed_world(database_url, ["+14155550102"])
     run = (await precheck_and_start(sessions, world)).run
@@ -118,17 +122,18 @@ async def test_a_result_written_again_leaves_a_newer_attempt_alone(
     async with sessions() as session, session.begin():
         await write_results(session, [Result(first, failed)], policy, "replica-a", random.Random(1))
     assert await _row(sessions) == ("queued", None, 1)
-    # Replica B claims the message again and marks it: its request is on the wire.
-    await _claim_and_mark(sessions, run.id, "replica-b")
-    assert await _row(sessions) == ("sending", "replica-b", 2)
+    # A replica claims the message again and marks it: its request is on the wire. (The same
+    # replica holds it under another lease: the lease, not the owner, tells the two apart.)
+    await _claim_and_mark(sessions, run.id, newer)
+    assert await _row(sessions) == ("sending", newer, 2)
 
-    # A writes its batch again, with any outcome: B's attempt stands (nothing re-queued, failed
-    # or ended, so no third request and no state B's answer cannot follow), and B's run is not
-    # paused by a halt that was recorded the first time.
+    # A writes its batch again, with any outcome: the newer attempt stands (nothing re-queued,
+    # failed or ended, so no third request and no state its answer cannot follow), and its run
+    # is not paused by a halt that was recorded the first time.
     again = Failed(retry_class, 131000, "Something went wrong", "")
     async with sessions() as session, session.begin():
         effects = await write_results(
             session, [Result(first, again)], policy, "replica-a", random.Random(1)
         )
-    assert await _row(sessions) == ("sending", "replica-b", 2)
+    assert await _row(sessions) == ("sending", newer, 2)
     assert effects.paused_runs == set()

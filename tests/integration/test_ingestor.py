@@ -423,6 +423,7 @@ async def test_text_postgres_or_protobuf_would_refuse_never_holds_a_backlog_back
 async def test_a_receipt_the_dispatch_service_refuses_never_holds_back_its_batch(
     database_url: str,
     dispatch: DispatchServer,
+    client: TestClient[Any, Any],
     post: Post,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -453,6 +454,15 @@ async def test_a_receipt_the_dispatch_service_refuses_never_holds_back_its_batch
         database_url,
         "SELECT attempts >= 1, last_error FROM webhook_receipt WHERE state = 'pending'",
     ) == [(True, "ApplyStatus: INTERNAL")]
+    # The refused receipt keeps failing at each sweep, but says nothing of the service: the
+    # ingestor is not degraded by it, and a new status takes the fresh path at once.
+    forwarder = client.app[FORWARDER]
+    await asyncio.sleep(0.5)  # a few more sweeps: the refused receipt again each time
+    assert not forwarder._degraded
+    body = statuses_body([status_item(run.wamids[2] or "", "delivered", 1_900_000_100)])
+    assert (await post(body)).status == 200
+    await eventually(lambda: [s for s, _ in receipts(database_url)][-1] == "applied")
+    assert not forwarder._degraded
 
 
 async def test_sweepers_of_several_ingestors_share_pending_receipts(
