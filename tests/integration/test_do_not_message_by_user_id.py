@@ -33,11 +33,16 @@ async def blocked_by_dnm(sessions: async_sessionmaker[AsyncSession], world: Worl
     return result.blocked_by_reason.get(RejectionReason.DO_NOT_MESSAGE, 0)
 
 
-def entries(database_url: str) -> list[tuple[str | None, str | None, str]]:
+def entries(
+    database_url: str, workspace_id: object = None
+) -> list[tuple[str | None, str | None, str]]:
+    """Active entries (phone, user id, source), of one workspace or of all."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT phone_e164, provider_user_id, source FROM do_not_message_entry"
-            " WHERE removed_at IS NULL ORDER BY 2, 1"
+            " WHERE removed_at IS NULL AND (%(ws)s::uuid IS NULL OR workspace_id = %(ws)s)"
+            " ORDER BY 2, 1",
+            {"ws": workspace_id},
         ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 
@@ -163,12 +168,8 @@ async def test_a_workspace_that_starts_sending_from_a_number_inherits_its_opt_ou
         sessions,
         NewWorkspace("Second organiser", "US", DEFAULT_SENDER, "Second admin"),
     )
+    inherited = entries(database_url, workspace.id)
     with psycopg.connect(database_url) as conn:
-        inherited = conn.execute(
-            "SELECT phone_e164, provider_user_id, source FROM do_not_message_entry"
-            " WHERE workspace_id = %s ORDER BY 2, 1",
-            [workspace.id],
-        ).fetchall()
         audited = conn.execute(
             "SELECT count(*) FROM audit_entry WHERE workspace_id = %s AND action = 'dnm.add'",
             [workspace.id],
@@ -233,10 +234,4 @@ async def test_one_batch_naming_a_phone_alone_and_with_a_known_user_id_blocks_it
 
 
 def active_in(database_url: str, workspace_id: object) -> list[tuple[str | None, str | None]]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT phone_e164, provider_user_id FROM do_not_message_entry"
-            " WHERE workspace_id = %s AND removed_at IS NULL ORDER BY 1, 2",
-            [workspace_id],
-        ).fetchall()
-    return [(r[0], r[1]) for r in rows]
+    return [(phone, user_id) for phone, user_id, _ in entries(database_url, workspace_id)]
