@@ -8,8 +8,8 @@ phone number's region (phonenumbers' time-zone data), else the event's time zone
 * several (a country without area-code zones, such as Russia's mobiles): the event's zone when
   it is one of them (a guest invited to an event in Moscow most likely lives in its zone),
   otherwise the message may go only when the time is inside the window in every one of them,
-  and when the window is never open in all of them at once (Russia's mobiles span eleven hours),
-  whenever it is open in its first zone;
+  and when the window is never open in all of them at once (+7 mobiles span ten hours, from
+  Kaliningrad to Kamchatka), whenever it is open in its first zone;
 * none (no zone data for the number): the event's zone (UTC for an event without one).
 
 The dispatcher asks at claim time: a message due outside its window is held (``held``: it stays
